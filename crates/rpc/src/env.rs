@@ -1,0 +1,14 @@
+//! The environment variables the proxy sets when it spawns a plugin process.
+
+/// Path of the Unix socket the plugin connects to.
+pub const SOCKET: &str = "GATEKEEPER_SOCKET";
+/// One-time token the plugin sends back in its `handshake` call.
+pub const TOKEN: &str = "GATEKEEPER_TOKEN";
+/// The plugin's configured name (unique within one gatekeeper).
+pub const PLUGIN_NAME: &str = "GATEKEEPER_PLUGIN_NAME";
+/// The plugin's type: `upstream`, `modifier`, `router`, `loadbalancer` or `metric`.
+pub const PLUGIN_TYPE: &str = "GATEKEEPER_PLUGIN_TYPE";
+/// The protocol version the proxy speaks, as a decimal integer.
+pub const PROTOCOL_VERSION: &str = "GATEKEEPER_PROTOCOL_VERSION";
+/// The maximum line length in bytes the proxy accepts, as a decimal integer.
+pub const MAX_LINE_BYTES: &str = "GATEKEEPER_MAX_LINE_BYTES";

@@ -1,0 +1,32 @@
+//! The gatekeeper wire protocol: JSON-RPC 2.0 messages, one per line, over a Unix socket.
+//!
+//! This crate owns everything both ends of a plugin connection share and nothing else (no HTTP,
+//! no processes):
+//!
+//! - [`message`]: the JSON-RPC 2.0 message model (request, notification, response, error);
+//! - [`framing`]: newline-delimited framing with a maximum line length;
+//! - [`peer`]: a bidirectional, pipelined [`Peer`]: either side calls or notifies the other, many
+//!   calls in flight, responses correlated by id, a timeout per call, one batching writer task;
+//! - [`methods`] and [`types`]: the typed params and results of every method of the protocol;
+//! - [`env`]: the environment variables the proxy sets for a plugin process.
+//!
+//! docs/protocol.md is the human-readable spec of the same protocol and must stay true to this crate.
+
+pub mod env;
+pub mod error;
+pub mod framing;
+pub mod message;
+pub mod methods;
+pub mod peer;
+pub mod types;
+
+pub use error::{codes, CallError, ErrorCode, ErrorObject};
+pub use message::{Message, RequestId};
+pub use methods::Method;
+pub use peer::{
+    Handler, IncomingNotification, IncomingRequest, Peer, PeerConfig, PeerStats, Reply,
+};
+
+/// The protocol version this crate speaks. A plugin declares the version it speaks in its
+/// handshake; the proxy refuses any other.
+pub const PROTOCOL_VERSION: u32 = 1;

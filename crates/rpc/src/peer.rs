@@ -1,0 +1,542 @@
+//! A bidirectional, pipelined JSON-RPC connection.
+//!
+//! A [`Peer`] owns one connection (any `AsyncRead + AsyncWrite`, in practice a Unix socket) and two
+//! tasks: a reader that parses each line and either completes a pending call (by id) or hands an
+//! incoming request to the [`Handler`] on its own task; and a writer that takes every queued line
+//! and writes them with a single flush. Calls from many tasks share the connection; each has its
+//! own timeout. When the connection ends, for any reason, every pending call fails at once with
+//! [`CallError::Closed`] and later calls fail immediately.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::codec::{FramedRead, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{codes, error_object, CallError, ErrorObject};
+use crate::framing;
+use crate::message::{self, Message, RequestId};
+use crate::methods::Method;
+
+/// What a handler answers to a request: a raw JSON result or an error object.
+pub type Reply = Result<Box<RawValue>, ErrorObject>;
+
+/// A request the other side sent us.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// The method called.
+    pub method: String,
+    /// The params, as raw JSON, if any.
+    pub params: Option<Box<RawValue>>,
+    /// The connection it arrived on, to call back through if needed.
+    pub peer: Peer,
+}
+
+impl IncomingRequest {
+    /// Reads the params as `T`; missing params read as `{}`. Errors are `invalid params` objects
+    /// ready to be returned.
+    pub fn parse_params<T: DeserializeOwned>(&self) -> Result<T, ErrorObject> {
+        let raw = self.params.as_deref().map_or("{}", RawValue::get);
+        serde_json::from_str(raw).map_err(|e| {
+            error_object(
+                codes::INVALID_PARAMS,
+                format!("invalid params for `{}`: {e}", self.method),
+            )
+        })
+    }
+}
+
+/// A notification the other side sent us.
+#[derive(Debug)]
+pub struct IncomingNotification {
+    /// The method called.
+    pub method: String,
+    /// The params, as raw JSON, if any.
+    pub params: Option<Box<RawValue>>,
+}
+
+/// Answers the requests and notifications the other side sends.
+///
+/// Each request is handled on its own task, so a slow handler delays nothing else.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. The default answers `method not found`.
+    fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
+        Box::pin(async move {
+            Err(error_object(
+                codes::METHOD_NOT_FOUND,
+                format!("method not found: {}", request.method),
+            ))
+        })
+    }
+
+    /// Receives one notification. The default ignores it.
+    fn handle_notification(&self, notification: IncomingNotification) {
+        tracing::debug!(method = %notification.method, "ignoring notification");
+    }
+}
+
+/// A handler that answers every request with `method not found`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHandler;
+
+impl Handler for NoHandler {}
+
+/// Settings of one connection.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Longest line accepted or sent, in bytes. A longer incoming line ends the connection.
+    pub max_line_bytes: usize,
+    /// Most incoming requests handled at once; the reader waits when this many are running.
+    pub max_incoming_in_flight: usize,
+    /// Capacity of the write queue, in lines; callers wait when it is full.
+    pub write_queue: usize,
+    /// A name for log lines (e.g. the plugin's name).
+    pub name: String,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            max_line_bytes: framing::DEFAULT_MAX_LINE_BYTES,
+            max_incoming_in_flight: 1024,
+            write_queue: 4096,
+            name: "peer".to_owned(),
+        }
+    }
+}
+
+/// Counters of protocol violations by the other side, for supervision and metrics.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    /// Lines that were not JSON-RPC messages.
+    pub invalid_lines: AtomicU64,
+    /// Responses whose id matched no pending call (late after a timeout, or bogus).
+    pub unknown_ids: AtomicU64,
+}
+
+/// Why the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The other side closed the connection.
+    Eof,
+    /// [`Peer::close`] was called.
+    Local,
+    /// The other side sent a line longer than the limit.
+    LineTooLong,
+    /// Reading or writing failed.
+    Io(String),
+}
+
+type PendingReply = oneshot::Sender<Reply>;
+
+struct Pending {
+    calls: HashMap<i64, PendingReply>,
+    closed: bool,
+}
+
+struct Shared {
+    config: PeerConfig,
+    next_id: AtomicI64,
+    pending: Mutex<Pending>,
+    writes: mpsc::Sender<String>,
+    shutdown: CancellationToken,
+    close_reason: Mutex<Option<CloseReason>>,
+    stats: PeerStats,
+}
+
+/// One end of a JSON-RPC connection. Cheap to clone; all clones share the connection.
+#[derive(Clone)]
+pub struct Peer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("name", &self.shared.config.name)
+            .finish()
+    }
+}
+
+impl Peer {
+    /// Starts serving a connection: spawns its reader and writer tasks on the current runtime.
+    pub fn spawn<IO>(io: IO, handler: Arc<dyn Handler>, config: PeerConfig) -> Peer
+    where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (reader, writer) = tokio::io::split(io);
+        let (writes, queue) = mpsc::channel(config.write_queue.max(1));
+        let shared = Arc::new(Shared {
+            next_id: AtomicI64::new(1),
+            pending: Mutex::new(Pending {
+                calls: HashMap::new(),
+                closed: false,
+            }),
+            writes,
+            shutdown: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+            stats: PeerStats::default(),
+            config,
+        });
+        let peer = Peer { shared };
+        tokio::spawn(write_loop(peer.clone(), writer, queue));
+        tokio::spawn(read_loop(peer.clone(), reader, handler));
+        peer
+    }
+
+    /// Calls `method` on the other side and waits up to `timeout` for its result.
+    pub async fn call<P, R>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<R, CallError>
+    where
+        P: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let raw = self.call_raw(method, params, timeout).await?;
+        serde_json::from_str(raw.get()).map_err(|source| CallError::InvalidResult {
+            method: method.to_owned(),
+            source,
+        })
+    }
+
+    /// Calls a typed [`Method`].
+    pub async fn request<M: Method>(
+        &self,
+        params: &M::Params,
+        timeout: Duration,
+    ) -> Result<M::Result, CallError> {
+        self.call(M::NAME, params, timeout).await
+    }
+
+    /// Calls `method` and returns its result as raw JSON.
+    pub async fn call_raw<P>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, CallError>
+    where
+        P: Serialize + ?Sized,
+    {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let line = message::encode_call(Some(&RequestId::Number(id)), method, params).map_err(
+            |source| CallError::Encode {
+                method: method.to_owned(),
+                source,
+            },
+        )?;
+        if line.len() > self.shared.config.max_line_bytes {
+            return Err(CallError::TooLarge {
+                method: method.to_owned(),
+                bytes: line.len(),
+                limit: self.shared.config.max_line_bytes,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending();
+            if pending.closed {
+                return Err(CallError::Closed {
+                    method: method.to_owned(),
+                });
+            }
+            pending.calls.insert(id, tx);
+        }
+        // Removes the pending entry however this future ends (timeout, caller dropped it).
+        let guard = PendingGuard { peer: self, id };
+        let outcome = tokio::time::timeout(timeout, async {
+            if self.shared.writes.send(line).await.is_err() {
+                return Err(CallError::Closed {
+                    method: method.to_owned(),
+                });
+            }
+            rx.await.map_err(|_| CallError::Closed {
+                method: method.to_owned(),
+            })
+        })
+        .await;
+        drop(guard);
+        match outcome {
+            Err(_elapsed) => Err(CallError::Timeout {
+                method: method.to_owned(),
+                timeout,
+            }),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Ok(result))) => Ok(result),
+            Ok(Ok(Err(error))) => Err(CallError::Remote {
+                method: method.to_owned(),
+                error,
+            }),
+        }
+    }
+
+    /// Sends a notification (no response expected). Waits only for room in the write queue.
+    pub async fn notify<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<(), CallError> {
+        let line =
+            message::encode_call(None, method, params).map_err(|source| CallError::Encode {
+                method: method.to_owned(),
+                source,
+            })?;
+        if self.is_closed() {
+            return Err(CallError::Closed {
+                method: method.to_owned(),
+            });
+        }
+        self.shared
+            .writes
+            .send(line)
+            .await
+            .map_err(|_| CallError::Closed {
+                method: method.to_owned(),
+            })
+    }
+
+    /// Closes the connection: pending calls fail, queued writes already taken are flushed.
+    pub fn close(&self) {
+        self.finish(CloseReason::Local);
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
+    }
+
+    /// Waits until the connection ends and tells why.
+    pub async fn closed(&self) -> CloseReason {
+        self.shared.shutdown.cancelled().await;
+        self.close_reason().unwrap_or(CloseReason::Local)
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        lock(&self.shared.close_reason).clone()
+    }
+
+    /// Protocol violations seen from the other side so far.
+    pub fn stats(&self) -> &PeerStats {
+        &self.shared.stats
+    }
+
+    /// Calls currently waiting for a response.
+    pub fn pending_calls(&self) -> usize {
+        self.pending().calls.len()
+    }
+
+    /// The connection's name, as given in its config.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        lock(&self.shared.pending)
+    }
+
+    /// Ends the connection once: records why, fails pending calls, stops both tasks.
+    fn finish(&self, reason: CloseReason) {
+        {
+            let mut slot = lock(&self.shared.close_reason);
+            if slot.is_none() {
+                *slot = Some(reason);
+            }
+        }
+        let calls = {
+            let mut pending = self.pending();
+            pending.closed = true;
+            std::mem::take(&mut pending.calls)
+        };
+        // Dropping the senders wakes every waiting call with `Closed`.
+        drop(calls);
+        self.shared.shutdown.cancel();
+    }
+
+    fn complete(&self, id: Option<RequestId>, outcome: Reply) {
+        let sender = match &id {
+            Some(RequestId::Number(n)) => self.pending().calls.remove(n),
+            _ => None,
+        };
+        match sender {
+            Some(sender) => {
+                // The caller may have given up in the meantime; nothing to do then.
+                let _ = sender.send(outcome);
+            }
+            None => {
+                self.shared
+                    .stats
+                    .unknown_ids
+                    .fetch_add(1, Ordering::Relaxed);
+                match id {
+                    Some(id) => {
+                        tracing::warn!(peer = %self.name(), %id, "ignoring response with unknown id")
+                    }
+                    None => tracing::warn!(
+                        peer = %self.name(),
+                        error = ?outcome.err(),
+                        "the other side reported an error without an id"
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn send_line(&self, line: String) {
+        // Fails only once the connection is closed, when there is no one to tell.
+        let _ = self.shared.writes.send(line).await;
+    }
+
+    async fn respond(&self, id: Option<RequestId>, outcome: Reply) {
+        match message::encode_response(id.as_ref(), &outcome) {
+            Ok(line) => self.send_line(line).await,
+            Err(e) => {
+                tracing::error!(peer = %self.name(), error = %e, "could not encode a response")
+            }
+        }
+    }
+}
+
+struct PendingGuard<'a> {
+    peer: &'a Peer,
+    id: i64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.peer.pending().calls.remove(&self.id);
+    }
+}
+
+/// Locks a mutex, recovering the data if a holder panicked (the data stays consistent: every
+/// critical section here is a single map operation).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn read_loop<R>(peer: Peer, reader: R, handler: Arc<dyn Handler>)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let mut lines = FramedRead::new(reader, framing::codec(peer.shared.config.max_line_bytes));
+    let in_flight = Arc::new(Semaphore::new(
+        peer.shared.config.max_incoming_in_flight.max(1),
+    ));
+    let reason = loop {
+        let next = tokio::select! {
+            biased;
+            () = peer.shared.shutdown.cancelled() => break CloseReason::Local,
+            next = lines.next() => next,
+        };
+        let line = match next {
+            None => break CloseReason::Eof,
+            Some(Ok(line)) => line,
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                tracing::warn!(
+                    peer = %peer.name(),
+                    limit = peer.shared.config.max_line_bytes,
+                    "line longer than the limit: closing the connection"
+                );
+                break CloseReason::LineTooLong;
+            }
+            Some(Err(LinesCodecError::Io(e))) => break CloseReason::Io(e.to_string()),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match Message::parse(&line) {
+            Ok(Message::Response(response)) => peer.complete(response.id, response.outcome),
+            Ok(Message::Request(request)) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break CloseReason::Local;
+                };
+                let peer = peer.clone();
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let id = request.id;
+                    let incoming = IncomingRequest {
+                        method: request.method,
+                        params: request.params,
+                        peer: peer.clone(),
+                    };
+                    let outcome = handler.handle_request(incoming).await;
+                    drop(permit);
+                    peer.respond(Some(id), outcome).await;
+                });
+            }
+            Ok(Message::Notification(notification)) => {
+                handler.handle_notification(IncomingNotification {
+                    method: notification.method,
+                    params: notification.params,
+                });
+            }
+            Err(e) => {
+                peer.shared
+                    .stats
+                    .invalid_lines
+                    .fetch_add(1, Ordering::Relaxed);
+                let shown: String = line.chars().take(200).collect();
+                tracing::warn!(peer = %peer.name(), error = %e, line = %shown, "ignoring a line that is not JSON-RPC");
+                let code = match e {
+                    message::ParseError::Json(_) => codes::PARSE_ERROR,
+                    message::ParseError::Invalid(_) => codes::INVALID_REQUEST,
+                };
+                peer.respond(None, Err(error_object(code, e.to_string())))
+                    .await;
+            }
+        }
+    };
+    peer.finish(reason);
+}
+
+async fn write_loop<W>(peer: Peer, mut writer: W, mut queue: mpsc::Receiver<String>)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    const BATCH_LINES: usize = 256;
+    let max_line = peer.shared.config.max_line_bytes;
+    let mut lines = Vec::with_capacity(BATCH_LINES);
+    let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = queue.recv_many(&mut lines, BATCH_LINES) => received,
+            () = peer.shared.shutdown.cancelled() => 0,
+        };
+        if received == 0 {
+            break;
+        }
+        buffer.clear();
+        for line in lines.drain(..) {
+            if line.len() > max_line {
+                tracing::error!(peer = %peer.name(), bytes = line.len(), limit = max_line, "dropping an outgoing line over the limit");
+                continue;
+            }
+            buffer.extend_from_slice(line.as_bytes());
+            buffer.push(b'\n');
+        }
+        let written = async {
+            writer.write_all(&buffer).await?;
+            writer.flush().await
+        };
+        if let Err(e) = written.await {
+            peer.finish(CloseReason::Io(e.to_string()));
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
