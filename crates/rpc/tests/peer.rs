@@ -1,0 +1,256 @@
+//! Behaviour of `Peer` over in-memory connections: pipelining, limits, unknown ids, closing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use gatekeeper_rpc::error::error_object;
+use gatekeeper_rpc::peer::{CloseReason, NoHandler};
+use gatekeeper_rpc::{CallError, Handler, IncomingRequest, Peer, PeerConfig, Reply};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// Answers `double {n}` with `{n: 2n}` after a delay that varies per call, so responses come
+/// back out of order; answers `fail` with an error.
+struct Doubler;
+
+impl Handler for Doubler {
+    fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
+        Box::pin(async move {
+            match request.method.as_str() {
+                "double" => {
+                    let params: Value = request.parse_params()?;
+                    let n = params["n"].as_i64().unwrap_or_default();
+                    tokio::time::sleep(Duration::from_micros((n % 7) as u64 * 300)).await;
+                    Ok(gatekeeper_rpc::message::to_raw(&json!({ "n": n * 2 })).unwrap())
+                }
+                "fail" => Err(error_object(-32011, "conflict here")),
+                other => Err(error_object(-32601, format!("no {other}"))),
+            }
+        })
+    }
+}
+
+fn config(name: &str) -> PeerConfig {
+    PeerConfig {
+        name: name.to_owned(),
+        ..PeerConfig::default()
+    }
+}
+
+fn pair() -> (Peer, Peer) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let client = Peer::spawn(a, Arc::new(NoHandler), config("client"));
+    let server = Peer::spawn(b, Arc::new(Doubler), config("server"));
+    (client, server)
+}
+
+#[tokio::test]
+async fn thousand_concurrent_calls_get_their_own_results() {
+    let (client, _server) = pair();
+    let calls = (0..1000).map(|n| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let result: Value = client
+                .call("double", &json!({ "n": n }), LONG)
+                .await
+                .unwrap();
+            (n, result)
+        })
+    });
+    for call in futures::future::join_all(calls).await {
+        let (n, result) = call.unwrap();
+        assert_eq!(
+            result,
+            json!({ "n": n * 2 }),
+            "call {n} got another call's result"
+        );
+    }
+    assert_eq!(client.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn both_sides_call_each_other_on_one_connection() {
+    let (a, b) = tokio::io::duplex(1024);
+    let left = Peer::spawn(a, Arc::new(Doubler), config("left"));
+    let right = Peer::spawn(b, Arc::new(Doubler), config("right"));
+    let (three, five) = (json!({"n": 3}), json!({"n": 5}));
+    let (x, y) = tokio::join!(
+        left.call::<_, Value>("double", &three, LONG),
+        right.call::<_, Value>("double", &five, LONG),
+    );
+    assert_eq!(x.unwrap(), json!({"n": 6}));
+    assert_eq!(y.unwrap(), json!({"n": 10}));
+}
+
+#[tokio::test]
+async fn remote_errors_keep_code_and_message() {
+    let (client, _server) = pair();
+    match client.call::<_, Value>("fail", &json!({}), LONG).await {
+        Err(CallError::Remote { error, .. }) => {
+            assert_eq!(error.code(), -32011);
+            assert_eq!(error.message(), "conflict here");
+        }
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+    match client.call::<_, Value>("nope", &json!({}), LONG).await {
+        Err(CallError::Remote { error, .. }) => assert_eq!(error.code(), -32601),
+        other => panic!("expected method not found, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wrong_result_type_is_an_invalid_result() {
+    let (client, _server) = pair();
+    let outcome = client
+        .call::<_, String>("double", &json!({"n": 1}), LONG)
+        .await;
+    assert!(
+        matches!(outcome, Err(CallError::InvalidResult { .. })),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_line_closes_the_connection_without_waiting_for_its_end() {
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(
+        theirs,
+        Arc::new(Doubler),
+        PeerConfig {
+            max_line_bytes: 1024,
+            ..config("limited")
+        },
+    );
+    let (_read, mut write) = tokio::io::split(mine);
+    // One byte over the limit and no newline: the peer must give up now, not buffer on.
+    write.write_all(&[b'x'; 1025]).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), peer.closed())
+        .await
+        .expect("peer did not close on an oversized line");
+    assert_eq!(reason, CloseReason::LineTooLong);
+    // Further bytes are not read into memory: the connection is gone.
+    let more = vec![b'y'; 4 * 1024 * 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(1), write.write_all(&more)).await;
+    assert!(peer.is_closed());
+}
+
+#[tokio::test]
+async fn unknown_response_ids_are_ignored() {
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(theirs, Arc::new(NoHandler), config("p"));
+    let (read, mut write) = tokio::io::split(mine);
+    let mut lines = BufReader::new(read).lines();
+
+    write
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":999,\"result\":1}\n")
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.call::<_, Value>("ping", &json!({}), LONG).await }
+    });
+    let request: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(request["method"], "ping");
+    let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": "pong"});
+    write
+        .write_all(format!("{answer}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), json!("pong"));
+    assert_eq!(peer.stats().unknown_ids.load(Ordering::Relaxed), 1);
+    assert!(!peer.is_closed());
+}
+
+#[tokio::test]
+async fn garbage_gets_a_parse_error_and_the_connection_lives_on() {
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(theirs, Arc::new(Doubler), config("p"));
+    let (read, mut write) = tokio::io::split(mine);
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"this is not json\n").await.unwrap();
+    let error: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(error["id"], Value::Null);
+    assert_eq!(error["error"]["code"], -32700);
+    write
+        .write_all(
+            b"{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"double\",\"params\":{\"n\":4}}\n",
+        )
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        answer,
+        json!({"jsonrpc": "2.0", "id": "x", "result": {"n": 8}})
+    );
+    assert_eq!(peer.stats().invalid_lines.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn closing_fails_pending_calls_promptly() {
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(theirs, Arc::new(NoHandler), config("p"));
+    let (read, write) = tokio::io::split(mine);
+    let mut lines = BufReader::new(read).lines();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let peer = peer.clone();
+            tokio::spawn(async move { peer.call::<_, Value>("slow", &json!({}), LONG).await })
+        })
+        .collect();
+    for _ in 0..10 {
+        lines.next_line().await.unwrap().unwrap();
+    }
+    // The other side goes away without answering.
+    drop(lines);
+    drop(write);
+    let started = std::time::Instant::now();
+    for call in calls {
+        let outcome = call.await.unwrap();
+        assert!(
+            matches!(outcome, Err(CallError::Closed { .. })),
+            "{outcome:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < LONG / 2,
+        "pending calls waited for their timeout"
+    );
+    assert_eq!(peer.closed().await, CloseReason::Eof);
+    let late = peer.call::<_, Value>("after", &json!({}), LONG).await;
+    assert!(matches!(late, Err(CallError::Closed { .. })), "{late:?}");
+}
+
+#[tokio::test]
+async fn a_call_times_out_and_leaves_nothing_pending() {
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(theirs, Arc::new(NoHandler), config("p"));
+    let _keep = mine; // never answers
+    let outcome = peer
+        .call::<_, Value>("silent", &json!({}), Duration::from_millis(50))
+        .await;
+    assert!(
+        matches!(outcome, Err(CallError::Timeout { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(peer.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn notifications_reach_the_handler() {
+    struct Recorder(tokio::sync::mpsc::UnboundedSender<String>);
+    impl Handler for Recorder {
+        fn handle_notification(&self, n: gatekeeper_rpc::IncomingNotification) {
+            let _ = self.0.send(n.method);
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (a, b) = tokio::io::duplex(1024);
+    let sender = Peer::spawn(a, Arc::new(NoHandler), config("a"));
+    let _receiver = Peer::spawn(b, Arc::new(Recorder(tx)), config("b"));
+    sender.notify("hello", &json!({})).await.unwrap();
+    assert_eq!(rx.recv().await.unwrap(), "hello");
+}
