@@ -1,1 +1,137 @@
-//! placeholder
+//! gatekeeper's HTTP side: listeners, the request lifecycle, the registry snapshot, the
+//! built-in router and load balancer, and the backend client pool.
+//!
+//! The proxy does not know how plugins run: it calls modifiers through the [`Modifier`] trait,
+//! which the gatekeeper binary implements on top of the plugin host, and upstream plugins change
+//! the [`Registry`] through its methods.
+//!
+//! ```text
+//! accept ─► route (router) ─► modify_request (modifier::Chain) ─► pick backend (balancer)
+//!   ─► forward (forward) ─► modify_response  |  on error: modify_error_response
+//! ```
+
+pub mod balancer;
+pub mod forward;
+pub mod modifier;
+pub mod registry;
+pub mod router;
+mod server;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use balancer::{Balancer, RandomBalancer};
+pub use modifier::{FailurePolicy, HookError, Modifier};
+pub use registry::{Registry, RegistryError, Snapshot};
+pub use server::BoundProxy;
+
+/// A named listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// The listener's name (upstreams' `protocols` refer to it; plugins see it).
+    pub name: String,
+    /// The address to bind.
+    pub addr: SocketAddr,
+}
+
+/// The proxy's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// The listeners (plain HTTP/1.1).
+    pub listeners: Vec<ListenerConfig>,
+    /// Time allowed for a backend to answer with headers when the upstream sets no
+    /// `timeout_ms` (default 30s).
+    pub default_timeout: Duration,
+    /// Time allowed for a client to send a request's headers (default 10s). hyper starts this
+    /// timer as soon as a keep-alive connection goes idle, so it also closes idle connections.
+    pub header_read_timeout: Duration,
+    /// Intended idle time of client keep-alive connections (default 60s). Not enforced
+    /// separately: idle connections are closed by `header_read_timeout` (see there).
+    pub keepalive_idle: Duration,
+    /// How long in-flight connections may finish after shutdown is requested (default 10s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listeners: Vec::new(),
+            default_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_idle: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors starting the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} (listener `{name}`): {source}")]
+    Bind {
+        /// The listener name.
+        name: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause (e.g. address in use).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration has no listeners.
+    #[error("no listeners configured")]
+    NoListeners,
+    /// Two listeners have the same name.
+    #[error("duplicate listener name `{0}`")]
+    DuplicateListener(String),
+}
+
+/// The proxy, configured but not yet listening.
+pub struct Proxy {
+    config: ProxyConfig,
+    registry: Arc<Registry>,
+    modifiers: Vec<Arc<dyn Modifier>>,
+    balancer: Arc<dyn Balancer>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .field(
+                "modifiers",
+                &self.modifiers.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy reading upstreams from `registry` and calling `modifiers` in this order, with the
+    /// built-in random load balancer.
+    pub fn new(
+        config: ProxyConfig,
+        registry: Arc<Registry>,
+        modifiers: Vec<Arc<dyn Modifier>>,
+    ) -> Self {
+        Proxy {
+            config,
+            registry,
+            modifiers,
+            balancer: Arc::new(RandomBalancer),
+        }
+    }
+
+    /// Replaces the load balancer.
+    pub fn with_balancer(mut self, balancer: Arc<dyn Balancer>) -> Self {
+        self.balancer = balancer;
+        self
+    }
+
+    /// Binds every listener, so that errors such as "address in use" surface before serving.
+    pub async fn bind(self) -> Result<BoundProxy, ProxyError> {
+        server::bind(self).await
+    }
+}

@@ -1,0 +1,290 @@
+//! The upstreams file, in the original gatekeeper project's YAML format:
+//!
+//! ```yaml
+//! httpbin:                 # the upstream's id
+//!   name: httpbin          # optional, defaults to the id
+//!   timeout: 5s            # optional, humantime syntax: 10ms, 5s, 1m 30s
+//!   protocols: [http-public]   # listener names; empty or absent means all
+//!   hostnames: [httpbin.org]
+//!   prefixes: [httpbin]    # first path segments, without slashes
+//!   backends:              # base URLs
+//!     - https://httpbin.org
+//! ```
+//!
+//! Backend ids are their position in the list (`"0"`, `"1"`, ...): URLs cannot serve as ids
+//! because a list may repeat one (the original example does, to weight it). Unknown keys are
+//! errors, so a misspelt key is not silently ignored. Syntax and type errors name the line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use gatekeeper_plugin_sdk::{Backend, Object, Upstream};
+use serde::{Deserialize, Deserializer};
+
+/// One entry of the file, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    timeout: Option<Timeout>,
+    #[serde(default)]
+    protocols: Vec<String>,
+    #[serde(default)]
+    hostnames: Vec<String>,
+    #[serde(default)]
+    prefixes: Vec<String>,
+    #[serde(default)]
+    backends: Vec<String>,
+}
+
+/// An upstream with its backends, ready to push through the manager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticUpstream {
+    /// The upstream.
+    pub upstream: Upstream,
+    /// Its backends, with ids `"0"`, `"1"`, ... in file order.
+    pub backends: Vec<Backend>,
+}
+
+/// Reads and parses the file at `path`; errors name the file (and the line, when YAML has one).
+pub fn load(path: &Path) -> anyhow::Result<Vec<StaticUpstream>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read upstreams file {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid upstreams file {}", path.display()))
+}
+
+/// Parses the text of an upstreams file. The upstreams come out sorted by id.
+pub fn parse(text: &str) -> anyhow::Result<Vec<StaticUpstream>> {
+    // An empty file (or a lone `---`) is a valid file with no upstreams.
+    let entries: Option<BTreeMap<String, Entry>> =
+        serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!(describe(&e)))?;
+    entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, entry)| convert(id.clone(), entry).with_context(|| format!("upstream `{id}`")))
+        .collect()
+}
+
+/// A YAML error's message, always with its line when it has a location.
+fn describe(error: &serde_yaml::Error) -> String {
+    let message = error.to_string();
+    match error.location() {
+        Some(location) if !message.contains("line ") => format!(
+            "{message} at line {} column {}",
+            location.line(),
+            location.column()
+        ),
+        _ => message,
+    }
+}
+
+/// A timeout in humantime syntax. Parsed in the visitor so a bad value's error carries the
+/// value's own line (serde_yaml marks errors raised while visiting a scalar with its position).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Timeout(Duration);
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TimeoutVisitor)
+    }
+}
+
+struct TimeoutVisitor;
+
+impl serde::de::Visitor<'_> for TimeoutVisitor {
+    type Value = Timeout;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration such as `10ms`, `5s` or `1m 30s`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timeout, E> {
+        let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+            E::custom(format!(
+                "invalid timeout `{text}` ({e}); expected e.g. `10ms`, `5s` or `1m 30s`"
+            ))
+        })?;
+        if duration.is_zero() {
+            return Err(E::custom("timeout must be more than 0"));
+        }
+        Ok(Timeout(duration))
+    }
+}
+
+fn convert(id: String, entry: Entry) -> anyhow::Result<StaticUpstream> {
+    if id.trim().is_empty() {
+        bail!("the id (the entry's key) is empty");
+    }
+    let prefixes = entry
+        .prefixes
+        .iter()
+        .map(|prefix| {
+            let segment = prefix.trim().trim_matches('/');
+            if segment.is_empty() || segment.contains('/') {
+                bail!("prefix `{prefix}` is not a single path segment (e.g. `api`)");
+            }
+            Ok(segment.to_owned())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let backends = entry
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(index, address)| {
+            let address = address.trim();
+            if !(address.starts_with("http://") || address.starts_with("https://")) {
+                bail!("backend `{address}` is not an http:// or https:// URL");
+            }
+            Ok(Backend {
+                id: index.to_string(),
+                address: address.to_owned(),
+                extra: Object::new(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let upstream = Upstream {
+        name: entry.name.unwrap_or_else(|| id.clone()),
+        id,
+        timeout_ms: entry
+            .timeout
+            .map(|Timeout(t)| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        protocols: entry.protocols,
+        hostnames: entry.hostnames,
+        prefixes,
+        extra: Object::new(),
+    };
+    Ok(StaticUpstream { upstream, backends })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// The original project's example file. Its backends are public hosts: parse it, never send
+    /// traffic to them.
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/original-static-upstreams.yml")
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn parses_the_original_example_file() {
+        let upstreams = load(&fixture()).unwrap();
+        assert_eq!(upstreams.len(), 2);
+
+        let httpbin = &upstreams[0];
+        assert_eq!(httpbin.upstream.id, "httpbin");
+        assert_eq!(httpbin.upstream.name, "httpbin");
+        assert_eq!(httpbin.upstream.timeout_ms, Some(5000));
+        assert_eq!(httpbin.upstream.protocols, ["http-internal", "http-public"]);
+        assert_eq!(httpbin.upstream.hostnames, ["httpbin", "httpbin.org"]);
+        assert_eq!(httpbin.upstream.prefixes, ["httpbin"]);
+        let ids: Vec<_> = httpbin.backends.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["0", "1"], "the repeated URL gets two ids");
+        assert!(httpbin
+            .backends
+            .iter()
+            .all(|b| b.address == "https://httpbin.org"));
+
+        let localhost = &upstreams[1];
+        assert_eq!(localhost.upstream.id, "localhost");
+        assert_eq!(localhost.upstream.timeout_ms, Some(10));
+        assert!(localhost.upstream.hostnames.is_empty());
+        assert_eq!(localhost.upstream.prefixes, ["localhost"]);
+        assert_eq!(localhost.backends[0].address, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn durations_parse() {
+        for (text, ms) in [
+            ("10ms", 10),
+            ("5s", 5000),
+            ("1m 30s", 90_000),
+            ("2m", 120_000),
+        ] {
+            let yaml = format!("a:\n  timeout: {text}\n");
+            assert_eq!(
+                parse(&yaml).unwrap()[0].upstream.timeout_ms,
+                Some(ms),
+                "{text}"
+            );
+        }
+        assert_eq!(parse("a: {}\n").unwrap()[0].upstream.timeout_ms, None);
+        assert_eq!(
+            parse("a:\n  timeout:\n").unwrap()[0].upstream.timeout_ms,
+            None
+        );
+        let message = error_of("a:\n  timeout: 5\n");
+        assert!(
+            message.contains("line 2") && message.contains("`5`"),
+            "{message}"
+        );
+        let message = error_of("a:\n  timeout: 0s\n");
+        assert!(message.contains("more than 0"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_line() {
+        let message = error_of("a:\n  name: a\n  timeout: soon\n");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(message.contains("soon"), "{message}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let message = error_of("a:\n  name: a\n  backends:\n    - http://x\n   - http://y\n");
+        assert!(message.contains("line 5"), "{message}");
+    }
+
+    #[test]
+    fn a_misspelt_key_names_its_line() {
+        let message = error_of("a:\n  name: a\n  hostname: [x]\n");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(message.contains("hostname"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_file_names_the_file_and_the_line() {
+        let dir =
+            std::env::temp_dir().join(format!("static-upstreams-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.yml");
+        std::fs::write(&path, "a:\n  timeout: [1, 2]\n").unwrap();
+        let message = format!("{:#}", load(&path).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(message.contains("bad.yml"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn defaults_and_normalisation() {
+        let upstreams =
+            parse("api:\n  prefixes: [/api/]\n  backends: [' http://10.0.0.1:80 ']\n").unwrap();
+        let api = &upstreams[0];
+        assert_eq!(api.upstream.name, "api");
+        assert_eq!(api.upstream.prefixes, ["api"]);
+        assert_eq!(api.backends[0].address, "http://10.0.0.1:80");
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("---\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn semantic_errors_name_the_upstream() {
+        let message = error_of("api:\n  prefixes: [a/b]\n");
+        assert!(
+            message.contains("upstream `api`") && message.contains("a/b"),
+            "{message}"
+        );
+        let message = error_of("api:\n  backends: [10.0.0.1:80]\n");
+        assert!(message.contains("not an http"), "{message}");
+    }
+}

@@ -1,0 +1,224 @@
+//! Forwarding to backends: the pooled keep-alive client, hop-by-hop header removal, the
+//! backend URI, conversions between hyper headers and the plugin view, and the upstream timeout.
+
+use std::time::Duration;
+
+use gatekeeper_rpc::types::Headers;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::registry::BackendEntry;
+
+/// The backend client: pooled keep-alive HTTP/1.1 connections, bodies streamed.
+pub(crate) type BackendClient = Client<HttpConnector, Incoming>;
+
+/// How long an idle pooled backend connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Builds the backend client (TCP_NODELAY, idle pooled connections closed after 90s).
+pub(crate) fn new_client() -> BackendClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Headers that apply to one connection only and are never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers: the standard ones and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The plugin view of headers: lower-case names, values decoded lossily as UTF-8.
+pub fn headers_to_view(headers: &HeaderMap) -> Headers {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Builds a header map from a plugin's header list, skipping (with a warning) names and values
+/// that are not valid HTTP, then removes hop-by-hop headers.
+pub fn headers_from_view(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::warn!(header = %name.escape_debug(), "plugin sent an invalid header name; skipped");
+                continue;
+            }
+        };
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                map.append(name, v);
+            }
+            Err(_) => {
+                tracing::warn!(header = %name, "plugin sent an invalid header value; skipped")
+            }
+        }
+    }
+    strip_hop_by_hop(&mut map);
+    map
+}
+
+/// The URI of the outgoing request: `http://{backend}{base_path}{path}[?query]`.
+///
+/// `original` is the client's path and query, reused without allocation when nothing needs to
+/// change (no base path, no stripped prefix).
+pub fn backend_uri(
+    backend: &BackendEntry,
+    path: &str,
+    query: Option<&str>,
+    original: Option<&PathAndQuery>,
+) -> Result<Uri, http::Error> {
+    let path_and_query = match original {
+        Some(pq) if backend.base_path.is_empty() => pq.clone(),
+        _ => {
+            let mut s = String::with_capacity(
+                backend.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 1,
+            );
+            s.push_str(&backend.base_path);
+            if !path.starts_with('/') {
+                s.push('/');
+            }
+            s.push_str(path);
+            if let Some(q) = query {
+                s.push('?');
+                s.push_str(q);
+            }
+            PathAndQuery::try_from(s)?
+        }
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(backend.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+}
+
+/// Why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForwardError {
+    /// The backend could not be connected to.
+    #[error("cannot connect to backend: {0}")]
+    Unreachable(String),
+    /// The backend did not answer with headers in time.
+    #[error("backend did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed after it was established (reset, garbage, early close).
+    #[error("backend failed: {0}")]
+    Failed(String),
+}
+
+/// Full error chain as one line.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut s = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}
+
+/// Sends the request and waits (at most `timeout`) for the response headers; the body streams.
+pub(crate) async fn forward(
+    client: &BackendClient,
+    request: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, ForwardError> {
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => Err(ForwardError::Timeout(timeout)),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) if e.is_connect() => Err(ForwardError::Unreachable(describe(&e))),
+        Ok(Err(e)) => Err(ForwardError::Failed(describe(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatekeeper_rpc::types::Backend;
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Foo"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-bar", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn invalid_plugin_headers_skipped() {
+        let view = vec![
+            ("x-ok".to_string(), "1".to_string()),
+            ("bad name".to_string(), "1".to_string()),
+            ("x-bad-value".to_string(), "a\nb".to_string()),
+            ("upgrade".to_string(), "h2c".to_string()),
+        ];
+        let map = headers_from_view(&view);
+        assert_eq!(map.len(), 1);
+        assert_eq!(map["x-ok"], "1");
+    }
+
+    #[test]
+    fn uri_with_base_path() {
+        let b = BackendEntry::new(Backend {
+            id: "b".into(),
+            address: "http://127.0.0.1:9000/base".into(),
+            extra: Default::default(),
+        })
+        .unwrap();
+        let uri = backend_uri(&b, "/x", Some("q=1"), None).unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:9000/base/x?q=1");
+        let pq = PathAndQuery::from_static("/x?q=1");
+        let uri = backend_uri(&b, "/x", Some("q=1"), Some(&pq)).unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:9000/base/x?q=1");
+        assert!(backend_uri(&b, "/a b", None, None).is_err());
+    }
+}

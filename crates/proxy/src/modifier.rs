@@ -1,0 +1,281 @@
+//! Modifiers as the proxy sees them: the [`Modifier`] trait (implemented by the gatekeeper
+//! binary on top of the plugin host; the proxy does not know how plugins run) and the
+//! [`Chain`] that calls the hooks of all modifiers in their configured order, applying each
+//! modifier's [`FailurePolicy`].
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use gatekeeper_rpc::methods::{
+    Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
+};
+use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
+
+/// What the proxy does when a modifier's hook fails (error, timeout, plugin down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Log a warning and continue as if the modifier had left the request or response alone.
+    Open,
+    /// Answer the client with `status` (plain-text body naming the plugin).
+    Closed {
+        /// The status code of the answer.
+        status: u16,
+    },
+}
+
+impl Default for FailurePolicy {
+    /// Fail closed with 503.
+    fn default() -> Self {
+        FailurePolicy::Closed { status: 503 }
+    }
+}
+
+/// A failed hook call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HookError {
+    /// What went wrong, for the log.
+    pub message: String,
+}
+
+impl HookError {
+    /// A hook error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        HookError {
+            message: message.into(),
+        }
+    }
+}
+
+/// A modifier plugin, as the proxy calls it.
+pub trait Modifier: Send + Sync + 'static {
+    /// The plugin's configured name (used in logs and error bodies).
+    fn name(&self) -> &str;
+    /// Whether the plugin declared this hook (e.g. `modify_request`); undeclared hooks are never
+    /// called.
+    fn has_hook(&self, hook: &str) -> bool;
+    /// What to do when a hook fails.
+    fn failure_policy(&self) -> FailurePolicy;
+    /// `modify_request`: change the request, or answer it directly.
+    fn modify_request(
+        &self,
+        params: ModifyRequestParams,
+    ) -> BoxFuture<'static, Result<ModifyRequestResult, HookError>>;
+    /// `modify_response`: change the backend's (or a direct) response's status and headers.
+    fn modify_response(
+        &self,
+        params: ModifyResponseParams,
+    ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>>;
+    /// `modify_error_response`: change an error response the proxy generated.
+    fn modify_error_response(
+        &self,
+        params: ModifyErrorResponseParams,
+    ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>>;
+}
+
+/// A fail-closed hook failure: the request must be answered with `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookFailure {
+    /// Name of the plugin that failed.
+    pub plugin: String,
+    /// The status to answer with (the plugin's fail-closed status).
+    pub status: u16,
+    /// The hook error.
+    pub message: String,
+}
+
+impl HookFailure {
+    /// The error passed to `modify_error_response`.
+    pub fn proxy_error(&self) -> ProxyError {
+        ProxyError {
+            kind: "plugin_failed".into(),
+            message: format!("plugin `{}` failed: {}", self.plugin, self.message),
+        }
+    }
+
+    /// The plain-text response sent to the client.
+    pub fn response(&self) -> HttpResponse {
+        text_response(self.status, &format!("plugin `{}` failed", self.plugin))
+    }
+}
+
+/// A plain-text response with this status and body (a newline is appended).
+pub fn text_response(status: u16, body: &str) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: Some(format!("{body}\n")),
+    }
+}
+
+/// What the `modify_request` hooks decided.
+#[derive(Debug)]
+pub enum RequestOutcome {
+    /// Forward the request (`changed` is false when no modifier returned a request).
+    Forward {
+        /// The request as the last modifier left it.
+        request: HttpRequest,
+        /// Whether any modifier returned a changed request.
+        changed: bool,
+    },
+    /// Answer the client with this response (then run `modify_response` hooks on it).
+    Respond {
+        /// The request as the answering modifier saw it.
+        request: HttpRequest,
+        /// The response.
+        response: HttpResponse,
+    },
+    /// A fail-closed modifier failed.
+    Failed {
+        /// The request as the failing modifier saw it.
+        request: HttpRequest,
+        /// The failure.
+        failure: HookFailure,
+    },
+}
+
+/// The configured modifiers, in order.
+#[derive(Clone, Default)]
+pub struct Chain {
+    modifiers: Vec<Arc<dyn Modifier>>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.modifiers.iter().map(|m| m.name().to_string()))
+            .finish()
+    }
+}
+
+/// Applies a modifier's failure policy: `Some` when the request must be answered.
+fn on_failure(modifier: &dyn Modifier, hook: &str, error: HookError) -> Option<HookFailure> {
+    match modifier.failure_policy() {
+        FailurePolicy::Open => {
+            tracing::warn!(plugin = modifier.name(), hook, %error, "hook failed (fail-open: skipped)");
+            None
+        }
+        FailurePolicy::Closed { status } => {
+            tracing::warn!(plugin = modifier.name(), hook, %error, status, "hook failed (fail-closed)");
+            Some(HookFailure {
+                plugin: modifier.name().to_string(),
+                status,
+                message: error.message,
+            })
+        }
+    }
+}
+
+impl Chain {
+    /// A chain of these modifiers, called in this order.
+    pub fn new(modifiers: Vec<Arc<dyn Modifier>>) -> Self {
+        Chain { modifiers }
+    }
+
+    /// Whether there are no modifiers at all (the proxy then skips building plugin views).
+    pub fn is_empty(&self) -> bool {
+        self.modifiers.is_empty()
+    }
+
+    /// Whether any modifier declared this hook.
+    pub fn has_hook(&self, hook: &str) -> bool {
+        self.modifiers.iter().any(|m| m.has_hook(hook))
+    }
+
+    /// Runs the `modify_request` hooks; each sees the previous one's output.
+    pub async fn modify_request(&self, mut request: HttpRequest) -> RequestOutcome {
+        let mut changed = false;
+        for m in &self.modifiers {
+            if !m.has_hook(ModifyRequest::NAME) {
+                continue;
+            }
+            let params = ModifyRequestParams {
+                request: request.clone(),
+            };
+            match m.modify_request(params).await {
+                Ok(result) => {
+                    if let Some(new) = result.request {
+                        request = new;
+                        changed = true;
+                    }
+                    if let Some(response) = result.response {
+                        return RequestOutcome::Respond { request, response };
+                    }
+                }
+                Err(e) => {
+                    if let Some(failure) = on_failure(m.as_ref(), ModifyRequest::NAME, e) {
+                        return RequestOutcome::Failed { request, failure };
+                    }
+                }
+            }
+        }
+        RequestOutcome::Forward { request, changed }
+    }
+
+    /// Runs the `modify_response` hooks. Returns the final response and whether any modifier
+    /// changed it, or the failure of a fail-closed modifier.
+    pub async fn modify_response(
+        &self,
+        request: &HttpRequest,
+        mut response: HttpResponse,
+    ) -> Result<(HttpResponse, bool), HookFailure> {
+        let mut changed = false;
+        for m in &self.modifiers {
+            if !m.has_hook(ModifyResponse::NAME) {
+                continue;
+            }
+            let params = ModifyResponseParams {
+                request: request.clone(),
+                response: response.clone(),
+            };
+            match m.modify_response(params).await {
+                Ok(ModifyResponseResult {
+                    response: Some(new),
+                }) => {
+                    response = new;
+                    changed = true;
+                }
+                Ok(ModifyResponseResult { response: None }) => {}
+                Err(e) => {
+                    if let Some(failure) = on_failure(m.as_ref(), ModifyResponse::NAME, e) {
+                        return Err(failure);
+                    }
+                }
+            }
+        }
+        Ok((response, changed))
+    }
+
+    /// Runs the `modify_error_response` hooks and returns the response to send. A fail-closed
+    /// failure here ends the chain with that plugin's plain-text failure response.
+    pub async fn modify_error_response(
+        &self,
+        request: &HttpRequest,
+        mut response: HttpResponse,
+        error: &ProxyError,
+    ) -> HttpResponse {
+        for m in &self.modifiers {
+            if !m.has_hook(ModifyErrorResponse::NAME) {
+                continue;
+            }
+            let params = ModifyErrorResponseParams {
+                request: request.clone(),
+                response: response.clone(),
+                error: error.clone(),
+            };
+            match m.modify_error_response(params).await {
+                Ok(ModifyResponseResult {
+                    response: Some(new),
+                }) => response = new,
+                Ok(ModifyResponseResult { response: None }) => {}
+                Err(e) => {
+                    if let Some(failure) = on_failure(m.as_ref(), ModifyErrorResponse::NAME, e) {
+                        return failure.response();
+                    }
+                }
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,139 @@
+//! The plugin traits: [`Plugin`] (the lifecycle every plugin shares), [`UpstreamPlugin`] and
+//! [`ModifierPlugin`].
+//!
+//! Every method has a default, so a plugin implements only what it needs. Methods are declared
+//! as `fn ..(&self, ..) -> impl Future<Output = ..> + Send`; implement them with `async fn`.
+//! Calls arrive concurrently (each request runs on its own task), hence `&self` and
+//! `Send + Sync`: keep mutable state behind a `Mutex`, an `RwLock` or atomics.
+
+use std::future::Future;
+
+use gatekeeper_rpc::methods::{
+    Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
+};
+use gatekeeper_rpc::types::Object;
+
+use crate::error::HookError;
+use crate::manager::Manager;
+
+/// The lifecycle every plugin shares. The proxy calls, in order: `configure`, `start`,
+/// `heartbeat` on an interval while the plugin runs, and finally `stop`.
+pub trait Plugin: Send + Sync + 'static {
+    /// Runs once after the handshake, before `start`, with the plugin's config map (keys and
+    /// values from gatekeeper's command line and config file). Validate it here: an error is
+    /// reported by gatekeeper and the plugin is not started.
+    ///
+    /// Default: accepts any config and ignores it.
+    fn configure(&self, config: Object) -> impl Future<Output = Result<(), HookError>> + Send {
+        async move {
+            let _ = config;
+            Ok(())
+        }
+    }
+
+    /// Runs once, after `configure`: begin work. For an upstream plugin,
+    /// [`UpstreamPlugin::start_upstreams`] runs right after this returns `Ok`.
+    ///
+    /// Default: does nothing.
+    fn start(&self) -> impl Future<Output = Result<(), HookError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs on an interval while the plugin runs. An error, or no answer within the proxy's
+    /// timeout, counts as a missed heartbeat; a plugin that misses several is restarted.
+    ///
+    /// Default: answers that all is well.
+    fn heartbeat(&self) -> impl Future<Output = Result<(), HookError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs once, when gatekeeper stops the plugin: release resources, flush buffers. Once it
+    /// has been answered (error or not) the SDK ends serving and the process exits.
+    ///
+    /// Default: does nothing.
+    fn stop(&self) -> impl Future<Output = Result<(), HookError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// A plugin that feeds the proxy upstreams and backends through a [`Manager`].
+///
+/// The proxy's `start` call runs [`Plugin::start`], then [`start_upstreams`](Self::start_upstreams)
+/// with a manager, and is answered when both have returned. A plugin with a fixed list pushes it
+/// all in `start_upstreams` (an error then fails `start`); a plugin that discovers changes over
+/// time keeps a clone of the manager in a task it spawns there.
+pub trait UpstreamPlugin: Plugin {
+    /// Pushes the initial upstreams and backends, and sets up later updates. The manager's
+    /// calls go to the proxy while the proxy waits for `start`; a failed call converts into a
+    /// [`HookError`] with `?`.
+    fn start_upstreams(
+        &self,
+        manager: Manager,
+    ) -> impl Future<Output = Result<(), HookError>> + Send;
+}
+
+/// Every hook a modifier can implement, in the order the proxy's request path reaches them.
+pub const MODIFIER_HOOKS: &[&str] = &[
+    ModifyRequest::NAME,
+    ModifyResponse::NAME,
+    ModifyErrorResponse::NAME,
+];
+
+/// A plugin that changes requests and responses, or answers requests itself.
+///
+/// Each modifier sees what the previous one (in gatekeeper's configured order) left. A hook
+/// returns only what it changes: the defaults return an empty result, which leaves the request
+/// or response as it is.
+pub trait ModifierPlugin: Plugin {
+    /// The hooks this plugin implements, sent in the handshake: the proxy never calls the others
+    /// (and the SDK refuses them). Names are the method names, e.g. [`ModifyRequest::NAME`].
+    ///
+    /// Default: all three ([`MODIFIER_HOOKS`]). Declare fewer to save the proxy round trips.
+    fn hooks(&self) -> &'static [&'static str] {
+        MODIFIER_HOOKS
+    }
+
+    /// Runs for every request after routing, before a backend is picked. Return a changed
+    /// `request` to replace it, or a `response` to answer the client directly (later modifiers
+    /// and the backend are then skipped).
+    ///
+    /// Default: leaves the request unchanged.
+    fn modify_request(
+        &self,
+        params: ModifyRequestParams,
+    ) -> impl Future<Output = Result<ModifyRequestResult, HookError>> + Send {
+        async move {
+            let _ = params;
+            Ok(ModifyRequestResult::default())
+        }
+    }
+
+    /// Runs for every response (status and headers; bodies stream past) before the client gets
+    /// it, including responses a modifier gave directly.
+    ///
+    /// Default: leaves the response unchanged.
+    fn modify_response(
+        &self,
+        params: ModifyResponseParams,
+    ) -> impl Future<Output = Result<ModifyResponseResult, HookError>> + Send {
+        async move {
+            let _ = params;
+            Ok(ModifyResponseResult::default())
+        }
+    }
+
+    /// Runs for every error response the proxy generates (no route, no backend, backend
+    /// unreachable, timeout, ...), with what went wrong.
+    ///
+    /// Default: leaves the response unchanged.
+    fn modify_error_response(
+        &self,
+        params: ModifyErrorResponseParams,
+    ) -> impl Future<Output = Result<ModifyResponseResult, HookError>> + Send {
+        async move {
+            let _ = params;
+            Ok(ModifyResponseResult::default())
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! End-to-end tests of serving: the plugin runs over one end of an in-memory duplex pipe, and a
+//! `Peer` on the other end plays the proxy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panicking is how it fails
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use gatekeeper_plugin_sdk::rpc::error::error_object;
+use gatekeeper_plugin_sdk::rpc::methods::{
+    Configure, ConfigureParams, Empty, HandshakeParams, HandshakeResult, Heartbeat, Start, Stop,
+};
+use gatekeeper_plugin_sdk::rpc::{Handler, IncomingRequest, Peer, PeerConfig, Reply};
+use gatekeeper_plugin_sdk::{
+    codes, header, run_modifier, run_upstream, set_header, Backend, CallError, HookError,
+    HttpRequest, HttpResponse, Manager, Method, ModifierPlugin, ModifyRequest, ModifyRequestParams,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, Object, Plugin, PluginEnv,
+    PluginType, ServeError, Upstream, UpstreamPlugin, PROTOCOL_VERSION,
+};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const TOKEN: &str = "one-time-token";
+const CALL: Duration = Duration::from_secs(5);
+
+/// The proxy's side: answers the handshake and the manager methods, recording what it got.
+struct FakeProxy {
+    plugin_type: PluginType,
+    calls: mpsc::UnboundedSender<(String, Value)>,
+}
+
+impl Handler for FakeProxy {
+    fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
+        let plugin_type = self.plugin_type;
+        let calls = self.calls.clone();
+        Box::pin(async move {
+            let params: Value = request.parse_params()?;
+            let _ = calls.send((request.method.clone(), params.clone()));
+            let result = match request.method.as_str() {
+                "handshake" => {
+                    let params: HandshakeParams = request.parse_params()?;
+                    if params.token != TOKEN {
+                        return Err(error_object(codes::UNAUTHORIZED, "bad token"));
+                    }
+                    serde_json::to_value(HandshakeResult {
+                        protocol_version: PROTOCOL_VERSION,
+                        name: "test".into(),
+                        plugin_type,
+                    })
+                    .map_err(|e| error_object(codes::INTERNAL_ERROR, e.to_string()))?
+                }
+                "add_backend" if params["upstream_id"] == "missing" => {
+                    return Err(error_object(
+                        codes::UNKNOWN_UPSTREAM,
+                        "no upstream `missing`",
+                    ))
+                }
+                "add_upstream" | "remove_upstream" | "add_backend" | "remove_backend" => json!({}),
+                other => {
+                    return Err(error_object(codes::METHOD_NOT_FOUND, other.to_owned()));
+                }
+            };
+            Ok(serde_json::value::to_raw_value(&result).unwrap())
+        })
+    }
+}
+
+fn env(plugin_type: PluginType, token: &str) -> PluginEnv {
+    PluginEnv {
+        socket: "/nonexistent".into(),
+        token: token.to_owned(),
+        name: "test-plugin".to_owned(),
+        plugin_type,
+        protocol_version: PROTOCOL_VERSION,
+        max_line_bytes: 1 << 20,
+    }
+}
+
+struct Harness {
+    proxy: Peer,
+    calls: mpsc::UnboundedReceiver<(String, Value)>,
+    serving: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Harness {
+    async fn next_call(&mut self) -> (String, Value) {
+        tokio::time::timeout(CALL, self.calls.recv())
+            .await
+            .expect("a call from the plugin")
+            .expect("the proxy is alive")
+    }
+
+    async fn handshake(&mut self) -> HandshakeParams {
+        let (method, params) = self.next_call().await;
+        assert_eq!(method, "handshake");
+        serde_json::from_value(params).unwrap()
+    }
+
+    async fn finished(self) -> Result<(), ServeError> {
+        tokio::time::timeout(CALL, self.serving)
+            .await
+            .expect("serving ends")
+            .expect("serving does not panic")
+    }
+}
+
+fn harness(
+    plugin_type: PluginType,
+    serve: impl FnOnce(tokio::io::DuplexStream) -> JoinHandle<Result<(), ServeError>>,
+) -> Harness {
+    let (proxy_io, plugin_io) = tokio::io::duplex(64 * 1024);
+    let (tx, calls) = mpsc::unbounded_channel();
+    let proxy = Peer::spawn(
+        proxy_io,
+        Arc::new(FakeProxy {
+            plugin_type,
+            calls: tx,
+        }),
+        PeerConfig::default(),
+    );
+    Harness {
+        proxy,
+        calls,
+        serving: serve(plugin_io),
+    }
+}
+
+// ---- a modifier ---------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Tagger {
+    config: Mutex<Option<Object>>,
+    stopped: Arc<Mutex<bool>>,
+}
+
+impl Plugin for Tagger {
+    async fn configure(&self, config: Object) -> Result<(), HookError> {
+        if config.contains_key("fail") {
+            return Err(HookError::invalid_params("`fail` is set"));
+        }
+        *self.config.lock().unwrap() = Some(config);
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), HookError> {
+        *self.stopped.lock().unwrap() = true;
+        Ok(())
+    }
+}
+
+impl ModifierPlugin for Tagger {
+    fn hooks(&self) -> &'static [&'static str] {
+        &[ModifyRequest::NAME]
+    }
+
+    async fn modify_request(
+        &self,
+        params: ModifyRequestParams,
+    ) -> Result<ModifyRequestResult, HookError> {
+        let mut request = params.request;
+        if request.path == "/deny" {
+            return Err(HookError::new(-32050, "denied by test"));
+        }
+        let tag = self
+            .config
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|c| c.get("tag").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        set_header(&mut request.headers, "x-tag", tag);
+        Ok(ModifyRequestResult {
+            request: Some(request),
+            response: None,
+        })
+    }
+}
+
+fn modifier(plugin: Tagger, token: &str) -> Harness {
+    let env = env(PluginType::Modifier, token);
+    harness(PluginType::Modifier, move |io| {
+        tokio::spawn(async move { run_modifier(plugin, io, &env).await })
+    })
+}
+
+fn request(path: &str) -> HttpRequest {
+    HttpRequest {
+        method: "GET".into(),
+        path: path.into(),
+        ..HttpRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn handshake_carries_the_token_and_the_declared_hooks() {
+    let mut h = modifier(Tagger::default(), TOKEN);
+    let handshake = h.handshake().await;
+    assert_eq!(handshake.token, TOKEN);
+    assert_eq!(handshake.protocol_version, PROTOCOL_VERSION);
+    assert_eq!(handshake.hooks, vec!["modify_request".to_owned()]);
+    h.proxy.close();
+    h.finished().await.unwrap();
+}
+
+#[tokio::test]
+async fn configure_delivers_the_map_and_modify_request_answers() {
+    let mut h = modifier(Tagger::default(), TOKEN);
+    h.handshake().await;
+    let mut config = Object::new();
+    config.insert("tag".into(), json!("blue"));
+    h.proxy
+        .request::<Configure>(&ConfigureParams { config }, CALL)
+        .await
+        .unwrap();
+    h.proxy.request::<Start>(&Empty {}, CALL).await.unwrap();
+    h.proxy.request::<Heartbeat>(&Empty {}, CALL).await.unwrap();
+
+    let params = ModifyRequestParams {
+        request: request("/x"),
+    };
+    let result = h
+        .proxy
+        .request::<ModifyRequest>(&params, CALL)
+        .await
+        .unwrap();
+    let changed = result.request.expect("a changed request");
+    assert_eq!(header(&changed.headers, "x-tag"), Some("blue"));
+    assert_eq!(changed.path, "/x");
+    assert!(result.response.is_none());
+}
+
+#[tokio::test]
+async fn errors_reach_the_proxy_with_code_and_message() {
+    let mut h = modifier(Tagger::default(), TOKEN);
+    h.handshake().await;
+
+    let mut config = Object::new();
+    config.insert("fail".into(), json!(true));
+    let err = h
+        .proxy
+        .request::<Configure>(&ConfigureParams { config }, CALL)
+        .await
+        .unwrap_err();
+    let CallError::Remote { error, .. } = err else {
+        panic!("expected a remote error, got {err}")
+    };
+    assert_eq!(error.code(), codes::INVALID_PARAMS);
+    assert_eq!(error.message(), "`fail` is set");
+
+    let params = ModifyRequestParams {
+        request: request("/deny"),
+    };
+    let err = h
+        .proxy
+        .request::<ModifyRequest>(&params, CALL)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Remote { ref error, .. } if error.code() == -32050));
+}
+
+#[tokio::test]
+async fn undeclared_hooks_are_refused() {
+    let mut h = modifier(Tagger::default(), TOKEN);
+    h.handshake().await;
+    let params = ModifyResponseParams {
+        request: request("/"),
+        response: HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: None,
+        },
+    };
+    let err = h
+        .proxy
+        .request::<ModifyResponse>(&params, CALL)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::Remote { ref error, .. } if error.code() == codes::METHOD_NOT_FOUND),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn stop_ends_serving() {
+    let plugin = Tagger::default();
+    let stopped = plugin.stopped.clone();
+    let mut h = modifier(plugin, TOKEN);
+    h.handshake().await;
+    h.proxy.request::<Stop>(&Empty {}, CALL).await.unwrap();
+    assert!(*stopped.lock().unwrap());
+    // The proxy keeps its end open: serving still ends on its own.
+    let proxy = h.proxy.clone();
+    h.finished().await.unwrap();
+    assert!(tokio::time::timeout(CALL, proxy.closed()).await.is_ok());
+}
+
+#[tokio::test]
+async fn the_proxy_closing_ends_serving_cleanly() {
+    let mut h = modifier(Tagger::default(), TOKEN);
+    h.handshake().await;
+    h.proxy.close();
+    h.finished().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_handshake_is_an_error() {
+    let h = modifier(Tagger::default(), "wrong-token");
+    let err = h.finished().await.unwrap_err();
+    assert!(matches!(err, ServeError::Handshake(_)), "{err}");
+    assert!(err.to_string().contains("bad token"), "{err}");
+}
+
+#[tokio::test]
+async fn the_wrong_plugin_type_is_an_error() {
+    let (_proxy, plugin_io) = tokio::io::duplex(1024);
+    let err = run_modifier(
+        Tagger::default(),
+        plugin_io,
+        &env(PluginType::Upstream, TOKEN),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ServeError::WrongType { .. }), "{err}");
+}
+
+// ---- an upstream plugin ---------------------------------------------------------------------------
+
+struct Fixed {
+    upstream_for_backend: &'static str,
+}
+
+impl Plugin for Fixed {}
+
+impl UpstreamPlugin for Fixed {
+    async fn start_upstreams(&self, manager: Manager) -> Result<(), HookError> {
+        manager
+            .add_upstream(Upstream {
+                id: "api".into(),
+                name: "API".into(),
+                timeout_ms: Some(5000),
+                protocols: vec![],
+                hostnames: vec!["api.example".into()],
+                prefixes: vec!["api".into()],
+                extra: Object::new(),
+            })
+            .await?;
+        manager
+            .add_backend(
+                self.upstream_for_backend,
+                Backend {
+                    id: "0".into(),
+                    address: "http://127.0.0.1:9".into(),
+                    extra: Object::new(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn upstream(plugin: Fixed) -> Harness {
+    let env = env(PluginType::Upstream, TOKEN);
+    harness(PluginType::Upstream, move |io| {
+        tokio::spawn(async move { run_upstream(plugin, io, &env).await })
+    })
+}
+
+#[tokio::test]
+async fn start_pushes_upstreams_through_the_manager() {
+    let mut h = upstream(Fixed {
+        upstream_for_backend: "api",
+    });
+    let handshake = h.handshake().await;
+    assert!(handshake.hooks.is_empty());
+    h.proxy.request::<Start>(&Empty {}, CALL).await.unwrap();
+    let (method, params) = h.next_call().await;
+    assert_eq!(method, "add_upstream");
+    assert_eq!(params["upstream"]["id"], "api");
+    assert_eq!(params["upstream"]["timeout_ms"], 5000);
+    let (method, params) = h.next_call().await;
+    assert_eq!(method, "add_backend");
+    assert_eq!(params["upstream_id"], "api");
+    assert_eq!(params["backend"]["address"], "http://127.0.0.1:9");
+}
+
+#[tokio::test]
+async fn a_manager_error_fails_start_with_the_proxys_code() {
+    let mut h = upstream(Fixed {
+        upstream_for_backend: "missing",
+    });
+    h.handshake().await;
+    let err = h.proxy.request::<Start>(&Empty {}, CALL).await.unwrap_err();
+    let CallError::Remote { error, .. } = err else {
+        panic!("expected a remote error, got {err}")
+    };
+    assert_eq!(error.code(), codes::UNKNOWN_UPSTREAM);
+    assert!(
+        error.message().contains("no upstream `missing`"),
+        "{}",
+        error.message()
+    );
+}
