@@ -1,1 +1,55 @@
-fn main() {}
+//! gatekeeper: read flags and config, set up logging, run until a signal. Everything else lives
+//! in the crates (`gatekeeper-proxy`, `gatekeeper-plugin-host`) and in `run`.
+
+mod cli;
+mod config;
+mod run;
+mod wiring;
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::from_env();
+    let settings = match config::Settings::load(&cli) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("gatekeeper: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        match serde_json::to_string_pretty(&settings) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("gatekeeper: cannot print the settings: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gatekeeper: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatekeeper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

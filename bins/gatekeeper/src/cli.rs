@@ -1,0 +1,181 @@
+//! Command-line flags, including the original project's pass-through plugin flags: any flag whose
+//! name starts with a plugin type (`--upstream-file x`) becomes a key (`file`) in the config map
+//! of every plugin of that type.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use gatekeeper_rpc::methods::PluginType;
+use serde_json::Value;
+
+/// gatekeeper: a reverse proxy that leaves every decision to plugins.
+#[derive(Debug, Parser)]
+#[command(name = "gatekeeper", version, about, after_help = PASS_THROUGH_HELP)]
+pub struct Cli {
+    /// TOML config file; flags override its settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on, `[NAME=]IP:PORT` (repeatable). NAME is the listener name that
+    /// upstreams' `protocols` refer to; default `http-public`.
+    #[arg(long, value_name = "[NAME=]ADDR")]
+    pub listen: Vec<String>,
+
+    /// Upstream plugin command (repeatable): a path, or a name looked up next to this binary and
+    /// then on PATH. Words after the first are its arguments.
+    #[arg(long, value_name = "CMD")]
+    pub upstream_plugin: Vec<String>,
+
+    /// Modifier plugin command (repeatable), called in the order given.
+    #[arg(long, value_name = "CMD")]
+    pub modifier_plugin: Vec<String>,
+
+    /// Directory in which to create the private plugin socket directory (default:
+    /// $XDG_RUNTIME_DIR, else the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub socket_dir: Option<PathBuf>,
+
+    /// Time a backend has to answer with headers when its upstream sets no timeout (e.g. `30s`).
+    #[arg(long, value_name = "DURATION")]
+    pub default_timeout: Option<String>,
+
+    /// Log filter in RUST_LOG syntax (e.g. `info`, `gatekeeper_proxy=debug`); RUST_LOG wins.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Do not start: check the config and flags, print the effective settings as JSON, exit.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Pass-through plugin flags, collected before clap parses the rest.
+    #[arg(skip)]
+    pub plugin_flags: Vec<PluginFlag>,
+}
+
+const PASS_THROUGH_HELP: &str = "\
+Plugin flags:
+  --<type>-<key> VALUE    Any other flag starting with a plugin type (upstream, modifier, router,
+                          loadbalancer, metric) sets <key> in the config map of every plugin of
+                          that type, e.g. `--upstream-file upstreams.yml` gives {\"file\": \"upstreams.yml\"}.
+                          `--<type>-<key>=VALUE` works too; a flag with no value sets true.";
+
+/// One pass-through flag: `--upstream-file x` → `{type: upstream, key: "file", value: "x"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginFlag {
+    /// The plugin type the flag is for.
+    pub plugin_type: PluginType,
+    /// The key in the config map.
+    pub key: String,
+    /// The value (a string, or `true` for a bare flag).
+    pub value: Value,
+}
+
+/// Flags owned by gatekeeper itself that start with a plugin type's name.
+fn is_own_flag(name: &str) -> bool {
+    PluginType::ALL
+        .iter()
+        .any(|t| name == format!("{}-plugin", t.as_str()))
+}
+
+/// Splits `args` into the plugin pass-through flags and the rest (for clap).
+pub fn split_plugin_flags(args: Vec<String>) -> (Vec<String>, Vec<PluginFlag>) {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut flags = Vec::new();
+    let mut iter = args.into_iter().peekable();
+    while let Some(arg) = iter.next() {
+        let Some(name) = arg.strip_prefix("--") else {
+            rest.push(arg);
+            continue;
+        };
+        let (name, inline_value) = match name.split_once('=') {
+            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+            None => (name.to_owned(), None),
+        };
+        let matched = PluginType::ALL.into_iter().find_map(|t| {
+            name.strip_prefix(t.as_str())
+                .and_then(|s| s.strip_prefix('-'))
+                .filter(|key| !key.is_empty())
+                .map(|key| (t, key.to_owned()))
+        });
+        match matched {
+            Some((plugin_type, key)) if !is_own_flag(&name) => {
+                let value = match inline_value {
+                    Some(v) => Value::String(v),
+                    None => match iter.peek() {
+                        Some(next) if !next.starts_with("--") => {
+                            Value::String(iter.next().unwrap_or_default())
+                        }
+                        _ => Value::Bool(true),
+                    },
+                };
+                flags.push(PluginFlag {
+                    plugin_type,
+                    key,
+                    value,
+                });
+            }
+            _ => rest.push(arg),
+        }
+    }
+    (rest, flags)
+}
+
+impl Cli {
+    /// Parses the process arguments; exits with clap's message on bad flags.
+    pub fn from_env() -> Cli {
+        let (rest, plugin_flags) = split_plugin_flags(std::env::args().collect());
+        let mut cli = Cli::parse_from(rest);
+        cli.plugin_flags = plugin_flags;
+        cli
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn plugin_flags_are_split_off() {
+        let (rest, flags) = split_plugin_flags(args(
+            "gk --listen 127.0.0.1:1 --upstream-plugin static-upstreams --upstream-file u.yml --modifier-header=x-a --modifier-verbose --log info",
+        ));
+        assert_eq!(
+            rest,
+            args("gk --listen 127.0.0.1:1 --upstream-plugin static-upstreams --log info")
+        );
+        assert_eq!(
+            flags,
+            vec![
+                PluginFlag {
+                    plugin_type: PluginType::Upstream,
+                    key: "file".into(),
+                    value: Value::String("u.yml".into())
+                },
+                PluginFlag {
+                    plugin_type: PluginType::Modifier,
+                    key: "header".into(),
+                    value: Value::String("x-a".into())
+                },
+                PluginFlag {
+                    plugin_type: PluginType::Modifier,
+                    key: "verbose".into(),
+                    value: Value::Bool(true)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn own_flags_parse() {
+        let (rest, _) = split_plugin_flags(args(
+            "gk --listen a=127.0.0.1:1 --listen 127.0.0.1:2 --modifier-plugin request-id",
+        ));
+        let cli = Cli::parse_from(rest);
+        assert_eq!(cli.listen, vec!["a=127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(cli.modifier_plugin, vec!["request-id"]);
+    }
+}

@@ -1,0 +1,471 @@
+//! The effective settings: the TOML config file merged with the command line (flags win), with
+//! every value checked and every plugin command resolved to a file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use gatekeeper_rpc::methods::PluginType;
+use gatekeeper_rpc::types::Object;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Cli;
+
+/// Listener name used when `--listen` gives none.
+pub const DEFAULT_LISTENER_NAME: &str = "http-public";
+/// Default for `default_timeout`.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default listen address when neither flags nor file give one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+
+/// The config file, as written. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    listen: Vec<String>,
+    default_timeout: Option<String>,
+    header_read_timeout: Option<String>,
+    socket_dir: Option<PathBuf>,
+    log: Option<String>,
+    #[serde(default, rename = "plugin")]
+    plugins: Vec<FilePlugin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePlugin {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    plugin_type: String,
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    config: Object,
+    failure: Option<String>,
+    failure_status: Option<u16>,
+    hook_timeout: Option<String>,
+    heartbeat_interval: Option<String>,
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerSetting {
+    /// Its name, matched against upstreams' `protocols`.
+    pub name: String,
+    /// The address to bind.
+    pub addr: SocketAddr,
+}
+
+/// What happens to a request when a plugin's hook fails or times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "policy")]
+pub enum Failure {
+    /// Skip the plugin for this request.
+    Open,
+    /// Answer the request with this status.
+    Closed {
+        /// The status to answer with.
+        status: u16,
+    },
+}
+
+/// One plugin to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginSetting {
+    /// Unique name, used in logs and in the environment.
+    pub name: String,
+    /// Its type.
+    pub plugin_type: PluginType,
+    /// The resolved executable.
+    pub command: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The map sent in `configure`.
+    pub config: Object,
+    /// Failure policy of its hooks.
+    pub failure: Failure,
+    /// Timeout of each hook call.
+    #[serde(with = "humantime_serde_compat")]
+    pub hook_timeout: Option<Duration>,
+    /// Interval between heartbeats.
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// Everything gatekeeper needs to start.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Listeners to bind.
+    pub listeners: Vec<ListenerSetting>,
+    /// Upstream timeout when an upstream sets none.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub default_timeout: Duration,
+    /// Time a client has to send its request headers.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub header_read_timeout: Duration,
+    /// Where the private socket directory is created.
+    pub socket_dir: Option<PathBuf>,
+    /// Log filter.
+    pub log: String,
+    /// Plugins, in order (modifiers are called in this order).
+    pub plugins: Vec<PluginSetting>,
+}
+
+/// Durations as humantime strings in the `--check` output.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub mod required {
+        use std::time::Duration;
+
+        pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&humantime::format_duration(*d).to_string())
+        }
+    }
+}
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration> {
+    humantime::parse_duration(value)
+        .with_context(|| format!("{key}: `{value}` is not a duration (examples: 500ms, 5s, 1m)"))
+}
+
+fn parse_listener(key: &str, spec: &str) -> Result<ListenerSetting> {
+    let (name, addr) = match spec.split_once('=') {
+        Some((name, addr)) => (name.trim(), addr.trim()),
+        None => (DEFAULT_LISTENER_NAME, spec.trim()),
+    };
+    if name.is_empty() {
+        bail!("{key}: `{spec}` has an empty listener name");
+    }
+    let addr = addr
+        .parse()
+        .with_context(|| format!("{key}: `{addr}` is not an IP:PORT address"))?;
+    Ok(ListenerSetting {
+        name: name.to_owned(),
+        addr,
+    })
+}
+
+fn parse_failure(key: &str, failure: Option<&str>, status: Option<u16>) -> Result<Failure> {
+    let status = status.unwrap_or(503);
+    if !(100..=599).contains(&status) {
+        bail!("{key}.failure_status: {status} is not an HTTP status");
+    }
+    match failure.unwrap_or("closed") {
+        "closed" => Ok(Failure::Closed { status }),
+        "open" => Ok(Failure::Open),
+        other => bail!("{key}.failure: `{other}` must be \"open\" or \"closed\""),
+    }
+}
+
+/// Finds a plugin command: a path (contains `/`) as is; otherwise next to the gatekeeper binary,
+/// then on PATH.
+pub fn resolve_command(command: &str) -> Result<PathBuf> {
+    if command.contains('/') {
+        let path = PathBuf::from(command);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("plugin command `{command}` not found");
+    }
+    let beside_us = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    beside_us
+        .into_iter()
+        .chain(path_dirs)
+        .map(|dir| dir.join(command))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            anyhow!("plugin command `{command}` not found next to gatekeeper or on PATH")
+        })
+}
+
+fn unique_name(wanted: &str, taken: &[PluginSetting]) -> String {
+    let mut name = wanted.to_owned();
+    let mut n = 2;
+    while taken.iter().any(|p| p.name == name) {
+        name = format!("{wanted}-{n}");
+        n += 1;
+    }
+    name
+}
+
+fn plugin_from_flag(
+    plugin_type: PluginType,
+    spec: &str,
+    taken: &[PluginSetting],
+) -> Result<PluginSetting> {
+    let key = format!("--{plugin_type}-plugin");
+    let mut words = spec.split_whitespace();
+    let command = words
+        .next()
+        .ok_or_else(|| anyhow!("{key}: empty command"))?;
+    let resolved = resolve_command(command).with_context(|| key.clone())?;
+    let stem = resolved
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| plugin_type.to_string());
+    Ok(PluginSetting {
+        name: unique_name(&stem, taken),
+        plugin_type,
+        command: resolved,
+        args: words.map(str::to_owned).collect(),
+        config: Object::new(),
+        failure: Failure::Closed { status: 503 },
+        hook_timeout: None,
+        heartbeat_interval: None,
+    })
+}
+
+impl Settings {
+    /// Builds the settings from the flags and, if given, the config file.
+    pub fn load(cli: &Cli) -> Result<Settings> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Settings::merge(cli, file)
+    }
+
+    fn merge(cli: &Cli, file: FileConfig) -> Result<Settings> {
+        let listen_specs: Vec<(String, &str)> = if cli.listen.is_empty() {
+            file.listen
+                .iter()
+                .map(|s| ("listen".to_owned(), s.as_str()))
+                .collect()
+        } else {
+            cli.listen
+                .iter()
+                .map(|s| ("--listen".to_owned(), s.as_str()))
+                .collect()
+        };
+        let mut listeners = listen_specs
+            .iter()
+            .map(|(key, spec)| parse_listener(key, spec))
+            .collect::<Result<Vec<_>>>()?;
+        if listeners.is_empty() {
+            listeners.push(parse_listener("listen", DEFAULT_LISTEN)?);
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if listeners[..i]
+                .iter()
+                .any(|o| o.name == l.name && o.addr == l.addr)
+            {
+                bail!("listen: `{}={}` is given twice", l.name, l.addr);
+            }
+        }
+
+        let default_timeout = match (&cli.default_timeout, &file.default_timeout) {
+            (Some(v), _) => parse_duration("--default-timeout", v)?,
+            (None, Some(v)) => parse_duration("default_timeout", v)?,
+            (None, None) => DEFAULT_UPSTREAM_TIMEOUT,
+        };
+        let header_read_timeout = match &file.header_read_timeout {
+            Some(v) => parse_duration("header_read_timeout", v)?,
+            None => DEFAULT_HEADER_READ_TIMEOUT,
+        };
+
+        let mut plugins: Vec<PluginSetting> = Vec::new();
+        for (i, p) in file.plugins.into_iter().enumerate() {
+            let key = format!("plugin[{i}]");
+            let plugin_type: PluginType = p
+                .plugin_type
+                .parse()
+                .map_err(|e: String| anyhow!("{key}.type: {e}"))?;
+            let command = resolve_command(&p.command).with_context(|| format!("{key}.command"))?;
+            let wanted = p.name.clone().unwrap_or_else(|| {
+                command
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| plugin_type.to_string())
+            });
+            if p.name.is_some() && plugins.iter().any(|o| o.name == wanted) {
+                bail!("{key}.name: `{wanted}` is used by another plugin");
+            }
+            let setting = PluginSetting {
+                name: unique_name(&wanted, &plugins),
+                plugin_type,
+                command,
+                args: p.args,
+                config: p.config,
+                failure: parse_failure(&key, p.failure.as_deref(), p.failure_status)?,
+                hook_timeout: p
+                    .hook_timeout
+                    .as_deref()
+                    .map(|v| parse_duration(&format!("{key}.hook_timeout"), v))
+                    .transpose()?,
+                heartbeat_interval: p
+                    .heartbeat_interval
+                    .as_deref()
+                    .map(|v| parse_duration(&format!("{key}.heartbeat_interval"), v))
+                    .transpose()?,
+            };
+            plugins.push(setting);
+        }
+        for spec in &cli.upstream_plugin {
+            let p = plugin_from_flag(PluginType::Upstream, spec, &plugins)?;
+            plugins.push(p);
+        }
+        for spec in &cli.modifier_plugin {
+            let p = plugin_from_flag(PluginType::Modifier, spec, &plugins)?;
+            plugins.push(p);
+        }
+        for flag in &cli.plugin_flags {
+            if !plugins.iter().any(|p| p.plugin_type == flag.plugin_type) {
+                bail!(
+                    "--{}-{}: no {} plugin is configured to receive it",
+                    flag.plugin_type,
+                    flag.key,
+                    flag.plugin_type
+                );
+            }
+            for plugin in plugins
+                .iter_mut()
+                .filter(|p| p.plugin_type == flag.plugin_type)
+            {
+                plugin.config.insert(flag.key.clone(), flag.value.clone());
+            }
+        }
+        for plugin in &plugins {
+            if !matches!(
+                plugin.plugin_type,
+                PluginType::Upstream | PluginType::Modifier
+            ) {
+                bail!(
+                    "plugin `{}`: {} plugins are not supported yet (upstream and modifier are)",
+                    plugin.name,
+                    plugin.plugin_type
+                );
+            }
+        }
+
+        Ok(Settings {
+            listeners,
+            default_timeout,
+            header_read_timeout,
+            socket_dir: cli.socket_dir.clone().or(file.socket_dir),
+            log: cli
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".to_owned()),
+            plugins,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::split_plugin_flags;
+
+    fn cli(args: &str) -> Cli {
+        let (rest, flags) =
+            split_plugin_flags(args.split_whitespace().map(str::to_owned).collect());
+        let mut cli = Cli::parse_from(rest);
+        cli.plugin_flags = flags;
+        cli
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file(
+            r#"
+            listen = ["internal=127.0.0.1:9000"]
+            default_timeout = "5s"
+            [[plugin]]
+            name = "shell"
+            type = "modifier"
+            command = "/bin/sh"
+            args = ["-c", "exit 0"]
+            failure = "open"
+            hook_timeout = "250ms"
+            config = { header = "x-a", n = 3 }
+            "#,
+        );
+        let s = Settings::merge(
+            &cli("gk --listen 127.0.0.1:8001 --default-timeout 2s --modifier-header=x-b"),
+            f,
+        )
+        .unwrap();
+        assert_eq!(
+            s.listeners,
+            vec![ListenerSetting {
+                name: "http-public".into(),
+                addr: "127.0.0.1:8001".parse().unwrap()
+            }]
+        );
+        assert_eq!(s.default_timeout, Duration::from_secs(2));
+        let p = &s.plugins[0];
+        assert_eq!(p.name, "shell");
+        assert_eq!(p.failure, Failure::Open);
+        assert_eq!(p.hook_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(p.config["header"], "x-b");
+        assert_eq!(p.config["n"], 3);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |text: &str, args: &str| {
+            let f: Result<FileConfig, _> = toml::from_str(text);
+            match f {
+                Err(e) => e.to_string(),
+                Ok(f) => format!("{:#}", Settings::merge(&cli(args), f).unwrap_err()),
+            }
+        };
+        assert!(err("listen = [\"nope\"]", "gk").contains("listen"));
+        assert!(err("", "gk --listen 1.2.3.4").contains("--listen"));
+        assert!(err("default_timeout = \"soon\"", "gk").contains("default_timeout"));
+        assert!(err("bogus = 1", "gk").contains("bogus"));
+        assert!(err(
+            "[[plugin]]\ntype = \"modifier\"\ncommand = \"/no/such/plugin\"",
+            "gk"
+        )
+        .contains("plugin[0].command"));
+        assert!(
+            err("[[plugin]]\ntype = \"teapot\"\ncommand = \"/bin/sh\"", "gk")
+                .contains("plugin[0].type")
+        );
+        assert!(err("", "gk --upstream-file x.yml").contains("no upstream plugin"));
+        assert!(err("", "gk --modifier-plugin no-such-plugin-anywhere").contains("not found"));
+    }
+
+    #[test]
+    fn flag_plugins_get_unique_names_and_arguments() {
+        let s = Settings::merge(
+            &cli("gk --modifier-plugin /bin/sh --modifier-plugin /bin/sh"),
+            FileConfig::default(),
+        )
+        .unwrap();
+        let names: Vec<_> = s.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sh", "sh-2"]);
+        assert_eq!(s.listeners[0].addr.to_string(), DEFAULT_LISTEN);
+    }
+}

@@ -1,0 +1,138 @@
+//! The errors of this crate: [`HostError`] (creating the host, launching a plugin),
+//! [`StartError`] (why one start of a plugin failed) and [`PluginCallError`] (why a call through a
+//! [`crate::PluginHandle`] did not produce a result).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatekeeper_rpc::{CallError, ErrorObject};
+
+/// Why the host could not be created or a plugin could not be launched.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The private socket directory could not be created.
+    #[error("could not create the plugin socket directory under {}: {source}", root.display())]
+    SocketDir {
+        /// The directory it was to be created in.
+        root: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The plugin's listening socket could not be bound.
+    #[error("could not bind the socket of plugin `{plugin}` at {}: {source}", path.display())]
+    Bind {
+        /// The plugin's name.
+        plugin: String,
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A plugin with this name was already launched on this host.
+    #[error("a plugin named `{0}` is already launched")]
+    DuplicateName(String),
+    /// The host was shut down.
+    #[error("the plugin host is shut down")]
+    ShutDown,
+    /// The plugin's first start failed.
+    #[error("plugin `{plugin}` failed to start: {source}")]
+    Start {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        #[source]
+        source: StartError,
+    },
+}
+
+/// Why one start of a plugin (spawn, handshake, `configure`, `start`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The command could not be run (e.g. it does not exist or is not executable).
+    #[error("could not run `{}`: {source}", command.display())]
+    Spawn {
+        /// The command.
+        command: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The whole start took longer than the spec's `start_timeout`.
+    #[error("not started within {0:?}")]
+    Timeout(Duration),
+    /// The process exited before it was ready.
+    #[error("the process exited before it was ready ({status})")]
+    Exited {
+        /// The exit status, as text.
+        status: String,
+    },
+    /// The plugin's connection closed before it was ready.
+    #[error("the connection closed before the plugin was ready")]
+    Closed,
+    /// `configure` failed.
+    #[error("`configure` failed: {0}")]
+    Configure(#[source] CallError),
+    /// `start` failed.
+    #[error("`start` failed: {0}")]
+    Start(#[source] CallError),
+    /// The host is shutting down.
+    #[error("the host is shutting down")]
+    ShutDown,
+}
+
+/// Why a call through a [`crate::PluginHandle`] did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginCallError {
+    /// The plugin is not running or not ready (starting, restarting or stopped). Returned at
+    /// once, without waiting for a restart.
+    #[error("plugin `{plugin}` is not available")]
+    Unavailable {
+        /// The plugin's name.
+        plugin: Arc<str>,
+    },
+    /// The plugin did not declare this hook in its handshake.
+    #[error("plugin `{plugin}` did not declare the hook `{hook}`")]
+    NotDeclared {
+        /// The plugin's name.
+        plugin: Arc<str>,
+        /// The hook.
+        hook: &'static str,
+    },
+    /// The plugin did not answer within the hook timeout.
+    #[error("plugin `{plugin}`: `{hook}` timed out after {timeout:?}")]
+    Timeout {
+        /// The plugin's name.
+        plugin: Arc<str>,
+        /// The hook.
+        hook: &'static str,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
+    /// The plugin answered with an error, with a result of the wrong shape, or the connection
+    /// closed before the answer.
+    #[error("plugin `{plugin}`: {source}")]
+    Failed {
+        /// The plugin's name.
+        plugin: Arc<str>,
+        /// The underlying call error.
+        #[source]
+        source: CallError,
+    },
+}
+
+impl PluginCallError {
+    /// The JSON-RPC error the plugin answered with, if that is why the call failed.
+    pub fn remote_error(&self) -> Option<&ErrorObject> {
+        match self {
+            PluginCallError::Failed {
+                source: CallError::Remote { error, .. },
+                ..
+            } => Some(error),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The [`Handler`] of each plugin connection: checks the handshake (it must be the first call,
+//! with the current token and protocol version), records the declared hooks, tells the supervisor
+//! about the new authenticated connection, and afterwards serves the manager methods to upstream
+//! plugins. Nothing a plugin sends here can panic the host: bad params become error replies.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use gatekeeper_rpc::error::error_object;
+use gatekeeper_rpc::message::to_raw;
+use gatekeeper_rpc::methods::{hooks_of, Handshake, HandshakeParams, HandshakeResult, PluginType};
+use gatekeeper_rpc::{codes, Handler, IncomingRequest, Method, Peer, Reply, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+
+use crate::manager::{is_manager_method, ManagerService};
+use crate::process::token_matches;
+
+/// How long a connection whose handshake failed stays open, so the error reply is written.
+const CLOSE_AFTER_REFUSAL: Duration = Duration::from_millis(100);
+/// Delay between answering a handshake and telling the supervisor, so the handshake reply is
+/// queued before the supervisor's first call (`configure`) on the same connection.
+const ANNOUNCE_DELAY: Duration = Duration::from_millis(5);
+
+/// A connection that passed its handshake.
+#[derive(Debug)]
+pub(crate) struct Authenticated {
+    /// The connection.
+    pub(crate) peer: Peer,
+    /// The hooks it declared that are valid for the plugin's type.
+    pub(crate) hooks: HashSet<String>,
+}
+
+/// What every connection of one process of a plugin shares.
+#[derive(Debug)]
+pub(crate) struct SessionContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) plugin_type: PluginType,
+    /// The token given to this process.
+    pub(crate) token: String,
+    /// The manager, for upstream plugins only.
+    pub(crate) manager: Option<Arc<ManagerService>>,
+    /// Where authenticated connections are announced.
+    pub(crate) events: mpsc::UnboundedSender<Authenticated>,
+}
+
+/// The handler of one connection.
+#[derive(Debug)]
+pub(crate) struct Session {
+    context: Arc<SessionContext>,
+    authenticated: AtomicBool,
+}
+
+impl Session {
+    pub(crate) fn new(context: Arc<SessionContext>) -> Session {
+        Session {
+            context,
+            authenticated: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this connection passed its handshake.
+    pub(crate) fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    fn handshake(&self, request: &IncomingRequest) -> Reply {
+        let context = &self.context;
+        let params: HandshakeParams = match request.parse_params() {
+            Ok(params) => params,
+            Err(e) => {
+                refuse(&request.peer);
+                return Err(e);
+            }
+        };
+        if !token_matches(&context.token, &params.token) {
+            tracing::warn!(plugin = %context.name, "refusing a connection: wrong token");
+            refuse(&request.peer);
+            return Err(error_object(codes::UNAUTHORIZED, "wrong token"));
+        }
+        if params.protocol_version != PROTOCOL_VERSION {
+            tracing::warn!(plugin = %context.name, version = params.protocol_version, "refusing a connection: unsupported protocol version");
+            refuse(&request.peer);
+            return Err(error_object(
+                codes::UNSUPPORTED_VERSION,
+                format!(
+                    "protocol version {} is not supported; this proxy speaks {PROTOCOL_VERSION}",
+                    params.protocol_version
+                ),
+            ));
+        }
+        if self.authenticated.swap(true, Ordering::AcqRel) {
+            return Err(error_object(
+                codes::INVALID_REQUEST,
+                "this connection already completed its handshake",
+            ));
+        }
+        let valid = hooks_of(context.plugin_type);
+        let mut hooks = HashSet::new();
+        for hook in params.hooks {
+            if valid.contains(&hook.as_str()) {
+                hooks.insert(hook);
+            } else {
+                tracing::warn!(plugin = %context.name, %hook, plugin_type = %context.plugin_type, "ignoring a hook this plugin type does not have");
+            }
+        }
+        let events = context.events.clone();
+        let peer = request.peer.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ANNOUNCE_DELAY).await;
+            // The supervisor may be gone (restart, shutdown): the connection is then useless.
+            if let Err(mpsc::error::SendError(event)) = events.send(Authenticated { peer, hooks }) {
+                event.peer.close();
+            }
+        });
+        to_raw(&HandshakeResult {
+            protocol_version: PROTOCOL_VERSION,
+            name: context.name.to_string(),
+            plugin_type: context.plugin_type,
+        })
+        .map_err(|e| error_object(codes::INTERNAL_ERROR, e.to_string()))
+    }
+}
+
+/// Closes a connection shortly, once the refusal is written.
+fn refuse(peer: &Peer) {
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(CLOSE_AFTER_REFUSAL).await;
+        peer.close();
+    });
+}
+
+impl Handler for Session {
+    fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
+        if request.method == Handshake::NAME {
+            let reply = self.handshake(&request);
+            return Box::pin(async move { reply });
+        }
+        if !self.is_authenticated() {
+            let reply = Err(error_object(
+                codes::UNAUTHORIZED,
+                format!("`{}` before a successful handshake", request.method),
+            ));
+            return Box::pin(async move { reply });
+        }
+        match &self.context.manager {
+            Some(manager) if is_manager_method(&request.method) => {
+                let manager = manager.clone();
+                Box::pin(async move {
+                    manager
+                        .call(&request.method, request.params.as_deref())
+                        .await
+                })
+            }
+            _ => {
+                let reply = Err(error_object(
+                    codes::METHOD_NOT_FOUND,
+                    format!("method not found: {}", request.method),
+                ));
+                Box::pin(async move { reply })
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""A fake gatekeeper plugin for the plugin-host tests (Python 3 standard library only).
+
+Usage: fake_plugin.py MODE [PATH]
+
+PATH is a file the plugin appends JSON lines to (what it observed), or for `flaky_heartbeat` a
+marker file. Modes:
+  normal           modifier: handshake, answer configure/start/heartbeat/stop, echo modify_request
+  multi            like normal, over two connections
+  wrong_token      call add_upstream before the handshake, then handshake with a wrong token
+  wrong_version    handshake with protocol version 99
+  flaky_heartbeat  never answer heartbeats if PATH does not exist yet (creates it)
+  upstream         after start, call the manager methods and record the answers
+  garbage          send garbage lines, call a manager method, answer modify_request badly
+  slow_start       never answer start
+  ignore_stop      answer stop but do not exit
+"""
+import itertools
+import json
+import os
+import socket
+import sys
+import threading
+
+MODE = sys.argv[1] if len(sys.argv) > 1 else "normal"
+PATH = sys.argv[2] if len(sys.argv) > 2 else None
+IDS = itertools.count(1)
+FIRST_RUN = True
+
+
+def log(msg):
+    print(f"fake-plugin[{os.getpid()}] {MODE}: {msg}", file=sys.stderr, flush=True)
+
+
+def record(obj):
+    if PATH:
+        with open(PATH, "a") as f:
+            f.write(json.dumps(obj) + "\n")
+
+
+class Conn:
+    def __init__(self, index):
+        self.index = index
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(os.environ["GATEKEEPER_SOCKET"])
+        self.rfile = self.sock.makefile("rb")
+        self.lock = threading.Lock()
+        self.pending = {}
+
+    def send_raw(self, data):
+        with self.lock:
+            self.sock.sendall(data)
+
+    def send(self, obj):
+        self.send_raw((json.dumps(obj, separators=(",", ":")) + "\n").encode())
+
+    def call(self, method, params):
+        id_ = next(IDS)
+        self.pending[id_] = method
+        self.send({"jsonrpc": "2.0", "id": id_, "method": method, "params": params})
+        return id_
+
+    def call_sync(self, method, params):
+        """Only before the handshake succeeded: nothing else arrives then."""
+        id_ = self.call(method, params)
+        for line in self.rfile:
+            msg = json.loads(line)
+            if msg.get("id") == id_:
+                self.pending.pop(id_, None)
+                return msg
+        sys.exit(4)
+
+    def reply(self, msg, result=None, error=None):
+        out = {"jsonrpc": "2.0", "id": msg["id"]}
+        if error is not None:
+            out["error"] = error
+        else:
+            out["result"] = result if result is not None else {}
+        self.send(out)
+
+    def handshake(self, token, version):
+        return self.call("handshake", {
+            "token": token,
+            "protocol_version": version,
+            "hooks": ["modify_request", "bogus_hook"],
+        })
+
+    def on_response(self, msg):
+        method = self.pending.pop(msg.get("id"), None)
+        if method == "handshake":
+            if "error" in msg:
+                record({"method": "handshake", "error": msg["error"]})
+                log(f"handshake refused: {msg['error']}")
+                os._exit(3)
+            log(f"connection {self.index} handshaken: {msg['result']}")
+            if MODE == "garbage":
+                self.send_raw(b"this is not json\n")
+                self.send_raw(b'{"jsonrpc":"2.0","id":424242,"result":{}}\n')
+                self.call("add_upstream", {"upstream": {"id": "nope"}})
+            return
+        record({"method": method, "result": msg.get("result"), "error": msg.get("error")})
+
+    def on_request(self, msg):
+        method = msg["method"]
+        params = msg.get("params") or {}
+        if method == "configure":
+            record({"configure": params.get("config")})
+            self.reply(msg)
+        elif method == "start":
+            if MODE == "slow_start":
+                return
+            self.reply(msg)
+            if MODE == "upstream":
+                self.call("add_upstream", {"upstream": {"id": "u1", "hostnames": ["a.example"]}})
+                self.call("add_upstream", {"upstream": {"id": "taken"}})
+                self.call("remove_backend", {"upstream_id": "u1", "backend_id": "b9"})
+                self.call("add_backend", {"upstream_id": "u1"})
+        elif method == "heartbeat":
+            if MODE == "flaky_heartbeat" and FIRST_RUN:
+                return
+            self.reply(msg)
+        elif method == "stop":
+            self.reply(msg)
+            if MODE != "ignore_stop":
+                log("stopping")
+                os._exit(0)
+        elif method == "modify_request":
+            if MODE == "garbage":
+                self.reply(msg, {"request": 5})
+                return
+            request = params["request"]
+            request.setdefault("context", {})
+            request["context"]["conn"] = self.index
+            request["context"]["pid"] = os.getpid()
+            self.reply(msg, {"request": request})
+        else:
+            self.reply(msg, error={"code": -32601, "message": f"no {method}"})
+
+    def serve(self):
+        for line in self.rfile:
+            msg = json.loads(line)
+            if "method" in msg:
+                if "id" in msg:
+                    self.on_request(msg)
+            else:
+                self.on_response(msg)
+        log(f"connection {self.index} closed")
+        os._exit(0)
+
+
+def main():
+    global FIRST_RUN
+    if MODE == "flaky_heartbeat" and PATH:
+        FIRST_RUN = not os.path.exists(PATH)
+        open(PATH, "a").close()
+    token = os.environ["GATEKEEPER_TOKEN"]
+    version = int(os.environ["GATEKEEPER_PROTOCOL_VERSION"])
+    log(f"started as {os.environ['GATEKEEPER_PLUGIN_NAME']} ({os.environ['GATEKEEPER_PLUGIN_TYPE']})")
+    first = Conn(0)
+    if MODE == "wrong_token":
+        answer = first.call_sync("add_upstream", {"upstream": {"id": "early"}})
+        record({"method": "add_upstream", "error": answer.get("error")})
+        token = "not-the-token"
+    if MODE == "wrong_version":
+        version = 99
+    first.handshake(token, version)
+    conns = [first]
+    if MODE == "multi":
+        second = Conn(1)
+        second.handshake(token, version)
+        conns.append(second)
+    threads = [threading.Thread(target=c.serve, daemon=True) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+if __name__ == "__main__":
+    main()

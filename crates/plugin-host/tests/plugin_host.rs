@@ -1,0 +1,537 @@
+//! End-to-end tests of the plugin host against `fake_plugin.py`, a plugin written with Python's
+//! standard library only (see its docstring for the modes).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panicking is how it fails
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatekeeper_plugin_host::{
+    HostError, Manager, PluginCallError, PluginHost, PluginSpec, PluginStatus, StartError,
+};
+use gatekeeper_rpc::error::error_object;
+use gatekeeper_rpc::methods::{
+    AddBackendParams, AddUpstreamParams, ModifyRequest, ModifyRequestParams, ModifyResponse,
+    ModifyResponseParams, PluginType, RemoveBackendParams, RemoveUpstreamParams,
+};
+use gatekeeper_rpc::types::{HttpRequest, HttpResponse};
+use gatekeeper_rpc::{codes, CallError, ErrorObject};
+use serde_json::Value;
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("gatekeeper_plugin_host=debug,gatekeeper_rpc=debug")
+        .try_init();
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_plugin.py")
+}
+
+/// A spec running the fake plugin in `mode`, with short timeouts.
+fn spec(name: &str, plugin_type: PluginType, mode: &str, path: Option<&Path>) -> PluginSpec {
+    let mut args = vec![script().display().to_string(), mode.to_owned()];
+    if let Some(path) = path {
+        args.push(path.display().to_string());
+    }
+    let mut spec = PluginSpec::new(name, plugin_type, "python3").with_args(args);
+    spec.hook_timeout = Duration::from_secs(2);
+    spec.heartbeat_interval = Duration::from_millis(200);
+    spec.heartbeat_timeout = Duration::from_millis(200);
+    spec.missed_heartbeats_allowed = 2;
+    spec.start_timeout = Duration::from_secs(5);
+    spec.stop_timeout = Duration::from_millis(500);
+    spec.restart_backoff_min = Duration::from_millis(50);
+    spec.restart_backoff_max = Duration::from_millis(500);
+    spec
+}
+
+/// A scratch directory for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!(
+            "gatekeeper-plugin-host-test-{}-{test}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The JSON lines the plugin recorded so far.
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn request() -> ModifyRequestParams {
+    ModifyRequestParams {
+        request: HttpRequest {
+            method: "GET".into(),
+            path: "/hello".into(),
+            ..HttpRequest::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn launches_calls_a_hook_and_shuts_down() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let dir = host.socket_dir().to_owned();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(&format!("gatekeeper-{}-", std::process::id())));
+
+    let plugin = host
+        .launch(spec("echo", PluginType::Modifier, "normal", None), None)
+        .await
+        .unwrap();
+    let socket_mode = std::fs::metadata(plugin.socket_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(socket_mode & 0o777, 0o600);
+    assert!(plugin.socket_path().starts_with(&dir));
+
+    assert!(plugin.is_ready());
+    assert_eq!(plugin.name(), "echo");
+    assert_eq!(plugin.plugin_type(), PluginType::Modifier);
+    assert!(plugin.has_hook("modify_request"));
+    assert!(!plugin.has_hook("bogus_hook"), "invalid hooks are ignored");
+    let state = plugin.state();
+    assert_eq!(state.status, PluginStatus::Ready);
+    assert_eq!(state.restarts, 0);
+    let pid = plugin.pid().unwrap();
+    assert_eq!(state.pid, Some(pid));
+
+    let result = plugin.call::<ModifyRequest>(&request()).await.unwrap();
+    let echoed = result.request.unwrap();
+    assert_eq!(echoed.path, "/hello");
+    assert_eq!(echoed.context["pid"], Value::from(pid));
+
+    let error = plugin
+        .call::<ModifyResponse>(&ModifyResponseParams {
+            request: request().request,
+            response: HttpResponse {
+                status: 200,
+                headers: vec![],
+                body: None,
+            },
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        PluginCallError::NotDeclared {
+            hook: "modify_response",
+            ..
+        }
+    ));
+
+    assert!(host.plugin("echo").is_some());
+    assert_eq!(host.plugins().len(), 1);
+    assert!(matches!(
+        host.launch(spec("echo", PluginType::Modifier, "normal", None), None)
+            .await,
+        Err(HostError::DuplicateName(_))
+    ));
+
+    host.shutdown().await;
+    assert!(!alive(pid), "the plugin process is gone after shutdown");
+    assert!(!dir.exists(), "the socket directory is removed");
+    assert_eq!(plugin.state().status, PluginStatus::Stopped);
+    assert_eq!(plugin.pid(), None);
+    assert!(matches!(
+        plugin.call::<ModifyRequest>(&request()).await,
+        Err(PluginCallError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        host.launch(spec("late", PluginType::Modifier, "normal", None), None)
+            .await,
+        Err(HostError::ShutDown)
+    ));
+}
+
+#[tokio::test]
+async fn refuses_a_wrong_token_and_calls_before_the_handshake() {
+    init_logs();
+    let scratch = Scratch::new("token");
+    let out = scratch.file("out");
+    let host = PluginHost::new(Some(scratch.0.clone())).unwrap();
+    let error = host
+        .launch(
+            spec("liar", PluginType::Upstream, "wrong_token", Some(&out)),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            HostError::Start {
+                source: StartError::Exited { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let records = records(&out);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["method"], "add_upstream");
+    assert_eq!(records[0]["error"]["code"], codes::UNAUTHORIZED);
+    assert_eq!(records[1]["method"], "handshake");
+    assert_eq!(records[1]["error"]["code"], codes::UNAUTHORIZED);
+    assert!(host.plugin("liar").is_none());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn refuses_an_unsupported_protocol_version() {
+    init_logs();
+    let scratch = Scratch::new("version");
+    let out = scratch.file("out");
+    let host = PluginHost::new(None).unwrap();
+    let error = host
+        .launch(
+            spec("future", PluginType::Modifier, "wrong_version", Some(&out)),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, HostError::Start { .. }), "{error}");
+    let records = records(&out);
+    assert_eq!(records[0]["error"]["code"], codes::UNSUPPORTED_VERSION);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_command_is_a_clear_error() {
+    let host = PluginHost::new(None).unwrap();
+    let spec = PluginSpec::new(
+        "ghost",
+        PluginType::Modifier,
+        "/nonexistent/gatekeeper-plugin",
+    );
+    let error = host.launch(spec, None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            HostError::Start {
+                source: StartError::Spawn { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("/nonexistent/gatekeeper-plugin"),
+        "{error}"
+    );
+    // The name is free again after a failed launch.
+    let spec = PluginSpec::new(
+        "ghost",
+        PluginType::Modifier,
+        "/nonexistent/gatekeeper-plugin",
+    );
+    assert!(matches!(
+        host.launch(spec, None).await,
+        Err(HostError::Start { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_start_that_takes_too_long_fails_the_launch() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let mut spec = spec("sloth", PluginType::Modifier, "slow_start", None);
+    spec.start_timeout = Duration::from_millis(700);
+    let started = Instant::now();
+    let error = host.launch(spec, None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            HostError::Start {
+                source: StartError::Timeout(_),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_plugin_is_restarted_and_calls_fail_fast_meanwhile() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let mut spec = spec("phoenix", PluginType::Modifier, "normal", None);
+    spec.restart_backoff_min = Duration::from_millis(300);
+    let plugin = host.launch(spec, None).await.unwrap();
+    let pid = plugin.pid().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    eventually("the plugin is seen down", Duration::from_secs(3), || {
+        !plugin.is_ready()
+    })
+    .await;
+    let started = Instant::now();
+    let error = plugin.call::<ModifyRequest>(&request()).await.unwrap_err();
+    assert!(
+        matches!(error, PluginCallError::Unavailable { .. }),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(50), "fails fast");
+
+    eventually("the plugin is back", Duration::from_secs(5), || {
+        plugin.is_ready()
+    })
+    .await;
+    assert_eq!(plugin.restarts(), 1);
+    let new_pid = plugin.pid().unwrap();
+    assert_ne!(new_pid, pid);
+    let result = plugin.call::<ModifyRequest>(&request()).await.unwrap();
+    assert_eq!(result.request.unwrap().context["pid"], Value::from(new_pid));
+    host.shutdown().await;
+    assert!(!alive(new_pid));
+}
+
+#[tokio::test]
+async fn missed_heartbeats_restart_the_plugin() {
+    init_logs();
+    let scratch = Scratch::new("heartbeat");
+    let marker = scratch.file("marker");
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .launch(
+            spec(
+                "mute",
+                PluginType::Modifier,
+                "flaky_heartbeat",
+                Some(&marker),
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let pid = plugin.pid().unwrap();
+    eventually("the plugin is restarted", Duration::from_secs(5), || {
+        plugin.restarts() == 1 && plugin.is_ready()
+    })
+    .await;
+    assert!(!alive(pid), "the silent process was killed");
+    // The second process answers heartbeats: no further restart.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(plugin.restarts(), 1);
+    assert!(plugin.is_ready());
+    host.shutdown().await;
+}
+
+#[derive(Default)]
+struct RecordingManager {
+    calls: Mutex<Vec<String>>,
+}
+
+impl RecordingManager {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Manager for RecordingManager {
+    fn add_upstream(&self, plugin: &str, params: AddUpstreamParams) -> Result<(), ErrorObject> {
+        if params.upstream.id == "taken" {
+            return Err(error_object(
+                codes::CONFLICT,
+                "upstream `taken` already exists",
+            ));
+        }
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{plugin}: add_upstream {}", params.upstream.id));
+        Ok(())
+    }
+
+    fn remove_upstream(&self, _: &str, _: RemoveUpstreamParams) -> Result<(), ErrorObject> {
+        Ok(())
+    }
+
+    fn add_backend(&self, _: &str, _: AddBackendParams) -> Result<(), ErrorObject> {
+        Ok(())
+    }
+
+    fn remove_backend(&self, plugin: &str, params: RemoveBackendParams) -> Result<(), ErrorObject> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{plugin}: remove_backend {}", params.backend_id));
+        Err(error_object(codes::UNKNOWN_UPSTREAM, "no upstream `u1`"))
+    }
+}
+
+#[tokio::test]
+async fn upstream_plugins_reach_the_manager_and_get_its_errors() {
+    init_logs();
+    let scratch = Scratch::new("manager");
+    let out = scratch.file("out");
+    let manager = Arc::new(RecordingManager::default());
+    let host = PluginHost::new(None).unwrap();
+    let mut spec = spec("static", PluginType::Upstream, "upstream", Some(&out));
+    spec.config
+        .insert("file".into(), Value::from("upstreams.yml"));
+    let plugin = host.launch(spec, Some(manager.clone())).await.unwrap();
+    assert_eq!(plugin.plugin_type(), PluginType::Upstream);
+
+    eventually(
+        "the plugin got every answer",
+        Duration::from_secs(5),
+        || records(&out).len() >= 5,
+    )
+    .await;
+    assert_eq!(
+        manager.calls(),
+        ["static: add_upstream u1", "static: remove_backend b9"]
+    );
+    let records = records(&out);
+    assert_eq!(records[0]["configure"]["file"], "upstreams.yml");
+    let answer = |method: &str, index: usize| {
+        records
+            .iter()
+            .filter(|r| r["method"] == method)
+            .nth(index)
+            .cloned()
+            .unwrap_or_else(|| panic!("no answer {index} to {method}: {records:?}"))
+    };
+    assert_eq!(answer("add_upstream", 0)["result"], serde_json::json!({}));
+    let conflict = &answer("add_upstream", 1)["error"];
+    assert_eq!(conflict["code"], codes::CONFLICT);
+    assert_eq!(conflict["message"], "upstream `taken` already exists");
+    assert_eq!(
+        answer("remove_backend", 0)["error"]["code"],
+        codes::UNKNOWN_UPSTREAM
+    );
+    assert_eq!(
+        answer("add_backend", 0)["error"]["code"],
+        codes::INVALID_PARAMS
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_from_a_plugin_does_not_hurt_the_host() {
+    init_logs();
+    let scratch = Scratch::new("garbage");
+    let out = scratch.file("out");
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .launch(
+            spec("messy", PluginType::Modifier, "garbage", Some(&out)),
+            None,
+        )
+        .await
+        .unwrap();
+    let error = plugin.call::<ModifyRequest>(&request()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PluginCallError::Failed {
+                source: CallError::InvalidResult { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    eventually(
+        "the manager call is answered",
+        Duration::from_secs(3),
+        || !records(&out).is_empty(),
+    )
+    .await;
+    // Not an upstream plugin: no manager.
+    assert_eq!(records(&out)[1]["error"]["code"], codes::METHOD_NOT_FOUND);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(plugin.is_ready());
+    assert_eq!(plugin.restarts(), 0);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn hook_calls_use_every_connection() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .launch(spec("wide", PluginType::Modifier, "multi", None), None)
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let start = Instant::now();
+    while seen.len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "only saw {seen:?}"
+        );
+        let result = plugin.call::<ModifyRequest>(&request()).await.unwrap();
+        seen.insert(result.request.unwrap().context["conn"].clone());
+    }
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_kills_a_plugin_that_does_not_exit() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .launch(
+            spec("stubborn", PluginType::Modifier, "ignore_stop", None),
+            None,
+        )
+        .await
+        .unwrap();
+    let pid = plugin.pid().unwrap();
+    let started = Instant::now();
+    host.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!alive(pid));
+    assert_eq!(plugin.state().status, PluginStatus::Stopped);
+}

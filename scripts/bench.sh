@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Side-by-side throughput and latency on loopback, in one run, against the same backend:
+#   direct to the backend · gatekeeper without plugins · gatekeeper with the request-id modifier ·
+#   nginx as a reverse proxy · haproxy as a reverse proxy.
+# Installs wrk, nginx-light and haproxy when missing. Every process it starts, it stops.
+#
+#   scripts/bench.sh                      # 10 s per case, 50 connections, 2 wrk threads
+#   DURATION=5s CONNECTIONS=100 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-2}
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v python3 >/dev/null || missing+=(python3)
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+echo "==> cargo build --release"
+cargo build --release --workspace --bins --quiet
+BIN=$PWD/target/release
+
+WORK=$(mktemp -d /tmp/gatekeeper-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  [[ -f $WORK/nginx-backend.pid ]] && kill "$(cat "$WORK/nginx-backend.pid")" 2>/dev/null || true
+  [[ -f $WORK/nginx-proxy.pid ]] && kill "$(cat "$WORK/nginx-proxy.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  for ((i = 0; i < 100; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  return 1
+}
+
+BACKEND_PORT=$(free_port)
+GK_PORT=$(free_port)
+GK_RID_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+HAPROXY_PORT=$(free_port)
+
+# The backend: nginx answering a fixed 2-byte body (the same for every case).
+cat >"$WORK/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-backend.pid;
+error_log $WORK/nginx-backend.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$BACKEND_PORT;
+    location / { return 200 "ok"; }
+  }
+}
+CONF
+"$NGINX" -p "$WORK" -c "$WORK/backend.conf" &
+PIDS+=($!)
+
+cat >"$WORK/proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-proxy.pid;
+error_log $WORK/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location /b/ {
+      proxy_pass http://backend/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+"$NGINX" -p "$WORK" -c "$WORK/proxy.conf" &
+PIDS+=($!)
+
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend bench
+  bind 127.0.0.1:$HAPROXY_PORT
+  http-request set-path %[path,regsub(^/b/,/)]
+  default_backend backend
+backend backend
+  http-reuse always
+  server b1 127.0.0.1:$BACKEND_PORT
+CONF
+"$HAPROXY" -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 &
+PIDS+=($!)
+
+cat >"$WORK/upstreams.yml" <<YAML
+b:
+  name: bench
+  timeout: 10s
+  prefixes: [b]
+  backends: [http://127.0.0.1:$BACKEND_PORT]
+YAML
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_PORT" --log warn \
+  --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" &
+PIDS+=($!)
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_RID_PORT" --log warn \
+  --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
+  --modifier-plugin "$BIN/request-id" &
+PIDS+=($!)
+
+for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$GK_PORT" "$GK_RID_PORT"; do wait_port "$port"; done
+for url in "http://127.0.0.1:$GK_PORT/b/" "http://127.0.0.1:$GK_RID_PORT/b/"; do
+  for ((i = 0; i < 50; i++)); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] && break
+    sleep 0.1
+  done
+done
+
+# to_us VALUE: wrk latency (e.g. 812.00us, 1.20ms, 1.01s) in microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n
+  }'
+}
+
+declare -A RPS P50 P99
+CASES=()
+run_case() {
+  local name=$1 url=$2 out
+  echo "==> $name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION $url" >&2
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >/dev/null 2>&1 || true # warm-up
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  if grep -q 'Non-2xx' <<<"$out"; then echo "$out" >&2; echo "$name: non-2xx responses" >&2; exit 1; fi
+  RPS[$name]=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+  P50[$name]=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  P99[$name]=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  CASES+=("$name")
+}
+
+run_case direct "http://127.0.0.1:$BACKEND_PORT/"
+run_case nginx "http://127.0.0.1:$NGINX_PORT/b/"
+run_case haproxy "http://127.0.0.1:$HAPROXY_PORT/b/"
+run_case gatekeeper "http://127.0.0.1:$GK_PORT/b/"
+run_case gatekeeper+request-id "http://127.0.0.1:$GK_RID_PORT/b/"
+
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores; backend: nginx returning 200 \"ok\""
+printf '%-24s %12s %10s %10s %10s %14s\n' case req/s p50_us p99_us vs_nginx vs_gatekeeper
+for name in "${CASES[@]}"; do
+  awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" \
+      -v ng="${RPS[nginx]}" -v gk="${RPS[gatekeeper]}" \
+      'BEGIN { printf "%-24s %12.0f %10.0f %10.0f %9.2fx %13.2fx\n", n, r, a, b, r / ng, r / gk }'
+done

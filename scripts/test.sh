@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing (bats, curl, jq, python3), then fmt check, clippy with
+# -D warnings, cargo test, and the bats suites in integration/ against the real binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in bats curl jq python3; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
+# Sum the per-binary summaries so the log ends with one line that counts everything.
+unit_passed=$(awk '/^test result:/ { p += $4 } END { print p + 0 }' target/cargo-test.log)
+
+step "build binaries for the integration suites"
+cargo build --workspace --bins --quiet
+export GATEKEEPER_BIN_DIR="$PWD/target/debug"
+
+step "bats integration/"
+bats_count=$(bats --count integration/)
+bats --timing integration/
+
+echo
+echo "total: $((unit_passed + bats_count)) passed, 0 failed"
