@@ -5,8 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use gatekeeper_rpc::error::error_object;
@@ -17,12 +16,6 @@ use tokio::sync::mpsc;
 
 use crate::manager::{is_manager_method, ManagerService};
 use crate::process::token_matches;
-
-/// How long a connection whose handshake failed stays open, so the error reply is written.
-const CLOSE_AFTER_REFUSAL: Duration = Duration::from_millis(100);
-/// Delay between answering a handshake and telling the supervisor, so the handshake reply is
-/// queued before the supervisor's first call (`configure`) on the same connection.
-const ANNOUNCE_DELAY: Duration = Duration::from_millis(5);
 
 /// A connection that passed its handshake.
 #[derive(Debug)]
@@ -51,6 +44,8 @@ pub(crate) struct SessionContext {
 pub(crate) struct Session {
     context: Arc<SessionContext>,
     authenticated: AtomicBool,
+    /// Hooks of a handshake just answered, announced to the supervisor once the answer is queued.
+    accepted_hooks: Mutex<Option<HashSet<String>>>,
 }
 
 impl Session {
@@ -58,6 +53,7 @@ impl Session {
         Session {
             context,
             authenticated: AtomicBool::new(false),
+            accepted_hooks: Mutex::new(None),
         }
     }
 
@@ -68,21 +64,13 @@ impl Session {
 
     fn handshake(&self, request: &IncomingRequest) -> Reply {
         let context = &self.context;
-        let params: HandshakeParams = match request.parse_params() {
-            Ok(params) => params,
-            Err(e) => {
-                refuse(&request.peer);
-                return Err(e);
-            }
-        };
+        let params: HandshakeParams = request.parse_params()?;
         if !token_matches(&context.token, &params.token) {
             tracing::warn!(plugin = %context.name, "refusing a connection: wrong token");
-            refuse(&request.peer);
             return Err(error_object(codes::UNAUTHORIZED, "wrong token"));
         }
         if params.protocol_version != PROTOCOL_VERSION {
             tracing::warn!(plugin = %context.name, version = params.protocol_version, "refusing a connection: unsupported protocol version");
-            refuse(&request.peer);
             return Err(error_object(
                 codes::UNSUPPORTED_VERSION,
                 format!(
@@ -106,15 +94,10 @@ impl Session {
                 tracing::warn!(plugin = %context.name, %hook, plugin_type = %context.plugin_type, "ignoring a hook this plugin type does not have");
             }
         }
-        let events = context.events.clone();
-        let peer = request.peer.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(ANNOUNCE_DELAY).await;
-            // The supervisor may be gone (restart, shutdown): the connection is then useless.
-            if let Err(mpsc::error::SendError(event)) = events.send(Authenticated { peer, hooks }) {
-                event.peer.close();
-            }
-        });
+        *self
+            .accepted_hooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hooks);
         to_raw(&HandshakeResult {
             protocol_version: PROTOCOL_VERSION,
             name: context.name.to_string(),
@@ -124,16 +107,36 @@ impl Session {
     }
 }
 
-/// Closes a connection shortly, once the refusal is written.
-fn refuse(peer: &Peer) {
-    let peer = peer.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(CLOSE_AFTER_REFUSAL).await;
-        peer.close();
-    });
-}
-
 impl Handler for Session {
+    /// After a handshake's answer is queued: announce the connection to the supervisor (whose
+    /// first call, `configure`, then reaches the plugin after the answer), or, if the handshake
+    /// was refused, close the connection once the refusal is written.
+    fn after_reply(&self, method: &str, succeeded: bool, peer: &Peer) {
+        if method != Handshake::NAME {
+            return;
+        }
+        let hooks = self
+            .accepted_hooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match hooks {
+            Some(hooks) if succeeded => {
+                let event = Authenticated {
+                    peer: peer.clone(),
+                    hooks,
+                };
+                // The supervisor may be gone (restart, shutdown): the connection is then useless.
+                if let Err(mpsc::error::SendError(event)) = self.context.events.send(event) {
+                    event.peer.close();
+                }
+            }
+            // A second handshake on an authenticated connection is refused but harmless.
+            _ if self.is_authenticated() => {}
+            _ => peer.close_after_flush(),
+        }
+    }
+
     fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
         if request.method == Handshake::NAME {
             let reply = self.handshake(&request);

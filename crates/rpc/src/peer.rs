@@ -78,6 +78,14 @@ pub trait Handler: Send + Sync + 'static {
         })
     }
 
+    /// Runs once the reply to a request is queued for writing: anything sent on `peer` from here
+    /// on reaches the other side after that reply. Use it to act on a request only once its
+    /// answer is on its way (e.g. start calling a plugin after answering its handshake, or close
+    /// the connection after answering `stop`). The default does nothing.
+    fn after_reply(&self, method: &str, succeeded: bool, peer: &Peer) {
+        let _ = (method, succeeded, peer);
+    }
+
     /// Receives one notification. The default ignores it.
     fn handle_notification(&self, notification: IncomingNotification) {
         tracing::debug!(method = %notification.method, "ignoring notification");
@@ -138,6 +146,14 @@ pub enum CloseReason {
 
 type PendingReply = oneshot::Sender<Reply>;
 
+/// What the writer task is asked to do, in order.
+enum Outgoing {
+    /// Write this line (without `\n`).
+    Line(String),
+    /// Write everything queued before this, flush, then close the connection.
+    CloseAfterFlush,
+}
+
 struct Pending {
     calls: HashMap<i64, PendingReply>,
     closed: bool,
@@ -147,7 +163,7 @@ struct Shared {
     config: PeerConfig,
     next_id: AtomicI64,
     pending: Mutex<Pending>,
-    writes: mpsc::Sender<String>,
+    writes: mpsc::Sender<Outgoing>,
     shutdown: CancellationToken,
     close_reason: Mutex<Option<CloseReason>>,
     stats: PeerStats,
@@ -257,7 +273,7 @@ impl Peer {
         // Removes the pending entry however this future ends (timeout, caller dropped it).
         let guard = PendingGuard { peer: self, id };
         let outcome = tokio::time::timeout(timeout, async {
-            if self.shared.writes.send(line).await.is_err() {
+            if self.shared.writes.send(Outgoing::Line(line)).await.is_err() {
                 return Err(CallError::Closed {
                     method: method.to_owned(),
                 });
@@ -300,7 +316,7 @@ impl Peer {
         }
         self.shared
             .writes
-            .send(line)
+            .send(Outgoing::Line(line))
             .await
             .map_err(|_| CallError::Closed {
                 method: method.to_owned(),
@@ -310,6 +326,28 @@ impl Peer {
     /// Closes the connection: pending calls fail, queued writes already taken are flushed.
     pub fn close(&self) {
         self.finish(CloseReason::Local);
+    }
+
+    /// Closes the connection once every line queued before this call is written and flushed
+    /// (e.g. a reply just sent). Returns at once; [`Peer::closed`] tells when it is done.
+    pub fn close_after_flush(&self) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.shared.writes.try_send(Outgoing::CloseAfterFlush)
+        {
+            // The queue is full: wait for room on a task of its own, so the caller never blocks.
+            let peer = self.clone();
+            tokio::spawn(async move {
+                if peer
+                    .shared
+                    .writes
+                    .send(Outgoing::CloseAfterFlush)
+                    .await
+                    .is_err()
+                {
+                    peer.close();
+                }
+            });
+        }
     }
 
     /// Whether the connection has ended.
@@ -396,7 +434,7 @@ impl Peer {
 
     async fn send_line(&self, line: String) {
         // Fails only once the connection is closed, when there is no one to tell.
-        let _ = self.shared.writes.send(line).await;
+        let _ = self.shared.writes.send(Outgoing::Line(line)).await;
     }
 
     async fn respond(&self, id: Option<RequestId>, outcome: Reply) {
@@ -473,9 +511,12 @@ where
                         params: request.params,
                         peer: peer.clone(),
                     };
+                    let method = incoming.method.clone();
                     let outcome = handler.handle_request(incoming).await;
                     drop(permit);
+                    let succeeded = outcome.is_ok();
                     peer.respond(Some(id), outcome).await;
+                    handler.after_reply(&method, succeeded, &peer);
                 });
             }
             Ok(Message::Notification(notification)) => {
@@ -503,7 +544,7 @@ where
     peer.finish(reason);
 }
 
-async fn write_loop<W>(peer: Peer, mut writer: W, mut queue: mpsc::Receiver<String>)
+async fn write_loop<W>(peer: Peer, mut writer: W, mut queue: mpsc::Receiver<Outgoing>)
 where
     W: AsyncWrite + Send + Unpin + 'static,
 {
@@ -521,7 +562,15 @@ where
             break;
         }
         buffer.clear();
-        for line in lines.drain(..) {
+        let mut close_after = false;
+        for outgoing in lines.drain(..) {
+            let line = match outgoing {
+                Outgoing::Line(line) => line,
+                Outgoing::CloseAfterFlush => {
+                    close_after = true;
+                    break;
+                }
+            };
             if line.len() > max_line {
                 tracing::error!(peer = %peer.name(), bytes = line.len(), limit = max_line, "dropping an outgoing line over the limit");
                 continue;
@@ -535,6 +584,10 @@ where
         };
         if let Err(e) = written.await {
             peer.finish(CloseReason::Io(e.to_string()));
+            break;
+        }
+        if close_after {
+            peer.finish(CloseReason::Local);
             break;
         }
     }

@@ -25,7 +25,8 @@ impl Handler for Doubler {
                     let params: Value = request.parse_params()?;
                     let n = params["n"].as_i64().unwrap_or_default();
                     tokio::time::sleep(Duration::from_micros((n % 7) as u64 * 300)).await;
-                    Ok(gatekeeper_rpc::message::to_raw(&json!({ "n": n * 2 })).unwrap())
+                    gatekeeper_rpc::message::to_raw(&json!({ "n": n * 2 }))
+                        .map_err(|e| error_object(-32603, e.to_string()))
                 }
                 "fail" => Err(error_object(-32011, "conflict here")),
                 other => Err(error_object(-32601, format!("no {other}"))),
@@ -253,4 +254,36 @@ async fn notifications_reach_the_handler() {
     let _receiver = Peer::spawn(b, Arc::new(Recorder(tx)), config("b"));
     sender.notify("hello", &json!({})).await.unwrap();
     assert_eq!(rx.recv().await.unwrap(), "hello");
+}
+
+#[tokio::test]
+async fn after_reply_can_close_once_the_reply_is_written() {
+    /// Answers `stop`, then closes the connection right after the answer is written.
+    struct Stopper;
+    impl Handler for Stopper {
+        fn handle_request(&self, _request: IncomingRequest) -> BoxFuture<'static, Reply> {
+            Box::pin(async { Ok(gatekeeper_rpc::message::null()) })
+        }
+        fn after_reply(&self, method: &str, succeeded: bool, peer: &Peer) {
+            if method == "stop" && succeeded {
+                peer.close_after_flush();
+            }
+        }
+    }
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(theirs, Arc::new(Stopper), config("p"));
+    let (read, mut write) = tokio::io::split(mine);
+    let mut lines = BufReader::new(read).lines();
+    write
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stop\",\"params\":{}}\n")
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(answer, json!({"jsonrpc": "2.0", "id": 1, "result": null}));
+    assert_eq!(
+        lines.next_line().await.unwrap(),
+        None,
+        "connection should close after the reply"
+    );
+    assert_eq!(peer.closed().await, CloseReason::Local);
 }

@@ -26,8 +26,7 @@ use crate::plugin::{ModifierPlugin, Plugin, UpstreamPlugin};
 /// How long the handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After answering `stop`, how long to wait for gatekeeper to close the connection before
-/// closing it ourselves (the answer is written within microseconds; this only bounds the wait).
+/// After answering `stop`, how long to wait for the answer to be written before closing anyway.
 const STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// Serves an upstream plugin for the life of the process: sets up logging to stderr, reads the
@@ -184,8 +183,7 @@ where
     tracing::debug!(name = %accepted.name, r#type = %accepted.plugin_type, "handshake accepted");
     tokio::select! {
         () = stopped.notified() => {
-            // The answer to `stop` is being queued; gatekeeper closes the connection once it has
-            // it. Bound the wait, then close our side (queued lines are still written).
+            // The answer to `stop` is queued and the connection closes once it is written.
             let _ = tokio::time::timeout(STOP_GRACE, peer.closed()).await;
             peer.close();
             tracing::debug!("stopped");
@@ -248,17 +246,13 @@ fn encode<T: Serialize>(method: &str, outcome: Result<T, HookError>) -> Reply {
 }
 
 /// Answers the lifecycle methods every plugin shares (`start` is per plugin type).
-async fn lifecycle<P: Plugin>(plugin: &P, stopped: &Notify, request: IncomingRequest) -> Reply {
+async fn lifecycle<P: Plugin>(plugin: &P, request: IncomingRequest) -> Reply {
     match request.method.as_str() {
         Configure::NAME => {
             answer_empty::<Configure, _, _>(&request, |p| plugin.configure(p.config)).await
         }
         Heartbeat::NAME => answer_empty::<Heartbeat, _, _>(&request, |_| plugin.heartbeat()).await,
-        Stop::NAME => {
-            let reply = answer_empty::<Stop, _, _>(&request, |_| plugin.stop()).await;
-            stopped.notify_one();
-            reply
-        }
+        Stop::NAME => answer_empty::<Stop, _, _>(&request, |_| plugin.stop()).await,
         other => Err(error_object(
             codes::METHOD_NOT_FOUND,
             format!("method not found: {other}"),
@@ -274,7 +268,6 @@ struct UpstreamHandler<P> {
 impl<P: UpstreamPlugin> Handler for UpstreamHandler<P> {
     fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
         let plugin = self.plugin.clone();
-        let stopped = self.stopped.clone();
         Box::pin(async move {
             if request.method == Start::NAME {
                 let manager = Manager::new(request.peer.clone());
@@ -284,9 +277,17 @@ impl<P: UpstreamPlugin> Handler for UpstreamHandler<P> {
                 })
                 .await
             } else {
-                lifecycle(&*plugin, &stopped, request).await
+                lifecycle(&*plugin, request).await
             }
         })
+    }
+
+    /// Once the answer to `stop` is queued: close after writing it, and let `serve` return.
+    fn after_reply(&self, method: &str, _succeeded: bool, peer: &gatekeeper_rpc::Peer) {
+        if method == Stop::NAME {
+            peer.close_after_flush();
+            self.stopped.notify_one();
+        }
     }
 }
 
@@ -299,7 +300,6 @@ struct ModifierHandler<P> {
 impl<P: ModifierPlugin> Handler for ModifierHandler<P> {
     fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
         let plugin = self.plugin.clone();
-        let stopped = self.stopped.clone();
         let hooks = self.hooks;
         Box::pin(async move {
             let method = request.method.as_str();
@@ -329,8 +329,16 @@ impl<P: ModifierPlugin> Handler for ModifierHandler<P> {
                     .await
                 }
                 Start::NAME => answer_empty::<Start, _, _>(&request, |_| plugin.start()).await,
-                _ => lifecycle(&*plugin, &stopped, request).await,
+                _ => lifecycle(&*plugin, request).await,
             }
         })
+    }
+
+    /// Once the answer to `stop` is queued: close after writing it, and let `serve` return.
+    fn after_reply(&self, method: &str, _succeeded: bool, peer: &gatekeeper_rpc::Peer) {
+        if method == Stop::NAME {
+            peer.close_after_flush();
+            self.stopped.notify_one();
+        }
     }
 }
