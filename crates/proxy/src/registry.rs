@@ -63,10 +63,11 @@ impl RegistryError {
     pub fn code(&self) -> i32 {
         match self {
             RegistryError::UnknownUpstream(_) => codes::UNKNOWN_UPSTREAM,
+            RegistryError::UnknownBackend { .. } => codes::UNKNOWN_BACKEND,
             RegistryError::Conflict { .. } => codes::CONFLICT,
-            RegistryError::UnknownBackend { .. }
-            | RegistryError::InvalidUpstream { .. }
-            | RegistryError::InvalidAddress { .. } => codes::INVALID_VALUE,
+            RegistryError::InvalidUpstream { .. } | RegistryError::InvalidAddress { .. } => {
+                codes::INVALID_VALUE
+            }
         }
     }
 }

@@ -23,10 +23,13 @@ pub mod codes {
     pub const UNSUPPORTED_VERSION: i32 = -32001;
     /// Manager: the upstream named in the call does not exist.
     pub const UNKNOWN_UPSTREAM: i32 = -32010;
-    /// Manager: an object with this id exists with different content.
+    /// Manager: a prefix or hostname is already claimed by another upstream on an overlapping
+    /// set of listeners.
     pub const CONFLICT: i32 = -32011;
     /// Manager: a field has a value that cannot be used (e.g. an unparseable backend address).
     pub const INVALID_VALUE: i32 = -32012;
+    /// Manager: the backend named in the call does not exist in its upstream.
+    pub const UNKNOWN_BACKEND: i32 = -32013;
     /// The plugin cannot answer right now (e.g. not started); the proxy applies its failure policy.
     pub const UNAVAILABLE: i32 = -32020;
 }
