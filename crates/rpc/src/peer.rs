@@ -419,8 +419,10 @@ impl Peer {
                     .unknown_ids
                     .fetch_add(1, Ordering::Relaxed);
                 match id {
+                    // Usually a late answer to a call that timed out or whose caller went away
+                    // (e.g. the HTTP client disconnected); counted in `stats` either way.
                     Some(id) => {
-                        tracing::warn!(peer = %self.name(), %id, "ignoring response with unknown id")
+                        tracing::debug!(peer = %self.name(), %id, "ignoring response with unknown id")
                     }
                     None => tracing::warn!(
                         peer = %self.name(),
