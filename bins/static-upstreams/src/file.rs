@@ -39,6 +39,9 @@ struct Entry {
     prefixes: Vec<String>,
     #[serde(default)]
     backends: Vec<String>,
+    /// Built-in balancer: `random` (default), `round_robin` or `least_outstanding`.
+    #[serde(default)]
+    balancer: Option<String>,
 }
 
 /// An upstream with its backends, ready to push through the manager.
@@ -155,6 +158,7 @@ fn convert(id: String, entry: Entry) -> anyhow::Result<StaticUpstream> {
         protocols: entry.protocols,
         hostnames: entry.hostnames,
         prefixes,
+        balancer: entry.balancer,
         extra: Object::new(),
     };
     Ok(StaticUpstream { upstream, backends })

@@ -56,6 +56,7 @@ mod tests {
                 protocols: vec![],
                 hostnames: vec![],
                 prefixes: vec![],
+                balancer: None,
                 extra: Default::default(),
             },
             backends,

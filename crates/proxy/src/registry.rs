@@ -367,6 +367,7 @@ mod tests {
             protocols: vec![],
             hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
             prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
+            balancer: None,
             extra: Default::default(),
         }
     }

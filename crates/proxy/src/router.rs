@@ -108,6 +108,7 @@ mod tests {
             protocols: list(protocols),
             hostnames: list(hostnames),
             prefixes: list(prefixes),
+            balancer: None,
             extra: Default::default(),
         }
     }

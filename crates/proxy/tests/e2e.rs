@@ -116,6 +116,7 @@ fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
         protocols: vec![],
         hostnames: vec![format!("{id}.test")],
         prefixes: vec![prefix.into()],
+        balancer: None,
         extra: Default::default(),
     }
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod framing;
 pub mod message;
 pub mod methods;
+pub mod metrics;
 pub mod peer;
 pub mod types;
 

@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
 use crate::types::{Backend, HttpRequest, HttpResponse, Object, ProxyError, Upstream};
 
 /// A method of the protocol.
@@ -154,6 +155,10 @@ method!(
 );
 
 // ---- plugin → proxy: the manager (upstream plugins) ----------------------------------------------
+//
+// The same four methods go the other way too: the proxy calls `add_upstream` and
+// `remove_upstream` on router plugins, and `add_backend` and `remove_backend` on loadbalancer
+// plugins, with the same params, to keep them in step with the registry.
 
 /// Params of `add_upstream`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,15 +271,138 @@ method!(
     ModifyErrorResponse, "modify_error_response", ModifyErrorResponseParams => ModifyResponseResult
 );
 
+// ---- proxy → plugin: router hooks ------------------------------------------------------------
+
+/// Params of `route_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteRequestParams {
+    /// The request; `upstream`, `prefix` and `prefixless_path` are not set yet.
+    pub request: HttpRequest,
+}
+
+/// Result of `route_request`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RouteRequestResult {
+    /// Id of the upstream to use; `null` (or absent) means no route (404).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The path the backend receives; absent means the path unchanged (no prefix stripped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefixless_path: Option<String>,
+    /// A changed request (e.g. headers), replacing the one sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HttpRequest>,
+}
+
+method!(
+    /// proxy → router plugin: pick the upstream for a request.
+    RouteRequest, "route_request", RouteRequestParams => RouteRequestResult
+);
+
+// ---- proxy → plugin: loadbalancer hooks ----------------------------------------------------------
+
+/// Params of `get_backend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetBackendParams {
+    /// The upstream a backend is wanted for.
+    pub upstream_id: String,
+    /// The request being forwarded (for sticky choices by header, cookie or client address).
+    pub request: HttpRequest,
+}
+
+/// Result of `get_backend`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GetBackendResult {
+    /// Id of the chosen backend of that upstream; `null` means none available (503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_id: Option<String>,
+}
+
+method!(
+    /// proxy → loadbalancer plugin: pick the backend of an upstream for a request.
+    GetBackend, "get_backend", GetBackendParams => GetBackendResult
+);
+
+// ---- proxy → plugin: metrics (metric plugins; `upstream_metric` also loadbalancer and upstream) ----
+
+/// Params of `event_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMetricParams {
+    /// The batch, oldest first.
+    pub events: Vec<EventMetric>,
+}
+
+/// Params of `profiling_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfilingMetricParams {
+    /// The batch, oldest first.
+    pub profiles: Vec<ProfilingMetric>,
+}
+
+/// Params of `plugin_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginMetricParams {
+    /// The batch, oldest first.
+    pub metrics: Vec<PluginMetric>,
+}
+
+/// Params of `request_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestMetricParams {
+    /// The batch, oldest first.
+    pub metrics: Vec<RequestMetric>,
+}
+
+/// Params of `upstream_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamMetricParams {
+    /// The batch, oldest first.
+    pub metrics: Vec<UpstreamMetric>,
+}
+
+method!(
+    /// proxy → metric plugin: a batch of events.
+    EventMetricHook, "event_metric", EventMetricParams => Empty
+);
+method!(
+    /// proxy → metric plugin: a batch of timings of internal operations.
+    ProfilingMetricHook, "profiling_metric", ProfilingMetricParams => Empty
+);
+method!(
+    /// proxy → metric plugin: a batch of plugin calls.
+    PluginMetricHook, "plugin_metric", PluginMetricParams => Empty
+);
+method!(
+    /// proxy → metric plugin: a batch of finished requests.
+    RequestMetricHook, "request_metric", RequestMetricParams => Empty
+);
+method!(
+    /// proxy → metric, loadbalancer or upstream plugin: a batch of backend outcomes.
+    UpstreamMetricHook, "upstream_metric", UpstreamMetricParams => Empty
+);
+
 /// The hooks each plugin type may declare in its handshake.
 pub fn hooks_of(plugin_type: PluginType) -> &'static [&'static str] {
     match plugin_type {
-        PluginType::Upstream => &[],
+        PluginType::Upstream => &[UpstreamMetricHook::NAME],
         PluginType::Modifier => &[
             ModifyRequest::NAME,
             ModifyResponse::NAME,
             ModifyErrorResponse::NAME,
         ],
-        PluginType::Router | PluginType::Loadbalancer | PluginType::Metric => &[],
+        PluginType::Router => &[AddUpstream::NAME, RemoveUpstream::NAME, RouteRequest::NAME],
+        PluginType::Loadbalancer => &[
+            AddBackend::NAME,
+            RemoveBackend::NAME,
+            UpstreamMetricHook::NAME,
+            GetBackend::NAME,
+        ],
+        PluginType::Metric => &[
+            EventMetricHook::NAME,
+            ProfilingMetricHook::NAME,
+            PluginMetricHook::NAME,
+            RequestMetricHook::NAME,
+            UpstreamMetricHook::NAME,
+        ],
     }
 }

@@ -29,6 +29,10 @@ pub struct Upstream {
     /// before forwarding.
     #[serde(default)]
     pub prefixes: Vec<String>,
+    /// The built-in load balancer for this upstream when no loadbalancer plugin runs: one of
+    /// [`BALANCERS`] (`random`, `round_robin`, `least_outstanding`). `None` means `random`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<String>,
     /// Anything else the plugin wants to attach.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Object,
@@ -123,3 +127,6 @@ pub struct ProxyError {
     /// A human-readable description.
     pub message: String,
 }
+
+/// The built-in load balancers an upstream can choose with its `balancer` field.
+pub const BALANCERS: [&str; 3] = ["random", "round_robin", "least_outstanding"];

@@ -344,6 +344,7 @@ impl UpstreamPlugin for Fixed {
                 protocols: vec![],
                 hostnames: vec!["api.example".into()],
                 prefixes: vec!["api".into()],
+                balancer: None,
                 extra: Object::new(),
             })
             .await?;

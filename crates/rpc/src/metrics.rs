@@ -1,0 +1,175 @@
+//! The metric records gatekeeper sends to metric plugins (and upstream metrics to loadbalancer
+//! and upstream plugins), always in batches.
+//!
+//! Times are Unix time in milliseconds (`time_ms`); durations are microseconds (`*_us`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::Object;
+
+/// Names of the events gatekeeper emits in `event_metric`.
+pub mod events {
+    /// gatekeeper started serving.
+    pub const APP_STARTED: &str = "app_started";
+    /// gatekeeper is stopping.
+    pub const APP_STOPPED: &str = "app_stopped";
+    /// A listener accepts connections (attributes: `listener`, `address`).
+    pub const LISTENER_STARTED: &str = "listener_started";
+    /// A listener stopped accepting (attributes: `listener`, `address`).
+    pub const LISTENER_STOPPED: &str = "listener_stopped";
+    /// A request arrived (attributes: `method`, `path`).
+    pub const REQUEST_ACCEPTED: &str = "request_accepted";
+    /// A request was answered with a status below 500 (attributes: `status`, `upstream`).
+    pub const REQUEST_SUCCEEDED: &str = "request_succeeded";
+    /// A request was answered with a status of 500 or more, or failed (attributes: `status`, `error`).
+    pub const REQUEST_FAILED: &str = "request_failed";
+    /// An upstream was added (attributes: `upstream`, `plugin`).
+    pub const UPSTREAM_ADDED: &str = "upstream_added";
+    /// An upstream was removed (attributes: `upstream`, `plugin`).
+    pub const UPSTREAM_REMOVED: &str = "upstream_removed";
+    /// A backend was added (attributes: `upstream`, `backend`, `plugin`).
+    pub const BACKEND_ADDED: &str = "backend_added";
+    /// A backend was removed (attributes: `upstream`, `backend`, `plugin`).
+    pub const BACKEND_REMOVED: &str = "backend_removed";
+    /// A plugin process is ready (attributes: `plugin`, `pid`).
+    pub const PLUGIN_STARTED: &str = "plugin_started";
+    /// A plugin process was started again after a failure (attributes: `plugin`, `restarts`).
+    pub const PLUGIN_RESTARTED: &str = "plugin_restarted";
+    /// A plugin process failed: exited, closed its connection, broke the protocol (attributes:
+    /// `plugin`, `reason`).
+    pub const PLUGIN_FAILED: &str = "plugin_failed";
+    /// A plugin was stopped at shutdown (attributes: `plugin`).
+    pub const PLUGIN_STOPPED: &str = "plugin_stopped";
+    /// A plugin did not answer a heartbeat in time (attributes: `plugin`, `missed`).
+    pub const HEARTBEAT_MISSED: &str = "heartbeat_missed";
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMetric {
+    /// When, Unix milliseconds.
+    pub time_ms: u64,
+    /// One of [`events`].
+    pub name: String,
+    /// Details, per event.
+    #[serde(default)]
+    pub attributes: Object,
+}
+
+/// How long an internal operation took (plugin start, registry update, shutdown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfilingMetric {
+    /// When it ended, Unix milliseconds.
+    pub time_ms: u64,
+    /// What was timed, e.g. `plugin_start`.
+    pub name: String,
+    /// How long it took.
+    pub duration_us: u64,
+    /// Details (e.g. `plugin`).
+    #[serde(default)]
+    pub attributes: Object,
+}
+
+/// One call gatekeeper made to a plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginMetric {
+    /// When the call ended, Unix milliseconds.
+    pub time_ms: u64,
+    /// The plugin's name.
+    pub plugin: String,
+    /// The method called.
+    pub method: String,
+    /// How long the call took.
+    pub latency_us: u64,
+    /// Why it failed (timeout, error, unavailable), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Time spent in one modifier hook during a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModifierPhase {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The hook (`modify_request`, `modify_response`, `modify_error_response`).
+    pub hook: String,
+    /// How long it took.
+    pub latency_us: u64,
+}
+
+/// Where a request's time went.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Phases {
+    /// Routing (built-in or router plugin).
+    pub router_us: u64,
+    /// Picking the backend (built-in or loadbalancer plugin).
+    pub loadbalancer_us: u64,
+    /// Every modifier hook called, in order.
+    #[serde(default)]
+    pub modifiers: Vec<ModifierPhase>,
+    /// Opening a new connection to the backend (0 when a pooled connection was reused).
+    pub upstream_connect_us: u64,
+    /// From sending the request to the backend to its response headers (connect included).
+    pub upstream_response_us: u64,
+    /// From the request's arrival until the response body was sent.
+    pub total_us: u64,
+}
+
+/// One request, recorded when its response body has been sent (or the client went away).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestMetric {
+    /// When the request arrived, Unix milliseconds.
+    pub time_ms: u64,
+    /// The listener's name.
+    pub listener: String,
+    /// The method.
+    pub method: String,
+    /// The Host.
+    pub host: String,
+    /// The path as received.
+    pub path: String,
+    /// The status sent to the client.
+    pub status: u16,
+    /// The upstream's id, if the request was routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The backend's id, if one was picked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Request body bytes received from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// The proxy error kind (`no_route`, `timeout`, …), if the proxy answered with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Latency of every phase.
+    pub phases: Phases,
+}
+
+/// The outcome of one request to a backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamMetric {
+    /// When the backend answered (or failed), Unix milliseconds.
+    pub time_ms: u64,
+    /// The upstream's id.
+    pub upstream: String,
+    /// The backend's id.
+    pub backend: String,
+    /// Time from sending the request to the response headers (or the failure).
+    pub latency_us: u64,
+    /// The backend's status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `unreachable`, `timeout` or `failed`, when it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
