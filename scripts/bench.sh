@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side throughput and latency on loopback, in one run, against the same backend:
-#   direct to the backend · gatekeeper without plugins · gatekeeper with the request-id modifier ·
-#   nginx as a reverse proxy · haproxy as a reverse proxy.
+#   direct to the backend · nginx and haproxy as reverse proxies · nginx with auth_request to a
+#   loopback auth service (nginx's one-external-hook-per-request path) · gatekeeper without
+#   plugins · gatekeeper with one Rust modifier hook per request · gatekeeper with request-id
+#   (two hooks per request: modify_request and modify_response).
+# Then the same at concurrency 1, to show what one hook adds to the median latency.
 # Installs wrk, nginx-light and haproxy when missing. Every process it starts, it stops.
 #
 #   scripts/bench.sh                      # 10 s per case, 50 connections, 2 wrk threads
@@ -37,6 +40,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   [[ -f $WORK/nginx-backend.pid ]] && kill "$(cat "$WORK/nginx-backend.pid")" 2>/dev/null || true
   [[ -f $WORK/nginx-proxy.pid ]] && kill "$(cat "$WORK/nginx-proxy.pid")" 2>/dev/null || true
+  [[ -f $WORK/nginx-auth.pid ]] && kill "$(cat "$WORK/nginx-auth.pid")" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -59,6 +63,9 @@ GK_PORT=$(free_port)
 GK_RID_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
+AUTH_PORT=$(free_port)
+NGINX_AUTH_PORT=$(free_port)
+GK_HOOK_PORT=$(free_port)
 
 # The backend: nginx answering a fixed 2-byte body (the same for every case).
 cat >"$WORK/backend.conf" <<CONF
@@ -102,6 +109,45 @@ CONF
 "$NGINX" -p "$WORK" -c "$WORK/proxy.conf" &
 PIDS+=($!)
 
+# nginx with auth_request: every request first asks a loopback auth service (another nginx
+# answering 204), then goes to the backend.
+cat >"$WORK/auth.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-auth.pid;
+error_log $WORK/nginx-auth.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
+  upstream auth { server 127.0.0.1:$AUTH_PORT; keepalive 256; }
+  server {
+    listen 127.0.0.1:$AUTH_PORT;
+    location / { return 204; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_AUTH_PORT;
+    location = /_auth {
+      internal;
+      proxy_pass http://auth/check;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+    }
+    location /b/ {
+      auth_request /_auth;
+      proxy_pass http://backend/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+"$NGINX" -p "$WORK" -c "$WORK/auth.conf" &
+PIDS+=($!)
+
 cat >"$WORK/haproxy.cfg" <<CONF
 global
   nbthread 1
@@ -136,9 +182,15 @@ PIDS+=($!)
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/request-id" &
 PIDS+=($!)
+# One hook per request, like auth_request: a Rust modifier declaring only modify_request.
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_HOOK_PORT" --log warn \
+  --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
+  --modifier-plugin "$BIN/test-modifier" --modifier-hooks modify_request &
+PIDS+=($!)
 
-for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$GK_PORT" "$GK_RID_PORT"; do wait_port "$port"; done
-for url in "http://127.0.0.1:$GK_PORT/b/" "http://127.0.0.1:$GK_RID_PORT/b/"; do
+for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AUTH_PORT" "$NGINX_AUTH_PORT" \
+  "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT"; do wait_port "$port"; done
+for url in "http://127.0.0.1:$GK_PORT/b/" "http://127.0.0.1:$GK_RID_PORT/b/" "http://127.0.0.1:$GK_HOOK_PORT/b/"; do
   for ((i = 0; i < 50; i++)); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] && break
     sleep 0.1
@@ -155,11 +207,12 @@ to_us() {
 
 declare -A RPS P50 P99
 CASES=()
+# run_case NAME URL [CONNECTIONS THREADS]
 run_case() {
-  local name=$1 url=$2 out
-  echo "==> $name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION $url" >&2
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >/dev/null 2>&1 || true # warm-up
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  local name=$1 url=$2 connections=${3:-$CONNECTIONS} threads=${4:-$THREADS} out
+  echo "==> $name: wrk -t$threads -c$connections -d$DURATION $url" >&2
+  wrk -t"$threads" -c"$connections" -d2s --latency "$url" >/dev/null 2>&1 || true # warm-up
+  out=$(wrk -t"$threads" -c"$connections" -d"$DURATION" --latency "$url")
   if grep -q 'Non-2xx' <<<"$out"; then echo "$out" >&2; echo "$name: non-2xx responses" >&2; exit 1; fi
   RPS[$name]=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
   P50[$name]=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -170,14 +223,26 @@ run_case() {
 run_case direct "http://127.0.0.1:$BACKEND_PORT/"
 run_case nginx "http://127.0.0.1:$NGINX_PORT/b/"
 run_case haproxy "http://127.0.0.1:$HAPROXY_PORT/b/"
+run_case nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/"
 run_case gatekeeper "http://127.0.0.1:$GK_PORT/b/"
+run_case gatekeeper+1hook "http://127.0.0.1:$GK_HOOK_PORT/b/"
 run_case gatekeeper+request-id "http://127.0.0.1:$GK_RID_PORT/b/"
+run_case c1:nginx "http://127.0.0.1:$NGINX_PORT/b/" 1 1
+run_case c1:nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/" 1 1
+run_case c1:gatekeeper "http://127.0.0.1:$GK_PORT/b/" 1 1
+run_case c1:gatekeeper+1hook "http://127.0.0.1:$GK_HOOK_PORT/b/" 1 1
 
 echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores; backend: nginx returning 200 \"ok\""
-printf '%-24s %12s %10s %10s %10s %14s\n' case req/s p50_us p99_us vs_nginx vs_gatekeeper
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores (c1: one connection); backend: nginx returning 200 \"ok\""
+printf '%-24s %12s %10s %10s %9s %9s %9s\n' case req/s p50_us p99_us vs_nginx vs_gk vs_auth
 for name in "${CASES[@]}"; do
+  # Ratios compare rows of the same concurrency: c1 rows with c1 rows.
+  prefix=""; [[ $name == c1:* ]] && prefix="c1:"
+  ng=${RPS[${prefix}nginx]}; gk=${RPS[${prefix}gatekeeper]}; au=${RPS[${prefix}nginx+auth_request]}
   awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" \
-      -v ng="${RPS[nginx]}" -v gk="${RPS[gatekeeper]}" \
-      'BEGIN { printf "%-24s %12.0f %10.0f %10.0f %9.2fx %13.2fx\n", n, r, a, b, r / ng, r / gk }'
+      -v ng="$ng" -v gk="$gk" -v au="$au" \
+      'BEGIN { printf "%-24s %12.0f %10.0f %10.0f %8.2fx %8.2fx %8.2fx\n", n, r, a, b, r / ng, r / gk, r / au }'
 done
+echo
+awk -v with="${P50[c1:gatekeeper+1hook]}" -v without="${P50[c1:gatekeeper]}" \
+  'BEGIN { printf "one modify_request hook adds %.0f us at p50 (concurrency 1)\n", with - without }'

@@ -30,6 +30,20 @@ pub struct Cli {
     #[arg(long, value_name = "CMD")]
     pub modifier_plugin: Vec<String>,
 
+    /// Router plugin command (at most one): picks the upstream of every request instead of the
+    /// built-in prefix/hostname router.
+    #[arg(long, value_name = "CMD")]
+    pub router_plugin: Option<String>,
+
+    /// Loadbalancer plugin command (at most one): picks the backend of every request instead of
+    /// the upstream's built-in balancer.
+    #[arg(long, value_name = "CMD")]
+    pub loadbalancer_plugin: Option<String>,
+
+    /// Metric plugin command (repeatable): receives batches of events and metrics.
+    #[arg(long, value_name = "CMD")]
+    pub metric_plugin: Vec<String>,
+
     /// Directory in which to create the private plugin socket directory (default:
     /// $XDG_RUNTIME_DIR, else the system temp dir).
     #[arg(long, value_name = "DIR")]

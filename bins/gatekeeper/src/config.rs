@@ -18,6 +18,12 @@ pub const DEFAULT_LISTENER_NAME: &str = "http-public";
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `header_read_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `metrics_batch_size`.
+pub const DEFAULT_METRICS_BATCH_SIZE: usize = 100;
+/// Default for `metrics_flush_interval`.
+pub const DEFAULT_METRICS_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default for `metrics_buffer`.
+pub const DEFAULT_METRICS_BUFFER: usize = 10_000;
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -31,6 +37,9 @@ struct FileConfig {
     header_read_timeout: Option<String>,
     socket_dir: Option<PathBuf>,
     log: Option<String>,
+    metrics_batch_size: Option<usize>,
+    metrics_flush_interval: Option<String>,
+    metrics_buffer: Option<usize>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -50,6 +59,7 @@ struct FilePlugin {
     failure_status: Option<u16>,
     hook_timeout: Option<String>,
     heartbeat_interval: Option<String>,
+    instances: Option<usize>,
 }
 
 /// One listener.
@@ -95,6 +105,20 @@ pub struct PluginSetting {
     /// Interval between heartbeats.
     #[serde(with = "humantime_serde_compat")]
     pub heartbeat_interval: Option<Duration>,
+    /// Number of processes to run; calls are spread across them.
+    pub instances: usize,
+}
+
+/// How metrics are batched for metric (and loadbalancer) plugins.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsSettings {
+    /// A batch is sent when this many records of one kind are waiting.
+    pub batch_size: usize,
+    /// ... or when this much time passed since the last batch.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub flush_interval: Duration,
+    /// Records of one kind held at most; more are dropped (and counted).
+    pub buffer: usize,
 }
 
 /// Everything gatekeeper needs to start.
@@ -114,6 +138,8 @@ pub struct Settings {
     pub log: String,
     /// Plugins, in order (modifiers are called in this order).
     pub plugins: Vec<PluginSetting>,
+    /// Metric batching.
+    pub metrics: MetricsSettings,
 }
 
 /// Durations as humantime strings in the `--check` output.
@@ -158,12 +184,27 @@ fn parse_listener(key: &str, spec: &str) -> Result<ListenerSetting> {
     })
 }
 
-fn parse_failure(key: &str, failure: Option<&str>, status: Option<u16>) -> Result<Failure> {
-    let status = status.unwrap_or(503);
-    if !(100..=599).contains(&status) {
-        bail!("{key}.failure_status: {status} is not an HTTP status");
+/// The default failure policy of a plugin type: modifiers fail closed (an auth plugin that is
+/// down must not let requests through); routers and loadbalancers fail open (the built-in one
+/// takes over); upstream and metric plugins have no per-request hooks.
+fn default_failure(plugin_type: PluginType) -> &'static str {
+    match plugin_type {
+        PluginType::Modifier => "closed",
+        _ => "open",
     }
-    match failure.unwrap_or("closed") {
+}
+
+fn parse_failure(
+    key: &str,
+    plugin_type: PluginType,
+    failure: Option<&str>,
+    status: Option<u16>,
+) -> Result<Failure> {
+    let status = status.unwrap_or(503);
+    if !(200..=599).contains(&status) {
+        bail!("{key}.failure_status: {status} is not an HTTP status from 200 to 599");
+    }
+    match failure.unwrap_or(default_failure(plugin_type)) {
         "closed" => Ok(Failure::Closed { status }),
         "open" => Ok(Failure::Open),
         other => bail!("{key}.failure: `{other}` must be \"open\" or \"closed\""),
@@ -227,9 +268,10 @@ fn plugin_from_flag(
         command: resolved,
         args: words.map(str::to_owned).collect(),
         config: Object::new(),
-        failure: Failure::Closed { status: 503 },
+        failure: parse_failure(&key, plugin_type, None, None)?,
         hook_timeout: None,
         heartbeat_interval: None,
+        instances: 1,
     })
 }
 
@@ -309,7 +351,7 @@ impl Settings {
                 command,
                 args: p.args,
                 config: p.config,
-                failure: parse_failure(&key, p.failure.as_deref(), p.failure_status)?,
+                failure: parse_failure(&key, plugin_type, p.failure.as_deref(), p.failure_status)?,
                 hook_timeout: p
                     .hook_timeout
                     .as_deref()
@@ -320,6 +362,11 @@ impl Settings {
                     .as_deref()
                     .map(|v| parse_duration(&format!("{key}.heartbeat_interval"), v))
                     .transpose()?,
+                instances: match p.instances {
+                    None => 1,
+                    Some(n @ 1..=64) => n,
+                    Some(n) => bail!("{key}.instances: {n} must be from 1 to 64"),
+                },
             };
             plugins.push(setting);
         }
@@ -327,8 +374,27 @@ impl Settings {
             let p = plugin_from_flag(PluginType::Upstream, spec, &plugins)?;
             plugins.push(p);
         }
-        for spec in &cli.modifier_plugin {
-            let p = plugin_from_flag(PluginType::Modifier, spec, &plugins)?;
+        let flag_plugins = cli
+            .router_plugin
+            .iter()
+            .map(|spec| (PluginType::Router, spec))
+            .chain(
+                cli.loadbalancer_plugin
+                    .iter()
+                    .map(|spec| (PluginType::Loadbalancer, spec)),
+            )
+            .chain(
+                cli.modifier_plugin
+                    .iter()
+                    .map(|spec| (PluginType::Modifier, spec)),
+            )
+            .chain(
+                cli.metric_plugin
+                    .iter()
+                    .map(|spec| (PluginType::Metric, spec)),
+            );
+        for (plugin_type, spec) in flag_plugins {
+            let p = plugin_from_flag(plugin_type, spec, &plugins)?;
             plugins.push(p);
         }
         for flag in &cli.plugin_flags {
@@ -347,17 +413,38 @@ impl Settings {
                 plugin.config.insert(flag.key.clone(), flag.value.clone());
             }
         }
-        for plugin in &plugins {
-            if !matches!(
-                plugin.plugin_type,
-                PluginType::Upstream | PluginType::Modifier
-            ) {
+        for single in [PluginType::Router, PluginType::Loadbalancer] {
+            let named: Vec<&str> = plugins
+                .iter()
+                .filter(|p| p.plugin_type == single)
+                .map(|p| p.name.as_str())
+                .collect();
+            if named.len() > 1 {
                 bail!(
-                    "plugin `{}`: {} plugins are not supported yet (upstream and modifier are)",
-                    plugin.name,
-                    plugin.plugin_type
+                    "at most one {single} plugin may run; configured: {}",
+                    named.join(", ")
                 );
             }
+        }
+
+        let metrics = MetricsSettings {
+            batch_size: match file.metrics_batch_size {
+                None => DEFAULT_METRICS_BATCH_SIZE,
+                Some(n @ 1..=100_000) => n,
+                Some(n) => bail!("metrics_batch_size: {n} must be from 1 to 100000"),
+            },
+            flush_interval: match &file.metrics_flush_interval {
+                Some(v) => parse_duration("metrics_flush_interval", v)?,
+                None => DEFAULT_METRICS_FLUSH_INTERVAL,
+            },
+            buffer: match file.metrics_buffer {
+                None => DEFAULT_METRICS_BUFFER,
+                Some(n @ 1..=10_000_000) => n,
+                Some(n) => bail!("metrics_buffer: {n} must be from 1 to 10000000"),
+            },
+        };
+        if metrics.flush_interval.is_zero() {
+            bail!("metrics_flush_interval: must be more than 0");
         }
 
         Ok(Settings {
@@ -371,6 +458,7 @@ impl Settings {
                 .or(file.log)
                 .unwrap_or_else(|| "info".to_owned()),
             plugins,
+            metrics,
         })
     }
 }

@@ -1,20 +1,32 @@
 //! Starting and stopping: plugins first (so routes exist), then the listeners; on SIGTERM or
-//! SIGINT, stop accepting, drain, stop the plugins.
+//! SIGINT, stop accepting, drain, flush metrics, stop the plugins.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use gatekeeper_plugin_host::{Manager, PluginHost, PluginSpec};
-use gatekeeper_proxy::{ListenerConfig, Modifier, Proxy, ProxyConfig, Registry};
+use gatekeeper_plugin_host::{LaunchOptions, Manager, PluginHandle, PluginHost, PluginSpec};
+use gatekeeper_proxy::{
+    ListenerConfig, LoadBalancerHook, MetricKind, Metrics, MetricsConfig, MetricsExporter,
+    Modifier, Proxy, ProxyConfig, Registry, RouterHook,
+};
 use gatekeeper_rpc::methods::PluginType;
+use gatekeeper_rpc::metrics::events;
+use gatekeeper_rpc::types::Object;
+use serde_json::json;
 
 use crate::config::{PluginSetting, Settings};
-use crate::wiring::{PluginModifier, RegistryManager};
+use crate::wiring::feeds::{follow_plugins, follow_registry, Follows, RegistryReplay};
+use crate::wiring::hooks::PluginHook;
+use crate::wiring::manager::RegistryManager;
+use crate::wiring::metrics::PluginExporter;
+use crate::wiring::{failure_policy, MeteredPlugin};
 
 fn spec_of(setting: &PluginSetting) -> PluginSpec {
     let mut spec = PluginSpec::new(&setting.name, setting.plugin_type, &setting.command)
         .with_args(setting.args.clone())
-        .with_config(setting.config.clone());
+        .with_config(setting.config.clone())
+        .with_instances(setting.instances);
     if let Some(timeout) = setting.hook_timeout {
         spec.hook_timeout = timeout;
     }
@@ -56,46 +68,160 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs gatekeeper until a shutdown signal.
-pub async fn run(settings: Settings) -> Result<()> {
-    let registry = Arc::new(Registry::new());
-    let manager: Arc<dyn Manager> = Arc::new(RegistryManager::new(registry.clone()));
-    let host = PluginHost::new(settings.socket_dir.clone())
-        .context("cannot create the plugin socket directory")?;
+fn object(value: serde_json::Value) -> Object {
+    value.as_object().cloned().unwrap_or_default()
+}
 
-    // Start every plugin at once; wait for all before serving so routes exist from the first request.
+/// The plugins, started, each with its setting and how long its start took.
+struct Launched {
+    plugins: Vec<(PluginSetting, PluginHandle, Duration)>,
+}
+
+impl Launched {
+    fn of_type(
+        &self,
+        plugin_type: PluginType,
+    ) -> impl Iterator<Item = &(PluginSetting, PluginHandle, Duration)> {
+        self.plugins
+            .iter()
+            .filter(move |(setting, _, _)| setting.plugin_type == plugin_type)
+    }
+}
+
+/// Starts every plugin at once and waits for all, so routes exist from the first request.
+async fn launch_plugins(
+    settings: &Settings,
+    host: &PluginHost,
+    registry: &Arc<Registry>,
+    events: tokio::sync::mpsc::UnboundedSender<gatekeeper_plugin_host::PluginEvent>,
+) -> Result<Launched> {
+    let manager: Arc<dyn Manager> = Arc::new(RegistryManager::new(registry.clone()));
     let launches = settings.plugins.iter().map(|setting| {
-        let manager = (setting.plugin_type == PluginType::Upstream).then(|| manager.clone());
-        host.launch(spec_of(setting), manager)
-    });
-    let launched = futures::future::join_all(launches).await;
-    let mut modifiers: Vec<Arc<dyn Modifier>> = Vec::new();
-    let mut failure = None;
-    for (setting, outcome) in settings.plugins.iter().zip(launched) {
-        match outcome {
-            Ok(handle) if setting.plugin_type == PluginType::Modifier => {
-                modifiers.push(Arc::new(PluginModifier::new(handle, setting.failure)));
+        let mut options = LaunchOptions::default().with_events(events.clone());
+        match setting.plugin_type {
+            PluginType::Upstream => options = options.with_manager(manager.clone()),
+            PluginType::Router => {
+                options = options.with_before_ready(Arc::new(RegistryReplay::new(
+                    registry.clone(),
+                    Follows::Upstreams,
+                )))
             }
-            Ok(_) => {}
+            PluginType::Loadbalancer => {
+                options = options.with_before_ready(Arc::new(RegistryReplay::new(
+                    registry.clone(),
+                    Follows::Backends,
+                )))
+            }
+            PluginType::Modifier | PluginType::Metric => {}
+        }
+        let started = Instant::now();
+        let launch = host.launch(spec_of(setting), options);
+        async move { launch.await.map(|handle| (handle, started.elapsed())) }
+    });
+    let outcomes = futures::future::join_all(launches).await;
+    let mut plugins = Vec::new();
+    for (setting, outcome) in settings.plugins.iter().zip(outcomes) {
+        match outcome {
+            Ok((handle, took)) => plugins.push((setting.clone(), handle, took)),
             Err(e) => {
-                failure.get_or_insert_with(|| {
-                    anyhow::Error::new(e)
-                        .context(format!("plugin `{}` did not start", setting.name))
-                });
+                return Err(anyhow::Error::new(e)
+                    .context(format!("plugin `{}` did not start", setting.name)))
             }
         }
     }
-    if let Some(error) = failure {
-        host.shutdown().await;
-        return Err(error);
+    Ok(Launched { plugins })
+}
+
+/// Metric plugins get every kind they declared; loadbalancer and upstream plugins the upstream
+/// metrics, if they declared `upstream_metric`.
+fn metrics_of(settings: &Settings, launched: &Launched) -> Metrics {
+    let mut exporters: Vec<Arc<dyn MetricsExporter>> = Vec::new();
+    for (setting, handle, _) in &launched.plugins {
+        let kinds: &[MetricKind] = match setting.plugin_type {
+            PluginType::Metric => &MetricKind::ALL,
+            PluginType::Loadbalancer | PluginType::Upstream => &[MetricKind::Upstream],
+            PluginType::Modifier | PluginType::Router => &[],
+        };
+        if let Some(exporter) = PluginExporter::new(handle.clone(), kinds) {
+            exporters.push(Arc::new(exporter));
+        }
+    }
+    if exporters.is_empty() {
+        return Metrics::disabled();
+    }
+    Metrics::new(
+        MetricsConfig {
+            batch_size: settings.metrics.batch_size,
+            flush_interval: settings.metrics.flush_interval,
+            buffer: settings.metrics.buffer,
+        },
+        exporters,
+    )
+}
+
+/// Runs gatekeeper until a shutdown signal.
+pub async fn run(settings: Settings) -> Result<()> {
+    let startup = Instant::now();
+    let registry = Arc::new(Registry::new());
+    let registry_changes = registry.subscribe();
+    let host = PluginHost::new(settings.socket_dir.clone())
+        .context("cannot create the plugin socket directory")?;
+    let (plugin_events, plugin_events_rx) = tokio::sync::mpsc::unbounded_channel();
+
+    let launched = match launch_plugins(&settings, &host, &registry, plugin_events).await {
+        Ok(launched) => launched,
+        Err(e) => {
+            host.shutdown().await;
+            return Err(e);
+        }
+    };
+    let metrics = metrics_of(&settings, &launched);
+    for (setting, _, took) in &launched.plugins {
+        metrics.record_profile(
+            "plugin_start",
+            *took,
+            object(json!({ "plugin": setting.name })),
+        );
+    }
+    tokio::spawn(follow_plugins(plugin_events_rx, metrics.clone()));
+    let followers = launched
+        .of_type(PluginType::Router)
+        .map(|(_, handle, _)| (handle.clone(), Follows::Upstreams))
+        .chain(
+            launched
+                .of_type(PluginType::Loadbalancer)
+                .map(|(_, handle, _)| (handle.clone(), Follows::Backends)),
+        )
+        .collect();
+    tokio::spawn(follow_registry(
+        registry_changes,
+        followers,
+        metrics.clone(),
+    ));
+
+    let hook = |setting: &PluginSetting, handle: &PluginHandle| {
+        Arc::new(PluginHook::new(
+            MeteredPlugin::new(handle.clone(), metrics.clone()),
+            failure_policy(setting.failure),
+        ))
+    };
+    let modifiers: Vec<Arc<dyn Modifier>> = launched
+        .of_type(PluginType::Modifier)
+        .map(|(setting, handle, _)| hook(setting, handle) as Arc<dyn Modifier>)
+        .collect();
+    let mut proxy =
+        Proxy::new(proxy_config(&settings), registry, modifiers).with_metrics(metrics.clone());
+    if let Some((setting, handle, _)) = launched.of_type(PluginType::Router).next() {
+        proxy = proxy.with_router(hook(setting, handle) as Arc<dyn RouterHook>);
+    }
+    if let Some((setting, handle, _)) = launched.of_type(PluginType::Loadbalancer).next() {
+        proxy = proxy.with_loadbalancer(hook(setting, handle) as Arc<dyn LoadBalancerHook>);
     }
 
-    let bound = match Proxy::new(proxy_config(&settings), registry, modifiers)
-        .bind()
-        .await
-    {
+    let bound = match proxy.bind().await {
         Ok(bound) => bound,
         Err(e) => {
+            metrics.shutdown().await;
             host.shutdown().await;
             return Err(e.into());
         }
@@ -106,9 +232,22 @@ pub async fn run(settings: Settings) -> Result<()> {
         .zip(bound.local_addrs())
         .map(|(l, addr)| format!("{}={}", l.name, addr))
         .collect();
+    metrics.record_profile("startup", startup.elapsed(), Object::new());
+    metrics.record_event(
+        events::APP_STARTED,
+        object(json!({ "listeners": listeners })),
+    );
     tracing::info!(listeners = %listeners.join(","), plugins = settings.plugins.len(), "gatekeeper ready");
 
     bound.serve(shutdown_signal()).await;
+    metrics.record_event(events::APP_STOPPED, Object::new());
+    metrics.shutdown().await;
+    if metrics.dropped() > 0 {
+        tracing::warn!(
+            dropped = metrics.dropped(),
+            "metric records were dropped (buffers full)"
+        );
+    }
     host.shutdown().await;
     tracing::info!("gatekeeper stopped");
     Ok(())

@@ -79,6 +79,9 @@ pub enum StartError {
     /// `start` failed.
     #[error("`start` failed: {0}")]
     Start(#[source] CallError),
+    /// The caller's [`crate::BeforeReady`] hook failed.
+    #[error("the before-ready replay failed: {0}")]
+    BeforeReady(#[source] CallError),
     /// The host is shutting down.
     #[error("the host is shutting down")]
     ShutDown,

@@ -1,21 +1,23 @@
 //! [`PluginHandle`]: what callers hold to call one plugin. Cheap to clone and lock-free on the
-//! call path: the plugin's current connections are one atomic pointer ([`ArcSwapOption`]) that the
-//! supervisor swaps on every (re)start; while the plugin is down the pointer is empty and calls
-//! fail at once with [`PluginCallError::Unavailable`].
+//! call path: each instance's current connections are one atomic pointer ([`arc_swap`]) that its
+//! supervisor swaps on every (re)start, and calls pick an instance and a connection with atomic
+//! round-robin cursors. While no instance is ready calls fail at once with
+//! [`PluginCallError::Unavailable`].
+//!
+//! A result of the wrong type is a protocol violation: the connection it came on is closed
+//! (for an instance's control connection, the instance is then restarted).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use gatekeeper_rpc::methods::{Configure, Heartbeat, PluginType, Start, Stop};
-use gatekeeper_rpc::{CallError, Method, Peer};
+use gatekeeper_rpc::{CallError, Method};
 
 use crate::error::PluginCallError;
+use crate::state::{Connections, Instance, Shared};
 
-/// Where a plugin is in its lifecycle.
+/// Where a plugin (or one instance of it) is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PluginStatus {
     /// Being spawned, handshaken, configured and started for the first time.
@@ -28,101 +30,39 @@ pub enum PluginStatus {
     Stopped,
 }
 
-impl PluginStatus {
-    fn from_u8(value: u8) -> PluginStatus {
-        match value {
-            0 => PluginStatus::Starting,
-            1 => PluginStatus::Ready,
-            2 => PluginStatus::Restarting,
-            _ => PluginStatus::Stopped,
-        }
-    }
-
-    fn as_u8(self) -> u8 {
-        match self {
-            PluginStatus::Starting => 0,
-            PluginStatus::Ready => 1,
-            PluginStatus::Restarting => 2,
-            PluginStatus::Stopped => 3,
-        }
-    }
+/// A snapshot of one instance of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceState {
+    /// Which instance (from 0).
+    pub index: usize,
+    /// Where the instance is in its lifecycle.
+    pub status: PluginStatus,
+    /// The process id of its current process, if one is running.
+    pub pid: Option<u32>,
+    /// How many times it was restarted.
+    pub restarts: u64,
+    /// Its listening socket.
+    pub socket_path: PathBuf,
 }
 
 /// A snapshot of a plugin's state, for admin and status pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginState {
-    /// Where the plugin is in its lifecycle.
+    /// The plugin as a whole: `Ready` if any instance is, else `Starting` if any instance is,
+    /// else `Restarting` if any is, else `Stopped`.
     pub status: PluginStatus,
-    /// The process id of the current process, if one is running.
+    /// The process id of the first instance that has a process running.
     pub pid: Option<u32>,
-    /// How many times the plugin was restarted.
+    /// Restarts of all instances together.
     pub restarts: u64,
-}
-
-/// The authenticated connections of one running process of a plugin.
-#[derive(Debug)]
-pub(crate) struct Connections {
-    /// Every authenticated connection, the control connection first. Hook calls go round-robin.
-    pub(crate) peers: Vec<Peer>,
-    /// The hooks declared in the control connection's handshake.
-    pub(crate) hooks: HashSet<String>,
-}
-
-/// State shared by a plugin's handles and its supervisor.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) name: Arc<str>,
-    pub(crate) plugin_type: PluginType,
-    pub(crate) hook_timeout: Duration,
-    pub(crate) socket_path: PathBuf,
-    /// `Some` exactly while the plugin is ready.
-    pub(crate) connections: ArcSwapOption<Connections>,
-    next_peer: AtomicUsize,
-    status: AtomicU8,
-    /// 0 when no process runs.
-    pid: AtomicU32,
-    restarts: AtomicU64,
-}
-
-impl Shared {
-    pub(crate) fn new(
-        name: &str,
-        plugin_type: PluginType,
-        hook_timeout: Duration,
-        socket_path: PathBuf,
-    ) -> Shared {
-        Shared {
-            name: Arc::from(name),
-            plugin_type,
-            hook_timeout,
-            socket_path,
-            connections: ArcSwapOption::empty(),
-            next_peer: AtomicUsize::new(0),
-            status: AtomicU8::new(PluginStatus::Starting.as_u8()),
-            pid: AtomicU32::new(0),
-            restarts: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn set_status(&self, status: PluginStatus) {
-        self.status.store(status.as_u8(), Ordering::Release);
-    }
-
-    pub(crate) fn status(&self) -> PluginStatus {
-        PluginStatus::from_u8(self.status.load(Ordering::Acquire))
-    }
-
-    pub(crate) fn set_pid(&self, pid: Option<u32>) {
-        self.pid.store(pid.unwrap_or(0), Ordering::Release);
-    }
-
-    pub(crate) fn count_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Acquire)
-    }
+    /// Each instance, in index order.
+    pub instances: Vec<InstanceState>,
+    /// Calls made through the handles ([`PluginHandle::call`], [`PluginHandle::call_all`]).
+    pub calls: u64,
+    /// Those of the calls that failed, for any reason (timeouts and unavailability included).
+    pub errors: u64,
+    /// Those of the calls that timed out.
+    pub timeouts: u64,
 }
 
 /// A handle on one launched plugin. Cheap to clone; all clones see the same plugin.
@@ -145,91 +85,205 @@ impl PluginHandle {
         self.shared.plugin_type
     }
 
-    /// Whether the running plugin declared `hook` in its handshake (false while it is down).
+    /// How many instances (processes) the plugin runs.
+    pub fn instances(&self) -> usize {
+        self.shared.instances.len()
+    }
+
+    /// Whether a ready instance declared `hook` in its handshake (false while none is ready).
     pub fn has_hook(&self, hook: &str) -> bool {
-        self.shared
-            .connections
-            .load()
-            .as_ref()
-            .is_some_and(|c| c.hooks.contains(hook))
+        self.shared.instances.iter().any(|instance| {
+            instance
+                .connections
+                .load()
+                .as_ref()
+                .is_some_and(|c| c.hooks.contains(hook))
+        })
     }
 
-    /// Whether the plugin is started and answering calls.
+    /// Whether at least one instance is started and answering calls.
     pub fn is_ready(&self) -> bool {
-        self.shared.connections.load().is_some()
+        self.shared
+            .instances
+            .iter()
+            .any(|instance| instance.connections.load().is_some())
     }
 
-    /// How many times the plugin was restarted.
+    /// How many times the plugin's instances were restarted, all together.
     pub fn restarts(&self) -> u64 {
-        self.shared.restarts()
+        self.shared.instances.iter().map(|i| i.restarts()).sum()
     }
 
-    /// The process id of the current process, if one is running.
+    /// The process id of the first instance that has a process running.
     pub fn pid(&self) -> Option<u32> {
-        match self.shared.pid.load(Ordering::Acquire) {
-            0 => None,
-            pid => Some(pid),
-        }
+        self.shared.instances.iter().find_map(|i| i.pid())
     }
 
     /// A snapshot of the plugin's state.
     pub fn state(&self) -> PluginState {
+        let instances: Vec<InstanceState> = self
+            .shared
+            .instances
+            .iter()
+            .map(|instance| InstanceState {
+                index: instance.index,
+                status: instance.status(),
+                pid: instance.pid(),
+                restarts: instance.restarts(),
+                socket_path: instance.socket_path.clone(),
+            })
+            .collect();
+        let any = |status| instances.iter().any(|i| i.status == status);
+        let status = [
+            PluginStatus::Ready,
+            PluginStatus::Starting,
+            PluginStatus::Restarting,
+        ]
+        .into_iter()
+        .find(|&s| any(s))
+        .unwrap_or(PluginStatus::Stopped);
         PluginState {
-            status: self.shared.status(),
-            pid: self.pid(),
-            restarts: self.restarts(),
+            status,
+            pid: instances.iter().find_map(|i| i.pid),
+            restarts: instances.iter().map(|i| i.restarts).sum(),
+            instances,
+            calls: self.shared.calls.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
+            timeouts: self.shared.timeouts.load(Ordering::Relaxed),
         }
     }
 
-    /// The path of the plugin's listening socket.
+    /// The listening socket of the first instance.
     pub fn socket_path(&self) -> &Path {
-        &self.shared.socket_path
+        self.shared
+            .instances
+            .first()
+            .map_or(Path::new(""), |i| i.socket_path.as_path())
     }
 
     /// Calls a method on the plugin with the spec's hook timeout.
     ///
     /// Hooks (every method but the lifecycle ones) must have been declared in the handshake.
-    /// Fails at once with [`PluginCallError::Unavailable`] while the plugin is not ready. When the
-    /// plugin opened several connections, calls are spread over them round-robin.
+    /// Fails at once with [`PluginCallError::Unavailable`] while no instance is ready. Calls are
+    /// spread round-robin over the ready instances, and within an instance over the connections
+    /// it opened.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, PluginCallError> {
-        let unavailable = || PluginCallError::Unavailable {
-            plugin: self.shared.name.clone(),
+        let outcome = match self.pick() {
+            Some((instance, connections, peer)) => {
+                self.call_on::<M>(instance, &connections, peer, params)
+                    .await
+            }
+            None => Err(PluginCallError::Unavailable {
+                plugin: self.shared.name.clone(),
+            }),
         };
-        let Some(connections) = self.shared.connections.load_full() else {
-            return Err(unavailable());
+        self.count(&outcome);
+        outcome
+    }
+
+    /// Calls a method on every ready instance at once (e.g. `add_upstream` on every instance of
+    /// a router plugin), with the hook timeout. Returns each ready instance's index and outcome;
+    /// instances that are down are skipped (bring them up to date in
+    /// [`crate::BeforeReady`]). Empty when no instance is ready.
+    pub async fn call_all<M: Method>(
+        &self,
+        params: &M::Params,
+    ) -> Vec<(usize, Result<M::Result, PluginCallError>)> {
+        let calls = self.shared.instances.iter().filter_map(|instance| {
+            let connections = instance.connections.load_full()?;
+            let peer = pick_peer(instance, &connections)?;
+            Some(async move {
+                let outcome = self
+                    .call_on::<M>(instance, &connections, peer, params)
+                    .await;
+                self.count(&outcome);
+                (instance.index, outcome)
+            })
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// The next ready instance and open connection, round-robin.
+    fn pick(&self) -> Option<(&Instance, Arc<Connections>, usize)> {
+        let instances = &self.shared.instances;
+        let count = instances.len();
+        let start = if count == 1 {
+            0
+        } else {
+            self.shared.next_instance.fetch_add(1, Ordering::Relaxed)
         };
+        (0..count).find_map(|i| {
+            let instance = instances.get((start + i) % count)?;
+            let connections = instance.connections.load_full()?;
+            let peer = pick_peer(instance, &connections)?;
+            Some((instance.as_ref(), connections, peer))
+        })
+    }
+
+    async fn call_on<M: Method>(
+        &self,
+        instance: &Instance,
+        connections: &Connections,
+        peer: usize,
+        params: &M::Params,
+    ) -> Result<M::Result, PluginCallError> {
+        let plugin = || self.shared.name.clone();
         if !LIFECYCLE.contains(&M::NAME) && !connections.hooks.contains(M::NAME) {
             return Err(PluginCallError::NotDeclared {
-                plugin: self.shared.name.clone(),
+                plugin: plugin(),
                 hook: M::NAME,
             });
         }
-        let peer = self.pick(&connections).ok_or_else(unavailable)?;
+        let Some(connection) = connections.peers.get(peer) else {
+            return Err(PluginCallError::Unavailable { plugin: plugin() });
+        };
         let timeout = self.shared.hook_timeout;
-        peer.request::<M>(params, timeout)
-            .await
-            .map_err(|source| match source {
-                CallError::Timeout { .. } => PluginCallError::Timeout {
-                    plugin: self.shared.name.clone(),
-                    hook: M::NAME,
-                    timeout,
-                },
-                source => PluginCallError::Failed {
-                    plugin: self.shared.name.clone(),
+        match connection.request::<M>(params, timeout).await {
+            Ok(result) => Ok(result),
+            Err(CallError::Timeout { .. }) => Err(PluginCallError::Timeout {
+                plugin: plugin(),
+                hook: M::NAME,
+                timeout,
+            }),
+            Err(source @ CallError::InvalidResult { .. }) => {
+                let control = peer == 0;
+                tracing::warn!(plugin = %instance.label, hook = M::NAME, error = %source, control, "plugin answered with a result of the wrong type: closing the connection");
+                connection.close_for_violation(source.to_string());
+                Err(PluginCallError::Failed {
+                    plugin: plugin(),
                     source,
-                },
-            })
+                })
+            }
+            Err(source) => Err(PluginCallError::Failed {
+                plugin: plugin(),
+                source,
+            }),
+        }
     }
 
-    /// The next open connection, round-robin.
-    fn pick<'a>(&self, connections: &'a Connections) -> Option<&'a Peer> {
-        let count = connections.peers.len();
-        if count == 1 {
-            return connections.peers.first().filter(|p| !p.is_closed());
+    fn count<T>(&self, outcome: &Result<T, PluginCallError>) {
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = outcome {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            if let PluginCallError::Timeout { .. } = error {
+                self.shared.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        let start = self.shared.next_peer.fetch_add(1, Ordering::Relaxed);
-        (0..count)
-            .filter_map(|i| connections.peers.get((start + i) % count))
-            .find(|p| !p.is_closed())
     }
+}
+
+/// The index of the instance's next open connection, round-robin.
+fn pick_peer(instance: &Instance, connections: &Connections) -> Option<usize> {
+    let count = connections.peers.len();
+    if count == 1 {
+        return connections
+            .peers
+            .first()
+            .filter(|p| !p.is_closed())
+            .map(|_| 0);
+    }
+    let start = instance.next_peer.fetch_add(1, Ordering::Relaxed);
+    (0..count)
+        .map(|i| (start + i) % count)
+        .find(|&i| connections.peers.get(i).is_some_and(|p| !p.is_closed()))
 }

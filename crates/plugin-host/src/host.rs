@@ -1,22 +1,26 @@
 //! [`PluginHost`]: owns the private socket directory and every launched plugin; launches a
-//! plugin (binds its socket, starts its supervisor, waits for its first start) and shuts them all
-//! down.
+//! plugin (binds one socket per instance, starts one supervisor per instance, waits for their
+//! first starts) and shuts them all down.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use gatekeeper_rpc::methods::PluginType;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{HostError, StartError};
-use crate::handle::{PluginHandle, Shared};
-use crate::manager::{Manager, ManagerService};
+use crate::events::EventSink;
+use crate::handle::PluginHandle;
+use crate::manager::ManagerService;
+use crate::options::LaunchOptions;
 use crate::socket_dir::{socket_file_name, SocketDir};
 use crate::spec::PluginSpec;
+use crate::state::{Instance, Shared};
 use crate::supervisor::Supervisor;
 
 /// Runs plugins. Dropping the host (without [`PluginHost::shutdown`]) tells every supervisor to
@@ -28,7 +32,7 @@ pub struct PluginHost {
     shut_down: AtomicBool,
     next_index: AtomicUsize,
     names: Mutex<HashSet<String>>,
-    plugins: Mutex<Vec<(PluginHandle, Option<JoinHandle<()>>)>>,
+    plugins: Mutex<Vec<(PluginHandle, Vec<JoinHandle<()>>)>>,
 }
 
 impl PluginHost {
@@ -54,16 +58,15 @@ impl PluginHost {
         self.dir.path()
     }
 
-    /// Launches a plugin and returns once it is started (spawned, handshaken, configured and
-    /// started), or with the reason its first start failed. From then on it is supervised and
-    /// restarted when it goes down, until [`PluginHost::shutdown`].
-    ///
-    /// `manager` serves `add_upstream` & co. to an upstream plugin; other plugin types, and
-    /// upstream plugins launched without one, get `method not found` for those methods.
+    /// Launches a plugin and returns once every instance of it is started (spawned,
+    /// handshaken, configured, started and replayed through [`LaunchOptions::before_ready`]), or
+    /// with the reason the first start of an instance failed (the other instances are then
+    /// stopped). From then on each instance is supervised and restarted when it goes down, until
+    /// [`PluginHost::shutdown`].
     pub async fn launch(
         &self,
         spec: PluginSpec,
-        manager: Option<Arc<dyn Manager>>,
+        options: LaunchOptions,
     ) -> Result<PluginHandle, HostError> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(HostError::ShutDown);
@@ -76,7 +79,7 @@ impl PluginHost {
             names: &self.names,
             name: Some(spec.name.clone()),
         };
-        let outcome = self.launch_reserved(spec, manager).await;
+        let outcome = self.launch_reserved(spec, options).await;
         if outcome.is_ok() {
             reservation.name = None;
         }
@@ -86,18 +89,35 @@ impl PluginHost {
     async fn launch_reserved(
         &self,
         spec: PluginSpec,
-        manager: Option<Arc<dyn Manager>>,
+        options: LaunchOptions,
     ) -> Result<PluginHandle, HostError> {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
-        let (listener, socket_path) = self
-            .dir
-            .bind(&socket_file_name(index, &spec.name))
-            .map_err(|(path, source)| HostError::Bind {
-                plugin: spec.name.clone(),
-                path,
-                source,
-            })?;
-        let manager = match (spec.plugin_type, manager) {
+        let count = spec.instances.max(1);
+        let mut instances = Vec::with_capacity(count);
+        let mut listeners = Vec::with_capacity(count);
+        for i in 0..count {
+            let file_name = socket_file_name(index, i, count, &spec.name);
+            match self.dir.bind(&file_name) {
+                Ok((listener, socket_path)) => {
+                    let label: Arc<str> = if count == 1 {
+                        Arc::from(spec.name.as_str())
+                    } else {
+                        Arc::from(format!("{}#{i}", spec.name))
+                    };
+                    instances.push(Arc::new(Instance::new(i, label, socket_path)));
+                    listeners.push(listener);
+                }
+                Err((path, source)) => {
+                    remove_sockets(&instances);
+                    return Err(HostError::Bind {
+                        plugin: spec.name.clone(),
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+        let manager = match (spec.plugin_type, options.manager) {
             (PluginType::Upstream, Some(manager)) => {
                 Some(Arc::new(ManagerService::new(&spec.name, manager)))
             }
@@ -111,31 +131,56 @@ impl PluginHost {
             &spec.name,
             spec.plugin_type,
             spec.hook_timeout,
-            socket_path.clone(),
+            instances.clone(),
         ));
         let handle = PluginHandle {
             shared: shared.clone(),
         };
-        let name = spec.name.clone();
-        let supervisor = Supervisor {
-            spec,
-            shared,
-            listener,
-            manager,
-            cancel: self.cancel.child_token(),
-        };
-        let (first_tx, first_rx) = oneshot::channel();
-        let task = tokio::spawn(supervisor.run(first_tx));
-        let first = first_rx.await.unwrap_or(Err(StartError::Closed));
-        match first {
-            Ok(()) => {
-                lock(&self.plugins).push((handle.clone(), Some(task)));
+        let spec = Arc::new(spec);
+        let cancel = self.cancel.child_token();
+        // Stops every instance if the launch fails or its future is dropped.
+        let mut abandon = Abandon(Some(cancel.clone()));
+        let mut tasks = Vec::with_capacity(count);
+        let mut firsts = FuturesUnordered::new();
+        for (instance, listener) in instances.iter().zip(listeners) {
+            let supervisor = Supervisor {
+                spec: spec.clone(),
+                plugin: shared.clone(),
+                instance: instance.clone(),
+                listener,
+                manager: manager.clone(),
+                before_ready: options.before_ready.clone(),
+                events: EventSink {
+                    events: options.events.clone(),
+                    plugin: shared.name.clone(),
+                    instance: instance.index,
+                },
+                cancel: cancel.clone(),
+            };
+            let (first_tx, first_rx) = oneshot::channel();
+            tasks.push(tokio::spawn(supervisor.run(first_tx)));
+            let label = instance.label.clone();
+            firsts.push(async move { (label, first_rx.await.unwrap_or(Err(StartError::Closed))) });
+        }
+        let mut failure = None;
+        while let Some((label, first)) = firsts.next().await {
+            if let Err(source) = first {
+                failure = Some((label, source));
+                break;
+            }
+        }
+        match failure {
+            None => {
+                abandon.0 = None;
+                lock(&self.plugins).push((handle.clone(), tasks));
                 Ok(handle)
             }
-            Err(source) => {
-                let _ = std::fs::remove_file(&socket_path);
+            Some((label, source)) => {
+                cancel.cancel();
+                join_supervisors(&spec.name, tasks).await;
+                remove_sockets(&instances);
                 Err(HostError::Start {
-                    plugin: name,
+                    plugin: label.to_string(),
                     source,
                 })
             }
@@ -161,18 +206,13 @@ impl PluginHost {
     pub async fn shutdown(&self) {
         self.shut_down.store(true, Ordering::Release);
         self.cancel.cancel();
-        let tasks: Vec<_> = lock(&self.plugins)
+        let plugins: Vec<_> = lock(&self.plugins)
             .iter_mut()
-            .filter_map(|(handle, task)| {
-                let name = handle.name().to_owned();
-                let task = task.take()?;
-                Some(async move {
-                    if let Err(e) = task.await {
-                        tracing::error!(plugin = %name, error = %e, "plugin supervisor failed");
-                    }
-                })
-            })
+            .map(|(handle, tasks)| (handle.name().to_owned(), std::mem::take(tasks)))
             .collect();
+        let tasks = plugins
+            .into_iter()
+            .map(|(name, tasks)| async move { join_supervisors(&name, tasks).await });
         futures::future::join_all(tasks).await;
         self.dir.remove();
     }
@@ -181,6 +221,33 @@ impl PluginHost {
 impl Drop for PluginHost {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+/// Waits for supervisor tasks to end.
+async fn join_supervisors(plugin: &str, tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(%plugin, error = %e, "plugin supervisor failed");
+        }
+    }
+}
+
+/// Removes the socket files of instances whose launch failed.
+fn remove_sockets(instances: &[Arc<Instance>]) {
+    for instance in instances {
+        let _ = std::fs::remove_file(&instance.socket_path);
+    }
+}
+
+/// Cancels a launch's supervisors when dropped armed (the launch failed or was abandoned).
+struct Abandon(Option<CancellationToken>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel();
+        }
     }
 }
 

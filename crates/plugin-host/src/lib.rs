@@ -1,31 +1,43 @@
-//! Runs gatekeeper's plugins: spawns each plugin process, owns the private socket directory and
-//! the per-plugin listening sockets, checks each connection's handshake (token, protocol version,
-//! declared hooks), drives the lifecycle (`configure`, `start`, `heartbeat`, `stop`), restarts a
-//! plugin that exits or stops answering (with exponential backoff), forwards the plugin's
-//! stdout/stderr to the log, and serves the manager methods to upstream plugins.
+//! Runs gatekeeper's plugins: spawns each plugin's processes (one or more instances), owns the
+//! private socket directory and the per-instance listening sockets, checks each connection's
+//! handshake (token, protocol version, declared hooks), drives the lifecycle (`configure`,
+//! `start`, the caller's before-ready replay, `heartbeat`, `stop`), restarts an instance that
+//! exits, stops answering or breaks the protocol (with exponential backoff), forwards the
+//! plugins' stdout/stderr to the log, reports lifecycle events, and serves the manager methods to
+//! upstream plugins.
 //!
 //! It knows nothing about HTTP: callers get a [`PluginHandle`] per plugin and make typed calls
 //! through it ([`PluginHandle::call`]); upstream plugins reach the proxy's registry through a
 //! [`Manager`] the caller supplies.
 //!
-//! - [`spec`]: what to run and its timeouts ([`PluginSpec`]);
+//! - [`spec`]: what to run, how many instances, and its timeouts ([`PluginSpec`]);
 //! - [`host`]: the [`PluginHost`] (socket directory, launch, shutdown);
+//! - [`options`]: what the caller plugs into a launch ([`LaunchOptions`]);
 //! - [`handle`]: the [`PluginHandle`] callers use on the request path;
+//! - [`instance`]: the before-ready replay ([`BeforeReady`], [`InstanceConnection`]);
+//! - [`events`]: lifecycle events ([`PluginEvent`]);
 //! - [`manager`]: the [`Manager`] trait served to upstream plugins;
 //! - [`error`]: the errors of this crate.
 
 pub mod error;
+pub mod events;
 pub mod handle;
 pub mod host;
+pub mod instance;
 pub mod manager;
+pub mod options;
 mod process;
 mod session;
 mod socket_dir;
 pub mod spec;
+mod state;
 mod supervisor;
 
 pub use error::{HostError, PluginCallError, StartError};
-pub use handle::{PluginHandle, PluginState, PluginStatus};
+pub use events::{PluginEvent, PluginEventKind};
+pub use handle::{InstanceState, PluginHandle, PluginState, PluginStatus};
 pub use host::PluginHost;
+pub use instance::{BeforeReady, InstanceConnection};
 pub use manager::Manager;
+pub use options::LaunchOptions;
 pub use spec::PluginSpec;

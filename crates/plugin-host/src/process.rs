@@ -1,13 +1,16 @@
-//! Spawning a plugin process (environment, piped output, killed on drop) and forwarding its
-//! stdout and stderr to the log, one line at a time.
+//! Spawning a plugin process (environment, piped output, killed on drop), forwarding its
+//! stdout and stderr to the log one line at a time, and killing and reaping it.
 
+use std::io;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gatekeeper_rpc::{env, framing};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::time::timeout;
 
 use crate::error::StartError;
 use crate::spec::PluginSpec;
@@ -27,14 +30,25 @@ pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Spawns the plugin's command with the protocol's environment, and starts forwarding its output.
-pub(crate) fn spawn(spec: &PluginSpec, socket: &Path, token: &str) -> Result<Child, StartError> {
+/// Upper bound on waiting for a killed process to be reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Spawns one instance of the plugin's command with the protocol's environment, and starts
+/// forwarding its output to the log under `label`.
+pub(crate) fn spawn(
+    spec: &PluginSpec,
+    label: &Arc<str>,
+    instance: usize,
+    socket: &Path,
+    token: &str,
+) -> Result<Child, StartError> {
     let mut command = Command::new(&spec.command);
     command
         .args(&spec.args)
         .env(env::SOCKET, socket)
         .env(env::TOKEN, token)
         .env(env::PLUGIN_NAME, &spec.name)
+        .env(env::PLUGIN_INSTANCE, instance.to_string())
         .env(env::PLUGIN_TYPE, spec.plugin_type.as_str())
         .env(
             env::PROTOCOL_VERSION,
@@ -52,14 +66,35 @@ pub(crate) fn spawn(spec: &PluginSpec, socket: &Path, token: &str) -> Result<Chi
         command: spec.command.clone(),
         source,
     })?;
-    let name: Arc<str> = Arc::from(spec.name.as_str());
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward_lines(name.clone(), "stdout", stdout));
+        tokio::spawn(forward_lines(label.clone(), "stdout", stdout));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward_lines(name, "stderr", stderr));
+        tokio::spawn(forward_lines(label.clone(), "stderr", stderr));
     }
     Ok(child)
+}
+
+/// Kills a process and reaps it; returns its exit status as text.
+pub(crate) async fn kill(child: &mut Child) -> String {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status.to_string();
+    }
+    if let Err(e) = child.start_kill() {
+        tracing::debug!(error = %e, "could not kill a plugin process");
+    }
+    match timeout(REAP_TIMEOUT, child.wait()).await {
+        Ok(status) => describe(status),
+        Err(_) => "unknown (not reaped after kill)".to_owned(),
+    }
+}
+
+/// An exit status as text.
+pub(crate) fn describe(status: io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
 }
 
 /// Logs each line read from `output` until it ends. Lines longer than [`MAX_LOG_LINE`] are cut

@@ -2,16 +2,24 @@
 //! with the current token and protocol version), records the declared hooks, tells the supervisor
 //! about the new authenticated connection, and afterwards serves the manager methods to upstream
 //! plugins. Nothing a plugin sends here can panic the host: bad params become error replies.
+//!
+//! Connections are strict peers ([`PeerConfig::close_on_violation`]): a protocol violation closes
+//! the connection and is logged with the plugin's name.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::message::to_raw;
 use gatekeeper_rpc::methods::{hooks_of, Handshake, HandshakeParams, HandshakeResult, PluginType};
-use gatekeeper_rpc::{codes, Handler, IncomingRequest, Method, Peer, Reply, PROTOCOL_VERSION};
+use gatekeeper_rpc::peer::CloseReason;
+use gatekeeper_rpc::{
+    codes, Handler, IncomingRequest, Method, Peer, PeerConfig, Reply, PROTOCOL_VERSION,
+};
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::manager::{is_manager_method, ManagerService};
@@ -29,7 +37,10 @@ pub(crate) struct Authenticated {
 /// What every connection of one process of a plugin shares.
 #[derive(Debug)]
 pub(crate) struct SessionContext {
+    /// The plugin's name, as sent in the handshake's answer.
     pub(crate) name: Arc<str>,
+    /// The instance's name in logs (`name`, or `name#index`).
+    pub(crate) label: Arc<str>,
     pub(crate) plugin_type: PluginType,
     /// The token given to this process.
     pub(crate) token: String,
@@ -37,6 +48,35 @@ pub(crate) struct SessionContext {
     pub(crate) manager: Option<Arc<ManagerService>>,
     /// Where authenticated connections are announced.
     pub(crate) events: mpsc::UnboundedSender<Authenticated>,
+}
+
+/// Serves a new connection of a plugin instance: a strict peer whose handler checks the
+/// handshake. It is closed if it does not complete its handshake within `handshake_limit`, and a
+/// protocol violation that closes it is logged with the instance's label.
+pub(crate) fn serve(stream: UnixStream, context: &Arc<SessionContext>, handshake_limit: Duration) {
+    let label = context.label.clone();
+    let session = Arc::new(Session::new(context.clone()));
+    let config = PeerConfig {
+        name: label.to_string(),
+        close_on_violation: true,
+        ..PeerConfig::default()
+    };
+    let peer = Peer::spawn(stream, session.clone(), config);
+    tokio::spawn(async move {
+        let reason = tokio::select! {
+            reason = peer.closed() => reason,
+            () = tokio::time::sleep(handshake_limit) => {
+                if !session.is_authenticated() {
+                    tracing::warn!(plugin = %label, "closing a connection that did not complete its handshake in time");
+                    peer.close();
+                }
+                peer.closed().await
+            }
+        };
+        if let CloseReason::ProtocolViolation(violation) = reason {
+            tracing::warn!(plugin = %label, %violation, "the plugin broke the protocol: its connection is closed");
+        }
+    });
 }
 
 /// The handler of one connection.
@@ -66,11 +106,11 @@ impl Session {
         let context = &self.context;
         let params: HandshakeParams = request.parse_params()?;
         if !token_matches(&context.token, &params.token) {
-            tracing::warn!(plugin = %context.name, "refusing a connection: wrong token");
+            tracing::warn!(plugin = %context.label, "refusing a connection: wrong token");
             return Err(error_object(codes::UNAUTHORIZED, "wrong token"));
         }
         if params.protocol_version != PROTOCOL_VERSION {
-            tracing::warn!(plugin = %context.name, version = params.protocol_version, "refusing a connection: unsupported protocol version");
+            tracing::warn!(plugin = %context.label, version = params.protocol_version, "refusing a connection: unsupported protocol version");
             return Err(error_object(
                 codes::UNSUPPORTED_VERSION,
                 format!(
@@ -91,7 +131,7 @@ impl Session {
             if valid.contains(&hook.as_str()) {
                 hooks.insert(hook);
             } else {
-                tracing::warn!(plugin = %context.name, %hook, plugin_type = %context.plugin_type, "ignoring a hook this plugin type does not have");
+                tracing::warn!(plugin = %context.label, %hook, plugin_type = %context.plugin_type, "ignoring a hook this plugin type does not have");
             }
         }
         *self

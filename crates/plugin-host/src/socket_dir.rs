@@ -82,9 +82,14 @@ impl Drop for SocketDir {
     }
 }
 
-/// A socket file name for the `index`-th plugin: short (socket paths are limited to about 100
-/// bytes) and readable.
-pub(crate) fn socket_file_name(index: usize, plugin: &str) -> String {
+/// A socket file name for instance `instance` (of `instances`) of the `index`-th plugin: short
+/// (socket paths are limited to about 100 bytes) and readable.
+pub(crate) fn socket_file_name(
+    index: usize,
+    instance: usize,
+    instances: usize,
+    plugin: &str,
+) -> String {
     let clean: String = plugin
         .chars()
         .map(|c| {
@@ -96,5 +101,9 @@ pub(crate) fn socket_file_name(index: usize, plugin: &str) -> String {
         })
         .take(24)
         .collect();
-    format!("{index}-{clean}.sock")
+    if instances <= 1 {
+        format!("{index}-{clean}.sock")
+    } else {
+        format!("{index}-{clean}.{instance}.sock")
+    }
 }

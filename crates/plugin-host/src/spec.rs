@@ -19,6 +19,9 @@ pub struct PluginSpec {
     pub args: Vec<String>,
     /// The config map sent in `configure` (after every start).
     pub config: Object,
+    /// How many processes of the plugin run side by side, each with its own socket, token and
+    /// supervision; hook calls are spread over the ready ones. Default 1 (0 counts as 1).
+    pub instances: usize,
     /// Timeout of each hook call made through [`crate::PluginHandle::call`]. Default 1 s.
     pub hook_timeout: Duration,
     /// Time between two `heartbeat` calls. Default 5 s.
@@ -54,6 +57,7 @@ impl PluginSpec {
             command: command.into(),
             args: Vec::new(),
             config: Object::new(),
+            instances: 1,
             hook_timeout: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(2),
@@ -78,6 +82,12 @@ impl PluginSpec {
     /// Sets the config map (builder style).
     pub fn with_config(mut self, config: Object) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Sets the number of processes (builder style).
+    pub fn with_instances(mut self, instances: usize) -> Self {
+        self.instances = instances;
         self
     }
 }

@@ -3,15 +3,24 @@
 
 Usage: fake_plugin.py MODE [PATH]
 
-PATH is a file the plugin appends JSON lines to (what it observed), or for `flaky_heartbeat` a
-marker file. Modes:
+PATH is a file the plugin appends JSON lines to (what it observed). The *first run* of a test is
+the first process that finds no `PATH.started` marker (it creates it); without PATH every run is
+a first run. `modify_request` echoes the request with `context.pid`, `context.conn` and
+`context.instance` (GATEKEEPER_PLUGIN_INSTANCE) set. Modes:
   normal           modifier: handshake, answer configure/start/heartbeat/stop, echo modify_request
   multi            like normal, over two connections
   wrong_token      call add_upstream before the handshake, then handshake with a wrong token
   wrong_version    handshake with protocol version 99
-  flaky_heartbeat  never answer heartbeats if PATH does not exist yet (creates it)
+  flaky_heartbeat  first run: never answer heartbeats
   upstream         after start, call the manager methods and record the answers
-  garbage          send garbage lines, call a manager method, answer modify_request badly
+  garbage          after start call add_upstream; first run: answer modify_request with a garbage
+                   line instead of a response
+  bad_id           first run: answer modify_request with a response id never issued (424242)
+  wrong_type       first run: answer modify_request with a result of the wrong type
+  late             answer modify_request 600 ms late (every run)
+  router           router: declares add_upstream/remove_upstream/route_request; keeps the
+                   upstreams it is sent; route_request answers the first upstream id it knows
+  instance1_dies   records its pid; instance 1 exits after 0.5 s, the others behave normally
   slow_start       never answer start
   ignore_stop      answer stop but do not exit
 """
@@ -21,11 +30,16 @@ import os
 import socket
 import sys
 import threading
+import time
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "normal"
 PATH = sys.argv[2] if len(sys.argv) > 2 else None
 IDS = itertools.count(1)
 FIRST_RUN = True
+UPSTREAMS = []
+HOOKS = {
+    "router": ["add_upstream", "remove_upstream", "route_request", "bogus_hook"],
+}
 
 
 def log(msg):
@@ -82,7 +96,7 @@ class Conn:
         return self.call("handshake", {
             "token": token,
             "protocol_version": version,
-            "hooks": ["modify_request", "bogus_hook"],
+            "hooks": HOOKS.get(MODE, ["modify_request", "bogus_hook"]),
         })
 
     def on_response(self, msg):
@@ -93,10 +107,6 @@ class Conn:
                 log(f"handshake refused: {msg['error']}")
                 os._exit(3)
             log(f"connection {self.index} handshaken: {msg['result']}")
-            if MODE == "garbage":
-                self.send_raw(b"this is not json\n")
-                self.send_raw(b'{"jsonrpc":"2.0","id":424242,"result":{}}\n')
-                self.call("add_upstream", {"upstream": {"id": "nope"}})
             return
         record({"method": method, "result": msg.get("result"), "error": msg.get("error")})
 
@@ -110,6 +120,8 @@ class Conn:
             if MODE == "slow_start":
                 return
             self.reply(msg)
+            if MODE == "garbage":
+                self.call("add_upstream", {"upstream": {"id": "nope"}})
             if MODE == "upstream":
                 self.call("add_upstream", {"upstream": {"id": "u1", "hostnames": ["a.example"]}})
                 self.call("add_upstream", {"upstream": {"id": "taken"}})
@@ -125,14 +137,30 @@ class Conn:
                 log("stopping")
                 os._exit(0)
         elif method == "modify_request":
-            if MODE == "garbage":
+            if FIRST_RUN and MODE == "garbage":
+                self.send_raw(b"this is not json\n")
+                return
+            if FIRST_RUN and MODE == "bad_id":
+                self.send_raw(b'{"jsonrpc":"2.0","id":424242,"result":{}}\n')
+                return
+            if FIRST_RUN and MODE == "wrong_type":
                 self.reply(msg, {"request": 5})
                 return
             request = params["request"]
             request.setdefault("context", {})
             request["context"]["conn"] = self.index
             request["context"]["pid"] = os.getpid()
+            request["context"]["instance"] = os.environ.get("GATEKEEPER_PLUGIN_INSTANCE")
+            if MODE == "late":
+                threading.Timer(0.6, self.reply, args=(msg, {"request": request})).start()
+                return
             self.reply(msg, {"request": request})
+        elif method == "add_upstream" and MODE == "router":
+            UPSTREAMS.append(params["upstream"]["id"])
+            record({"add_upstream": params["upstream"]["id"], "pid": os.getpid()})
+            self.reply(msg)
+        elif method == "route_request" and MODE == "router":
+            self.reply(msg, {"upstream": UPSTREAMS[0]} if UPSTREAMS else {})
         else:
             self.reply(msg, error={"code": -32601, "message": f"no {method}"})
 
@@ -150,9 +178,16 @@ class Conn:
 
 def main():
     global FIRST_RUN
-    if MODE == "flaky_heartbeat" and PATH:
-        FIRST_RUN = not os.path.exists(PATH)
-        open(PATH, "a").close()
+    if PATH:
+        marker = PATH + ".started"
+        FIRST_RUN = not os.path.exists(marker)
+        open(marker, "a").close()
+    if MODE == "instance1_dies":
+        instance = os.environ.get("GATEKEEPER_PLUGIN_INSTANCE")
+        record({"pid": os.getpid(), "instance": instance})
+        if instance == "1":
+            time.sleep(0.5)  # let instance 0 start and record its pid too
+            os._exit(3)
     token = os.environ["GATEKEEPER_TOKEN"]
     version = int(os.environ["GATEKEEPER_PROTOCOL_VERSION"])
     log(f"started as {os.environ['GATEKEEPER_PLUGIN_NAME']} ({os.environ['GATEKEEPER_PLUGIN_TYPE']})")

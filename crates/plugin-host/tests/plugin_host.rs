@@ -3,106 +3,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panicking is how it fails
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{alive, eventually, init_logs, kill9, records, request, spec, Scratch};
 use gatekeeper_plugin_host::{
-    HostError, Manager, PluginCallError, PluginHost, PluginSpec, PluginStatus, StartError,
+    HostError, LaunchOptions, Manager, PluginCallError, PluginEventKind, PluginHost, PluginSpec,
+    PluginStatus, StartError,
 };
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::methods::{
-    AddBackendParams, AddUpstreamParams, ModifyRequest, ModifyRequestParams, ModifyResponse,
-    ModifyResponseParams, PluginType, RemoveBackendParams, RemoveUpstreamParams,
+    AddBackendParams, AddUpstreamParams, ModifyRequest, ModifyResponse, ModifyResponseParams,
+    PluginType, RemoveBackendParams, RemoveUpstreamParams,
 };
-use gatekeeper_rpc::types::{HttpRequest, HttpResponse};
-use gatekeeper_rpc::{codes, CallError, ErrorObject};
+use gatekeeper_rpc::types::HttpResponse;
+use gatekeeper_rpc::{codes, ErrorObject};
 use serde_json::Value;
 
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("gatekeeper_plugin_host=debug,gatekeeper_rpc=debug")
-        .try_init();
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_plugin.py")
-}
-
-/// A spec running the fake plugin in `mode`, with short timeouts.
-fn spec(name: &str, plugin_type: PluginType, mode: &str, path: Option<&Path>) -> PluginSpec {
-    let mut args = vec![script().display().to_string(), mode.to_owned()];
-    if let Some(path) = path {
-        args.push(path.display().to_string());
-    }
-    let mut spec = PluginSpec::new(name, plugin_type, "python3").with_args(args);
-    spec.hook_timeout = Duration::from_secs(2);
-    spec.heartbeat_interval = Duration::from_millis(200);
-    spec.heartbeat_timeout = Duration::from_millis(200);
-    spec.missed_heartbeats_allowed = 2;
-    spec.start_timeout = Duration::from_secs(5);
-    spec.stop_timeout = Duration::from_millis(500);
-    spec.restart_backoff_min = Duration::from_millis(50);
-    spec.restart_backoff_max = Duration::from_millis(500);
-    spec
-}
-
-/// A scratch directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!(
-            "gatekeeper-plugin-host-test-{}-{test}-{:x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The JSON lines the plugin recorded so far.
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn request() -> ModifyRequestParams {
-    ModifyRequestParams {
-        request: HttpRequest {
-            method: "GET".into(),
-            path: "/hello".into(),
-            ..HttpRequest::default()
-        },
-    }
+fn none() -> LaunchOptions {
+    LaunchOptions::default()
 }
 
 #[tokio::test]
@@ -119,7 +41,7 @@ async fn launches_calls_a_hook_and_shuts_down() {
         .starts_with(&format!("gatekeeper-{}-", std::process::id())));
 
     let plugin = host
-        .launch(spec("echo", PluginType::Modifier, "normal", None), None)
+        .launch(spec("echo", PluginType::Modifier, "normal", None), none())
         .await
         .unwrap();
     let socket_mode = std::fs::metadata(plugin.socket_path())
@@ -167,7 +89,7 @@ async fn launches_calls_a_hook_and_shuts_down() {
     assert!(host.plugin("echo").is_some());
     assert_eq!(host.plugins().len(), 1);
     assert!(matches!(
-        host.launch(spec("echo", PluginType::Modifier, "normal", None), None)
+        host.launch(spec("echo", PluginType::Modifier, "normal", None), none())
             .await,
         Err(HostError::DuplicateName(_))
     ));
@@ -182,7 +104,7 @@ async fn launches_calls_a_hook_and_shuts_down() {
         Err(PluginCallError::Unavailable { .. })
     ));
     assert!(matches!(
-        host.launch(spec("late", PluginType::Modifier, "normal", None), None)
+        host.launch(spec("late", PluginType::Modifier, "normal", None), none())
             .await,
         Err(HostError::ShutDown)
     ));
@@ -197,7 +119,7 @@ async fn refuses_a_wrong_token_and_calls_before_the_handshake() {
     let error = host
         .launch(
             spec("liar", PluginType::Upstream, "wrong_token", Some(&out)),
-            None,
+            none(),
         )
         .await
         .unwrap_err();
@@ -230,7 +152,7 @@ async fn refuses_an_unsupported_protocol_version() {
     let error = host
         .launch(
             spec("future", PluginType::Modifier, "wrong_version", Some(&out)),
-            None,
+            none(),
         )
         .await
         .unwrap_err();
@@ -248,7 +170,7 @@ async fn a_missing_command_is_a_clear_error() {
         PluginType::Modifier,
         "/nonexistent/gatekeeper-plugin",
     );
-    let error = host.launch(spec, None).await.unwrap_err();
+    let error = host.launch(spec, none()).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -270,7 +192,7 @@ async fn a_missing_command_is_a_clear_error() {
         "/nonexistent/gatekeeper-plugin",
     );
     assert!(matches!(
-        host.launch(spec, None).await,
+        host.launch(spec, none()).await,
         Err(HostError::Start { .. })
     ));
 }
@@ -282,7 +204,7 @@ async fn a_start_that_takes_too_long_fails_the_launch() {
     let mut spec = spec("sloth", PluginType::Modifier, "slow_start", None);
     spec.start_timeout = Duration::from_millis(700);
     let started = Instant::now();
-    let error = host.launch(spec, None).await.unwrap_err();
+    let error = host.launch(spec, none()).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -303,13 +225,13 @@ async fn a_killed_plugin_is_restarted_and_calls_fail_fast_meanwhile() {
     let host = PluginHost::new(None).unwrap();
     let mut spec = spec("phoenix", PluginType::Modifier, "normal", None);
     spec.restart_backoff_min = Duration::from_millis(300);
-    let plugin = host.launch(spec, None).await.unwrap();
-    let pid = plugin.pid().unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let plugin = host
+        .launch(spec, none().with_events(events_tx))
+        .await
         .unwrap();
-    assert!(killed.success());
+    let pid = plugin.pid().unwrap();
+    kill9(pid);
 
     eventually("the plugin is seen down", Duration::from_secs(3), || {
         !plugin.is_ready()
@@ -334,6 +256,27 @@ async fn a_killed_plugin_is_restarted_and_calls_fail_fast_meanwhile() {
     assert_eq!(result.request.unwrap().context["pid"], Value::from(new_pid));
     host.shutdown().await;
     assert!(!alive(new_pid));
+
+    // Lifecycle events, in order.
+    let mut kinds = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        assert_eq!((event.plugin.as_str(), event.instance), ("phoenix", 0));
+        kinds.push(event.kind);
+    }
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert_eq!(kinds[0], PluginEventKind::Started { pid: Some(pid) });
+    assert!(
+        matches!(&kinds[1], PluginEventKind::Failed { reason } if reason.contains("exited") || reason.contains("closed")),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds[2],
+        PluginEventKind::Restarted {
+            restarts: 1,
+            pid: Some(new_pid)
+        }
+    );
+    assert_eq!(kinds[3], PluginEventKind::Stopped);
 }
 
 #[tokio::test]
@@ -342,6 +285,7 @@ async fn missed_heartbeats_restart_the_plugin() {
     let scratch = Scratch::new("heartbeat");
     let marker = scratch.file("marker");
     let host = PluginHost::new(None).unwrap();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let plugin = host
         .launch(
             spec(
@@ -350,7 +294,7 @@ async fn missed_heartbeats_restart_the_plugin() {
                 "flaky_heartbeat",
                 Some(&marker),
             ),
-            None,
+            none().with_events(events_tx),
         )
         .await
         .unwrap();
@@ -365,6 +309,24 @@ async fn missed_heartbeats_restart_the_plugin() {
     assert_eq!(plugin.restarts(), 1);
     assert!(plugin.is_ready());
     host.shutdown().await;
+    let mut kinds = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        kinds.push(event.kind);
+    }
+    assert!(
+        matches!(kinds[0], PluginEventKind::Started { .. }),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[1], PluginEventKind::HeartbeatMissed { missed: 1 });
+    assert_eq!(kinds[2], PluginEventKind::HeartbeatMissed { missed: 2 });
+    assert!(
+        matches!(&kinds[3], PluginEventKind::Failed { reason } if reason.contains("heartbeats")),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(kinds[4], PluginEventKind::Restarted { restarts: 1, .. }),
+        "{kinds:?}"
+    );
 }
 
 #[derive(Default)]
@@ -420,7 +382,10 @@ async fn upstream_plugins_reach_the_manager_and_get_its_errors() {
     let mut spec = spec("static", PluginType::Upstream, "upstream", Some(&out));
     spec.config
         .insert("file".into(), Value::from("upstreams.yml"));
-    let plugin = host.launch(spec, Some(manager.clone())).await.unwrap();
+    let plugin = host
+        .launch(spec, none().with_manager(manager.clone()))
+        .await
+        .unwrap();
     assert_eq!(plugin.plugin_type(), PluginType::Upstream);
 
     eventually(
@@ -459,59 +424,11 @@ async fn upstream_plugins_reach_the_manager_and_get_its_errors() {
 }
 
 #[tokio::test]
-async fn garbage_from_a_plugin_does_not_hurt_the_host() {
-    init_logs();
-    let scratch = Scratch::new("garbage");
-    let out = scratch.file("out");
-    let host = PluginHost::new(None).unwrap();
-    let plugin = host
-        .launch(
-            spec("messy", PluginType::Modifier, "garbage", Some(&out)),
-            None,
-        )
-        .await
-        .unwrap();
-    let error = plugin.call::<ModifyRequest>(&request()).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            PluginCallError::Failed {
-                source: CallError::InvalidResult { .. },
-                ..
-            }
-        ),
-        "{error}"
-    );
-    let manager_answer = || {
-        records(&out)
-            .into_iter()
-            .find(|r| r["method"] == "add_upstream")
-    };
-    eventually(
-        "the manager call is answered",
-        Duration::from_secs(3),
-        || manager_answer().is_some(),
-    )
-    .await;
-    // Not an upstream plugin: no manager.
-    let answer = manager_answer().unwrap_or_default();
-    assert_eq!(answer["error"]["code"], codes::METHOD_NOT_FOUND);
-    // The garbage line got a parse error (with a null id).
-    assert!(records(&out)
-        .iter()
-        .any(|r| r["error"]["code"] == codes::PARSE_ERROR));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(plugin.is_ready());
-    assert_eq!(plugin.restarts(), 0);
-    host.shutdown().await;
-}
-
-#[tokio::test]
 async fn hook_calls_use_every_connection() {
     init_logs();
     let host = PluginHost::new(None).unwrap();
     let plugin = host
-        .launch(spec("wide", PluginType::Modifier, "multi", None), None)
+        .launch(spec("wide", PluginType::Modifier, "multi", None), none())
         .await
         .unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -534,7 +451,7 @@ async fn shutdown_kills_a_plugin_that_does_not_exit() {
     let plugin = host
         .launch(
             spec("stubborn", PluginType::Modifier, "ignore_stop", None),
-            None,
+            none(),
         )
         .await
         .unwrap();

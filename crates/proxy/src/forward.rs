@@ -7,21 +7,23 @@ use gatekeeper_rpc::types::Headers;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::RequestBody;
+use crate::connect::TimedConnector;
 use crate::registry::BackendEntry;
 
 /// The backend client: pooled keep-alive HTTP/1.1 connections, bodies streamed.
-pub(crate) type BackendClient = Client<HttpConnector, Incoming>;
+pub(crate) type BackendClient = Client<TimedConnector, RequestBody>;
 
 /// How long an idle pooled backend connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Builds the backend client (TCP_NODELAY, idle pooled connections closed after 90s).
-pub(crate) fn new_client() -> BackendClient {
+/// Builds the backend client (TCP_NODELAY, idle pooled connections closed after 90s); with
+/// `timed`, new connections record their connect time (see [`crate::connect`]).
+pub(crate) fn new_client(timed: bool) -> BackendClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.enforce_http(true);
@@ -29,7 +31,7 @@ pub(crate) fn new_client() -> BackendClient {
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .build(TimedConnector::new(connector, timed))
 }
 
 /// Headers that apply to one connection only and are never forwarded.
@@ -149,6 +151,17 @@ pub(crate) enum ForwardError {
     Failed(String),
 }
 
+impl ForwardError {
+    /// The `error` of the upstream metric: `unreachable`, `timeout` or `failed`.
+    pub(crate) fn metric_error(&self) -> &'static str {
+        match self {
+            ForwardError::Unreachable(_) => "unreachable",
+            ForwardError::Timeout(_) => "timeout",
+            ForwardError::Failed(_) => "failed",
+        }
+    }
+}
+
 /// Full error chain as one line.
 fn describe(error: &dyn std::error::Error) -> String {
     let mut s = error.to_string();
@@ -164,9 +177,9 @@ fn describe(error: &dyn std::error::Error) -> String {
 /// Sends the request and waits (at most `timeout`) for the response headers; the body streams.
 pub(crate) async fn forward(
     client: &BackendClient,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     timeout: Duration,
-) -> Result<Response<Incoming>, ForwardError> {
+) -> Result<Response<hyper::body::Incoming>, ForwardError> {
     match tokio::time::timeout(timeout, client.request(request)).await {
         Err(_) => Err(ForwardError::Timeout(timeout)),
         Ok(Ok(response)) => Ok(response),

@@ -1,30 +1,41 @@
 //! gatekeeper's HTTP side: listeners, the request lifecycle, the registry snapshot, the
-//! built-in router and load balancer, and the backend client pool.
+//! built-in router and load balancers, the backend client pool, and the metrics pipeline.
 //!
-//! The proxy does not know how plugins run: it calls modifiers through the [`Modifier`] trait,
-//! which the gatekeeper binary implements on top of the plugin host, and upstream plugins change
-//! the [`Registry`] through its methods.
+//! The proxy does not know how plugins run: it calls them through traits the gatekeeper binary
+//! implements on top of the plugin host ([`Modifier`], [`RouterHook`], [`LoadBalancerHook`],
+//! [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
+//! router and loadbalancer plugins follow it through [`Registry::subscribe`].
 //!
 //! ```text
-//! accept ─► route (router) ─► modify_request (modifier::Chain) ─► pick backend (balancer)
-//!   ─► forward (forward) ─► modify_response  |  on error: modify_error_response
+//! accept ─► route (router / RouterHook) ─► modify_request (modifier::Chain)
+//!   ─► pick backend (balancer / LoadBalancerHook) ─► forward (forward)
+//!   ─► modify_response  |  on error: modify_error_response  ─► metrics (Metrics)
 //! ```
 
 pub mod balancer;
+mod body;
+mod connect;
 pub mod forward;
+mod lifecycle;
+pub mod metrics;
 pub mod modifier;
+pub mod plugins;
 pub mod registry;
 pub mod router;
 mod server;
 pub mod service;
+mod timing;
+mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use balancer::{Balancer, RandomBalancer};
+pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
+pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier};
-pub use registry::{Registry, RegistryError, Snapshot};
+pub use plugins::{LoadBalancerHook, RouterHook};
+pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use server::BoundProxy;
 
 /// A named listener.
@@ -94,6 +105,9 @@ pub struct Proxy {
     registry: Arc<Registry>,
     modifiers: Vec<Arc<dyn Modifier>>,
     balancer: Arc<dyn Balancer>,
+    router: Option<Arc<dyn RouterHook>>,
+    loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -104,13 +118,19 @@ impl std::fmt::Debug for Proxy {
                 "modifiers",
                 &self.modifiers.iter().map(|m| m.name()).collect::<Vec<_>>(),
             )
+            .field("router", &self.router.as_ref().map(|r| r.name()))
+            .field(
+                "loadbalancer",
+                &self.loadbalancer.as_ref().map(|l| l.name()),
+            )
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
 
 impl Proxy {
     /// A proxy reading upstreams from `registry` and calling `modifiers` in this order, with the
-    /// built-in random load balancer.
+    /// built-in router and balancers ([`BuiltinBalancer`]) and metrics disabled.
     pub fn new(
         config: ProxyConfig,
         registry: Arc<Registry>,
@@ -120,13 +140,37 @@ impl Proxy {
             config,
             registry,
             modifiers,
-            balancer: Arc::new(RandomBalancer),
+            balancer: Arc::new(BuiltinBalancer),
+            router: None,
+            loadbalancer: None,
+            metrics: Metrics::disabled(),
         }
     }
 
-    /// Replaces the load balancer.
+    /// Replaces the built-in balancer (the one used without a loadbalancer plugin, or when it
+    /// fails open) for every upstream.
     pub fn with_balancer(mut self, balancer: Arc<dyn Balancer>) -> Self {
         self.balancer = balancer;
+        self
+    }
+
+    /// Routes requests with a router plugin (see [`plugins`] for failures and availability).
+    pub fn with_router(mut self, router: Arc<dyn RouterHook>) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// Picks backends with a loadbalancer plugin (see [`plugins`] for failures and
+    /// availability).
+    pub fn with_loadbalancer(mut self, loadbalancer: Arc<dyn LoadBalancerHook>) -> Self {
+        self.loadbalancer = Some(loadbalancer);
+        self
+    }
+
+    /// Records request, upstream and listener metrics into `metrics`. The caller keeps a clone
+    /// and calls [`Metrics::shutdown`] after [`BoundProxy::serve`] returns.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 

@@ -1,16 +1,21 @@
 //! Modifiers as the proxy sees them: the [`Modifier`] trait (implemented by the gatekeeper
 //! binary on top of the plugin host; the proxy does not know how plugins run) and the
 //! [`Chain`] that calls the hooks of all modifiers in their configured order, applying each
-//! modifier's [`FailurePolicy`].
+//! modifier's [`FailurePolicy`] and, when asked, timing every hook call.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use gatekeeper_rpc::methods::{
     Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
     ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
+use gatekeeper_rpc::metrics::ModifierPhase;
 use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
+
+use crate::metrics::micros;
 
 /// What the proxy does when a modifier's hook fails (error, timeout, plugin down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +172,26 @@ fn on_failure(modifier: &dyn Modifier, hook: &str, error: HookError) -> Option<H
     }
 }
 
+/// Awaits one hook call, appending its latency to `phases` when given.
+async fn timed<T>(
+    phases: &mut Option<&mut Vec<ModifierPhase>>,
+    modifier: &dyn Modifier,
+    hook: &str,
+    call: impl Future<Output = T>,
+) -> T {
+    let Some(phases) = phases else {
+        return call.await;
+    };
+    let started = Instant::now();
+    let out = call.await;
+    phases.push(ModifierPhase {
+        plugin: modifier.name().to_string(),
+        hook: hook.to_string(),
+        latency_us: micros(started.elapsed()),
+    });
+    out
+}
+
 impl Chain {
     /// A chain of these modifiers, called in this order.
     pub fn new(modifiers: Vec<Arc<dyn Modifier>>) -> Self {
@@ -183,8 +208,13 @@ impl Chain {
         self.modifiers.iter().any(|m| m.has_hook(hook))
     }
 
-    /// Runs the `modify_request` hooks; each sees the previous one's output.
-    pub async fn modify_request(&self, mut request: HttpRequest) -> RequestOutcome {
+    /// Runs the `modify_request` hooks; each sees the previous one's output. With `phases`,
+    /// each hook call's latency is appended to it.
+    pub async fn modify_request(
+        &self,
+        mut request: HttpRequest,
+        mut phases: Option<&mut Vec<ModifierPhase>>,
+    ) -> RequestOutcome {
         let mut changed = false;
         for m in &self.modifiers {
             if !m.has_hook(ModifyRequest::NAME) {
@@ -193,7 +223,8 @@ impl Chain {
             let params = ModifyRequestParams {
                 request: request.clone(),
             };
-            match m.modify_request(params).await {
+            let call = m.modify_request(params);
+            match timed(&mut phases, m.as_ref(), ModifyRequest::NAME, call).await {
                 Ok(result) => {
                     if let Some(new) = result.request {
                         request = new;
@@ -214,11 +245,13 @@ impl Chain {
     }
 
     /// Runs the `modify_response` hooks. Returns the final response and whether any modifier
-    /// changed it, or the failure of a fail-closed modifier.
+    /// changed it, or the failure of a fail-closed modifier. With `phases`, each hook call's
+    /// latency is appended to it.
     pub async fn modify_response(
         &self,
         request: &HttpRequest,
         mut response: HttpResponse,
+        mut phases: Option<&mut Vec<ModifierPhase>>,
     ) -> Result<(HttpResponse, bool), HookFailure> {
         let mut changed = false;
         for m in &self.modifiers {
@@ -229,7 +262,8 @@ impl Chain {
                 request: request.clone(),
                 response: response.clone(),
             };
-            match m.modify_response(params).await {
+            let call = m.modify_response(params);
+            match timed(&mut phases, m.as_ref(), ModifyResponse::NAME, call).await {
                 Ok(ModifyResponseResult {
                     response: Some(new),
                 }) => {
@@ -248,12 +282,14 @@ impl Chain {
     }
 
     /// Runs the `modify_error_response` hooks and returns the response to send. A fail-closed
-    /// failure here ends the chain with that plugin's plain-text failure response.
+    /// failure here ends the chain with that plugin's plain-text failure response. With
+    /// `phases`, each hook call's latency is appended to it.
     pub async fn modify_error_response(
         &self,
         request: &HttpRequest,
         mut response: HttpResponse,
         error: &ProxyError,
+        mut phases: Option<&mut Vec<ModifierPhase>>,
     ) -> HttpResponse {
         for m in &self.modifiers {
             if !m.has_hook(ModifyErrorResponse::NAME) {
@@ -264,7 +300,8 @@ impl Chain {
                 response: response.clone(),
                 error: error.clone(),
             };
-            match m.modify_error_response(params).await {
+            let call = m.modify_error_response(params);
+            match timed(&mut phases, m.as_ref(), ModifyErrorResponse::NAME, call).await {
                 Ok(ModifyResponseResult {
                     response: Some(new),
                 }) => response = new,

@@ -4,14 +4,27 @@
 //! immutable [`Snapshot`] and publish it with [`arc_swap::ArcSwap`]. The request path only calls
 //! [`Registry::snapshot`], an atomic load: it never takes a lock and never sees a half-applied
 //! change.
+//!
+//! Adding is idempotent: the same upstream or backend again is a no-op, while the same id with
+//! different content is a [`RegistryError::Conflict`] (remove it first). Every applied change is
+//! sent, in order, to the subscribers of the change feed ([`Registry::subscribe`]); router and
+//! loadbalancer plugins are kept in step with it, and [`Snapshot::iter`] / [`Snapshot::replay`]
+//! list the whole registry for a plugin that restarted.
+
+mod entry;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use gatekeeper_rpc::codes;
-use gatekeeper_rpc::types::{Backend, Upstream};
-use http::uri::{Authority, Scheme, Uri};
+use gatekeeper_rpc::types::{Backend, Upstream, BALANCERS};
+use tokio::sync::mpsc;
+
+pub use entry::{BackendEntry, InFlight, UpstreamEntry};
+
+use crate::balancer::BalancerKind;
 
 /// Why a registry change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,14 +59,15 @@ pub enum RegistryError {
         reason: String,
     },
     /// A prefix or hostname is already claimed by another upstream on an overlapping set of
-    /// listeners.
-    #[error("upstream `{id}`: {what} is already used by upstream `{other}`")]
+    /// listeners, or the id is already used by an upstream (or, with `what` naming a backend,
+    /// by a backend of the upstream) with different content.
+    #[error("upstream `{id}`: {what} is already used by {other}")]
     Conflict {
         /// The upstream being added.
         id: String,
         /// The contested route, e.g. ``prefix `api` ``.
         what: String,
-        /// The upstream that already has it.
+        /// Who already has it, e.g. ``upstream `web` ``.
         other: String,
     },
 }
@@ -72,73 +86,30 @@ impl RegistryError {
     }
 }
 
-/// A backend with its address parsed once, when it was added.
+/// One change of the registry, as sent to subscribers ([`Registry::subscribe`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct BackendEntry {
-    /// The backend as the plugin sent it.
-    pub backend: Backend,
-    /// `host:port` to connect to.
-    pub authority: Authority,
-    /// Path prepended to forwarded paths, without trailing `/` (empty when the address has none).
-    pub base_path: String,
-}
-
-impl BackendEntry {
-    /// Validates a backend and parses its address (`http://host[:port][/path]`).
-    pub fn new(backend: Backend) -> Result<Self, RegistryError> {
-        let invalid = |reason: &str| RegistryError::InvalidAddress {
-            id: backend.id.clone(),
-            address: backend.address.clone(),
-            reason: reason.to_string(),
-        };
-        if backend.id.is_empty() {
-            return Err(invalid("empty backend id"));
-        }
-        let uri: Uri = backend
-            .address
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-        match uri.scheme() {
-            Some(s) if *s == Scheme::HTTP => {}
-            Some(s) if *s == Scheme::HTTPS => {
-                return Err(invalid("https backends are not supported yet"))
-            }
-            Some(_) => return Err(invalid("scheme must be http")),
-            None => return Err(invalid("expected http://host:port")),
-        }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| invalid("missing host"))?;
-        if authority.host().is_empty() || authority.as_str().contains('@') {
-            return Err(invalid("expected http://host:port"));
-        }
-        if uri.query().is_some() {
-            return Err(invalid("a query is not allowed"));
-        }
-        let base_path = uri.path().trim_end_matches('/').to_string();
-        Ok(BackendEntry {
-            backend,
-            authority,
-            base_path,
-        })
-    }
-}
-
-/// An upstream with its backends, as stored in a [`Snapshot`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamEntry {
-    /// The upstream as the plugin sent it (hostnames lower-cased).
-    pub upstream: Upstream,
-    /// Its backends, ordered by id.
-    pub backends: Vec<Arc<BackendEntry>>,
-}
-
-impl UpstreamEntry {
-    /// Whether a listener may route to this upstream (an empty `protocols` list allows all).
-    pub fn allows_listener(&self, listener: &str) -> bool {
-        self.upstream.protocols.is_empty() || self.upstream.protocols.iter().any(|p| p == listener)
-    }
+pub enum RegistryChange {
+    /// An upstream was added (as stored: hostnames lower-cased, name defaulted to the id).
+    UpstreamAdded(Upstream),
+    /// An upstream was removed (after a `BackendRemoved` for each of its backends).
+    UpstreamRemoved {
+        /// The upstream id.
+        id: String,
+    },
+    /// A backend was added to an upstream.
+    BackendAdded {
+        /// The upstream id.
+        upstream_id: String,
+        /// The backend.
+        backend: Backend,
+    },
+    /// A backend was removed from an upstream.
+    BackendRemoved {
+        /// The upstream id.
+        upstream_id: String,
+        /// The backend id.
+        backend_id: String,
+    },
 }
 
 /// An immutable view of the registry, with lookup maps for routing.
@@ -152,6 +123,7 @@ pub struct Snapshot {
     pub by_prefix: HashMap<String, Vec<Arc<UpstreamEntry>>>,
     /// Lower-cased hostname (no port) → the upstreams having it, ordered by id.
     pub by_hostname: HashMap<String, Vec<Arc<UpstreamEntry>>>,
+    ordered: Vec<Arc<UpstreamEntry>>,
 }
 
 impl Snapshot {
@@ -159,14 +131,45 @@ impl Snapshot {
     pub fn upstream(&self, id: &str) -> Option<&Arc<UpstreamEntry>> {
         self.upstreams.get(id)
     }
+
+    /// Every upstream (each with its backends), ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<UpstreamEntry>> + '_ {
+        self.ordered.iter()
+    }
+
+    /// The changes that rebuild this snapshot from an empty registry: for each upstream (by
+    /// id), `UpstreamAdded` then a `BackendAdded` per backend. Used to bring a restarted router
+    /// or loadbalancer plugin up to date.
+    pub fn replay(&self) -> Vec<RegistryChange> {
+        let mut changes = Vec::new();
+        for entry in &self.ordered {
+            changes.push(RegistryChange::UpstreamAdded(entry.upstream.clone()));
+            for b in &entry.backends {
+                changes.push(RegistryChange::BackendAdded {
+                    upstream_id: entry.upstream.id.clone(),
+                    backend: b.backend.clone(),
+                });
+            }
+        }
+        changes
+    }
+}
+
+/// An upstream in the writer state.
+#[derive(Debug)]
+struct UpstreamState {
+    upstream: Upstream,
+    balancer: BalancerKind,
+    round_robin: Arc<AtomicUsize>,
+    backends: BTreeMap<String, Arc<BackendEntry>>,
 }
 
 /// The mutable state behind the writer mutex: the source of truth snapshots are built from.
 #[derive(Debug, Default)]
 struct State {
     version: u64,
-    upstreams: BTreeMap<String, Upstream>,
-    backends: BTreeMap<String, BTreeMap<String, Arc<BackendEntry>>>,
+    upstreams: BTreeMap<String, UpstreamState>,
+    subscribers: Vec<mpsc::UnboundedSender<RegistryChange>>,
 }
 
 impl State {
@@ -175,31 +178,35 @@ impl State {
             version: self.version,
             ..Snapshot::default()
         };
-        for (id, upstream) in &self.upstreams {
-            let backends = self
-                .backends
-                .get(id)
-                .map(|b| b.values().cloned().collect())
-                .unwrap_or_default();
-            let entry = Arc::new(UpstreamEntry {
-                upstream: upstream.clone(),
-                backends,
-            });
-            for prefix in &upstream.prefixes {
+        for (id, u) in &self.upstreams {
+            let entry = Arc::new(UpstreamEntry::new(
+                u.upstream.clone(),
+                u.backends.values().cloned().collect(),
+                u.balancer,
+                u.round_robin.clone(),
+            ));
+            for prefix in &u.upstream.prefixes {
                 snap.by_prefix
                     .entry(prefix.clone())
                     .or_default()
                     .push(entry.clone());
             }
-            for host in &upstream.hostnames {
+            for host in &u.upstream.hostnames {
                 snap.by_hostname
                     .entry(host.clone())
                     .or_default()
                     .push(entry.clone());
             }
-            snap.upstreams.insert(id.clone(), entry);
+            snap.upstreams.insert(id.clone(), entry.clone());
+            snap.ordered.push(entry);
         }
         snap
+    }
+
+    /// Sends changes to every subscriber, forgetting those that went away.
+    fn publish(&mut self, changes: &[RegistryChange]) {
+        self.subscribers
+            .retain(|s| changes.iter().all(|c| s.send(c.clone()).is_ok()));
     }
 }
 
@@ -214,7 +221,7 @@ fn overlap(a: &[String], b: &[String]) -> bool {
     a.is_empty() || b.is_empty() || a.iter().any(|x| b.contains(x))
 }
 
-fn normalize(mut upstream: Upstream) -> Result<Upstream, RegistryError> {
+fn normalize(mut upstream: Upstream) -> Result<(Upstream, BalancerKind), RegistryError> {
     let invalid = |id: &str, reason: String| RegistryError::InvalidUpstream {
         id: id.to_string(),
         reason,
@@ -236,10 +243,51 @@ fn normalize(mut upstream: Upstream) -> Result<Upstream, RegistryError> {
         }
         *host = host.to_ascii_lowercase();
     }
+    let balancer = match upstream.balancer.as_deref() {
+        None => BalancerKind::default(),
+        Some(name) => name.parse().map_err(|_| {
+            invalid(
+                &upstream.id,
+                format!(
+                    "unknown balancer `{name}` (expected one of {})",
+                    BALANCERS.join(", ")
+                ),
+            )
+        })?,
+    };
     if upstream.name.is_empty() {
         upstream.name = upstream.id.clone();
     }
-    Ok(upstream)
+    Ok((upstream, balancer))
+}
+
+/// The conflict of `upstream` with another upstream's prefix or hostname, if any.
+fn route_conflict(state: &State, upstream: &Upstream) -> Option<RegistryError> {
+    for other in state.upstreams.values().map(|u| &u.upstream) {
+        if other.id == upstream.id || !overlap(&upstream.protocols, &other.protocols) {
+            continue;
+        }
+        let clash = upstream
+            .prefixes
+            .iter()
+            .find(|p| other.prefixes.contains(p))
+            .map(|p| format!("prefix `{p}`"))
+            .or_else(|| {
+                upstream
+                    .hostnames
+                    .iter()
+                    .find(|h| other.hostnames.contains(h))
+                    .map(|h| format!("hostname `{h}`"))
+            });
+        if let Some(what) = clash {
+            return Some(RegistryError::Conflict {
+                id: upstream.id.clone(),
+                what,
+                other: format!("upstream `{}`", other.id),
+            });
+        }
+    }
+    None
 }
 
 impl Registry {
@@ -253,230 +301,147 @@ impl Registry {
         self.current.load_full()
     }
 
-    fn write<T>(
+    /// A feed of every later change, in the order they were applied. Several subscribers may
+    /// exist; one that drops its receiver is forgotten. Changes are never coalesced, and the
+    /// channel is unbounded (registry changes are rare and small).
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<RegistryChange> {
+        self.subscribe_with_snapshot().1
+    }
+
+    /// Like [`subscribe`](Self::subscribe), together with the snapshot the feed starts from:
+    /// every change after it, and none before, arrives on the receiver (no gap, no duplicate).
+    pub fn subscribe_with_snapshot(
         &self,
-        f: impl FnOnce(&mut State) -> Result<(bool, T), RegistryError>,
-    ) -> Result<T, RegistryError> {
+    ) -> (Arc<Snapshot>, mpsc::UnboundedReceiver<RegistryChange>) {
+        let mut state = self.lock();
+        let (tx, rx) = mpsc::unbounded_channel();
+        state.subscribers.push(tx);
+        (self.snapshot(), rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned mutex only means a writer panicked; the state is still consistent because
         // every change is validated before it is applied.
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (changed, out) = f(&mut state)?;
-        if changed {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `f` under the writer lock; when it reports changes, publishes a new snapshot and
+    /// then sends the changes to subscribers (still under the lock, so they arrive in order).
+    fn write(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<Vec<RegistryChange>, RegistryError>,
+    ) -> Result<(), RegistryError> {
+        let mut state = self.lock();
+        let changes = f(&mut state)?;
+        if !changes.is_empty() {
             state.version += 1;
             self.current.store(Arc::new(state.build()));
+            state.publish(&changes);
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// Adds an upstream, or replaces the one with the same id (keeping its backends). Adding an
-    /// identical upstream again is a no-op. A prefix or hostname already used by another
-    /// upstream on an overlapping set of listeners is a [`RegistryError::Conflict`].
+    /// Adds an upstream. Adding an identical upstream again is a no-op; an upstream with the
+    /// same id but different content is a [`RegistryError::Conflict`] (remove it first), as is a
+    /// prefix or hostname already used by another upstream on an overlapping set of listeners.
+    /// An unknown `balancer` is a [`RegistryError::InvalidUpstream`].
     pub fn add_upstream(&self, upstream: Upstream) -> Result<(), RegistryError> {
-        let upstream = normalize(upstream)?;
+        let (upstream, balancer) = normalize(upstream)?;
         self.write(|state| {
-            if state.upstreams.get(&upstream.id) == Some(&upstream) {
-                return Ok((false, ()));
-            }
-            for other in state.upstreams.values().filter(|o| o.id != upstream.id) {
-                if !overlap(&upstream.protocols, &other.protocols) {
-                    continue;
+            if let Some(existing) = state.upstreams.get(&upstream.id) {
+                if existing.upstream == upstream {
+                    return Ok(Vec::new());
                 }
-                let clash = upstream
-                    .prefixes
-                    .iter()
-                    .find(|p| other.prefixes.contains(p))
-                    .map(|p| format!("prefix `{p}`"))
-                    .or_else(|| {
-                        upstream
-                            .hostnames
-                            .iter()
-                            .find(|h| other.hostnames.contains(h))
-                            .map(|h| format!("hostname `{h}`"))
-                    });
-                if let Some(what) = clash {
-                    return Err(RegistryError::Conflict {
-                        id: upstream.id.clone(),
-                        what,
-                        other: other.id.clone(),
-                    });
-                }
+                return Err(RegistryError::Conflict {
+                    id: upstream.id.clone(),
+                    what: "the id".into(),
+                    other: "an upstream with different content (remove it first)".into(),
+                });
             }
-            state.upstreams.insert(upstream.id.clone(), upstream);
-            Ok((true, ()))
+            if let Some(conflict) = route_conflict(state, &upstream) {
+                return Err(conflict);
+            }
+            state.upstreams.insert(
+                upstream.id.clone(),
+                UpstreamState {
+                    upstream: upstream.clone(),
+                    balancer,
+                    round_robin: Arc::default(),
+                    backends: BTreeMap::new(),
+                },
+            );
+            Ok(vec![RegistryChange::UpstreamAdded(upstream)])
         })
     }
 
-    /// Removes an upstream and its backends.
+    /// Removes an upstream and its backends (subscribers get a `BackendRemoved` for each
+    /// backend, then `UpstreamRemoved`).
     pub fn remove_upstream(&self, id: &str) -> Result<(), RegistryError> {
         self.write(|state| {
-            if state.upstreams.remove(id).is_none() {
+            let Some(removed) = state.upstreams.remove(id) else {
                 return Err(RegistryError::UnknownUpstream(id.to_string()));
-            }
-            state.backends.remove(id);
-            Ok((true, ()))
+            };
+            let mut changes: Vec<RegistryChange> = removed
+                .backends
+                .into_keys()
+                .map(|backend_id| RegistryChange::BackendRemoved {
+                    upstream_id: id.to_string(),
+                    backend_id,
+                })
+                .collect();
+            changes.push(RegistryChange::UpstreamRemoved { id: id.to_string() });
+            Ok(changes)
         })
     }
 
-    /// Adds a backend to an upstream, or replaces the one with the same id. Adding an identical
-    /// backend again is a no-op.
+    /// Adds a backend to an upstream. Adding an identical backend again is a no-op; a backend
+    /// with the same id but a different address or `extra` is a [`RegistryError::Conflict`].
     pub fn add_backend(&self, upstream_id: &str, backend: Backend) -> Result<(), RegistryError> {
         let entry = BackendEntry::new(backend)?;
         self.write(|state| {
-            if !state.upstreams.contains_key(upstream_id) {
+            let Some(upstream) = state.upstreams.get_mut(upstream_id) else {
                 return Err(RegistryError::UnknownUpstream(upstream_id.to_string()));
+            };
+            if let Some(existing) = upstream.backends.get(&entry.backend.id) {
+                if existing.backend == entry.backend {
+                    return Ok(Vec::new());
+                }
+                return Err(RegistryError::Conflict {
+                    id: upstream_id.to_string(),
+                    what: format!("backend id `{}`", entry.backend.id),
+                    other: "a backend with a different address or extra (remove it first)".into(),
+                });
             }
-            let backends = state.backends.entry(upstream_id.to_string()).or_default();
-            if backends.get(&entry.backend.id).map(|b| &b.backend) == Some(&entry.backend) {
-                return Ok((false, ()));
-            }
-            backends.insert(entry.backend.id.clone(), Arc::new(entry));
-            Ok((true, ()))
+            let backend = entry.backend.clone();
+            upstream
+                .backends
+                .insert(entry.backend.id.clone(), Arc::new(entry));
+            Ok(vec![RegistryChange::BackendAdded {
+                upstream_id: upstream_id.to_string(),
+                backend,
+            }])
         })
     }
 
     /// Removes a backend from an upstream.
     pub fn remove_backend(&self, upstream_id: &str, backend_id: &str) -> Result<(), RegistryError> {
         self.write(|state| {
-            if !state.upstreams.contains_key(upstream_id) {
+            let Some(upstream) = state.upstreams.get_mut(upstream_id) else {
                 return Err(RegistryError::UnknownUpstream(upstream_id.to_string()));
-            }
-            let removed = state
-                .backends
-                .get_mut(upstream_id)
-                .and_then(|b| b.remove(backend_id));
-            if removed.is_none() {
+            };
+            if upstream.backends.remove(backend_id).is_none() {
                 return Err(RegistryError::UnknownBackend {
                     upstream: upstream_id.to_string(),
                     backend: backend_id.to_string(),
                 });
             }
-            Ok((true, ()))
+            Ok(vec![RegistryChange::BackendRemoved {
+                upstream_id: upstream_id.to_string(),
+                backend_id: backend_id.to_string(),
+            }])
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn upstream(id: &str, prefixes: &[&str], hostnames: &[&str]) -> Upstream {
-        Upstream {
-            id: id.into(),
-            name: String::new(),
-            timeout_ms: None,
-            protocols: vec![],
-            hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
-            prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
-            balancer: None,
-            extra: Default::default(),
-        }
-    }
-
-    fn backend(id: &str, address: &str) -> Backend {
-        Backend {
-            id: id.into(),
-            address: address.into(),
-            extra: Default::default(),
-        }
-    }
-
-    #[test]
-    fn validation_errors() {
-        let r = Registry::new();
-        let e = r.add_upstream(upstream("", &[], &[])).unwrap_err();
-        assert_eq!(e.code(), codes::INVALID_VALUE);
-        let e = r.add_upstream(upstream("a", &["x/y"], &[])).unwrap_err();
-        assert!(matches!(e, RegistryError::InvalidUpstream { .. }));
-        let e = r
-            .add_backend("nope", backend("b", "http://127.0.0.1:1"))
-            .unwrap_err();
-        assert_eq!(e, RegistryError::UnknownUpstream("nope".into()));
-        assert_eq!(e.code(), codes::UNKNOWN_UPSTREAM);
-        r.add_upstream(upstream("a", &["api"], &[])).unwrap();
-        for bad in [
-            "not a uri",
-            "127.0.0.1:80",
-            "https://x:443",
-            "ftp://x",
-            "http://x:1/?q=1",
-        ] {
-            let e = r.add_backend("a", backend("b", bad)).unwrap_err();
-            assert!(
-                matches!(e, RegistryError::InvalidAddress { .. }),
-                "{bad}: {e}"
-            );
-        }
-        let e = r.remove_upstream("zzz").unwrap_err();
-        assert_eq!(e, RegistryError::UnknownUpstream("zzz".into()));
-        assert!(r.remove_backend("a", "zzz").is_err());
-        let e = r.add_upstream(upstream("b", &["api"], &[])).unwrap_err();
-        assert_eq!(e.code(), codes::CONFLICT);
-    }
-
-    #[test]
-    fn backend_address_parsing() {
-        let e = BackendEntry::new(backend("b", "http://10.0.0.1:8080/base/")).unwrap();
-        assert_eq!(e.authority.as_str(), "10.0.0.1:8080");
-        assert_eq!(e.base_path, "/base");
-        let e = BackendEntry::new(backend("b", "http://localhost:80")).unwrap();
-        assert_eq!(e.base_path, "");
-    }
-
-    #[test]
-    fn remove_upstream_removes_backends() {
-        let r = Registry::new();
-        r.add_upstream(upstream("a", &["api"], &["Example.COM"]))
-            .unwrap();
-        r.add_backend("a", backend("b1", "http://127.0.0.1:1"))
-            .unwrap();
-        let s = r.snapshot();
-        assert_eq!(s.upstream("a").unwrap().backends.len(), 1);
-        assert!(s.by_hostname.contains_key("example.com"));
-        r.remove_upstream("a").unwrap();
-        let s = r.snapshot();
-        assert!(s.upstreams.is_empty() && s.by_prefix.is_empty() && s.by_hostname.is_empty());
-        // Re-adding it does not resurrect the old backends.
-        r.add_upstream(upstream("a", &["api"], &[])).unwrap();
-        assert!(r.snapshot().upstream("a").unwrap().backends.is_empty());
-    }
-
-    #[test]
-    fn snapshot_swap_and_replace() {
-        let r = Registry::new();
-        let empty = r.snapshot();
-        assert_eq!(empty.version, 0);
-        r.add_upstream(upstream("a", &["api"], &[])).unwrap();
-        r.add_backend("a", backend("b1", "http://127.0.0.1:1"))
-            .unwrap();
-        let s1 = r.snapshot();
-        assert_eq!(s1.version, 2);
-        // An old snapshot is unaffected by later changes.
-        assert!(empty.upstreams.is_empty());
-        // Same content: no new snapshot.
-        r.add_upstream(upstream("a", &["api"], &[])).unwrap();
-        r.add_backend("a", backend("b1", "http://127.0.0.1:1"))
-            .unwrap();
-        assert_eq!(r.snapshot().version, 2);
-        // Replace keeps the backends, updates the lookup maps.
-        r.add_upstream(upstream("a", &["v2"], &[])).unwrap();
-        let s = r.snapshot();
-        assert_eq!(s.version, 3);
-        assert!(s.by_prefix.contains_key("v2") && !s.by_prefix.contains_key("api"));
-        assert_eq!(s.upstream("a").unwrap().backends.len(), 1);
-        r.remove_backend("a", "b1").unwrap();
-        assert!(r.snapshot().upstream("a").unwrap().backends.is_empty());
-        assert_eq!(s1.upstream("a").unwrap().backends.len(), 1);
-    }
-
-    #[test]
-    fn same_prefix_on_disjoint_listeners() {
-        let r = Registry::new();
-        let mut a = upstream("a", &["api"], &[]);
-        a.protocols = vec!["public".into()];
-        let mut b = upstream("b", &["api"], &[]);
-        b.protocols = vec!["internal".into()];
-        r.add_upstream(a).unwrap();
-        r.add_upstream(b).unwrap();
-        assert_eq!(r.snapshot().by_prefix["api"].len(), 2);
-    }
-}
+mod tests;

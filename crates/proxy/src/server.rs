@@ -15,7 +15,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use gatekeeper_rpc::metrics::events;
+use gatekeeper_rpc::types::Object;
+
 use crate::forward::new_client;
+use crate::metrics::Metrics;
 use crate::modifier::Chain;
 use crate::service::Shared;
 use crate::{Proxy, ProxyError};
@@ -57,13 +61,16 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
     }
     Ok(BoundProxy {
         listeners,
-        shared: Arc::new(Shared {
-            registry: proxy.registry,
-            chain: Chain::new(proxy.modifiers),
-            balancer: proxy.balancer,
-            client: new_client(),
-            default_timeout: config.default_timeout,
-        }),
+        shared: Arc::new(Shared::new(
+            proxy.registry,
+            Chain::new(proxy.modifiers),
+            proxy.balancer,
+            proxy.router,
+            proxy.loadbalancer,
+            proxy.metrics.clone(),
+            new_client(Shared::wants_connect_time(&proxy.metrics)),
+            config.default_timeout,
+        )),
         header_read_timeout: config.header_read_timeout,
         shutdown_grace: config.shutdown_grace,
     })
@@ -131,6 +138,11 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    listener_event(&shared.metrics, events::LISTENER_STARTED, &name, &address);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -157,6 +169,7 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    listener_event(&shared.metrics, events::LISTENER_STOPPED, &name, &address);
     let deadline = Instant::now() + grace;
     while !connections.is_empty() {
         match tokio::time::timeout_at(deadline, connections.join_next()).await {
@@ -167,6 +180,15 @@ async fn accept_loop(
                 while connections.join_next().await.is_some() {}
             }
         }
+    }
+}
+
+fn listener_event(metrics: &Metrics, event: &str, name: &str, address: &str) {
+    if metrics.is_enabled() {
+        let mut attributes = Object::new();
+        attributes.insert("listener".into(), name.into());
+        attributes.insert("address".into(), address.into());
+        metrics.record_event(event, attributes);
     }
 }
 

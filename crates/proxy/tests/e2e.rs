@@ -2,13 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::*;
 use futures::future::BoxFuture;
 use gatekeeper_proxy::{
     FailurePolicy, HookError, ListenerConfig, Modifier, Proxy, ProxyConfig, Registry,
@@ -17,159 +17,7 @@ use gatekeeper_rpc::methods::{
     ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
     ModifyResponseResult,
 };
-use gatekeeper_rpc::types::{set_header, Backend, HttpResponse, Upstream};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-/// A backend answering `METHOD URI` and a few request headers; sleeps on `/slow`.
-async fn start_backend(hits: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        if req.uri().path() == "/slow" {
-                            tokio::time::sleep(Duration::from_secs(3)).await;
-                        }
-                        let header = |n: &str| {
-                            req.headers()
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("-")
-                                .to_string()
-                        };
-                        let body = format!(
-                            "{} {}\nhost={}\nx-added={}\nconnection={}",
-                            req.method(),
-                            req.uri(),
-                            header("host"),
-                            header("x-added"),
-                            header("x-hop"),
-                        );
-                        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
-                        resp.headers_mut()
-                            .insert("x-backend", http::HeaderValue::from_static("yes"));
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-struct TestProxy {
-    addr: SocketAddr,
-    registry: Arc<Registry>,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-async fn start_proxy(modifiers: Vec<Arc<dyn Modifier>>) -> TestProxy {
-    let registry = Arc::new(Registry::new());
-    let config = ProxyConfig {
-        listeners: vec![ListenerConfig {
-            name: "http".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-        }],
-        ..ProxyConfig::default()
-    };
-    let bound = Proxy::new(config, registry.clone(), modifiers)
-        .bind()
-        .await
-        .unwrap();
-    let addr = bound.local_addrs()[0];
-    let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(bound.serve(async move {
-        let _ = rx.await;
-    }));
-    TestProxy {
-        addr,
-        registry,
-        stop: Some(tx),
-        done,
-    }
-}
-
-fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
-    Upstream {
-        id: id.into(),
-        name: String::new(),
-        timeout_ms,
-        protocols: vec![],
-        hostnames: vec![format!("{id}.test")],
-        prefixes: vec![prefix.into()],
-        balancer: None,
-        extra: Default::default(),
-    }
-}
-
-fn backend(id: &str, addr: SocketAddr) -> Backend {
-    Backend {
-        id: id.into(),
-        address: format!("http://{addr}"),
-        extra: Default::default(),
-    }
-}
-
-/// Sends a GET and returns status, headers and body text.
-async fn get(
-    proxy: SocketAddr,
-    path: &str,
-    host: Option<&str>,
-) -> (StatusCode, http::HeaderMap, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::get(format!("http://{proxy}{path}"))
-        .header("connection", "x-hop")
-        .header("x-hop", "secret");
-    if let Some(h) = host {
-        req = req.header("host", h);
-    }
-    let resp = client
-        .request(req.body(Full::default()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
-/// A proxy with upstream `api` (prefix `api`) whose one backend is a live test backend.
-async fn setup(modifiers: Vec<Arc<dyn Modifier>>) -> (TestProxy, Arc<AtomicUsize>) {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let backend_addr = start_backend(hits.clone()).await;
-    let proxy = start_proxy(modifiers).await;
-    proxy
-        .registry
-        .add_upstream(upstream("api", "api", Some(500)))
-        .unwrap();
-    proxy
-        .registry
-        .add_backend("api", backend("b1", backend_addr))
-        .unwrap();
-    (proxy, hits)
-}
+use gatekeeper_rpc::types::{set_header, HttpResponse};
 
 #[tokio::test]
 async fn prefix_routing_strips_prefix_and_keeps_host() {

@@ -12,3 +12,7 @@ pub const PLUGIN_TYPE: &str = "GATEKEEPER_PLUGIN_TYPE";
 pub const PROTOCOL_VERSION: &str = "GATEKEEPER_PROTOCOL_VERSION";
 /// The maximum line length in bytes the proxy accepts, as a decimal integer.
 pub const MAX_LINE_BYTES: &str = "GATEKEEPER_MAX_LINE_BYTES";
+/// Which instance of the plugin this process is, as a decimal integer from 0, when the plugin
+/// runs several processes (`instances = N`); `0` for a plugin with one. Every instance gets the
+/// same name, type and config.
+pub const PLUGIN_INSTANCE: &str = "GATEKEEPER_PLUGIN_INSTANCE";

@@ -8,7 +8,7 @@
 //! - [`peer`]: a bidirectional, pipelined [`Peer`]: either side calls or notifies the other, many
 //!   calls in flight, responses correlated by id, a timeout per call, one batching writer task;
 //! - [`methods`] and [`types`]: the typed params and results of every method of the protocol;
-//! - [`env`]: the environment variables the proxy sets for a plugin process.
+//! - [`env`](crate::env): the environment variables the proxy sets for a plugin process.
 //!
 //! docs/protocol.md is the human-readable spec of the same protocol and must stay true to this crate.
 

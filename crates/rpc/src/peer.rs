@@ -6,6 +6,13 @@
 //! and writes them with a single flush. Calls from many tasks share the connection; each has its
 //! own timeout. When the connection ends, for any reason, every pending call fails at once with
 //! [`CallError::Closed`] and later calls fail immediately.
+//!
+//! A response is matched to its call by id. One whose id we issued but no longer wait for (the
+//! call timed out, or its caller went away) is a *late response*: logged at debug and counted in
+//! [`PeerStats::late_responses`]. One whose id we never issued is an *unknown id*. With
+//! [`PeerConfig::close_on_violation`], an unknown id or a line that is not a JSON-RPC message
+//! (after its parse error is answered) closes the connection with
+//! [`CloseReason::ProtocolViolation`]; without it, both are logged, counted and ignored.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -109,6 +116,11 @@ pub struct PeerConfig {
     pub write_queue: usize,
     /// A name for log lines (e.g. the plugin's name).
     pub name: String,
+    /// Close the connection on a protocol violation by the other side: a line that is not a
+    /// JSON-RPC message (answered with its parse error first), or a response whose id we never
+    /// issued (a numeric id we have not used yet, or an id that is not a number). Late responses
+    /// are not violations. Default false: violations are logged, counted and ignored.
+    pub close_on_violation: bool,
 }
 
 impl Default for PeerConfig {
@@ -118,17 +130,23 @@ impl Default for PeerConfig {
             max_incoming_in_flight: 1024,
             write_queue: 4096,
             name: "peer".to_owned(),
+            close_on_violation: false,
         }
     }
 }
 
-/// Counters of protocol violations by the other side, for supervision and metrics.
+/// Counters of protocol violations and late answers by the other side, for supervision and
+/// metrics.
 #[derive(Debug, Default)]
 pub struct PeerStats {
     /// Lines that were not JSON-RPC messages.
     pub invalid_lines: AtomicU64,
-    /// Responses whose id matched no pending call (late after a timeout, or bogus).
+    /// Responses whose id we never issued (a violation), including successful responses with a
+    /// null id.
     pub unknown_ids: AtomicU64,
+    /// Responses to calls we made but no longer wait for (they timed out, or their caller went
+    /// away). Not a violation.
+    pub late_responses: AtomicU64,
 }
 
 /// Why the connection ended.
@@ -142,6 +160,21 @@ pub enum CloseReason {
     LineTooLong,
     /// Reading or writing failed.
     Io(String),
+    /// The other side broke the protocol (see [`PeerConfig::close_on_violation`] and
+    /// [`Peer::close_for_violation`]); the text says how.
+    ProtocolViolation(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Eof => f.write_str("closed by the other side"),
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::LineTooLong => f.write_str("a line over the length limit"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::ProtocolViolation(what) => write!(f, "protocol violation: {what}"),
+        }
+    }
 }
 
 type PendingReply = oneshot::Sender<Reply>;
@@ -328,6 +361,17 @@ impl Peer {
         self.finish(CloseReason::Local);
     }
 
+    /// Closes the connection because the other side broke the protocol in a way only the caller
+    /// can tell (e.g. a result of the wrong type): like [`Peer::close`], but the close reason is
+    /// [`CloseReason::ProtocolViolation`] with `what`, and it is logged at warn.
+    pub fn close_for_violation(&self, what: impl Into<String>) {
+        let what = what.into();
+        if !self.is_closed() {
+            tracing::warn!(peer = %self.name(), violation = %what, "protocol violation: closing the connection");
+        }
+        self.finish(CloseReason::ProtocolViolation(what));
+    }
+
     /// Closes the connection once every line queued before this call is written and flushed
     /// (e.g. a reply just sent). Returns at once; [`Peer::closed`] tells when it is done.
     pub fn close_after_flush(&self) {
@@ -403,35 +447,67 @@ impl Peer {
         self.shared.shutdown.cancel();
     }
 
-    fn complete(&self, id: Option<RequestId>, outcome: Reply) {
-        let sender = match &id {
-            Some(RequestId::Number(n)) => self.pending().calls.remove(n),
-            _ => None,
-        };
-        match sender {
-            Some(sender) => {
-                // The caller may have given up in the meantime; nothing to do then.
-                let _ = sender.send(outcome);
+    /// Hands a response to the call waiting for it. Returns a description of the violation if
+    /// its id is one we never issued.
+    fn complete(&self, id: Option<RequestId>, outcome: Reply) -> Result<(), String> {
+        let n = match id {
+            Some(RequestId::Number(n)) => n,
+            Some(RequestId::String(s)) => {
+                return Err(self.unknown_id(format!(
+                    "a response with the string id {s:?}; ours are numbers"
+                )));
             }
             None => {
-                self.shared
-                    .stats
-                    .unknown_ids
-                    .fetch_add(1, Ordering::Relaxed);
-                match id {
-                    // Usually a late answer to a call that timed out or whose caller went away
-                    // (e.g. the HTTP client disconnected); counted in `stats` either way.
-                    Some(id) => {
-                        tracing::debug!(peer = %self.name(), %id, "ignoring response with unknown id")
+                return match outcome {
+                    // The other side could not read something we sent (e.g. a parse error):
+                    // its own report, not a violation.
+                    Err(error) => {
+                        tracing::warn!(peer = %self.name(), %error, "the other side reported an error without an id");
+                        Ok(())
                     }
-                    None => tracing::warn!(
-                        peer = %self.name(),
-                        error = ?outcome.err(),
-                        "the other side reported an error without an id"
-                    ),
-                }
+                    Ok(_) => {
+                        Err(self.unknown_id("a successful response with a null id".to_owned()))
+                    }
+                };
             }
+        };
+        let sender = self.pending().calls.remove(&n);
+        if let Some(sender) = sender {
+            // The caller may have given up in the meantime; nothing to do then.
+            let _ = sender.send(outcome);
+            return Ok(());
         }
+        // Ids are taken before their line is queued, so every id sent is below `next_id`.
+        if n > 0 && n < self.shared.next_id.load(Ordering::Acquire) {
+            // A late answer to a call that timed out or whose caller went away (e.g. the HTTP
+            // client disconnected).
+            self.shared
+                .stats
+                .late_responses
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %self.name(), id = n, "ignoring a late response");
+            return Ok(());
+        }
+        Err(self.unknown_id(format!(
+            "a response with the id {n}, which was never issued"
+        )))
+    }
+
+    /// Logs a violation that closes the connection and returns the close reason.
+    fn violation(&self, what: String) -> CloseReason {
+        tracing::warn!(peer = %self.name(), violation = %what, "protocol violation: closing the connection");
+        CloseReason::ProtocolViolation(what)
+    }
+
+    fn unknown_id(&self, what: String) -> String {
+        self.shared
+            .stats
+            .unknown_ids
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.shared.config.close_on_violation {
+            tracing::debug!(peer = %self.name(), "ignoring {what}");
+        }
+        what
     }
 
     async fn send_line(&self, line: String) {
@@ -499,7 +575,13 @@ where
             continue;
         }
         match Message::parse(&line) {
-            Ok(Message::Response(response)) => peer.complete(response.id, response.outcome),
+            Ok(Message::Response(response)) => {
+                if let Err(what) = peer.complete(response.id, response.outcome) {
+                    if peer.shared.config.close_on_violation {
+                        break peer.violation(what);
+                    }
+                }
+            }
             Ok(Message::Request(request)) => {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break CloseReason::Local;
@@ -533,13 +615,21 @@ where
                     .invalid_lines
                     .fetch_add(1, Ordering::Relaxed);
                 let shown: String = line.chars().take(200).collect();
-                tracing::warn!(peer = %peer.name(), error = %e, line = %shown, "ignoring a line that is not JSON-RPC");
+                let strict = peer.shared.config.close_on_violation;
+                if !strict {
+                    tracing::warn!(peer = %peer.name(), error = %e, line = %shown, "ignoring a line that is not JSON-RPC");
+                }
                 let code = match e {
                     message::ParseError::Json(_) => codes::PARSE_ERROR,
                     message::ParseError::Invalid(_) => codes::INVALID_REQUEST,
                 };
-                peer.respond(None, Err(error_object(code, e.to_string())))
+                let description = e.to_string();
+                // Queued before the close: the writer takes what is queued before it stops.
+                peer.respond(None, Err(error_object(code, description.clone())))
                     .await;
+                if strict {
+                    break peer.violation(format!("{description} (line: {shown})"));
+                }
             }
         }
     };

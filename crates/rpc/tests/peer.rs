@@ -1,4 +1,5 @@
-//! Behaviour of `Peer` over in-memory connections: pipelining, limits, unknown ids, closing.
+//! Behaviour of `Peer` over in-memory connections: pipelining, limits, unknown and late ids,
+//! closing, and strict peers that close on protocol violations.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -286,4 +287,233 @@ async fn after_reply_can_close_once_the_reply_is_written() {
         "connection should close after the reply"
     );
     assert_eq!(peer.closed().await, CloseReason::Local);
+}
+
+// ---- strict peers (`close_on_violation`) ---------------------------------------------------
+
+fn strict(name: &str) -> PeerConfig {
+    PeerConfig {
+        close_on_violation: true,
+        ..config(name)
+    }
+}
+
+/// A strict peer with no handler, and the raw other end of its connection.
+fn strict_peer() -> (
+    Peer,
+    tokio::io::Lines<BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
+    tokio::io::WriteHalf<tokio::io::DuplexStream>,
+) {
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(theirs, Arc::new(NoHandler), strict("strict"));
+    let (read, write) = tokio::io::split(mine);
+    (peer, BufReader::new(read).lines(), write)
+}
+
+async fn closed_within(peer: &Peer) -> CloseReason {
+    match tokio::time::timeout(Duration::from_secs(5), peer.closed()).await {
+        Ok(reason) => reason,
+        Err(_) => panic!("the peer did not close"),
+    }
+}
+
+fn is_violation(reason: &CloseReason, contains: &str) -> bool {
+    matches!(reason, CloseReason::ProtocolViolation(what) if what.contains(contains))
+}
+
+#[tokio::test]
+async fn strict_garbage_is_answered_then_closes() {
+    let (peer, mut lines, mut write) = strict_peer();
+    let pending = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.call::<_, Value>("ping", &json!({}), LONG).await }
+    });
+    lines.next_line().await.unwrap().unwrap(); // the ping
+    write.write_all(b"this is not json\n").await.unwrap();
+    let error: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(error["id"], Value::Null);
+    assert_eq!(error["error"]["code"], -32700);
+    let reason = closed_within(&peer).await;
+    assert!(
+        is_violation(&reason, "not a JSON-RPC message"),
+        "{reason:?}"
+    );
+    assert_eq!(lines.next_line().await.unwrap(), None, "connection closed");
+    let outcome = pending.await.unwrap();
+    assert!(
+        matches!(outcome, Err(CallError::Closed { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(peer.stats().invalid_lines.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn strict_json_that_is_not_json_rpc_closes() {
+    let (peer, mut lines, mut write) = strict_peer();
+    write
+        .write_all(b"{\"id\":1,\"method\":\"x\"}\n")
+        .await
+        .unwrap();
+    let error: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], -32600);
+    let reason = closed_within(&peer).await;
+    assert!(is_violation(&reason, "jsonrpc"), "{reason:?}");
+}
+
+#[tokio::test]
+async fn strict_never_issued_ids_close() {
+    let cases: [&[u8]; 5] = [
+        // Above every id issued so far (none yet).
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n",
+        b"{\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{}}\n",
+        b"{\"jsonrpc\":\"2.0\",\"id\":-3,\"error\":{\"code\":1,\"message\":\"x\"}}\n",
+        b"{\"jsonrpc\":\"2.0\",\"id\":\"abc\",\"result\":{}}\n",
+        b"{\"jsonrpc\":\"2.0\",\"id\":null,\"result\":{}}\n",
+    ];
+    for line in cases {
+        let (peer, _lines, mut write) = strict_peer();
+        write.write_all(line).await.unwrap();
+        let reason = closed_within(&peer).await;
+        let shown = String::from_utf8_lossy(line);
+        assert!(
+            matches!(reason, CloseReason::ProtocolViolation(_)),
+            "{shown}: {reason:?}"
+        );
+        assert_eq!(
+            peer.stats().unknown_ids.load(Ordering::Relaxed),
+            1,
+            "{shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn strict_id_above_the_ones_issued_closes_even_with_calls_in_flight() {
+    let (peer, mut lines, mut write) = strict_peer();
+    let pending = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.call::<_, Value>("ping", &json!({}), LONG).await }
+    });
+    let request: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let next = request["id"].as_i64().unwrap() + 1;
+    write
+        .write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":{next},\"result\":1}}\n").as_bytes())
+        .await
+        .unwrap();
+    let reason = closed_within(&peer).await;
+    assert!(is_violation(&reason, "never issued"), "{reason:?}");
+    assert!(matches!(
+        pending.await.unwrap(),
+        Err(CallError::Closed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn strict_error_without_id_is_not_a_violation() {
+    let (peer, _lines, mut write) = strict_peer();
+    write
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"parse error\"}}\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!peer.is_closed());
+    assert_eq!(peer.stats().unknown_ids.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn strict_late_answers_after_a_timeout_are_not_violations() {
+    let (peer, mut lines, mut write) = strict_peer();
+    let outcome = peer
+        .call::<_, Value>("slow", &json!({}), Duration::from_millis(30))
+        .await;
+    assert!(
+        matches!(outcome, Err(CallError::Timeout { .. })),
+        "{outcome:?}"
+    );
+    let request: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let late = json!({"jsonrpc": "2.0", "id": request["id"], "result": "too late"});
+    write
+        .write_all(format!("{late}\n").as_bytes())
+        .await
+        .unwrap();
+
+    // The connection still works afterwards.
+    let call = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.call::<_, Value>("ping", &json!({}), LONG).await }
+    });
+    let request: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": "pong"});
+    write
+        .write_all(format!("{answer}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), json!("pong"));
+    assert!(!peer.is_closed());
+    assert_eq!(peer.stats().late_responses.load(Ordering::Relaxed), 1);
+    assert_eq!(peer.stats().unknown_ids.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn strict_late_answers_to_dropped_calls_are_not_violations() {
+    let (peer, mut lines, mut write) = strict_peer();
+    let call = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.call::<_, Value>("abandoned", &json!({}), LONG).await }
+    });
+    let request: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    call.abort();
+    let _ = call.await;
+    assert_eq!(peer.pending_calls(), 0);
+    let late = json!({"jsonrpc": "2.0", "id": request["id"], "error": {"code": 1, "message": "x"}});
+    write
+        .write_all(format!("{late}\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!peer.is_closed());
+    assert_eq!(peer.stats().late_responses.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn lenient_peers_count_unknown_and_late_ids_apart() {
+    let (mine, theirs) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::spawn(theirs, Arc::new(NoHandler), config("lenient"));
+    let (read, mut write) = tokio::io::split(mine);
+    let mut lines = BufReader::new(read).lines();
+    let outcome = peer
+        .call::<_, Value>("slow", &json!({}), Duration::from_millis(30))
+        .await;
+    assert!(outcome.is_err());
+    let request: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let late = json!({"jsonrpc": "2.0", "id": request["id"], "result": 1});
+    write
+        .write_all(
+            format!("{late}\n{{\"jsonrpc\":\"2.0\",\"id\":777,\"result\":1}}\nnot json\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let error: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], -32700);
+    assert!(!peer.is_closed());
+    assert_eq!(peer.stats().late_responses.load(Ordering::Relaxed), 1);
+    assert_eq!(peer.stats().unknown_ids.load(Ordering::Relaxed), 1);
+    assert_eq!(peer.stats().invalid_lines.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn close_for_violation_records_why() {
+    let (peer, mut lines, _write) = strict_peer();
+    peer.close_for_violation("`x` returned a result of the wrong type");
+    let reason = closed_within(&peer).await;
+    assert_eq!(
+        reason,
+        CloseReason::ProtocolViolation("`x` returned a result of the wrong type".into())
+    );
+    assert_eq!(
+        reason.to_string(),
+        "protocol violation: `x` returned a result of the wrong type"
+    );
+    assert_eq!(lines.next_line().await.unwrap(), None);
 }

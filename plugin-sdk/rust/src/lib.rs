@@ -15,14 +15,24 @@
 //!    gatekeeper has closed the connection, and a failure code (with the error on stderr) if
 //!    anything went wrong before.
 //!
-//! | plugin type | trait | serve with | the proxy calls | the plugin calls |
+//! | plugin type | trait | serve with | the proxy calls (hooks) | the plugin calls |
 //! |---|---|---|---|---|
 //! | all | [`Plugin`] | | `configure`, `start`, `heartbeat`, `stop` | |
-//! | upstream | [`UpstreamPlugin`] | [`serve_upstream`] | | [`Manager`]: `add_upstream`, `remove_upstream`, `add_backend`, `remove_backend` |
+//! | upstream | [`UpstreamPlugin`] | [`serve_upstream`] | (optional) `upstream_metric` | [`Manager`]: `add_upstream`, `remove_upstream`, `add_backend`, `remove_backend` |
 //! | modifier | [`ModifierPlugin`] | [`serve_modifier`] | `modify_request`, `modify_response`, `modify_error_response` | |
+//! | router | [`RouterPlugin`] | [`serve_router`] | `add_upstream`, `remove_upstream`, `route_request` | |
+//! | loadbalancer | [`LoadBalancerPlugin`] | [`serve_loadbalancer`] | `add_backend`, `remove_backend`, `upstream_metric`, `get_backend` | |
+//! | metric | [`MetricPlugin`] | [`serve_metric`] | `event_metric`, `profiling_metric`, `plugin_metric`, `request_metric`, `upstream_metric` (batches) | |
 //!
-//! Trait methods have defaults (do nothing, change nothing) and are implemented with `async fn`.
-//! An error is a [`HookError`]: a JSON-RPC error code and message for the proxy.
+//! Trait methods have defaults (do nothing, change nothing, no route, no backend) and are
+//! implemented with `async fn`. An error is a [`HookError`]: a JSON-RPC error code and message
+//! for the proxy.
+//!
+//! Each type's trait has a `hooks()` method: the hooks sent in the handshake. The proxy never
+//! calls a hook that was not declared, and the SDK refuses one if it arrives. The default
+//! declares every hook of the type ([`MODIFIER_HOOKS`], [`ROUTER_HOOKS`],
+//! [`LOADBALANCER_HOOKS`], [`METRIC_HOOKS`]), except for upstream plugins, which declare none
+//! unless they override it.
 //!
 //! # Example
 //!
@@ -61,29 +71,55 @@
 //! }
 //! ```
 //!
-//! To test a plugin without gatekeeper, [`run_modifier`] and [`run_upstream`] serve it over any
+//! To test a plugin without gatekeeper, the `run_*` functions ([`run_upstream`],
+//! [`run_modifier`], [`run_router`], [`run_loadbalancer`], [`run_metric`]) serve it over any
 //! connection, e.g. one end of `tokio::io::duplex` with a [`rpc::Peer`] playing the proxy on the
 //! other end.
+//!
+//! For a plugin that must speak the protocol itself (a test tool that breaks it on purpose, a
+//! bridge to another process), [`connect`] does the setup the `serve_*` functions do (logging,
+//! environment, type check, socket) and hands over the connection.
 
+mod dispatch;
 mod env;
 mod error;
+mod loadbalancer;
 mod manager;
+mod metric;
 mod plugin;
+mod router;
 mod serve;
 
 pub use env::PluginEnv;
 pub use error::{HookError, ServeError};
+pub use loadbalancer::{LoadBalancerPlugin, LOADBALANCER_HOOKS};
 pub use manager::{Manager, DEFAULT_MANAGER_TIMEOUT};
+pub use metric::{MetricPlugin, METRIC_HOOKS};
 pub use plugin::{ModifierPlugin, Plugin, UpstreamPlugin, MODIFIER_HOOKS};
-pub use serve::{init_logging, run_modifier, run_upstream, serve_modifier, serve_upstream};
+pub use router::{RouterPlugin, ROUTER_HOOKS};
+pub use serve::{
+    connect, init_logging, run_loadbalancer, run_metric, run_modifier, run_router, run_upstream,
+    serve_loadbalancer, serve_metric, serve_modifier, serve_router, serve_upstream,
+};
 
 /// The protocol crate, for what this crate does not re-export.
 pub use gatekeeper_rpc as rpc;
 pub use gatekeeper_rpc::methods::{
-    Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
-    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult, PluginType,
+    hooks_of, AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, EventMetricHook,
+    EventMetricParams, GetBackend, GetBackendParams, GetBackendResult, Method, ModifyErrorResponse,
+    ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams, ModifyRequestResult,
+    ModifyResponse, ModifyResponseParams, ModifyResponseResult, PluginMetricHook,
+    PluginMetricParams, PluginType, ProfilingMetricHook, ProfilingMetricParams, RemoveBackend,
+    RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams, RequestMetricHook,
+    RequestMetricParams, RouteRequest, RouteRequestParams, RouteRequestResult, UpstreamMetricHook,
+    UpstreamMetricParams,
+};
+pub use gatekeeper_rpc::metrics::{
+    events, now_ms, EventMetric, ModifierPhase, Phases, PluginMetric, ProfilingMetric,
+    RequestMetric, UpstreamMetric,
 };
 pub use gatekeeper_rpc::types::{
     header, set_header, Backend, Headers, HttpRequest, HttpResponse, Object, ProxyError, Upstream,
+    BALANCERS,
 };
 pub use gatekeeper_rpc::{codes, CallError, PROTOCOL_VERSION};

@@ -1,5 +1,6 @@
 //! The plugin traits: [`Plugin`] (the lifecycle every plugin shares), [`UpstreamPlugin`] and
-//! [`ModifierPlugin`].
+//! [`ModifierPlugin`]. The other types have their own modules: [`RouterPlugin`](crate::RouterPlugin),
+//! [`LoadBalancerPlugin`](crate::LoadBalancerPlugin), [`MetricPlugin`](crate::MetricPlugin).
 //!
 //! Every method has a default, so a plugin implements only what it needs. Methods are declared
 //! as `fn ..(&self, ..) -> impl Future<Output = ..> + Send`; implement them with `async fn`.
@@ -11,6 +12,7 @@ use std::future::Future;
 use gatekeeper_rpc::methods::{
     Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
     ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
+    UpstreamMetricParams,
 };
 use gatekeeper_rpc::types::Object;
 
@@ -63,6 +65,10 @@ pub trait Plugin: Send + Sync + 'static {
 /// with a manager, and is answered when both have returned. A plugin with a fixed list pushes it
 /// all in `start_upstreams` (an error then fails `start`); a plugin that discovers changes over
 /// time keeps a clone of the manager in a task it spawns there.
+///
+/// An upstream plugin may also receive the outcomes of requests to backends (e.g. to drop a
+/// failing backend from what it pushes): implement [`upstream_metric`](Self::upstream_metric)
+/// and declare it in [`hooks`](Self::hooks).
 pub trait UpstreamPlugin: Plugin {
     /// Pushes the initial upstreams and backends, and sets up later updates. The manager's
     /// calls go to the proxy while the proxy waits for `start`; a failed call converts into a
@@ -71,6 +77,29 @@ pub trait UpstreamPlugin: Plugin {
         &self,
         manager: Manager,
     ) -> impl Future<Output = Result<(), HookError>> + Send;
+
+    /// The hooks this plugin implements, sent in the handshake: the only one an upstream plugin
+    /// may declare is [`UpstreamMetricHook::NAME`](crate::UpstreamMetricHook).
+    ///
+    /// Default: none. Override it to receive [`upstream_metric`](Self::upstream_metric).
+    fn hooks(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Runs when the proxy flushes its buffer of backend outcomes (only if declared in
+    /// [`hooks`](Self::hooks)): a batch of [`UpstreamMetric`](crate::UpstreamMetric)s, oldest
+    /// first. The proxy does not wait on it for any request.
+    ///
+    /// Default: ignores the batch.
+    fn upstream_metric(
+        &self,
+        params: UpstreamMetricParams,
+    ) -> impl Future<Output = Result<(), HookError>> + Send {
+        async move {
+            let _ = params;
+            Ok(())
+        }
+    }
 }
 
 /// Every hook a modifier can implement, in the order the proxy's request path reaches them.

@@ -1,27 +1,28 @@
 //! Serving a plugin: read the environment, log to stderr, connect, handshake, answer the proxy's
 //! calls until `stop` (or until the connection closes).
+//!
+//! Every plugin type is served the same way; the `serve_*` and `run_*` functions differ only in
+//! the [`Dispatch`] adapter that maps the type's hooks to its trait.
 
-use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use gatekeeper_rpc::error::error_object;
-use gatekeeper_rpc::methods::{
-    Configure, Empty, Handshake, HandshakeParams, Heartbeat, Method, ModifyErrorResponse,
-    ModifyRequest, ModifyResponse, PluginType, Start, Stop,
-};
+use gatekeeper_rpc::methods::{hooks_of, Handshake, HandshakeParams, Method, PluginType, Stop};
 use gatekeeper_rpc::peer::CloseReason;
-use gatekeeper_rpc::{codes, Handler, IncomingRequest, Peer, PeerConfig, Reply, PROTOCOL_VERSION};
-use serde::Serialize;
+use gatekeeper_rpc::{Handler, IncomingRequest, Peer, PeerConfig, Reply, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
+use crate::dispatch::{self, AsLoadBalancer, AsMetric, AsModifier, AsRouter, AsUpstream, Dispatch};
 use crate::env::PluginEnv;
-use crate::error::{HookError, ServeError};
-use crate::manager::Manager;
-use crate::plugin::{ModifierPlugin, Plugin, UpstreamPlugin};
+use crate::error::ServeError;
+use crate::loadbalancer::LoadBalancerPlugin;
+use crate::metric::MetricPlugin;
+use crate::plugin::{ModifierPlugin, UpstreamPlugin};
+use crate::router::RouterPlugin;
 
 /// How long the handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,24 +38,27 @@ const STOP_GRACE: Duration = Duration::from_millis(250);
 /// on stderr) when the plugin was not started by gatekeeper or the connection failed. Use it as
 /// the whole of `main`: `async fn main() -> ExitCode { serve_upstream(MyPlugin::default()).await }`.
 pub async fn serve_upstream<P: UpstreamPlugin>(plugin: P) -> ExitCode {
-    exit_code(
-        async {
-            let (env, io) = connect(PluginType::Upstream).await?;
-            run_upstream(plugin, io, &env).await
-        }
-        .await,
-    )
+    serve(AsUpstream(plugin)).await
 }
 
 /// Serves a modifier plugin for the life of the process; see [`serve_upstream`].
 pub async fn serve_modifier<P: ModifierPlugin>(plugin: P) -> ExitCode {
-    exit_code(
-        async {
-            let (env, io) = connect(PluginType::Modifier).await?;
-            run_modifier(plugin, io, &env).await
-        }
-        .await,
-    )
+    serve(AsModifier(plugin)).await
+}
+
+/// Serves a router plugin for the life of the process; see [`serve_upstream`].
+pub async fn serve_router<P: RouterPlugin>(plugin: P) -> ExitCode {
+    serve(AsRouter(plugin)).await
+}
+
+/// Serves a loadbalancer plugin for the life of the process; see [`serve_upstream`].
+pub async fn serve_loadbalancer<P: LoadBalancerPlugin>(plugin: P) -> ExitCode {
+    serve(AsLoadBalancer(plugin)).await
+}
+
+/// Serves a metric plugin for the life of the process; see [`serve_upstream`].
+pub async fn serve_metric<P: MetricPlugin>(plugin: P) -> ExitCode {
+    serve(AsMetric(plugin)).await
 }
 
 /// Serves an upstream plugin over an open connection (what [`serve_upstream`] does once
@@ -65,13 +69,7 @@ where
     P: UpstreamPlugin,
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    check_type(env, PluginType::Upstream)?;
-    let stopped = Arc::new(Notify::new());
-    let handler = UpstreamHandler {
-        plugin: Arc::new(plugin),
-        stopped: stopped.clone(),
-    };
-    run(Arc::new(handler), stopped, Vec::new(), io, env).await
+    run(AsUpstream(plugin), io, env).await
 }
 
 /// Serves a modifier plugin over an open connection; see [`run_upstream`].
@@ -80,22 +78,40 @@ where
     P: ModifierPlugin,
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    check_type(env, PluginType::Modifier)?;
-    let hooks = plugin.hooks();
-    let stopped = Arc::new(Notify::new());
-    let handler = ModifierHandler {
-        plugin: Arc::new(plugin),
-        hooks,
-        stopped: stopped.clone(),
-    };
-    let declared = hooks.iter().map(|h| (*h).to_owned()).collect();
-    run(Arc::new(handler), stopped, declared, io, env).await
+    run(AsModifier(plugin), io, env).await
+}
+
+/// Serves a router plugin over an open connection; see [`run_upstream`].
+pub async fn run_router<P, IO>(plugin: P, io: IO, env: &PluginEnv) -> Result<(), ServeError>
+where
+    P: RouterPlugin,
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    run(AsRouter(plugin), io, env).await
+}
+
+/// Serves a loadbalancer plugin over an open connection; see [`run_upstream`].
+pub async fn run_loadbalancer<P, IO>(plugin: P, io: IO, env: &PluginEnv) -> Result<(), ServeError>
+where
+    P: LoadBalancerPlugin,
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    run(AsLoadBalancer(plugin), io, env).await
+}
+
+/// Serves a metric plugin over an open connection; see [`run_upstream`].
+pub async fn run_metric<P, IO>(plugin: P, io: IO, env: &PluginEnv) -> Result<(), ServeError>
+where
+    P: MetricPlugin,
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    run(AsMetric(plugin), io, env).await
 }
 
 /// Sets up `tracing` to write to stderr, which gatekeeper reads into its own log (tagged with
 /// the plugin's name, so lines carry no timestamp and no colours). The level comes from
 /// `RUST_LOG` (default `info`). Does nothing if a global subscriber is already set.
-/// [`serve_upstream`] and [`serve_modifier`] call it.
+/// The `serve_*` functions and [`connect`] call it.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -107,13 +123,16 @@ pub fn init_logging() {
         .try_init();
 }
 
-async fn connect(
-    plugin_type: PluginType,
-) -> Result<(PluginEnv, tokio::net::UnixStream), ServeError> {
+/// The low-level way in, for a plugin that speaks the protocol itself (see docs/protocol.md)
+/// instead of implementing a trait: sets up logging ([`init_logging`]), reads the environment,
+/// checks that gatekeeper runs the program as a `plugin_type` plugin, and connects to the
+/// socket. What comes next is the caller's: the `handshake` with [`PluginEnv::token`], then
+/// answering calls (e.g. with a [`rpc::Peer`](crate::rpc::Peer), or raw lines).
+pub async fn connect(plugin_type: PluginType) -> Result<(PluginEnv, UnixStream), ServeError> {
     init_logging();
     let env = PluginEnv::from_env()?;
     check_type(&env, plugin_type)?;
-    let io = tokio::net::UnixStream::connect(&env.socket)
+    let io = UnixStream::connect(&env.socket)
         .await
         .map_err(|source| ServeError::Connect {
             path: env.socket.clone(),
@@ -122,7 +141,12 @@ async fn connect(
     Ok((env, io))
 }
 
-fn exit_code(outcome: Result<(), ServeError>) -> ExitCode {
+async fn serve<D: Dispatch>(dispatch: D) -> ExitCode {
+    let outcome = async {
+        let (env, io) = connect(D::TYPE).await?;
+        run(dispatch, io, &env).await
+    }
+    .await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -145,16 +169,14 @@ fn check_type(env: &PluginEnv, actual: PluginType) -> Result<(), ServeError> {
     }
 }
 
-async fn run<IO>(
-    handler: Arc<dyn Handler>,
-    stopped: Arc<Notify>,
-    hooks: Vec<String>,
-    io: IO,
-    env: &PluginEnv,
-) -> Result<(), ServeError>
+/// Serves `dispatch` over `io`: handshake with its declared hooks, then answer calls until
+/// `stop` has been answered or the connection closes.
+async fn run<D, IO>(dispatch: D, io: IO, env: &PluginEnv) -> Result<(), ServeError>
 where
+    D: Dispatch,
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
+    check_type(env, D::TYPE)?;
     if env.protocol_version != PROTOCOL_VERSION {
         tracing::warn!(
             proxy = env.protocol_version,
@@ -162,12 +184,22 @@ where
             "gatekeeper speaks another protocol version; the handshake will likely be refused"
         );
     }
+    let hooks: Vec<String> = dispatch.hooks().iter().map(|h| (*h).to_owned()).collect();
+    let valid = hooks_of(D::TYPE);
+    for hook in hooks.iter().filter(|h| !valid.contains(&h.as_str())) {
+        tracing::warn!(hook, r#type = %D::TYPE, "declaring a hook this plugin type does not have; gatekeeper ignores it");
+    }
+    let stopped = Arc::new(Notify::new());
+    let handler = PluginHandler {
+        dispatch: Arc::new(dispatch),
+        stopped: stopped.clone(),
+    };
     let config = PeerConfig {
         max_line_bytes: env.max_line_bytes,
         name: env.name.clone(),
         ..PeerConfig::default()
     };
-    let peer = Peer::spawn(io, handler, config);
+    let peer = Peer::spawn(io, Arc::new(handler), config);
     let params = HandshakeParams {
         token: env.token.clone(),
         protocol_version: PROTOCOL_VERSION,
@@ -202,140 +234,28 @@ where
                 "gatekeeper sent a line over the {}-byte limit",
                 env.max_line_bytes
             ))),
+            CloseReason::ProtocolViolation(what) => Err(ServeError::Connection(format!(
+                "gatekeeper broke the protocol: {what}"
+            ))),
         },
     }
 }
 
-/// Answers one call of method `M`: parses its params, runs `hook`, encodes the outcome.
-async fn answer<M, F, Fut>(request: &IncomingRequest, hook: F) -> Reply
-where
-    M: Method,
-    F: FnOnce(M::Params) -> Fut,
-    Fut: Future<Output = Result<M::Result, HookError>>,
-{
-    let params = request.parse_params::<M::Params>()?;
-    encode(M::NAME, hook(params).await)
-}
-
-/// Answers a lifecycle call of method `M`, whose result is `{}`.
-async fn answer_empty<M, F, Fut>(request: &IncomingRequest, hook: F) -> Reply
-where
-    M: Method<Result = Empty>,
-    F: FnOnce(M::Params) -> Fut,
-    Fut: Future<Output = Result<(), HookError>>,
-{
-    answer::<M, _, _>(request, |params| async move {
-        hook(params).await.map(|()| Empty {})
-    })
-    .await
-}
-
-fn encode<T: Serialize>(method: &str, outcome: Result<T, HookError>) -> Reply {
-    match outcome {
-        Ok(result) => serde_json::value::to_raw_value(&result).map_err(|e| {
-            error_object(
-                codes::INTERNAL_ERROR,
-                format!("could not encode the result of `{method}`: {e}"),
-            )
-        }),
-        Err(error) => {
-            tracing::warn!(method, %error, "answering with an error");
-            Err(error.into())
-        }
-    }
-}
-
-/// Answers the lifecycle methods every plugin shares (`start` is per plugin type).
-async fn lifecycle<P: Plugin>(plugin: &P, request: IncomingRequest) -> Reply {
-    match request.method.as_str() {
-        Configure::NAME => {
-            answer_empty::<Configure, _, _>(&request, |p| plugin.configure(p.config)).await
-        }
-        Heartbeat::NAME => answer_empty::<Heartbeat, _, _>(&request, |_| plugin.heartbeat()).await,
-        Stop::NAME => answer_empty::<Stop, _, _>(&request, |_| plugin.stop()).await,
-        other => Err(error_object(
-            codes::METHOD_NOT_FOUND,
-            format!("method not found: {other}"),
-        )),
-    }
-}
-
-struct UpstreamHandler<P> {
-    plugin: Arc<P>,
+/// The connection's handler for every plugin type: each request on its own task, answered by
+/// [`dispatch::handle`].
+struct PluginHandler<D> {
+    dispatch: Arc<D>,
     stopped: Arc<Notify>,
 }
 
-impl<P: UpstreamPlugin> Handler for UpstreamHandler<P> {
+impl<D: Dispatch> Handler for PluginHandler<D> {
     fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
-        let plugin = self.plugin.clone();
-        Box::pin(async move {
-            if request.method == Start::NAME {
-                let manager = Manager::new(request.peer.clone());
-                answer_empty::<Start, _, _>(&request, |_| async {
-                    plugin.start().await?;
-                    plugin.start_upstreams(manager).await
-                })
-                .await
-            } else {
-                lifecycle(&*plugin, request).await
-            }
-        })
+        let dispatch = self.dispatch.clone();
+        Box::pin(async move { dispatch::handle(&*dispatch, &request).await })
     }
 
-    /// Once the answer to `stop` is queued: close after writing it, and let `serve` return.
-    fn after_reply(&self, method: &str, _succeeded: bool, peer: &gatekeeper_rpc::Peer) {
-        if method == Stop::NAME {
-            peer.close_after_flush();
-            self.stopped.notify_one();
-        }
-    }
-}
-
-struct ModifierHandler<P> {
-    plugin: Arc<P>,
-    hooks: &'static [&'static str],
-    stopped: Arc<Notify>,
-}
-
-impl<P: ModifierPlugin> Handler for ModifierHandler<P> {
-    fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
-        let plugin = self.plugin.clone();
-        let hooks = self.hooks;
-        Box::pin(async move {
-            let method = request.method.as_str();
-            let is_hook = [
-                ModifyRequest::NAME,
-                ModifyResponse::NAME,
-                ModifyErrorResponse::NAME,
-            ]
-            .contains(&method);
-            if is_hook && !hooks.contains(&method) {
-                return Err(error_object(
-                    codes::METHOD_NOT_FOUND,
-                    format!("`{method}` was not declared in the handshake"),
-                ));
-            }
-            match method {
-                ModifyRequest::NAME => {
-                    answer::<ModifyRequest, _, _>(&request, |p| plugin.modify_request(p)).await
-                }
-                ModifyResponse::NAME => {
-                    answer::<ModifyResponse, _, _>(&request, |p| plugin.modify_response(p)).await
-                }
-                ModifyErrorResponse::NAME => {
-                    answer::<ModifyErrorResponse, _, _>(&request, |p| {
-                        plugin.modify_error_response(p)
-                    })
-                    .await
-                }
-                Start::NAME => answer_empty::<Start, _, _>(&request, |_| plugin.start()).await,
-                _ => lifecycle(&*plugin, request).await,
-            }
-        })
-    }
-
-    /// Once the answer to `stop` is queued: close after writing it, and let `serve` return.
-    fn after_reply(&self, method: &str, _succeeded: bool, peer: &gatekeeper_rpc::Peer) {
+    /// Once the answer to `stop` is queued: close after writing it, and let `run` return.
+    fn after_reply(&self, method: &str, _succeeded: bool, peer: &Peer) {
         if method == Stop::NAME {
             peer.close_after_flush();
             self.stopped.notify_one();

@@ -3,129 +3,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panicking is how it fails
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
-use futures::future::BoxFuture;
-use gatekeeper_plugin_sdk::rpc::error::error_object;
+use std::sync::{Arc, Mutex};
+
+use common::{env, harness, Harness, CALL, TOKEN};
 use gatekeeper_plugin_sdk::rpc::methods::{
-    Configure, ConfigureParams, Empty, HandshakeParams, HandshakeResult, Heartbeat, Start, Stop,
+    Configure, ConfigureParams, Empty, Heartbeat, Start, Stop,
 };
-use gatekeeper_plugin_sdk::rpc::{Handler, IncomingRequest, Peer, PeerConfig, Reply};
 use gatekeeper_plugin_sdk::{
     codes, header, run_modifier, run_upstream, set_header, Backend, CallError, HookError,
     HttpRequest, HttpResponse, Manager, Method, ModifierPlugin, ModifyRequest, ModifyRequestParams,
-    ModifyRequestResult, ModifyResponse, ModifyResponseParams, Object, Plugin, PluginEnv,
-    PluginType, ServeError, Upstream, UpstreamPlugin, PROTOCOL_VERSION,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, Object, Plugin, PluginType,
+    ServeError, Upstream, UpstreamPlugin, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-const TOKEN: &str = "one-time-token";
-const CALL: Duration = Duration::from_secs(5);
-
-/// The proxy's side: answers the handshake and the manager methods, recording what it got.
-struct FakeProxy {
-    plugin_type: PluginType,
-    calls: mpsc::UnboundedSender<(String, Value)>,
-}
-
-impl Handler for FakeProxy {
-    fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
-        let plugin_type = self.plugin_type;
-        let calls = self.calls.clone();
-        Box::pin(async move {
-            let params: Value = request.parse_params()?;
-            let _ = calls.send((request.method.clone(), params.clone()));
-            let result = match request.method.as_str() {
-                "handshake" => {
-                    let params: HandshakeParams = request.parse_params()?;
-                    if params.token != TOKEN {
-                        return Err(error_object(codes::UNAUTHORIZED, "bad token"));
-                    }
-                    serde_json::to_value(HandshakeResult {
-                        protocol_version: PROTOCOL_VERSION,
-                        name: "test".into(),
-                        plugin_type,
-                    })
-                    .map_err(|e| error_object(codes::INTERNAL_ERROR, e.to_string()))?
-                }
-                "add_backend" if params["upstream_id"] == "missing" => {
-                    return Err(error_object(
-                        codes::UNKNOWN_UPSTREAM,
-                        "no upstream `missing`",
-                    ))
-                }
-                "add_upstream" | "remove_upstream" | "add_backend" | "remove_backend" => json!({}),
-                other => {
-                    return Err(error_object(codes::METHOD_NOT_FOUND, other.to_owned()));
-                }
-            };
-            Ok(serde_json::value::to_raw_value(&result).unwrap())
-        })
-    }
-}
-
-fn env(plugin_type: PluginType, token: &str) -> PluginEnv {
-    PluginEnv {
-        socket: "/nonexistent".into(),
-        token: token.to_owned(),
-        name: "test-plugin".to_owned(),
-        plugin_type,
-        protocol_version: PROTOCOL_VERSION,
-        max_line_bytes: 1 << 20,
-    }
-}
-
-struct Harness {
-    proxy: Peer,
-    calls: mpsc::UnboundedReceiver<(String, Value)>,
-    serving: JoinHandle<Result<(), ServeError>>,
-}
-
-impl Harness {
-    async fn next_call(&mut self) -> (String, Value) {
-        tokio::time::timeout(CALL, self.calls.recv())
-            .await
-            .expect("a call from the plugin")
-            .expect("the proxy is alive")
-    }
-
-    async fn handshake(&mut self) -> HandshakeParams {
-        let (method, params) = self.next_call().await;
-        assert_eq!(method, "handshake");
-        serde_json::from_value(params).unwrap()
-    }
-
-    async fn finished(self) -> Result<(), ServeError> {
-        tokio::time::timeout(CALL, self.serving)
-            .await
-            .expect("serving ends")
-            .expect("serving does not panic")
-    }
-}
-
-fn harness(
-    plugin_type: PluginType,
-    serve: impl FnOnce(tokio::io::DuplexStream) -> JoinHandle<Result<(), ServeError>>,
-) -> Harness {
-    let (proxy_io, plugin_io) = tokio::io::duplex(64 * 1024);
-    let (tx, calls) = mpsc::unbounded_channel();
-    let proxy = Peer::spawn(
-        proxy_io,
-        Arc::new(FakeProxy {
-            plugin_type,
-            calls: tx,
-        }),
-        PeerConfig::default(),
-    );
-    Harness {
-        proxy,
-        calls,
-        serving: serve(plugin_io),
-    }
-}
 
 // ---- a modifier ---------------------------------------------------------------------------------
 
@@ -186,11 +78,7 @@ fn modifier(plugin: Tagger, token: &str) -> Harness {
 }
 
 fn request(path: &str) -> HttpRequest {
-    HttpRequest {
-        method: "GET".into(),
-        path: path.into(),
-        ..HttpRequest::default()
-    }
+    common::request(path, &[])
 }
 
 #[tokio::test]

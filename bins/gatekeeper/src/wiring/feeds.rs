@@ -1,0 +1,235 @@
+//! What flows beside requests: registry changes sent to the router and loadbalancer plugins (and
+//! replayed to them before they are ready after every start), and registry changes and plugin
+//! lifecycle events recorded as event metrics.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use gatekeeper_plugin_host::{
+    BeforeReady, InstanceConnection, PluginEvent, PluginEventKind, PluginHandle,
+};
+use gatekeeper_proxy::{Metrics, Registry, RegistryChange};
+use gatekeeper_rpc::methods::{
+    AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, Method, RemoveBackend,
+    RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
+};
+use gatekeeper_rpc::metrics::events;
+use gatekeeper_rpc::types::Object;
+use gatekeeper_rpc::CallError;
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Which registry changes a plugin type follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follows {
+    /// Upstreams (router plugins).
+    Upstreams,
+    /// Backends (loadbalancer plugins).
+    Backends,
+}
+
+impl Follows {
+    fn wants(self, change: &RegistryChange) -> bool {
+        match self {
+            Follows::Upstreams => matches!(
+                change,
+                RegistryChange::UpstreamAdded(_) | RegistryChange::UpstreamRemoved { .. }
+            ),
+            Follows::Backends => matches!(
+                change,
+                RegistryChange::BackendAdded { .. } | RegistryChange::BackendRemoved { .. }
+            ),
+        }
+    }
+}
+
+/// One registry change as the call that tells a plugin about it.
+enum Call {
+    AddUpstream(AddUpstreamParams),
+    RemoveUpstream(RemoveUpstreamParams),
+    AddBackend(AddBackendParams),
+    RemoveBackend(RemoveBackendParams),
+}
+
+impl Call {
+    fn of(change: RegistryChange) -> Call {
+        match change {
+            RegistryChange::UpstreamAdded(upstream) => {
+                Call::AddUpstream(AddUpstreamParams { upstream })
+            }
+            RegistryChange::UpstreamRemoved { id } => {
+                Call::RemoveUpstream(RemoveUpstreamParams { id })
+            }
+            RegistryChange::BackendAdded {
+                upstream_id,
+                backend,
+            } => Call::AddBackend(AddBackendParams {
+                upstream_id,
+                backend,
+            }),
+            RegistryChange::BackendRemoved {
+                upstream_id,
+                backend_id,
+            } => Call::RemoveBackend(RemoveBackendParams {
+                upstream_id,
+                backend_id,
+            }),
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match self {
+            Call::AddUpstream(_) => AddUpstream::NAME,
+            Call::RemoveUpstream(_) => RemoveUpstream::NAME,
+            Call::AddBackend(_) => AddBackend::NAME,
+            Call::RemoveBackend(_) => RemoveBackend::NAME,
+        }
+    }
+
+    /// Sends it on one instance's control connection (the replay before ready).
+    async fn send_to_instance(&self, instance: &InstanceConnection) -> Result<(), CallError> {
+        match self {
+            Call::AddUpstream(p) => instance.call::<AddUpstream>(p).await.map(drop),
+            Call::RemoveUpstream(p) => instance.call::<RemoveUpstream>(p).await.map(drop),
+            Call::AddBackend(p) => instance.call::<AddBackend>(p).await.map(drop),
+            Call::RemoveBackend(p) => instance.call::<RemoveBackend>(p).await.map(drop),
+        }
+    }
+
+    /// Sends it to every ready instance of a plugin; instances that are down get the whole state
+    /// again before they are ready.
+    async fn send_to_all(&self, plugin: &PluginHandle) {
+        let outcomes = match self {
+            Call::AddUpstream(p) => errors(plugin.call_all::<AddUpstream>(p).await),
+            Call::RemoveUpstream(p) => errors(plugin.call_all::<RemoveUpstream>(p).await),
+            Call::AddBackend(p) => errors(plugin.call_all::<AddBackend>(p).await),
+            Call::RemoveBackend(p) => errors(plugin.call_all::<RemoveBackend>(p).await),
+        };
+        for (instance, error) in outcomes {
+            tracing::warn!(plugin = %plugin.name(), instance, method = self.method(), %error, "registry change not delivered");
+        }
+    }
+}
+
+fn errors<T, E: std::fmt::Display>(outcomes: Vec<(usize, Result<T, E>)>) -> Vec<(usize, String)> {
+    outcomes
+        .into_iter()
+        .filter_map(|(i, outcome)| outcome.err().map(|e| (i, e.to_string())))
+        .collect()
+}
+
+/// Before a router or loadbalancer instance is ready: send it every current upstream (or
+/// backend), so it never routes with a partial view.
+pub struct RegistryReplay {
+    registry: Arc<Registry>,
+    follows: Follows,
+}
+
+impl RegistryReplay {
+    /// Replays `registry` to plugins that follow `follows`.
+    pub fn new(registry: Arc<Registry>, follows: Follows) -> Self {
+        RegistryReplay { registry, follows }
+    }
+}
+
+impl BeforeReady for RegistryReplay {
+    fn before_ready(
+        &self,
+        instance: InstanceConnection,
+    ) -> BoxFuture<'static, Result<(), CallError>> {
+        let calls: Vec<Call> = self
+            .registry
+            .snapshot()
+            .replay()
+            .into_iter()
+            .filter(|change| self.follows.wants(change))
+            .map(Call::of)
+            .filter(|call| instance.has_hook(call.method()))
+            .collect();
+        Box::pin(async move {
+            let sends = calls.iter().map(|call| call.send_to_instance(&instance));
+            futures::future::try_join_all(sends).await.map(drop)
+        })
+    }
+}
+
+fn event_attributes(change: &RegistryChange) -> (&'static str, Object) {
+    let (name, value) = match change {
+        RegistryChange::UpstreamAdded(u) => (events::UPSTREAM_ADDED, json!({ "upstream": u.id })),
+        RegistryChange::UpstreamRemoved { id } => {
+            (events::UPSTREAM_REMOVED, json!({ "upstream": id }))
+        }
+        RegistryChange::BackendAdded {
+            upstream_id,
+            backend,
+        } => (
+            events::BACKEND_ADDED,
+            json!({ "upstream": upstream_id, "backend": backend.id, "address": backend.address }),
+        ),
+        RegistryChange::BackendRemoved {
+            upstream_id,
+            backend_id,
+        } => (
+            events::BACKEND_REMOVED,
+            json!({ "upstream": upstream_id, "backend": backend_id }),
+        ),
+    };
+    (name, value.as_object().cloned().unwrap_or_default())
+}
+
+/// Follows registry changes until the registry is dropped: records each as an event and sends it
+/// to the router (upstreams) and loadbalancer (backends) plugins, in order.
+pub async fn follow_registry(
+    mut changes: UnboundedReceiver<RegistryChange>,
+    followers: Vec<(PluginHandle, Follows)>,
+    metrics: Metrics,
+) {
+    while let Some(change) = changes.recv().await {
+        let (name, attributes) = event_attributes(&change);
+        tracing::info!(event = name, details = %serde_json::Value::Object(attributes.clone()), "registry changed");
+        metrics.record_event(name, attributes);
+        let interested: Vec<&PluginHandle> = followers
+            .iter()
+            .filter(|(_, follows)| follows.wants(&change))
+            .map(|(plugin, _)| plugin)
+            .collect();
+        if interested.is_empty() {
+            continue;
+        }
+        let call = Call::of(change);
+        for plugin in interested {
+            if plugin.has_hook(call.method()) {
+                call.send_to_all(plugin).await;
+            }
+        }
+    }
+}
+
+/// Records plugin lifecycle events as event metrics until the host is dropped.
+pub async fn follow_plugins(mut plugin_events: UnboundedReceiver<PluginEvent>, metrics: Metrics) {
+    while let Some(PluginEvent {
+        plugin,
+        instance,
+        kind,
+    }) = plugin_events.recv().await
+    {
+        let (name, details) = match kind {
+            PluginEventKind::Started { pid } => (events::PLUGIN_STARTED, json!({ "pid": pid })),
+            PluginEventKind::Restarted { restarts, pid } => (
+                events::PLUGIN_RESTARTED,
+                json!({ "restarts": restarts, "pid": pid }),
+            ),
+            PluginEventKind::Failed { reason } => {
+                (events::PLUGIN_FAILED, json!({ "reason": reason }))
+            }
+            PluginEventKind::HeartbeatMissed { missed } => {
+                (events::HEARTBEAT_MISSED, json!({ "missed": missed }))
+            }
+            PluginEventKind::Stopped => (events::PLUGIN_STOPPED, json!({})),
+        };
+        let mut attributes = details.as_object().cloned().unwrap_or_default();
+        attributes.insert("plugin".into(), plugin.into());
+        attributes.insert("instance".into(), instance.into());
+        metrics.record_event(name, attributes);
+    }
+}

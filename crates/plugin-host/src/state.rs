@@ -1,0 +1,135 @@
+//! The state a plugin's handles share with its supervisors: per instance, the published
+//! connections (one atomic pointer, empty while the instance is down), status, pid and restart
+//! count; per plugin, the round-robin cursor and the call counters. Everything is atomics, so the
+//! call path takes no lock.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use gatekeeper_rpc::methods::PluginType;
+use gatekeeper_rpc::Peer;
+
+use crate::handle::PluginStatus;
+
+/// The authenticated connections of one running process of a plugin instance.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    /// Every authenticated connection, the control connection first. Hook calls go round-robin.
+    pub(crate) peers: Vec<Peer>,
+    /// The hooks declared in the control connection's handshake.
+    pub(crate) hooks: Arc<HashSet<String>>,
+}
+
+/// One instance (one supervised process) of a plugin.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub(crate) index: usize,
+    /// `name` for a plugin with one instance, `name#index` otherwise: for logs and connections.
+    pub(crate) label: Arc<str>,
+    pub(crate) socket_path: PathBuf,
+    /// `Some` exactly while the instance is ready.
+    pub(crate) connections: ArcSwapOption<Connections>,
+    pub(crate) next_peer: AtomicUsize,
+    status: AtomicU8,
+    /// 0 when no process runs.
+    pid: AtomicU32,
+    restarts: AtomicU64,
+}
+
+impl Instance {
+    pub(crate) fn new(index: usize, label: Arc<str>, socket_path: PathBuf) -> Instance {
+        Instance {
+            index,
+            label,
+            socket_path,
+            connections: ArcSwapOption::empty(),
+            next_peer: AtomicUsize::new(0),
+            status: AtomicU8::new(status_to_u8(PluginStatus::Starting)),
+            pid: AtomicU32::new(0),
+            restarts: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_status(&self, status: PluginStatus) {
+        self.status.store(status_to_u8(status), Ordering::Release);
+    }
+
+    pub(crate) fn status(&self) -> PluginStatus {
+        status_from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_pid(&self, pid: Option<u32>) {
+        self.pid.store(pid.unwrap_or(0), Ordering::Release);
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self.pid.load(Ordering::Acquire) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    pub(crate) fn count_restart(&self) -> u64 {
+        self.restarts.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Acquire)
+    }
+}
+
+/// State shared by a plugin's handles and its supervisors.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) plugin_type: PluginType,
+    pub(crate) hook_timeout: Duration,
+    /// At least one.
+    pub(crate) instances: Vec<Arc<Instance>>,
+    pub(crate) next_instance: AtomicUsize,
+    pub(crate) calls: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        name: &str,
+        plugin_type: PluginType,
+        hook_timeout: Duration,
+        instances: Vec<Arc<Instance>>,
+    ) -> Shared {
+        Shared {
+            name: Arc::from(name),
+            plugin_type,
+            hook_timeout,
+            instances,
+            next_instance: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+        }
+    }
+}
+
+fn status_from_u8(value: u8) -> PluginStatus {
+    match value {
+        0 => PluginStatus::Starting,
+        1 => PluginStatus::Ready,
+        2 => PluginStatus::Restarting,
+        _ => PluginStatus::Stopped,
+    }
+}
+
+fn status_to_u8(status: PluginStatus) -> u8 {
+    match status {
+        PluginStatus::Starting => 0,
+        PluginStatus::Ready => 1,
+        PluginStatus::Restarting => 2,
+        PluginStatus::Stopped => 3,
+    }
+}

@@ -1,0 +1,514 @@
+//! The full request path ([`Flow`]), used when modifiers, a router or loadbalancer plugin, or
+//! metrics are configured:
+//!
+//! 1. **route**: the router plugin if there is one and it is available (else, or when it fails
+//!    open, the built-in router);
+//! 2. **modify_request** hooks, in order (each may change the request or answer it);
+//! 3. **pick a backend**: the loadbalancer plugin if there is one and it is available (else, or
+//!    when it fails open, the upstream's built-in balancer);
+//! 4. **forward** (counted as in flight on the backend until the response body ends);
+//! 5. **modify_response** hooks; any error goes through **modify_error_response** instead.
+//!
+//! The plugin view of the request is built lazily, the first time a plugin needs it. When
+//! metrics are on, every phase is timed into a [`RequestRecord`] that the response body
+//! finishes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gatekeeper_rpc::methods::{
+    GetBackend, GetBackendParams, Method as _, ModifyErrorResponse, ModifyRequest, ModifyResponse,
+    RouteRequest, RouteRequestParams, RouteRequestResult,
+};
+use gatekeeper_rpc::metrics::{ModifierPhase, Phases};
+use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
+use http::request::Parts;
+use http::{Method, Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, RequestBody};
+use crate::connect::ConnectTime;
+use crate::forward::{backend_uri, forward, headers_from_view, headers_to_view, strip_hop_by_hop};
+use crate::metrics::micros;
+use crate::modifier::{text_response, FailurePolicy, HookError, HookFailure, RequestOutcome};
+use crate::registry::{BackendEntry, InFlight, Snapshot, UpstreamEntry};
+use crate::router;
+use crate::service::{forward_error_kind, Shared};
+use crate::timing::RequestRecord;
+use crate::view::{
+    build_view, plain, prefixless, request_host, response_from_view, valid_status, Kind,
+};
+
+/// Why a request is answered without (further) forwarding.
+enum Reject {
+    /// The proxy answers with an error of this kind.
+    Error(Kind, String),
+    /// A fail-closed plugin failed.
+    Failed(HookFailure),
+}
+
+/// The error of a plugin that is down or restarting (logged at debug level: it is expected for
+/// every request until the plugin is back, and the plugin host logs the failure itself).
+const UNAVAILABLE: &str = "plugin not available";
+
+/// A plugin hook that failed or could not be called: applies its failure policy. `Ok` means
+/// "use the built-in instead".
+fn hook_failed(
+    plugin: &str,
+    policy: FailurePolicy,
+    hook: &str,
+    error: HookError,
+) -> Result<(), Reject> {
+    match policy {
+        FailurePolicy::Open if error.message == UNAVAILABLE => {
+            tracing::debug!(
+                plugin,
+                hook,
+                "plugin not available (fail-open: built-in used)"
+            );
+            Ok(())
+        }
+        FailurePolicy::Open => {
+            tracing::warn!(plugin, hook, %error, "hook failed (fail-open: built-in used)");
+            Ok(())
+        }
+        FailurePolicy::Closed { status } => {
+            tracing::warn!(plugin, hook, %error, status, "hook failed (fail-closed)");
+            Err(Reject::Failed(HookFailure {
+                plugin: plugin.to_string(),
+                status,
+                message: error.message,
+            }))
+        }
+    }
+}
+
+/// One request on the full path.
+pub(crate) struct Flow<'a> {
+    shared: &'a Shared,
+    listener: &'a str,
+    remote: SocketAddr,
+    snapshot: Arc<Snapshot>,
+    parts: Parts,
+    /// The plugin view, once a plugin needed it.
+    view: Option<HttpRequest>,
+    /// The upstream, once routed.
+    upstream: Option<Arc<UpstreamEntry>>,
+    /// Bytes of `/prefix` the built-in router matched.
+    strip: Option<usize>,
+    /// Whether the backend path and query come from the view (a plugin routed or changed it).
+    path_from_view: bool,
+    /// Whether a plugin returned a changed request (method and headers come from the view).
+    changed: bool,
+    record: Option<Box<RequestRecord>>,
+}
+
+impl<'a> Flow<'a> {
+    pub(crate) fn new(
+        shared: &'a Shared,
+        listener: &'a str,
+        remote: SocketAddr,
+        parts: Parts,
+    ) -> Self {
+        let record = shared
+            .measure
+            .then(|| RequestRecord::start(&shared.metrics, listener, &parts));
+        Flow {
+            shared,
+            listener,
+            remote,
+            snapshot: shared.registry.snapshot(),
+            parts,
+            view: None,
+            upstream: None,
+            strip: None,
+            path_from_view: false,
+            changed: false,
+            record,
+        }
+    }
+
+    /// Handles the request; the response body finishes the metrics record.
+    pub(crate) async fn run(mut self, body: Incoming) -> Response<ProxyBody> {
+        let counter = self.record.as_ref().map(|r| r.bytes_in.clone());
+        let mut response = self.lifecycle(RequestBody::new(body, counter)).await;
+        if let Some(mut record) = self.record.take() {
+            record.status = response.status().as_u16();
+            record.upstream = self.upstream.as_ref().map(|u| u.upstream.id.clone());
+            response.body_mut().set_record(record);
+        }
+        response
+    }
+
+    fn now(&self) -> Option<Instant> {
+        self.record.is_some().then(Instant::now)
+    }
+
+    fn phase(&mut self, started: Option<Instant>, set: impl FnOnce(&mut Phases, u64)) {
+        if let (Some(record), Some(started)) = (&mut self.record, started) {
+            set(&mut record.phases, micros(started.elapsed()));
+        }
+    }
+
+    /// The view (built now if needed) and where modifier hooks record their latency.
+    fn for_hooks(&mut self) -> (&mut HttpRequest, Option<&mut Vec<ModifierPhase>>) {
+        let Flow {
+            view,
+            parts,
+            listener,
+            remote,
+            upstream,
+            strip,
+            record,
+            ..
+        } = self;
+        let view = view.get_or_insert_with(|| {
+            build_view(parts, listener, *remote, upstream.as_deref(), *strip)
+        });
+        (view, record.as_mut().map(|r| &mut r.phases.modifiers))
+    }
+
+    async fn lifecycle(&mut self, body: RequestBody) -> Response<ProxyBody> {
+        if self.parts.method == Method::CONNECT {
+            let reject = Reject::Error(Kind::BadRequest, "CONNECT is not supported".into());
+            return self.reject(reject).await;
+        }
+        let started = self.now();
+        let routed = self.route().await;
+        self.phase(started, |p, us| p.router_us = us);
+        if let Err(reject) = routed {
+            return self.reject(reject).await;
+        }
+        let shared = self.shared;
+        if shared.chain.has_hook(ModifyRequest::NAME) {
+            let (view, phases) = self.for_hooks();
+            let view = std::mem::take(view);
+            match shared.chain.modify_request(view, phases).await {
+                RequestOutcome::Forward { request, changed } => {
+                    self.view = Some(request);
+                    self.changed |= changed;
+                }
+                RequestOutcome::Respond { request, response } => {
+                    self.view = Some(request);
+                    return self.respond(response).await;
+                }
+                RequestOutcome::Failed { request, failure } => {
+                    self.view = Some(request);
+                    return self.reject(Reject::Failed(failure)).await;
+                }
+            }
+        }
+        if self.changed {
+            if let Err(reject) = self.apply_view() {
+                return self.reject(reject).await;
+            }
+        }
+        let Some(upstream) = self.upstream.clone() else {
+            let reject = Reject::Error(Kind::Internal, "request was not routed".into());
+            return self.reject(reject).await;
+        };
+        let started = self.now();
+        let picked = self.pick_backend(&upstream).await;
+        self.phase(started, |p, us| p.loadbalancer_us = us);
+        match picked {
+            Ok(backend) => self.forward(upstream, backend, body).await,
+            Err(reject) => self.reject(reject).await,
+        }
+    }
+
+    /// Routes with the router plugin (when available and it succeeds) or the built-in router.
+    async fn route(&mut self) -> Result<(), Reject> {
+        if let Some(router) = self.shared.router.clone() {
+            let error = if router.is_available() {
+                let request = self.for_hooks().0.clone();
+                match router.route(RouteRequestParams { request }).await {
+                    Ok(result) => return self.apply_route(router.name(), result),
+                    Err(e) => e,
+                }
+            } else {
+                HookError::new(UNAVAILABLE)
+            };
+            hook_failed(
+                router.name(),
+                router.failure_policy(),
+                RouteRequest::NAME,
+                error,
+            )?;
+        }
+        let routed = router::route(
+            &self.snapshot,
+            self.listener,
+            self.parts.uri.path(),
+            request_host(&self.parts),
+        )
+        .map(|m| (m.upstream, m.prefix.map(|p| p.len() + 1)));
+        let Some((upstream, strip)) = routed else {
+            let message = "no upstream matches the request".to_string();
+            return Err(Reject::Error(Kind::NoRoute, message));
+        };
+        if let Some(view) = &mut self.view {
+            let path = self.parts.uri.path();
+            view.upstream = Some(upstream.upstream.id.clone());
+            view.prefix = strip.and_then(|n| path.get(1..n)).map(str::to_string);
+            view.prefixless_path = prefixless(path, strip).to_string();
+        }
+        self.upstream = Some(upstream);
+        self.strip = strip;
+        Ok(())
+    }
+
+    /// Applies a router plugin's decision.
+    fn apply_route(&mut self, plugin: &str, result: RouteRequestResult) -> Result<(), Reject> {
+        let Some(id) = result.upstream else {
+            let message = format!("router `{plugin}` found no upstream");
+            return Err(Reject::Error(Kind::NoRoute, message));
+        };
+        let Some(upstream) = self.snapshot.upstream(&id).cloned() else {
+            let message = format!("router `{plugin}` chose the unknown upstream `{id}`");
+            return Err(Reject::Error(Kind::NoRoute, message));
+        };
+        if let Some(request) = result.request {
+            self.view = Some(request);
+            self.changed = true;
+        }
+        let path = result
+            .prefixless_path
+            .unwrap_or_else(|| self.parts.uri.path().to_string());
+        let view = self.for_hooks().0;
+        view.upstream = Some(id);
+        view.prefixless_path = path;
+        self.upstream = Some(upstream);
+        self.path_from_view = true;
+        Ok(())
+    }
+
+    /// Takes method, headers and upstream from a view a plugin changed.
+    fn apply_view(&mut self) -> Result<(), Reject> {
+        let Some(request) = &self.view else {
+            return Ok(());
+        };
+        self.path_from_view = true;
+        match Method::from_bytes(request.method.as_bytes()) {
+            Ok(m) => self.parts.method = m,
+            Err(_) => {
+                let method = request.method.escape_debug();
+                let message = format!("a plugin set the invalid method `{method}`");
+                return Err(Reject::Error(Kind::Internal, message));
+            }
+        }
+        self.parts.headers = headers_from_view(&request.headers);
+        let current = self.upstream.as_ref().map(|u| u.upstream.id.as_str());
+        if let Some(id) = request
+            .upstream
+            .as_deref()
+            .filter(|id| Some(*id) != current)
+        {
+            match self.snapshot.upstream(id) {
+                Some(u) => self.upstream = Some(u.clone()),
+                None => {
+                    let message = format!("a plugin chose the unknown upstream `{id}`");
+                    return Err(Reject::Error(Kind::NoRoute, message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks the backend with the loadbalancer plugin (when available and it succeeds) or the
+    /// built-in balancer.
+    async fn pick_backend(
+        &mut self,
+        upstream: &Arc<UpstreamEntry>,
+    ) -> Result<Arc<BackendEntry>, Reject> {
+        let id = &upstream.upstream.id;
+        if let Some(lb) = self.shared.loadbalancer.clone() {
+            let error = if lb.is_available() {
+                let params = GetBackendParams {
+                    upstream_id: id.clone(),
+                    request: self.for_hooks().0.clone(),
+                };
+                match lb.get_backend(params).await.map(|r| r.backend_id) {
+                    Ok(None) => {
+                        let message = format!("loadbalancer `{}` found no backend", lb.name());
+                        return Err(Reject::Error(Kind::NoBackend, message));
+                    }
+                    Ok(Some(backend)) => match upstream.backend(&backend) {
+                        Some(b) => return Ok(b.clone()),
+                        None => HookError::new(format!(
+                            "chose the unknown backend `{backend}` of upstream `{id}`"
+                        )),
+                    },
+                    Err(e) => e,
+                }
+            } else {
+                HookError::new(UNAVAILABLE)
+            };
+            hook_failed(lb.name(), lb.failure_policy(), GetBackend::NAME, error)?;
+        }
+        self.shared.balancer.pick(upstream).ok_or_else(|| {
+            Reject::Error(Kind::NoBackend, format!("upstream `{id}` has no backends"))
+        })
+    }
+
+    /// Forwards to the backend, then runs the `modify_response` hooks.
+    async fn forward(
+        &mut self,
+        upstream: Arc<UpstreamEntry>,
+        backend: Arc<BackendEntry>,
+        body: RequestBody,
+    ) -> Response<ProxyBody> {
+        let shared = self.shared;
+        if !shared.chain.is_empty() {
+            // Response and error hooks need the view once the request's parts are gone.
+            self.for_hooks();
+        }
+        let uri = match (&self.view, self.path_from_view) {
+            (Some(v), true) => backend_uri(&backend, &v.prefixless_path, v.query.as_deref(), None),
+            _ => {
+                let uri = &self.parts.uri;
+                let original = self.strip.is_none().then(|| uri.path_and_query()).flatten();
+                let path = prefixless(uri.path(), self.strip);
+                backend_uri(&backend, path, uri.query(), original)
+            }
+        };
+        let uri = match uri {
+            Ok(uri) => uri,
+            Err(e) => {
+                let kind = if self.path_from_view {
+                    Kind::Internal
+                } else {
+                    Kind::BadRequest
+                };
+                return self
+                    .reject(Reject::Error(kind, format!("invalid path: {e}")))
+                    .await;
+            }
+        };
+        let mut parts = std::mem::replace(&mut self.parts, Request::new(()).into_parts().0);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let timeout = shared.timeout(&upstream);
+        let in_flight = InFlight::new(backend.clone());
+        let started = self.now();
+        let result = forward(&shared.client, Request::from_parts(parts, body), timeout).await;
+        if let (Some(record), Some(started)) = (&mut self.record, started) {
+            let latency = micros(started.elapsed());
+            record.phases.upstream_response_us = latency;
+            record.upstream = Some(upstream.upstream.id.clone());
+            record.backend = Some(backend.backend.id.clone());
+            let outcome = match &result {
+                Ok(r) => {
+                    record.phases.upstream_connect_us = r
+                        .extensions()
+                        .get::<ConnectTime>()
+                        .map_or(0, ConnectTime::take);
+                    Ok(r.status().as_u16())
+                }
+                Err(e) => Err(e.metric_error()),
+            };
+            record.record_upstream(&backend.backend.id, latency, outcome);
+        }
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                drop(in_flight);
+                tracing::warn!(upstream = %upstream.upstream.id, backend = %backend.backend.id, error = %e, "forwarding failed");
+                let reject = Reject::Error(forward_error_kind(&e), e.to_string());
+                return self.reject(reject).await;
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = ProxyBody::streamed(body, Some(in_flight));
+        if !shared.chain.has_hook(ModifyResponse::NAME) {
+            return Response::from_parts(parts, body);
+        }
+        let view = HttpResponse {
+            status: parts.status.as_u16(),
+            headers: headers_to_view(&parts.headers),
+            body: None,
+        };
+        let (request, phases) = self.for_hooks();
+        match shared.chain.modify_response(request, view, phases).await {
+            Err(failure) => self.reject(Reject::Failed(failure)).await,
+            Ok((_, false)) => Response::from_parts(parts, body),
+            Ok((new, true)) => {
+                let Some(status) = valid_status(new.status) else {
+                    let message = format!("a plugin set the invalid status {}", new.status);
+                    return self.reject(Reject::Error(Kind::Internal, message)).await;
+                };
+                if new.body.is_some() {
+                    // The plugin's body replaces the backend's, which is dropped.
+                    return response_from_view(new).unwrap_or_else(|| plain(Kind::Internal));
+                }
+                parts.status = status;
+                parts.headers = headers_from_view(&new.headers);
+                Response::from_parts(parts, body)
+            }
+        }
+    }
+
+    /// Answers with a response a plugin produced in `modify_request`, after `modify_response`.
+    async fn respond(&mut self, response: HttpResponse) -> Response<ProxyBody> {
+        let shared = self.shared;
+        let response = if shared.chain.has_hook(ModifyResponse::NAME) {
+            let (request, phases) = self.for_hooks();
+            match shared
+                .chain
+                .modify_response(request, response, phases)
+                .await
+            {
+                Ok((response, _)) => response,
+                Err(failure) => return self.reject(Reject::Failed(failure)).await,
+            }
+        } else {
+            response
+        };
+        let status = response.status;
+        match response_from_view(response) {
+            Some(r) => r,
+            None => {
+                let message = format!("a plugin set the invalid status {status}");
+                self.reject(Reject::Error(Kind::Internal, message)).await
+            }
+        }
+    }
+
+    /// Answers with an error, through the `modify_error_response` hooks.
+    async fn reject(&mut self, reject: Reject) -> Response<ProxyBody> {
+        let (response, error, kind) = match reject {
+            Reject::Error(kind, message) => {
+                tracing::debug!(kind = kind.as_str(), %message, "error response");
+                let error = ProxyError {
+                    kind: kind.as_str().to_string(),
+                    message,
+                };
+                let response = text_response(kind.status(), kind.body());
+                (response, error, kind.as_str())
+            }
+            Reject::Failed(failure) => (failure.response(), failure.proxy_error(), "plugin_failed"),
+        };
+        if let Some(record) = &mut self.record {
+            record.error = Some(kind);
+        }
+        let shared = self.shared;
+        let response = if shared.chain.has_hook(ModifyErrorResponse::NAME) {
+            let (request, phases) = self.for_hooks();
+            shared
+                .chain
+                .modify_error_response(request, response, &error, phases)
+                .await
+        } else {
+            response
+        };
+        let status = response.status;
+        response_from_view(response).unwrap_or_else(|| {
+            tracing::warn!(
+                status,
+                "a plugin set an invalid status on an error response"
+            );
+            plain(Kind::Internal)
+        })
+    }
+}

@@ -1,0 +1,481 @@
+//! The metrics pipeline: a cheap [`Metrics`] handle that records without ever waiting, bounded
+//! buffers (one per kind of record), and one flusher task that delivers batches to every
+//! [`MetricsExporter`] (metric plugins, and the loadbalancer plugin for upstream metrics).
+//!
+//! ```text
+//! record_*() ─try_send─► buffer per kind (bounded; full → dropped += 1)
+//!                          │  batch_size waiting, or flush_interval passed, or shutdown
+//!                          ▼
+//!                       flusher task ─► every exporter that wants the kind, concurrently
+//! ```
+//!
+//! A batch never has more than `batch_size` records. The flusher waits for the exports of one
+//! round before starting the next, so a slow exporter (each bounds its own calls with a
+//! timeout) makes the buffers fill up and records get dropped instead of piling up in memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use gatekeeper_rpc::metrics::{
+    now_ms, EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric,
+};
+use gatekeeper_rpc::types::Object;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+
+/// The kinds of metric records, one per metric hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// [`EventMetric`] (`event_metric`).
+    Event,
+    /// [`ProfilingMetric`] (`profiling_metric`).
+    Profile,
+    /// [`PluginMetric`] (`plugin_metric`).
+    Plugin,
+    /// [`RequestMetric`] (`request_metric`).
+    Request,
+    /// [`UpstreamMetric`] (`upstream_metric`).
+    Upstream,
+}
+
+impl MetricKind {
+    /// Every kind.
+    pub const ALL: [MetricKind; 5] = [
+        MetricKind::Event,
+        MetricKind::Profile,
+        MetricKind::Plugin,
+        MetricKind::Request,
+        MetricKind::Upstream,
+    ];
+}
+
+/// Where batches of metric records go: a metric plugin, or a loadbalancer plugin for upstream
+/// metrics. Implemented by the gatekeeper binary on top of the plugin host.
+///
+/// Every method has a default that does nothing, and [`wants`](Self::wants) lets an exporter
+/// say which kinds it takes (the flusher does not even copy a batch for an exporter that does
+/// not want it). An export future should bound itself with a timeout and log its own errors.
+pub trait MetricsExporter: Send + Sync + 'static {
+    /// Whether this exporter takes records of this kind (default: all kinds).
+    fn wants(&self, kind: MetricKind) -> bool {
+        let _ = kind;
+        true
+    }
+    /// `event_metric`: a batch of events, oldest first.
+    fn export_events(&self, batch: Vec<EventMetric>) -> BoxFuture<'static, ()> {
+        let _ = batch;
+        Box::pin(async {})
+    }
+    /// `profiling_metric`: a batch of timings of internal operations, oldest first.
+    fn export_profiles(&self, batch: Vec<ProfilingMetric>) -> BoxFuture<'static, ()> {
+        let _ = batch;
+        Box::pin(async {})
+    }
+    /// `plugin_metric`: a batch of plugin calls, oldest first.
+    fn export_plugin_metrics(&self, batch: Vec<PluginMetric>) -> BoxFuture<'static, ()> {
+        let _ = batch;
+        Box::pin(async {})
+    }
+    /// `request_metric`: a batch of finished requests, oldest first.
+    fn export_requests(&self, batch: Vec<RequestMetric>) -> BoxFuture<'static, ()> {
+        let _ = batch;
+        Box::pin(async {})
+    }
+    /// `upstream_metric`: a batch of backend outcomes, oldest first.
+    fn export_upstream_metrics(&self, batch: Vec<UpstreamMetric>) -> BoxFuture<'static, ()> {
+        let _ = batch;
+        Box::pin(async {})
+    }
+}
+
+/// Settings of the metrics pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The most records sent in one call; a batch is sent as soon as this many of a kind are
+    /// waiting (default 100; at least 1).
+    pub batch_size: usize,
+    /// Records waiting this long are sent even if fewer than `batch_size` (default 1s; at
+    /// least 1ms).
+    pub flush_interval: Duration,
+    /// Records of each kind buffered at most; more are dropped and counted (default 10 000;
+    /// at least 1).
+    pub buffer: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            batch_size: 100,
+            flush_interval: Duration::from_secs(1),
+            buffer: 10_000,
+        }
+    }
+}
+
+/// One bounded buffer.
+struct Queue<T> {
+    tx: mpsc::Sender<T>,
+    wanted: bool,
+}
+
+impl<T> Queue<T> {
+    fn push(&self, record: T, shared: &Inner) {
+        if !self.wanted {
+            return;
+        }
+        if shared.closed.load(Ordering::Relaxed) || self.tx.try_send(record).is_err() {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Permits in use = records waiting (approximately, under concurrency).
+        if self.tx.max_capacity() - self.tx.capacity() >= shared.batch_size {
+            shared.wake.notify_one();
+        }
+    }
+}
+
+struct Inner {
+    events: Queue<EventMetric>,
+    profiles: Queue<ProfilingMetric>,
+    plugins: Queue<PluginMetric>,
+    requests: Queue<RequestMetric>,
+    upstreams: Queue<UpstreamMetric>,
+    batch_size: usize,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+    wake: Arc<Notify>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The handle used to record metrics: cheap to clone, and recording never waits.
+///
+/// Dropping every handle without [`shutdown`](Self::shutdown) still makes the flusher send what
+/// is buffered, in the background.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Option<Arc<Inner>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("enabled", &self.is_enabled())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+fn queue<T>(buffer: usize, wanted: bool) -> (Queue<T>, mpsc::Receiver<T>) {
+    // A kind nobody wants gets a minimal channel that is never written to.
+    let (tx, rx) = mpsc::channel(if wanted { buffer } else { 1 });
+    (Queue { tx, wanted }, rx)
+}
+
+impl Metrics {
+    /// A pipeline delivering to these exporters, with its flusher task spawned on the current
+    /// Tokio runtime (call it from within one). With no exporters it is [`disabled`](Self::disabled).
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (spawning the flusher task fails).
+    pub fn new(config: MetricsConfig, exporters: Vec<Arc<dyn MetricsExporter>>) -> Self {
+        if exporters.is_empty() {
+            return Metrics::disabled();
+        }
+        let batch_size = config.batch_size.max(1);
+        let buffer = config.buffer.max(1);
+        let wants = |kind| exporters.iter().any(|e| e.wants(kind));
+        let (events, events_rx) = queue(buffer, wants(MetricKind::Event));
+        let (profiles, profiles_rx) = queue(buffer, wants(MetricKind::Profile));
+        let (plugins, plugins_rx) = queue(buffer, wants(MetricKind::Plugin));
+        let (requests, requests_rx) = queue(buffer, wants(MetricKind::Request));
+        let (upstreams, upstreams_rx) = queue(buffer, wants(MetricKind::Upstream));
+        let wake = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let flusher = Flusher {
+            exporters,
+            batch_size,
+            events: events_rx,
+            profiles: profiles_rx,
+            plugins: plugins_rx,
+            requests: requests_rx,
+            upstreams: upstreams_rx,
+        };
+        let interval = config.flush_interval.max(Duration::from_millis(1));
+        let task = tokio::spawn(flusher.run(wake.clone(), stop_rx, interval));
+        Metrics {
+            inner: Some(Arc::new(Inner {
+                events,
+                profiles,
+                plugins,
+                requests,
+                upstreams,
+                batch_size,
+                dropped: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                wake,
+                stop: Mutex::new(Some(stop_tx)),
+                task: Mutex::new(Some(task)),
+            })),
+        }
+    }
+
+    /// A handle that records nothing (no task, no buffers).
+    pub fn disabled() -> Self {
+        Metrics { inner: None }
+    }
+
+    /// Whether records go anywhere (false when disabled or without exporters).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Whether some exporter takes records of this kind (records of other kinds are discarded
+    /// at once, without counting them as dropped).
+    pub fn wants(&self, kind: MetricKind) -> bool {
+        self.inner.as_ref().is_some_and(|i| match kind {
+            MetricKind::Event => i.events.wanted,
+            MetricKind::Profile => i.profiles.wanted,
+            MetricKind::Plugin => i.plugins.wanted,
+            MetricKind::Request => i.requests.wanted,
+            MetricKind::Upstream => i.upstreams.wanted,
+        })
+    }
+
+    /// Records lost because their buffer was full (or recorded after shutdown).
+    pub fn dropped(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |i| i.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Records an event (one of [`gatekeeper_rpc::metrics::events`]) happening now.
+    pub fn record_event(&self, name: impl Into<String>, attributes: Object) {
+        if let Some(i) = &self.inner {
+            if i.events.wanted {
+                let event = EventMetric {
+                    time_ms: now_ms(),
+                    name: name.into(),
+                    attributes,
+                };
+                i.events.push(event, i);
+            }
+        }
+    }
+
+    /// Records how long an internal operation that just ended took.
+    pub fn record_profile(&self, name: impl Into<String>, duration: Duration, attributes: Object) {
+        if let Some(i) = &self.inner {
+            if i.profiles.wanted {
+                let profile = ProfilingMetric {
+                    time_ms: now_ms(),
+                    name: name.into(),
+                    duration_us: micros(duration),
+                    attributes,
+                };
+                i.profiles.push(profile, i);
+            }
+        }
+    }
+
+    /// Records a call to a plugin.
+    pub fn record_plugin(&self, metric: PluginMetric) {
+        if let Some(i) = &self.inner {
+            i.plugins.push(metric, i);
+        }
+    }
+
+    /// Records a finished request.
+    pub fn record_request(&self, metric: RequestMetric) {
+        if let Some(i) = &self.inner {
+            i.requests.push(metric, i);
+        }
+    }
+
+    /// Records the outcome of a request to a backend.
+    pub fn record_upstream(&self, metric: UpstreamMetric) {
+        if let Some(i) = &self.inner {
+            i.upstreams.push(metric, i);
+        }
+    }
+
+    /// Stops recording, sends everything buffered (in batches of at most `batch_size`), and
+    /// waits for the flusher task to end. Later records are dropped (and counted). Safe to call
+    /// more than once; only the first call waits for the final flush.
+    pub async fn shutdown(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        inner.closed.store(true, Ordering::Relaxed);
+        let stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        let task = inner.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "metrics flusher task failed");
+            }
+        }
+    }
+}
+
+/// A duration in whole microseconds (saturating).
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The flusher task's state: the receiving ends of the buffers and the exporters.
+struct Flusher {
+    exporters: Vec<Arc<dyn MetricsExporter>>,
+    batch_size: usize,
+    events: mpsc::Receiver<EventMetric>,
+    profiles: mpsc::Receiver<ProfilingMetric>,
+    plugins: mpsc::Receiver<PluginMetric>,
+    requests: mpsc::Receiver<RequestMetric>,
+    upstreams: mpsc::Receiver<UpstreamMetric>,
+}
+
+/// Takes the waiting records as batches of `batch_size`; the last, smaller batch only when
+/// `all` is set (on the interval and at shutdown). Takes only what is waiting when called.
+fn take_batches<T>(rx: &mut mpsc::Receiver<T>, batch_size: usize, all: bool) -> Vec<Vec<T>> {
+    let mut waiting = rx.len();
+    let mut batches = Vec::new();
+    while waiting >= batch_size || (all && waiting > 0) {
+        let n = waiting.min(batch_size);
+        let mut batch = Vec::with_capacity(n);
+        while batch.len() < n {
+            match rx.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        waiting -= batch.len().min(waiting);
+        batches.push(batch);
+    }
+    batches
+}
+
+type Export<T> = fn(&dyn MetricsExporter, Vec<T>) -> BoxFuture<'static, ()>;
+
+/// The export calls of these batches to every exporter wanting `kind` (the last exporter gets
+/// the batch itself, the others a copy).
+fn exports<T: Clone>(
+    exporters: &[Arc<dyn MetricsExporter>],
+    kind: MetricKind,
+    batches: Vec<Vec<T>>,
+    export: Export<T>,
+    out: &mut Vec<BoxFuture<'static, ()>>,
+) {
+    let wanting: Vec<&Arc<dyn MetricsExporter>> =
+        exporters.iter().filter(|e| e.wants(kind)).collect();
+    for batch in batches {
+        if let Some((last, rest)) = wanting.split_last() {
+            for e in rest {
+                out.push(export(e.as_ref(), batch.clone()));
+            }
+            out.push(export(last.as_ref(), batch));
+        }
+    }
+}
+
+impl Flusher {
+    async fn run(mut self, wake: Arc<Notify>, mut stop: oneshot::Receiver<()>, interval: Duration) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // Shutdown requested, or every handle dropped.
+                _ = &mut stop => break,
+                _ = wake.notified() => self.flush(false).await,
+                _ = tick.tick() => self.flush(true).await,
+            }
+        }
+        self.flush(true).await;
+    }
+
+    /// One round: collects the batches of every kind and exports them all concurrently.
+    async fn flush(&mut self, all: bool) {
+        let n = self.batch_size;
+        let mut calls = Vec::new();
+        let ex = &self.exporters;
+        let events = take_batches(&mut self.events, n, all);
+        exports(
+            ex,
+            MetricKind::Event,
+            events,
+            |e, b| e.export_events(b),
+            &mut calls,
+        );
+        let profiles = take_batches(&mut self.profiles, n, all);
+        exports(
+            ex,
+            MetricKind::Profile,
+            profiles,
+            |e, b| e.export_profiles(b),
+            &mut calls,
+        );
+        let plugins = take_batches(&mut self.plugins, n, all);
+        exports(
+            ex,
+            MetricKind::Plugin,
+            plugins,
+            |e, b| e.export_plugin_metrics(b),
+            &mut calls,
+        );
+        let requests = take_batches(&mut self.requests, n, all);
+        exports(
+            ex,
+            MetricKind::Request,
+            requests,
+            |e, b| e.export_requests(b),
+            &mut calls,
+        );
+        let upstreams = take_batches(&mut self.upstreams, n, all);
+        exports(
+            ex,
+            MetricKind::Upstream,
+            upstreams,
+            |e, b| e.export_upstream_metrics(b),
+            &mut calls,
+        );
+        if !calls.is_empty() {
+            futures::future::join_all(calls).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn take_batches_respects_the_size() {
+        let (tx, mut rx) = mpsc::channel(100);
+        for i in 0..25 {
+            tx.try_send(i).unwrap();
+        }
+        let b = take_batches(&mut rx, 10, false);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10]);
+        let b = take_batches(&mut rx, 10, false);
+        assert!(b.is_empty());
+        let b = take_batches(&mut rx, 10, true);
+        assert_eq!(b, [vec![20, 21, 22, 23, 24]]);
+    }
+
+    #[tokio::test]
+    async fn disabled_records_nothing() {
+        let m = Metrics::disabled();
+        assert!(!m.is_enabled() && !m.wants(MetricKind::Event));
+        m.record_event("x", Object::new());
+        assert_eq!(m.dropped(), 0);
+        m.shutdown().await;
+        assert!(!Metrics::new(MetricsConfig::default(), vec![]).is_enabled());
+    }
+}

@@ -1,0 +1,132 @@
+//! Conversions between hyper's requests and responses and the plugin views
+//! ([`HttpRequest`], [`HttpResponse`]), and the proxy's own error answers.
+
+use std::net::SocketAddr;
+
+use gatekeeper_rpc::types::{HttpRequest, HttpResponse};
+use http::request::Parts;
+use http::{header, Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::forward::{headers_from_view, headers_to_view};
+use crate::registry::UpstreamEntry;
+
+/// The kinds of errors the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    NoRoute,
+    NoBackend,
+    BackendUnreachable,
+    Timeout,
+    BadRequest,
+    Internal,
+}
+
+impl Kind {
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            Kind::NoRoute => 404,
+            Kind::NoBackend => 503,
+            Kind::BackendUnreachable => 502,
+            Kind::Timeout => 504,
+            Kind::BadRequest => 400,
+            Kind::Internal => 500,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::NoRoute => "no_route",
+            Kind::NoBackend => "no_backend",
+            Kind::BackendUnreachable => "backend_unreachable",
+            Kind::Timeout => "timeout",
+            Kind::BadRequest => "bad_request",
+            Kind::Internal => "internal",
+        }
+    }
+
+    pub(crate) fn body(self) -> &'static str {
+        match self {
+            Kind::NoRoute => "no route",
+            Kind::NoBackend => "no backend available",
+            Kind::BackendUnreachable => "backend unreachable",
+            Kind::Timeout => "backend timeout",
+            Kind::BadRequest => "bad request",
+            Kind::Internal => "internal error",
+        }
+    }
+}
+
+/// A plain-text error response built without plugins.
+pub(crate) fn plain(kind: Kind) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(format!("{}\n", kind.body())));
+    *response.status_mut() =
+        StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A status a plugin may answer with: 200–599 (1xx are not final responses).
+pub(crate) fn valid_status(status: u16) -> Option<StatusCode> {
+    if (200..=599).contains(&status) {
+        StatusCode::from_u16(status).ok()
+    } else {
+        None
+    }
+}
+
+/// Builds a response whose body is the view's body (empty when `None`).
+pub(crate) fn response_from_view(view: HttpResponse) -> Option<Response<ProxyBody>> {
+    let status = valid_status(view.status)?;
+    let mut headers = headers_from_view(&view.headers);
+    headers.remove(header::CONTENT_LENGTH);
+    let mut response = Response::new(ProxyBody::full(view.body.unwrap_or_default()));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Some(response)
+}
+
+/// The Host header, or the authority of an absolute-form request URI.
+pub(crate) fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+/// The path without the first `strip` bytes (`/prefix`); `/` when nothing remains.
+pub(crate) fn prefixless(path: &str, strip: Option<usize>) -> &str {
+    match strip {
+        Some(n) => path.get(n..).filter(|p| !p.is_empty()).unwrap_or("/"),
+        None => path,
+    }
+}
+
+/// The plugin view of the client's request, routed to `upstream` with `strip` bytes of prefix
+/// removed (or not routed yet).
+pub(crate) fn build_view(
+    parts: &Parts,
+    listener: &str,
+    remote: SocketAddr,
+    upstream: Option<&UpstreamEntry>,
+    strip: Option<usize>,
+) -> HttpRequest {
+    let path = parts.uri.path();
+    HttpRequest {
+        listener: listener.to_string(),
+        remote_addr: remote.to_string(),
+        method: parts.method.as_str().to_string(),
+        host: request_host(parts).unwrap_or_default().to_string(),
+        path: path.to_string(),
+        prefix: strip.and_then(|n| path.get(1..n)).map(str::to_string),
+        prefixless_path: prefixless(path, strip).to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: headers_to_view(&parts.headers),
+        upstream: upstream.map(|u| u.upstream.id.clone()),
+        context: Default::default(),
+    }
+}

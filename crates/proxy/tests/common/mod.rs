@@ -1,0 +1,231 @@
+//! Helpers shared by the end-to-end tests: a tiny hyper backend and the proxy, both on
+//! 127.0.0.1, and a client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatekeeper_proxy::{ListenerConfig, Modifier, Proxy, ProxyConfig, Registry};
+use gatekeeper_rpc::types::{Backend, Upstream};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A backend answering `METHOD URI` and a few request headers; sleeps on `/slow`. Every
+/// response has `x-backend: yes` and `x-backend-name: {name}`.
+pub async fn start_named_backend(name: &'static str, hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if req.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
+                        let header = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-")
+                                .to_string()
+                        };
+                        let mut body = format!(
+                            "{} {}\nhost={}\nx-added={}\nconnection={}",
+                            req.method(),
+                            req.uri(),
+                            header("host"),
+                            header("x-added"),
+                            header("x-hop"),
+                        );
+                        let (_, req_body) = req.into_parts();
+                        let received = req_body.collect().await.unwrap().to_bytes();
+                        if !received.is_empty() {
+                            body.push_str(&format!("\nbody={}", received.len()));
+                        }
+                        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+                        resp.headers_mut()
+                            .insert("x-backend", http::HeaderValue::from_static("yes"));
+                        resp.headers_mut()
+                            .insert("x-backend-name", http::HeaderValue::from_static(name));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// [`start_named_backend`] named `b1`.
+pub async fn start_backend(hits: Arc<AtomicUsize>) -> SocketAddr {
+    start_named_backend("b1", hits).await
+}
+
+/// An address nothing listens on.
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// A proxy with one listener `http`, configured further by `configure`.
+pub async fn start_proxy_with(
+    modifiers: Vec<Arc<dyn Modifier>>,
+    configure: impl FnOnce(Proxy) -> Proxy,
+) -> TestProxy {
+    let registry = Arc::new(Registry::new());
+    let config = ProxyConfig {
+        listeners: vec![ListenerConfig {
+            name: "http".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+        }],
+        ..ProxyConfig::default()
+    };
+    let bound = configure(Proxy::new(config, registry.clone(), modifiers))
+        .bind()
+        .await
+        .unwrap();
+    let addr = bound.local_addrs()[0];
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(bound.serve(async move {
+        let _ = rx.await;
+    }));
+    TestProxy {
+        addr,
+        registry,
+        stop: Some(tx),
+        done,
+    }
+}
+
+pub async fn start_proxy(modifiers: Vec<Arc<dyn Modifier>>) -> TestProxy {
+    start_proxy_with(modifiers, |p| p).await
+}
+
+pub fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
+    Upstream {
+        id: id.into(),
+        name: String::new(),
+        timeout_ms,
+        protocols: vec![],
+        hostnames: vec![format!("{id}.test")],
+        prefixes: vec![prefix.into()],
+        balancer: None,
+        extra: Default::default(),
+    }
+}
+
+pub fn backend(id: &str, addr: SocketAddr) -> Backend {
+    Backend {
+        id: id.into(),
+        address: format!("http://{addr}"),
+        extra: Default::default(),
+    }
+}
+
+/// A response as the tests look at it.
+pub type Answer = (StatusCode, http::HeaderMap, String);
+
+/// Sends a request with these extra headers and body; returns status, headers and body text.
+pub async fn send(
+    proxy: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{proxy}{path}"))
+        .header("connection", "x-hop")
+        .header("x-hop", "secret");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = client
+        .request(
+            req.body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Sends a GET and returns status, headers and body text.
+pub async fn get(proxy: SocketAddr, path: &str, host: Option<&str>) -> Answer {
+    let headers: Vec<(&str, &str)> = host.map(|h| ("host", h)).into_iter().collect();
+    send(proxy, "GET", path, &headers, "").await
+}
+
+/// A proxy with upstream `api` (prefix `api`) whose one backend `b1` is a live test backend.
+pub async fn setup_with(
+    modifiers: Vec<Arc<dyn Modifier>>,
+    configure: impl FnOnce(Proxy) -> Proxy,
+) -> (TestProxy, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let backend_addr = start_backend(hits.clone()).await;
+    let proxy = start_proxy_with(modifiers, configure).await;
+    proxy
+        .registry
+        .add_upstream(upstream("api", "api", Some(500)))
+        .unwrap();
+    proxy
+        .registry
+        .add_backend("api", backend("b1", backend_addr))
+        .unwrap();
+    (proxy, hits)
+}
+
+pub async fn setup(modifiers: Vec<Arc<dyn Modifier>>) -> (TestProxy, Arc<AtomicUsize>) {
+    setup_with(modifiers, |p| p).await
+}
+
+/// Waits (up to 5s) until `check` returns `Some`.
+pub async fn eventually<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within 5s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
