@@ -116,3 +116,151 @@ plugin_pid() {
   done
   return 1
 }
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for the plugin-type suites (router, loadbalancer, metric, manager, supervision).
+
+# retry TRIES CMD...: runs CMD every 0.1 s until it succeeds, at most TRIES times.
+retry() {
+  local tries=$1
+  shift
+  local i
+  for ((i = 0; i < tries; i++)); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  echo "gave up after $tries tries: $*" >&2
+  return 1
+}
+
+# http_code ARGS...: curl ARGS and print only the status code (000 when curl failed).
+http_code() {
+  curl -s --max-time 5 -o /dev/null -w '%{http_code}' "$@" || true
+}
+
+# gk_log: gatekeeper's log without the ANSI colour codes tracing puts in it.
+gk_log() {
+  sed 's/\x1b\[[0-9;]*m//g' "$GK_LOG"
+}
+
+# records FILE FILTER: the JSON lines of FILE (a test plugin's record file) that FILTER (a jq
+# expression) keeps, compact; nothing when the file does not exist yet.
+records() {
+  [[ -f $1 ]] || return 0
+  jq -c "$2" "$1"
+}
+
+# count_records FILE FILTER: how many lines `records FILE FILTER` prints.
+count_records() {
+  records "$1" "$2" | wc -l | tr -d ' '
+}
+
+# wait_for_records FILE FILTER N [TRIES]: waits (0.1 s steps) until FILE has at least N lines
+# that FILTER keeps.
+wait_for_records() {
+  local file=$1 filter=$2 n=$3 tries=${4:-100}
+  local i
+  for ((i = 0; i < tries; i++)); do
+    (($(count_records "$file" "$filter") >= n)) && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for $n records $filter in $file (have $(count_records "$file" "$filter"))" >&2
+  return 1
+}
+
+# wait_for_log PATTERN [TRIES]: waits until gatekeeper's log (colours removed) matches the
+# extended regex PATTERN.
+wait_for_log() {
+  local pattern=$1 tries=${2:-100}
+  local i
+  for ((i = 0; i < tries; i++)); do
+    gk_log | grep -Eq -- "$pattern" && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for /$pattern/ in the log" >&2
+  return 1
+}
+
+# wait_for_restart NAME OLD_PID [TRIES]: waits until plugin NAME runs with a pid other than
+# OLD_PID and the log says that process is ready. Prints the new pid.
+wait_for_restart() {
+  local name=$1 old=$2 tries=${3:-100} pid
+  local i
+  for ((i = 0; i < tries; i++)); do
+    pid=$(plugin_pid "$name" || true)
+    if [[ -n $pid && $pid != "$old" ]] &&
+      gk_log | grep 'plugin ready' | grep -q "plugin=$name pid=Some($pid)"; then
+      echo "$pid"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "plugin $name was not restarted (old pid $old)" >&2
+  return 1
+}
+
+# stop_gatekeeper [TRIES]: SIGTERM gatekeeper and wait until it exited (it flushes metrics and
+# stops its plugins first).
+stop_gatekeeper() {
+  local tries=${1:-100}
+  kill -TERM "$GK_PID" 2>/dev/null || return 1
+  local i
+  for ((i = 0; i < tries; i++)); do
+    kill -0 "$GK_PID" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  echo "gatekeeper did not exit after SIGTERM" >&2
+  return 1
+}
+
+# start_backends NAME...: starts one echo backend per NAME; sets BACKEND_PORTS (in order).
+start_backends() {
+  BACKEND_PORTS=()
+  local name
+  for name in "$@"; do
+    start_backend "$name"
+    BACKEND_PORTS+=("$BACKEND_PORT")
+  done
+}
+
+# write_pool FILE [BALANCER] PORT...: an upstreams file with one upstream `pool` (prefix `pool`)
+# whose backends ("0", "1", … in order) are the echo backends on PORTs, with an optional
+# built-in balancer (random, round_robin, least_outstanding; "" for the default).
+write_pool() {
+  local file=$1 balancer=$2 port
+  shift 2
+  {
+    echo "pool:"
+    echo "  name: pool"
+    echo "  timeout: 5s"
+    echo "  prefixes: [pool]"
+    [[ -n $balancer ]] && echo "  balancer: $balancer"
+    echo "  backends:"
+    for port in "$@"; do echo "    - http://127.0.0.1:$port"; done
+  } >"$file"
+}
+
+# echoed_backend ARGS...: curl ARGS and print the `backend` name the echo backend answered with.
+echoed_backend() {
+  curl -sS --max-time 5 "$@" | jq -r .backend
+}
+
+# gated_plugin NAME COMMAND...: writes $BATS_TEST_TMPDIR/gated/NAME, an executable that runs
+# COMMAND (with its own arguments appended) unless the file $BATS_TEST_TMPDIR/gated/NAME.down
+# exists, in which case it exits 1 at once. Prints its path. Use the path as the plugin command
+# (the plugin is then named NAME) and `touch`/`rm` the .down file to keep the plugin from
+# restarting for as long as a test needs it down.
+gated_plugin() {
+  local name=$1 dir="$BATS_TEST_TMPDIR/gated"
+  shift
+  mkdir -p "$dir"
+  {
+    echo '#!/usr/bin/env bash'
+    echo "if [[ -e '$dir/$name.down' ]]; then echo 'gate closed: not starting' >&2; exit 1; fi"
+    printf 'exec'
+    printf ' %q' "$@"
+    echo ' "$@"'
+  } >"$dir/$name"
+  chmod +x "$dir/$name"
+  echo "$dir/$name"
+}

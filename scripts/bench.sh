@@ -5,6 +5,7 @@
 #   plugins · gatekeeper with one Rust modifier hook per request · gatekeeper with request-id
 #   (two hooks per request: modify_request and modify_response).
 # Then the same at concurrency 1, to show what one hook adds to the median latency.
+# Every proxy gets one worker: nginx worker_processes 1, haproxy nbthread 1, gatekeeper --workers 1.
 # Installs wrk, nginx-light and haproxy when missing. Every process it starts, it stops.
 #
 #   scripts/bench.sh                      # 10 s per case, 50 connections, 2 wrk threads
@@ -175,15 +176,15 @@ b:
   prefixes: [b]
   backends: [http://127.0.0.1:$BACKEND_PORT]
 YAML
-"$BIN/gatekeeper" --listen "127.0.0.1:$GK_PORT" --log warn \
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_PORT" --log warn --workers 1 \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" &
 PIDS+=($!)
-"$BIN/gatekeeper" --listen "127.0.0.1:$GK_RID_PORT" --log warn \
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_RID_PORT" --log warn --workers 1 \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/request-id" &
 PIDS+=($!)
 # One hook per request, like auth_request: a Rust modifier declaring only modify_request.
-"$BIN/gatekeeper" --listen "127.0.0.1:$GK_HOOK_PORT" --log warn \
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_HOOK_PORT" --log warn --workers 1 \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/test-modifier" --modifier-hooks modify_request &
 PIDS+=($!)

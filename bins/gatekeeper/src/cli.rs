@@ -53,6 +53,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub default_timeout: Option<String>,
 
+    /// Worker threads serving requests (default: one per CPU core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
     /// Log filter in RUST_LOG syntax (e.g. `info`, `gatekeeper_proxy=debug`); RUST_LOG wins.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,

@@ -37,6 +37,7 @@ struct FileConfig {
     header_read_timeout: Option<String>,
     socket_dir: Option<PathBuf>,
     log: Option<String>,
+    workers: Option<usize>,
     metrics_batch_size: Option<usize>,
     metrics_flush_interval: Option<String>,
     metrics_buffer: Option<usize>,
@@ -136,6 +137,8 @@ pub struct Settings {
     pub socket_dir: Option<PathBuf>,
     /// Log filter.
     pub log: String,
+    /// Worker threads of the request runtime.
+    pub workers: usize,
     /// Plugins, in order (modifiers are called in this order).
     pub plugins: Vec<PluginSetting>,
     /// Metric batching.
@@ -457,6 +460,11 @@ impl Settings {
                 .clone()
                 .or(file.log)
                 .unwrap_or_else(|| "info".to_owned()),
+            workers: match cli.workers.or(file.workers) {
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(n @ 1..=1024) => n,
+                Some(n) => bail!("workers: {n} must be from 1 to 1024"),
+            },
             plugins,
             metrics,
         })

@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: the request path allocates from several threads at
+/// once, where glibc's malloc contends on its arenas (measured with perf under wrk).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::from_env();
     let settings = match config::Settings::load(&cli) {

@@ -5,7 +5,7 @@ mod plugin;
 
 use std::process::ExitCode;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     gatekeeper_plugin_sdk::serve_modifier(plugin::RequestId::default()).await
 }

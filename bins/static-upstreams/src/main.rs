@@ -8,7 +8,7 @@ mod plugin;
 
 use std::process::ExitCode;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     gatekeeper_plugin_sdk::serve_upstream(plugin::StaticUpstreams::default()).await
 }

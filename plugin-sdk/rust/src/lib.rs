@@ -34,6 +34,15 @@
 //! [`LOADBALANCER_HOOKS`], [`METRIC_HOOKS`]), except for upstream plugins, which declare none
 //! unless they override it.
 //!
+//! # Runtime
+//!
+//! Run plugins on tokio's single-threaded runtime (`#[tokio::main(flavor = "current_thread")]`):
+//! a hook does little work per call, and one thread saves the cross-thread wake-ups that
+//! otherwise cost more than the hook (measured: one modifier hook per request went from 0.58x
+//! to 0.71x of gatekeeper's plugin-free throughput on two cores). Calls still run concurrently
+//! as tasks. For CPU-heavy hooks, use `tokio::task::spawn_blocking`, or run several processes
+//! with `instances = N`.
+//!
 //! # Example
 //!
 //! A modifier that adds a header to every response:
@@ -65,7 +74,7 @@
 //!     }
 //! }
 //!
-//! #[tokio::main]
+//! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> ExitCode {
 //!     gatekeeper_plugin_sdk::serve_modifier(PoweredBy).await
 //! }

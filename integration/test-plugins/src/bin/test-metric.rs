@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use gatekeeper_test_plugins::metric::TestMetric;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match gatekeeper_test_plugins::command_line("test-metric") {
         Ok(args) => gatekeeper_plugin_sdk::serve_metric(TestMetric::new(args)).await,

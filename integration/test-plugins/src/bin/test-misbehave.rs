@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match gatekeeper_test_plugins::command_line("test-misbehave") {
         Ok(args) => gatekeeper_test_plugins::misbehave::serve(args).await,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use gatekeeper_plugin_sdk::rpc::env::PLUGIN_NAME;
 use gatekeeper_test_plugins::modifier::TestModifier;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = match gatekeeper_test_plugins::command_line("test-modifier") {
         Ok(args) => args,

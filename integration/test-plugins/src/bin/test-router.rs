@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use gatekeeper_test_plugins::router::TestRouter;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match gatekeeper_test_plugins::command_line("test-router") {
         Ok(args) => gatekeeper_plugin_sdk::serve_router(TestRouter::new(args)).await,
