@@ -23,8 +23,8 @@ pub mod codes {
     pub const UNSUPPORTED_VERSION: i32 = -32001;
     /// Manager: the upstream named in the call does not exist.
     pub const UNKNOWN_UPSTREAM: i32 = -32010;
-    /// Manager: a prefix or hostname is already claimed by another upstream on an overlapping
-    /// set of listeners.
+    /// Manager: the id exists with different content, or a prefix or hostname is already claimed
+    /// by another upstream on an overlapping set of listeners.
     pub const CONFLICT: i32 = -32011;
     /// Manager: a field has a value that cannot be used (e.g. an unparseable backend address).
     pub const INVALID_VALUE: i32 = -32012;
