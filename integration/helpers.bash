@@ -120,16 +120,16 @@ plugin_pid() {
 # ---------------------------------------------------------------------------------------------
 # Helpers for the plugin-type suites (router, loadbalancer, metric, manager, supervision).
 
-# retry TRIES CMD...: runs CMD every 0.1 s until it succeeds, at most TRIES times.
-retry() {
-  local tries=$1
-  shift
-  local i
+# eventually TRIES CODE: evaluates the shell code CODE (in single quotes, so that it is expanded
+# anew each time) every 0.1 s until it succeeds, at most TRIES times.
+#   eventually 50 '[ "$(http_code "$GK_URL/x")" = 200 ]'
+eventually() {
+  local tries=$1 code=$2 i
   for ((i = 0; i < tries; i++)); do
-    "$@" && return 0
+    eval "$code" && return 0
     sleep 0.1
   done
-  echo "gave up after $tries tries: $*" >&2
+  echo "gave up after $tries tries: $code" >&2
   return 1
 }
 

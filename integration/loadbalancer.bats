@@ -141,14 +141,14 @@ picks() {
   pid=$(plugin_pid lb)
   touch "$BATS_TEST_TMPDIR/gated/lb.down"
   kill -9 "$pid"
-  retry 50 bash -c "[ \"\$(curl -s -H 'x-backend: 1' $GK_URL/pool/x | jq -r .backend)\" = b0 ]"
+  eventually 50 '[ "$(echoed_backend -H "x-backend: 1" "$GK_URL/pool/x")" = b0 ]'
   # Down: the header means nothing; the built-in round robin alternates.
   seq=$(picks 6 -H 'x-backend: 1' | tr '\n' ' ')
   echo "picks: $seq"
   [ "$seq" = "b0 b1 b0 b1 b0 b1 " ] || [ "$seq" = "b1 b0 b1 b0 b1 b0 " ]
   rm "$BATS_TEST_TMPDIR/gated/lb.down"
   wait_for_restart lb "$pid" 150 >/dev/null
-  retry 50 bash -c "[ \"\$(curl -s -H 'x-backend: 1' $GK_URL/pool/x | jq -r .backend)\" = b1 ]"
+  eventually 50 '[ "$(echoed_backend -H "x-backend: 1" "$GK_URL/pool/x")" = b1 ]'
   [ "$(picks 6 -H 'x-backend: 1' | sort -u)" = b1 ]
 }
 
@@ -161,7 +161,7 @@ picks() {
   pid=$(plugin_pid lb)
   touch "$BATS_TEST_TMPDIR/gated/lb.down"
   kill -9 "$pid"
-  retry 50 test "$(http_code "$GK_URL/pool/x")" = 598
+  eventually 50 '[ "$(http_code "$GK_URL/pool/x")" = 598 ]'
   [ "$(http_code -H 'x-backend: 0' "$GK_URL/pool/x")" = 598 ]
 }
 

@@ -103,12 +103,13 @@ event() {
   [ "$(count_records "$METRICS" "$UPSTREAM_METRICS | select(.upstream == \"echo\" and .backend == \"0\" and .status == 200 and .latency_us > 0)")" -eq 8 ]
 }
 
-@test "events: startup, registry, plugins, requests; 5xx are request_failed, 4xx request_succeeded" {
+@test "events: startup, registry, plugins, requests; proxy errors are request_failed, backend answers request_succeeded" {
   start_default
   [ "$(http_code "$GK_URL/echo/ok")" = 200 ]
   [ "$(http_code "$GK_URL/dead/x")" = 502 ]
   [ "$(http_code "$GK_URL/nowhere")" = 404 ]
-  wait_for_records "$METRICS" "$(event request_failed)" 1 30
+  [ "$(http_code "$GK_URL/echo/status/404")" = 404 ]
+  wait_for_records "$METRICS" "$(event request_failed)" 2 30
   wait_for_records "$METRICS" "$(event request_succeeded)" 2 30
   records "$METRICS" "$EVENTS | .name" | sort -u >"$BATS_TEST_TMPDIR/names"
   cat "$BATS_TEST_TMPDIR/names"
@@ -124,12 +125,12 @@ event() {
   [ "$(count_records "$METRICS" "$(event backend_added) | select(.attributes.upstream == \"echo\" and .attributes.backend == \"0\" and .attributes.address == \"http://127.0.0.1:$BACKEND_PORT\")")" -eq 1 ]
   [ "$(records "$METRICS" "$(event plugin_started) | .attributes.plugin" | sort | tr '\n' ' ')" = '"metrics" "mod" "static" ' ]
   [ "$(count_records "$METRICS" "$(event plugin_started) | select(.attributes.plugin == \"mod\" and .attributes.pid == $(plugin_pid mod))")" -eq 1 ]
-  [ "$(count_records "$METRICS" "$(event request_accepted)")" -eq 3 ]
+  [ "$(count_records "$METRICS" "$(event request_accepted)")" -eq 4 ]
   [ "$(count_records "$METRICS" "$(event request_accepted) | select(.attributes.method == \"GET\" and .attributes.path == \"/dead/x\")")" -eq 1 ]
-  [ "$(records "$METRICS" "$(event request_failed) | [.attributes.status, .attributes.error]")" = '[502,"backend_unreachable"]' ]
-  [ "$(records "$METRICS" "$(event request_succeeded) | [.attributes.status, .attributes.upstream]" | sort | tr '\n' ' ')" = '[200,"echo"] [404,null] ' ]
+  [ "$(records "$METRICS" "$(event request_failed) | [.attributes.status, .attributes.error]" | sort | tr '\n' ' ')" = '[404,"no_route"] [502,"backend_unreachable"] ' ]
+  [ "$(records "$METRICS" "$(event request_succeeded) | [.attributes.status, .attributes.upstream]" | sort | tr '\n' ' ')" = '[200,"echo"] [404,"echo"] ' ]
   # The request records of the errors carry the proxy's error kind.
-  wait_for_records "$METRICS" "$REQUESTS" 3 30
+  wait_for_records "$METRICS" "$REQUESTS" 4 30
   [ "$(records "$METRICS" "$REQUESTS | select(.path == \"/dead/x\") | [.status, .error, .upstream, .backend]")" = '[502,"backend_unreachable","dead","0"]' ]
   [ "$(records "$METRICS" "$REQUESTS | select(.path == \"/nowhere\") | [.status, .error, .upstream, .backend]")" = '[404,"no_route",null,null]' ]
   # The unreachable backend is an upstream record with an error and no status.

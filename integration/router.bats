@@ -116,7 +116,7 @@ TOML
   [ "$(count_records "$ROUTES" 'select(.method == "add_upstream" and .id == "echo")')" -eq $((before_echo + 1)) ]
   [ "$(count_records "$ROUTES" 'select(.method == "add_upstream" and .id == "other")')" -eq $((before_other + 1)) ]
   # It routes by header again: no header is its 404 again, x-route its choice.
-  retry 50 test "$(http_code "$GK_URL/echo/after")" = 404
+  eventually 50 '[ "$(http_code "$GK_URL/echo/after")" = 404 ]'
   [ "$(echoed_backend -H 'x-route: other' "$GK_URL/echo/after")" = other-backend ]
   grep -q 'restart' <(gk_log | grep 'test-router')
 }
@@ -129,7 +129,7 @@ TOML
   pid=$(plugin_pid router)
   touch "$BATS_TEST_TMPDIR/gated/router.down"
   kill -9 "$pid"
-  retry 50 test "$(http_code "$GK_URL/echo/x")" = 200
+  eventually 50 '[ "$(http_code "$GK_URL/echo/x")" = 200 ]'
   # For as long as it stays down: prefix routing, prefix stripped, the x-route header ignored.
   for ((i = 0; i < 10; i++)); do
     run curl -sS --max-time 5 -H 'x-route: other' "$GK_URL/echo/down/$i"
@@ -144,7 +144,7 @@ TOML
   # Back up: the plugin decides again.
   rm "$BATS_TEST_TMPDIR/gated/router.down"
   wait_for_restart router "$pid" 150 >/dev/null
-  retry 50 test "$(http_code "$GK_URL/echo/x")" = 404
+  eventually 50 '[ "$(http_code "$GK_URL/echo/x")" = 404 ]'
   [ "$(echoed_backend -H 'x-route: other' "$GK_URL/echo/x")" = other-backend ]
 }
 
@@ -155,7 +155,7 @@ TOML
   pid=$(plugin_pid router)
   touch "$BATS_TEST_TMPDIR/gated/router.down"
   kill -9 "$pid"
-  retry 50 test "$(http_code -H 'x-route: echo' "$GK_URL/echo/x")" = 599
+  eventually 50 '[ "$(http_code -H "x-route: echo" "$GK_URL/echo/x")" = 599 ]'
   for ((i = 0; i < 5; i++)); do
     [ "$(http_code -H 'x-route: echo' "$GK_URL/echo/x")" = 599 ]
   done
@@ -163,7 +163,7 @@ TOML
   [[ "$output" == *router* ]]
   rm "$BATS_TEST_TMPDIR/gated/router.down"
   wait_for_restart router "$pid" 150 >/dev/null
-  retry 50 test "$(http_code -H 'x-route: echo' "$GK_URL/echo/x")" = 200
+  eventually 50 '[ "$(http_code -H "x-route: echo" "$GK_URL/echo/x")" = 200 ]'
 }
 
 @test "upstreams of every upstream plugin reach the router" {
@@ -198,4 +198,69 @@ TOML
   for id in echo other more; do
     [ "$(count_records "$ROUTES" "select(.method == \"add_upstream\" and .id == \"$id\")")" -ge 1 ]
   done
+}
+
+@test "a router restarted while upstreams are being added still learns every upstream" {
+  # Each router process records to its own file (named by its pid), so the last one's view can
+  # be told from its predecessors'.
+  cat >"$BATS_TEST_TMPDIR/router-per-pid" <<SH
+#!/usr/bin/env bash
+exec test-router --file "$BATS_TEST_TMPDIR/router-\$\$.jsonl"
+SH
+  chmod +x "$BATS_TEST_TMPDIR/router-per-pid"
+  COMMANDS="$BATS_TEST_TMPDIR/commands.jsonl"
+  ANSWERS="$BATS_TEST_TMPDIR/answers.jsonl"
+  START="$BATS_TEST_TMPDIR/start.jsonl"
+  : >"$COMMANDS"
+  # 500 upstreams at start make every replay take a while: the window in which a restarted
+  # router has been sent the registry but is not ready yet.
+  for ((i = 0; i < 500; i++)); do
+    echo "{\"step\":\"s$i\",\"method\":\"add_upstream\",\"params\":{\"upstream\":{\"id\":\"s$i\",\"prefixes\":[\"s$i\"]}}}"
+  done >"$START"
+  cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
+[[plugin]]
+name = "driver"
+type = "upstream"
+command = "python3"
+args = ["$BATS_TEST_DIRNAME/plugins/manager-driver.py"]
+config = { record = "$ANSWERS", start = "$START", commands = "$COMMANDS", poll_ms = "5" }
+
+[[plugin]]
+name = "router"
+type = "router"
+command = "$BATS_TEST_TMPDIR/router-per-pid"
+TOML
+  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
+  n=400
+  # The upstream plugin adds n more upstreams, one every ~5 ms, for ~2.5 s ...
+  (
+    for ((i = 0; i < n; i++)); do
+      echo "{\"step\":\"u$i\",\"method\":\"add_upstream\",\"params\":{\"upstream\":{\"id\":\"u$i\",\"prefixes\":[\"p$i\"]}}}" >>"$COMMANDS"
+      sleep 0.005
+    done
+  ) &
+  feeder=$!
+  PIDS+=("$feeder")
+  # ... while the router is killed 3 times (its restart backoff grows: 0.1, 0.2, 0.4 s), so its
+  # last restart happens while upstreams are still being added.
+  kills=0
+  while ((kills < 3)) && kill -0 "$feeder" 2>/dev/null; do
+    if pid=$(plugin_pid router) && gk_log | grep -q "plugin ready plugin=router pid=Some($pid)"; then
+      kill -9 "$pid" && kills=$((kills + 1))
+    fi
+    sleep 0.05
+  done
+  kill -0 "$feeder" # still adding
+  wait "$feeder"
+  echo "router killed $kills times"
+  ((kills == 3))
+  wait_for_records "$ANSWERS" 'select(.result == {})' $((n + 500)) 100
+  # The router is back for good: the last process must know every upstream.
+  eventually 100 'pid=$(plugin_pid router) && gk_log | grep -q "plugin ready plugin=router pid=Some($pid)"'
+  last=$(plugin_pid router)
+  sleep 0.5
+  missing=$(comm -23 <({ for ((i = 0; i < n; i++)); do echo "u$i"; done; for ((i = 0; i < 500; i++)); do echo "s$i"; done; } | sort) \
+    <(jq -r 'select(.method == "add_upstream") | .id' "$BATS_TEST_TMPDIR/router-$last.jsonl" | sort -u))
+  echo "the router process $last was never told: $(tr '\n' ' ' <<<"$missing")"
+  [ -z "$missing" ]
 }

@@ -184,20 +184,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
     tokio::spawn(follow_plugins(plugin_events_rx, metrics.clone()));
-    let followers = launched
-        .of_type(PluginType::Router)
-        .map(|(_, handle, _)| (handle.clone(), Follows::Upstreams))
-        .chain(
-            launched
-                .of_type(PluginType::Loadbalancer)
-                .map(|(_, handle, _)| (handle.clone(), Follows::Backends)),
-        )
-        .collect();
-    tokio::spawn(follow_registry(
-        registry_changes,
-        followers,
-        metrics.clone(),
-    ));
+    tokio::spawn(follow_registry(registry_changes, metrics.clone()));
 
     let hook = |setting: &PluginSetting, handle: &PluginHandle| {
         Arc::new(PluginHook::new(

@@ -90,15 +90,26 @@ impl PluginHandle {
         self.shared.instances.len()
     }
 
-    /// Whether a ready instance declared `hook` in its handshake (false while none is ready).
+    /// Whether the plugin declared `hook` in its handshake: a ready instance's declaration, or
+    /// while none is ready, the last one seen. A plugin that is down keeps its hooks, so the
+    /// caller applies its failure policy (a call fails at once with
+    /// [`PluginCallError::Unavailable`]) instead of skipping it. False before the first start.
     pub fn has_hook(&self, hook: &str) -> bool {
-        self.shared.instances.iter().any(|instance| {
+        let ready = self.shared.instances.iter().any(|instance| {
             instance
                 .connections
                 .load()
                 .as_ref()
                 .is_some_and(|c| c.hooks.contains(hook))
-        })
+        });
+        ready
+            || self.shared.instances.iter().any(|instance| {
+                instance
+                    .declared
+                    .load()
+                    .as_ref()
+                    .is_some_and(|hooks| hooks.contains(hook))
+            })
     }
 
     /// Whether at least one instance is started and answering calls.

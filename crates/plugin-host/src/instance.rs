@@ -81,6 +81,11 @@ impl InstanceConnection {
         self.hooks.contains(hook)
     }
 
+    /// Resolves when this connection closes (the process went away or is being replaced).
+    pub async fn closed(&self) {
+        self.peer.closed().await;
+    }
+
     /// The spec's hook timeout, which [`InstanceConnection::call`] uses.
     pub fn hook_timeout(&self) -> Duration {
         self.hook_timeout

@@ -33,6 +33,9 @@ pub(crate) struct Instance {
     pub(crate) socket_path: PathBuf,
     /// `Some` exactly while the instance is ready.
     pub(crate) connections: ArcSwapOption<Connections>,
+    /// The hooks of the last process that became ready, kept while the instance is down so the
+    /// caller still applies the plugin's failure policy to them instead of skipping the plugin.
+    pub(crate) declared: ArcSwapOption<HashSet<String>>,
     pub(crate) next_peer: AtomicUsize,
     status: AtomicU8,
     /// 0 when no process runs.
@@ -47,6 +50,7 @@ impl Instance {
             label,
             socket_path,
             connections: ArcSwapOption::empty(),
+            declared: ArcSwapOption::empty(),
             next_peer: AtomicUsize::new(0),
             status: AtomicU8::new(status_to_u8(PluginStatus::Starting)),
             pid: AtomicU32::new(0),

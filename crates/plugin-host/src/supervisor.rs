@@ -295,6 +295,7 @@ impl Supervisor {
         let peers = std::iter::once(running.control.clone())
             .chain(extra)
             .collect();
+        self.instance.declared.store(Some(running.hooks.clone()));
         self.instance.connections.store(Some(Arc::new(Connections {
             peers,
             hooks: running.hooks.clone(),

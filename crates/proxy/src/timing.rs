@@ -87,8 +87,9 @@ impl RequestRecord {
         }
     }
 
-    /// Records the request (and `request_succeeded` or `request_failed`) once its response
-    /// body has been sent (or dropped) after `bytes_out` bytes.
+    /// Records the request (and `request_failed` when the proxy answered with an error of its
+    /// own or the status is 5xx, else `request_succeeded`) once its response body has been sent
+    /// (or dropped) after `bytes_out` bytes.
     pub(crate) fn finish(self: Box<Self>, bytes_out: u64) {
         let this = *self;
         let mut phases = this.phases;
@@ -97,7 +98,9 @@ impl RequestRecord {
         if metrics.wants(MetricKind::Event) {
             let mut attributes = Object::new();
             attributes.insert("status".into(), this.status.into());
-            let name = if this.status < 500 {
+            // Failed: the proxy answered with an error of its own (no route, timeout, a plugin
+            // failing closed, ...) or the status is 5xx. A backend's own 404 is a success.
+            let name = if this.error.is_none() && this.status < 500 {
                 attributes.insert(
                     "upstream".into(),
                     this.upstream.clone().map_or(Value::Null, Value::from),

@@ -19,9 +19,11 @@ pub mod events {
     pub const LISTENER_STOPPED: &str = "listener_stopped";
     /// A request arrived (attributes: `method`, `path`).
     pub const REQUEST_ACCEPTED: &str = "request_accepted";
-    /// A request was answered with a status below 500 (attributes: `status`, `upstream`).
+    /// A request was answered by a backend (or a plugin) with a status below 500 (attributes:
+    /// `status`, `upstream`).
     pub const REQUEST_SUCCEEDED: &str = "request_succeeded";
-    /// A request was answered with a status of 500 or more, or failed (attributes: `status`, `error`).
+    /// A request got an error of the proxy's own (no route, no backend, timeout, a plugin failing
+    /// closed, ...) or a 5xx status (attributes: `status`, `error`).
     pub const REQUEST_FAILED: &str = "request_failed";
     /// An upstream was added (attributes: `upstream`, `plugin`).
     pub const UPSTREAM_ADDED: &str = "upstream_added";

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use gatekeeper_plugin_host::{
-    BeforeReady, InstanceConnection, PluginEvent, PluginEventKind, PluginHandle,
-};
+use gatekeeper_plugin_host::{BeforeReady, InstanceConnection, PluginEvent, PluginEventKind};
 use gatekeeper_proxy::{Metrics, Registry, RegistryChange};
 use gatekeeper_rpc::methods::{
     AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, Method, RemoveBackend,
@@ -95,31 +93,13 @@ impl Call {
             Call::RemoveBackend(p) => instance.call::<RemoveBackend>(p).await.map(drop),
         }
     }
-
-    /// Sends it to every ready instance of a plugin; instances that are down get the whole state
-    /// again before they are ready.
-    async fn send_to_all(&self, plugin: &PluginHandle) {
-        let outcomes = match self {
-            Call::AddUpstream(p) => errors(plugin.call_all::<AddUpstream>(p).await),
-            Call::RemoveUpstream(p) => errors(plugin.call_all::<RemoveUpstream>(p).await),
-            Call::AddBackend(p) => errors(plugin.call_all::<AddBackend>(p).await),
-            Call::RemoveBackend(p) => errors(plugin.call_all::<RemoveBackend>(p).await),
-        };
-        for (instance, error) in outcomes {
-            tracing::warn!(plugin = %plugin.name(), instance, method = self.method(), %error, "registry change not delivered");
-        }
-    }
-}
-
-fn errors<T, E: std::fmt::Display>(outcomes: Vec<(usize, Result<T, E>)>) -> Vec<(usize, String)> {
-    outcomes
-        .into_iter()
-        .filter_map(|(i, outcome)| outcome.err().map(|e| (i, e.to_string())))
-        .collect()
 }
 
 /// Before a router or loadbalancer instance is ready: send it every current upstream (or
-/// backend), so it never routes with a partial view.
+/// backend), so it never routes with a partial view; from then on, send it every change, in
+/// order, until its connection closes. The snapshot and the feed of changes after it come from
+/// one [`Registry::subscribe_with_snapshot`] call, so no change falls in between (a change made
+/// while a restarted instance is being replayed still reaches it).
 pub struct RegistryReplay {
     registry: Arc<Registry>,
     follows: Follows,
@@ -137,19 +117,52 @@ impl BeforeReady for RegistryReplay {
         &self,
         instance: InstanceConnection,
     ) -> BoxFuture<'static, Result<(), CallError>> {
-        let calls: Vec<Call> = self
-            .registry
-            .snapshot()
+        let (snapshot, changes) = self.registry.subscribe_with_snapshot();
+        let follows = self.follows;
+        let calls: Vec<Call> = snapshot
             .replay()
             .into_iter()
-            .filter(|change| self.follows.wants(change))
+            .filter(|change| follows.wants(change))
             .map(Call::of)
             .filter(|call| instance.has_hook(call.method()))
             .collect();
         Box::pin(async move {
             let sends = calls.iter().map(|call| call.send_to_instance(&instance));
-            futures::future::try_join_all(sends).await.map(drop)
+            futures::future::try_join_all(sends).await?;
+            tokio::spawn(follow_for_instance(instance, changes, follows));
+            Ok(())
         })
+    }
+}
+
+/// Sends one instance every later change it follows, in order, until its connection closes.
+async fn follow_for_instance(
+    instance: InstanceConnection,
+    mut changes: UnboundedReceiver<RegistryChange>,
+    follows: Follows,
+) {
+    loop {
+        let change = tokio::select! {
+            () = instance.closed() => return,
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+        };
+        if !follows.wants(&change) {
+            continue;
+        }
+        let call = Call::of(change);
+        if !instance.has_hook(call.method()) {
+            continue;
+        }
+        match call.send_to_instance(&instance).await {
+            Ok(()) => {}
+            Err(CallError::Closed { .. }) => return,
+            Err(error) => {
+                tracing::warn!(plugin = %instance.plugin(), instance = instance.instance(), method = call.method(), %error, "registry change not delivered");
+            }
+        }
     }
 }
 
@@ -177,31 +190,13 @@ fn event_attributes(change: &RegistryChange) -> (&'static str, Object) {
     (name, value.as_object().cloned().unwrap_or_default())
 }
 
-/// Follows registry changes until the registry is dropped: records each as an event and sends it
-/// to the router (upstreams) and loadbalancer (backends) plugins, in order.
-pub async fn follow_registry(
-    mut changes: UnboundedReceiver<RegistryChange>,
-    followers: Vec<(PluginHandle, Follows)>,
-    metrics: Metrics,
-) {
+/// Records every registry change as an event metric (and a log line) until the registry is
+/// dropped.
+pub async fn follow_registry(mut changes: UnboundedReceiver<RegistryChange>, metrics: Metrics) {
     while let Some(change) = changes.recv().await {
         let (name, attributes) = event_attributes(&change);
         tracing::info!(event = name, details = %serde_json::Value::Object(attributes.clone()), "registry changed");
         metrics.record_event(name, attributes);
-        let interested: Vec<&PluginHandle> = followers
-            .iter()
-            .filter(|(_, follows)| follows.wants(&change))
-            .map(|(plugin, _)| plugin)
-            .collect();
-        if interested.is_empty() {
-            continue;
-        }
-        let call = Call::of(change);
-        for plugin in interested {
-            if plugin.has_hook(call.method()) {
-                call.send_to_all(plugin).await;
-            }
-        }
     }
 }
 
