@@ -186,7 +186,7 @@ PIDS+=($!)
 # One hook per request, like auth_request: a Rust modifier declaring only modify_request.
 "$BIN/gatekeeper" --listen "127.0.0.1:$GK_HOOK_PORT" --log warn --workers 1 \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
-  --modifier-plugin "$BIN/test-modifier" --modifier-hooks modify_request &
+  --modifier-plugin "$BIN/test-modifier --hooks modify_request" &
 PIDS+=($!)
 
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AUTH_PORT" "$NGINX_AUTH_PORT" \

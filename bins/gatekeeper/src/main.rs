@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let settings = match config::Settings::load(&cli) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("gatekeeper: {e:#}");
+            eprintln!("gatekeeper: {}", describe(&e));
             return ExitCode::from(2);
         }
     };
@@ -53,8 +53,25 @@ fn main() -> ExitCode {
     match runtime.block_on(run::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatekeeper: {e:#}");
+            eprintln!("gatekeeper: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error with its causes, each said once: the library errors already include their source in
+/// their message, so a cause whose text is already there is not repeated.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }

@@ -123,10 +123,8 @@ async fn launch_plugins(
     for (setting, outcome) in settings.plugins.iter().zip(outcomes) {
         match outcome {
             Ok((handle, took)) => plugins.push((setting.clone(), handle, took)),
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("plugin `{}` did not start", setting.name)))
-            }
+            // The error names the plugin and the step that failed.
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(Launched { plugins })

@@ -74,10 +74,10 @@ pub enum StartError {
     #[error("the connection closed before the plugin was ready")]
     Closed,
     /// `configure` failed.
-    #[error("`configure` failed: {0}")]
+    #[error("{0}")]
     Configure(#[source] CallError),
     /// `start` failed.
-    #[error("`start` failed: {0}")]
+    #[error("{0}")]
     Start(#[source] CallError),
     /// The caller's [`crate::BeforeReady`] hook failed.
     #[error("the before-ready replay failed: {0}")]

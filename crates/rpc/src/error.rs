@@ -57,7 +57,7 @@ pub enum CallError {
         method: String,
     },
     /// The other side answered with a JSON-RPC error.
-    #[error("`{method}` failed: {error}")]
+    #[error("`{method}` failed: {} (code {})", error.message(), error.code())]
     Remote {
         /// The method that was called.
         method: String,
