@@ -42,6 +42,7 @@ cleanup() {
   [[ -f $WORK/nginx-backend.pid ]] && kill "$(cat "$WORK/nginx-backend.pid")" 2>/dev/null || true
   [[ -f $WORK/nginx-proxy.pid ]] && kill "$(cat "$WORK/nginx-proxy.pid")" 2>/dev/null || true
   [[ -f $WORK/nginx-auth.pid ]] && kill "$(cat "$WORK/nginx-auth.pid")" 2>/dev/null || true
+  [[ -f $WORK/nginx-authsvc.pid ]] && kill "$(cat "$WORK/nginx-authsvc.pid")" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -110,8 +111,26 @@ CONF
 "$NGINX" -p "$WORK" -c "$WORK/proxy.conf" &
 PIDS+=($!)
 
-# nginx with auth_request: every request first asks a loopback auth service (another nginx
-# answering 204), then goes to the backend.
+# nginx with auth_request: every request first asks an auth service in another process (an
+# nginx answering 204, the fastest external service there is), then goes to the backend; this
+# is nginx's external-hook path, as a plugin is gatekeeper's.
+cat >"$WORK/authsvc.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-authsvc.pid;
+error_log $WORK/nginx-authsvc.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$AUTH_PORT;
+    location / { return 204; }
+  }
+}
+CONF
+"$NGINX" -p "$WORK" -c "$WORK/authsvc.conf" &
+PIDS+=($!)
 cat >"$WORK/auth.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -123,10 +142,6 @@ http {
   keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
   upstream auth { server 127.0.0.1:$AUTH_PORT; keepalive 256; }
-  server {
-    listen 127.0.0.1:$AUTH_PORT;
-    location / { return 204; }
-  }
   server {
     listen 127.0.0.1:$NGINX_AUTH_PORT;
     location = /_auth {

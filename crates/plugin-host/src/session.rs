@@ -61,7 +61,7 @@ pub(crate) fn serve(stream: UnixStream, context: &Arc<SessionContext>, handshake
         close_on_violation: true,
         ..PeerConfig::default()
     };
-    let peer = Peer::spawn(stream, session.clone(), config);
+    let peer = Peer::spawn_unix(stream, session.clone(), config);
     tokio::spawn(async move {
         let reason = tokio::select! {
             reason = peer.closed() => reason,

@@ -223,6 +223,31 @@ impl Peer {
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (reader, writer) = tokio::io::split(io);
+        Peer::spawn_halves(reader, writer, handler, config)
+    }
+
+    /// Starts serving a Unix socket. Same as [`Peer::spawn`], but the reader and the writer
+    /// task own their half of the socket outright instead of sharing it behind a lock.
+    pub fn spawn_unix(
+        stream: tokio::net::UnixStream,
+        handler: Arc<dyn Handler>,
+        config: PeerConfig,
+    ) -> Peer {
+        let (reader, writer) = stream.into_split();
+        Peer::spawn_halves(reader, writer, handler, config)
+    }
+
+    /// Starts serving a connection given as separate read and write halves.
+    pub fn spawn_halves<R, W>(
+        reader: R,
+        writer: W,
+        handler: Arc<dyn Handler>,
+        config: PeerConfig,
+    ) -> Peer
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let (writes, queue) = mpsc::channel(config.write_queue.max(1));
         let shared = Arc::new(Shared {
             next_id: AtomicI64::new(1),
