@@ -264,3 +264,42 @@ gated_plugin() {
   chmod +x "$dir/$name"
   echo "$dir/$name"
 }
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for the conformance suite (conformance.bats).
+
+# toml_string VALUE: VALUE as a quoted TOML basic string (JSON string escapes are valid TOML).
+toml_string() {
+  jq -rn --arg v "$1" '$v | tojson'
+}
+
+# response_header FILE NAME: the value of header NAME (case-insensitive; the last one if
+# repeated) in FILE, the headers `curl -D FILE` dumped; nothing when absent.
+response_header() {
+  awk -v name="$2" 'BEGIN { name = tolower(name) }
+    { sub(/\r$/, "") }
+    index($0, ":") { n = tolower(substr($0, 1, index($0, ":") - 1)); if (n == name) { v = substr($0, index($0, ":") + 1); sub(/^[ \t]+/, "", v); found = v } }
+    END { if (found != "") print found }' "$1"
+}
+
+# json_matches EXPECTED ACTUAL: whether the JSON ACTUAL matches the JSON EXPECTED by the rules of
+# plugin-sdk/conformance/README.md: objects are subsets, recursively; "$any" matches any present
+# value; null matches absent or null; {"$contains": [...]} matches an array holding those
+# elements in any order (each matched by these rules; distinct elements are not required); other
+# arrays match element by element, with the same length.
+json_matches() {
+  jq -en --argjson e "$1" --argjson a "$2" '
+    def m($e; $a; $present):
+      if $e == null then ($present | not) or $a == null
+      elif ($present | not) then false
+      elif $e == "$any" then true
+      elif ($e | type) == "object" and ($e | keys) == ["$contains"] and ($e["$contains"] | type) == "array" then
+        ($a | type) == "array" and all($e["$contains"][]; . as $x | any($a[]; m($x; .; true)))
+      elif ($e | type) == "object" then
+        ($a | type) == "object" and all($e | to_entries[]; . as $f | m($f.value; $a[$f.key]; $a | has($f.key)))
+      elif ($e | type) == "array" then
+        ($a | type) == "array" and ($a | length) == ($e | length) and
+          all(range($e | length); . as $i | m($e[$i]; $a[$i]; true))
+      else $e == $a end;
+    m($e; $a; true)' >/dev/null
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing (bats, curl, jq, python3), then fmt check, clippy with
-# -D warnings, cargo test, and the bats suites in integration/ against the real binaries.
+# Runs every test: installs what is missing (bats, curl, jq, python3, node), then fmt check,
+# clippy with -D warnings, cargo test, the Python and Node SDK tests, and the bats suites in
+# integration/ against the real binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,7 @@ missing=()
 for tool in bats curl jq python3; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
@@ -28,6 +30,18 @@ cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
 # Sum the per-binary summaries so the log ends with one line that counts everything.
 unit_passed=$(awk '/^test result:/ { p += $4 } END { print p + 0 }' target/cargo-test.log)
 
+sdk_passed=0
+if [[ -d plugin-sdk/python/tests ]]; then
+  step "Python SDK tests"
+  python3 -m unittest discover -s plugin-sdk/python/tests -t plugin-sdk/python 2>&1 | tee target/python-test.log
+  sdk_passed=$((sdk_passed + $(awk '/^Ran [0-9]+ test/ { print $2 }' target/python-test.log)))
+fi
+if [[ -d plugin-sdk/node/test ]]; then
+  step "Node SDK tests"
+  node --test plugin-sdk/node/test/ 2>&1 | tee target/node-test.log
+  sdk_passed=$((sdk_passed + $(awk '/^# pass / { print $3 }' target/node-test.log)))
+fi
+
 step "build binaries for the integration suites"
 cargo build --workspace --bins --quiet
 export GATEKEEPER_BIN_DIR="$PWD/target/debug"
@@ -37,4 +51,4 @@ bats_count=$(bats --count integration/)
 bats --timing integration/
 
 echo
-echo "total: $((unit_passed + bats_count)) passed, 0 failed"
+echo "total: $((unit_passed + sdk_passed + bats_count)) passed, 0 failed"

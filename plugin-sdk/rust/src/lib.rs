@@ -85,10 +85,15 @@
 //! connection, e.g. one end of `tokio::io::duplex` with a [`rpc::Peer`] playing the proxy on the
 //! other end.
 //!
+//! The SDK's reference plugin is [`conformance`]: one plugin of every type, written with these
+//! traits, that behaves exactly like the conformance plugins of the other SDKs
+//! (`plugin-sdk/conformance`), and that the shared conformance suite runs.
+//!
 //! For a plugin that must speak the protocol itself (a test tool that breaks it on purpose, a
 //! bridge to another process), [`connect`] does the setup the `serve_*` functions do (logging,
 //! environment, type check, socket) and hands over the connection.
 
+pub mod conformance;
 mod dispatch;
 mod env;
 mod error;
