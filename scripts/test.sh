@@ -33,7 +33,7 @@ unit_passed=$(awk '/^test result:/ { p += $4 } END { print p + 0 }' target/cargo
 sdk_passed=0
 if [[ -d plugin-sdk/python/tests ]]; then
   step "Python SDK tests"
-  python3 -m unittest discover -s plugin-sdk/python/tests -t plugin-sdk/python 2>&1 | tee target/python-test.log
+  python3 -m unittest discover -s plugin-sdk/python/tests 2>&1 | tee target/python-test.log
   sdk_passed=$((sdk_passed + $(awk '/^Ran [0-9]+ test/ { print $2 }' target/python-test.log)))
 fi
 if [[ -d plugin-sdk/node/test ]]; then

@@ -1,0 +1,143 @@
+"""Write gatekeeper plugins in Python (standard library only, asyncio).
+
+A gatekeeper plugin is a separate process: gatekeeper starts it with a few ``GATEKEEPER_*``
+environment variables, the plugin connects to a Unix socket and the two exchange JSON-RPC 2.0
+calls, one JSON object per line (docs/protocol.md describes the wire). This package hides all of
+that: subclass the base class of your plugin type, override the hooks you need, and hand an
+instance to :func:`serve`, which
+
+1. sets up :mod:`logging` to stderr (gatekeeper copies a plugin's stderr into its log; stdout is
+   yours too, the SDK never writes to it);
+2. reads the environment and exits with status 2 and a clear message when it is missing, i.e.
+   when the program was not started by gatekeeper;
+3. connects and handshakes (the token, protocol version 1, the hooks the plugin declares);
+4. answers calls, each on its own asyncio task, so a slow call delays no other;
+5. returns once ``stop`` has been answered or gatekeeper has closed the connection.
+
+Base classes, by plugin type, and the hooks each may declare (proxy -> plugin):
+
+* every type, :class:`Plugin`: ``configure``, ``start``, ``heartbeat``, ``stop`` (always called);
+* ``upstream``, :class:`UpstreamPlugin`: ``upstream_metric``; it calls the proxy through its
+  :class:`Manager` (``add_upstream``, ``remove_upstream``, ``add_backend``, ``remove_backend``);
+* ``modifier``, :class:`ModifierPlugin`: ``modify_request``, ``modify_response``,
+  ``modify_error_response``;
+* ``router``, :class:`RouterPlugin`: ``add_upstream``, ``remove_upstream``, ``route_request``;
+* ``loadbalancer``, :class:`LoadBalancerPlugin`: ``add_backend``, ``remove_backend``,
+  ``upstream_metric``, ``get_backend``;
+* ``metric``, :class:`MetricPlugin`: ``event_metric``, ``profiling_metric``, ``plugin_metric``,
+  ``request_metric``, ``upstream_metric`` (batches of records).
+
+A plugin declares (and is called for) the hooks its class overrides, unless it sets
+:attr:`Plugin.hooks`. Requests, responses, upstreams and backends are plain dicts (see the
+``TypedDict`` shapes :class:`Request`, :class:`Response`, :class:`Upstream`, :class:`Backend`);
+:func:`header`, :func:`set_header` and :func:`remove_header` handle header lists.
+
+Example -- a modifier that adds a header to every response::
+
+    from gatekeeper_plugin import ModifierPlugin, serve, set_header
+
+    class PoweredBy(ModifierPlugin):
+        async def modify_response(self, request, response):
+            set_header(response["headers"], "x-powered-by", "gatekeeper")
+            return {"response": response}
+
+    if __name__ == "__main__":
+        serve(PoweredBy())
+"""
+
+from . import codes
+from .env import PluginEnv
+from .errors import EnvError, RpcError, ServeError
+from .manager import DEFAULT_MANAGER_TIMEOUT, Manager
+from .models import (
+    DEFAULT_MAX_LINE_BYTES,
+    LOADBALANCER_HOOKS,
+    METRIC_HOOKS,
+    MODIFIER_HOOKS,
+    PLUGIN_TYPES,
+    PROTOCOL_VERSION,
+    ROUTER_HOOKS,
+    UPSTREAM_HOOKS,
+    Backend,
+    EventMetric,
+    GetBackendResult,
+    Headers,
+    JsonObject,
+    ModifierPhase,
+    ModifyRequestResult,
+    ModifyResponseResult,
+    Phases,
+    PluginMetric,
+    ProfilingMetric,
+    ProxyError,
+    Request,
+    RequestMetric,
+    Response,
+    RouteResult,
+    Upstream,
+    UpstreamMetric,
+    header,
+    remove_header,
+    set_header,
+)
+from .plugin import (
+    PLUGIN_CLASSES,
+    LoadBalancerPlugin,
+    MetricPlugin,
+    ModifierPlugin,
+    Plugin,
+    RouterPlugin,
+    UpstreamPlugin,
+)
+from .serve import init_logging, serve, serve_async
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "DEFAULT_MANAGER_TIMEOUT",
+    "DEFAULT_MAX_LINE_BYTES",
+    "EnvError",
+    "EventMetric",
+    "GetBackendResult",
+    "Headers",
+    "JsonObject",
+    "LOADBALANCER_HOOKS",
+    "LoadBalancerPlugin",
+    "METRIC_HOOKS",
+    "MODIFIER_HOOKS",
+    "Manager",
+    "MetricPlugin",
+    "ModifierPhase",
+    "ModifierPlugin",
+    "ModifyRequestResult",
+    "ModifyResponseResult",
+    "PLUGIN_CLASSES",
+    "PLUGIN_TYPES",
+    "PROTOCOL_VERSION",
+    "Phases",
+    "Plugin",
+    "PluginEnv",
+    "PluginMetric",
+    "ProfilingMetric",
+    "ProxyError",
+    "ROUTER_HOOKS",
+    "Request",
+    "RequestMetric",
+    "Response",
+    "RouteResult",
+    "RouterPlugin",
+    "RpcError",
+    "ServeError",
+    "UPSTREAM_HOOKS",
+    "Upstream",
+    "UpstreamMetric",
+    "UpstreamPlugin",
+    "codes",
+    "header",
+    "init_logging",
+    "remove_header",
+    "serve",
+    "serve_async",
+    "set_header",
+]

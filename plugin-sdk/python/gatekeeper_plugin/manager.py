@@ -1,0 +1,64 @@
+"""The :class:`Manager`: an upstream plugin's handle on the proxy's registry of upstreams and
+backends (docs/protocol.md, "Upstream plugins: the manager")."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from .models import Backend, JsonObject, Upstream
+
+DEFAULT_MANAGER_TIMEOUT: Final = 10.0
+"""How long a manager call waits for the proxy by default, in seconds."""
+
+Caller = Callable[[str, JsonObject, float], Awaitable[Any]]
+"""Sends a request to the proxy and returns its result: ``(method, params, timeout)``."""
+
+
+class Manager:
+    """Adds and removes upstreams and backends in the proxy, by calling the ``add_upstream``,
+    ``remove_upstream``, ``add_backend`` and ``remove_backend`` methods on it.
+
+    An :class:`~gatekeeper_plugin.UpstreamPlugin` gets one as :attr:`UpstreamPlugin.manager`
+    once it is served. Calls may be made from any hook (typically ``start``, before it returns:
+    the proxy answers them while it waits for ``start``) and from background tasks the plugin
+    starts. Calls may run concurrently.
+
+    Every method returns ``None`` on success and raises :class:`~gatekeeper_plugin.RpcError` on
+    failure: with the proxy's code (``codes.INVALID_PARAMS``, ``codes.UNKNOWN_UPSTREAM``,
+    ``codes.CONFLICT``, ``codes.INVALID_VALUE``, ``codes.UNKNOWN_BACKEND``), or with
+    ``codes.INTERNAL_ERROR`` when no answer came within :attr:`timeout` or the connection
+    closed. An ``RpcError`` left to propagate out of a hook answers that hook with the same code.
+
+    Adding is idempotent (the same content again succeeds); adding an id that exists with
+    different content is ``codes.CONFLICT``: remove it first.
+    """
+
+    timeout: float
+    """Seconds each call waits for the proxy's answer."""
+
+    def __init__(self, call: Caller, timeout: float = DEFAULT_MANAGER_TIMEOUT) -> None:
+        self._call = call
+        self.timeout = timeout
+
+    async def add_upstream(self, upstream: Upstream) -> None:
+        """Adds an upstream, e.g. ``{"id": "api", "prefixes": ["api"]}`` (see
+        :class:`~gatekeeper_plugin.Upstream`)."""
+        await self._call("add_upstream", {"upstream": upstream}, self.timeout)
+
+    async def remove_upstream(self, id: str) -> None:  # noqa: A002 - the protocol's name
+        """Removes an upstream and all of its backends."""
+        await self._call("remove_upstream", {"id": id}, self.timeout)
+
+    async def add_backend(self, upstream_id: str, backend: Backend) -> None:
+        """Adds a backend, e.g. ``{"id": "api-1", "address": "http://127.0.0.1:9001"}``, to
+        upstream ``upstream_id``."""
+        await self._call(
+            "add_backend", {"upstream_id": upstream_id, "backend": backend}, self.timeout
+        )
+
+    async def remove_backend(self, upstream_id: str, backend_id: str) -> None:
+        """Removes backend ``backend_id`` from upstream ``upstream_id``."""
+        await self._call(
+            "remove_backend", {"upstream_id": upstream_id, "backend_id": backend_id}, self.timeout
+        )

@@ -1,0 +1,268 @@
+"""The data that travels in hook params and results, as plain ``dict``\\ s and ``list``\\ s.
+
+The :class:`~typing.TypedDict` classes here only document shapes for type checkers: at run time
+a request is an ordinary ``dict`` decoded from JSON, and a hook returns ordinary dicts. Fields
+are described in docs/protocol.md ("Data types"). Unknown fields may appear (later protocol
+versions add fields); keep them when you return a changed request or response.
+
+Headers are lists of ``[name, value]`` pairs, in order, duplicates kept, names lower-case;
+:func:`header`, :func:`set_header` and :func:`remove_header` work on such lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NotRequired, Required, TypedDict
+
+PROTOCOL_VERSION: Final = 1
+"""The protocol version this SDK speaks."""
+
+DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
+"""The line limit when ``GATEKEEPER_MAX_LINE_BYTES`` is not set (16 MiB)."""
+
+Headers = list[list[str]]
+"""HTTP headers: ``[[name, value], ...]``, in order, duplicates kept, names lower-case."""
+
+JsonObject = dict[str, Any]
+"""A free-form JSON object (config maps, ``extra``, ``context``, params, results)."""
+
+
+class Request(TypedDict, total=False):
+    """A client's request as plugins see it (docs/protocol.md, "Request")."""
+
+    listener: str
+    """Name of the listener it arrived on, e.g. ``http-public``."""
+    remote_addr: str
+    """The client's ``ip:port``."""
+    method: Required[str]
+    """``GET``, ``POST``, ..."""
+    host: str
+    """The ``Host`` header, port included if the client sent one."""
+    path: Required[str]
+    """The path as received, e.g. ``/api/users``."""
+    prefix: NotRequired[str]
+    """The matched prefix segment (``api``), when routing matched by prefix."""
+    prefixless_path: str
+    """The path the backend receives, e.g. ``/users``."""
+    query: NotRequired[str]
+    """The query string without ``?``."""
+    headers: Headers
+    """All request headers."""
+    upstream: NotRequired[str]
+    """Id of the chosen upstream, once routed. Set it in ``modify_request`` to re-route."""
+    context: JsonObject
+    """Values plugins attach for later hooks of the same request."""
+
+
+class Response(TypedDict, total=False):
+    """An HTTP response: a backend's (without body), the proxy's error, or a plugin's own."""
+
+    status: Required[int]
+    """HTTP status; a plugin may set 200-599."""
+    headers: Headers
+    """Response headers."""
+    body: NotRequired[str]
+    """UTF-8 body. Absent on backend responses (they stream); when set, it replaces the body."""
+
+
+class ProxyError(TypedDict):
+    """What went wrong, for ``modify_error_response``."""
+
+    kind: str
+    """``no_route``, ``no_backend``, ``backend_unreachable``, ``timeout``, ``plugin_failed``,
+    ``bad_request`` or ``internal``."""
+    message: str
+    """A human-readable description."""
+
+
+class Upstream(TypedDict, total=False):
+    """A service that requests are routed to (docs/protocol.md, "Upstream")."""
+
+    id: Required[str]
+    """Unique id."""
+    name: str
+    """Display name."""
+    timeout_ms: int
+    """Time the backend has to answer with headers; absent: the proxy's default."""
+    protocols: list[str]
+    """Listener names that may route here; empty: all."""
+    hostnames: list[str]
+    """Host names (no port) that route here."""
+    prefixes: list[str]
+    """First path segments (no ``/``) that route here."""
+    balancer: str
+    """Built-in balancer: ``random`` (default), ``round_robin`` or ``least_outstanding``."""
+    extra: JsonObject
+    """Free-form."""
+
+
+class Backend(TypedDict, total=False):
+    """One instance of an upstream (docs/protocol.md, "Backend")."""
+
+    id: Required[str]
+    """Unique within its upstream."""
+    address: Required[str]
+    """``http://host[:port][/base-path]``."""
+    extra: JsonObject
+    """Free-form."""
+
+
+class ModifyRequestResult(TypedDict, total=False):
+    """What ``modify_request`` returns: ``{}`` (unchanged), ``{"request": ...}`` (replace it) or
+    ``{"response": ...}`` (answer the client directly)."""
+
+    request: Request
+    response: Response
+
+
+class ModifyResponseResult(TypedDict, total=False):
+    """What ``modify_response`` / ``modify_error_response`` return: ``{}`` or
+    ``{"response": ...}``."""
+
+    response: Response
+
+
+class RouteResult(TypedDict, total=False):
+    """What ``route_request`` returns."""
+
+    upstream: str | None
+    """Id of the upstream to use; ``None`` or absent: no route (404)."""
+    prefixless_path: str
+    """The path the backend receives; absent: ``path`` unchanged."""
+    request: Request
+    """A changed request, as in ``modify_request``."""
+
+
+class GetBackendResult(TypedDict, total=False):
+    """What ``get_backend`` returns."""
+
+    backend_id: str | None
+    """Id of the backend to use; ``None`` or absent: no backend available (503)."""
+
+
+class EventMetric(TypedDict):
+    """Something that happened (``event_metric``)."""
+
+    time_ms: int
+    name: str
+    attributes: JsonObject
+
+
+class ProfilingMetric(TypedDict):
+    """How long an internal operation took (``profiling_metric``)."""
+
+    time_ms: int
+    name: str
+    duration_us: int
+    attributes: JsonObject
+
+
+class PluginMetric(TypedDict):
+    """One call gatekeeper made to a plugin (``plugin_metric``)."""
+
+    time_ms: int
+    plugin: str
+    method: str
+    latency_us: int
+    error: NotRequired[str]
+
+
+class ModifierPhase(TypedDict):
+    """Time one modifier hook took, within a request."""
+
+    plugin: str
+    hook: str
+    latency_us: int
+
+
+class Phases(TypedDict):
+    """Where a request's time went."""
+
+    router_us: int
+    loadbalancer_us: int
+    modifiers: list[ModifierPhase]
+    upstream_connect_us: int
+    upstream_response_us: int
+    total_us: int
+
+
+class RequestMetric(TypedDict):
+    """One finished request (``request_metric``)."""
+
+    time_ms: int
+    listener: str
+    method: str
+    host: str
+    path: str
+    status: int
+    upstream: NotRequired[str]
+    backend: NotRequired[str]
+    bytes_in: int
+    bytes_out: int
+    error: NotRequired[str]
+    phases: Phases
+
+
+class UpstreamMetric(TypedDict):
+    """The outcome of one request to a backend (``upstream_metric``)."""
+
+    time_ms: int
+    upstream: str
+    backend: str
+    latency_us: int
+    status: NotRequired[int]
+    error: NotRequired[str]
+
+
+PLUGIN_TYPES: Final = ("upstream", "modifier", "router", "loadbalancer", "metric")
+"""The five plugin types, as ``GATEKEEPER_PLUGIN_TYPE`` names them."""
+
+UPSTREAM_HOOKS: Final = ("upstream_metric",)
+"""Hooks an upstream plugin may declare."""
+MODIFIER_HOOKS: Final = ("modify_request", "modify_response", "modify_error_response")
+"""Hooks a modifier plugin may declare."""
+ROUTER_HOOKS: Final = ("add_upstream", "remove_upstream", "route_request")
+"""Hooks a router plugin may declare."""
+LOADBALANCER_HOOKS: Final = ("add_backend", "remove_backend", "upstream_metric", "get_backend")
+"""Hooks a loadbalancer plugin may declare."""
+METRIC_HOOKS: Final = (
+    "event_metric",
+    "profiling_metric",
+    "plugin_metric",
+    "request_metric",
+    "upstream_metric",
+)
+"""Hooks a metric plugin may declare."""
+
+LIFECYCLE_METHODS: Final = ("configure", "start", "heartbeat", "stop")
+"""Methods every plugin answers, whatever it declares."""
+
+
+def header(headers: Headers, name: str) -> str | None:
+    """The first value of header ``name`` (compared case-insensitively), or ``None``.
+
+    >>> header([["host", "a"], ["X-Id", "1"]], "x-id")
+    '1'
+    """
+    wanted = name.lower()
+    for pair in headers:
+        if pair[0].lower() == wanted:
+            return pair[1]
+    return None
+
+
+def set_header(headers: Headers, name: str, value: str) -> None:
+    """Sets header ``name`` to ``value`` in place: removes every earlier value of it (compared
+    case-insensitively) and appends ``[name.lower(), value]``.
+
+    >>> h = [["a", "1"], ["b", "2"], ["A", "3"]]
+    >>> set_header(h, "a", "4"); h
+    [['b', '2'], ['a', '4']]
+    """
+    remove_header(headers, name)
+    headers.append([name.lower(), value])
+
+
+def remove_header(headers: Headers, name: str) -> None:
+    """Removes every value of header ``name`` (compared case-insensitively) in place."""
+    wanted = name.lower()
+    headers[:] = [pair for pair in headers if pair[0].lower() != wanted]

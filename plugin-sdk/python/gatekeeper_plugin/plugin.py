@@ -1,0 +1,570 @@
+"""The plugin base classes: :class:`Plugin` (the lifecycle every plugin shares) and one subclass
+per plugin type -- :class:`UpstreamPlugin`, :class:`ModifierPlugin`, :class:`RouterPlugin`,
+:class:`LoadBalancerPlugin` and :class:`MetricPlugin`.
+
+Subclass the one for your type and override the hooks you need (as ``async def``); every
+method has a default that does nothing or changes nothing. Calls arrive concurrently (each is
+its own asyncio task), so a hook that awaits lets the others run.
+
+Declared hooks: :attr:`Plugin.hooks` is sent in the handshake, and the proxy calls only those.
+By default it is the hooks your class overrides, so a modifier that only overrides
+``modify_response`` costs the proxy no ``modify_request`` round trip. Set ``hooks`` (a class
+attribute, or an instance attribute in ``__init__``) to declare another list. A call of a hook
+that was not declared is answered with ``-32601``.
+
+Errors: raise :class:`~gatekeeper_plugin.RpcError` to answer with a code and message; any other
+exception answers ``-32603`` (internal error) with its message, and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from .errors import RpcError
+from .models import (
+    LOADBALANCER_HOOKS,
+    METRIC_HOOKS,
+    MODIFIER_HOOKS,
+    ROUTER_HOOKS,
+    UPSTREAM_HOOKS,
+    Backend,
+    EventMetric,
+    GetBackendResult,
+    JsonObject,
+    ModifyRequestResult,
+    ModifyResponseResult,
+    PluginMetric,
+    ProfilingMetric,
+    ProxyError,
+    Request,
+    RequestMetric,
+    Response,
+    RouteResult,
+    Upstream,
+    UpstreamMetric,
+)
+
+if TYPE_CHECKING:
+    from .env import PluginEnv
+    from .manager import Manager
+
+
+class InvalidResult(TypeError):
+    """A hook returned something the protocol cannot carry (answered with ``-32603``, so the
+    proxy never sees a malformed result, which it would treat as a protocol violation)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading params
+
+
+def _field(params: JsonObject, name: str, kind: type, what: str) -> Any:
+    if name not in params:
+        raise RpcError.invalid_params(f"missing field `{name}`")
+    value = params[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RpcError.invalid_params(f"field `{name}` must be {what}")
+    return value
+
+
+def _obj(params: JsonObject, name: str) -> JsonObject:
+    return _field(params, name, dict, "an object")  # type: ignore[no-any-return]
+
+
+def _str(params: JsonObject, name: str) -> str:
+    return _field(params, name, str, "a string")  # type: ignore[no-any-return]
+
+
+def _list(params: JsonObject, name: str) -> list[Any]:
+    return _field(params, name, list, "an array")  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking results
+
+
+def _check_headers(value: Any, where: str) -> None:
+    if not isinstance(value, (list, tuple)):
+        raise InvalidResult(f"{where} must be a list of [name, value] pairs")
+    for i, pair in enumerate(value):
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or not isinstance(pair[0], str)
+            or not isinstance(pair[1], str)
+        ):
+            raise InvalidResult(f"{where}[{i}] must be a [name, value] pair of strings: {pair!r}")
+
+
+def _check_request(value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise InvalidResult(f"{where} must be a dict")
+    for name in ("method", "path"):
+        if not isinstance(value.get(name), str):
+            raise InvalidResult(f"{where}[{name!r}] must be a string")
+    for name in ("listener", "remote_addr", "host", "prefixless_path"):
+        if name in value and not isinstance(value[name], str):
+            raise InvalidResult(f"{where}[{name!r}] must be a string")
+    for name in ("prefix", "query", "upstream"):
+        if value.get(name) is not None and not isinstance(value[name], str):
+            raise InvalidResult(f"{where}[{name!r}] must be a string or None")
+    if "headers" in value:
+        _check_headers(value["headers"], f"{where}['headers']")
+    if "context" in value and not isinstance(value["context"], dict):
+        raise InvalidResult(f"{where}['context'] must be a dict")
+
+
+def _check_response(value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise InvalidResult(f"{where} must be a dict")
+    status = value.get("status")
+    if not isinstance(status, int) or isinstance(status, bool):
+        raise InvalidResult(f"{where}['status'] must be an int")
+    if "headers" in value:
+        _check_headers(value["headers"], f"{where}['headers']")
+    if value.get("body") is not None and not isinstance(value["body"], str):
+        raise InvalidResult(f"{where}['body'] must be a str")
+
+
+def _check_optional_str(result: JsonObject, name: str, method: str) -> None:
+    if result.get(name) is not None and not isinstance(result[name], str):
+        raise InvalidResult(f"{method} result[{name!r}] must be a str or None")
+
+
+def _check_modify_request(result: JsonObject) -> None:
+    if "request" in result:
+        _check_request(result["request"], "modify_request result['request']")
+    if "response" in result:
+        _check_response(result["response"], "modify_request result['response']")
+    if not result.keys() & {"request", "response"} and "method" in result and "path" in result:
+        raise InvalidResult(
+            "modify_request returned a request: return {'request': request} to replace it"
+        )
+
+
+def _check_modify_response(method: str) -> Callable[[JsonObject], None]:
+    def check(result: JsonObject) -> None:
+        if "response" in result:
+            _check_response(result["response"], f"{method} result['response']")
+        elif "status" in result:
+            raise InvalidResult(
+                f"{method} returned a response: return {{'response': response}} to replace it"
+            )
+
+    return check
+
+
+def _check_route(result: JsonObject) -> None:
+    _check_optional_str(result, "upstream", "route_request")
+    _check_optional_str(result, "prefixless_path", "route_request")
+    if "request" in result:
+        _check_request(result["request"], "route_request result['request']")
+
+
+def _check_backend(result: JsonObject) -> None:
+    _check_optional_str(result, "backend_id", "get_backend")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hook tables
+
+
+class Hook(NamedTuple):
+    """How one hook is called: ``params`` turns the call's params into the method's arguments
+    (a missing or mistyped field answers ``-32602``); ``check`` validates a result (``None`` for
+    hooks that return nothing: they answer ``{}``)."""
+
+    params: Callable[[JsonObject], tuple[Any, ...]]
+    check: Callable[[JsonObject], None] | None
+
+
+def _request_params(params: JsonObject) -> tuple[Any, ...]:
+    return (_obj(params, "request"),)
+
+
+def _metrics_params(params: JsonObject) -> tuple[Any, ...]:
+    return (_list(params, "metrics"),)
+
+
+class Plugin:
+    """The lifecycle every plugin shares. The proxy calls, in order: :meth:`configure`,
+    :meth:`start`, :meth:`heartbeat` on an interval while the plugin runs, and :meth:`stop` at
+    shutdown. Subclass one of the type classes rather than this one."""
+
+    plugin_type: ClassVar[str] = ""
+    """The plugin type this class serves (``"modifier"``, ...), as in ``GATEKEEPER_PLUGIN_TYPE``."""
+
+    type_hooks: ClassVar[tuple[str, ...]] = ()
+    """Every hook this plugin type may declare."""
+
+    hook_table: ClassVar[Mapping[str, Hook]] = {}
+    """How each of :attr:`type_hooks` is called (used by the serve loop)."""
+
+    env: PluginEnv | None = None
+    """The environment the plugin is served with (name, instance, ...); set by
+    :func:`~gatekeeper_plugin.serve_async` before the handshake."""
+
+    @property
+    def hooks(self) -> Sequence[str]:
+        """The hooks sent in the handshake; the proxy calls no others.
+
+        Default: the hooks of :attr:`type_hooks` that this object's class overrides. Override
+        with a class attribute (``hooks = ("modify_request",)``) or by assigning to
+        ``self.hooks``.
+        """
+        declared = self.__dict__.get("_declared_hooks")
+        if declared is not None:
+            return declared  # type: ignore[no-any-return]
+        return overridden_hooks(self)
+
+    @hooks.setter
+    def hooks(self, value: Sequence[str]) -> None:
+        self.__dict__["_declared_hooks"] = tuple(value)
+
+    async def configure(self, config: JsonObject) -> None:
+        """Runs once after the handshake, before :meth:`start` (and again after every restart),
+        with the plugin's config map: keys from gatekeeper's config file and pass-through flags,
+        values as JSON. Validate it here: raise (e.g. ``RpcError.invalid_params(...)``) and
+        gatekeeper reports the message and treats the plugin as failed to start.
+
+        Default: accepts any config and ignores it.
+        """
+        del config
+
+    async def start(self) -> None:
+        """Runs once, after :meth:`configure`: begin work. When it returns the plugin is ready
+        and its hooks are called. An upstream plugin pushes its upstreams and backends here
+        through :attr:`UpstreamPlugin.manager`. Raising fails the start.
+
+        Default: does nothing.
+        """
+
+    async def heartbeat(self) -> None:
+        """Runs every few seconds (gatekeeper's ``heartbeat_interval``, 5 s by default) while
+        the plugin runs. Raising, or not returning within 2 s, counts as a missed heartbeat; a
+        plugin that misses two in a row is restarted.
+
+        Default: answers that all is well.
+        """
+
+    async def stop(self) -> None:
+        """Runs once, when gatekeeper shuts the plugin down: release resources, flush buffers.
+        Once it has been answered (error or not) the SDK closes the connection and the serve
+        call returns; the process has 3 s to exit.
+
+        Default: does nothing.
+        """
+
+
+class UpstreamPlugin(Plugin):
+    """A plugin that feeds the proxy upstreams (services) and backends (their instances).
+
+    Push the initial state in :meth:`~Plugin.start` with :attr:`manager` (the proxy answers
+    manager calls while it waits for ``start``; an ``RpcError`` from one, left to propagate,
+    fails ``start`` with the proxy's code). A plugin that discovers changes over time starts a
+    background task there (keep a reference to it) that keeps calling the manager. After a
+    restart ``start`` runs again: push the whole state again (adding is idempotent).
+
+    It may also receive the outcome of every request to a backend by overriding
+    :meth:`upstream_metric`.
+    """
+
+    plugin_type: ClassVar[str] = "upstream"
+    type_hooks: ClassVar[tuple[str, ...]] = UPSTREAM_HOOKS
+    hook_table: ClassVar[Mapping[str, Hook]] = {
+        "upstream_metric": Hook(_metrics_params, None),
+    }
+
+    _manager: Manager | None = None
+
+    @property
+    def manager(self) -> Manager:
+        """The :class:`~gatekeeper_plugin.Manager` calling the proxy; available from the
+        handshake on (so in :meth:`~Plugin.configure`, :meth:`~Plugin.start` and later).
+        Raises ``RuntimeError`` when the plugin is not being served."""
+        if self._manager is None:
+            raise RuntimeError("no manager: the plugin is not being served by gatekeeper_plugin")
+        return self._manager
+
+    @manager.setter
+    def manager(self, manager: Manager | None) -> None:
+        self._manager = manager
+
+    async def upstream_metric(self, metrics: list[UpstreamMetric]) -> None:
+        """Runs when the proxy flushes its buffer of backend outcomes (only if declared): a batch
+        of :class:`~gatekeeper_plugin.UpstreamMetric` records, oldest first. No request waits
+        for it.
+
+        Default: ignores the batch (and is not declared).
+        """
+        del metrics
+
+
+class ModifierPlugin(Plugin):
+    """A plugin that changes requests and responses, or answers requests itself.
+
+    Modifiers run in gatekeeper's configured order; each hook sees what the previous modifier
+    returned. A hook returns only what it changes: ``{}`` (or ``None``) leaves things as they
+    are. The dicts it receives are its own: change them in place and return them.
+    """
+
+    plugin_type: ClassVar[str] = "modifier"
+    type_hooks: ClassVar[tuple[str, ...]] = MODIFIER_HOOKS
+    hook_table: ClassVar[Mapping[str, Hook]] = {
+        "modify_request": Hook(_request_params, _check_modify_request),
+        "modify_response": Hook(
+            lambda p: (_obj(p, "request"), _obj(p, "response")),
+            _check_modify_response("modify_response"),
+        ),
+        "modify_error_response": Hook(
+            lambda p: (_obj(p, "request"), _obj(p, "response"), _obj(p, "error")),
+            _check_modify_response("modify_error_response"),
+        ),
+    }
+
+    async def modify_request(self, request: Request) -> ModifyRequestResult | None:
+        """Runs for every request, after routing and before a backend is picked.
+
+        Return ``{}`` (or ``None``) to leave the request unchanged, ``{"request": request}`` to
+        replace it (``method``, ``prefixless_path``, ``query``, ``headers``, ``context`` and
+        ``upstream`` are used), or ``{"response": {"status": ..., "headers": [...], "body":
+        ...}}`` to answer the client directly (later modifiers and the backend are skipped;
+        ``modify_response`` hooks still run).
+
+        Default: leaves the request unchanged.
+        """
+        del request
+        return {}
+
+    async def modify_response(
+        self, request: Request, response: Response
+    ) -> ModifyResponseResult | None:
+        """Runs for every response before the client gets it (the backend's status and headers
+        -- the body streams past -- or a modifier's direct answer), with the request as it was
+        forwarded. Return ``{}`` (or ``None``) or ``{"response": response}``; a ``body`` in it
+        replaces the backend's body.
+
+        Default: leaves the response unchanged.
+        """
+        del request, response
+        return {}
+
+    async def modify_error_response(
+        self, request: Request, response: Response, error: ProxyError
+    ) -> ModifyResponseResult | None:
+        """Runs when the proxy itself answers with an error (no route, no backend, backend
+        unreachable, timeout, ...): ``response`` is the plain-text error it is about to send,
+        ``error`` is ``{"kind": ..., "message": ...}``. Return as for :meth:`modify_response`.
+
+        Default: leaves the response unchanged.
+        """
+        del request, response, error
+        return {}
+
+
+class RouterPlugin(Plugin):
+    """A plugin that picks the upstream for each request, replacing the built-in
+    prefix/hostname router (at most one runs).
+
+    The proxy keeps it in step with its registry: :meth:`add_upstream` for every upstream there
+    is when the plugin (re)starts and whenever one appears, :meth:`remove_upstream` when one
+    goes. :meth:`route_request` then runs for every request, before any modifier.
+    """
+
+    plugin_type: ClassVar[str] = "router"
+    type_hooks: ClassVar[tuple[str, ...]] = ROUTER_HOOKS
+    hook_table: ClassVar[Mapping[str, Hook]] = {
+        "add_upstream": Hook(lambda p: (_obj(p, "upstream"),), None),
+        "remove_upstream": Hook(lambda p: (_str(p, "id"),), None),
+        "route_request": Hook(_request_params, _check_route),
+    }
+
+    async def add_upstream(self, upstream: Upstream) -> None:
+        """Runs when an upstream enters the proxy's registry or is replaced: for every upstream
+        when the plugin (re)starts, then on every change. The same upstream may arrive twice.
+
+        Default: does nothing.
+        """
+        del upstream
+
+    async def remove_upstream(self, id: str) -> None:  # noqa: A002 - the protocol's name
+        """Runs when upstream ``id`` (with its backends) leaves the proxy's registry.
+
+        Default: does nothing.
+        """
+        del id
+
+    async def route_request(self, request: Request) -> RouteResult | None:
+        """Runs for every request, first thing after it is parsed (``prefixless_path`` equals
+        ``path``; no ``upstream`` yet). Return ``{"upstream": id}``, optionally with
+        ``"prefixless_path"`` (the path the backend gets) and a changed ``"request"``.
+        ``{}``, ``None`` or ``{"upstream": None}`` means no route (404), as does an id the
+        proxy does not know.
+
+        Default: no route.
+        """
+        del request
+        return {}
+
+
+class LoadBalancerPlugin(Plugin):
+    """A plugin that picks the backend for each request, replacing the built-in balancers (at
+    most one runs).
+
+    The proxy keeps it in step with its registry: :meth:`add_backend` for every backend there
+    is when the plugin (re)starts and whenever one appears, :meth:`remove_backend` when one
+    goes. :meth:`get_backend` runs for every request; :meth:`upstream_metric`, if overridden,
+    receives the outcome of every request to a backend, in batches.
+    """
+
+    plugin_type: ClassVar[str] = "loadbalancer"
+    type_hooks: ClassVar[tuple[str, ...]] = LOADBALANCER_HOOKS
+    hook_table: ClassVar[Mapping[str, Hook]] = {
+        "add_backend": Hook(lambda p: (_str(p, "upstream_id"), _obj(p, "backend")), None),
+        "remove_backend": Hook(lambda p: (_str(p, "upstream_id"), _str(p, "backend_id")), None),
+        "upstream_metric": Hook(_metrics_params, None),
+        "get_backend": Hook(lambda p: (_str(p, "upstream_id"), _obj(p, "request")), _check_backend),
+    }
+
+    async def add_backend(self, upstream_id: str, backend: Backend) -> None:
+        """Runs when a backend of upstream ``upstream_id`` enters the registry or is replaced:
+        for every backend when the plugin (re)starts, then on every change.
+
+        Default: does nothing.
+        """
+        del upstream_id, backend
+
+    async def remove_backend(self, upstream_id: str, backend_id: str) -> None:
+        """Runs when a backend leaves the registry (removing an upstream removes each of its
+        backends first).
+
+        Default: does nothing.
+        """
+        del upstream_id, backend_id
+
+    async def upstream_metric(self, metrics: list[UpstreamMetric]) -> None:
+        """Runs when the proxy flushes its buffer of backend outcomes (latency, status, error),
+        oldest first, to balance on latency or errors. No request waits for it.
+
+        Default: ignores the batch.
+        """
+        del metrics
+
+    async def get_backend(self, upstream_id: str, request: Request) -> GetBackendResult | None:
+        """Runs for every request routed to ``upstream_id``: return ``{"backend_id": id}``.
+        ``{}``, ``None`` or ``{"backend_id": None}`` means no backend available (503); an id
+        the upstream does not have counts as a failure of the plugin.
+
+        Default: no backend.
+        """
+        del upstream_id, request
+        return {}
+
+
+class MetricPlugin(Plugin):
+    """A plugin that receives what happens in gatekeeper, in batches (100 records, or every
+    second, and once more at shutdown). No request ever waits for a metric plugin.
+    """
+
+    plugin_type: ClassVar[str] = "metric"
+    type_hooks: ClassVar[tuple[str, ...]] = METRIC_HOOKS
+    hook_table: ClassVar[Mapping[str, Hook]] = {
+        "event_metric": Hook(lambda p: (_list(p, "events"),), None),
+        "profiling_metric": Hook(lambda p: (_list(p, "profiles"),), None),
+        "plugin_metric": Hook(_metrics_params, None),
+        "request_metric": Hook(_metrics_params, None),
+        "upstream_metric": Hook(_metrics_params, None),
+    }
+
+    async def event_metric(self, events: list[EventMetric]) -> None:
+        """Runs with a batch of events (``app_started``, ``request_failed``, ``plugin_restarted``,
+        ...; see docs/protocol.md), oldest first.
+
+        Default: ignores the batch.
+        """
+        del events
+
+    async def profiling_metric(self, profiles: list[ProfilingMetric]) -> None:
+        """Runs with a batch of timings of internal operations (plugin start, ...).
+
+        Default: ignores the batch.
+        """
+        del profiles
+
+    async def plugin_metric(self, metrics: list[PluginMetric]) -> None:
+        """Runs with a batch of records of gatekeeper's calls to plugins (method, latency,
+        error).
+
+        Default: ignores the batch.
+        """
+        del metrics
+
+    async def request_metric(self, metrics: list[RequestMetric]) -> None:
+        """Runs with a batch of finished requests (status, upstream, backend, bytes, and where
+        the time went in ``phases``).
+
+        Default: ignores the batch.
+        """
+        del metrics
+
+    async def upstream_metric(self, metrics: list[UpstreamMetric]) -> None:
+        """Runs with a batch of outcomes of requests to backends.
+
+        Default: ignores the batch.
+        """
+        del metrics
+
+
+_SDK_CLASSES: frozenset[type] = frozenset(
+    {Plugin, UpstreamPlugin, ModifierPlugin, RouterPlugin, LoadBalancerPlugin, MetricPlugin}
+)
+
+PLUGIN_CLASSES: Mapping[str, type[Plugin]] = {
+    cls.plugin_type: cls
+    for cls in (UpstreamPlugin, ModifierPlugin, RouterPlugin, LoadBalancerPlugin, MetricPlugin)
+}
+"""The base class of each plugin type, by type name."""
+
+
+def overridden_hooks(plugin: Plugin) -> tuple[str, ...]:
+    """The hooks of ``plugin``'s type that its class (or the object itself) overrides, in the
+    protocol's order: the default of :attr:`Plugin.hooks`."""
+    found = []
+    for name in plugin.type_hooks:
+        if name in plugin.__dict__:
+            found.append(name)
+            continue
+        for cls in type(plugin).__mro__:
+            if name in cls.__dict__:
+                if cls not in _SDK_CLASSES:
+                    found.append(name)
+                break
+    return tuple(found)
+
+
+def hook_result(method: str, check: Callable[[JsonObject], None] | None, value: Any) -> JsonObject:
+    """Turns what a hook returned into the JSON-RPC result: ``{}`` for hooks that return nothing
+    (and for ``None``), the dict itself for the others once it passed ``check``. Raises
+    :class:`InvalidResult` for anything else."""
+    if check is None or value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidResult(f"{method} must return a dict or None, not {type(value).__name__}")
+    check(value)
+    return value
+
+
+__all__ = [
+    "Hook",
+    "InvalidResult",
+    "LoadBalancerPlugin",
+    "MetricPlugin",
+    "ModifierPlugin",
+    "PLUGIN_CLASSES",
+    "Plugin",
+    "RouterPlugin",
+    "UpstreamPlugin",
+    "hook_result",
+    "overridden_hooks",
+]
