@@ -1,0 +1,78 @@
+/**
+ * The {@link Manager}: an upstream plugin's handle on the proxy's registry of upstreams and
+ * backends.
+ *
+ * @module
+ */
+
+/** @typedef {import('./types.js').Upstream} Upstream */
+/** @typedef {import('./types.js').Backend} Backend */
+
+/** How long a manager call waits for the proxy by default (ms). */
+export const DEFAULT_MANAGER_TIMEOUT_MS = 10_000;
+
+/**
+ * Adds and removes upstreams and backends in the proxy: the `add_upstream`, `remove_upstream`,
+ * `add_backend` and `remove_backend` methods, called by the plugin on the proxy. Adding is
+ * idempotent (the same content again succeeds); to change an upstream or backend, remove it and
+ * add it again.
+ *
+ * Every method resolves once the proxy has accepted the change, and rejects with an
+ * {@link RpcError} carrying the proxy's code (`-32010` unknown upstream, `-32011` conflict,
+ * `-32012` invalid value, `-32013` unknown backend, `-32602` mistyped fields), or `-32603`
+ * when the proxy did not answer within {@link Manager#timeoutMs} or the connection closed.
+ */
+export class Manager {
+  /**
+   * @param {{request(method: string, params: object, timeoutMs: number): Promise<unknown>}} peer
+   * @param {number} [timeoutMs]
+   */
+  constructor(peer, timeoutMs = DEFAULT_MANAGER_TIMEOUT_MS) {
+    /** @private */
+    this.peer = peer;
+    /** How long each call waits for the proxy, in ms; may be changed. */
+    this.timeoutMs = timeoutMs;
+  }
+
+  /**
+   * Adds an upstream (wire `add_upstream`).
+   *
+   * @param {Upstream} upstream
+   * @returns {Promise<void>}
+   */
+  async addUpstream(upstream) {
+    await this.peer.request('add_upstream', { upstream }, this.timeoutMs);
+  }
+
+  /**
+   * Removes an upstream and all its backends (wire `remove_upstream`).
+   *
+   * @param {string} id
+   * @returns {Promise<void>}
+   */
+  async removeUpstream(id) {
+    await this.peer.request('remove_upstream', { id }, this.timeoutMs);
+  }
+
+  /**
+   * Adds a backend to an upstream (wire `add_backend`).
+   *
+   * @param {string} upstreamId
+   * @param {Backend} backend
+   * @returns {Promise<void>}
+   */
+  async addBackend(upstreamId, backend) {
+    await this.peer.request('add_backend', { upstream_id: upstreamId, backend }, this.timeoutMs);
+  }
+
+  /**
+   * Removes a backend from an upstream (wire `remove_backend`).
+   *
+   * @param {string} upstreamId
+   * @param {string} backendId
+   * @returns {Promise<void>}
+   */
+  async removeBackend(upstreamId, backendId) {
+    await this.peer.request('remove_backend', { upstream_id: upstreamId, backend_id: backendId }, this.timeoutMs);
+  }
+}

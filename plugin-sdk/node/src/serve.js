@@ -1,0 +1,350 @@
+/**
+ * Serving a plugin: read the environment, connect, handshake, answer the proxy's calls until
+ * `stop` (or until the connection closes).
+ *
+ * @module
+ */
+
+import net from 'node:net';
+
+import { codes, EnvError, isRpcError, RpcError, toErrorObject } from './errors.js';
+import { createLogger } from './log.js';
+import { DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './manager.js';
+import { DEFAULT_MAX_LINE_BYTES, Peer } from './peer.js';
+import { HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf } from './plugins.js';
+import * as check from './validate.js';
+
+/** The protocol version this SDK speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** How long the handshake may take (ms). */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * What gatekeeper tells a plugin through its environment.
+ *
+ * @typedef {object} PluginEnv
+ * @property {string} socketPath `GATEKEEPER_SOCKET`: the Unix socket to connect to
+ * @property {string} token `GATEKEEPER_TOKEN`: the one-time secret sent in the handshake
+ * @property {string} name `GATEKEEPER_PLUGIN_NAME` (default: the type)
+ * @property {string} pluginType `GATEKEEPER_PLUGIN_TYPE`
+ * @property {number} protocolVersion `GATEKEEPER_PROTOCOL_VERSION`
+ * @property {number} maxLineBytes `GATEKEEPER_MAX_LINE_BYTES` (default 16 MiB)
+ * @property {number} instance `GATEKEEPER_PLUGIN_INSTANCE` (default 0)
+ */
+
+/**
+ * Reads the `GATEKEEPER_*` variables. `GATEKEEPER_SOCKET`, `GATEKEEPER_TOKEN`,
+ * `GATEKEEPER_PLUGIN_TYPE` and `GATEKEEPER_PROTOCOL_VERSION` are required;
+ * `GATEKEEPER_PLUGIN_NAME` defaults to the type, `GATEKEEPER_MAX_LINE_BYTES` to 16 MiB and
+ * `GATEKEEPER_PLUGIN_INSTANCE` to 0.
+ *
+ * @param {Record<string, string | undefined>} [environ] default `process.env`
+ * @returns {PluginEnv}
+ * @throws {EnvError} when a variable is missing ("run me from gatekeeper") or unusable
+ */
+export function readEnv(environ = process.env) {
+  const get = (name) => {
+    const value = environ[name];
+    return value === undefined || value === '' ? undefined : value;
+  };
+  const required = (name) => {
+    const value = get(name);
+    if (value === undefined) {
+      throw new EnvError(
+        `environment variable ${name} is not set: this program is a gatekeeper plugin, run me from ` +
+          'gatekeeper (it sets GATEKEEPER_SOCKET, GATEKEEPER_TOKEN and the other GATEKEEPER_* variables)',
+        name,
+      );
+    }
+    return value;
+  };
+  const number = (name, value) => {
+    const trimmed = value.trim();
+    if (!/^\d+$/.test(trimmed)) {
+      throw new EnvError(`environment variable ${name} has an invalid value \`${value}\`: expected a decimal integer`, name);
+    }
+    return Number(trimmed);
+  };
+  const socketPath = required('GATEKEEPER_SOCKET');
+  const token = required('GATEKEEPER_TOKEN');
+  const pluginType = required('GATEKEEPER_PLUGIN_TYPE');
+  if (!Object.hasOwn(HOOKS, pluginType)) {
+    throw new EnvError(
+      `environment variable GATEKEEPER_PLUGIN_TYPE has an invalid value \`${pluginType}\`: expected one of ${Object.keys(HOOKS).join(', ')}`,
+      'GATEKEEPER_PLUGIN_TYPE',
+    );
+  }
+  const protocolVersion = number('GATEKEEPER_PROTOCOL_VERSION', required('GATEKEEPER_PROTOCOL_VERSION'));
+  const maxLine = get('GATEKEEPER_MAX_LINE_BYTES');
+  const instance = get('GATEKEEPER_PLUGIN_INSTANCE');
+  return {
+    socketPath,
+    token,
+    name: get('GATEKEEPER_PLUGIN_NAME') ?? pluginType,
+    pluginType,
+    protocolVersion,
+    maxLineBytes: maxLine === undefined ? DEFAULT_MAX_LINE_BYTES : number('GATEKEEPER_MAX_LINE_BYTES', maxLine),
+    instance: instance === undefined ? 0 : number('GATEKEEPER_PLUGIN_INSTANCE', instance),
+  };
+}
+
+/** How each hook's params become the JS method's arguments (each check throws `-32602`). */
+const ARGUMENTS = {
+  modify_request: (p) => [check.request(p.request)],
+  modify_response: (p) => [check.request(p.request), check.response(p.response)],
+  modify_error_response: (p) => [check.request(p.request), check.response(p.response), check.proxyError(p.error)],
+  add_upstream: (p) => [check.upstream(p.upstream)],
+  remove_upstream: (p) => [check.string(p.id, 'id')],
+  route_request: (p) => [check.request(p.request)],
+  add_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.backend(p.backend)],
+  remove_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.string(p.backend_id, 'backend_id')],
+  get_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.request(p.request)],
+  upstream_metric: (p) => [check.records(p.metrics, 'metrics')],
+  event_metric: (p) => [check.records(p.events, 'events')],
+  profiling_metric: (p) => [check.records(p.profiles, 'profiles')],
+  plugin_metric: (p) => [check.records(p.metrics, 'metrics')],
+  request_metric: (p) => [check.records(p.metrics, 'metrics')],
+};
+
+/** Hooks whose answer carries something; the others answer `{}` whatever the method returns. */
+const RESULT_HOOKS = new Set(['modify_request', 'modify_response', 'modify_error_response', 'route_request', 'get_backend']);
+
+/**
+ * The result object a hook returned: nothing means `{}`; anything but an object is the
+ * plugin's bug, answered `-32603` (the proxy would otherwise see a result of the wrong type
+ * and restart the plugin).
+ */
+function resultOf(method, value) {
+  if (value === undefined || value === null) return {};
+  if (!check.isObject(value)) {
+    throw new TypeError(
+      `${METHOD_NAMES[method]}() returned ${Array.isArray(value) ? 'an array' : `a ${typeof value}`}; ` +
+        'it must return an object (see docs/protocol.md) or nothing',
+    );
+  }
+  return value;
+}
+
+/**
+ * The hooks `plugin` declares: its `hooks()` (or a `hooks` array property).
+ *
+ * @returns {string[]}
+ */
+function declaredHooks(plugin, type, log) {
+  const declared = typeof plugin.hooks === 'function' ? plugin.hooks() : plugin.hooks;
+  if (!Array.isArray(declared) || declared.some((hook) => typeof hook !== 'string')) {
+    throw new TypeError('hooks() must return an array of hook names');
+  }
+  for (const hook of declared) {
+    if (!HOOKS[type].includes(hook)) {
+      log.warn(`declaring \`${hook}\`, which is not a hook of ${type} plugins; gatekeeper ignores it`);
+    }
+  }
+  return [...new Set(declared)];
+}
+
+/**
+ * Answers one call from the proxy: an undeclared hook is refused (`-32601`), a hook goes to
+ * its method, the lifecycle methods to `configure` / `start` / `heartbeat` / `stop`, anything
+ * else is `-32601`. Errors become error objects: {@link RpcError} keeps its code, bad params
+ * are `-32602`, anything else `-32603` (logged with its stack).
+ *
+ * @returns {Promise<import('./peer.js').Outcome>}
+ */
+async function dispatch(context, method, params) {
+  const { plugin, type, declared, log } = context;
+  try {
+    if (!check.isObject(params)) throw RpcError.invalidParams('`params` must be an object');
+    if (HOOKS[type].includes(method)) {
+      if (!declared.has(method)) {
+        throw new RpcError(codes.METHOD_NOT_FOUND, `\`${method}\` was not declared in the handshake`);
+      }
+      const args = ARGUMENTS[method](params);
+      const value = await plugin[METHOD_NAMES[method]](...args, params);
+      return { result: RESULT_HOOKS.has(method) ? resultOf(method, value) : {} };
+    }
+    switch (method) {
+      case 'configure': {
+        const config = params.config === undefined || params.config === null ? {} : check.object(params.config, 'config');
+        await plugin.configure(config);
+        break;
+      }
+      case 'start':
+        await plugin.start();
+        if (type === 'upstream') await plugin.startUpstreams(context.manager);
+        break;
+      case 'heartbeat':
+        await plugin.heartbeat();
+        break;
+      case 'stop':
+        await plugin.stop();
+        break;
+      default:
+        throw new RpcError(codes.METHOD_NOT_FOUND, `method not found: ${method}`);
+    }
+    return { result: {} };
+  } catch (error) {
+    if (isRpcError(error)) {
+      log.warn(`answering \`${method}\` with error ${error.code}: ${error.message}`);
+    } else {
+      log.error(`\`${method}\` failed; answering with an internal error`, error);
+    }
+    return { error: toErrorObject(error) };
+  }
+}
+
+/**
+ * The type `plugin` serves, checked against the type gatekeeper runs it as.
+ *
+ * @param {unknown} plugin
+ * @param {string | undefined} expected
+ * @returns {string}
+ * @throws {EnvError}
+ */
+function checkType(plugin, expected) {
+  const type = pluginTypeOf(plugin);
+  if (type === undefined) {
+    throw new EnvError(
+      'the plugin must be an instance of UpstreamPlugin, ModifierPlugin, RouterPlugin, LoadBalancerPlugin or MetricPlugin',
+    );
+  }
+  if (expected !== undefined && expected !== type) {
+    throw new EnvError(
+      `gatekeeper started this program as a \`${expected}\` plugin, but it is a \`${type}\` plugin`,
+      'GATEKEEPER_PLUGIN_TYPE',
+    );
+  }
+  return type;
+}
+
+/**
+ * Serves `plugin` over an open connection: what {@link serve} does once connected; use it in
+ * tests (with a socket pair) or for other transports. Handshakes with `env.token`, protocol
+ * version 1 and the plugin's declared hooks, then answers calls until `stop` has been answered
+ * or the connection closes.
+ *
+ * @param {import('./plugins.js').Plugin} plugin an instance of one of the type classes
+ * @param {import('node:stream').Duplex} socket a connected socket (or any duplex stream)
+ * @param {Partial<PluginEnv>} [env] `token` is required; `pluginType` (checked against the
+ *   plugin's), `maxLineBytes` and `name` are optional
+ * @param {object} [options]
+ * @param {import('./log.js').Logger} [options.logger] where SDK log lines go (default stderr)
+ * @param {number} [options.managerTimeoutMs] per-call timeout of the manager (default 10 s)
+ * @returns {Promise<void>} resolves once `stop` has been answered or the connection has
+ *   closed; rejects if the plugin is not a typed plugin, the types differ, the handshake fails,
+ *   or gatekeeper sent a line over the limit or bytes that are not UTF-8
+ */
+export async function run(plugin, socket, env = {}, options = {}) {
+  let type;
+  try {
+    type = checkType(plugin, env.pluginType);
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  const log = options.logger ?? createLogger();
+  if (env.protocolVersion !== undefined && env.protocolVersion !== PROTOCOL_VERSION) {
+    log.warn(
+      `gatekeeper speaks protocol version ${env.protocolVersion}, this SDK ${PROTOCOL_VERSION}; the handshake will likely be refused`,
+    );
+  }
+  let hooks;
+  try {
+    hooks = declaredHooks(plugin, type, log);
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  const context = { plugin, type, declared: new Set(hooks), log, manager: null };
+  const peer = new Peer(socket, {
+    maxLineBytes: env.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES,
+    log,
+    onRequest: (method, params) => dispatch(context, method, params),
+    afterReply: (method) => {
+      if (method === 'stop') peer.endAfterFlush();
+    },
+  });
+  if (type === 'upstream') {
+    context.manager = new Manager(peer, options.managerTimeoutMs ?? DEFAULT_MANAGER_TIMEOUT_MS);
+    plugin[MANAGER] = context.manager;
+  }
+  try {
+    const accepted = await peer.request(
+      'handshake',
+      { token: String(env.token ?? ''), protocol_version: PROTOCOL_VERSION, hooks },
+      HANDSHAKE_TIMEOUT_MS,
+    );
+    log.debug(`handshake accepted: ${JSON.stringify(accepted)}`);
+  } catch (error) {
+    peer.close();
+    throw new Error(`handshake with gatekeeper failed: ${error.message}`, { cause: error });
+  }
+  const closed = await peer.closed;
+  switch (closed.reason) {
+    case 'local':
+      log.debug('stopped');
+      return;
+    case 'eof':
+      log.info('gatekeeper closed the connection');
+      return;
+    case 'io':
+      log.warn(`the connection to gatekeeper broke: ${closed.error?.message}`);
+      return;
+    default:
+      throw new Error(`the connection to gatekeeper failed: ${closed.error?.message ?? closed.reason}`);
+  }
+}
+
+/**
+ * Connects to a Unix socket.
+ *
+ * @param {string} path
+ * @returns {Promise<net.Socket>}
+ */
+export function connect(path) {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(path);
+    const onError = (error) => reject(new Error(`could not connect to the gatekeeper socket ${path}: ${error.message}`));
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}
+
+/**
+ * Serves a plugin for the life of the process: reads the `GATEKEEPER_*` environment, connects
+ * to the socket, handshakes, and answers calls until `stop` has been answered or the
+ * connection closes. Then it exits the process: code 0 after a normal end; 2 (with the reason
+ * on stderr) when the program was not started by gatekeeper or runs as the wrong type; 1 when
+ * connecting, the handshake or the connection failed.
+ *
+ * Call it once, as the last thing of the program: `serve(new MyPlugin());`
+ *
+ * @param {import('./plugins.js').Plugin} plugin
+ * @param {object} [options]
+ * @param {boolean} [options.exit] call `process.exit(code)` at the end (default `true`); with
+ *   `false`, resolve to the code instead (and set `process.exitCode`)
+ * @param {Record<string, string | undefined>} [options.env] default `process.env`
+ * @param {import('./log.js').Logger} [options.logger] where SDK log lines go (default stderr)
+ * @returns {Promise<number>} the exit code (only when `exit` is `false`)
+ */
+export async function serve(plugin, options = {}) {
+  let code = 0;
+  try {
+    const env = readEnv(options.env ?? process.env);
+    checkType(plugin, env.pluginType);
+    const socket = await connect(env.socketPath);
+    await run(plugin, socket, env, { logger: options.logger });
+  } catch (error) {
+    code = error instanceof EnvError ? 2 : 1;
+    process.stderr.write(`error: ${error.message}\n`);
+  }
+  if (options.exit === false) {
+    process.exitCode = code;
+    return code;
+  }
+  process.exit(code);
+}

@@ -1,0 +1,167 @@
+/**
+ * The protocol's data types (docs/protocol.md, "Data types") as JSDoc, and header helpers.
+ *
+ * Objects travel as they are on the wire: field names are snake_case (`prefixless_path`,
+ * `remote_addr`, `timeout_ms`, `backend_id`, …), exactly as in docs/protocol.md.
+ *
+ * @module
+ */
+
+/**
+ * Headers: `[name, value]` pairs, in order, duplicates kept. Names the proxy sends are
+ * lower-case.
+ *
+ * @typedef {Array<[string, string]>} Headers
+ */
+
+/**
+ * A client's request as plugins see it. The SDK fills the optional fields the Rust types
+ * default (`listener`, `remote_addr`, `host`, `prefixless_path` to `""`, `headers` to `[]`,
+ * `context` to `{}`), so hooks can use them without checks.
+ *
+ * @typedef {object} Request
+ * @property {string} listener name of the listener it arrived on (e.g. `http-public`)
+ * @property {string} remote_addr the client's `ip:port`
+ * @property {string} method `GET`, `POST`, …
+ * @property {string} host the `Host` header, port included if sent
+ * @property {string} path the path as received
+ * @property {string} [prefix] the matched prefix segment
+ * @property {string} prefixless_path the path the backend receives
+ * @property {string} [query] the query string without `?`
+ * @property {Headers} headers all headers, in order, names lower-case
+ * @property {string} [upstream] the id of the chosen upstream (set it in `modifyRequest` to
+ *   send the request elsewhere)
+ * @property {Record<string, unknown>} context values plugins attach for later hooks of the
+ *   same request
+ */
+
+/**
+ * An HTTP response: a backend's (without body; bodies stream), the proxy's own error response,
+ * or one a modifier answers with.
+ *
+ * @typedef {object} Response
+ * @property {number} status HTTP status; a plugin may set 200–599
+ * @property {Headers} headers headers, in order
+ * @property {string} [body] UTF-8 body; when a hook sets it, it replaces the body
+ */
+
+/**
+ * An upstream (a service) in the proxy's registry.
+ *
+ * @typedef {object} Upstream
+ * @property {string} id unique id
+ * @property {string} [name] display name (default `""`)
+ * @property {number} [timeout_ms] time the backend has to answer with headers
+ * @property {string[]} [protocols] listener names that may route here (`[]`: all)
+ * @property {string[]} [hostnames] Host names (no port) that route here
+ * @property {string[]} [prefixes] first path segments (no `/`) that route here
+ * @property {string} [balancer] `random` (default), `round_robin` or `least_outstanding`
+ * @property {Record<string, unknown>} [extra] free-form
+ */
+
+/**
+ * A backend (an instance) of an upstream.
+ *
+ * @typedef {object} Backend
+ * @property {string} id unique within its upstream
+ * @property {string} address `http://host[:port][/base-path]`
+ * @property {Record<string, unknown>} [extra] free-form
+ */
+
+/**
+ * What went wrong, for `modifyErrorResponse`.
+ *
+ * @typedef {object} ProxyError
+ * @property {string} kind `no_route`, `no_backend`, `backend_unreachable`, `timeout`,
+ *   `plugin_failed`, `bad_request` or `internal`
+ * @property {string} message a human-readable description
+ */
+
+/**
+ * What `modifyRequest` returns: `{}` (or nothing) leaves the request unchanged, `{request}`
+ * replaces it, `{response}` answers the client directly.
+ *
+ * @typedef {{request?: Request, response?: Response}} ModifyRequestResult
+ */
+
+/**
+ * What `modifyResponse` / `modifyErrorResponse` return: `{}` (or nothing) leaves the response
+ * unchanged, `{response}` replaces it.
+ *
+ * @typedef {{response?: Response}} ModifyResponseResult
+ */
+
+/**
+ * What `routeRequest` returns. `upstream` `null` or absent (or returning nothing): no route
+ * (404).
+ *
+ * @typedef {object} RouteRequestResult
+ * @property {string | null} [upstream] the id of the upstream to use
+ * @property {string} [prefixless_path] the path the backend receives (absent: `path`)
+ * @property {Request} [request] a changed request, as in `modifyRequest`
+ */
+
+/**
+ * What `getBackend` returns. `backend_id` `null` or absent (or returning nothing): no backend
+ * available (503).
+ *
+ * @typedef {{backend_id?: string | null}} GetBackendResult
+ */
+
+/**
+ * One metric record; the fields per kind are in docs/protocol.md ("Metric plugins").
+ *
+ * @typedef {Record<string, unknown>} MetricRecord
+ */
+
+/**
+ * The first value of a header, by case-insensitive name.
+ *
+ * @param {Headers | undefined | null} headers
+ * @param {string} name
+ * @returns {string | undefined} the value, or `undefined` when the header is absent
+ */
+export function header(headers, name) {
+  if (!Array.isArray(headers)) return undefined;
+  const wanted = name.toLowerCase();
+  for (const pair of headers) {
+    if (Array.isArray(pair) && typeof pair[0] === 'string' && pair[0].toLowerCase() === wanted) {
+      return pair[1];
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Sets a header in place: removes every earlier value of it (case-insensitive) and appends
+ * `[name in lower case, value]`.
+ *
+ * @param {Headers} headers changed in place
+ * @param {string} name
+ * @param {string | number} value
+ * @returns {Headers} the same array, for chaining
+ */
+export function setHeader(headers, name, value) {
+  removeHeader(headers, name);
+  headers.push([name.toLowerCase(), String(value)]);
+  return headers;
+}
+
+/**
+ * Removes every value of a header in place (case-insensitive).
+ *
+ * @param {Headers} headers changed in place
+ * @param {string} name
+ * @returns {Headers} the same array, for chaining
+ */
+export function removeHeader(headers, name) {
+  const wanted = name.toLowerCase();
+  let kept = 0;
+  for (const pair of headers) {
+    if (!(Array.isArray(pair) && typeof pair[0] === 'string' && pair[0].toLowerCase() === wanted)) {
+      headers[kept++] = pair;
+    }
+  }
+  headers.length = kept;
+  return headers;
+}
