@@ -3,7 +3,8 @@
 #   direct to the backend · nginx and haproxy as reverse proxies · nginx with auth_request to a
 #   loopback auth service (nginx's one-external-hook-per-request path) · gatekeeper without
 #   plugins · gatekeeper with one Rust modifier hook per request · gatekeeper with request-id
-#   (two hooks per request: modify_request and modify_response).
+#   (two hooks per request: modify_request and modify_response) · gatekeeper with a Python and a
+#   Node modifier (one hook per request, scripts/bench-plugins).
 # Then the same at concurrency 1, to show what one hook adds to the median latency.
 # Every proxy gets one worker: nginx worker_processes 1, haproxy nbthread 1, gatekeeper --workers 1.
 # Installs wrk, nginx-light and haproxy when missing. Every process it starts, it stops.
@@ -68,6 +69,8 @@ HAPROXY_PORT=$(free_port)
 AUTH_PORT=$(free_port)
 NGINX_AUTH_PORT=$(free_port)
 GK_HOOK_PORT=$(free_port)
+GK_PY_PORT=$(free_port)
+GK_NODE_PORT=$(free_port)
 
 # The backend: nginx answering a fixed 2-byte body (the same for every case).
 cat >"$WORK/backend.conf" <<CONF
@@ -198,6 +201,15 @@ PIDS+=($!)
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/request-id" &
 PIDS+=($!)
+# One hook per request in Python and in Node (scripts/bench-plugins, written with the SDKs).
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_PY_PORT" --log warn --workers 1 \
+  --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
+  --modifier-plugin "python3 $PWD/scripts/bench-plugins/add_header.py" &
+PIDS+=($!)
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_NODE_PORT" --log warn --workers 1 \
+  --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
+  --modifier-plugin "node $PWD/scripts/bench-plugins/add-header.mjs" &
+PIDS+=($!)
 # One hook per request, like auth_request: a Rust modifier declaring only modify_request.
 "$BIN/gatekeeper" --listen "127.0.0.1:$GK_HOOK_PORT" --log warn --workers 1 \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
@@ -205,8 +217,9 @@ PIDS+=($!)
 PIDS+=($!)
 
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AUTH_PORT" "$NGINX_AUTH_PORT" \
-  "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT"; do wait_port "$port"; done
-for url in "http://127.0.0.1:$GK_PORT/b/" "http://127.0.0.1:$GK_RID_PORT/b/" "http://127.0.0.1:$GK_HOOK_PORT/b/"; do
+  "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT"; do wait_port "$port"; done
+for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT"; do
+  url="http://127.0.0.1:$port/b/"
   for ((i = 0; i < 50; i++)); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] && break
     sleep 0.1
@@ -243,6 +256,8 @@ run_case nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/"
 run_case gatekeeper "http://127.0.0.1:$GK_PORT/b/"
 run_case gatekeeper+1hook "http://127.0.0.1:$GK_HOOK_PORT/b/"
 run_case gatekeeper+request-id "http://127.0.0.1:$GK_RID_PORT/b/"
+run_case gatekeeper+python-hook "http://127.0.0.1:$GK_PY_PORT/b/"
+run_case gatekeeper+node-hook "http://127.0.0.1:$GK_NODE_PORT/b/"
 run_case c1:nginx "http://127.0.0.1:$NGINX_PORT/b/" 1 1
 run_case c1:nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/" 1 1
 run_case c1:gatekeeper "http://127.0.0.1:$GK_PORT/b/" 1 1
