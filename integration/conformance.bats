@@ -92,7 +92,7 @@ metrics_flush_interval = "100ms"
 name = "static"
 type = "upstream"
 command = "static-upstreams"
-config = { file = $(toml_string "$UPSTREAMS") }
+config = { file = $(toml_string "$UPSTREAMS"), backend_ids = "index" }
 
 [[plugin]]
 name = "conformance"

@@ -26,7 +26,7 @@ metrics_flush_interval = "100ms"
 name = "static"
 type = "upstream"
 command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+config = { file = "$UPSTREAMS", backend_ids = "index" }
 
 [[plugin]]
 name = "lb"
@@ -49,7 +49,7 @@ picks() {
 
 @test "x-backend always reaches the backend it names" {
   write_pool "$UPSTREAMS" "" "${BACKEND_PORTS[@]}"
-  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index \
     --loadbalancer-plugin test-loadbalancer --loadbalancer-file "$LB_FILE"
   [ "$(picks 8 -H 'x-backend: 1' | sort -u)" = b1 ]
   [ "$(picks 8 -H 'x-backend: 0' | sort -u)" = b0 ]
@@ -59,7 +59,7 @@ picks() {
 
 @test "without x-backend the plugin's round robin alternates" {
   write_pool "$UPSTREAMS" "" "${BACKEND_PORTS[@]}"
-  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index \
     --loadbalancer-plugin test-loadbalancer --loadbalancer-file "$LB_FILE"
   seq=$(picks 10 | tr '\n' ' ')
   echo "picks: $seq"
@@ -68,7 +68,7 @@ picks() {
 
 @test "the loadbalancer is told every backend before it picks one" {
   write_pool "$UPSTREAMS" "" "${BACKEND_PORTS[@]}"
-  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index \
     --loadbalancer-plugin test-loadbalancer --loadbalancer-file "$LB_FILE"
   picks 1 >/dev/null
   first_pick=$(jq -s 'map(.method) | index("get_backend")' "$LB_FILE")
@@ -112,7 +112,7 @@ picks() {
 
 @test "kill -9 of the loadbalancer: requests keep flowing, every backend is replayed to it" {
   write_pool "$UPSTREAMS" "" "${BACKEND_PORTS[@]}"
-  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index \
     --loadbalancer-plugin test-loadbalancer --loadbalancer-file "$LB_FILE"
   # (At startup a backend may be announced twice: by the replay and by the change feed.)
   [ "$(picks 2 | sort -u | wc -l)" -eq 2 ]
@@ -180,7 +180,7 @@ picks() {
 
 @test "built-in round_robin (no loadbalancer plugin) alternates strictly" {
   write_pool "$UPSTREAMS" round_robin "${BACKEND_PORTS[@]}"
-  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index
   seq=$(picks 10 | tr '\n' ' ')
   echo "picks: $seq"
   [ "$seq" = "b0 b1 b0 b1 b0 b1 b0 b1 b0 b1 " ] || [ "$seq" = "b1 b0 b1 b0 b1 b0 b1 b0 b1 b0 " ]
@@ -188,14 +188,14 @@ picks() {
 
 @test "built-in random reaches both backends" {
   write_pool "$UPSTREAMS" random "${BACKEND_PORTS[@]}"
-  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index
   # 40 picks all on one backend: probability 2^-39.
   [ "$(picks 40 | sort -u | tr '\n' ' ')" = "b0 b1 " ]
 }
 
 @test "built-in least_outstanding avoids the backend with a request in flight" {
   write_pool "$UPSTREAMS" least_outstanding "${BACKEND_PORTS[@]}"
-  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index
   # Idle: ties are broken at random, so both backends get requests.
   [ "$(picks 40 | sort -u | tr '\n' ' ')" = "b0 b1 " ]
   # One slow request in flight on one backend: the next ones all go to the other.
@@ -213,7 +213,7 @@ picks() {
 @test "an unknown balancer name is refused" {
   write_pool "$UPSTREAMS" fastest "${BACKEND_PORTS[@]}"
   run timeout 20 gatekeeper --listen "127.0.0.1:$(free_port)" --socket-dir "$BATS_TEST_TMPDIR" \
-    --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+    --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --upstream-backend_ids index
   echo "$output"
   [ "$status" -ne 0 ]
   [[ "$output" == *fastest* ]]

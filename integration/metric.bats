@@ -29,7 +29,7 @@ metrics_flush_interval = "${2:-200ms}"
 name = "static"
 type = "upstream"
 command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+config = { file = "$UPSTREAMS", backend_ids = "index" }
 
 [[plugin]]
 name = "metrics"

@@ -88,7 +88,9 @@ impl Launched {
     }
 }
 
-/// Starts every plugin at once and waits for all, so routes exist from the first request.
+/// Starts the plugins in two waves and waits for all, so routes exist from the first request:
+/// first the upstream plugins (their `start` fills the registry), then every other plugin at
+/// once (a router or loadbalancer plugin is then handed the full registry before it is ready).
 async fn launch_plugins(
     settings: &Settings,
     host: &PluginHost,
@@ -96,7 +98,7 @@ async fn launch_plugins(
     events: tokio::sync::mpsc::UnboundedSender<gatekeeper_plugin_host::PluginEvent>,
 ) -> Result<Launched> {
     let manager: Arc<dyn Manager> = Arc::new(RegistryManager::new(registry.clone()));
-    let launches = settings.plugins.iter().map(|setting| {
+    let launch = |setting: &PluginSetting| {
         let mut options = LaunchOptions::default().with_events(events.clone());
         match setting.plugin_type {
             PluginType::Upstream => options = options.with_manager(manager.clone()),
@@ -117,16 +119,29 @@ async fn launch_plugins(
         let started = Instant::now();
         let launch = host.launch(spec_of(setting), options);
         async move { launch.await.map(|handle| (handle, started.elapsed())) }
-    });
-    let outcomes = futures::future::join_all(launches).await;
+    };
     let mut plugins = Vec::new();
-    for (setting, outcome) in settings.plugins.iter().zip(outcomes) {
-        match outcome {
-            Ok((handle, took)) => plugins.push((setting.clone(), handle, took)),
+    for upstream_wave in [true, false] {
+        let wave: Vec<&PluginSetting> = settings
+            .plugins
+            .iter()
+            .filter(|s| (s.plugin_type == PluginType::Upstream) == upstream_wave)
+            .collect();
+        let outcomes = futures::future::join_all(wave.iter().map(|s| launch(s))).await;
+        for (setting, outcome) in wave.into_iter().zip(outcomes) {
             // The error names the plugin and the step that failed.
-            Err(e) => return Err(e.into()),
+            let (handle, took) = outcome?;
+            plugins.push((setting.clone(), handle, took));
         }
     }
+    // Keep the configured order (modifiers are called in it).
+    plugins.sort_by_key(|(setting, _, _)| {
+        settings
+            .plugins
+            .iter()
+            .position(|s| s.name == setting.name)
+            .unwrap_or(usize::MAX)
+    });
     Ok(Launched { plugins })
 }
 

@@ -11,11 +11,17 @@
 //!     - https://httpbin.org
 //! ```
 //!
-//! Backend ids are their position in the list (`"0"`, `"1"`, ...): URLs cannot serve as ids
-//! because a list may repeat one (the original example does, to weight it). Unknown keys are
-//! errors, so a misspelt key is not silently ignored. Syntax and type errors name the line.
+//! Backend ids ([`BackendIds`]) are, by default, the URLs themselves: an id then survives the
+//! list being reordered or an entry being inserted before it, so a reload of the file
+//! ([`crate::watch`]) removes and adds only the backends that really changed. A list may repeat a
+//! URL (the original example does, to weight it): the second occurrence gets the id `URL#2`, the
+//! third `URL#3`, and so on. The plugin config key `backend_ids = "index"` (not a key of this
+//! file) switches to the ids of earlier versions, the position in the list (`"0"`, `"1"`, ...).
+//!
+//! Unknown keys are errors, so a misspelt key is not silently ignored. Syntax and type errors
+//! name the line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,31 +50,77 @@ struct Entry {
     balancer: Option<String>,
 }
 
+/// How backends get their ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendIds {
+    /// The URL; a repeated URL gets `URL#2`, `URL#3`, ... (the default).
+    #[default]
+    Url,
+    /// The position in the list: `"0"`, `"1"`, ...
+    Index,
+}
+
+impl BackendIds {
+    /// The scheme named by the config value `url` or `index`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "url" => Some(BackendIds::Url),
+            "index" => Some(BackendIds::Index),
+            _ => None,
+        }
+    }
+
+    /// The ids of `addresses`, in order, by this scheme; always distinct.
+    pub fn assign(self, addresses: &[&str]) -> Vec<String> {
+        match self {
+            BackendIds::Index => (0..addresses.len()).map(|i| i.to_string()).collect(),
+            BackendIds::Url => {
+                let mut used = HashSet::new();
+                addresses
+                    .iter()
+                    .map(|address| {
+                        let mut id = (*address).to_owned();
+                        let mut n = 2;
+                        while used.contains(&id) {
+                            id = format!("{address}#{n}");
+                            n += 1;
+                        }
+                        used.insert(id.clone());
+                        id
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 /// An upstream with its backends, ready to push through the manager.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaticUpstream {
     /// The upstream.
     pub upstream: Upstream,
-    /// Its backends, with ids `"0"`, `"1"`, ... in file order.
+    /// Its backends, in file order, with ids by the [`BackendIds`] scheme.
     pub backends: Vec<Backend>,
 }
 
 /// Reads and parses the file at `path`; errors name the file (and the line, when YAML has one).
-pub fn load(path: &Path) -> anyhow::Result<Vec<StaticUpstream>> {
+pub fn load(path: &Path, ids: BackendIds) -> anyhow::Result<Vec<StaticUpstream>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read upstreams file {}", path.display()))?;
-    parse(&text).with_context(|| format!("invalid upstreams file {}", path.display()))
+    parse(&text, ids).with_context(|| format!("invalid upstreams file {}", path.display()))
 }
 
 /// Parses the text of an upstreams file. The upstreams come out sorted by id.
-pub fn parse(text: &str) -> anyhow::Result<Vec<StaticUpstream>> {
+pub fn parse(text: &str, ids: BackendIds) -> anyhow::Result<Vec<StaticUpstream>> {
     // An empty file (or a lone `---`) is a valid file with no upstreams.
     let entries: Option<BTreeMap<String, Entry>> =
         serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!(describe(&e)))?;
     entries
         .unwrap_or_default()
         .into_iter()
-        .map(|(id, entry)| convert(id.clone(), entry).with_context(|| format!("upstream `{id}`")))
+        .map(|(id, entry)| {
+            convert(id.clone(), entry, ids).with_context(|| format!("upstream `{id}`"))
+        })
         .collect()
 }
 
@@ -118,7 +170,7 @@ impl serde::de::Visitor<'_> for TimeoutVisitor {
     }
 }
 
-fn convert(id: String, entry: Entry) -> anyhow::Result<StaticUpstream> {
+fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUpstream> {
     if id.trim().is_empty() {
         bail!("the id (the entry's key) is empty");
     }
@@ -133,22 +185,27 @@ fn convert(id: String, entry: Entry) -> anyhow::Result<StaticUpstream> {
             Ok(segment.to_owned())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let backends = entry
+    let addresses = entry
         .backends
         .iter()
-        .enumerate()
-        .map(|(index, address)| {
+        .map(|address| {
             let address = address.trim();
             if !(address.starts_with("http://") || address.starts_with("https://")) {
                 bail!("backend `{address}` is not an http:// or https:// URL");
             }
-            Ok(Backend {
-                id: index.to_string(),
-                address: address.to_owned(),
-                extra: Object::new(),
-            })
+            Ok(address)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let backends = ids
+        .assign(&addresses)
+        .into_iter()
+        .zip(&addresses)
+        .map(|(id, address)| Backend {
+            id,
+            address: (*address).to_owned(),
+            extra: Object::new(),
+        })
+        .collect();
     let upstream = Upstream {
         name: entry.name.unwrap_or_else(|| id.clone()),
         id,
@@ -177,12 +234,12 @@ mod tests {
     }
 
     fn error_of(text: &str) -> String {
-        format!("{:#}", parse(text).unwrap_err())
+        format!("{:#}", parse(text, BackendIds::Url).unwrap_err())
     }
 
     #[test]
     fn parses_the_original_example_file() {
-        let upstreams = load(&fixture()).unwrap();
+        let upstreams = load(&fixture(), BackendIds::Url).unwrap();
         assert_eq!(upstreams.len(), 2);
 
         let httpbin = &upstreams[0];
@@ -193,7 +250,11 @@ mod tests {
         assert_eq!(httpbin.upstream.hostnames, ["httpbin", "httpbin.org"]);
         assert_eq!(httpbin.upstream.prefixes, ["httpbin"]);
         let ids: Vec<_> = httpbin.backends.iter().map(|b| b.id.as_str()).collect();
-        assert_eq!(ids, ["0", "1"], "the repeated URL gets two ids");
+        assert_eq!(
+            ids,
+            ["https://httpbin.org", "https://httpbin.org#2"],
+            "the repeated URL gets two ids"
+        );
         assert!(httpbin
             .backends
             .iter()
@@ -217,14 +278,23 @@ mod tests {
         ] {
             let yaml = format!("a:\n  timeout: {text}\n");
             assert_eq!(
-                parse(&yaml).unwrap()[0].upstream.timeout_ms,
+                parse(&yaml, BackendIds::Url).unwrap()[0]
+                    .upstream
+                    .timeout_ms,
                 Some(ms),
                 "{text}"
             );
         }
-        assert_eq!(parse("a: {}\n").unwrap()[0].upstream.timeout_ms, None);
         assert_eq!(
-            parse("a:\n  timeout:\n").unwrap()[0].upstream.timeout_ms,
+            parse("a: {}\n", BackendIds::Url).unwrap()[0]
+                .upstream
+                .timeout_ms,
+            None
+        );
+        assert_eq!(
+            parse("a:\n  timeout:\n", BackendIds::Url).unwrap()[0]
+                .upstream
+                .timeout_ms,
             None
         );
         let message = error_of("a:\n  timeout: 5\n");
@@ -263,7 +333,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.yml");
         std::fs::write(&path, "a:\n  timeout: [1, 2]\n").unwrap();
-        let message = format!("{:#}", load(&path).unwrap_err());
+        let message = format!("{:#}", load(&path, BackendIds::Url).unwrap_err());
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(message.contains("bad.yml"), "{message}");
         assert!(message.contains("line 2"), "{message}");
@@ -271,14 +341,18 @@ mod tests {
 
     #[test]
     fn defaults_and_normalisation() {
-        let upstreams =
-            parse("api:\n  prefixes: [/api/]\n  backends: [' http://10.0.0.1:80 ']\n").unwrap();
+        let upstreams = parse(
+            "api:\n  prefixes: [/api/]\n  backends: [' http://10.0.0.1:80 ']\n",
+            BackendIds::Url,
+        )
+        .unwrap();
         let api = &upstreams[0];
         assert_eq!(api.upstream.name, "api");
         assert_eq!(api.upstream.prefixes, ["api"]);
         assert_eq!(api.backends[0].address, "http://10.0.0.1:80");
-        assert!(parse("").unwrap().is_empty());
-        assert!(parse("---\n").unwrap().is_empty());
+        assert_eq!(api.backends[0].id, "http://10.0.0.1:80");
+        assert!(parse("", BackendIds::Url).unwrap().is_empty());
+        assert!(parse("---\n", BackendIds::Url).unwrap().is_empty());
     }
 
     #[test]
@@ -290,5 +364,30 @@ mod tests {
         );
         let message = error_of("api:\n  backends: [10.0.0.1:80]\n");
         assert!(message.contains("not an http"), "{message}");
+    }
+
+    #[test]
+    fn url_ids_survive_reordering_and_number_repeats() {
+        let ids =
+            BackendIds::Url.assign(&["http://a", "http://b", "http://a", "http://a#2", "http://a"]);
+        assert_eq!(
+            ids,
+            [
+                "http://a",
+                "http://b",
+                "http://a#2",
+                "http://a#2#2",
+                "http://a#3"
+            ]
+        );
+        let reordered = BackendIds::Url.assign(&["http://b", "http://a"]);
+        assert_eq!(reordered, ["http://b", "http://a"]);
+        assert_eq!(
+            BackendIds::Index.assign(&["http://a", "http://a"]),
+            ["0", "1"]
+        );
+        assert_eq!(BackendIds::from_name("index"), Some(BackendIds::Index));
+        assert_eq!(BackendIds::from_name("url"), Some(BackendIds::Url));
+        assert_eq!(BackendIds::from_name("position"), None);
     }
 }

@@ -1,30 +1,63 @@
 //! The plugin: `configure` loads the file named by the config key `file`, `start` pushes every
-//! upstream and backend in it through the manager.
+//! upstream and backend in it through the manager, then watches the file and pushes its changes
+//! ([`crate::watch`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use gatekeeper_plugin_sdk::{HookError, Manager, Object, Plugin, UpstreamPlugin};
 
-use crate::file::{self, StaticUpstream};
+use crate::diff::index;
+use crate::file::{self, BackendIds, StaticUpstream};
+use crate::watch::{self, Reloader};
 
 /// The config key naming the upstreams file (gatekeeper's `--upstream-file`). A relative path is
 /// relative to gatekeeper's working directory, which the plugin inherits.
 pub const FILE_KEY: &str = "file";
 
+/// The config key choosing backend ids: `url` (default) or `index` (see [`BackendIds`]).
+/// Spelt `backend-ids` too, as gatekeeper's flag `--upstream-backend-ids` gives it.
+pub const BACKEND_IDS_KEY: &str = "backend_ids";
+
+/// What `configure` read.
+#[derive(Debug, Clone)]
+struct Loaded {
+    path: PathBuf,
+    ids: BackendIds,
+    upstreams: Vec<StaticUpstream>,
+}
+
 /// Serves the upstreams of one YAML file.
 #[derive(Debug, Default)]
 pub struct StaticUpstreams {
     /// The parsed file, once configured.
-    upstreams: Mutex<Option<Vec<StaticUpstream>>>,
+    loaded: Mutex<Option<Loaded>>,
 }
 
 impl StaticUpstreams {
-    fn loaded(&self) -> Option<Vec<StaticUpstream>> {
-        self.upstreams
+    fn loaded(&self) -> Option<Loaded> {
+        self.loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// The `backend_ids` config value.
+fn backend_ids(config: &Object) -> Result<BackendIds, HookError> {
+    match config
+        .get(BACKEND_IDS_KEY)
+        .or_else(|| config.get("backend-ids"))
+    {
+        None | Some(serde_json::Value::Null) => Ok(BackendIds::default()),
+        Some(serde_json::Value::String(name)) => BackendIds::from_name(name).ok_or_else(|| {
+            HookError::invalid_params(format!(
+                "config key `{BACKEND_IDS_KEY}` must be `url` or `index`, got `{name}`"
+            ))
+        }),
+        Some(other) => Err(HookError::invalid_params(format!(
+            "config key `{BACKEND_IDS_KEY}` must be `url` or `index`, got {other}"
+        ))),
     }
 }
 
@@ -44,23 +77,32 @@ impl Plugin for StaticUpstreams {
                 )))
             }
         };
-        let upstreams =
-            file::load(Path::new(path)).map_err(|e| HookError::invalid_params(format!("{e:#}")))?;
+        let ids = backend_ids(&config)?;
+        let upstreams = file::load(Path::new(path), ids)
+            .map_err(|e| HookError::invalid_params(format!("{e:#}")))?;
         tracing::info!(file = %path, upstreams = upstreams.len(), "loaded upstreams file");
-        *self
-            .upstreams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(upstreams);
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(Loaded {
+            path: PathBuf::from(path),
+            ids,
+            upstreams,
+        });
         Ok(())
     }
 }
 
 impl UpstreamPlugin for StaticUpstreams {
     /// Pushes every upstream, then its backends; the first error the proxy returns fails `start`.
+    /// Then starts watching the file (a watch that cannot be set up is logged, and the plugin
+    /// goes on serving what it pushed).
     async fn start_upstreams(&self, manager: Manager) -> Result<(), HookError> {
-        let upstreams = self
+        let Loaded {
+            path,
+            ids,
+            upstreams,
+        } = self
             .loaded()
             .ok_or_else(|| HookError::unavailable("`start` before a successful `configure`"))?;
+        let applied = index(upstreams.clone());
         let mut backends = 0;
         for StaticUpstream {
             upstream,
@@ -75,6 +117,10 @@ impl UpstreamPlugin for StaticUpstreams {
             }
         }
         tracing::info!(backends, "pushed every upstream and backend");
+        let shown = path.display().to_string();
+        if let Err(e) = watch::spawn(Reloader::new(path, ids, manager, applied)) {
+            tracing::error!(file = %shown, "cannot watch the upstreams file, changes will not be applied: {e}");
+        }
         Ok(())
     }
 }
@@ -126,6 +172,29 @@ mod tests {
             .configure(config(json!(path.to_string_lossy())))
             .await
             .unwrap();
-        assert_eq!(plugin.loaded().map(|u| u.len()), Some(2));
+        assert_eq!(plugin.loaded().map(|l| l.upstreams.len()), Some(2));
+    }
+
+    #[tokio::test]
+    async fn backend_ids_are_configurable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/original-static-upstreams.yml");
+        let plugin = StaticUpstreams::default();
+        let mut with_index = config(json!(path.to_string_lossy()));
+        with_index.insert(BACKEND_IDS_KEY.into(), json!("index"));
+        plugin.configure(with_index).await.unwrap();
+        let loaded = plugin.loaded().unwrap();
+        assert_eq!(loaded.ids, BackendIds::Index);
+        assert_eq!(loaded.upstreams[0].backends[1].id, "1");
+
+        let mut dashed = config(json!(path.to_string_lossy()));
+        dashed.insert("backend-ids".into(), json!("index"));
+        plugin.configure(dashed).await.unwrap();
+        assert_eq!(plugin.loaded().unwrap().ids, BackendIds::Index);
+
+        let mut bad = config(json!(path.to_string_lossy()));
+        bad.insert(BACKEND_IDS_KEY.into(), json!("position"));
+        let err = plugin.configure(bad).await.unwrap_err();
+        assert!(err.message().contains(BACKEND_IDS_KEY), "{err}");
     }
 }

@@ -1,0 +1,267 @@
+//! Reloading the upstreams file when it changes.
+//!
+//! The file's directory is watched (with `notify`: inotify on Linux), not the file itself, so
+//! editors and tools that replace the file (write a temporary file, rename it over the old one)
+//! keep being seen. When the file is a symlink, its target's directory is watched too, and
+//! names starting with `..` count as the file (Kubernetes swaps a mounted ConfigMap through a
+//! `..data` symlink). Events are debounced: the file is read once no event for it has arrived
+//! for [`DEBOUNCE`].
+//!
+//! A reload parses the file and pushes only the difference ([`crate::diff`]) through the
+//! manager. A file that does not parse (or cannot be read) changes nothing: the error, with its
+//! line, is logged on stderr and the last good state stays. A manager call that fails is logged
+//! and not recorded as applied, so the next reload tries it again.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gatekeeper_plugin_sdk::{codes, CallError, Manager};
+use notify::{Event, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::diff::{diff, index, Change, State};
+use crate::file::{self, BackendIds};
+
+/// How long the file must be quiet before it is read again.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Reads the file again and pushes what changed.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    ids: BackendIds,
+    manager: Manager,
+    /// What the proxy has from this plugin: every change it accepted.
+    applied: State,
+}
+
+impl Reloader {
+    /// A reloader for the file at `path`, whose content `applied` the proxy already has.
+    pub fn new(path: PathBuf, ids: BackendIds, manager: Manager, applied: State) -> Self {
+        Reloader {
+            path,
+            ids,
+            manager,
+            applied,
+        }
+    }
+
+    /// Reads and parses the file, and pushes the difference to what the proxy has. A bad file
+    /// is logged (with its line) and changes nothing.
+    pub async fn reload(&mut self) {
+        match file::load(&self.path, self.ids) {
+            Ok(upstreams) => self.apply(&index(upstreams)).await,
+            Err(e) => {
+                tracing::error!("upstreams file not applied, keeping the last good state: {e:#}")
+            }
+        }
+    }
+
+    /// Pushes the changes from what the proxy has to `target`, recording each one it accepts.
+    async fn apply(&mut self, target: &State) {
+        let changes = diff(&self.applied, target);
+        if changes.is_empty() {
+            tracing::debug!(file = %self.path.display(), "upstreams file read: no change");
+            return;
+        }
+        let mut failed = 0;
+        for change in &changes {
+            if let Change::AddBackend { upstream_id, .. } = change {
+                if !self.applied.contains_key(upstream_id) {
+                    // Its add_upstream failed (and was logged).
+                    failed += 1;
+                    continue;
+                }
+            }
+            match self.call(change).await {
+                Ok(()) => {
+                    tracing::info!("{change}");
+                    change.apply_to(&mut self.applied);
+                }
+                Err(e) if already_gone(change, &e) => change.apply_to(&mut self.applied),
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!("{change} failed: {e}");
+                }
+            }
+        }
+        tracing::info!(
+            file = %self.path.display(),
+            changes = changes.len(),
+            failed,
+            upstreams = self.applied.len(),
+            "applied the changes of the upstreams file"
+        );
+    }
+
+    async fn call(&self, change: &Change) -> Result<(), CallError> {
+        match change.clone() {
+            Change::RemoveUpstream(id) => self.manager.remove_upstream(id).await,
+            Change::AddUpstream(upstream) => self.manager.add_upstream(upstream).await,
+            Change::AddBackend {
+                upstream_id,
+                backend,
+            } => self.manager.add_backend(upstream_id, backend).await,
+            Change::RemoveBackend {
+                upstream_id,
+                backend_id,
+            } => self.manager.remove_backend(upstream_id, backend_id).await,
+        }
+    }
+}
+
+/// Whether `error` says that what `change` removes is not there anyway.
+fn already_gone(change: &Change, error: &CallError) -> bool {
+    let CallError::Remote { error, .. } = error else {
+        return false;
+    };
+    match change {
+        Change::RemoveUpstream(_) => error.code() == codes::UNKNOWN_UPSTREAM,
+        Change::RemoveBackend { .. } => {
+            error.code() == codes::UNKNOWN_UPSTREAM || error.code() == codes::UNKNOWN_BACKEND
+        }
+        _ => false,
+    }
+}
+
+/// The directories to watch and the file names in them that count as the file.
+#[derive(Debug, PartialEq)]
+struct Targets {
+    dirs: Vec<PathBuf>,
+    names: HashSet<OsString>,
+}
+
+impl Targets {
+    fn of(path: &Path) -> Targets {
+        let mut targets = Targets {
+            dirs: Vec::new(),
+            names: HashSet::new(),
+        };
+        targets.add(path);
+        if let Ok(real) = std::fs::canonicalize(path) {
+            targets.add(&real);
+        }
+        targets
+    }
+
+    fn add(&mut self, path: &Path) {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        if !self.dirs.contains(&dir) {
+            self.dirs.push(dir);
+        }
+        if let Some(name) = path.file_name() {
+            self.names.insert(name.to_owned());
+        }
+    }
+
+    /// Whether an event may concern the file.
+    fn concerns(&self, event: &Event) -> bool {
+        event.need_rescan()
+            || event.paths.is_empty()
+            || event.paths.iter().any(|path| {
+                path.file_name().is_some_and(|name| {
+                    self.names.contains(name) || name.to_string_lossy().starts_with("..")
+                })
+            })
+    }
+}
+
+/// Starts watching the file of `reloader` and reloading it on changes, on a task of its own that
+/// lives as long as the process. The file is also read once right away, for changes made since
+/// it was first loaded.
+pub fn spawn(mut reloader: Reloader) -> notify::Result<()> {
+    let targets = Targets::of(&reloader.path);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+        // Fails only once the task is gone, i.e. at exit.
+        let _ = tx.send(event);
+    })?;
+    for dir in &targets.dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    tracing::info!(
+        file = %reloader.path.display(),
+        dirs = ?targets.dirs,
+        "watching the upstreams file for changes"
+    );
+    let concerns = move |event: &notify::Result<Event>| match event {
+        Ok(event) => targets.concerns(event),
+        Err(error) => {
+            tracing::warn!(%error, "file watch error; reading the file again");
+            true
+        }
+    };
+    tokio::spawn(async move {
+        // The watcher stops when dropped: keep it for the task's life.
+        let _watcher = watcher;
+        reloader.reload().await;
+        while let Some(event) = rx.recv().await {
+            if !concerns(&event) {
+                continue;
+            }
+            let mut deadline = Instant::now() + DEBOUNCE;
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(event)) => {
+                        if concerns(&event) {
+                            deadline = Instant::now() + DEBOUNCE;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            reloader.reload().await;
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, EventKind, ModifyKind};
+
+    fn event(kind: EventKind, paths: &[&str]) -> Event {
+        let mut event = Event::new(kind);
+        for path in paths {
+            event = event.add_path(PathBuf::from(path));
+        }
+        event
+    }
+
+    #[test]
+    fn only_events_about_the_file_count() {
+        let dir =
+            std::env::temp_dir().join(format!("static-upstreams-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let targets = Targets::of(&dir.join("upstreams.yml"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let modify = EventKind::Modify(ModifyKind::Any);
+        let create = EventKind::Create(CreateKind::File);
+        assert!(targets.concerns(&event(modify, &["/x/upstreams.yml"])));
+        assert!(targets.concerns(&event(
+            create,
+            &["/x/.upstreams.yml.swp", "/x/upstreams.yml"]
+        )));
+        assert!(targets.concerns(&event(create, &["/x/..data"])));
+        assert!(targets.concerns(&event(modify, &[])));
+        assert!(!targets.concerns(&event(modify, &["/x/gatekeeper.log"])));
+        assert!(!targets.concerns(&event(modify, &["/x/upstreams.yml.bak"])));
+    }
+
+    #[test]
+    fn a_bare_file_name_watches_the_current_directory() {
+        let targets = Targets::of(Path::new("no-such-file.yml"));
+        let here = std::fs::canonicalize(".").unwrap();
+        assert_eq!(targets.dirs, [here]);
+        assert!(targets.names.contains(&OsString::from("no-such-file.yml")));
+    }
+}
