@@ -93,6 +93,7 @@
 //! bridge to another process), [`connect`] does the setup the `serve_*` functions do (logging,
 //! environment, type check, socket) and hands over the connection.
 
+pub mod config;
 pub mod conformance;
 mod dispatch;
 mod env;

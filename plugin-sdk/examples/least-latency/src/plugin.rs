@@ -13,11 +13,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use gatekeeper_plugin_sdk::config::{invalid, number};
 use gatekeeper_plugin_sdk::{
     AddBackendParams, GetBackendParams, GetBackendResult, HookError, LoadBalancerPlugin, Object,
     Plugin, RemoveBackendParams, UpstreamMetricParams,
 };
-use serde_json::Value;
 
 use crate::balancer::{Balancer, Tuning};
 
@@ -86,25 +86,6 @@ fn millis(config: &Object, key: &str) -> Result<Option<f64>, HookError> {
         )),
         other => Ok(other),
     }
-}
-
-/// A number from the config: a JSON number, or a string holding one (flags give strings).
-fn number(config: &Object, key: &str) -> Result<Option<f64>, HookError> {
-    let Some(value) = config.get(key) else {
-        return Ok(None);
-    };
-    let parsed = match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    parsed.map(Some).ok_or_else(|| {
-        HookError::invalid_params(format!("config key `{key}` must be a number, got {value}"))
-    })
-}
-
-fn invalid(key: &str, what: &str, got: f64) -> HookError {
-    HookError::invalid_params(format!("config key `{key}` must be {what}, got {got}"))
 }
 
 /// The least-latency load balancer.
@@ -197,7 +178,7 @@ impl LoadBalancerPlugin for LeastLatency {
 mod tests {
     use super::*;
     use gatekeeper_plugin_sdk::{Backend, HttpRequest, UpstreamMetric, LOADBALANCER_HOOKS};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     struct ManualClock(Mutex<Instant>);
 

@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use gatekeeper_plugin_sdk::config::{invalid, number};
 use gatekeeper_plugin_sdk::{
     header, HookError, HttpRequest, HttpResponse, Method, ModifierPlugin, ModifyRequest,
     ModifyRequestParams, ModifyRequestResult, Object, Plugin,
@@ -124,25 +125,6 @@ fn parse_key(value: &Value) -> Result<KeySource, HookError> {
     Err(HookError::invalid_params(format!(
         "config key `key` must be \"client\" or \"header:<name>\", got {value}"
     )))
-}
-
-/// A number from the config: a JSON number, or a string holding one (flags give strings).
-fn number(config: &Object, key: &str) -> Result<Option<f64>, HookError> {
-    let Some(value) = config.get(key) else {
-        return Ok(None);
-    };
-    let parsed = match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    parsed.map(Some).ok_or_else(|| {
-        HookError::invalid_params(format!("config key `{key}` must be a number, got {value}"))
-    })
-}
-
-fn invalid(key: &str, what: &str, got: f64) -> HookError {
-    HookError::invalid_params(format!("config key `{key}` must be {what}, got {got}"))
 }
 
 /// Whether `name` can be an HTTP header name (an RFC 9110 token).

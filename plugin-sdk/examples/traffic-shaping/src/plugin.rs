@@ -21,6 +21,7 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gatekeeper_plugin_sdk::config::integer;
 use gatekeeper_plugin_sdk::{
     HookError, HttpRequest, HttpResponse, ModifierPlugin, ModifyErrorResponseParams,
     ModifyRequestParams, ModifyRequestResult, ModifyResponseParams, ModifyResponseResult, Object,
@@ -92,24 +93,6 @@ impl Settings {
             settings.slot_timeout = Duration::from_millis(ms);
         }
         Ok(settings)
-    }
-}
-
-/// A whole number in `min..=max` from the config: a JSON number, or a string holding one.
-fn integer(config: &Object, key: &str, min: u64, max: u64) -> Result<Option<u64>, HookError> {
-    let Some(value) = config.get(key) else {
-        return Ok(None);
-    };
-    let parsed = match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        _ => None,
-    };
-    match parsed {
-        Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-        _ => Err(HookError::invalid_params(format!(
-            "config key `{key}` must be a whole number from {min} to {max}, got {value}"
-        ))),
     }
 }
 
