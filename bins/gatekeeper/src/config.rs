@@ -240,6 +240,27 @@ pub fn resolve_command(command: &str) -> Result<PathBuf> {
         })
 }
 
+/// Interpreters whose script, not themselves, names a plugin (`python3 auth.py` is `auth`).
+const INTERPRETERS: [&str; 9] = [
+    "python", "python3", "node", "ruby", "perl", "bash", "sh", "env", "php",
+];
+
+/// A plugin's default name: the command's file name without extension, or for an interpreter
+/// the script's.
+fn default_name(command: &Path, args: &[String]) -> Option<String> {
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let own = stem(command)?;
+    if INTERPRETERS.contains(&own.as_str()) {
+        let script = args
+            .iter()
+            .find(|a| !a.starts_with('-') && !a.contains('='));
+        if let Some(script) = script.and_then(|s| stem(Path::new(s))) {
+            return Some(script);
+        }
+    }
+    Some(own)
+}
+
 fn unique_name(wanted: &str, taken: &[PluginSetting]) -> String {
     let mut name = wanted.to_owned();
     let mut n = 2;
@@ -261,15 +282,13 @@ fn plugin_from_flag(
         .next()
         .ok_or_else(|| anyhow!("{key}: empty command"))?;
     let resolved = resolve_command(command).with_context(|| key.clone())?;
-    let stem = resolved
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| plugin_type.to_string());
+    let args: Vec<String> = words.map(str::to_owned).collect();
+    let name = default_name(&resolved, &args).unwrap_or_else(|| plugin_type.to_string());
     Ok(PluginSetting {
-        name: unique_name(&stem, taken),
+        name: unique_name(&name, taken),
         plugin_type,
         command: resolved,
-        args: words.map(str::to_owned).collect(),
+        args,
         config: Object::new(),
         failure: parse_failure(&key, plugin_type, None, None)?,
         hook_timeout: None,
@@ -340,10 +359,7 @@ impl Settings {
                 .map_err(|e: String| anyhow!("{key}.type: {e}"))?;
             let command = resolve_command(&p.command).with_context(|| format!("{key}.command"))?;
             let wanted = p.name.clone().unwrap_or_else(|| {
-                command
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| plugin_type.to_string())
+                default_name(&command, &p.args).unwrap_or_else(|| plugin_type.to_string())
             });
             if p.name.is_some() && plugins.iter().any(|o| o.name == wanted) {
                 bail!("{key}.name: `{wanted}` is used by another plugin");
@@ -551,6 +567,31 @@ mod tests {
         );
         assert!(err("", "gk --upstream-file x.yml").contains("no upstream plugin"));
         assert!(err("", "gk --modifier-plugin no-such-plugin-anywhere").contains("not found"));
+    }
+
+    #[test]
+    fn interpreters_are_named_after_their_script() {
+        let s = Settings::merge(
+            &cli("gk --modifier-plugin /bin/sh --modifier-plugin /usr/bin/env"),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(s.plugins[0].name, "sh");
+        assert_eq!(
+            default_name(
+                Path::new("/usr/bin/python3"),
+                &["-u".into(), "/x/auth.py".into()]
+            ),
+            Some("auth".into())
+        );
+        assert_eq!(
+            default_name(Path::new("/usr/bin/env"), &["A=1".into(), "node".into()]),
+            Some("node".into())
+        );
+        assert_eq!(
+            default_name(Path::new("/opt/request-id"), &[]),
+            Some("request-id".into())
+        );
     }
 
     #[test]
