@@ -25,13 +25,13 @@ pub mod events {
     /// A request got an error of the proxy's own (no route, no backend, timeout, a plugin failing
     /// closed, ...) or a 5xx status (attributes: `status`, `error`).
     pub const REQUEST_FAILED: &str = "request_failed";
-    /// An upstream was added (attributes: `upstream`, `plugin`).
+    /// An upstream was added (attributes: `upstream`).
     pub const UPSTREAM_ADDED: &str = "upstream_added";
-    /// An upstream was removed (attributes: `upstream`, `plugin`).
+    /// An upstream was removed (attributes: `upstream`).
     pub const UPSTREAM_REMOVED: &str = "upstream_removed";
-    /// A backend was added (attributes: `upstream`, `backend`, `plugin`).
+    /// A backend was added (attributes: `upstream`, `backend`, `address`).
     pub const BACKEND_ADDED: &str = "backend_added";
-    /// A backend was removed (attributes: `upstream`, `backend`, `plugin`).
+    /// A backend was removed (attributes: `upstream`, `backend`).
     pub const BACKEND_REMOVED: &str = "backend_removed";
     /// A plugin process is ready (attributes: `plugin`, `pid`).
     pub const PLUGIN_STARTED: &str = "plugin_started";
