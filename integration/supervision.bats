@@ -247,6 +247,19 @@ hook_timeout = "200ms"')"
   [ "$(header_seen x-test-modifier "$GK_URL/echo/x")" = "$new_pid" ]
 }
 
+@test "a plugin whose hooks keep timing out (heartbeats still fine) is restarted as hung" {
+  start_with_modifier "$(modifier_table stuck open 'delay_ms = 3000' 'hook_timeout = "100ms"
+restart_after_timeouts = 3')"
+  pid=$(plugin_pid stuck)
+  for i in 1 2 3; do
+    [ "$(http_code "$GK_URL/echo/x")" = 200 ]
+  done
+  new_pid=$(wait_for_restart stuck "$pid" 100)
+  [ "$new_pid" != "$pid" ]
+  gk_log | grep 'taking the plugin as hung' | grep -q 'plugin=stuck'
+  ! gk_log | grep 'missed heartbeat' | grep -q 'plugin=stuck'
+}
+
 @test "context set by one modifier reaches the next and the response hooks" {
   start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
     --modifier-plugin "test-modifier --context_key a --file $MODS" \

@@ -61,6 +61,7 @@ struct FilePlugin {
     hook_timeout: Option<String>,
     heartbeat_interval: Option<String>,
     instances: Option<usize>,
+    restart_after_timeouts: Option<u32>,
 }
 
 /// One listener.
@@ -108,6 +109,8 @@ pub struct PluginSetting {
     pub heartbeat_interval: Option<Duration>,
     /// Number of processes to run; calls are spread across them.
     pub instances: usize,
+    /// Hook timeouts in a row after which a process is taken as hung and restarted (0: never).
+    pub restart_after_timeouts: Option<u32>,
 }
 
 /// How metrics are batched for metric (and loadbalancer) plugins.
@@ -294,6 +297,7 @@ fn plugin_from_flag(
         hook_timeout: None,
         heartbeat_interval: None,
         instances: 1,
+        restart_after_timeouts: None,
     })
 }
 
@@ -386,6 +390,7 @@ impl Settings {
                     Some(n @ 1..=64) => n,
                     Some(n) => bail!("{key}.instances: {n} must be from 1 to 64"),
                 },
+                restart_after_timeouts: p.restart_after_timeouts,
             };
             plugins.push(setting);
         }

@@ -33,6 +33,9 @@ fn spec_of(setting: &PluginSetting) -> PluginSpec {
     if let Some(interval) = setting.heartbeat_interval {
         spec.heartbeat_interval = interval;
     }
+    if let Some(limit) = setting.restart_after_timeouts {
+        spec.restart_after_timeouts = limit;
+    }
     spec
 }
 

@@ -249,7 +249,13 @@ impl PluginHandle {
             return Err(PluginCallError::Unavailable { plugin: plugin() });
         };
         let timeout = self.shared.hook_timeout;
-        match connection.request::<M>(params, timeout).await {
+        let outcome = connection.request::<M>(params, timeout).await;
+        if matches!(outcome, Err(CallError::Timeout { .. })) {
+            self.note_timeout(instance, connections);
+        } else {
+            instance.consecutive_timeouts.store(0, Ordering::Relaxed);
+        }
+        match outcome {
             Ok(result) => Ok(result),
             Err(CallError::Timeout { .. }) => Err(PluginCallError::Timeout {
                 plugin: plugin(),
@@ -269,6 +275,25 @@ impl PluginHandle {
                 plugin: plugin(),
                 source,
             }),
+        }
+    }
+
+    /// Counts a hook timeout; after `restart_after_timeouts` in a row the process is taken as
+    /// hung: its control connection is closed, so its supervisor restarts it now rather than
+    /// after its heartbeats go unanswered (every call meanwhile would wait the full timeout).
+    fn note_timeout(&self, instance: &Instance, connections: &Connections) {
+        let limit = self.shared.restart_after_timeouts;
+        let in_a_row = instance
+            .consecutive_timeouts
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if limit == 0 || in_a_row < limit {
+            return;
+        }
+        instance.consecutive_timeouts.store(0, Ordering::Relaxed);
+        if let Some(control) = connections.peers.first() {
+            tracing::warn!(plugin = %instance.label, timeouts = in_a_row, "hook calls keep timing out: taking the plugin as hung and restarting it");
+            control.close_for_violation(format!("{in_a_row} hook calls in a row timed out"));
         }
     }
 

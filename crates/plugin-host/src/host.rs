@@ -131,6 +131,7 @@ impl PluginHost {
             &spec.name,
             spec.plugin_type,
             spec.hook_timeout,
+            spec.restart_after_timeouts,
             instances.clone(),
         ));
         let handle = PluginHandle {

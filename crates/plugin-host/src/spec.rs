@@ -26,6 +26,9 @@ pub struct PluginSpec {
     pub hook_timeout: Duration,
     /// Time between two `heartbeat` calls. Default 5 s.
     pub heartbeat_interval: Duration,
+    /// A process whose hook calls time out this many times in a row is taken as hung and
+    /// restarted, without waiting for its heartbeats to go unanswered (0: never). Default 5.
+    pub restart_after_timeouts: u32,
     /// Time a `heartbeat` may take before it counts as missed. Default 2 s.
     pub heartbeat_timeout: Duration,
     /// The plugin is restarted once this many consecutive heartbeats are missed (at least 1).
@@ -60,6 +63,7 @@ impl PluginSpec {
             instances: 1,
             hook_timeout: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(5),
+            restart_after_timeouts: 5,
             heartbeat_timeout: Duration::from_secs(2),
             missed_heartbeats_allowed: 2,
             start_timeout: Duration::from_secs(10),

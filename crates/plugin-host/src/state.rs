@@ -37,6 +37,8 @@ pub(crate) struct Instance {
     /// caller still applies the plugin's failure policy to them instead of skipping the plugin.
     pub(crate) declared: ArcSwapOption<HashSet<String>>,
     pub(crate) next_peer: AtomicUsize,
+    /// Hook calls in a row that timed out; reset by any answer.
+    pub(crate) consecutive_timeouts: AtomicU32,
     status: AtomicU8,
     /// 0 when no process runs.
     pid: AtomicU32,
@@ -52,6 +54,7 @@ impl Instance {
             connections: ArcSwapOption::empty(),
             declared: ArcSwapOption::empty(),
             next_peer: AtomicUsize::new(0),
+            consecutive_timeouts: AtomicU32::new(0),
             status: AtomicU8::new(status_to_u8(PluginStatus::Starting)),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
@@ -92,6 +95,8 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) plugin_type: PluginType,
     pub(crate) hook_timeout: Duration,
+    /// See [`crate::PluginSpec::restart_after_timeouts`].
+    pub(crate) restart_after_timeouts: u32,
     /// At least one.
     pub(crate) instances: Vec<Arc<Instance>>,
     pub(crate) next_instance: AtomicUsize,
@@ -105,12 +110,14 @@ impl Shared {
         name: &str,
         plugin_type: PluginType,
         hook_timeout: Duration,
+        restart_after_timeouts: u32,
         instances: Vec<Arc<Instance>>,
     ) -> Shared {
         Shared {
             name: Arc::from(name),
             plugin_type,
             hook_timeout,
+            restart_after_timeouts,
             instances,
             next_instance: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
