@@ -116,11 +116,7 @@ write_lb_upstreams() {
 # request that the plugin did not answer is a 599, never the built-in balancer's pick.
 write_lb_config() {
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+$(static_upstreams_table)
 
 [[plugin]]
 name = "lb"

@@ -88,11 +88,7 @@ start_conformance() {
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
 metrics_flush_interval = "100ms"
 
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = $(toml_string "$UPSTREAMS"), backend_ids = "index" }
+$(static_upstreams_table 'backend_ids = "index"')
 
 [[plugin]]
 name = "conformance"

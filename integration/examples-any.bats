@@ -52,11 +52,7 @@ write_config() {
   cat >"$CONFIG" <<TOML
 $1
 
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+$(static_upstreams_table)
 
 $2
 TOML

@@ -20,11 +20,7 @@ write_config() {
   cat >"$CONFIG" <<TOML
 $top
 
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+$(static_upstreams_table)
 
 $table
 TOML

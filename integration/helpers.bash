@@ -303,3 +303,16 @@ json_matches() {
       else $e == $a end;
     m($e; $a; true)' >/dev/null
 }
+
+# static_upstreams_table [MORE CONFIG]: the `[[plugin]]` table of a static-upstreams plugin named
+# `static` reading $UPSTREAMS, for the suites' config files; MORE CONFIG is added to its config
+# map (e.g. 'backend_ids = "index"').
+static_upstreams_table() {
+  cat <<TOML
+[[plugin]]
+name = "static"
+type = "upstream"
+command = "static-upstreams"
+config = { file = $(toml_string "$UPSTREAMS")${1:+, $1} }
+TOML
+}

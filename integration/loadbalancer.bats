@@ -22,11 +22,7 @@ write_lb_config() {
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
 metrics_flush_interval = "100ms"
 
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS", backend_ids = "index" }
+$(static_upstreams_table 'backend_ids = "index"')
 
 [[plugin]]
 name = "lb"

@@ -25,11 +25,7 @@ write_config() {
 metrics_batch_size = ${1:-5}
 metrics_flush_interval = "${2:-200ms}"
 
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS", backend_ids = "index" }
+$(static_upstreams_table 'backend_ids = "index"')
 
 [[plugin]]
 name = "metrics"

@@ -45,11 +45,7 @@ write_router_config() {
   local failure=$1 gate
   gate=$(gated_plugin router test-router)
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+$(static_upstreams_table)
 
 [[plugin]]
 name = "router"
@@ -175,11 +171,7 @@ more:
     - http://127.0.0.1:$OTHER_PORT
 YAML
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+$(static_upstreams_table)
 
 [[plugin]]
 name = "static-more"

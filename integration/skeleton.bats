@@ -150,11 +150,7 @@ start_default() {
 
 @test "a config file gives plugins, their config and listeners" {
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+$(static_upstreams_table)
 
 [[plugin]]
 name = "rid"

@@ -20,11 +20,7 @@ teardown() {
 # start_with_modifier TOML: gatekeeper with static-upstreams and the [[plugin]] table(s) TOML.
 start_with_modifier() {
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
-[[plugin]]
-name = "static"
-type = "upstream"
-command = "static-upstreams"
-config = { file = "$UPSTREAMS" }
+$(static_upstreams_table)
 
 $1
 TOML

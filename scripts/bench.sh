@@ -40,10 +40,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 0.3
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  [[ -f $WORK/nginx-backend.pid ]] && kill "$(cat "$WORK/nginx-backend.pid")" 2>/dev/null || true
-  [[ -f $WORK/nginx-proxy.pid ]] && kill "$(cat "$WORK/nginx-proxy.pid")" 2>/dev/null || true
-  [[ -f $WORK/nginx-auth.pid ]] && kill "$(cat "$WORK/nginx-auth.pid")" 2>/dev/null || true
-  [[ -f $WORK/nginx-authsvc.pid ]] && kill "$(cat "$WORK/nginx-authsvc.pid")" 2>/dev/null || true
+  for pidfile in "$WORK"/nginx-*.pid; do
+    [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -61,6 +60,25 @@ wait_port() {
   return 1
 }
 
+# start_nginx NAME HTTP_BODY: an nginx with one worker, no access log and unlimited keep-alive
+# requests, whose http block holds HTTP_BODY.
+start_nginx() {
+  cat >"$WORK/$1.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-$1.pid;
+error_log $WORK/nginx-$1.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+$2
+}
+CONF
+  "$NGINX" -p "$WORK" -c "$WORK/$1.conf" &
+  PIDS+=($!)
+}
+
 BACKEND_PORT=$(free_port)
 GK_PORT=$(free_port)
 GK_RID_PORT=$(free_port)
@@ -73,33 +91,15 @@ GK_PY_PORT=$(free_port)
 GK_NODE_PORT=$(free_port)
 
 # The backend: nginx answering a fixed 2-byte body (the same for every case).
-cat >"$WORK/backend.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx-backend.pid;
-error_log $WORK/nginx-backend.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+start_nginx backend "$(cat <<CONF
   server {
     listen 127.0.0.1:$BACKEND_PORT;
     location / { return 200 "ok"; }
   }
-}
 CONF
-"$NGINX" -p "$WORK" -c "$WORK/backend.conf" &
-PIDS+=($!)
+)"
 
-cat >"$WORK/proxy.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx-proxy.pid;
-error_log $WORK/nginx-proxy.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+start_nginx proxy "$(cat <<CONF
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -109,40 +109,20 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 CONF
-"$NGINX" -p "$WORK" -c "$WORK/proxy.conf" &
-PIDS+=($!)
+)"
 
 # nginx with auth_request: every request first asks an auth service in another process (an
 # nginx answering 204, the fastest external service there is), then goes to the backend; this
 # is nginx's external-hook path, as a plugin is gatekeeper's.
-cat >"$WORK/authsvc.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx-authsvc.pid;
-error_log $WORK/nginx-authsvc.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+start_nginx authsvc "$(cat <<CONF
   server {
     listen 127.0.0.1:$AUTH_PORT;
     location / { return 204; }
   }
-}
 CONF
-"$NGINX" -p "$WORK" -c "$WORK/authsvc.conf" &
-PIDS+=($!)
-cat >"$WORK/auth.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx-auth.pid;
-error_log $WORK/nginx-auth.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+)"
+start_nginx auth "$(cat <<CONF
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
   upstream auth { server 127.0.0.1:$AUTH_PORT; keepalive 256; }
   server {
@@ -162,10 +142,8 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 CONF
-"$NGINX" -p "$WORK" -c "$WORK/auth.conf" &
-PIDS+=($!)
+)"
 
 cat >"$WORK/haproxy.cfg" <<CONF
 global
