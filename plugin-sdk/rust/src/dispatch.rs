@@ -165,108 +165,72 @@ impl<P: UpstreamPlugin> Dispatch for AsUpstream<P> {
     }
 }
 
-/// A [`ModifierPlugin`] being served.
-pub(crate) struct AsModifier<P>(pub(crate) P);
+/// An adapter for a plugin type whose `start` is the plugin's own: the struct, and its
+/// [`Dispatch`] with the hook table given as `wire method => answer(trait method)`.
+macro_rules! adapter {
+    ($(#[$doc:meta])* $name:ident: $plugin_trait:ident as $plugin_type:expr,
+     { $($method:ident => $answer:ident($call:ident)),+ $(,)? }) => {
+        $(#[$doc])*
+        pub(crate) struct $name<P>(pub(crate) P);
 
-impl<P: ModifierPlugin> Dispatch for AsModifier<P> {
-    const TYPE: PluginType = PluginType::Modifier;
-    type Plugin = P;
+        impl<P: $plugin_trait> Dispatch for $name<P> {
+            const TYPE: PluginType = $plugin_type;
+            type Plugin = P;
 
-    fn plugin(&self) -> &P {
-        &self.0
-    }
+            fn plugin(&self) -> &P {
+                &self.0
+            }
 
-    fn hooks(&self) -> &'static [&'static str] {
-        self.0.hooks()
-    }
+            fn hooks(&self) -> &'static [&'static str] {
+                self.0.hooks()
+            }
 
-    fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
-        let plugin = &self.0;
-        hooks!(request, {
-            ModifyRequest => answer(|p| plugin.modify_request(p)),
-            ModifyResponse => answer(|p| plugin.modify_response(p)),
-            ModifyErrorResponse => answer(|p| plugin.modify_error_response(p)),
-        })
-    }
+            fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
+                let plugin = &self.0;
+                hooks!(request, { $($method => $answer(|p| plugin.$call(p))),+ })
+            }
+        }
+    };
 }
 
-/// A [`RouterPlugin`] being served.
-pub(crate) struct AsRouter<P>(pub(crate) P);
-
-impl<P: RouterPlugin> Dispatch for AsRouter<P> {
-    const TYPE: PluginType = PluginType::Router;
-    type Plugin = P;
-
-    fn plugin(&self) -> &P {
-        &self.0
+adapter!(
+    /// A [`ModifierPlugin`] being served.
+    AsModifier: ModifierPlugin as PluginType::Modifier, {
+        ModifyRequest => answer(modify_request),
+        ModifyResponse => answer(modify_response),
+        ModifyErrorResponse => answer(modify_error_response),
     }
+);
 
-    fn hooks(&self) -> &'static [&'static str] {
-        self.0.hooks()
+adapter!(
+    /// A [`RouterPlugin`] being served.
+    AsRouter: RouterPlugin as PluginType::Router, {
+        AddUpstream => answer_empty(add_upstream),
+        RemoveUpstream => answer_empty(remove_upstream),
+        RouteRequest => answer(route_request),
     }
+);
 
-    fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
-        let plugin = &self.0;
-        hooks!(request, {
-            AddUpstream => answer_empty(|p| plugin.add_upstream(p)),
-            RemoveUpstream => answer_empty(|p| plugin.remove_upstream(p)),
-            RouteRequest => answer(|p| plugin.route_request(p)),
-        })
+adapter!(
+    /// A [`LoadBalancerPlugin`] being served.
+    AsLoadBalancer: LoadBalancerPlugin as PluginType::Loadbalancer, {
+        AddBackend => answer_empty(add_backend),
+        RemoveBackend => answer_empty(remove_backend),
+        UpstreamMetricHook => answer_empty(upstream_metric),
+        GetBackend => answer(get_backend),
     }
-}
+);
 
-/// A [`LoadBalancerPlugin`] being served.
-pub(crate) struct AsLoadBalancer<P>(pub(crate) P);
-
-impl<P: LoadBalancerPlugin> Dispatch for AsLoadBalancer<P> {
-    const TYPE: PluginType = PluginType::Loadbalancer;
-    type Plugin = P;
-
-    fn plugin(&self) -> &P {
-        &self.0
+adapter!(
+    /// A [`MetricPlugin`] being served.
+    AsMetric: MetricPlugin as PluginType::Metric, {
+        EventMetricHook => answer_empty(event_metric),
+        ProfilingMetricHook => answer_empty(profiling_metric),
+        PluginMetricHook => answer_empty(plugin_metric),
+        RequestMetricHook => answer_empty(request_metric),
+        UpstreamMetricHook => answer_empty(upstream_metric),
     }
-
-    fn hooks(&self) -> &'static [&'static str] {
-        self.0.hooks()
-    }
-
-    fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
-        let plugin = &self.0;
-        hooks!(request, {
-            AddBackend => answer_empty(|p| plugin.add_backend(p)),
-            RemoveBackend => answer_empty(|p| plugin.remove_backend(p)),
-            UpstreamMetricHook => answer_empty(|p| plugin.upstream_metric(p)),
-            GetBackend => answer(|p| plugin.get_backend(p)),
-        })
-    }
-}
-
-/// A [`MetricPlugin`] being served.
-pub(crate) struct AsMetric<P>(pub(crate) P);
-
-impl<P: MetricPlugin> Dispatch for AsMetric<P> {
-    const TYPE: PluginType = PluginType::Metric;
-    type Plugin = P;
-
-    fn plugin(&self) -> &P {
-        &self.0
-    }
-
-    fn hooks(&self) -> &'static [&'static str] {
-        self.0.hooks()
-    }
-
-    fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
-        let plugin = &self.0;
-        hooks!(request, {
-            EventMetricHook => answer_empty(|p| plugin.event_metric(p)),
-            ProfilingMetricHook => answer_empty(|p| plugin.profiling_metric(p)),
-            PluginMetricHook => answer_empty(|p| plugin.plugin_metric(p)),
-            RequestMetricHook => answer_empty(|p| plugin.request_metric(p)),
-            UpstreamMetricHook => answer_empty(|p| plugin.upstream_metric(p)),
-        })
-    }
-}
+);
 
 #[cfg(test)]
 mod tests {
