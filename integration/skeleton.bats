@@ -162,3 +162,29 @@ TOML
   [ "$(jq -r .path <<<"$output")" = "/from-config" ]
   [ "$(jq -r '.headers["x-request-id"]' <<<"$output")" != null ]
 }
+
+@test "--check prints the effective settings as JSON without starting anything" {
+  run gatekeeper --check --workers 3 --default-timeout 2s --listen internal=127.0.0.1:9 \
+    --socket-dir "$BATS_TEST_TMPDIR" \
+    --modifier-plugin request-id --modifier-header x-id --router-plugin test-router
+  [ "$status" -eq 0 ]
+  [ "$(jq -c '[.workers, .default_timeout, .listeners[0].name, .listeners[0].addr]' <<<"$output")" = '[3,"2s","internal","127.0.0.1:9"]' ]
+  [ "$(jq -c '.plugins[] | select(.name == "request-id") | [.plugin_type, .config.header, .failure.policy]' <<<"$output")" = '["modifier","x-id","closed"]' ]
+  # Routers fail open by default: the built-in router takes over while one is down.
+  [ "$(jq -r '.plugins[] | select(.name == "test-router") | .failure.policy' <<<"$output")" = open ]
+  # Nothing was started: no plugin socket directory was made.
+  [ -z "$(find "$BATS_TEST_TMPDIR" -maxdepth 1 -name 'gatekeeper-*')" ]
+}
+
+@test "--default-timeout applies to upstreams that set none" {
+  cat >"$BATS_TEST_TMPDIR/notimeout.yml" <<YAML
+slow:
+  name: slow
+  prefixes: [slow]
+  backends: [http://127.0.0.1:$BACKEND_PORT]
+YAML
+  start_gatekeeper --default-timeout 300ms --workers 1 \
+    --upstream-plugin static-upstreams --upstream-file "$BATS_TEST_TMPDIR/notimeout.yml"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$GK_URL/slow/slow?ms=50")" = 200 ]
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$GK_URL/slow/slow?ms=2000")" = 504 ]
+}
