@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub default_timeout: Option<String>,
 
+    /// Time allowed to open a backend connection when its upstream sets no connect timeout
+    /// (e.g. `5s`, the default).
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+
     /// Worker threads serving requests (default: one per CPU core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

@@ -16,6 +16,8 @@ use crate::cli::Cli;
 pub const DEFAULT_LISTENER_NAME: &str = "http-public";
 /// Default for `default_timeout`.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default for `header_read_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for `metrics_batch_size`.
@@ -34,6 +36,7 @@ struct FileConfig {
     #[serde(default)]
     listen: Vec<String>,
     default_timeout: Option<String>,
+    connect_timeout: Option<String>,
     header_read_timeout: Option<String>,
     socket_dir: Option<PathBuf>,
     log: Option<String>,
@@ -133,6 +136,9 @@ pub struct Settings {
     /// Upstream timeout when an upstream sets none.
     #[serde(with = "humantime_serde_compat::required")]
     pub default_timeout: Duration,
+    /// Backend connect timeout when an upstream sets none.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub connect_timeout: Duration,
     /// Time a client has to send its request headers.
     #[serde(with = "humantime_serde_compat::required")]
     pub header_read_timeout: Duration,
@@ -349,6 +355,14 @@ impl Settings {
             (None, Some(v)) => parse_duration("default_timeout", v)?,
             (None, None) => DEFAULT_UPSTREAM_TIMEOUT,
         };
+        let connect_timeout = match (&cli.connect_timeout, &file.connect_timeout) {
+            (Some(v), _) => parse_duration("--connect-timeout", v)?,
+            (None, Some(v)) => parse_duration("connect_timeout", v)?,
+            (None, None) => DEFAULT_CONNECT_TIMEOUT,
+        };
+        if connect_timeout.is_zero() {
+            bail!("connect_timeout: must be more than 0");
+        }
         let header_read_timeout = match &file.header_read_timeout {
             Some(v) => parse_duration("header_read_timeout", v)?,
             None => DEFAULT_HEADER_READ_TIMEOUT,
@@ -474,6 +488,7 @@ impl Settings {
         Ok(Settings {
             listeners,
             default_timeout,
+            connect_timeout,
             header_read_timeout,
             socket_dir: cli.socket_dir.clone().or(file.socket_dir),
             log: cli
@@ -549,6 +564,17 @@ mod tests {
     }
 
     #[test]
+    fn connect_timeout_default_file_and_flag() {
+        let s = Settings::merge(&cli("gk"), file("")).unwrap();
+        assert_eq!(s.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let s = Settings::merge(&cli("gk"), file("connect_timeout = \"250ms\"")).unwrap();
+        assert_eq!(s.connect_timeout, Duration::from_millis(250));
+        let flag = cli("gk --connect-timeout 1s");
+        let s = Settings::merge(&flag, file("connect_timeout = \"250ms\"")).unwrap();
+        assert_eq!(s.connect_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let err = |text: &str, args: &str| {
             let f: Result<FileConfig, _> = toml::from_str(text);
@@ -560,6 +586,8 @@ mod tests {
         assert!(err("listen = [\"nope\"]", "gk").contains("listen"));
         assert!(err("", "gk --listen 1.2.3.4").contains("--listen"));
         assert!(err("default_timeout = \"soon\"", "gk").contains("default_timeout"));
+        assert!(err("connect_timeout = \"soon\"", "gk").contains("connect_timeout"));
+        assert!(err("connect_timeout = \"0s\"", "gk").contains("connect_timeout"));
         assert!(err("bogus = 1", "gk").contains("bogus"));
         assert!(err(
             "[[plugin]]\ntype = \"modifier\"\ncommand = \"/no/such/plugin\"",

@@ -50,6 +50,7 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
             })
             .collect(),
         default_timeout: settings.default_timeout,
+        connect_timeout: settings.connect_timeout,
         header_read_timeout: settings.header_read_timeout,
         ..ProxyConfig::default()
     }

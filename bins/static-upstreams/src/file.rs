@@ -7,6 +7,10 @@
 //!   protocols: [http-public]   # listener names; empty or absent means all
 //!   hostnames: [httpbin.org]
 //!   prefixes: [httpbin]    # first path segments, without slashes
+//!   balancer: round_robin  # optional: random (default), round_robin, least_outstanding
+//!   backend_protocol: h2c  # optional: http1 (default) or h2c
+//!   connect_timeout: 1s    # optional, humantime syntax; the proxy's default when absent
+//!   max_connections_per_backend: 64   # optional; no limit when absent
 //!   backends:              # base URLs
 //!     - https://httpbin.org
 //! ```
@@ -48,6 +52,15 @@ struct Entry {
     /// Built-in balancer: `random` (default), `round_robin` or `least_outstanding`.
     #[serde(default)]
     balancer: Option<String>,
+    /// Protocol to the backends: `http1` (default) or `h2c`.
+    #[serde(default)]
+    backend_protocol: Option<String>,
+    /// Time allowed to open a backend connection (humantime); the proxy's default when absent.
+    #[serde(default)]
+    connect_timeout: Option<Timeout>,
+    /// Requests in flight at once to each backend; no limit when absent.
+    #[serde(default)]
+    max_connections_per_backend: Option<u32>,
 }
 
 /// How backends get their ids.
@@ -170,6 +183,11 @@ impl serde::de::Visitor<'_> for TimeoutVisitor {
     }
 }
 
+/// A duration in whole milliseconds (saturating).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUpstream> {
     if id.trim().is_empty() {
         bail!("the id (the entry's key) is empty");
@@ -209,13 +227,14 @@ fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUp
     let upstream = Upstream {
         name: entry.name.unwrap_or_else(|| id.clone()),
         id,
-        timeout_ms: entry
-            .timeout
-            .map(|Timeout(t)| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        timeout_ms: entry.timeout.map(|Timeout(t)| millis(t)),
         protocols: entry.protocols,
         hostnames: entry.hostnames,
         prefixes,
         balancer: entry.balancer,
+        backend_protocol: entry.backend_protocol,
+        connect_timeout_ms: entry.connect_timeout.map(|Timeout(t)| millis(t)),
+        max_connections_per_backend: entry.max_connections_per_backend,
         extra: Object::new(),
     };
     Ok(StaticUpstream { upstream, backends })
@@ -303,6 +322,21 @@ mod tests {
             "{message}"
         );
         let message = error_of("a:\n  timeout: 0s\n");
+        assert!(message.contains("more than 0"), "{message}");
+    }
+
+    #[test]
+    fn backend_settings_pass_through() {
+        let yaml = "a:\n  backend_protocol: h2c\n  connect_timeout: 250ms\n  max_connections_per_backend: 3\n";
+        let upstream = &parse(yaml, BackendIds::Url).unwrap()[0].upstream;
+        assert_eq!(upstream.backend_protocol.as_deref(), Some("h2c"));
+        assert_eq!(upstream.connect_timeout_ms, Some(250));
+        assert_eq!(upstream.max_connections_per_backend, Some(3));
+        let upstream = &parse("a: {}\n", BackendIds::Url).unwrap()[0].upstream;
+        assert_eq!(upstream.backend_protocol, None);
+        assert_eq!(upstream.connect_timeout_ms, None);
+        assert_eq!(upstream.max_connections_per_backend, None);
+        let message = error_of("a:\n  connect_timeout: 0s\n");
         assert!(message.contains("more than 0"), "{message}");
     }
 

@@ -141,6 +141,9 @@ mod tests {
             hostnames: vec![],
             prefixes: vec![],
             balancer: Some(kind.as_str().into()),
+            backend_protocol: None,
+            connect_timeout_ms: None,
+            max_connections_per_backend: None,
             extra: Default::default(),
         };
         UpstreamEntry::new(upstream, backends, kind, Arc::default())

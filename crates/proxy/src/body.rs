@@ -16,15 +16,27 @@ use crate::registry::InFlight;
 use crate::timing::RequestRecord;
 
 /// The client's request body, forwarded to a backend; counts data bytes into `counter` if set.
+/// An empty body (no `inner`) stands in for a bodiless request that is sent again (a retry).
 #[derive(Debug)]
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    inner: Option<Incoming>,
     counter: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
     pub(crate) fn new(inner: Incoming, counter: Option<Arc<AtomicU64>>) -> Self {
-        RequestBody { inner, counter }
+        RequestBody {
+            inner: Some(inner),
+            counter,
+        }
+    }
+
+    /// A body with no data.
+    pub(crate) fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            counter: None,
+        }
     }
 }
 
@@ -37,7 +49,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&this.counter, &polled) {
             if let Some(data) = frame.data_ref() {
                 counter.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -47,11 +62,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

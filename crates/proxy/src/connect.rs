@@ -2,7 +2,14 @@
 //! remembers how long it took to open. The time travels as a [`Connected`] extra into the
 //! extensions of every response on that connection, and only the first response to ask for it
 //! ([`ConnectTime::take`]) gets it: later requests reuse the pooled connection and report 0.
+//!
+//! It also bounds the time a connect may take. The limit is per upstream while the client is
+//! shared, so the request path states it with [`with_connect_timeout`] around the client's
+//! request future: hyper-util calls the connector from inside that future (when no pooled
+//! connection is ready at once), and [`TimedConnector`] reads the limit there, falling back to
+//! the proxy's default. A connect over the limit fails like a refused one (a connect error).
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,16 +52,38 @@ impl ConnectTime {
     }
 }
 
-/// An [`HttpConnector`] that times new connections when `timed` is set.
+tokio::task_local! {
+    /// The connect timeout of the request being sent (see [`with_connect_timeout`]).
+    static CONNECT_TIMEOUT: Duration;
+}
+
+/// Runs `sending` (a backend client's request future) with connects bounded by `limit`.
+pub(crate) async fn with_connect_timeout<F: Future>(limit: Duration, sending: F) -> F::Output {
+    CONNECT_TIMEOUT.scope(limit, sending).await
+}
+
+/// A connect that took longer than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("connect timed out after {0:?}")]
+pub(crate) struct ConnectTimedOut(pub(crate) Duration);
+
+/// An [`HttpConnector`] that bounds the time connects take and times new connections when
+/// `timed` is set.
 #[derive(Debug, Clone)]
 pub(crate) struct TimedConnector {
     inner: HttpConnector,
     timed: bool,
+    /// The limit when the request states none ([`with_connect_timeout`]).
+    default_timeout: Duration,
 }
 
 impl TimedConnector {
-    pub(crate) fn new(inner: HttpConnector, timed: bool) -> Self {
-        TimedConnector { inner, timed }
+    pub(crate) fn new(inner: HttpConnector, timed: bool, default_timeout: Duration) -> Self {
+        TimedConnector {
+            inner,
+            timed,
+            default_timeout,
+        }
     }
 }
 
@@ -70,10 +99,16 @@ impl Service<Uri> for TimedConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let limit = CONNECT_TIMEOUT
+            .try_with(|limit| *limit)
+            .unwrap_or(self.default_timeout);
         let started = self.timed.then(Instant::now);
         let connecting = self.inner.call(uri);
         Box::pin(async move {
-            let io = connecting.await?;
+            let io = match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected?,
+                Err(_) => return Err(ConnectTimedOut(limit).into()),
+            };
             Ok(TimedConn {
                 io,
                 connect: started.map(|s| ConnectTime::new(s.elapsed())),

@@ -1,9 +1,11 @@
-//! Forwarding to backends: the pooled keep-alive client, hop-by-hop header removal, the
-//! backend URI, conversions between hyper headers and the plugin view, and the upstream timeout.
+//! Forwarding to backends: the pooled keep-alive clients (HTTP/1.1, and plaintext HTTP/2 for
+//! upstreams whose `backend_protocol` is `h2c`), hop-by-hop header removal, the backend URI,
+//! conversions between hyper headers and the plugin view, and the upstream timeout. Connection
+//! limits and retries are in [`crate::retry`].
 
 use std::time::Duration;
 
-use gatekeeper_rpc::types::Headers;
+use gatekeeper_rpc::types::{Headers, Upstream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
@@ -12,26 +14,111 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
-use crate::connect::TimedConnector;
+use crate::connect::{with_connect_timeout, TimedConnector};
 use crate::registry::BackendEntry;
 
-/// The backend client: pooled keep-alive HTTP/1.1 connections, bodies streamed.
-pub(crate) type BackendClient = Client<TimedConnector, RequestBody>;
+/// How the proxy speaks to an upstream's backends (the upstream's `backend_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendProtocol {
+    /// `http1`: HTTP/1.1, one request at a time per connection (the default).
+    #[default]
+    Http1,
+    /// `h2c`: HTTP/2 over plain TCP with prior knowledge; requests share connections.
+    H2c,
+}
+
+impl BackendProtocol {
+    /// The name used in `Upstream.backend_protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendProtocol::Http1 => "http1",
+            BackendProtocol::H2c => "h2c",
+        }
+    }
+
+    /// The protocol an upstream asks for; the default when it names none (or an unknown one,
+    /// which the registry refuses before it gets here).
+    pub fn of(upstream: &Upstream) -> Self {
+        upstream
+            .backend_protocol
+            .as_deref()
+            .and_then(|name| name.parse().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for BackendProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [BackendProtocol::Http1, BackendProtocol::H2c]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown backend protocol `{s}`"))
+    }
+}
+
+/// One pooled client; bodies are streamed.
+type PooledClient = Client<TimedConnector, RequestBody>;
+
+/// The backend clients: pooled keep-alive connections, one pool per protocol.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendClient {
+    http1: PooledClient,
+    h2c: PooledClient,
+}
 
 /// How long an idle pooled backend connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Builds the backend client (TCP_NODELAY, idle pooled connections closed after 90s); with
-/// `timed`, new connections record their connect time (see [`crate::connect`]).
-pub(crate) fn new_client(timed: bool) -> BackendClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(TimedConnector::new(connector, timed))
+/// Idle connections kept per backend (host:port) and protocol; more are closed when they
+/// become idle.
+pub(crate) const POOL_MAX_IDLE_PER_BACKEND: usize = 256;
+
+impl BackendClient {
+    /// Builds the clients (TCP_NODELAY, at most [`POOL_MAX_IDLE_PER_BACKEND`] idle connections
+    /// per backend, closed after 90s idle). Connects are bounded by `connect_timeout` unless the
+    /// request states its own ([`BackendClient::request`]); with `timed`, new connections record
+    /// their connect time (see [`crate::connect`]).
+    pub(crate) fn new(timed: bool, connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let connector = TimedConnector::new(connector, timed, connect_timeout);
+        let build = |http2: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_BACKEND)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(http2)
+                .build(connector.clone())
+        };
+        BackendClient {
+            http1: build(false),
+            h2c: build(true),
+        }
+    }
+
+    /// Sends `request` with `protocol` and waits for the response headers, connecting (when no
+    /// pooled connection is free) within `connect_timeout`: a slower connect is
+    /// [`ForwardError::Unreachable`]. The caller bounds the whole wait; the body streams.
+    pub(crate) async fn request(
+        &self,
+        protocol: BackendProtocol,
+        request: Request<RequestBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
+        let client = match protocol {
+            BackendProtocol::Http1 => &self.http1,
+            BackendProtocol::H2c => &self.h2c,
+        };
+        match with_connect_timeout(connect_timeout, client.request(request)).await {
+            Ok(response) => Ok(response),
+            Err(e) if e.is_connect() => Err(ForwardError::Unreachable(describe(&e))),
+            Err(e) => Err(ForwardError::Failed(describe(&e))),
+        }
+    }
 }
 
 /// Headers that apply to one connection only and are never forwarded.
@@ -149,16 +236,32 @@ pub(crate) enum ForwardError {
     /// The connection failed after it was established (reset, garbage, early close).
     #[error("backend failed: {0}")]
     Failed(String),
+    /// Every connection slot of the backend stayed in use for the whole wait.
+    #[error("backend `{backend}` has all its {limit} connections in use (waited {waited:?})")]
+    Busy {
+        /// The backend id.
+        backend: String,
+        /// Its upstream's `max_connections_per_backend`.
+        limit: usize,
+        /// How long the request waited for a slot.
+        waited: Duration,
+    },
 }
 
 impl ForwardError {
-    /// The `error` of the upstream metric: `unreachable`, `timeout` or `failed`.
+    /// The `error` of the upstream metric: `unreachable`, `timeout`, `failed` or `busy`.
     pub(crate) fn metric_error(&self) -> &'static str {
         match self {
             ForwardError::Unreachable(_) => "unreachable",
             ForwardError::Timeout(_) => "timeout",
             ForwardError::Failed(_) => "failed",
+            ForwardError::Busy { .. } => "busy",
         }
+    }
+
+    /// Whether no connection could be made: nothing reached the backend.
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        matches!(self, ForwardError::Unreachable(_))
     }
 }
 
@@ -172,20 +275,6 @@ fn describe(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     s
-}
-
-/// Sends the request and waits (at most `timeout`) for the response headers; the body streams.
-pub(crate) async fn forward(
-    client: &BackendClient,
-    request: Request<RequestBody>,
-    timeout: Duration,
-) -> Result<Response<hyper::body::Incoming>, ForwardError> {
-    match tokio::time::timeout(timeout, client.request(request)).await {
-        Err(_) => Err(ForwardError::Timeout(timeout)),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) if e.is_connect() => Err(ForwardError::Unreachable(describe(&e))),
-        Ok(Err(e)) => Err(ForwardError::Failed(describe(&e))),
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod modifier;
 pub mod plugins;
 pub mod registry;
+mod retry;
 pub mod router;
 mod server;
 pub mod service;
@@ -55,6 +56,9 @@ pub struct ProxyConfig {
     /// Time allowed for a backend to answer with headers when the upstream sets no
     /// `timeout_ms` (default 30s).
     pub default_timeout: Duration,
+    /// Time allowed to open a backend connection (and to wait for a connection slot) when the
+    /// upstream sets no `connect_timeout_ms` (default 5s).
+    pub connect_timeout: Duration,
     /// Time allowed for a client to send a request's headers (default 10s). hyper starts this
     /// timer as soon as a keep-alive connection goes idle, so it also closes idle connections.
     pub header_read_timeout: Duration,
@@ -70,6 +74,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listeners: Vec::new(),
             default_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),

@@ -6,7 +6,9 @@
 //! 2. **modify_request** hooks, in order (each may change the request or answer it);
 //! 3. **pick a backend**: the loadbalancer plugin if there is one and it is available (else, or
 //!    when it fails open, the upstream's built-in balancer);
-//! 4. **forward** (counted as in flight on the backend until the response body ends);
+//! 4. **forward** (counted as in flight on the backend, holding one of its connection slots
+//!    when it has a limit, until the response body ends; retried once on another backend after
+//!    a connect failure, see [`crate::retry`]);
 //! 5. **modify_response** hooks; any error goes through **modify_error_response** instead.
 //!
 //! The plugin view of the request is built lazily, the first time a plugin needs it. When
@@ -29,10 +31,11 @@ use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::connect::ConnectTime;
-use crate::forward::{backend_uri, forward, headers_from_view, headers_to_view, strip_hop_by_hop};
+use crate::forward::{backend_uri, headers_from_view, headers_to_view, strip_hop_by_hop};
 use crate::metrics::micros;
 use crate::modifier::{text_response, FailurePolicy, HookError, HookFailure, RequestOutcome};
-use crate::registry::{BackendEntry, InFlight, Snapshot, UpstreamEntry};
+use crate::registry::{BackendEntry, Snapshot, UpstreamEntry};
+use crate::retry::forward_with_retry;
 use crate::router;
 use crate::service::{forward_error_kind, Shared};
 use crate::timing::RequestRecord;
@@ -363,19 +366,25 @@ impl<'a> Flow<'a> {
             // Response and error hooks need the view once the request's parts are gone.
             self.for_hooks();
         }
-        let uri = match (&self.view, self.path_from_view) {
-            (Some(v), true) => backend_uri(&backend, &v.prefixless_path, v.query.as_deref(), None),
+        let mut parts = std::mem::replace(&mut self.parts, Request::new(()).into_parts().0);
+        // The client's URI stays here: a retry aims it at another backend.
+        let client_uri = std::mem::take(&mut parts.uri);
+        let (view, path_from_view, strip) = (&self.view, self.path_from_view, self.strip);
+        let uri_for = |b: &BackendEntry| match (view, path_from_view) {
+            (Some(v), true) => backend_uri(b, &v.prefixless_path, v.query.as_deref(), None),
             _ => {
-                let uri = &self.parts.uri;
-                let original = self.strip.is_none().then(|| uri.path_and_query()).flatten();
-                let path = prefixless(uri.path(), self.strip);
-                backend_uri(&backend, path, uri.query(), original)
+                let original = strip
+                    .is_none()
+                    .then(|| client_uri.path_and_query())
+                    .flatten();
+                let path = prefixless(client_uri.path(), strip);
+                backend_uri(b, path, client_uri.query(), original)
             }
         };
-        let uri = match uri {
+        parts.uri = match uri_for(&backend) {
             Ok(uri) => uri,
             Err(e) => {
-                let kind = if self.path_from_view {
+                let kind = if path_from_view {
                     Kind::Internal
                 } else {
                     Kind::BadRequest
@@ -385,35 +394,31 @@ impl<'a> Flow<'a> {
                     .await;
             }
         };
-        let mut parts = std::mem::replace(&mut self.parts, Request::new(()).into_parts().0);
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let timeout = shared.timeout(&upstream);
-        let in_flight = InFlight::new(backend.clone());
         let started = self.now();
-        let result = forward(&shared.client, Request::from_parts(parts, body), timeout).await;
+        let request = Request::from_parts(parts, body);
+        let sending = shared.sending(&upstream);
+        let forwarded = forward_with_retry(&sending, backend, request, |b| uri_for(b).ok()).await;
         if let (Some(record), Some(started)) = (&mut self.record, started) {
-            let latency = micros(started.elapsed());
-            record.phases.upstream_response_us = latency;
+            record.phases.upstream_response_us = micros(started.elapsed());
             record.upstream = Some(upstream.upstream.id.clone());
-            record.backend = Some(backend.backend.id.clone());
-            let outcome = match &result {
-                Ok(r) => {
-                    record.phases.upstream_connect_us = r
-                        .extensions()
-                        .get::<ConnectTime>()
-                        .map_or(0, ConnectTime::take);
-                    Ok(r.status().as_u16())
-                }
-                Err(e) => Err(e.metric_error()),
-            };
-            record.record_upstream(&backend.backend.id, latency, outcome);
+            record.backend = Some(forwarded.backend.backend.id.clone());
+            if let Ok((response, _)) = &forwarded.result {
+                record.phases.upstream_connect_us = response
+                    .extensions()
+                    .get::<ConnectTime>()
+                    .map_or(0, ConnectTime::take);
+            }
+            for attempt in forwarded.attempts.iter() {
+                let latency = micros(attempt.elapsed);
+                record.record_upstream(&attempt.backend.backend.id, latency, attempt.outcome);
+            }
         }
-        let response = match result {
-            Ok(response) => response,
+        let (response, in_flight) = match forwarded.result {
+            Ok(forwarded) => forwarded,
             Err(e) => {
-                drop(in_flight);
-                tracing::warn!(upstream = %upstream.upstream.id, backend = %backend.backend.id, error = %e, "forwarding failed");
+                let backend = &forwarded.backend.backend.id;
+                tracing::warn!(upstream = %upstream.upstream.id, %backend, error = %e, "forwarding failed");
                 let reject = Reject::Error(forward_error_kind(&e), e.to_string());
                 return self.reject(reject).await;
             }

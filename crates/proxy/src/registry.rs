@@ -11,6 +11,7 @@
 //! loadbalancer plugins are kept in step with it, and [`Snapshot::iter`] / [`Snapshot::replay`]
 //! list the whole registry for a plugin that restarted.
 
+mod backend_settings;
 mod entry;
 
 use std::collections::{BTreeMap, HashMap};
@@ -255,6 +256,7 @@ fn normalize(mut upstream: Upstream) -> Result<(Upstream, BalancerKind), Registr
             )
         })?,
     };
+    backend_settings::validate(&upstream)?;
     if upstream.name.is_empty() {
         upstream.name = upstream.id.clone();
     }
@@ -413,6 +415,7 @@ impl Registry {
                 });
             }
             let backend = entry.backend.clone();
+            let entry = entry.with_connection_limit(upstream.upstream.max_connections_per_backend);
             upstream
                 .backends
                 .insert(entry.backend.id.clone(), Arc::new(entry));

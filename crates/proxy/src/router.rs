@@ -109,6 +109,9 @@ mod tests {
             hostnames: list(hostnames),
             prefixes: list(prefixes),
             balancer: None,
+            backend_protocol: None,
+            connect_timeout_ms: None,
+            max_connections_per_backend: None,
             extra: Default::default(),
         }
     }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use gatekeeper_rpc::metrics::events;
 use gatekeeper_rpc::types::Object;
 
-use crate::forward::new_client;
+use crate::forward::BackendClient;
 use crate::metrics::Metrics;
 use crate::modifier::Chain;
 use crate::service::Shared;
@@ -68,8 +68,12 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
             proxy.router,
             proxy.loadbalancer,
             proxy.metrics.clone(),
-            new_client(Shared::wants_connect_time(&proxy.metrics)),
+            BackendClient::new(
+                Shared::wants_connect_time(&proxy.metrics),
+                config.connect_timeout,
+            ),
             config.default_timeout,
+            config.connect_timeout,
         )),
         header_read_timeout: config.header_read_timeout,
         shutdown_grace: config.shutdown_grace,

@@ -19,12 +19,13 @@ use hyper::body::Incoming;
 use crate::balancer::Balancer;
 pub use crate::body::ProxyBody;
 use crate::body::RequestBody;
-use crate::forward::{backend_uri, forward, strip_hop_by_hop, BackendClient, ForwardError};
+use crate::forward::{backend_uri, strip_hop_by_hop, BackendClient, ForwardError};
 use crate::lifecycle::Flow;
 use crate::metrics::{MetricKind, Metrics};
 use crate::modifier::Chain;
 use crate::plugins::{LoadBalancerHook, RouterHook};
-use crate::registry::{InFlight, Registry, UpstreamEntry};
+use crate::registry::{BackendEntry, Registry, UpstreamEntry};
+use crate::retry::{forward_with_retry, Sending};
 use crate::router;
 use crate::view::{plain, prefixless, request_host, Kind};
 
@@ -32,6 +33,7 @@ pub(crate) fn forward_error_kind(e: &ForwardError) -> Kind {
     match e {
         ForwardError::Unreachable(_) | ForwardError::Failed(_) => Kind::BackendUnreachable,
         ForwardError::Timeout(_) => Kind::Timeout,
+        ForwardError::Busy { .. } => Kind::NoBackend,
     }
 }
 
@@ -47,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) measure: bool,
     pub(crate) client: BackendClient,
     pub(crate) default_timeout: Duration,
+    /// Connect timeout of upstreams that set no `connect_timeout_ms`.
+    pub(crate) connect_timeout: Duration,
 }
 
 impl Shared {
@@ -61,6 +65,7 @@ impl Shared {
         metrics: Metrics,
         client: BackendClient,
         default_timeout: Duration,
+        connect_timeout: Duration,
     ) -> Self {
         let measure = [MetricKind::Request, MetricKind::Upstream, MetricKind::Event]
             .into_iter()
@@ -75,6 +80,7 @@ impl Shared {
             measure,
             client,
             default_timeout,
+            connect_timeout,
         }
     }
 
@@ -87,6 +93,24 @@ impl Shared {
         match upstream.upstream.timeout_ms {
             Some(ms) if ms > 0 => Duration::from_millis(ms),
             _ => self.default_timeout,
+        }
+    }
+
+    pub(crate) fn connect_timeout(&self, upstream: &UpstreamEntry) -> Duration {
+        match upstream.upstream.connect_timeout_ms {
+            Some(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => self.connect_timeout,
+        }
+    }
+
+    /// How requests to `upstream` are sent (see [`forward_with_retry`]).
+    pub(crate) fn sending<'a>(&'a self, upstream: &'a UpstreamEntry) -> Sending<'a> {
+        Sending {
+            client: &self.client,
+            balancer: &*self.balancer,
+            upstream,
+            timeout: self.timeout(upstream),
+            connect_timeout: self.connect_timeout(upstream),
         }
     }
 
@@ -135,12 +159,17 @@ impl Shared {
             tracing::debug!(upstream = %upstream.upstream.id, "no backend");
             return plain(Kind::NoBackend);
         };
-        let original = strip
-            .is_none()
-            .then(|| parts.uri.path_and_query())
-            .flatten();
-        let path = prefixless(parts.uri.path(), strip);
-        parts.uri = match backend_uri(&backend, path, parts.uri.query(), original) {
+        // The client's URI stays here: a retry aims it at another backend.
+        let client_uri = std::mem::take(&mut parts.uri);
+        let uri_for = |b: &BackendEntry| {
+            let original = strip
+                .is_none()
+                .then(|| client_uri.path_and_query())
+                .flatten();
+            let path = prefixless(client_uri.path(), strip);
+            backend_uri(b, path, client_uri.query(), original)
+        };
+        parts.uri = match uri_for(&backend) {
             Ok(uri) => uri,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot build backend uri");
@@ -148,17 +177,18 @@ impl Shared {
             }
         };
         parts.version = Version::HTTP_11;
-        let timeout = self.timeout(&upstream);
-        let in_flight = InFlight::new(backend);
         let request = Request::from_parts(parts, RequestBody::new(body, None));
-        match forward(&self.client, request, timeout).await {
-            Ok(response) => {
+        let uri_for = |b: &BackendEntry| uri_for(b).ok();
+        let forwarded =
+            forward_with_retry(&self.sending(&upstream), backend, request, uri_for).await;
+        match forwarded.result {
+            Ok((response, in_flight)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, ProxyBody::streamed(body, Some(in_flight)))
             }
             Err(e) => {
-                tracing::warn!(upstream = %upstream.upstream.id, backend = %in_flight.backend().backend.id, error = %e, "forwarding failed");
+                tracing::warn!(upstream = %upstream.upstream.id, backend = %forwarded.backend.backend.id, error = %e, "forwarding failed");
                 plain(forward_error_kind(&e))
             }
         }

@@ -33,6 +33,18 @@ pub struct Upstream {
     /// [`BALANCERS`] (`random`, `round_robin`, `least_outstanding`). `None` means `random`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<String>,
+    /// How the proxy talks to this upstream's backends: one of [`BACKEND_PROTOCOLS`] (`http1`,
+    /// `h2c` for plaintext HTTP/2 with prior knowledge). `None` means `http1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_protocol: Option<String>,
+    /// Time allowed to open a connection to a backend, in milliseconds. `None` (or 0) uses the
+    /// proxy's default (`connect_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Requests in flight at once to each backend of this upstream (with HTTP/1.1, the
+    /// connections in use); more wait for a free slot. `None` means no limit; 0 is invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_backend: Option<u32>,
     /// Anything else the plugin wants to attach.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Object,
@@ -130,3 +142,7 @@ pub struct ProxyError {
 
 /// The built-in load balancers an upstream can choose with its `balancer` field.
 pub const BALANCERS: [&str; 3] = ["random", "round_robin", "least_outstanding"];
+
+/// The protocols an upstream can choose with its `backend_protocol` field: `http1` (HTTP/1.1,
+/// the default) and `h2c` (plaintext HTTP/2 with prior knowledge).
+pub const BACKEND_PROTOCOLS: [&str; 2] = ["http1", "h2c"];

@@ -10,6 +10,8 @@
 //! | `test-modifier` | modifier | [`modifier`] |
 //! | `test-misbehave` | modifier | [`misbehave`] |
 //!
+//! `test-backend` is no plugin: an echo backend speaking HTTP/1.1 and h2c (see its file).
+//!
 //! All of them take their [`Settings`] from the `configure` map (gatekeeper's
 //! `--<type>-<key> VALUE` flags and `[plugin.config]` tables), overridden by `--key VALUE` words
 //! on their own command line (`--modifier-plugin "test-modifier --context_key a"`), which is how

@@ -394,6 +394,9 @@ impl UpstreamPlugin for Conformance {
                 hostnames: Vec::new(),
                 prefixes: vec![config.prefix.clone()],
                 balancer: None,
+                backend_protocol: None,
+                connect_timeout_ms: None,
+                max_connections_per_backend: None,
                 extra: Object::new(),
             })
             .await?;

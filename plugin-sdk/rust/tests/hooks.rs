@@ -39,6 +39,9 @@ fn upstream(id: &str) -> Upstream {
         hostnames: vec![],
         prefixes: vec![],
         balancer: None,
+        backend_protocol: None,
+        connect_timeout_ms: None,
+        max_connections_per_backend: None,
         extra: Object::new(),
     }
 }

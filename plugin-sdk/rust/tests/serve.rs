@@ -233,6 +233,9 @@ impl UpstreamPlugin for Fixed {
                 hostnames: vec!["api.example".into()],
                 prefixes: vec!["api".into()],
                 balancer: None,
+                backend_protocol: None,
+                connect_timeout_ms: None,
+                max_connections_per_backend: None,
                 extra: Object::new(),
             })
             .await?;

@@ -1,14 +1,17 @@
 //! What a [`Snapshot`](super::Snapshot) holds: upstreams and backends with their parsed fields
-//! and the live counters the built-in balancers read (in-flight requests, round-robin position).
+//! and the live counters the built-in balancers read (in-flight requests, round-robin position),
+//! and each backend's connection slots (its upstream's `max_connections_per_backend`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use gatekeeper_rpc::types::{Backend, Upstream};
 use http::uri::{Authority, Scheme, Uri};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::RegistryError;
 use crate::balancer::BalancerKind;
+use crate::forward::BackendProtocol;
 
 /// A backend with its address parsed once, when it was added.
 ///
@@ -23,6 +26,8 @@ pub struct BackendEntry {
     /// Path prepended to forwarded paths, without trailing `/` (empty when the address has none).
     pub base_path: String,
     in_flight: AtomicUsize,
+    /// One permit per request allowed in flight at once, when the upstream limits it.
+    connection_slots: Option<Arc<Semaphore>>,
 }
 
 impl PartialEq for BackendEntry {
@@ -71,7 +76,19 @@ impl BackendEntry {
             authority,
             base_path,
             in_flight: AtomicUsize::new(0),
+            connection_slots: None,
         })
+    }
+
+    /// Limits the requests in flight at once to this backend to `limit` (`None`: no limit).
+    pub fn with_connection_limit(mut self, limit: Option<u32>) -> Self {
+        self.connection_slots = limit.map(|n| Arc::new(Semaphore::new(n as usize)));
+        self
+    }
+
+    /// The connection slots, when the upstream limits them (see [`InFlight::hold`]).
+    pub(crate) fn connection_slots(&self) -> Option<&Arc<Semaphore>> {
+        self.connection_slots.as_ref()
     }
 
     /// Requests currently sent to this backend whose response has not finished.
@@ -82,14 +99,20 @@ impl BackendEntry {
 
 /// Counts one request as in flight to a backend until dropped (when the response body finishes
 /// or is dropped, or forwarding fails).
+/// It also holds the backend's connection slot, if one was taken ([`InFlight::hold`]).
 #[derive(Debug)]
-pub struct InFlight(Arc<BackendEntry>);
+pub struct InFlight(Arc<BackendEntry>, Option<OwnedSemaphorePermit>);
 
 impl InFlight {
     /// Increments the backend's in-flight counter.
     pub fn new(backend: Arc<BackendEntry>) -> Self {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(backend)
+        InFlight(backend, None)
+    }
+
+    /// Keeps a connection slot of the backend until this guard is dropped.
+    pub(crate) fn hold(&mut self, slot: OwnedSemaphorePermit) {
+        self.1 = Some(slot);
     }
 
     /// The backend.
@@ -113,6 +136,8 @@ pub struct UpstreamEntry {
     pub backends: Vec<Arc<BackendEntry>>,
     /// The built-in balancer named by `upstream.balancer`.
     pub balancer: BalancerKind,
+    /// The protocol named by `upstream.backend_protocol`.
+    pub backend_protocol: BackendProtocol,
     /// Round-robin position, shared by every snapshot of this upstream.
     round_robin: Arc<AtomicUsize>,
 }
@@ -126,10 +151,13 @@ impl UpstreamEntry {
         balancer: BalancerKind,
         round_robin: Arc<AtomicUsize>,
     ) -> Self {
+        // Validated when the upstream was added; an unknown name cannot get here.
+        let backend_protocol = BackendProtocol::of(&upstream);
         UpstreamEntry {
             upstream,
             backends,
             balancer,
+            backend_protocol,
             round_robin,
         }
     }

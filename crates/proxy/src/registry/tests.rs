@@ -11,6 +11,9 @@ pub(crate) fn upstream(id: &str, prefixes: &[&str], hostnames: &[&str]) -> Upstr
         hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
         prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
         balancer: None,
+        backend_protocol: None,
+        connect_timeout_ms: None,
+        max_connections_per_backend: None,
         extra: Default::default(),
     }
 }

@@ -138,6 +138,9 @@ pub fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
         hostnames: vec![format!("{id}.test")],
         prefixes: vec![prefix.into()],
         balancer: None,
+        backend_protocol: None,
+        connect_timeout_ms: None,
+        max_connections_per_backend: None,
         extra: Default::default(),
     }
 }
