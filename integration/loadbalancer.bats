@@ -99,7 +99,8 @@ picks() {
   write_pool "$UPSTREAMS" "" "${BACKEND_PORTS[0]}" "$dead"
   write_lb_config
   start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
-  [ "$(http_code -H 'x-backend: 1' "$GK_URL/pool/x")" = 502 ]
+  # A POST with a body (a GET would be retried on the live backend).
+  [ "$(http_code -H 'x-backend: 1' -d body "$GK_URL/pool/x")" = 502 ]
   wait_for_records "$LB_FILE" 'select(.method == "upstream_metric") | .metrics[] | select(.backend == "1")' 1 30
   run records "$LB_FILE" 'select(.method == "upstream_metric") | .metrics[] | select(.backend == "1")'
   [ "$(jq -r .error <<<"$output")" != null ]
