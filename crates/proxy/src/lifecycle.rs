@@ -392,6 +392,7 @@ impl<'a> Flow<'a> {
         let in_flight = InFlight::new(backend.clone());
         let started = self.now();
         let result = forward(&shared.client, Request::from_parts(parts, body), timeout).await;
+        crate::health::record(&shared.metrics, &upstream, &backend, &result);
         if let (Some(record), Some(started)) = (&mut self.record, started) {
             let latency = micros(started.elapsed());
             record.phases.upstream_response_us = latency;

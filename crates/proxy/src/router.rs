@@ -109,6 +109,8 @@ mod tests {
             hostnames: list(hostnames),
             prefixes: list(prefixes),
             balancer: None,
+            passive_health: None,
+            health_check: None,
             extra: Default::default(),
         }
     }

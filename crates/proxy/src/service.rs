@@ -151,7 +151,9 @@ impl Shared {
         let timeout = self.timeout(&upstream);
         let in_flight = InFlight::new(backend);
         let request = Request::from_parts(parts, RequestBody::new(body, None));
-        match forward(&self.client, request, timeout).await {
+        let result = forward(&self.client, request, timeout).await;
+        crate::health::record(&self.metrics, &upstream, in_flight.backend(), &result);
+        match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);

@@ -394,6 +394,8 @@ impl UpstreamPlugin for Conformance {
                 hostnames: Vec::new(),
                 prefixes: vec![config.prefix.clone()],
                 balancer: None,
+                passive_health: None,
+                health_check: None,
                 extra: Object::new(),
             })
             .await?;
@@ -401,6 +403,7 @@ impl UpstreamPlugin for Conformance {
             let backend = Backend {
                 id: n.to_string(),
                 address: address.clone(),
+                weight: None,
                 extra: Object::new(),
             };
             manager

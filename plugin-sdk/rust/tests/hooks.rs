@@ -39,6 +39,8 @@ fn upstream(id: &str) -> Upstream {
         hostnames: vec![],
         prefixes: vec![],
         balancer: None,
+        passive_health: None,
+        health_check: None,
         extra: Object::new(),
     }
 }
@@ -239,6 +241,7 @@ async fn a_loadbalancer_follows_the_registry_and_picks() {
         backend: Backend {
             id: "api-1".into(),
             address: "http://127.0.0.1:9".into(),
+            weight: None,
             extra: Object::new(),
         },
     };

@@ -233,6 +233,8 @@ impl UpstreamPlugin for Fixed {
                 hostnames: vec!["api.example".into()],
                 prefixes: vec!["api".into()],
                 balancer: None,
+                passive_health: None,
+                health_check: None,
                 extra: Object::new(),
             })
             .await?;
@@ -242,6 +244,7 @@ impl UpstreamPlugin for Fixed {
                 Backend {
                     id: "0".into(),
                     address: "http://127.0.0.1:9".into(),
+                    weight: None,
                     extra: Object::new(),
                 },
             )

@@ -1,19 +1,21 @@
 //! What a [`Snapshot`](super::Snapshot) holds: upstreams and backends with their parsed fields
-//! and the live counters the built-in balancers read (in-flight requests, round-robin position).
+//! and the live counters the built-in balancers read (in-flight requests, round-robin position,
+//! weights and health).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use gatekeeper_rpc::types::{Backend, Upstream};
 use http::uri::{Authority, Scheme, Uri};
 
 use super::RegistryError;
 use crate::balancer::BalancerKind;
+use crate::health::{ActiveCheck, BackendHealth, HealthState, PassivePolicy};
 
 /// A backend with its address parsed once, when it was added.
 ///
 /// The same `Arc<BackendEntry>` is shared by every snapshot until the backend is removed or
-/// replaced, so its in-flight counter survives registry changes.
+/// replaced, so its in-flight counter and its health survive registry changes.
 #[derive(Debug)]
 pub struct BackendEntry {
     /// The backend as the plugin sent it.
@@ -23,6 +25,13 @@ pub struct BackendEntry {
     /// Path prepended to forwarded paths, without trailing `/` (empty when the address has none).
     pub base_path: String,
     in_flight: AtomicUsize,
+    /// The backend's weight (`backend.weight`, 1 when absent; never 0).
+    pub weight: u32,
+    /// Passive and active health.
+    health: BackendHealth,
+    /// Smooth weighted round robin: this backend's current weight (read and written under the
+    /// upstream's round-robin lock).
+    pub(crate) swrr_current: AtomicI64,
 }
 
 impl PartialEq for BackendEntry {
@@ -43,6 +52,13 @@ impl BackendEntry {
         if backend.id.is_empty() {
             return Err(invalid("empty backend id"));
         }
+        if backend.weight == Some(0) {
+            return Err(RegistryError::InvalidBackend {
+                id: backend.id.clone(),
+                reason: "weight must be at least 1".into(),
+            });
+        }
+        let weight = backend.weight.unwrap_or(1);
         let uri: Uri = backend
             .address
             .parse()
@@ -71,7 +87,26 @@ impl BackendEntry {
             authority,
             base_path,
             in_flight: AtomicUsize::new(0),
+            weight,
+            health: BackendHealth::default(),
+            swrr_current: AtomicI64::new(0),
         })
+    }
+
+    /// The backend's passive and active health (the proxy records outcomes into it).
+    pub fn health(&self) -> &BackendHealth {
+        &self.health
+    }
+
+    /// Whether the built-in balancers may send new requests to this backend: not ejected by
+    /// passive health (or its cool-down is over) and not failed by active checks.
+    pub fn is_available(&self) -> bool {
+        self.health.is_available()
+    }
+
+    /// A point-in-time copy of the backend's health, e.g. for an admin interface.
+    pub fn health_state(&self) -> HealthState {
+        self.health.state()
     }
 
     /// Requests currently sent to this backend whose response has not finished.
@@ -115,6 +150,16 @@ pub struct UpstreamEntry {
     pub balancer: BalancerKind,
     /// Round-robin position, shared by every snapshot of this upstream.
     round_robin: Arc<AtomicUsize>,
+    /// Whether the backends' weights differ (the balancers then weigh their choice).
+    pub(crate) weighted: bool,
+    /// Running sums of the backends' weights, in order (only when `weighted`).
+    pub(crate) cumulative_weights: Vec<u64>,
+    /// Serializes smooth weighted round robin (only taken when `weighted`).
+    pub(crate) swrr_lock: Mutex<()>,
+    /// Passive health settings (the upstream's, completed with the proxy's defaults).
+    pub passive_health: PassivePolicy,
+    /// Active health checks, when the upstream asks for them.
+    pub health_check: Option<Arc<ActiveCheck>>,
 }
 
 impl UpstreamEntry {
@@ -126,12 +171,43 @@ impl UpstreamEntry {
         balancer: BalancerKind,
         round_robin: Arc<AtomicUsize>,
     ) -> Self {
+        let weighted = backends
+            .first()
+            .is_some_and(|first| backends.iter().any(|b| b.weight != first.weight));
+        let cumulative_weights = if weighted {
+            backends
+                .iter()
+                .scan(0u64, |sum, b| {
+                    *sum += u64::from(b.weight);
+                    Some(*sum)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         UpstreamEntry {
             upstream,
             backends,
             balancer,
             round_robin,
+            weighted,
+            cumulative_weights,
+            swrr_lock: Mutex::new(()),
+            passive_health: PassivePolicy::default(),
+            health_check: None,
         }
+    }
+
+    /// Sets the passive health settings and the active checks (the registry does, when it
+    /// builds a snapshot).
+    pub fn with_health(
+        mut self,
+        passive_health: PassivePolicy,
+        health_check: Option<Arc<ActiveCheck>>,
+    ) -> Self {
+        self.passive_health = passive_health;
+        self.health_check = health_check;
+        self
     }
 
     /// Whether a listener may route to this upstream (an empty `protocols` list allows all).

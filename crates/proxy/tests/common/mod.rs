@@ -138,6 +138,8 @@ pub fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
         hostnames: vec![format!("{id}.test")],
         prefixes: vec![prefix.into()],
         balancer: None,
+        passive_health: None,
+        health_check: None,
         extra: Default::default(),
     }
 }
@@ -146,6 +148,7 @@ pub fn backend(id: &str, addr: SocketAddr) -> Backend {
     Backend {
         id: id.into(),
         address: format!("http://{addr}"),
+        weight: None,
         extra: Default::default(),
     }
 }
