@@ -51,6 +51,8 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
             .collect(),
         default_timeout: settings.default_timeout,
         header_read_timeout: settings.header_read_timeout,
+        passive_health_failures: settings.passive_health.failures,
+        passive_health_cooldown: settings.passive_health.cooldown,
         ..ProxyConfig::default()
     }
 }

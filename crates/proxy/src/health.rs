@@ -266,32 +266,32 @@ pub(crate) fn report(
     let address = backend.backend.address.as_str();
     match transition {
         Transition::Ejected { failures, cooldown } => tracing::warn!(
-            upstream,
-            backend = id,
-            address,
+            upstream = %upstream,
+            backend = %id,
+            address = %address,
             failures,
             cooldown_ms = cooldown.as_millis() as u64,
-            reason,
+            reason = %reason,
             "backend ejected (passive health): no new requests until the cool-down ends"
         ),
         Transition::Readmitted => tracing::info!(
-            upstream,
-            backend = id,
-            address,
+            upstream = %upstream,
+            backend = %id,
+            address = %address,
             "backend re-admitted (passive health): a request succeeded after the cool-down"
         ),
         Transition::CheckFailed { failures } => tracing::warn!(
-            upstream,
-            backend = id,
-            address,
+            upstream = %upstream,
+            backend = %id,
+            address = %address,
             failures,
-            reason,
+            reason = %reason,
             "backend unhealthy (active health check): no new requests until checks pass"
         ),
         Transition::CheckPassed => tracing::info!(
-            upstream,
-            backend = id,
-            address,
+            upstream = %upstream,
+            backend = %id,
+            address = %address,
             "backend healthy again (active health check)"
         ),
     }
