@@ -78,6 +78,8 @@ YAML
 passive_health_failures = 0
 $(static_upstreams_table)
 TOML
+  run gatekeeper --check --config "$BATS_TEST_TMPDIR/gk.toml"
+  [ "$(jq -c .passive_health <<<"$output")" = '{"failures":0,"cooldown":"10s"}' ]
   start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
   for _ in 1 2 3 4 5 6 7 8; do http_code "$GK_URL/pool/x" >/dev/null; done
   # Eight requests, four of them to the dead backend, and still no ejection.
