@@ -112,6 +112,7 @@ YAML
 pool:
   prefixes: [pool]
   balancer: round_robin
+  passive_health: {failures: 0}   # keep the dead backend in rotation: this tests the retry alone
   backends: [http://127.0.0.1:$dead, http://127.0.0.1:$TB_PORT]
 YAML
   start_with_upstreams

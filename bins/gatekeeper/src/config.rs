@@ -26,6 +26,10 @@ pub const DEFAULT_METRICS_BATCH_SIZE: usize = 100;
 pub const DEFAULT_METRICS_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default for `metrics_buffer`.
 pub const DEFAULT_METRICS_BUFFER: usize = 10_000;
+/// Default for `passive_health_failures`.
+pub const DEFAULT_PASSIVE_HEALTH_FAILURES: u32 = 3;
+/// Default for `passive_health_cooldown`.
+pub const DEFAULT_PASSIVE_HEALTH_COOLDOWN: Duration = Duration::from_secs(10);
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -44,6 +48,8 @@ struct FileConfig {
     metrics_batch_size: Option<usize>,
     metrics_flush_interval: Option<String>,
     metrics_buffer: Option<usize>,
+    passive_health_failures: Option<u32>,
+    passive_health_cooldown: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -152,6 +158,18 @@ pub struct Settings {
     pub plugins: Vec<PluginSetting>,
     /// Metric batching.
     pub metrics: MetricsSettings,
+    /// Passive health defaults of upstreams that set none.
+    pub passive_health: PassiveHealthSettings,
+}
+
+/// Passive health defaults (an upstream's `passive_health` overrides them).
+#[derive(Debug, Clone, Serialize)]
+pub struct PassiveHealthSettings {
+    /// Forwarding failures in a row that eject a backend (0: passive health off).
+    pub failures: u32,
+    /// How long an ejected backend gets no new requests.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub cooldown: Duration,
 }
 
 /// Durations as humantime strings in the `--check` output.
@@ -485,6 +503,19 @@ impl Settings {
             bail!("metrics_flush_interval: must be more than 0");
         }
 
+        let passive_health = PassiveHealthSettings {
+            failures: file
+                .passive_health_failures
+                .unwrap_or(DEFAULT_PASSIVE_HEALTH_FAILURES),
+            cooldown: match &file.passive_health_cooldown {
+                Some(v) => parse_duration("passive_health_cooldown", v)?,
+                None => DEFAULT_PASSIVE_HEALTH_COOLDOWN,
+            },
+        };
+        if passive_health.cooldown.is_zero() {
+            bail!("passive_health_cooldown: must be more than 0");
+        }
+
         Ok(Settings {
             listeners,
             default_timeout,
@@ -503,6 +534,7 @@ impl Settings {
             },
             plugins,
             metrics,
+            passive_health,
         })
     }
 }
@@ -600,6 +632,7 @@ mod tests {
         );
         assert!(err("", "gk --upstream-file x.yml").contains("no upstream plugin"));
         assert!(err("", "gk --modifier-plugin no-such-plugin-anywhere").contains("not found"));
+        assert!(err("passive_health_cooldown = \"0s\"", "gk").contains("passive_health_cooldown"));
     }
 
     #[test]
@@ -637,5 +670,7 @@ mod tests {
         let names: Vec<_> = s.plugins.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["sh", "sh-2"]);
         assert_eq!(s.listeners[0].addr.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.passive_health.failures, DEFAULT_PASSIVE_HEALTH_FAILURES);
+        assert_eq!(s.passive_health.cooldown, DEFAULT_PASSIVE_HEALTH_COOLDOWN);
     }
 }

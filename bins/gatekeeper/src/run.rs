@@ -52,6 +52,8 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
         default_timeout: settings.default_timeout,
         connect_timeout: settings.connect_timeout,
         header_read_timeout: settings.header_read_timeout,
+        passive_health_failures: settings.passive_health.failures,
+        passive_health_cooldown: settings.passive_health.cooldown,
         ..ProxyConfig::default()
     }
 }

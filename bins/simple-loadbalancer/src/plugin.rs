@@ -87,6 +87,7 @@ mod tests {
             backend: Backend {
                 id: id.into(),
                 address: format!("http://127.0.0.1:9000/{id}"),
+                weight: None,
                 extra: Object::new(),
             },
         })

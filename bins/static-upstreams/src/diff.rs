@@ -354,6 +354,7 @@ mod tests {
             backend: Backend {
                 id: "x".into(),
                 address: "http://x".into(),
+                weight: None,
                 extra: Default::default(),
             },
         }

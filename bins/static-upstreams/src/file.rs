@@ -13,6 +13,18 @@
 //!   max_connections_per_backend: 64   # optional; no limit when absent
 //!   backends:              # base URLs
 //!     - https://httpbin.org
+//!     - address: https://eu.httpbin.org   # or a map, with a weight (default 1)
+//!       weight: 3
+//!   passive_health:        # optional: eject a backend after `failures` errors in a row
+//!     failures: 3
+//!     cooldown: 10s
+//!   health_check:          # optional: active HTTP checks of every backend
+//!     path: /health
+//!     interval: 5s
+//!     timeout: 2s
+//!     healthy_threshold: 2
+//!     unhealthy_threshold: 3
+//!     expected_status: 200-399
 //! ```
 //!
 //! Backend ids ([`BackendIds`]) are, by default, the URLs themselves: an id then survives the
@@ -30,6 +42,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use gatekeeper_plugin_sdk::rpc::types::{HealthCheck, PassiveHealth};
 use gatekeeper_plugin_sdk::{Backend, Object, Upstream};
 use serde::{Deserialize, Deserializer};
 
@@ -48,7 +61,7 @@ struct Entry {
     #[serde(default)]
     prefixes: Vec<String>,
     #[serde(default)]
-    backends: Vec<String>,
+    backends: Vec<BackendSpec>,
     /// Built-in balancer: `random` (default), `round_robin` or `least_outstanding`.
     #[serde(default)]
     balancer: Option<String>,
@@ -61,6 +74,90 @@ struct Entry {
     /// Requests in flight at once to each backend; no limit when absent.
     #[serde(default)]
     max_connections_per_backend: Option<u32>,
+    /// Passive health settings (`Upstream.passive_health`).
+    #[serde(default)]
+    passive_health: Option<FilePassiveHealth>,
+    /// Active health checks (`Upstream.health_check`).
+    #[serde(default)]
+    health_check: Option<FileHealthCheck>,
+}
+
+/// `passive_health` as written: durations in humantime syntax.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePassiveHealth {
+    #[serde(default)]
+    failures: Option<u32>,
+    #[serde(default)]
+    cooldown: Option<Timeout>,
+}
+
+/// `health_check` as written: durations in humantime syntax.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealthCheck {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    interval: Option<Timeout>,
+    #[serde(default)]
+    timeout: Option<Timeout>,
+    #[serde(default)]
+    healthy_threshold: Option<u32>,
+    #[serde(default)]
+    unhealthy_threshold: Option<u32>,
+    /// A status (`200`) or text such as `2xx` or `200-399`.
+    #[serde(default)]
+    expected_status: Option<serde_yaml::Value>,
+}
+
+/// One entry of `backends`: a URL, or a map `{address: URL, weight: N}`.
+#[derive(Debug, Clone, PartialEq)]
+struct BackendSpec {
+    address: String,
+    weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for BackendSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BackendSpecVisitor)
+    }
+}
+
+struct BackendSpecVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BackendSpecVisitor {
+    type Value = BackendSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a URL, or a map with `address` and `weight`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BackendSpec, E> {
+        Ok(BackendSpec {
+            address: text.to_owned(),
+            weight: None,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<BackendSpec, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Detailed {
+            address: String,
+            #[serde(default)]
+            weight: Option<u32>,
+        }
+        let d = Detailed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(BackendSpec {
+            address: d.address,
+            weight: d.weight,
+        })
+    }
+}
+
+fn timeout_millis(Timeout(t): Timeout) -> u64 {
+    millis(t)
 }
 
 /// How backends get their ids.
@@ -173,11 +270,11 @@ impl serde::de::Visitor<'_> for TimeoutVisitor {
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timeout, E> {
         let duration = humantime::parse_duration(text.trim()).map_err(|e| {
             E::custom(format!(
-                "invalid timeout `{text}` ({e}); expected e.g. `10ms`, `5s` or `1m 30s`"
+                "invalid duration `{text}` ({e}); expected e.g. `10ms`, `5s` or `1m 30s`"
             ))
         })?;
         if duration.is_zero() {
-            return Err(E::custom("timeout must be more than 0"));
+            return Err(E::custom("a duration must be more than 0"));
         }
         Ok(Timeout(duration))
     }
@@ -206,10 +303,13 @@ fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUp
     let addresses = entry
         .backends
         .iter()
-        .map(|address| {
-            let address = address.trim();
+        .map(|spec| {
+            let address = spec.address.trim();
             if !(address.starts_with("http://") || address.starts_with("https://")) {
                 bail!("backend `{address}` is not an http:// or https:// URL");
+            }
+            if spec.weight == Some(0) {
+                bail!("backend `{address}`: weight must be at least 1");
             }
             Ok(address)
         })
@@ -218,12 +318,33 @@ fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUp
         .assign(&addresses)
         .into_iter()
         .zip(&addresses)
-        .map(|(id, address)| Backend {
+        .zip(&entry.backends)
+        .map(|((id, address), spec)| Backend {
             id,
             address: (*address).to_owned(),
+            weight: spec.weight,
             extra: Object::new(),
         })
         .collect();
+    let health_check = entry
+        .health_check
+        .map(|c| -> anyhow::Result<HealthCheck> {
+            let expected_status = match c.expected_status {
+                None => None,
+                Some(serde_yaml::Value::String(s)) => Some(s),
+                Some(serde_yaml::Value::Number(n)) => Some(n.to_string()),
+                Some(_) => bail!("health_check.expected_status must be e.g. 200, 2xx or 200-399"),
+            };
+            Ok(HealthCheck {
+                path: c.path,
+                interval_ms: c.interval.map(timeout_millis),
+                timeout_ms: c.timeout.map(timeout_millis),
+                healthy_threshold: c.healthy_threshold,
+                unhealthy_threshold: c.unhealthy_threshold,
+                expected_status,
+            })
+        })
+        .transpose()?;
     let upstream = Upstream {
         name: entry.name.unwrap_or_else(|| id.clone()),
         id,
@@ -235,6 +356,11 @@ fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUp
         backend_protocol: entry.backend_protocol,
         connect_timeout_ms: entry.connect_timeout.map(|Timeout(t)| millis(t)),
         max_connections_per_backend: entry.max_connections_per_backend,
+        passive_health: entry.passive_health.map(|p| PassiveHealth {
+            failures: p.failures,
+            cooldown_ms: p.cooldown.map(timeout_millis),
+        }),
+        health_check,
         extra: Object::new(),
     };
     Ok(StaticUpstream { upstream, backends })
@@ -423,5 +549,59 @@ mod tests {
         assert_eq!(BackendIds::from_name("index"), Some(BackendIds::Index));
         assert_eq!(BackendIds::from_name("url"), Some(BackendIds::Url));
         assert_eq!(BackendIds::from_name("position"), None);
+    }
+
+    #[test]
+    fn weights_and_health_settings_pass_through() {
+        let yaml = "\
+api:
+  balancer: round_robin
+  passive_health: { failures: 2, cooldown: 1s }
+  health_check:
+    path: /status/200
+    interval: 500ms
+    timeout: 250ms
+    healthy_threshold: 1
+    unhealthy_threshold: 4
+    expected_status: 204
+  backends:
+    - http://127.0.0.1:1
+    - address: http://127.0.0.1:2
+      weight: 3
+";
+        let api = &parse(yaml, BackendIds::Url).unwrap()[0];
+        assert_eq!(
+            api.backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+            [None, Some(3)]
+        );
+        assert_eq!(api.backends[1].address, "http://127.0.0.1:2");
+        assert_eq!(
+            api.upstream.passive_health,
+            Some(PassiveHealth {
+                failures: Some(2),
+                cooldown_ms: Some(1000)
+            })
+        );
+        assert_eq!(
+            api.upstream.health_check,
+            Some(HealthCheck {
+                path: Some("/status/200".into()),
+                interval_ms: Some(500),
+                timeout_ms: Some(250),
+                healthy_threshold: Some(1),
+                unhealthy_threshold: Some(4),
+                expected_status: Some("204".into()),
+            })
+        );
+        let plain = &parse("a:\n  backends: [http://x]\n", BackendIds::Url).unwrap()[0];
+        assert_eq!(plain.upstream.passive_health, None);
+        assert_eq!(plain.upstream.health_check, None);
+
+        let message = error_of("a:\n  backends:\n    - address: http://x\n      wieght: 2\n");
+        assert!(message.contains("wieght"), "{message}");
+        let message = error_of("a:\n  backends:\n    - {address: http://x, weight: 0}\n");
+        assert!(message.contains("at least 1"), "{message}");
+        let message = error_of("a:\n  health_check: {interval: soon}\n");
+        assert!(message.contains("soon"), "{message}");
     }
 }

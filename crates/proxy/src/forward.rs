@@ -313,6 +313,7 @@ mod tests {
         let b = BackendEntry::new(Backend {
             id: "b".into(),
             address: "http://127.0.0.1:9000/base".into(),
+            weight: None,
             extra: Default::default(),
         })
         .unwrap();

@@ -16,6 +16,7 @@ pub mod balancer;
 mod body;
 mod connect;
 pub mod forward;
+pub mod health;
 mod lifecycle;
 pub mod metrics;
 pub mod modifier;
@@ -67,6 +68,12 @@ pub struct ProxyConfig {
     pub keepalive_idle: Duration,
     /// How long in-flight connections may finish after shutdown is requested (default 10s).
     pub shutdown_grace: Duration,
+    /// Forwarding failures in a row that eject a backend (passive health) when its upstream's
+    /// `passive_health` sets none (default 3; 0 disables).
+    pub passive_health_failures: u32,
+    /// How long an ejected backend gets no new requests when its upstream's `passive_health`
+    /// sets no `cooldown_ms` (default 10s).
+    pub passive_health_cooldown: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -78,6 +85,8 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            passive_health_failures: health::DEFAULT_PASSIVE_FAILURES,
+            passive_health_cooldown: health::DEFAULT_PASSIVE_COOLDOWN,
         }
     }
 }
@@ -141,6 +150,10 @@ impl Proxy {
         registry: Arc<Registry>,
         modifiers: Vec<Arc<dyn Modifier>>,
     ) -> Self {
+        registry.set_passive_health_defaults(health::PassivePolicy {
+            failures: config.passive_health_failures,
+            cooldown: config.passive_health_cooldown,
+        });
         Proxy {
             config,
             registry,

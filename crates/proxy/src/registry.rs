@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 pub use entry::{BackendEntry, InFlight, UpstreamEntry};
 
 use crate::balancer::BalancerKind;
+use crate::health::{PassivePolicy, UpstreamHealth};
 
 /// Why a registry change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +60,14 @@ pub enum RegistryError {
         /// What is wrong.
         reason: String,
     },
+    /// A field of the backend other than its address (e.g. a weight of 0) cannot be used.
+    #[error("invalid backend `{id}`: {reason}")]
+    InvalidBackend {
+        /// The backend id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A prefix or hostname is already claimed by another upstream on an overlapping set of
     /// listeners, or the id is already used by an upstream (or, with `what` naming a backend,
     /// by a backend of the upstream) with different content.
@@ -83,6 +92,7 @@ impl RegistryError {
             RegistryError::InvalidUpstream { .. } | RegistryError::InvalidAddress { .. } => {
                 codes::INVALID_VALUE
             }
+            RegistryError::InvalidBackend { .. } => codes::INVALID_VALUE,
         }
     }
 }
@@ -163,6 +173,7 @@ struct UpstreamState {
     balancer: BalancerKind,
     round_robin: Arc<AtomicUsize>,
     backends: BTreeMap<String, Arc<BackendEntry>>,
+    health: UpstreamHealth,
 }
 
 /// The mutable state behind the writer mutex: the source of truth snapshots are built from.
@@ -171,6 +182,7 @@ struct State {
     version: u64,
     upstreams: BTreeMap<String, UpstreamState>,
     subscribers: Vec<mpsc::UnboundedSender<RegistryChange>>,
+    passive_defaults: PassivePolicy,
 }
 
 impl State {
@@ -180,12 +192,16 @@ impl State {
             ..Snapshot::default()
         };
         for (id, u) in &self.upstreams {
-            let entry = Arc::new(UpstreamEntry::new(
-                u.upstream.clone(),
-                u.backends.values().cloned().collect(),
-                u.balancer,
-                u.round_robin.clone(),
-            ));
+            let (passive, check) = u.health.settings(self.passive_defaults);
+            let entry = Arc::new(
+                UpstreamEntry::new(
+                    u.upstream.clone(),
+                    u.backends.values().cloned().collect(),
+                    u.balancer,
+                    u.round_robin.clone(),
+                )
+                .with_health(passive, check),
+            );
             for prefix in &u.upstream.prefixes {
                 snap.by_prefix
                     .entry(prefix.clone())
@@ -321,6 +337,17 @@ impl Registry {
         (self.snapshot(), rx)
     }
 
+    /// Sets the passive health settings of upstreams that leave them out (the proxy's
+    /// `passive_health_failures` and `passive_health_cooldown`) and publishes a snapshot using
+    /// them (no change is sent to subscribers).
+    pub fn set_passive_health_defaults(&self, defaults: PassivePolicy) {
+        let mut state = self.lock();
+        if state.passive_defaults != defaults {
+            state.passive_defaults = defaults;
+            self.current.store(Arc::new(state.build()));
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned mutex only means a writer panicked; the state is still consistent because
         // every change is validated before it is applied.
@@ -346,9 +373,14 @@ impl Registry {
     /// Adds an upstream. Adding an identical upstream again is a no-op; an upstream with the
     /// same id but different content is a [`RegistryError::Conflict`] (remove it first), as is a
     /// prefix or hostname already used by another upstream on an overlapping set of listeners.
-    /// An unknown `balancer` is a [`RegistryError::InvalidUpstream`].
+    /// An unknown `balancer` or invalid health settings are a [`RegistryError::InvalidUpstream`].
     pub fn add_upstream(&self, upstream: Upstream) -> Result<(), RegistryError> {
         let (upstream, balancer) = normalize(upstream)?;
+        let health =
+            UpstreamHealth::parse(&upstream).map_err(|reason| RegistryError::InvalidUpstream {
+                id: upstream.id.clone(),
+                reason,
+            })?;
         self.write(|state| {
             if let Some(existing) = state.upstreams.get(&upstream.id) {
                 if existing.upstream == upstream {
@@ -370,6 +402,7 @@ impl Registry {
                     balancer,
                     round_robin: Arc::default(),
                     backends: BTreeMap::new(),
+                    health,
                 },
             );
             Ok(vec![RegistryChange::UpstreamAdded(upstream)])
@@ -397,7 +430,7 @@ impl Registry {
     }
 
     /// Adds a backend to an upstream. Adding an identical backend again is a no-op; a backend
-    /// with the same id but a different address or `extra` is a [`RegistryError::Conflict`].
+    /// with the same id but a different address, `weight` or `extra` is a [`RegistryError::Conflict`].
     pub fn add_backend(&self, upstream_id: &str, backend: Backend) -> Result<(), RegistryError> {
         let entry = BackendEntry::new(backend)?;
         self.write(|state| {
@@ -411,7 +444,8 @@ impl Registry {
                 return Err(RegistryError::Conflict {
                     id: upstream_id.to_string(),
                     what: format!("backend id `{}`", entry.backend.id),
-                    other: "a backend with a different address or extra (remove it first)".into(),
+                    other: "a backend with a different address, weight or extra (remove it first)"
+                        .into(),
                 });
             }
             let backend = entry.backend.clone();

@@ -9,7 +9,8 @@
 //! upstream's `timeout_ms` bounds the whole: slot waits, connects and both attempts, up to the
 //! response headers.
 //!
-//! Every attempt is reported ([`Attempt`]: the backend, whether the connect failed, the status
+//! Every attempt counts for the backend's passive health ([`crate::health::record`]) and is
+//! reported ([`Attempt`]: the backend, whether the connect failed, the status
 //! or error), for metrics and for anything that tracks backend health.
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use crate::balancer::Balancer;
 use crate::body::RequestBody;
 use crate::forward::{BackendClient, ForwardError};
+use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, InFlight, UpstreamEntry};
 
 /// Attempts per request at most: the first and one retry.
@@ -41,6 +43,8 @@ pub(crate) struct Sending<'a> {
     pub(crate) timeout: Duration,
     /// Time allowed for a new connection, and for a connection slot.
     pub(crate) connect_timeout: Duration,
+    /// Where backend health changes are reported.
+    pub(crate) metrics: &'a Metrics,
 }
 
 /// One try of a request on one backend.
@@ -250,6 +254,7 @@ async fn attempt(
         Ok(result) => result,
         Err(_) => Err(ForwardError::Timeout(sending.timeout)),
     };
+    crate::health::record(sending.metrics, sending.upstream, backend, &result);
     let attempt = Attempt {
         backend: backend.clone(),
         elapsed: started.elapsed(),

@@ -112,6 +112,8 @@ mod tests {
             backend_protocol: None,
             connect_timeout_ms: None,
             max_connections_per_backend: None,
+            passive_health: None,
+            health_check: None,
             extra: Default::default(),
         }
     }

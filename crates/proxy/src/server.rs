@@ -101,6 +101,8 @@ impl BoundProxy {
     /// after their in-flight request, and waits for them up to the shutdown grace period before
     /// dropping the rest.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let _health =
+            crate::health::spawn_checker(self.shared.registry.clone(), self.shared.metrics.clone());
         let (tx, rx) = watch::channel(false);
         let mut builder = http1::Builder::new();
         builder

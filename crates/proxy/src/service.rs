@@ -111,6 +111,7 @@ impl Shared {
             upstream,
             timeout: self.timeout(upstream),
             connect_timeout: self.connect_timeout(upstream),
+            metrics: &self.metrics,
         }
     }
 

@@ -33,6 +33,13 @@ pub mod events {
     pub const BACKEND_ADDED: &str = "backend_added";
     /// A backend was removed (attributes: `upstream`, `backend`).
     pub const BACKEND_REMOVED: &str = "backend_removed";
+    /// A backend was taken out of rotation: ejected by passive health (again after a failed try
+    /// at the end of a cool-down) or failed by active health checks (attributes: `upstream`,
+    /// `backend`, `check` (`passive` or `active`), `reason`).
+    pub const BACKEND_UNHEALTHY: &str = "backend_unhealthy";
+    /// A backend is back in rotation: a request succeeded after its cool-down, or active checks
+    /// passed again (attributes: `upstream`, `backend`, `check`).
+    pub const BACKEND_HEALTHY: &str = "backend_healthy";
     /// A plugin process is ready (attributes: `plugin`, `pid`).
     pub const PLUGIN_STARTED: &str = "plugin_started";
     /// A plugin process was started again after a failure (attributes: `plugin`, `restarts`).

@@ -45,9 +45,57 @@ pub struct Upstream {
     /// connections in use); more wait for a free slot. `None` means no limit; 0 is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections_per_backend: Option<u32>,
+    /// Passive health: how many forwarding failures in a row take a backend out of rotation, and
+    /// for how long. `None` uses the proxy's `passive_health_failures` / `passive_health_cooldown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_health: Option<PassiveHealth>,
+    /// Active HTTP health checks of every backend. `None`: no active checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     /// Anything else the plugin wants to attach.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Object,
+}
+
+/// Passive health settings of an upstream: a backend whose requests fail (cannot connect, time
+/// out, connection broken) `failures` times in a row is skipped by the built-in balancers for
+/// `cooldown_ms`, then tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PassiveHealth {
+    /// Failures in a row that eject a backend; 0 disables passive health. `None`: the proxy's
+    /// `passive_health_failures` (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// How long an ejected backend is left out, in milliseconds (more than 0). `None`: the
+    /// proxy's `passive_health_cooldown` (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_ms: Option<u64>,
+}
+
+/// Active health checks of an upstream's backends: an HTTP/1.1 `GET` of `path` on each backend
+/// every `interval_ms`. Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Path (with optional query) to request, appended to the backend's base path. `None`:
+    /// `/health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Time between two checks of a backend, in milliseconds. `None`: 5000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// Time a check may take (connect and response headers), in milliseconds. `None`: 2000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Successful checks in a row that bring an unhealthy backend back. `None`: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+    /// Failed checks in a row that take a backend out. `None`: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    /// The statuses that count as healthy: comma-separated codes (`200`), ranges (`200-299`) or
+    /// classes (`2xx`). `None`: `200-399`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_status: Option<String>,
 }
 
 /// One instance of an upstream.
@@ -57,6 +105,10 @@ pub struct Backend {
     pub id: String,
     /// Base URL, `http://host:port` (a path, if any, is prepended to forwarded paths).
     pub address: String,
+    /// Relative share of the upstream's requests for the built-in balancers (at least 1).
+    /// `None` means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
     /// Anything else the plugin wants to attach.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Object,

@@ -138,6 +138,7 @@ mod tests {
         let backend = Backend {
             id: id.into(),
             address: "http://127.0.0.1:9".into(),
+            weight: None,
             extra: Object::new(),
         };
         lb.add_backend(AddBackendParams {

@@ -397,6 +397,8 @@ impl UpstreamPlugin for Conformance {
                 backend_protocol: None,
                 connect_timeout_ms: None,
                 max_connections_per_backend: None,
+                passive_health: None,
+                health_check: None,
                 extra: Object::new(),
             })
             .await?;
@@ -404,6 +406,7 @@ impl UpstreamPlugin for Conformance {
             let backend = Backend {
                 id: n.to_string(),
                 address: address.clone(),
+                weight: None,
                 extra: Object::new(),
             };
             manager

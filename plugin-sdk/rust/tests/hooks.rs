@@ -42,6 +42,8 @@ fn upstream(id: &str) -> Upstream {
         backend_protocol: None,
         connect_timeout_ms: None,
         max_connections_per_backend: None,
+        passive_health: None,
+        health_check: None,
         extra: Object::new(),
     }
 }
@@ -242,6 +244,7 @@ async fn a_loadbalancer_follows_the_registry_and_picks() {
         backend: Backend {
             id: "api-1".into(),
             address: "http://127.0.0.1:9".into(),
+            weight: None,
             extra: Object::new(),
         },
     };

@@ -236,6 +236,8 @@ impl UpstreamPlugin for Fixed {
                 backend_protocol: None,
                 connect_timeout_ms: None,
                 max_connections_per_backend: None,
+                passive_health: None,
+                health_check: None,
                 extra: Object::new(),
             })
             .await?;
@@ -245,6 +247,7 @@ impl UpstreamPlugin for Fixed {
                 Backend {
                     id: "0".into(),
                     address: "http://127.0.0.1:9".into(),
+                    weight: None,
                     extra: Object::new(),
                 },
             )

@@ -75,6 +75,7 @@ mod tests {
             let backend = Backend {
                 id: id.into(),
                 address: "http://127.0.0.1:1".into(),
+                weight: None,
                 extra: Default::default(),
             };
             r.add_backend(u, backend).unwrap();

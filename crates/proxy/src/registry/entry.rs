@@ -1,9 +1,10 @@
 //! What a [`Snapshot`](super::Snapshot) holds: upstreams and backends with their parsed fields
-//! and the live counters the built-in balancers read (in-flight requests, round-robin position),
-//! and each backend's connection slots (its upstream's `max_connections_per_backend`).
+//! and the live counters the built-in balancers read (in-flight requests, round-robin position,
+//! weights and health), and each backend's connection slots (its upstream's
+//! `max_connections_per_backend`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use gatekeeper_rpc::types::{Backend, Upstream};
 use http::uri::{Authority, Scheme, Uri};
@@ -12,11 +13,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::RegistryError;
 use crate::balancer::BalancerKind;
 use crate::forward::BackendProtocol;
+use crate::health::{ActiveCheck, BackendHealth, HealthState, PassivePolicy};
 
 /// A backend with its address parsed once, when it was added.
 ///
 /// The same `Arc<BackendEntry>` is shared by every snapshot until the backend is removed or
-/// replaced, so its in-flight counter survives registry changes.
+/// replaced, so its in-flight counter and its health survive registry changes.
 #[derive(Debug)]
 pub struct BackendEntry {
     /// The backend as the plugin sent it.
@@ -28,6 +30,13 @@ pub struct BackendEntry {
     in_flight: AtomicUsize,
     /// One permit per request allowed in flight at once, when the upstream limits it.
     connection_slots: Option<Arc<Semaphore>>,
+    /// The backend's weight (`backend.weight`, 1 when absent; never 0).
+    pub weight: u32,
+    /// Passive and active health.
+    health: BackendHealth,
+    /// Smooth weighted round robin: this backend's current weight (read and written under the
+    /// upstream's round-robin lock).
+    pub(crate) swrr_current: AtomicI64,
 }
 
 impl PartialEq for BackendEntry {
@@ -48,6 +57,13 @@ impl BackendEntry {
         if backend.id.is_empty() {
             return Err(invalid("empty backend id"));
         }
+        if backend.weight == Some(0) {
+            return Err(RegistryError::InvalidBackend {
+                id: backend.id.clone(),
+                reason: "weight must be at least 1".into(),
+            });
+        }
+        let weight = backend.weight.unwrap_or(1);
         let uri: Uri = backend
             .address
             .parse()
@@ -77,6 +93,9 @@ impl BackendEntry {
             base_path,
             in_flight: AtomicUsize::new(0),
             connection_slots: None,
+            weight,
+            health: BackendHealth::default(),
+            swrr_current: AtomicI64::new(0),
         })
     }
 
@@ -89,6 +108,22 @@ impl BackendEntry {
     /// The connection slots, when the upstream limits them (see [`InFlight::hold`]).
     pub(crate) fn connection_slots(&self) -> Option<&Arc<Semaphore>> {
         self.connection_slots.as_ref()
+    }
+
+    /// The backend's passive and active health (the proxy records outcomes into it).
+    pub fn health(&self) -> &BackendHealth {
+        &self.health
+    }
+
+    /// Whether the built-in balancers may send new requests to this backend: not ejected by
+    /// passive health (or its cool-down is over) and not failed by active checks.
+    pub fn is_available(&self) -> bool {
+        self.health.is_available()
+    }
+
+    /// A point-in-time copy of the backend's health, e.g. for an admin interface.
+    pub fn health_state(&self) -> HealthState {
+        self.health.state()
     }
 
     /// Requests currently sent to this backend whose response has not finished.
@@ -140,6 +175,16 @@ pub struct UpstreamEntry {
     pub backend_protocol: BackendProtocol,
     /// Round-robin position, shared by every snapshot of this upstream.
     round_robin: Arc<AtomicUsize>,
+    /// Whether the backends' weights differ (the balancers then weigh their choice).
+    pub(crate) weighted: bool,
+    /// Running sums of the backends' weights, in order (only when `weighted`).
+    pub(crate) cumulative_weights: Vec<u64>,
+    /// Serializes smooth weighted round robin (only taken when `weighted`).
+    pub(crate) swrr_lock: Mutex<()>,
+    /// Passive health settings (the upstream's, completed with the proxy's defaults).
+    pub passive_health: PassivePolicy,
+    /// Active health checks, when the upstream asks for them.
+    pub health_check: Option<Arc<ActiveCheck>>,
 }
 
 impl UpstreamEntry {
@@ -153,13 +198,44 @@ impl UpstreamEntry {
     ) -> Self {
         // Validated when the upstream was added; an unknown name cannot get here.
         let backend_protocol = BackendProtocol::of(&upstream);
+        let weighted = backends
+            .first()
+            .is_some_and(|first| backends.iter().any(|b| b.weight != first.weight));
+        let cumulative_weights = if weighted {
+            backends
+                .iter()
+                .scan(0u64, |sum, b| {
+                    *sum += u64::from(b.weight);
+                    Some(*sum)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         UpstreamEntry {
             upstream,
             backends,
             balancer,
             backend_protocol,
             round_robin,
+            weighted,
+            cumulative_weights,
+            swrr_lock: Mutex::new(()),
+            passive_health: PassivePolicy::default(),
+            health_check: None,
         }
+    }
+
+    /// Sets the passive health settings and the active checks (the registry does, when it
+    /// builds a snapshot).
+    pub fn with_health(
+        mut self,
+        passive_health: PassivePolicy,
+        health_check: Option<Arc<ActiveCheck>>,
+    ) -> Self {
+        self.passive_health = passive_health;
+        self.health_check = health_check;
+        self
     }
 
     /// Whether a listener may route to this upstream (an empty `protocols` list allows all).

@@ -14,6 +14,8 @@ pub(crate) fn upstream(id: &str, prefixes: &[&str], hostnames: &[&str]) -> Upstr
         backend_protocol: None,
         connect_timeout_ms: None,
         max_connections_per_backend: None,
+        passive_health: None,
+        health_check: None,
         extra: Default::default(),
     }
 }
@@ -22,6 +24,7 @@ fn backend(id: &str, address: &str) -> Backend {
     Backend {
         id: id.into(),
         address: address.into(),
+        weight: None,
         extra: Default::default(),
     }
 }
@@ -224,4 +227,119 @@ fn same_prefix_on_disjoint_listeners() {
     r.add_upstream(a).unwrap();
     r.add_upstream(b).unwrap();
     assert_eq!(r.snapshot().by_prefix["api"].len(), 2);
+}
+
+#[test]
+fn weights_and_health_settings_are_validated() {
+    let r = Registry::new();
+    r.add_upstream(upstream("a", &["api"], &[])).unwrap();
+    let mut zero = backend("b", "http://127.0.0.1:1");
+    zero.weight = Some(0);
+    let e = r.add_backend("a", zero).unwrap_err();
+    assert!(matches!(e, RegistryError::InvalidBackend { .. }), "{e}");
+    assert_eq!(e.code(), codes::INVALID_VALUE);
+    let mut heavy = backend("b", "http://127.0.0.1:1");
+    heavy.weight = Some(5);
+    r.add_backend("a", heavy).unwrap();
+    assert_eq!(r.snapshot().upstream("a").unwrap().backends[0].weight, 5);
+    // Another weight under the same id is a conflict, like another address.
+    let mut other = backend("b", "http://127.0.0.1:1");
+    other.weight = Some(6);
+    assert_eq!(
+        r.add_backend("a", other).unwrap_err().code(),
+        codes::CONFLICT
+    );
+
+    let bad = [
+        Upstream {
+            passive_health: Some(gatekeeper_rpc::types::PassiveHealth {
+                failures: Some(2),
+                cooldown_ms: Some(0),
+            }),
+            ..upstream("p", &["p"], &[])
+        },
+        Upstream {
+            health_check: Some(gatekeeper_rpc::types::HealthCheck {
+                expected_status: Some("nope".into()),
+                ..Default::default()
+            }),
+            ..upstream("h", &["h"], &[])
+        },
+    ];
+    for u in bad {
+        let e = r.add_upstream(u).unwrap_err();
+        assert_eq!(e.code(), codes::INVALID_VALUE, "{e}");
+    }
+}
+
+#[test]
+fn passive_defaults_apply_to_upstreams_without_their_own() {
+    use crate::health::PassivePolicy;
+    use std::time::Duration;
+    let r = Registry::new();
+    r.add_upstream(upstream("a", &["a"], &[])).unwrap();
+    r.add_upstream(Upstream {
+        passive_health: Some(gatekeeper_rpc::types::PassiveHealth {
+            failures: Some(7),
+            cooldown_ms: None,
+        }),
+        ..upstream("b", &["b"], &[])
+    })
+    .unwrap();
+    let policy = |id: &str| r.snapshot().upstream(id).unwrap().passive_health;
+    assert_eq!(policy("a"), PassivePolicy::default());
+    let defaults = PassivePolicy {
+        failures: 1,
+        cooldown: Duration::from_secs(2),
+    };
+    r.set_passive_health_defaults(defaults);
+    assert_eq!(policy("a"), defaults);
+    assert_eq!(
+        policy("b"),
+        PassivePolicy {
+            failures: 7,
+            cooldown: Duration::from_secs(2)
+        }
+    );
+}
+
+#[test]
+fn backend_health_survives_other_changes() {
+    use crate::health::PassivePolicy;
+    let r = Registry::new();
+    r.add_upstream(upstream("a", &["a"], &[])).unwrap();
+    r.add_backend("a", backend("b", "http://127.0.0.1:1"))
+        .unwrap();
+    let entry = r.snapshot().upstream("a").unwrap().backends[0].clone();
+    let policy = PassivePolicy {
+        failures: 1,
+        ..PassivePolicy::default()
+    };
+    entry.health().record_failure(&policy);
+    assert!(!entry.is_available());
+    // Unrelated changes publish new snapshots that share the same backend entry.
+    r.add_upstream(upstream("c", &["c"], &[])).unwrap();
+    r.add_backend("a", backend("d", "http://127.0.0.1:2"))
+        .unwrap();
+    let now = r
+        .snapshot()
+        .upstream("a")
+        .unwrap()
+        .backend("b")
+        .unwrap()
+        .clone();
+    assert!(Arc::ptr_eq(&entry, &now));
+    assert!(!now.is_available());
+    // Removed and added again: a fresh entry, healthy.
+    r.remove_backend("a", "b").unwrap();
+    r.add_backend("a", backend("b", "http://127.0.0.1:1"))
+        .unwrap();
+    let fresh = r
+        .snapshot()
+        .upstream("a")
+        .unwrap()
+        .backend("b")
+        .unwrap()
+        .clone();
+    assert!(fresh.is_available());
 }

@@ -25,6 +25,8 @@ fn upstream(max_connections: Option<u32>) -> Upstream {
         backend_protocol: None,
         connect_timeout_ms: None,
         max_connections_per_backend: max_connections,
+        passive_health: None,
+        health_check: None,
         extra: Default::default(),
     }
 }
@@ -38,6 +40,7 @@ fn entry(addrs: &[SocketAddr], max_connections: Option<u32>) -> UpstreamEntry {
             let backend = Backend {
                 id: format!("b{i}"),
                 address: format!("http://{addr}"),
+                weight: None,
                 extra: Default::default(),
             };
             Arc::new(
@@ -115,6 +118,7 @@ fn sending<'a>(client: &'a BackendClient, upstream: &'a UpstreamEntry) -> Sendin
         upstream,
         timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_millis(300),
+        metrics: Box::leak(Box::new(crate::metrics::Metrics::disabled())),
     }
 }
 

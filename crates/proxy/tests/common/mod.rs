@@ -141,6 +141,8 @@ pub fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
         backend_protocol: None,
         connect_timeout_ms: None,
         max_connections_per_backend: None,
+        passive_health: None,
+        health_check: None,
         extra: Default::default(),
     }
 }
@@ -149,6 +151,7 @@ pub fn backend(id: &str, addr: SocketAddr) -> Backend {
     Backend {
         id: id.into(),
         address: format!("http://{addr}"),
+        weight: None,
         extra: Default::default(),
     }
 }
