@@ -24,6 +24,12 @@ pub const DEFAULT_METRICS_BATCH_SIZE: usize = 100;
 pub const DEFAULT_METRICS_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default for `metrics_buffer`.
 pub const DEFAULT_METRICS_BUFFER: usize = 10_000;
+/// Default for `keepalive_idle`.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Default for `max_header_bytes`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default for `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -35,6 +41,11 @@ struct FileConfig {
     listen: Vec<String>,
     default_timeout: Option<String>,
     header_read_timeout: Option<String>,
+    keepalive_idle: Option<String>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    tls: Vec<FileTls>,
     socket_dir: Option<PathBuf>,
     log: Option<String>,
     workers: Option<usize>,
@@ -43,6 +54,15 @@ struct FileConfig {
     metrics_buffer: Option<usize>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
+}
+
+/// A `[[tls]]` table: one certificate of a TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    listener: String,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +91,17 @@ pub struct ListenerSetting {
     pub name: String,
     /// The address to bind.
     pub addr: SocketAddr,
+}
+
+/// One certificate of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsSetting {
+    /// The listener's name.
+    pub listener: String,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// What happens to a request when a plugin's hook fails or times out.
@@ -136,6 +167,15 @@ pub struct Settings {
     /// Time a client has to send its request headers.
     #[serde(with = "humantime_serde_compat::required")]
     pub header_read_timeout: Duration,
+    /// Certificates of the TLS listeners, in order (the first of a listener is its default).
+    pub tls: Vec<TlsSetting>,
+    /// Idle time after which a client connection is closed.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub keepalive_idle: Duration,
+    /// Largest request head in bytes (larger: 431).
+    pub max_header_bytes: usize,
+    /// Client connections open at once, over all listeners.
+    pub max_connections: usize,
     /// Where the private socket directory is created.
     pub socket_dir: Option<PathBuf>,
     /// Log filter.
@@ -188,6 +228,93 @@ fn parse_listener(key: &str, spec: &str) -> Result<ListenerSetting> {
         name: name.to_owned(),
         addr,
     })
+}
+
+/// Splits a `--tls-cert`/`--tls-key` value `[NAME=]FILE`; without NAME, the only listener.
+fn split_tls_flag(
+    key: &str,
+    spec: &str,
+    listeners: &[ListenerSetting],
+) -> Result<(String, PathBuf)> {
+    let (name, path) = match (spec.split_once('='), listeners) {
+        (Some((name, path)), _) => (name.trim(), path.trim()),
+        (None, [only]) => (only.name.as_str(), spec.trim()),
+        (None, _) => bail!("{key}: `{spec}`: say which listener it is for (NAME=FILE)"),
+    };
+    if path.is_empty() {
+        bail!("{key}: `{spec}` has no file");
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
+}
+
+/// The TLS certificates: from the flags if any are given, else from the file's `[[tls]]`
+/// tables. Every one must name a listener; flags pair the n-th `--tls-cert` of a listener with
+/// its n-th `--tls-key`.
+fn tls_settings(
+    cli: &Cli,
+    file: Vec<FileTls>,
+    listeners: &[ListenerSetting],
+) -> Result<Vec<TlsSetting>> {
+    let known = |key: &str, name: &str| -> Result<()> {
+        if listeners.iter().any(|l| l.name == name) {
+            return Ok(());
+        }
+        let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        bail!(
+            "{key}: `{name}` is not a listener (listeners: {})",
+            names.join(", ")
+        )
+    };
+    if cli.tls_cert.is_empty() && cli.tls_key.is_empty() {
+        return file
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                known(&format!("tls[{i}].listener"), &t.listener)?;
+                Ok(TlsSetting {
+                    listener: t.listener,
+                    cert: t.cert,
+                    key: t.key,
+                })
+            })
+            .collect();
+    }
+    let parse = |key: &str, specs: &[String]| -> Result<Vec<(String, PathBuf)>> {
+        specs
+            .iter()
+            .map(|spec| {
+                let (name, path) = split_tls_flag(key, spec, listeners)?;
+                known(key, &name)?;
+                Ok((name, path))
+            })
+            .collect()
+    };
+    let certs = parse("--tls-cert", &cli.tls_cert)?;
+    let keys = parse("--tls-key", &cli.tls_key)?;
+    let mut tls = Vec::with_capacity(certs.len());
+    for listener in listeners {
+        let of = |list: &[(String, PathBuf)]| -> Vec<PathBuf> {
+            list.iter()
+                .filter(|(name, _)| *name == listener.name)
+                .map(|(_, path)| path.clone())
+                .collect()
+        };
+        let (certs, keys) = (of(&certs), of(&keys));
+        if certs.len() != keys.len() {
+            bail!(
+                "listener `{}` has {} --tls-cert but {} --tls-key",
+                listener.name,
+                certs.len(),
+                keys.len()
+            );
+        }
+        tls.extend(certs.into_iter().zip(keys).map(|(cert, key)| TlsSetting {
+            listener: listener.name.clone(),
+            cert,
+            key,
+        }));
+    }
+    Ok(tls)
 }
 
 /// The default failure policy of a plugin type: modifiers fail closed (an auth plugin that is
@@ -313,10 +440,25 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        Settings::merge(cli, file)
+        let settings = Settings::merge(cli, file)?;
+        // Certificates are read now, so that `--check` and startup report a bad file first.
+        gatekeeper_proxy::check_certificates(&settings.tls_certificates())?;
+        Ok(settings)
     }
 
-    fn merge(cli: &Cli, file: FileConfig) -> Result<Settings> {
+    /// The TLS certificates as the proxy takes them.
+    pub fn tls_certificates(&self) -> Vec<gatekeeper_proxy::TlsCertificate> {
+        self.tls
+            .iter()
+            .map(|t| gatekeeper_proxy::TlsCertificate {
+                listener: t.listener.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            })
+            .collect()
+    }
+
+    fn merge(cli: &Cli, mut file: FileConfig) -> Result<Settings> {
         let listen_specs: Vec<(String, &str)> = if cli.listen.is_empty() {
             file.listen
                 .iter()
@@ -353,6 +495,24 @@ impl Settings {
             Some(v) => parse_duration("header_read_timeout", v)?,
             None => DEFAULT_HEADER_READ_TIMEOUT,
         };
+        let keepalive_idle = match &file.keepalive_idle {
+            Some(v) => parse_duration("keepalive_idle", v)?,
+            None => DEFAULT_KEEPALIVE_IDLE,
+        };
+        if keepalive_idle.is_zero() || header_read_timeout.is_zero() {
+            bail!("keepalive_idle and header_read_timeout must be more than 0");
+        }
+        let max_header_bytes = match file.max_header_bytes {
+            None => DEFAULT_MAX_HEADER_BYTES,
+            Some(n @ 1024..=16_777_216) => n,
+            Some(n) => bail!("max_header_bytes: {n} must be from 1024 to 16777216 (16 MiB)"),
+        };
+        let max_connections = match file.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n @ 1..=10_000_000) => n,
+            Some(n) => bail!("max_connections: {n} must be from 1 to 10000000"),
+        };
+        let tls = tls_settings(cli, std::mem::take(&mut file.tls), &listeners)?;
 
         let mut plugins: Vec<PluginSetting> = Vec::new();
         for (i, p) in file.plugins.into_iter().enumerate() {
@@ -475,6 +635,10 @@ impl Settings {
             listeners,
             default_timeout,
             header_read_timeout,
+            tls,
+            keepalive_idle,
+            max_header_bytes,
+            max_connections,
             socket_dir: cli.socket_dir.clone().or(file.socket_dir),
             log: cli
                 .log
