@@ -739,6 +739,69 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_pair_certificates_and_keys_per_listener() {
+        let s = Settings::merge(
+            &cli("gk --listen https=127.0.0.1:1 --listen 127.0.0.1:2 --tls-cert https=a.crt --tls-key https=a.key --tls-cert https=b.crt --tls-key https=b.key"),
+            file("[[tls]]\nlistener = \"https\"\ncert = \"file.crt\"\nkey = \"file.key\""),
+        )
+        .unwrap();
+        let pairs: Vec<_> = s
+            .tls
+            .iter()
+            .map(|t| {
+                (
+                    t.listener.as_str(),
+                    t.cert.to_str().unwrap(),
+                    t.key.to_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [("https", "a.crt", "a.key"), ("https", "b.crt", "b.key")]
+        );
+        let only = Settings::merge(
+            &cli("gk --listen 127.0.0.1:1 --tls-cert a.crt --tls-key a.key"),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(only.tls[0].listener, "http-public");
+        let from_file = Settings::merge(
+            &cli("gk --listen https=127.0.0.1:1"),
+            file("[[tls]]\nlistener = \"https\"\ncert = \"f.crt\"\nkey = \"f.key\""),
+        )
+        .unwrap();
+        assert_eq!(from_file.tls[0].cert, PathBuf::from("f.crt"));
+    }
+
+    #[test]
+    fn bad_listener_settings_name_their_key() {
+        let err = |text: &str, args: &str| {
+            format!("{:#}", Settings::merge(&cli(args), file(text)).unwrap_err())
+        };
+        let two = "gk --listen a=127.0.0.1:1 --listen b=127.0.0.1:2";
+        assert!(err("", &format!("{two} --tls-cert x.crt --tls-key x.key")).contains("--tls-cert"));
+        assert!(
+            err("", &format!("{two} --tls-cert c=x.crt --tls-key c=x.key"))
+                .contains("`c` is not a listener")
+        );
+        assert!(err("", &format!("{two} --tls-cert a=x.crt"))
+            .contains("listener `a` has 1 --tls-cert but 0 --tls-key"));
+        assert!(
+            err("[[tls]]\nlistener = \"c\"\ncert = \"x\"\nkey = \"y\"", two)
+                .contains("tls[0].listener")
+        );
+        assert!(err("max_header_bytes = 10", "gk").contains("max_header_bytes"));
+        assert!(err("max_connections = 0", "gk").contains("max_connections"));
+        assert!(err("keepalive_idle = \"never\"", "gk").contains("keepalive_idle"));
+        let s = Settings::merge(&cli("gk"), FileConfig::default()).unwrap();
+        assert_eq!(
+            (s.keepalive_idle, s.max_header_bytes, s.max_connections),
+            (DEFAULT_KEEPALIVE_IDLE, 65536, 10_000)
+        );
+    }
+
+    #[test]
     fn interpreters_are_named_after_their_script() {
         let s = Settings::merge(
             &cli("gk --modifier-plugin /bin/sh --modifier-plugin /usr/bin/env"),

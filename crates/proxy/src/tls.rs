@@ -92,7 +92,7 @@ pub enum TlsError {
         key: PathBuf,
         /// What is wrong.
         #[source]
-        source: rustls::Error,
+        source: Box<rustls::Error>,
     },
     /// Certificates are given for a listener that does not exist.
     #[error("TLS certificates are configured for `{0}`, which is not a listener")]
@@ -104,7 +104,7 @@ pub enum TlsError {
         listener: String,
         /// The cause.
         #[source]
-        source: rustls::Error,
+        source: Box<rustls::Error>,
     },
 }
 
@@ -159,7 +159,7 @@ fn load_certificate(
             listener: listener.to_owned(),
             cert: files.cert.clone(),
             key: files.key.clone(),
-            source,
+            source: Box::new(source),
         })?;
     tracing::debug!(listener, cert = %files.cert.display(), %names, "TLS certificate loaded");
     Ok(Arc::new(certified))
@@ -254,7 +254,7 @@ impl TlsListener {
         resolver.certificates.store(Arc::new(certificates.load()?));
         let config_error = |source| TlsError::Config {
             listener: listener.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
