@@ -30,7 +30,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
@@ -100,24 +100,35 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// What the connections of one listener share.
+pub(crate) struct ListenerContext {
+    /// The listener's name.
+    pub(crate) name: Arc<str>,
+    /// The TLS acceptor of a TLS listener.
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) protocols: Arc<Protocols>,
+}
+
 /// Serves one accepted connection until it closes or shutdown asks it to.
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
-    listener: Arc<str>,
-    tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    protocols: Arc<Protocols>,
+    context: Arc<ListenerContext>,
+    permit: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(acceptor) = tls else {
+    let listener = context.name.clone();
+    let (shared, protocols) = (context.shared.clone(), &context.protocols);
+    let Some(acceptor) = context.tls.as_ref() else {
         let info = ConnectionInfo {
             listener,
             remote,
             tls: false,
             sni: None,
         };
-        return serve_http(stream, Protocol::Http1, info, shared, &protocols, shutdown).await;
+        let io = WatchedIo::new(stream, Protocol::Http1, permit, protocols);
+        return serve_http(io, info, shared, protocols, shutdown).await;
     };
     // The handshake has the head's time limit: a client that stalls in it is dropped.
     let handshake = tokio::time::timeout(protocols.header_read_timeout, acceptor.accept(stream));
@@ -146,12 +157,12 @@ pub(crate) async fn serve_connection(
         tls: true,
         sni: session.server_name().map(Arc::from),
     };
-    serve_http(stream, protocol, info, shared, &protocols, shutdown).await;
+    let io = WatchedIo::new(stream, protocol, permit, protocols);
+    serve_http(io, info, shared, protocols, shutdown).await;
 }
 
 async fn serve_http<I>(
-    io: I,
-    protocol: Protocol,
+    io: WatchedIo<I>,
     info: ConnectionInfo,
     shared: Arc<Shared>,
     protocols: &Protocols,
@@ -160,8 +171,9 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let remote = info.remote;
-    let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(WatchedIo::new(io, protocol, activity.clone(), protocols));
+    let protocol = io.protocol;
+    let activity = io.activity.clone();
+    let io = TokioIo::new(io);
     let info = Arc::new(info);
     let service = service_fn(move |mut request: Request<Incoming>| {
         if request.version() == Version::HTTP_2 {
@@ -329,15 +341,22 @@ struct WatchedIo<I> {
     /// hyper has bytes it could not write yet (a 408 must not cut into them).
     write_pending: bool,
     expired: bool,
+    /// The connection's place under `max_connections`, given back when the stream is dropped.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
-    fn new(inner: I, protocol: Protocol, activity: Arc<Activity>, protocols: &Protocols) -> Self {
+    fn new(
+        inner: I,
+        protocol: Protocol,
+        permit: OwnedSemaphorePermit,
+        protocols: &Protocols,
+    ) -> Self {
         let now = Instant::now();
         WatchedIo {
             inner,
             protocol,
-            activity,
+            activity: Arc::default(),
             phase: match protocol {
                 Protocol::Http1 => Phase::Head {
                     since: now,
@@ -352,6 +371,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
             timer_deadline: None,
             write_pending: false,
             expired: false,
+            _permit: permit,
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use gatekeeper_rpc::metrics::events;
 use gatekeeper_rpc::types::Object;
 
-use crate::connection::{serve_connection, stopped, Protocols};
+use crate::connection::{serve_connection, stopped, ListenerContext, Protocols};
 use crate::forward::new_client;
 use crate::metrics::Metrics;
 use crate::modifier::Chain;
@@ -190,7 +190,12 @@ async fn accept_loop(bound: Bound, serving: Serving) {
         mut shutdown,
         grace,
     } = serving;
-    let acceptor = tls.as_ref().map(|t| t.acceptor().clone());
+    let context = Arc::new(ListenerContext {
+        name: name.clone(),
+        tls: tls.as_ref().map(|t| t.acceptor().clone()),
+        shared: shared.clone(),
+        protocols,
+    });
     let address = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -220,20 +225,11 @@ async fn accept_loop(bound: Bound, serving: Serving) {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let serve = serve_connection(
-                    stream,
-                    remote,
-                    name.clone(),
-                    acceptor.clone(),
-                    shared.clone(),
-                    protocols.clone(),
-                    shutdown.clone(),
-                );
-                connections.spawn(async move {
-                    serve.await;
-                    tracing::trace!(%remote, "connection closed");
-                    drop(permit);
-                });
+                // The permit lives as long as the connection's byte stream, which an upgraded
+                // (WebSocket) connection takes along when it leaves hyper.
+                let serve =
+                    serve_connection(stream, remote, context.clone(), permit, shutdown.clone());
+                connections.spawn(serve);
             }
             Err(e) => {
                 // Typically EMFILE: back off a little instead of spinning.

@@ -161,7 +161,7 @@ fn load_certificate(
             key: files.key.clone(),
             source: Box::new(source),
         })?;
-    tracing::debug!(listener, cert = %files.cert.display(), %names, "TLS certificate loaded");
+    tracing::info!(listener, cert = %files.cert.display(), %names, "TLS certificate loaded");
     Ok(Arc::new(certified))
 }
 
