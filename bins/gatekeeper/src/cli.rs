@@ -21,6 +21,16 @@ pub struct Cli {
     #[arg(long, value_name = "[NAME=]ADDR")]
     pub listen: Vec<String>,
 
+    /// PEM certificate chain of a TLS listener, `[NAME=]FILE` (repeatable: several for one
+    /// listener are chosen by SNI, the first is the default). Without NAME: the only listener.
+    /// Pairs with the `--tls-key` of the same listener in the same position.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub tls_cert: Vec<String>,
+
+    /// PEM private key of a TLS listener, `[NAME=]FILE` (repeatable, one per `--tls-cert`).
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub tls_key: Vec<String>,
+
     /// Upstream plugin command (repeatable): a path, or a name looked up next to this binary and
     /// then on PATH. Words after the first are its arguments.
     #[arg(long, value_name = "CMD")]

@@ -30,6 +30,12 @@ pub const DEFAULT_METRICS_BUFFER: usize = 10_000;
 pub const DEFAULT_PASSIVE_HEALTH_FAILURES: u32 = 3;
 /// Default for `passive_health_cooldown`.
 pub const DEFAULT_PASSIVE_HEALTH_COOLDOWN: Duration = Duration::from_secs(10);
+/// Default for `keepalive_idle`.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Default for `max_header_bytes`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default for `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -42,6 +48,11 @@ struct FileConfig {
     default_timeout: Option<String>,
     connect_timeout: Option<String>,
     header_read_timeout: Option<String>,
+    keepalive_idle: Option<String>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    tls: Vec<FileTls>,
     socket_dir: Option<PathBuf>,
     log: Option<String>,
     workers: Option<usize>,
@@ -52,6 +63,15 @@ struct FileConfig {
     passive_health_cooldown: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
+}
+
+/// A `[[tls]]` table: one certificate of a TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    listener: String,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +100,17 @@ pub struct ListenerSetting {
     pub name: String,
     /// The address to bind.
     pub addr: SocketAddr,
+}
+
+/// One certificate of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsSetting {
+    /// The listener's name.
+    pub listener: String,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// What happens to a request when a plugin's hook fails or times out.
@@ -148,6 +179,15 @@ pub struct Settings {
     /// Time a client has to send its request headers.
     #[serde(with = "humantime_serde_compat::required")]
     pub header_read_timeout: Duration,
+    /// Certificates of the TLS listeners, in order (the first of a listener is its default).
+    pub tls: Vec<TlsSetting>,
+    /// Idle time after which a client connection is closed.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub keepalive_idle: Duration,
+    /// Largest request head in bytes (larger: 431).
+    pub max_header_bytes: usize,
+    /// Client connections open at once, over all listeners.
+    pub max_connections: usize,
     /// Where the private socket directory is created.
     pub socket_dir: Option<PathBuf>,
     /// Log filter.
@@ -212,6 +252,93 @@ fn parse_listener(key: &str, spec: &str) -> Result<ListenerSetting> {
         name: name.to_owned(),
         addr,
     })
+}
+
+/// Splits a `--tls-cert`/`--tls-key` value `[NAME=]FILE`; without NAME, the only listener.
+fn split_tls_flag(
+    key: &str,
+    spec: &str,
+    listeners: &[ListenerSetting],
+) -> Result<(String, PathBuf)> {
+    let (name, path) = match (spec.split_once('='), listeners) {
+        (Some((name, path)), _) => (name.trim(), path.trim()),
+        (None, [only]) => (only.name.as_str(), spec.trim()),
+        (None, _) => bail!("{key}: `{spec}`: say which listener it is for (NAME=FILE)"),
+    };
+    if path.is_empty() {
+        bail!("{key}: `{spec}` has no file");
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
+}
+
+/// The TLS certificates: from the flags if any are given, else from the file's `[[tls]]`
+/// tables. Every one must name a listener; flags pair the n-th `--tls-cert` of a listener with
+/// its n-th `--tls-key`.
+fn tls_settings(
+    cli: &Cli,
+    file: Vec<FileTls>,
+    listeners: &[ListenerSetting],
+) -> Result<Vec<TlsSetting>> {
+    let known = |key: &str, name: &str| -> Result<()> {
+        if listeners.iter().any(|l| l.name == name) {
+            return Ok(());
+        }
+        let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        bail!(
+            "{key}: `{name}` is not a listener (listeners: {})",
+            names.join(", ")
+        )
+    };
+    if cli.tls_cert.is_empty() && cli.tls_key.is_empty() {
+        return file
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                known(&format!("tls[{i}].listener"), &t.listener)?;
+                Ok(TlsSetting {
+                    listener: t.listener,
+                    cert: t.cert,
+                    key: t.key,
+                })
+            })
+            .collect();
+    }
+    let parse = |key: &str, specs: &[String]| -> Result<Vec<(String, PathBuf)>> {
+        specs
+            .iter()
+            .map(|spec| {
+                let (name, path) = split_tls_flag(key, spec, listeners)?;
+                known(key, &name)?;
+                Ok((name, path))
+            })
+            .collect()
+    };
+    let certs = parse("--tls-cert", &cli.tls_cert)?;
+    let keys = parse("--tls-key", &cli.tls_key)?;
+    let mut tls = Vec::with_capacity(certs.len());
+    for listener in listeners {
+        let of = |list: &[(String, PathBuf)]| -> Vec<PathBuf> {
+            list.iter()
+                .filter(|(name, _)| *name == listener.name)
+                .map(|(_, path)| path.clone())
+                .collect()
+        };
+        let (certs, keys) = (of(&certs), of(&keys));
+        if certs.len() != keys.len() {
+            bail!(
+                "listener `{}` has {} --tls-cert but {} --tls-key",
+                listener.name,
+                certs.len(),
+                keys.len()
+            );
+        }
+        tls.extend(certs.into_iter().zip(keys).map(|(cert, key)| TlsSetting {
+            listener: listener.name.clone(),
+            cert,
+            key,
+        }));
+    }
+    Ok(tls)
 }
 
 /// The default failure policy of a plugin type: modifiers fail closed (an auth plugin that is
@@ -337,10 +464,25 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        Settings::merge(cli, file)
+        let settings = Settings::merge(cli, file)?;
+        // Certificates are read now, so that `--check` and startup report a bad file first.
+        gatekeeper_proxy::check_certificates(&settings.tls_certificates())?;
+        Ok(settings)
     }
 
-    fn merge(cli: &Cli, file: FileConfig) -> Result<Settings> {
+    /// The TLS certificates as the proxy takes them.
+    pub fn tls_certificates(&self) -> Vec<gatekeeper_proxy::TlsCertificate> {
+        self.tls
+            .iter()
+            .map(|t| gatekeeper_proxy::TlsCertificate {
+                listener: t.listener.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            })
+            .collect()
+    }
+
+    fn merge(cli: &Cli, mut file: FileConfig) -> Result<Settings> {
         let listen_specs: Vec<(String, &str)> = if cli.listen.is_empty() {
             file.listen
                 .iter()
@@ -385,6 +527,24 @@ impl Settings {
             Some(v) => parse_duration("header_read_timeout", v)?,
             None => DEFAULT_HEADER_READ_TIMEOUT,
         };
+        let keepalive_idle = match &file.keepalive_idle {
+            Some(v) => parse_duration("keepalive_idle", v)?,
+            None => DEFAULT_KEEPALIVE_IDLE,
+        };
+        if keepalive_idle.is_zero() || header_read_timeout.is_zero() {
+            bail!("keepalive_idle and header_read_timeout must be more than 0");
+        }
+        let max_header_bytes = match file.max_header_bytes {
+            None => DEFAULT_MAX_HEADER_BYTES,
+            Some(n @ 1024..=16_777_216) => n,
+            Some(n) => bail!("max_header_bytes: {n} must be from 1024 to 16777216 (16 MiB)"),
+        };
+        let max_connections = match file.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n @ 1..=10_000_000) => n,
+            Some(n) => bail!("max_connections: {n} must be from 1 to 10000000"),
+        };
+        let tls = tls_settings(cli, std::mem::take(&mut file.tls), &listeners)?;
 
         let mut plugins: Vec<PluginSetting> = Vec::new();
         for (i, p) in file.plugins.into_iter().enumerate() {
@@ -521,6 +681,10 @@ impl Settings {
             default_timeout,
             connect_timeout,
             header_read_timeout,
+            tls,
+            keepalive_idle,
+            max_header_bytes,
+            max_connections,
             socket_dir: cli.socket_dir.clone().or(file.socket_dir),
             log: cli
                 .log
@@ -633,6 +797,69 @@ mod tests {
         assert!(err("", "gk --upstream-file x.yml").contains("no upstream plugin"));
         assert!(err("", "gk --modifier-plugin no-such-plugin-anywhere").contains("not found"));
         assert!(err("passive_health_cooldown = \"0s\"", "gk").contains("passive_health_cooldown"));
+    }
+
+    #[test]
+    fn tls_flags_pair_certificates_and_keys_per_listener() {
+        let s = Settings::merge(
+            &cli("gk --listen https=127.0.0.1:1 --listen 127.0.0.1:2 --tls-cert https=a.crt --tls-key https=a.key --tls-cert https=b.crt --tls-key https=b.key"),
+            file("[[tls]]\nlistener = \"https\"\ncert = \"file.crt\"\nkey = \"file.key\""),
+        )
+        .unwrap();
+        let pairs: Vec<_> = s
+            .tls
+            .iter()
+            .map(|t| {
+                (
+                    t.listener.as_str(),
+                    t.cert.to_str().unwrap(),
+                    t.key.to_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [("https", "a.crt", "a.key"), ("https", "b.crt", "b.key")]
+        );
+        let only = Settings::merge(
+            &cli("gk --listen 127.0.0.1:1 --tls-cert a.crt --tls-key a.key"),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(only.tls[0].listener, "http-public");
+        let from_file = Settings::merge(
+            &cli("gk --listen https=127.0.0.1:1"),
+            file("[[tls]]\nlistener = \"https\"\ncert = \"f.crt\"\nkey = \"f.key\""),
+        )
+        .unwrap();
+        assert_eq!(from_file.tls[0].cert, PathBuf::from("f.crt"));
+    }
+
+    #[test]
+    fn bad_listener_settings_name_their_key() {
+        let err = |text: &str, args: &str| {
+            format!("{:#}", Settings::merge(&cli(args), file(text)).unwrap_err())
+        };
+        let two = "gk --listen a=127.0.0.1:1 --listen b=127.0.0.1:2";
+        assert!(err("", &format!("{two} --tls-cert x.crt --tls-key x.key")).contains("--tls-cert"));
+        assert!(
+            err("", &format!("{two} --tls-cert c=x.crt --tls-key c=x.key"))
+                .contains("`c` is not a listener")
+        );
+        assert!(err("", &format!("{two} --tls-cert a=x.crt"))
+            .contains("listener `a` has 1 --tls-cert but 0 --tls-key"));
+        assert!(
+            err("[[tls]]\nlistener = \"c\"\ncert = \"x\"\nkey = \"y\"", two)
+                .contains("tls[0].listener")
+        );
+        assert!(err("max_header_bytes = 10", "gk").contains("max_header_bytes"));
+        assert!(err("max_connections = 0", "gk").contains("max_connections"));
+        assert!(err("keepalive_idle = \"never\"", "gk").contains("keepalive_idle"));
+        let s = Settings::merge(&cli("gk"), FileConfig::default()).unwrap();
+        assert_eq!(
+            (s.keepalive_idle, s.max_header_bytes, s.max_connections),
+            (DEFAULT_KEEPALIVE_IDLE, 65536, 10_000)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use gatekeeper_plugin_host::{LaunchOptions, Manager, PluginHandle, PluginHost, PluginSpec};
 use gatekeeper_proxy::{
     ListenerConfig, LoadBalancerHook, MetricKind, Metrics, MetricsConfig, MetricsExporter,
-    Modifier, Proxy, ProxyConfig, Registry, RouterHook,
+    Modifier, Proxy, ProxyConfig, Registry, RouterHook, TlsReloader,
 };
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::metrics::events;
@@ -54,6 +54,10 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
         header_read_timeout: settings.header_read_timeout,
         passive_health_failures: settings.passive_health.failures,
         passive_health_cooldown: settings.passive_health.cooldown,
+        tls: settings.tls_certificates(),
+        keepalive_idle: settings.keepalive_idle,
+        max_header_bytes: settings.max_header_bytes,
+        max_connections: settings.max_connections,
         ..ProxyConfig::default()
     }
 }
@@ -71,6 +75,31 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Re-reads the TLS listeners' certificates on every SIGHUP (a bad file keeps the old ones).
+async fn reload_tls_on_sighup(reloader: TlsReloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; certificates will not be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        if reloader.is_empty() {
+            tracing::info!("SIGHUP: no TLS listeners, nothing to reload");
+            continue;
+        }
+        let again = reloader.clone();
+        match tokio::task::spawn_blocking(move || again.reload()).await {
+            Ok(Ok(count)) => {
+                tracing::info!(certificates = count, "SIGHUP: TLS certificates reloaded")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded, the old ones stay")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed"),
+        }
     }
 }
 
@@ -245,7 +274,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     );
     tracing::info!(listeners = %listeners.join(","), plugins = settings.plugins.len(), "gatekeeper ready");
 
+    let reload = tokio::spawn(reload_tls_on_sighup(bound.tls_reloader()));
     bound.serve(shutdown_signal()).await;
+    reload.abort();
     metrics.record_event(events::APP_STOPPED, Object::new());
     metrics.shutdown().await;
     if metrics.dropped() > 0 {

@@ -15,6 +15,7 @@
 pub mod balancer;
 mod body;
 mod connect;
+mod connection;
 pub mod forward;
 pub mod health;
 mod lifecycle;
@@ -27,6 +28,7 @@ pub mod router;
 mod server;
 pub mod service;
 mod timing;
+mod tls;
 mod view;
 
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ pub use modifier::{FailurePolicy, HookError, Modifier};
 pub use plugins::{LoadBalancerHook, RouterHook};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use server::BoundProxy;
+pub use tls::{check_certificates, TlsCertificate, TlsError, TlsReloader};
 
 /// A named listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,20 +55,31 @@ pub struct ListenerConfig {
 /// The proxy's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// The listeners (plain HTTP/1.1).
+    /// The listeners (plain HTTP/1.1, or TLS with HTTP/1.1 and HTTP/2 when `tls` has
+    /// certificates for them).
     pub listeners: Vec<ListenerConfig>,
+    /// Certificates of the TLS listeners (several for one listener: chosen by SNI, the first
+    /// is the default). Default: none.
+    pub tls: Vec<TlsCertificate>,
     /// Time allowed for a backend to answer with headers when the upstream sets no
     /// `timeout_ms` (default 30s).
     pub default_timeout: Duration,
     /// Time allowed to open a backend connection (and to wait for a connection slot) when the
     /// upstream sets no `connect_timeout_ms` (default 5s).
     pub connect_timeout: Duration,
-    /// Time allowed for a client to send a request's headers (default 10s). hyper starts this
-    /// timer as soon as a keep-alive connection goes idle, so it also closes idle connections.
+    /// Time allowed for a client to send a request's head, from its first byte (for a
+    /// connection's first request: from the connection's start; on TLS listeners the handshake
+    /// gets this time too). Late heads are answered with 408 (default 10s).
     pub header_read_timeout: Duration,
-    /// Intended idle time of client keep-alive connections (default 60s). Not enforced
-    /// separately: idle connections are closed by `header_read_timeout` (see there).
+    /// A client connection with no request in flight for this long is closed (default 60s).
     pub keepalive_idle: Duration,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431
+    /// (default 64 KiB).
+    pub max_header_bytes: usize,
+    /// Client connections served at once over all listeners (default 10000). At the limit, each
+    /// listener holds one more accepted connection until one closes; the next ones wait in the
+    /// kernel's listen backlog.
+    pub max_connections: usize,
     /// How long in-flight connections may finish after shutdown is requested (default 10s).
     pub shutdown_grace: Duration,
     /// Forwarding failures in a row that eject a backend (passive health) when its upstream's
@@ -80,10 +94,13 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             listeners: Vec::new(),
+            tls: Vec::new(),
             default_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
             passive_health_failures: health::DEFAULT_PASSIVE_FAILURES,
             passive_health_cooldown: health::DEFAULT_PASSIVE_COOLDOWN,
@@ -111,6 +128,9 @@ pub enum ProxyError {
     /// Two listeners have the same name.
     #[error("duplicate listener name `{0}`")]
     DuplicateListener(String),
+    /// A TLS listener's certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The proxy, configured but not yet listening.

@@ -1,34 +1,41 @@
-//! Listeners and connections: binding, the accept loops (one task per connection, HTTP/1.1 with
-//! keep-alive and a header read timeout), and graceful shutdown.
+//! Listeners: binding (with the TLS setup of TLS listeners), the accept loops (one task per
+//! connection, at most `max_connections` at once over all listeners), certificate reloads, and
+//! graceful shutdown. Serving one connection is the `connection` module's job.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use gatekeeper_rpc::metrics::events;
 use gatekeeper_rpc::types::Object;
 
+use crate::connection::{serve_connection, stopped, ListenerContext, Protocols};
 use crate::forward::BackendClient;
 use crate::metrics::Metrics;
 use crate::modifier::Chain;
 use crate::service::Shared;
+use crate::tls::{TlsError, TlsListener, TlsReloader};
 use crate::{Proxy, ProxyError};
+
+/// One bound listener.
+struct Bound {
+    name: Arc<str>,
+    listener: TcpListener,
+    tls: Option<TlsListener>,
+}
 
 /// The proxy with all its listeners bound, ready to serve.
 pub struct BoundProxy {
-    listeners: Vec<(Arc<str>, TcpListener)>,
+    listeners: Vec<Bound>,
     shared: Arc<Shared>,
-    header_read_timeout: Duration,
+    protocols: Arc<Protocols>,
+    max_connections: usize,
     shutdown_grace: Duration,
 }
 
@@ -45,11 +52,34 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
     if config.listeners.is_empty() {
         return Err(ProxyError::NoListeners);
     }
-    let mut listeners: Vec<(Arc<str>, TcpListener)> = Vec::with_capacity(config.listeners.len());
-    for l in &config.listeners {
-        if listeners.iter().any(|(name, _)| **name == *l.name) {
+    for (i, l) in config.listeners.iter().enumerate() {
+        if config.listeners[..i].iter().any(|o| o.name == l.name) {
             return Err(ProxyError::DuplicateListener(l.name.clone()));
         }
+    }
+    if let Some(unknown) = config
+        .tls
+        .iter()
+        .find(|c| !config.listeners.iter().any(|l| l.name == c.listener))
+    {
+        return Err(TlsError::UnknownListener(unknown.listener.clone()).into());
+    }
+    // Certificates first: a bad file is reported before any port is taken.
+    let mut tls = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let files: Vec<_> = config
+            .tls
+            .iter()
+            .filter(|c| c.listener == l.name)
+            .cloned()
+            .collect();
+        tls.push(match files.is_empty() {
+            true => None,
+            false => Some(TlsListener::new(&l.name, files)?),
+        });
+    }
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for (l, tls) in config.listeners.iter().zip(tls) {
         let listener = TcpListener::bind(l.addr)
             .await
             .map_err(|source| ProxyError::Bind {
@@ -57,7 +87,11 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
                 addr: l.addr,
                 source,
             })?;
-        listeners.push((Arc::from(l.name.as_str()), listener));
+        listeners.push(Bound {
+            name: Arc::from(l.name.as_str()),
+            listener,
+            tls,
+        });
     }
     Ok(BoundProxy {
         listeners,
@@ -75,7 +109,8 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
             config.default_timeout,
             config.connect_timeout,
         )),
-        header_read_timeout: config.header_read_timeout,
+        protocols: Arc::new(Protocols::new(&config)),
+        max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         shutdown_grace: config.shutdown_grace,
     })
 }
@@ -85,7 +120,7 @@ impl BoundProxy {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(_, l)| l.local_addr().ok())
+            .filter_map(|b| b.listener.local_addr().ok())
             .collect()
     }
 
@@ -93,8 +128,14 @@ impl BoundProxy {
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners
             .iter()
-            .find(|(n, _)| **n == *name)
-            .and_then(|(_, l)| l.local_addr().ok())
+            .find(|b| *b.name == *name)
+            .and_then(|b| b.listener.local_addr().ok())
+    }
+
+    /// A handle that re-reads the TLS listeners' certificate files while the proxy serves
+    /// (see [`TlsReloader::reload`]); it does nothing when no listener is TLS.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader::new(self.listeners.iter().filter_map(|b| b.tls.as_ref()))
     }
 
     /// Serves until `shutdown` completes; then stops accepting, asks open connections to close
@@ -104,19 +145,17 @@ impl BoundProxy {
         let _health =
             crate::health::spawn_checker(self.shared.registry.clone(), self.shared.metrics.clone());
         let (tx, rx) = watch::channel(false);
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .keep_alive(true);
-        let loops = self.listeners.into_iter().map(|(name, listener)| {
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let loops = self.listeners.into_iter().map(|bound| {
             accept_loop(
-                name,
-                listener,
-                self.shared.clone(),
-                builder.clone(),
-                rx.clone(),
-                self.shutdown_grace,
+                bound,
+                Serving {
+                    shared: self.shared.clone(),
+                    protocols: self.protocols.clone(),
+                    limit: limit.clone(),
+                    shutdown: rx.clone(),
+                    grace: self.shutdown_grace,
+                },
             )
         });
         let all = futures::future::join_all(loops);
@@ -131,47 +170,78 @@ impl BoundProxy {
     }
 }
 
-/// Completes when shutdown is requested (or the sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+/// What every accept loop shares.
+struct Serving {
+    shared: Arc<Shared>,
+    protocols: Arc<Protocols>,
+    /// One permit per open connection, over all listeners.
+    limit: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
 }
 
-async fn accept_loop(
-    name: Arc<str>,
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    builder: http1::Builder,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) {
+/// Accepts connections and serves at most `max_connections` at once over all listeners. At the
+/// limit, each listener holds one accepted connection unserved until another one closes, and
+/// the next ones wait in the kernel's listen backlog.
+async fn accept_loop(bound: Bound, serving: Serving) {
+    let Bound {
+        name,
+        listener,
+        tls,
+    } = bound;
+    let Serving {
+        shared,
+        protocols,
+        limit,
+        mut shutdown,
+        grace,
+    } = serving;
+    let context = Arc::new(ListenerContext {
+        name: name.clone(),
+        tls: tls.as_ref().map(|t| t.acceptor().clone()),
+        shared: shared.clone(),
+        protocols,
+    });
     let address = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     listener_event(&shared.metrics, events::LISTENER_STARTED, &name, &address);
     let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut shutdown) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(
-                        stream,
-                        remote,
-                        name.clone(),
-                        shared.clone(),
-                        builder.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                Err(e) => {
-                    // Typically EMFILE: back off a little instead of spinning.
-                    tracing::warn!(listener = %name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+    'serving: loop {
+        let accepted = loop {
+            tokio::select! {
+                _ = stopped(&mut shutdown) => break 'serving,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => break accepted,
+            }
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                tracing::trace!(listener = %name, %remote, "accepted");
+                // At the limit, this connection waits here and the next ones in the backlog.
+                let permit = loop {
+                    tokio::select! {
+                        _ = stopped(&mut shutdown) => break 'serving,
+                        Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                        permit = limit.clone().acquire_owned() => match permit {
+                            Ok(permit) => break permit,
+                            Err(_) => break 'serving,
+                        },
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                // The permit lives as long as the connection's byte stream, which an upgraded
+                // (WebSocket) connection takes along when it leaves hyper.
+                let serve =
+                    serve_connection(stream, remote, context.clone(), permit, shutdown.clone());
+                connections.spawn(serve);
+            }
+            Err(e) => {
+                // Typically EMFILE: back off a little instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     drop(listener);
@@ -195,32 +265,5 @@ fn listener_event(metrics: &Metrics, event: &str, name: &str, address: &str) {
         attributes.insert("listener".into(), name.into());
         attributes.insert("address".into(), address.into());
         metrics.record_event(event, attributes);
-    }
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    remote: SocketAddr,
-    listener: Arc<str>,
-    shared: Arc<Shared>,
-    builder: http1::Builder,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let service = service_fn(move |request| {
-        let shared = shared.clone();
-        let listener = listener.clone();
-        async move { Ok::<_, Infallible>(shared.handle(&listener, remote, request).await) }
-    });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = stopped(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%remote, error = %e, "connection ended with an error");
     }
 }

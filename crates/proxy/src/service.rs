@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use crate::balancer::Balancer;
 pub use crate::body::ProxyBody;
 use crate::body::RequestBody;
+pub(crate) use crate::connection::ConnectionInfo;
 use crate::forward::{backend_uri, strip_hop_by_hop, BackendClient, ForwardError};
 use crate::lifecycle::Flow;
 use crate::metrics::{MetricKind, Metrics};
@@ -125,10 +126,10 @@ impl Shared {
     /// Handles one request.
     pub(crate) async fn handle(
         &self,
-        listener: &str,
-        remote: SocketAddr,
+        connection: &ConnectionInfo,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        let (listener, remote): (&str, SocketAddr) = (&connection.listener, connection.remote);
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if self.fast() {

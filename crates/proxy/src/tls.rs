@@ -1,0 +1,429 @@
+//! TLS for listeners: loading PEM certificate chains and private keys, choosing a listener's
+//! certificate by SNI, and swapping a listener's certificates while it serves (reload).
+//!
+//! A TLS listener has one or more certificates. The client's SNI name picks the first one valid
+//! for it (by its DNS subject alternative names, wildcards included); without SNI, or when no
+//! certificate matches, the first certificate is served. ALPN offers `h2` and `http/1.1`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+/// One certificate of a TLS listener: the PEM files of its chain and private key. A listener
+/// with at least one is a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCertificate {
+    /// The name of the listener that serves it.
+    pub listener: String,
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// A certificate or key that cannot be used. Every variant names the listener and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("listener `{listener}`: cannot read {}: {source}", path.display())]
+    Read {
+        /// The listener.
+        listener: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate file has no `CERTIFICATE` section.
+    #[error("listener `{listener}`: {} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The listener.
+        listener: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file has no private key section.
+    #[error("listener `{listener}`: {} holds no PEM private key", path.display())]
+    NoKey {
+        /// The listener.
+        listener: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file is not valid PEM.
+    #[error("listener `{listener}`: {} is not valid PEM: {source}", path.display())]
+    Pem {
+        /// The listener.
+        listener: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: pem::Error,
+    },
+    /// The leaf certificate is not a valid X.509 certificate.
+    #[error("listener `{listener}`: {} is not a usable certificate: {source}", path.display())]
+    Certificate {
+        /// The listener.
+        listener: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: webpki::Error,
+    },
+    /// The key is not supported or does not belong to the certificate.
+    #[error("listener `{listener}`: key {} cannot be used with certificate {}: {source}", key.display(), cert.display())]
+    Key {
+        /// The listener.
+        listener: String,
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    /// Certificates are given for a listener that does not exist.
+    #[error("TLS certificates are configured for `{0}`, which is not a listener")]
+    UnknownListener(String),
+    /// rustls refused the configuration.
+    #[error("listener `{listener}`: cannot set up TLS: {source}")]
+    Config {
+        /// The listener.
+        listener: String,
+        /// The cause.
+        #[source]
+        source: Box<rustls::Error>,
+    },
+}
+
+/// Reads one certificate chain and its key, checking that they belong together.
+fn load_certificate(
+    listener: &str,
+    files: &TlsCertificate,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            listener: listener.to_owned(),
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let pem_error = |path: &Path, source: pem::Error| TlsError::Pem {
+        listener: listener.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let cert_pem = read(&files.cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(&files.cert, e))?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::NoCertificate {
+            listener: listener.to_owned(),
+            path: files.cert.clone(),
+        });
+    };
+    let names = webpki::EndEntityCert::try_from(leaf)
+        .map(|cert| cert.valid_dns_names().collect::<Vec<_>>().join(","))
+        .map_err(|source| TlsError::Certificate {
+            listener: listener.to_owned(),
+            path: files.cert.clone(),
+            source,
+        })?;
+    let key_pem = read(&files.key)?;
+    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(key) => key,
+        Err(pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoKey {
+                listener: listener.to_owned(),
+                path: files.key.clone(),
+            })
+        }
+        Err(e) => return Err(pem_error(&files.key, e)),
+    };
+    let certified =
+        CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Key {
+            listener: listener.to_owned(),
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source: Box::new(source),
+        })?;
+    tracing::info!(listener, cert = %files.cert.display(), %names, "TLS certificate loaded");
+    Ok(Arc::new(certified))
+}
+
+/// Reads every certificate and key, as starting the proxy would, and reports the first one that
+/// cannot be used (for checking a configuration before starting).
+pub fn check_certificates(certificates: &[TlsCertificate]) -> Result<(), TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    for files in certificates {
+        load_certificate(&files.listener, files, &provider)?;
+    }
+    Ok(())
+}
+
+/// Whether `cert` is valid for the DNS name `name`.
+fn valid_for(cert: &CertifiedKey, name: &ServerName<'_>) -> bool {
+    cert.end_entity_cert()
+        .ok()
+        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+        .is_some_and(|leaf| leaf.verify_is_valid_for_subject_name(name).is_ok())
+}
+
+/// Picks a listener's certificate by SNI; the set can be replaced while handshakes run.
+#[derive(Debug)]
+struct SniResolver {
+    certificates: ArcSwap<Vec<Arc<CertifiedKey>>>,
+}
+
+impl SniResolver {
+    /// The certificate for the SNI name `sni` (the first one valid for it), else the first.
+    fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let certificates = self.certificates.load();
+        let matching = sni
+            .and_then(|sni| ServerName::try_from(sni).ok())
+            .and_then(|name| certificates.iter().find(|c| valid_for(c, &name)));
+        matching.or_else(|| certificates.first()).cloned()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(client_hello.server_name())
+    }
+}
+
+/// A TLS listener's certificates: where they come from and what is served now.
+#[derive(Debug)]
+struct ListenerCertificates {
+    listener: Arc<str>,
+    files: Vec<TlsCertificate>,
+    provider: Arc<CryptoProvider>,
+    resolver: Arc<SniResolver>,
+}
+
+impl ListenerCertificates {
+    fn load(&self) -> Result<Vec<Arc<CertifiedKey>>, TlsError> {
+        self.files
+            .iter()
+            .map(|files| load_certificate(&self.listener, files, &self.provider))
+            .collect()
+    }
+}
+
+/// The TLS side of one listener: the acceptor for its connections and its certificates.
+pub(crate) struct TlsListener {
+    acceptor: TlsAcceptor,
+    certificates: Arc<ListenerCertificates>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("certificates", &self.certificates.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsListener {
+    /// Loads the certificates `files` of `listener` (at least one) and builds its TLS setup.
+    pub(crate) fn new(listener: &str, files: Vec<TlsCertificate>) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = Arc::new(SniResolver {
+            certificates: ArcSwap::from_pointee(Vec::new()),
+        });
+        let certificates = Arc::new(ListenerCertificates {
+            listener: Arc::from(listener),
+            files,
+            provider: provider.clone(),
+            resolver: resolver.clone(),
+        });
+        resolver.certificates.store(Arc::new(certificates.load()?));
+        let config_error = |source| TlsError::Config {
+            listener: listener.to_owned(),
+            source: Box::new(source),
+        };
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(config_error)?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsListener {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            certificates,
+        })
+    }
+
+    /// The acceptor that runs the handshake of a new connection.
+    pub(crate) fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+}
+
+/// Re-reads the certificate and key files of every TLS listener; from
+/// [`BoundProxy::tls_reloader`](crate::BoundProxy::tls_reloader).
+#[derive(Debug, Clone, Default)]
+pub struct TlsReloader {
+    listeners: Vec<Arc<ListenerCertificates>>,
+}
+
+impl TlsReloader {
+    pub(crate) fn new<'a>(listeners: impl IntoIterator<Item = &'a TlsListener>) -> Self {
+        TlsReloader {
+            listeners: listeners
+                .into_iter()
+                .map(|l| l.certificates.clone())
+                .collect(),
+        }
+    }
+
+    /// Re-reads every TLS listener's files and, only if all of them load, swaps them in at once:
+    /// new handshakes get the new certificates, open connections keep theirs. On an error
+    /// nothing changes, and the error names the listener and the file. Returns how many
+    /// certificates are served now. Reads files: call it where blocking briefly is fine.
+    pub fn reload(&self) -> Result<usize, TlsError> {
+        let loaded = self
+            .listeners
+            .iter()
+            .map(|l| l.load())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut count = 0;
+        for (listener, certificates) in self.listeners.iter().zip(loaded) {
+            count += certificates.len();
+            listener.resolver.certificates.store(Arc::new(certificates));
+        }
+        Ok(count)
+    }
+
+    /// Whether there is any TLS listener.
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/tls")
+            .join(name)
+    }
+
+    fn files(cert: &str, key: &str) -> TlsCertificate {
+        TlsCertificate {
+            listener: "https".into(),
+            cert: fixture(cert),
+            key: fixture(key),
+        }
+    }
+
+    fn names(cert: &CertifiedKey) -> Vec<String> {
+        let der = cert.end_entity_cert().unwrap();
+        webpki::EndEntityCert::try_from(der)
+            .unwrap()
+            .valid_dns_names()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn served(listener: &TlsListener, sni: Option<&str>) -> Vec<String> {
+        names(&listener.certificates.resolver.choose(sni).unwrap())
+    }
+
+    #[test]
+    fn sni_picks_the_matching_certificate_and_defaults_to_the_first() {
+        let listener = TlsListener::new(
+            "https",
+            vec![files("a.crt", "a.key"), files("b.crt", "b.key")],
+        )
+        .unwrap();
+        assert_eq!(served(&listener, Some("a.test")), ["a.test"]);
+        assert_eq!(served(&listener, Some("b.test")), ["b.test", "*.b.test"]);
+        assert_eq!(served(&listener, Some("x.b.test")), ["b.test", "*.b.test"]);
+        assert_eq!(served(&listener, Some("B.TEST")), ["b.test", "*.b.test"]);
+        assert_eq!(served(&listener, Some("other.test")), ["a.test"]);
+        assert_eq!(served(&listener, None), ["a.test"]);
+        assert_eq!(served(&listener, Some("y.x.b.test")), ["a.test"]);
+    }
+
+    #[test]
+    fn load_errors_name_the_listener_and_file() {
+        let err = |cert: &str, key: &str| {
+            TlsListener::new("https", vec![files(cert, key)])
+                .unwrap_err()
+                .to_string()
+        };
+        let missing = err("missing.crt", "a.key");
+        assert!(
+            missing.contains("listener `https`") && missing.contains("missing.crt"),
+            "{missing}"
+        );
+        let swapped = err("a.key", "a.crt");
+        assert!(
+            swapped.contains("a.key") && swapped.contains("no PEM certificate"),
+            "{swapped}"
+        );
+        let no_key = err("a.crt", "b.crt");
+        assert!(
+            no_key.contains("b.crt") && no_key.contains("no PEM private key"),
+            "{no_key}"
+        );
+        let mismatch = err("a.crt", "b.key");
+        assert!(
+            mismatch.contains("b.key") && mismatch.contains("a.crt"),
+            "{mismatch}"
+        );
+        let not_pem = err("README.md", "a.key");
+        assert!(not_pem.contains("README.md"), "{not_pem}");
+    }
+
+    #[test]
+    fn reload_swaps_all_certificates_or_none() {
+        let dir = std::env::temp_dir().join(format!("gk-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::copy(fixture("a.crt"), &cert).unwrap();
+        std::fs::copy(fixture("a.key"), &key).unwrap();
+        let listener = TlsListener::new(
+            "https",
+            vec![TlsCertificate {
+                listener: "https".into(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }],
+        )
+        .unwrap();
+        let reloader = TlsReloader::new([&listener]);
+        assert_eq!(served(&listener, Some("b.test")), ["a.test"]);
+
+        // A certificate without its key: the reload fails and the old certificate stays.
+        std::fs::copy(fixture("b.crt"), &cert).unwrap();
+        let e = reloader.reload().unwrap_err().to_string();
+        assert!(e.contains("key.pem"), "{e}");
+        assert_eq!(served(&listener, Some("b.test")), ["a.test"]);
+
+        std::fs::copy(fixture("b.key"), &key).unwrap();
+        assert_eq!(reloader.reload().unwrap(), 1);
+        assert_eq!(served(&listener, Some("b.test")), ["b.test", "*.b.test"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

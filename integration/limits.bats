@@ -1,0 +1,161 @@
+#!/usr/bin/env bats
+# Client-side limits: request head size (431), request head timeout (408), idle keep-alive
+# timeout, the connection limit, and upstreams restricted to named listeners.
+
+load helpers
+
+setup() {
+  start_backend limits-backend
+  UPSTREAMS="$BATS_TEST_TMPDIR/upstreams.yml"
+  write_upstreams "$UPSTREAMS" "$BACKEND_PORT"
+}
+
+teardown() {
+  stop_all
+}
+
+# start_limited TOML...: gatekeeper with a config file holding the TOML lines given.
+start_limited() {
+  printf '%s\n' "$@" >"$BATS_TEST_TMPDIR/gk.toml"
+  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml" \
+    --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+}
+
+# raw_client SCRIPT: runs the Python SCRIPT with `connect()` (a socket to gatekeeper, 10 s
+# timeouts), `request(sock)` (sends GET /echo/ and returns the status line) and `closed(sock)`
+# (whether the server closed the connection, waiting at most 10 s); prints what SCRIPT prints.
+raw_client() {
+  timeout 60 python3 -c "
+import socket, time
+def connect():
+    s = socket.create_connection(('127.0.0.1', $GK_PORT))
+    s.settimeout(10)
+    return s
+def request(s):
+    s.sendall(b'GET /echo/ HTTP/1.1\r\nHost: x\r\n\r\n')
+    data = b''
+    while b'\r\n\r\n' not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data.split(b'\r\n')[0].decode()
+        data += chunk
+    head, body = data.split(b'\r\n\r\n', 1)
+    length = 0
+    for line in head.split(b'\r\n')[1:]:
+        name, _, value = line.partition(b':')
+        if name.strip().lower() == b'content-length':
+            length = int(value)
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head.split(b'\r\n')[0].decode()
+def closed(s):
+    try:
+        return s.recv(1) == b''
+    except (socket.timeout, ConnectionResetError):
+        return False
+$1"
+}
+
+@test "a request head larger than max_header_bytes gets 431" {
+  start_limited 'max_header_bytes = 4096'
+  local big
+  big=$(head -c 6000 /dev/zero | tr '\0' a)
+  [ "$(http_code -H "X-Big: $big" "$GK_URL/echo/")" = 431 ]
+  big=$(head -c 3000 /dev/zero | tr '\0' a)
+  [ "$(http_code -H "X-Big: $big" "$GK_URL/echo/")" = 200 ]
+}
+
+@test "the default max_header_bytes (64 KiB) takes a 32 KiB header and refuses a 100 KiB one" {
+  start_limited
+  local big
+  big=$(head -c 32768 /dev/zero | tr '\0' a)
+  [ "$(http_code -H "X-Big: $big" "$GK_URL/echo/")" = 200 ]
+  big=$(head -c 102400 /dev/zero | tr '\0' a)
+  [ "$(http_code -H "X-Big: $big" "$GK_URL/echo/")" = 431 ]
+}
+
+@test "a request head not finished within header_read_timeout gets 408 and the connection closes" {
+  start_limited 'header_read_timeout = "1s"'
+  run raw_client "
+s = connect()
+s.sendall(b'GET /echo/ HTTP/1.1\r\nHost: x\r\nX-Slow: ')
+print(s.recv(200).split(b'\r\n')[0].decode())
+print('closed' if closed(s) else 'open')
+"
+  [ "${lines[0]}" = "HTTP/1.1 408 Request Timeout" ]
+  [ "${lines[1]}" = closed ]
+  # A connection that never sends anything is closed too, without an answer.
+  run raw_client "
+s = connect()
+print('closed' if closed(s) else 'open')
+"
+  [ "$output" = closed ]
+}
+
+@test "an idle keep-alive connection is closed after keepalive_idle" {
+  start_limited 'keepalive_idle = "1s"' 'header_read_timeout = "30s"'
+  run raw_client "
+s = connect()
+print(request(s))
+print('closed' if closed(s) else 'open')
+"
+  [ "${lines[0]}" = "HTTP/1.1 200 OK" ]
+  [ "${lines[1]}" = closed ]
+}
+
+@test "header_read_timeout does not close idle keep-alive connections" {
+  start_limited 'keepalive_idle = "60s"' 'header_read_timeout = "1s"'
+  run raw_client "
+s = connect()
+print(request(s))
+time.sleep(2.5)
+print(request(s))
+"
+  [ "${lines[0]}" = "HTTP/1.1 200 OK" ]
+  [ "${lines[1]}" = "HTTP/1.1 200 OK" ]
+}
+
+@test "max_connections: a connection beyond the limit is served once another one closes" {
+  start_limited 'max_connections = 2'
+  run raw_client "
+a, b = connect(), connect()
+print(request(a), request(b))
+c = connect()
+c.sendall(b'GET /echo/ HTTP/1.1\r\nHost: x\r\n\r\n')
+c.settimeout(1)
+try:
+    print('served while full:', c.recv(100)[:12])
+except socket.timeout:
+    print('waiting')
+a.close()
+c.settimeout(10)
+print(c.recv(100).split(b'\r\n')[0].decode())
+"
+  [ "${lines[0]}" = "HTTP/1.1 200 OK HTTP/1.1 200 OK" ]
+  [ "${lines[1]}" = waiting ]
+  [ "${lines[2]}" = "HTTP/1.1 200 OK" ]
+}
+
+@test "an upstream restricted to a listener is only reachable on that listener" {
+  cat >>"$UPSTREAMS" <<YAML
+
+internal:
+  name: internal
+  protocols: [http-internal]
+  prefixes: [internal]
+  backends: [http://127.0.0.1:$BACKEND_PORT]
+YAML
+  local internal_port
+  internal_port=$(free_port)
+  start_gatekeeper --listen "http-internal=127.0.0.1:$internal_port" \
+    --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+  [ "$(http_code "http://127.0.0.1:$internal_port/internal/x")" = 200 ]
+  [ "$(http_code "$GK_URL/internal/x")" = 404 ]
+  # `echo` is for http-public only; `slow` names no listener, so both reach it.
+  [ "$(http_code "$GK_URL/echo/x")" = 200 ]
+  [ "$(http_code "http://127.0.0.1:$internal_port/echo/x")" = 404 ]
+  [ "$(http_code "http://127.0.0.1:$internal_port/slow/slow?ms=1")" = 200 ]
+}
