@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub default_timeout: Option<String>,
 
+    /// Largest body, in bytes, sent to a modifier that wants bodies (default 1048576 = 1 MiB;
+    /// at most 8388608): larger request bodies get 413, larger response bodies stream past.
+    #[arg(long, value_name = "BYTES")]
+    pub max_plugin_body: Option<usize>,
+
     /// Worker threads serving requests (default: one per CPU core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

@@ -24,6 +24,11 @@ pub const DEFAULT_METRICS_BATCH_SIZE: usize = 100;
 pub const DEFAULT_METRICS_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default for `metrics_buffer`.
 pub const DEFAULT_METRICS_BUFFER: usize = 10_000;
+/// Default for `max_plugin_body` (1 MiB).
+pub const DEFAULT_MAX_PLUGIN_BODY: usize = gatekeeper_proxy::DEFAULT_MAX_PLUGIN_BODY;
+/// The largest `max_plugin_body` (8 MiB): a body, base64-encoded in JSON, must fit in one
+/// protocol line (16 MiB).
+pub const MAX_MAX_PLUGIN_BODY: usize = 8 * 1024 * 1024;
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -38,6 +43,7 @@ struct FileConfig {
     socket_dir: Option<PathBuf>,
     log: Option<String>,
     workers: Option<usize>,
+    max_plugin_body: Option<usize>,
     metrics_batch_size: Option<usize>,
     metrics_flush_interval: Option<String>,
     metrics_buffer: Option<usize>,
@@ -142,6 +148,8 @@ pub struct Settings {
     pub log: String,
     /// Worker threads of the request runtime.
     pub workers: usize,
+    /// Largest body sent to a modifier that wants bodies, in bytes.
+    pub max_plugin_body: usize,
     /// Plugins, in order (modifiers are called in this order).
     pub plugins: Vec<PluginSetting>,
     /// Metric batching.
@@ -485,6 +493,13 @@ impl Settings {
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 Some(n @ 1..=1024) => n,
                 Some(n) => bail!("workers: {n} must be from 1 to 1024"),
+            },
+            max_plugin_body: match cli.max_plugin_body.or(file.max_plugin_body) {
+                None => DEFAULT_MAX_PLUGIN_BODY,
+                Some(n @ 0..=MAX_MAX_PLUGIN_BODY) => n,
+                Some(n) => {
+                    bail!("max_plugin_body: {n} must be at most {MAX_MAX_PLUGIN_BODY} (8 MiB)")
+                }
             },
             plugins,
             metrics,

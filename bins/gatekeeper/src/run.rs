@@ -51,6 +51,7 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
             .collect(),
         default_timeout: settings.default_timeout,
         header_read_timeout: settings.header_read_timeout,
+        max_plugin_body: settings.max_plugin_body,
         ..ProxyConfig::default()
     }
 }

@@ -74,6 +74,8 @@ async fn launches_calls_a_hook_and_shuts_down() {
                 status: 200,
                 headers: vec![],
                 body: None,
+                body_base64: None,
+                body_omitted: false,
             },
         })
         .await

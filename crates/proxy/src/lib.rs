@@ -33,7 +33,7 @@ use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
-pub use modifier::{FailurePolicy, HookError, Modifier};
+pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use server::BoundProxy;
@@ -63,6 +63,10 @@ pub struct ProxyConfig {
     pub keepalive_idle: Duration,
     /// How long in-flight connections may finish after shutdown is requested (default 10s).
     pub shutdown_grace: Duration,
+    /// The largest body sent to a modifier that wants bodies (default 1 MiB,
+    /// [`DEFAULT_MAX_PLUGIN_BODY`]): a larger request body is answered with 413, a larger
+    /// response body streams past the plugins (`body_omitted`).
+    pub max_plugin_body: usize,
 }
 
 impl Default for ProxyConfig {
@@ -73,6 +77,7 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            max_plugin_body: DEFAULT_MAX_PLUGIN_BODY,
         }
     }
 }

@@ -15,19 +15,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use gatekeeper_rpc::methods::{
     GetBackend, GetBackendParams, Method as _, ModifyErrorResponse, ModifyRequest, ModifyResponse,
     RouteRequest, RouteRequestParams, RouteRequestResult,
 };
 use gatekeeper_rpc::metrics::{ModifierPhase, Phases};
-use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
+use gatekeeper_rpc::types::{decode_body, encode_body, HttpRequest, HttpResponse, ProxyError};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Version};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::{read_limited, LimitedRead, ProxyBody, RequestBody};
 use crate::connect::ConnectTime;
 use crate::forward::{backend_uri, forward, headers_from_view, headers_to_view, strip_hop_by_hop};
 use crate::metrics::micros;
@@ -181,6 +185,11 @@ impl<'a> Flow<'a> {
             return self.reject(reject).await;
         }
         let shared = self.shared;
+        let mut body = body;
+        let sent_body = match self.read_request_body(&mut body).await {
+            Ok(sent) => sent,
+            Err(reject) => return self.reject(reject).await,
+        };
         if shared.chain.has_hook(ModifyRequest::NAME) {
             let (view, phases) = self.for_hooks();
             let view = std::mem::take(view);
@@ -203,6 +212,9 @@ impl<'a> Flow<'a> {
             if let Err(reject) = self.apply_view() {
                 return self.reject(reject).await;
             }
+        }
+        if let Err(reject) = self.replace_request_body(&mut body, sent_body) {
+            return self.reject(reject).await;
         }
         let Some(upstream) = self.upstream.clone() else {
             let reject = Reject::Error(Kind::Internal, "request was not routed".into());
@@ -424,11 +436,12 @@ impl<'a> Flow<'a> {
         if !shared.chain.has_hook(ModifyResponse::NAME) {
             return Response::from_parts(parts, body);
         }
-        let view = HttpResponse {
-            status: parts.status.as_u16(),
-            headers: headers_to_view(&parts.headers),
-            body: None,
+        let mut view = HttpResponse::new(parts.status.as_u16(), headers_to_view(&parts.headers));
+        let body = match self.read_response_body(body, &mut view, timeout).await {
+            Ok(body) => body,
+            Err(reject) => return self.reject(reject).await,
         };
+        let sent_body = view.body_base64.clone();
         let (request, phases) = self.for_hooks();
         match shared.chain.modify_response(request, view, phases).await {
             Err(failure) => self.reject(Reject::Failed(failure)).await,
@@ -438,13 +451,110 @@ impl<'a> Flow<'a> {
                     let message = format!("a plugin set the invalid status {}", new.status);
                     return self.reject(Reject::Error(Kind::Internal, message)).await;
                 };
-                if new.body.is_some() {
+                if new.body.is_some() || new.body_base64 != sent_body {
                     // The plugin's body replaces the backend's, which is dropped.
                     return response_from_view(new).unwrap_or_else(|| plain(Kind::Internal));
                 }
                 parts.status = status;
                 parts.headers = headers_from_view(&new.headers);
                 Response::from_parts(parts, body)
+            }
+        }
+    }
+
+    /// Reads the request body into memory (and the view's `body_base64`) when a modifier wants
+    /// it, up to `max_plugin_body`; returns what the view got. A larger body is refused (413)
+    /// before anything is forwarded.
+    async fn read_request_body(
+        &mut self,
+        body: &mut RequestBody,
+    ) -> Result<Option<String>, Reject> {
+        let chain = &self.shared.chain;
+        if !chain.wants_body(ModifyRequest::NAME) {
+            return Ok(None);
+        }
+        let limit = chain.max_body();
+        let too_large = || {
+            let message =
+                format!("the request body is larger than max_plugin_body ({limit} bytes)");
+            Reject::Error(Kind::BodyTooLarge, message)
+        };
+        if body.size_hint().lower() > limit as u64 {
+            return Err(too_large());
+        }
+        let bytes = match read_limited(body, limit).await {
+            Ok(LimitedRead::Complete(bytes)) => bytes,
+            Ok(LimitedRead::Over(_)) => return Err(too_large()),
+            Err(e) => {
+                let message = format!("cannot read the request body: {e}");
+                return Err(Reject::Error(Kind::BadRequest, message));
+            }
+        };
+        let encoded = encode_body(&bytes);
+        *body = RequestBody::full(bytes);
+        self.for_hooks().0.body_base64 = Some(encoded.clone());
+        Ok(Some(encoded))
+    }
+
+    /// Takes the request body out of the view after `modify_request`: a plugin that replaced
+    /// it (`body_base64` other than `sent`) replaces the forwarded body, with a matching
+    /// `Content-Length`.
+    fn replace_request_body(
+        &mut self,
+        body: &mut RequestBody,
+        sent: Option<String>,
+    ) -> Result<(), Reject> {
+        let Some(encoded) = self.view.as_mut().and_then(|v| v.body_base64.take()) else {
+            return Ok(());
+        };
+        if Some(&encoded) == sent.as_ref() {
+            return Ok(());
+        }
+        let bytes = decode_body(&encoded).map_err(|e| {
+            let message = format!("a plugin set a request body_base64 that is not base64: {e}");
+            Reject::Error(Kind::Internal, message)
+        })?;
+        let headers = &mut self.parts.headers;
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        *body = RequestBody::full(Bytes::from(bytes));
+        Ok(())
+    }
+
+    /// Reads a backend's response body into memory (and `view.body_base64`) when a modifier
+    /// wants it and it is at most `max_plugin_body`; a larger one streams on, with
+    /// `view.body_omitted` set. Reading it takes at most the upstream's `timeout`.
+    async fn read_response_body(
+        &mut self,
+        body: ProxyBody,
+        view: &mut HttpResponse,
+        timeout: Duration,
+    ) -> Result<ProxyBody, Reject> {
+        let chain = &self.shared.chain;
+        if !chain.wants_body(ModifyResponse::NAME) {
+            return Ok(body);
+        }
+        let limit = chain.max_body();
+        if body.size_hint().lower() > limit as u64 {
+            view.body_omitted = true;
+            return Ok(body);
+        }
+        match tokio::time::timeout(timeout, body.read_up_to(limit)).await {
+            Ok(Ok(Ok(bytes))) => {
+                view.body_base64 = Some(encode_body(&bytes));
+                Ok(ProxyBody::full(bytes))
+            }
+            Ok(Ok(Err(streaming))) => {
+                view.body_omitted = true;
+                Ok(streaming)
+            }
+            Ok(Err(e)) => {
+                let message = format!("cannot read the backend's body: {e}");
+                Err(Reject::Error(Kind::BackendUnreachable, message))
+            }
+            Err(_) => {
+                let message = format!("the backend's body took longer than {timeout:?}");
+                Err(Reject::Error(Kind::Timeout, message))
             }
         }
     }

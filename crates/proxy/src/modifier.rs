@@ -2,6 +2,12 @@
 //! binary on top of the plugin host; the proxy does not know how plugins run) and the
 //! [`Chain`] that calls the hooks of all modifiers in their configured order, applying each
 //! modifier's [`FailurePolicy`] and, when asked, timing every hook call.
+//!
+//! Bodies: a modifier that declared it wants the body of a hook ([`Modifier::wants_body`]) gets
+//! it as `body_base64`; the others get none (a response's text `body`, set by a plugin or the
+//! proxy, is sent to them as it is). What a modifier returns keeps the current body unless it
+//! sets `body_base64` (or, on responses, `body`, which wins): "absent" means "unchanged". The
+//! request body only travels in `modify_request`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use gatekeeper_rpc::methods::{
     ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::ModifierPhase;
-use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
+use gatekeeper_rpc::types::{encode_body, HttpRequest, HttpResponse, ProxyError};
 
 use crate::metrics::micros;
 
@@ -62,6 +68,10 @@ pub trait Modifier: Send + Sync + 'static {
     fn has_hook(&self, hook: &str) -> bool;
     /// What to do when a hook fails.
     fn failure_policy(&self) -> FailurePolicy;
+    /// Whether the plugin declared that this (declared) hook wants the body. Default: no.
+    fn wants_body(&self, _hook: &str) -> bool {
+        false
+    }
     /// `modify_request`: change the request, or answer it directly.
     fn modify_request(
         &self,
@@ -107,11 +117,62 @@ impl HookFailure {
 
 /// A plain-text response with this status and body (a newline is appended).
 pub fn text_response(status: u16, body: &str) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
-        body: Some(format!("{body}\n")),
+    let headers = vec![("content-type".into(), "text/plain; charset=utf-8".into())];
+    let mut response = HttpResponse::new(status, headers);
+    response.body = Some(format!("{body}\n"));
+    response
+}
+
+/// The default of `max_plugin_body`: the largest body sent to a plugin (1 MiB).
+pub const DEFAULT_MAX_PLUGIN_BODY: usize = 1024 * 1024;
+
+/// The request as a modifier's hook gets it: without `body_base64` unless it wants the body.
+fn request_for(request: &mut HttpRequest, wants_body: bool) -> HttpRequest {
+    if wants_body {
+        return request.clone();
     }
+    let body = request.body_base64.take();
+    let sent = request.clone();
+    request.body_base64 = body;
+    sent
+}
+
+/// The request as response hooks get it: the request body only travels in `modify_request`.
+fn without_body(request: &HttpRequest) -> HttpRequest {
+    let mut sent = request.clone();
+    sent.body_base64 = None;
+    sent
+}
+
+/// The response as a modifier's hook gets it: a modifier that wants the body gets it as
+/// `body_base64` only (a text `body` converted); the others get no `body_base64`.
+fn response_for(response: &HttpResponse, wants_body: bool) -> HttpResponse {
+    let mut sent = HttpResponse::new(response.status, response.headers.clone());
+    sent.body_omitted = response.body_omitted;
+    if wants_body {
+        sent.body_base64 = match &response.body {
+            Some(text) => Some(encode_body(text.as_bytes())),
+            None => response.body_base64.clone(),
+        };
+    } else {
+        sent.body = response.body.clone();
+    }
+    sent
+}
+
+/// Takes a modifier's returned response as the current one: with neither body field, it keeps
+/// the current body; `body` (text) wins over `body_base64`.
+fn merge_response(current: &mut HttpResponse, mut new: HttpResponse) {
+    match (&new.body, &new.body_base64) {
+        (Some(_), _) => new.body_base64 = None,
+        (None, Some(_)) => {}
+        (None, None) => {
+            new.body = current.body.take();
+            new.body_base64 = current.body_base64.take();
+        }
+    }
+    new.body_omitted = current.body_omitted && new.body.is_none() && new.body_base64.is_none();
+    *current = new;
 }
 
 /// What the `modify_request` hooks decided.
@@ -140,10 +201,17 @@ pub enum RequestOutcome {
     },
 }
 
-/// The configured modifiers, in order.
-#[derive(Clone, Default)]
+/// The configured modifiers, in order, and the largest body they are sent.
+#[derive(Clone)]
 pub struct Chain {
     modifiers: Vec<Arc<dyn Modifier>>,
+    max_body: usize,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::new(Vec::new())
+    }
 }
 
 impl std::fmt::Debug for Chain {
@@ -195,7 +263,30 @@ async fn timed<T>(
 impl Chain {
     /// A chain of these modifiers, called in this order.
     pub fn new(modifiers: Vec<Arc<dyn Modifier>>) -> Self {
-        Chain { modifiers }
+        Chain {
+            modifiers,
+            max_body: DEFAULT_MAX_PLUGIN_BODY,
+        }
+    }
+
+    /// Sets the largest body sent to modifiers that want bodies (default
+    /// [`DEFAULT_MAX_PLUGIN_BODY`]).
+    pub fn with_max_body(mut self, max_body: usize) -> Self {
+        self.max_body = max_body;
+        self
+    }
+
+    /// The largest body sent to modifiers that want bodies.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Whether any modifier declared this hook and wants its body (the proxy then reads the
+    /// body into memory, up to [`Chain::max_body`]).
+    pub fn wants_body(&self, hook: &str) -> bool {
+        self.modifiers
+            .iter()
+            .any(|m| m.has_hook(hook) && m.wants_body(hook))
     }
 
     /// Whether there are no modifiers at all (the proxy then skips building plugin views).
@@ -221,12 +312,15 @@ impl Chain {
                 continue;
             }
             let params = ModifyRequestParams {
-                request: request.clone(),
+                request: request_for(&mut request, m.wants_body(ModifyRequest::NAME)),
             };
             let call = m.modify_request(params);
             match timed(&mut phases, m.as_ref(), ModifyRequest::NAME, call).await {
                 Ok(result) => {
-                    if let Some(new) = result.request {
+                    if let Some(mut new) = result.request {
+                        if new.body_base64.is_none() {
+                            new.body_base64 = request.body_base64.take();
+                        }
                         request = new;
                         changed = true;
                     }
@@ -259,15 +353,15 @@ impl Chain {
                 continue;
             }
             let params = ModifyResponseParams {
-                request: request.clone(),
-                response: response.clone(),
+                request: without_body(request),
+                response: response_for(&response, m.wants_body(ModifyResponse::NAME)),
             };
             let call = m.modify_response(params);
             match timed(&mut phases, m.as_ref(), ModifyResponse::NAME, call).await {
                 Ok(ModifyResponseResult {
                     response: Some(new),
                 }) => {
-                    response = new;
+                    merge_response(&mut response, new);
                     changed = true;
                 }
                 Ok(ModifyResponseResult { response: None }) => {}
@@ -296,15 +390,15 @@ impl Chain {
                 continue;
             }
             let params = ModifyErrorResponseParams {
-                request: request.clone(),
-                response: response.clone(),
+                request: without_body(request),
+                response: response_for(&response, m.wants_body(ModifyErrorResponse::NAME)),
                 error: error.clone(),
             };
             let call = m.modify_error_response(params);
             match timed(&mut phases, m.as_ref(), ModifyErrorResponse::NAME, call).await {
                 Ok(ModifyResponseResult {
                     response: Some(new),
-                }) => response = new,
+                }) => merge_response(&mut response, new),
                 Ok(ModifyResponseResult { response: None }) => {}
                 Err(e) => {
                     if let Some(failure) = on_failure(m.as_ref(), ModifyErrorResponse::NAME, e) {

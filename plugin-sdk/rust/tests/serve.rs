@@ -158,6 +158,8 @@ async fn undeclared_hooks_are_refused() {
             status: 200,
             headers: Vec::new(),
             body: None,
+            body_base64: None,
+            body_omitted: false,
         },
     };
     let err = h
