@@ -590,6 +590,23 @@ mod tests {
     }
 
     #[test]
+    fn max_plugin_body_defaults_to_1_mib_and_is_bounded() {
+        let merge = |args: &str, text: &str| Settings::merge(&cli(args), file(text));
+        let default = merge("gk", "").unwrap();
+        assert_eq!(default.max_plugin_body, 1024 * 1024);
+        assert_eq!(
+            merge("gk", "max_plugin_body = 4096")
+                .unwrap()
+                .max_plugin_body,
+            4096
+        );
+        let flag = merge("gk --max-plugin-body 10", "max_plugin_body = 4096").unwrap();
+        assert_eq!(flag.max_plugin_body, 10);
+        let too_large = merge("gk --max-plugin-body 8388609", "").unwrap_err();
+        assert!(format!("{too_large:#}").contains("max_plugin_body"));
+    }
+
+    #[test]
     fn interpreters_are_named_after_their_script() {
         let s = Settings::merge(
             &cli("gk --modifier-plugin /bin/sh --modifier-plugin /usr/bin/env"),

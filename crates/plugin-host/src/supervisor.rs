@@ -193,7 +193,7 @@ impl Supervisor {
                 };
                 self.publish(&running, extra.into_iter().map(|a| a.peer));
                 self.instance.set_status(PluginStatus::Ready);
-                tracing::info!(plugin = %self.instance.label, pid = ?running.child.id(), hooks = ?running.hooks, "plugin ready");
+                tracing::info!(plugin = %self.instance.label, pid = ?running.child.id(), hooks = ?running.hooks.hooks, bodies = ?running.hooks.bodies, "plugin ready");
                 Ok(running)
             }
             Err(e) => {

@@ -410,3 +410,180 @@ impl Chain {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use gatekeeper_rpc::types::decode_body;
+
+    use super::*;
+
+    type Answer<P, R> = Box<dyn Fn(&P) -> R + Send + Sync>;
+
+    /// A modifier that records the params of its calls and answers with closures.
+    struct Fake {
+        wants_body: bool,
+        on_request: Answer<ModifyRequestParams, ModifyRequestResult>,
+        on_response: Answer<ModifyResponseParams, ModifyResponseResult>,
+        requests: Mutex<Vec<ModifyRequestParams>>,
+        responses: Mutex<Vec<ModifyResponseParams>>,
+    }
+
+    impl Fake {
+        fn new(wants_body: bool) -> Self {
+            Fake {
+                wants_body,
+                on_request: Box::new(|_| ModifyRequestResult::default()),
+                on_response: Box::new(|_| ModifyResponseResult::default()),
+                requests: Mutex::default(),
+                responses: Mutex::default(),
+            }
+        }
+    }
+
+    impl Modifier for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn has_hook(&self, _hook: &str) -> bool {
+            true
+        }
+        fn wants_body(&self, _hook: &str) -> bool {
+            self.wants_body
+        }
+        fn failure_policy(&self) -> FailurePolicy {
+            FailurePolicy::Open
+        }
+        fn modify_request(
+            &self,
+            params: ModifyRequestParams,
+        ) -> BoxFuture<'static, Result<ModifyRequestResult, HookError>> {
+            let result = (self.on_request)(&params);
+            self.requests.lock().unwrap().push(params);
+            Box::pin(async move { Ok(result) })
+        }
+        fn modify_response(
+            &self,
+            params: ModifyResponseParams,
+        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
+            let result = (self.on_response)(&params);
+            self.responses.lock().unwrap().push(params);
+            Box::pin(async move { Ok(result) })
+        }
+        fn modify_error_response(
+            &self,
+            _params: ModifyErrorResponseParams,
+        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
+            Box::pin(async { Ok(ModifyResponseResult::default()) })
+        }
+    }
+
+    fn request_with_body(body: &[u8]) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            path: "/".into(),
+            body_base64: Some(encode_body(body)),
+            ..HttpRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_unchanged() {
+        let mut blind = Fake::new(false);
+        blind.on_request = Box::new(|p| ModifyRequestResult {
+            request: Some(p.request.clone()),
+            response: None,
+        });
+        let blind = Arc::new(blind);
+        let mut reader = Fake::new(true);
+        reader.on_request = Box::new(|p| {
+            let mut request = p.request.clone();
+            let body = decode_body(request.body_base64.as_deref().unwrap()).unwrap();
+            request.body_base64 = Some(encode_body(&body.to_ascii_uppercase()));
+            ModifyRequestResult {
+                request: Some(request),
+                response: None,
+            }
+        });
+        let reader = Arc::new(reader);
+        let chain = Chain::new(vec![blind.clone(), reader.clone()]);
+        assert!(chain.wants_body(ModifyRequest::NAME));
+        assert!(!Chain::new(vec![blind.clone()]).wants_body(ModifyRequest::NAME));
+
+        let outcome = chain.modify_request(request_with_body(b"abc"), None).await;
+        let RequestOutcome::Forward { request, changed } = outcome else {
+            panic!("expected Forward");
+        };
+        assert!(changed);
+        assert_eq!(request.body_base64, Some(encode_body(b"ABC")));
+        assert_eq!(blind.requests.lock().unwrap()[0].request.body_base64, None);
+        assert_eq!(
+            reader.requests.lock().unwrap()[0].request.body_base64,
+            Some(encode_body(b"abc"))
+        );
+    }
+
+    #[tokio::test]
+    async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_their_body() {
+        let mut blind = Fake::new(false);
+        blind.on_response = Box::new(|p| {
+            let mut response = p.response.clone();
+            response.headers.push(("x-blind".into(), "1".into()));
+            ModifyResponseResult {
+                response: Some(response),
+            }
+        });
+        let blind = Arc::new(blind);
+        let mut reader = Fake::new(true);
+        reader.on_response = Box::new(|p| {
+            // Sets a text body while echoing the body_base64 it got: the text wins.
+            let mut response = p.response.clone();
+            response.body = Some("replaced".into());
+            ModifyResponseResult {
+                response: Some(response),
+            }
+        });
+        let reader = Arc::new(reader);
+        let chain = Chain::new(vec![blind.clone(), reader.clone()]);
+        let mut response = HttpResponse::new(200, Vec::new());
+        response.body = Some("original".into());
+
+        let request = request_with_body(b"request body");
+        let (out, changed) = chain
+            .modify_response(&request, response, None)
+            .await
+            .unwrap();
+        assert!(changed);
+        assert_eq!(out.body.as_deref(), Some("replaced"));
+        assert_eq!(out.body_base64, None);
+        assert_eq!(out.headers, vec![("x-blind".into(), "1".into())]);
+
+        let blind_saw = &blind.responses.lock().unwrap()[0];
+        assert_eq!(blind_saw.response.body.as_deref(), Some("original"));
+        assert_eq!(blind_saw.response.body_base64, None);
+        assert_eq!(blind_saw.request.body_base64, None);
+        let reader_saw = &reader.responses.lock().unwrap()[0];
+        assert_eq!(reader_saw.response.body, None);
+        assert_eq!(
+            reader_saw.response.body_base64,
+            Some(encode_body(b"original"))
+        );
+        assert_eq!(reader_saw.request.body_base64, None);
+    }
+
+    #[test]
+    fn merging_a_response_without_body_fields_keeps_the_current_body() {
+        let mut current = HttpResponse::new(200, Vec::new());
+        current.body_base64 = Some(encode_body(b"kept"));
+        current.body_omitted = true;
+        merge_response(&mut current, HttpResponse::new(201, Vec::new()));
+        assert_eq!(current.status, 201);
+        assert_eq!(current.body_base64, Some(encode_body(b"kept")));
+        let mut replaced = HttpResponse::new(201, Vec::new());
+        replaced.body_base64 = Some(String::new());
+        merge_response(&mut current, replaced);
+        assert_eq!(current.body_base64.as_deref(), Some(""));
+        assert!(!current.body_omitted);
+    }
+}
