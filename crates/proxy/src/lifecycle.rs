@@ -15,23 +15,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
+use std::time::Instant;
 
 use gatekeeper_rpc::methods::{
     GetBackend, GetBackendParams, Method as _, ModifyErrorResponse, ModifyRequest, ModifyResponse,
     RouteRequest, RouteRequestParams, RouteRequestResult,
 };
 use gatekeeper_rpc::metrics::{ModifierPhase, Phases};
-use gatekeeper_rpc::types::{decode_body, encode_body, HttpRequest, HttpResponse, ProxyError};
-use http::header::{self, HeaderValue};
+use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
 use http::request::Parts;
 use http::{Method, Request, Response, Version};
-use hyper::body::Body as _;
 use hyper::body::Incoming;
 
-use crate::body::{read_limited, LimitedRead, ProxyBody, RequestBody};
+use crate::body::{ProxyBody, RequestBody};
 use crate::connect::ConnectTime;
 use crate::forward::{backend_uri, forward, headers_from_view, headers_to_view, strip_hop_by_hop};
 use crate::metrics::micros;
@@ -43,6 +39,8 @@ use crate::timing::RequestRecord;
 use crate::view::{
     build_view, plain, prefixless, request_host, response_from_view, valid_status, Kind,
 };
+
+mod bodies;
 
 /// Why a request is answered without (further) forwarding.
 enum Reject {
@@ -458,103 +456,6 @@ impl<'a> Flow<'a> {
                 parts.status = status;
                 parts.headers = headers_from_view(&new.headers);
                 Response::from_parts(parts, body)
-            }
-        }
-    }
-
-    /// Reads the request body into memory (and the view's `body_base64`) when a modifier wants
-    /// it, up to `max_plugin_body`; returns what the view got. A larger body is refused (413)
-    /// before anything is forwarded.
-    async fn read_request_body(
-        &mut self,
-        body: &mut RequestBody,
-    ) -> Result<Option<String>, Reject> {
-        let chain = &self.shared.chain;
-        if !chain.wants_body(ModifyRequest::NAME) {
-            return Ok(None);
-        }
-        let limit = chain.max_body();
-        let too_large = || {
-            let message =
-                format!("the request body is larger than max_plugin_body ({limit} bytes)");
-            Reject::Error(Kind::BodyTooLarge, message)
-        };
-        if body.size_hint().lower() > limit as u64 {
-            return Err(too_large());
-        }
-        let bytes = match read_limited(body, limit).await {
-            Ok(LimitedRead::Complete(bytes)) => bytes,
-            Ok(LimitedRead::Over(_)) => return Err(too_large()),
-            Err(e) => {
-                let message = format!("cannot read the request body: {e}");
-                return Err(Reject::Error(Kind::BadRequest, message));
-            }
-        };
-        let encoded = encode_body(&bytes);
-        *body = RequestBody::full(bytes);
-        self.for_hooks().0.body_base64 = Some(encoded.clone());
-        Ok(Some(encoded))
-    }
-
-    /// Takes the request body out of the view after `modify_request`: a plugin that replaced
-    /// it (`body_base64` other than `sent`) replaces the forwarded body, with a matching
-    /// `Content-Length`.
-    fn replace_request_body(
-        &mut self,
-        body: &mut RequestBody,
-        sent: Option<String>,
-    ) -> Result<(), Reject> {
-        let Some(encoded) = self.view.as_mut().and_then(|v| v.body_base64.take()) else {
-            return Ok(());
-        };
-        if Some(&encoded) == sent.as_ref() {
-            return Ok(());
-        }
-        let bytes = decode_body(&encoded).map_err(|e| {
-            let message = format!("a plugin set a request body_base64 that is not base64: {e}");
-            Reject::Error(Kind::Internal, message)
-        })?;
-        let headers = &mut self.parts.headers;
-        headers.remove(header::TRANSFER_ENCODING);
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        *body = RequestBody::full(Bytes::from(bytes));
-        Ok(())
-    }
-
-    /// Reads a backend's response body into memory (and `view.body_base64`) when a modifier
-    /// wants it and it is at most `max_plugin_body`; a larger one streams on, with
-    /// `view.body_omitted` set. Reading it takes at most the upstream's `timeout`.
-    async fn read_response_body(
-        &mut self,
-        body: ProxyBody,
-        view: &mut HttpResponse,
-        timeout: Duration,
-    ) -> Result<ProxyBody, Reject> {
-        let chain = &self.shared.chain;
-        if !chain.wants_body(ModifyResponse::NAME) {
-            return Ok(body);
-        }
-        let limit = chain.max_body();
-        if body.size_hint().lower() > limit as u64 {
-            view.body_omitted = true;
-            return Ok(body);
-        }
-        match tokio::time::timeout(timeout, body.read_up_to(limit)).await {
-            Ok(Ok(Ok(bytes))) => {
-                view.body_base64 = Some(encode_body(&bytes));
-                Ok(ProxyBody::full(bytes))
-            }
-            Ok(Ok(Err(streaming))) => {
-                view.body_omitted = true;
-                Ok(streaming)
-            }
-            Ok(Err(e)) => {
-                let message = format!("cannot read the backend's body: {e}");
-                Err(Reject::Error(Kind::BackendUnreachable, message))
-            }
-            Err(_) => {
-                let message = format!("the backend's body took longer than {timeout:?}");
-                Err(Reject::Error(Kind::Timeout, message))
             }
         }
     }
