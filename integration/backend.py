@@ -8,6 +8,14 @@ Binds 127.0.0.1 on a free port (or PORT) and writes the port to FILE once it lis
 Paths: /slow?ms=N sleeps N milliseconds first; /status/N answers with status N; with
 --health-file, /health answers with the status written in that file (200 while it is missing or
 empty), so a test can make the backend's health check fail and pass again.
+
+Body routes (request bodies with Content-Length or chunked; read and written in 256 KiB chunks,
+never held whole unless said so):
+  /sink            reads the request body and answers {"bytes": N, "transfer_encoding": ...}
+  /sink-count      answers {"sink_requests": N}: how many requests /sink got
+  /bytes?n=N       answers N zero bytes (Content-Length; add &chunked=1 for chunked encoding)
+  /body            answers with the request body as received (held in memory: small bodies),
+                   with x-request-content-length set to the request's Content-Length header
 """
 import argparse
 import json
@@ -23,6 +31,8 @@ class Echo(BaseHTTPRequestHandler):
 
     def handle_any(self):
         url = urlsplit(self.path)
+        if self.body_route(url):
+            return
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         if url.path.startswith("/slow"):
@@ -46,6 +56,89 @@ class Echo(BaseHTTPRequestHandler):
             "body_length": len(body),
         }).encode()
         self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    # ---- body routes ---------------------------------------------------------------------
+
+    CHUNK = 256 * 1024
+
+    def body_route(self, url):
+        """Serves the body routes; False for any other path."""
+        if url.path.endswith("/sink"):
+            self.server.sink_requests = getattr(self.server, "sink_requests", 0) + 1
+            total = sum(len(chunk) for chunk in self.request_chunks())
+            self.send_json({"bytes": total,
+                            "transfer_encoding": self.headers.get("transfer-encoding")})
+        elif url.path.endswith("/sink-count"):
+            self.send_json({"sink_requests": getattr(self.server, "sink_requests", 0)})
+        elif url.path.endswith("/body"):
+            body = b"".join(self.request_chunks())
+            self.send_response(200)
+            self.send_header("content-type", "application/octet-stream")
+            self.send_header("content-length", str(len(body)))
+            self.send_header("x-request-content-length",
+                             self.headers.get("content-length") or "none")
+            self.end_headers()
+            self.wfile.write(body)
+        elif url.path.endswith("/bytes"):
+            for _ in self.request_chunks():
+                pass
+            query = parse_qs(url.query)
+            n = int(query.get("n", ["0"])[0])
+            chunked = query.get("chunked", ["0"])[0] == "1"
+            self.send_response(200)
+            self.send_header("content-type", "application/octet-stream")
+            if chunked:
+                self.send_header("transfer-encoding", "chunked")
+            else:
+                self.send_header("content-length", str(n))
+            self.end_headers()
+            block = bytes(self.CHUNK)
+            left = n
+            while left > 0:
+                piece = block if left >= len(block) else block[:left]
+                if chunked:
+                    self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                else:
+                    self.wfile.write(piece)
+                left -= len(piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        else:
+            return False
+        return True
+
+    def request_chunks(self):
+        """Yields the request body in chunks (Content-Length or chunked encoding)."""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                while size > 0:
+                    chunk = self.rfile.read(min(size, self.CHUNK))
+                    if not chunk:
+                        return
+                    size -= len(chunk)
+                    yield chunk
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("content-length") or 0)
+            while left > 0:
+                chunk = self.rfile.read(min(left, self.CHUNK))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+
+    def send_json(self, value):
+        payload = json.dumps(value).encode()
+        self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
         self.end_headers()

@@ -40,4 +40,4 @@ export {
   UpstreamPlugin,
 } from './src/plugins.js';
 export { connect, PROTOCOL_VERSION, readEnv, run, serve } from './src/serve.js';
-export { header, removeHeader, setHeader } from './src/types.js';
+export { bodyBytes, header, removeHeader, setBodyBytes, setHeader } from './src/types.js';

@@ -67,6 +67,10 @@ pub struct Cli {
     /// (e.g. `5s`, the default).
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
+    /// Largest body, in bytes, sent to a modifier that wants bodies (default 1048576 = 1 MiB;
+    /// at most 8388608): larger request bodies get 413, larger response bodies stream past.
+    #[arg(long, value_name = "BYTES")]
+    pub max_plugin_body: Option<usize>,
 
     /// Worker threads serving requests (default: one per CPU core).
     #[arg(long, value_name = "N")]

@@ -36,6 +36,11 @@ pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Default for `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default for `max_plugin_body` (1 MiB).
+pub const DEFAULT_MAX_PLUGIN_BODY: usize = gatekeeper_proxy::DEFAULT_MAX_PLUGIN_BODY;
+/// The largest `max_plugin_body` (8 MiB): a body, base64-encoded in JSON, must fit in one
+/// protocol line (16 MiB).
+pub const MAX_MAX_PLUGIN_BODY: usize = 8 * 1024 * 1024;
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -56,6 +61,7 @@ struct FileConfig {
     socket_dir: Option<PathBuf>,
     log: Option<String>,
     workers: Option<usize>,
+    max_plugin_body: Option<usize>,
     metrics_batch_size: Option<usize>,
     metrics_flush_interval: Option<String>,
     metrics_buffer: Option<usize>,
@@ -194,6 +200,8 @@ pub struct Settings {
     pub log: String,
     /// Worker threads of the request runtime.
     pub workers: usize,
+    /// Largest body sent to a modifier that wants bodies, in bytes.
+    pub max_plugin_body: usize,
     /// Plugins, in order (modifiers are called in this order).
     pub plugins: Vec<PluginSetting>,
     /// Metric batching.
@@ -696,6 +704,13 @@ impl Settings {
                 Some(n @ 1..=1024) => n,
                 Some(n) => bail!("workers: {n} must be from 1 to 1024"),
             },
+            max_plugin_body: match cli.max_plugin_body.or(file.max_plugin_body) {
+                None => DEFAULT_MAX_PLUGIN_BODY,
+                Some(n @ 0..=MAX_MAX_PLUGIN_BODY) => n,
+                Some(n) => {
+                    bail!("max_plugin_body: {n} must be at most {MAX_MAX_PLUGIN_BODY} (8 MiB)")
+                }
+            },
             plugins,
             metrics,
             passive_health,
@@ -860,6 +875,23 @@ mod tests {
             (s.keepalive_idle, s.max_header_bytes, s.max_connections),
             (DEFAULT_KEEPALIVE_IDLE, 65536, 10_000)
         );
+    }
+
+    #[test]
+    fn max_plugin_body_defaults_to_1_mib_and_is_bounded() {
+        let merge = |args: &str, text: &str| Settings::merge(&cli(args), file(text));
+        let default = merge("gk", "").unwrap();
+        assert_eq!(default.max_plugin_body, 1024 * 1024);
+        assert_eq!(
+            merge("gk", "max_plugin_body = 4096")
+                .unwrap()
+                .max_plugin_body,
+            4096
+        );
+        let flag = merge("gk --max-plugin-body 10", "max_plugin_body = 4096").unwrap();
+        assert_eq!(flag.max_plugin_body, 10);
+        let too_large = merge("gk --max-plugin-body 8388609", "").unwrap_err();
+        assert!(format!("{too_large:#}").contains("max_plugin_body"));
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
         keepalive_idle: settings.keepalive_idle,
         max_header_bytes: settings.max_header_bytes,
         max_connections: settings.max_connections,
+        max_plugin_body: settings.max_plugin_body,
         ..ProxyConfig::default()
     }
 }

@@ -178,6 +178,8 @@ mod tests {
             status: 200,
             headers: vec![("content-type".into(), "text/plain".into())],
             body: None,
+            body_base64: None,
+            body_omitted: false,
         }
     }
 

@@ -112,6 +112,26 @@ impl PluginHandle {
             })
     }
 
+    /// Whether the plugin declared in its handshake that `hook` wants the body (see
+    /// [`has_hook`](Self::has_hook) for which declaration counts while the plugin is down).
+    pub fn wants_body(&self, hook: &str) -> bool {
+        let ready = self.shared.instances.iter().any(|instance| {
+            instance
+                .connections
+                .load()
+                .as_ref()
+                .is_some_and(|c| c.hooks.wants_body(hook))
+        });
+        ready
+            || self.shared.instances.iter().any(|instance| {
+                instance
+                    .declared
+                    .load()
+                    .as_ref()
+                    .is_some_and(|declared| declared.wants_body(hook))
+            })
+    }
+
     /// Whether at least one instance is started and answering calls.
     pub fn is_ready(&self) -> bool {
         self.shared

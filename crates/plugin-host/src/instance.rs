@@ -3,13 +3,14 @@
 //! [`InstanceConnection`] to make typed calls on that instance alone. A restarted router plugin
 //! gets the current upstreams this way, a loadbalancer plugin the current backends.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::{CallError, Method, Peer};
+
+use crate::state::Declared;
 
 /// Runs on every start of every instance, after `start` and before the instance is ready.
 ///
@@ -44,7 +45,7 @@ pub struct InstanceConnection {
     pub(crate) instance: usize,
     pub(crate) restarts: u64,
     pub(crate) pid: Option<u32>,
-    pub(crate) hooks: Arc<HashSet<String>>,
+    pub(crate) hooks: Arc<Declared>,
     pub(crate) hook_timeout: Duration,
     pub(crate) peer: Peer,
 }
@@ -79,6 +80,11 @@ impl InstanceConnection {
     /// not check: call only what the plugin declared.
     pub fn has_hook(&self, hook: &str) -> bool {
         self.hooks.contains(hook)
+    }
+
+    /// Whether the instance declared that `hook` wants the body.
+    pub fn wants_body(&self, hook: &str) -> bool {
+        self.hooks.wants_body(hook)
     }
 
     /// Resolves when this connection closes (the process went away or is being replaced).

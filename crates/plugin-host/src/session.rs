@@ -14,7 +14,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::message::to_raw;
-use gatekeeper_rpc::methods::{hooks_of, Handshake, HandshakeParams, HandshakeResult, PluginType};
+use gatekeeper_rpc::methods::{
+    body_hooks_of, hooks_of, Handshake, HandshakeParams, HandshakeResult, PluginType,
+};
 use gatekeeper_rpc::peer::CloseReason;
 use gatekeeper_rpc::{
     codes, Handler, IncomingRequest, Method, Peer, PeerConfig, Reply, PROTOCOL_VERSION,
@@ -24,14 +26,15 @@ use tokio::sync::mpsc;
 
 use crate::manager::{is_manager_method, ManagerService};
 use crate::process::token_matches;
+use crate::state::Declared;
 
 /// A connection that passed its handshake.
 #[derive(Debug)]
 pub(crate) struct Authenticated {
     /// The connection.
     pub(crate) peer: Peer,
-    /// The hooks it declared that are valid for the plugin's type.
-    pub(crate) hooks: HashSet<String>,
+    /// The hooks it declared that are valid for the plugin's type, and which want bodies.
+    pub(crate) hooks: Declared,
 }
 
 /// What every connection of one process of a plugin shares.
@@ -85,7 +88,7 @@ pub(crate) struct Session {
     context: Arc<SessionContext>,
     authenticated: AtomicBool,
     /// Hooks of a handshake just answered, announced to the supervisor once the answer is queued.
-    accepted_hooks: Mutex<Option<HashSet<String>>>,
+    accepted_hooks: Mutex<Option<Declared>>,
 }
 
 impl Session {
@@ -134,10 +137,11 @@ impl Session {
                 tracing::warn!(plugin = %context.label, %hook, plugin_type = %context.plugin_type, "ignoring a hook this plugin type does not have");
             }
         }
+        let bodies = declared_bodies(context, &hooks, params.bodies);
         *self
             .accepted_hooks
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hooks);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Declared { hooks, bodies });
         to_raw(&HandshakeResult {
             protocol_version: PROTOCOL_VERSION,
             name: context.name.to_string(),
@@ -145,6 +149,25 @@ impl Session {
         })
         .map_err(|e| error_object(codes::INTERNAL_ERROR, e.to_string()))
     }
+}
+
+/// The hooks of `bodies` that are valid body hooks of the plugin's type and declared in `hooks`;
+/// others are ignored with a warning.
+fn declared_bodies(
+    context: &SessionContext,
+    hooks: &HashSet<String>,
+    bodies: Vec<String>,
+) -> HashSet<String> {
+    let valid = body_hooks_of(context.plugin_type);
+    let mut wanted = HashSet::new();
+    for hook in bodies {
+        if valid.contains(&hook.as_str()) && hooks.contains(&hook) {
+            wanted.insert(hook);
+        } else {
+            tracing::warn!(plugin = %context.label, %hook, plugin_type = %context.plugin_type, "ignoring a body request for a hook that is not declared or gets no body");
+        }
+    }
+    wanted
 }
 
 impl Handler for Session {

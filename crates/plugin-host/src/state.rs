@@ -15,13 +15,34 @@ use gatekeeper_rpc::Peer;
 
 use crate::handle::PluginStatus;
 
+/// What a plugin declared in its handshake: its hooks, and which of them want the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Declared {
+    /// The hooks it implements (valid for its type).
+    pub(crate) hooks: HashSet<String>,
+    /// The declared hooks that want the body (valid for its type).
+    pub(crate) bodies: HashSet<String>,
+}
+
+impl Declared {
+    /// Whether `hook` was declared.
+    pub(crate) fn contains(&self, hook: &str) -> bool {
+        self.hooks.contains(hook)
+    }
+
+    /// Whether `hook` was declared and wants the body.
+    pub(crate) fn wants_body(&self, hook: &str) -> bool {
+        self.bodies.contains(hook) && self.hooks.contains(hook)
+    }
+}
+
 /// The authenticated connections of one running process of a plugin instance.
 #[derive(Debug)]
 pub(crate) struct Connections {
     /// Every authenticated connection, the control connection first. Hook calls go round-robin.
     pub(crate) peers: Vec<Peer>,
     /// The hooks declared in the control connection's handshake.
-    pub(crate) hooks: Arc<HashSet<String>>,
+    pub(crate) hooks: Arc<Declared>,
 }
 
 /// One instance (one supervised process) of a plugin.
@@ -35,7 +56,7 @@ pub(crate) struct Instance {
     pub(crate) connections: ArcSwapOption<Connections>,
     /// The hooks of the last process that became ready, kept while the instance is down so the
     /// caller still applies the plugin's failure policy to them instead of skipping the plugin.
-    pub(crate) declared: ArcSwapOption<HashSet<String>>,
+    pub(crate) declared: ArcSwapOption<Declared>,
     pub(crate) next_peer: AtomicUsize,
     /// Hook calls in a row that timed out; reset by any answer.
     pub(crate) consecutive_timeouts: AtomicU32,

@@ -9,7 +9,6 @@
 //! The control connection is the first one that completes its handshake: lifecycle calls go over
 //! it and its closing means the instance is down. Extra connections only carry hook calls.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use crate::manager::ManagerService;
 use crate::process::{self, describe, kill};
 use crate::session::{self, Authenticated, SessionContext};
 use crate::spec::PluginSpec;
-use crate::state::{Connections, Instance, Shared};
+use crate::state::{Connections, Declared, Instance, Shared};
 
 /// After running healthy this long, the restart backoff goes back to its minimum.
 pub(crate) const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
@@ -62,13 +61,13 @@ impl fmt::Display for Ended {
 struct Running {
     child: Child,
     control: Peer,
-    hooks: Arc<HashSet<String>>,
+    hooks: Arc<Declared>,
     context: Arc<SessionContext>,
     authenticated: mpsc::UnboundedReceiver<Authenticated>,
 }
 
 /// What a successful bring-up yields: the control connection, its hooks, extra connections.
-type BroughtUp = (Peer, Arc<HashSet<String>>, Vec<Authenticated>);
+type BroughtUp = (Peer, Arc<Declared>, Vec<Authenticated>);
 
 /// Supervises one instance of a plugin; see the module docs.
 pub(crate) struct Supervisor {
@@ -194,7 +193,7 @@ impl Supervisor {
                 };
                 self.publish(&running, extra.into_iter().map(|a| a.peer));
                 self.instance.set_status(PluginStatus::Ready);
-                tracing::info!(plugin = %self.instance.label, pid = ?running.child.id(), hooks = ?running.hooks, "plugin ready");
+                tracing::info!(plugin = %self.instance.label, pid = ?running.child.id(), hooks = ?running.hooks.hooks, bodies = ?running.hooks.bodies, "plugin ready");
                 Ok(running)
             }
             Err(e) => {
@@ -242,11 +241,7 @@ impl Supervisor {
     }
 
     /// `configure`, `start`, then the caller's before-ready replay.
-    async fn initialize(
-        &self,
-        control: &Peer,
-        hooks: &Arc<HashSet<String>>,
-    ) -> Result<(), StartError> {
+    async fn initialize(&self, control: &Peer, hooks: &Arc<Declared>) -> Result<(), StartError> {
         let limit = self.spec.start_timeout;
         let params = ConfigureParams {
             config: self.spec.config.clone(),
@@ -303,7 +298,7 @@ impl Supervisor {
     }
 
     /// Adds an extra authenticated connection to the published ones.
-    fn add_connection(&self, hooks: &Arc<HashSet<String>>, event: Authenticated) {
+    fn add_connection(&self, hooks: &Arc<Declared>, event: Authenticated) {
         if event.hooks != **hooks {
             tracing::warn!(plugin = %self.instance.label, declared = ?event.hooks, used = ?hooks, "an extra connection declared other hooks than the first; using the first's");
         }

@@ -97,6 +97,8 @@ class Conn:
             "token": token,
             "protocol_version": version,
             "hooks": HOOKS.get(MODE, ["modify_request", "bogus_hook"]),
+            # modify_response is not declared: wanting its body is ignored.
+            "bodies": ["modify_request", "modify_response"],
         })
 
     def on_response(self, msg):

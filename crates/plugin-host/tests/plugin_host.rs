@@ -56,6 +56,11 @@ async fn launches_calls_a_hook_and_shuts_down() {
     assert_eq!(plugin.plugin_type(), PluginType::Modifier);
     assert!(plugin.has_hook("modify_request"));
     assert!(!plugin.has_hook("bogus_hook"), "invalid hooks are ignored");
+    assert!(plugin.wants_body("modify_request"));
+    assert!(
+        !plugin.wants_body("modify_response"),
+        "bodies of undeclared hooks are ignored"
+    );
     let state = plugin.state();
     assert_eq!(state.status, PluginStatus::Ready);
     assert_eq!(state.restarts, 0);
@@ -74,6 +79,8 @@ async fn launches_calls_a_hook_and_shuts_down() {
                 status: 200,
                 headers: vec![],
                 body: None,
+                body_base64: None,
+                body_omitted: false,
             },
         })
         .await

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
-pub use modifier::{FailurePolicy, HookError, Modifier};
+pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use server::BoundProxy;
@@ -88,6 +88,10 @@ pub struct ProxyConfig {
     /// How long an ejected backend gets no new requests when its upstream's `passive_health`
     /// sets no `cooldown_ms` (default 10s).
     pub passive_health_cooldown: Duration,
+    /// The largest body sent to a modifier that wants bodies (default 1 MiB,
+    /// [`DEFAULT_MAX_PLUGIN_BODY`]): a larger request body is answered with 413, a larger
+    /// response body streams past the plugins (`body_omitted`).
+    pub max_plugin_body: usize,
 }
 
 impl Default for ProxyConfig {
@@ -104,6 +108,7 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(10),
             passive_health_failures: health::DEFAULT_PASSIVE_FAILURES,
             passive_health_cooldown: health::DEFAULT_PASSIVE_COOLDOWN,
+            max_plugin_body: DEFAULT_MAX_PLUGIN_BODY,
         }
     }
 }

@@ -43,6 +43,8 @@ use crate::view::{
     build_view, plain, prefixless, request_host, response_from_view, valid_status, Kind,
 };
 
+mod bodies;
+
 /// Why a request is answered without (further) forwarding.
 enum Reject {
     /// The proxy answers with an error of this kind.
@@ -184,6 +186,11 @@ impl<'a> Flow<'a> {
             return self.reject(reject).await;
         }
         let shared = self.shared;
+        let mut body = body;
+        let sent_body = match self.read_request_body(&mut body).await {
+            Ok(sent) => sent,
+            Err(reject) => return self.reject(reject).await,
+        };
         if shared.chain.has_hook(ModifyRequest::NAME) {
             let (view, phases) = self.for_hooks();
             let view = std::mem::take(view);
@@ -206,6 +213,9 @@ impl<'a> Flow<'a> {
             if let Err(reject) = self.apply_view() {
                 return self.reject(reject).await;
             }
+        }
+        if let Err(reject) = self.replace_request_body(&mut body, sent_body) {
+            return self.reject(reject).await;
         }
         let Some(upstream) = self.upstream.clone() else {
             let reject = Reject::Error(Kind::Internal, "request was not routed".into());
@@ -429,11 +439,15 @@ impl<'a> Flow<'a> {
         if !shared.chain.has_hook(ModifyResponse::NAME) {
             return Response::from_parts(parts, body);
         }
-        let view = HttpResponse {
-            status: parts.status.as_u16(),
-            headers: headers_to_view(&parts.headers),
-            body: None,
+        let mut view = HttpResponse::new(parts.status.as_u16(), headers_to_view(&parts.headers));
+        let body = match self
+            .read_response_body(body, &mut view, shared.timeout(&upstream))
+            .await
+        {
+            Ok(body) => body,
+            Err(reject) => return self.reject(reject).await,
         };
+        let sent_body = view.body_base64.clone();
         let (request, phases) = self.for_hooks();
         match shared.chain.modify_response(request, view, phases).await {
             Err(failure) => self.reject(Reject::Failed(failure)).await,
@@ -443,7 +457,7 @@ impl<'a> Flow<'a> {
                     let message = format!("a plugin set the invalid status {}", new.status);
                     return self.reject(Reject::Error(Kind::Internal, message)).await;
                 };
-                if new.body.is_some() {
+                if new.body.is_some() || new.body_base64 != sent_body {
                     // The plugin's body replaces the backend's, which is dropped.
                     return response_from_view(new).unwrap_or_else(|| plain(Kind::Internal));
                 }

@@ -97,7 +97,7 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
         listeners,
         shared: Arc::new(Shared::new(
             proxy.registry,
-            Chain::new(proxy.modifiers),
+            Chain::new(proxy.modifiers).with_max_body(config.max_plugin_body),
             proxy.balancer,
             proxy.router,
             proxy.loadbalancer,

@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use gatekeeper_rpc::types::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use gatekeeper_rpc::types::{decode_body, HttpRequest, HttpResponse};
 use http::request::Parts;
 use http::{header, Response, StatusCode};
 
@@ -20,6 +21,8 @@ pub(crate) enum Kind {
     Timeout,
     BadRequest,
     Internal,
+    /// A request body over `max_plugin_body` that a plugin wanted.
+    BodyTooLarge,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Timeout => 504,
             Kind::BadRequest => 400,
             Kind::Internal => 500,
+            Kind::BodyTooLarge => 413,
         }
     }
 
@@ -42,6 +46,7 @@ impl Kind {
             Kind::Timeout => "timeout",
             Kind::BadRequest => "bad_request",
             Kind::Internal => "internal",
+            Kind::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -53,6 +58,7 @@ impl Kind {
             Kind::Timeout => "backend timeout",
             Kind::BadRequest => "bad request",
             Kind::Internal => "internal error",
+            Kind::BodyTooLarge => "payload too large",
         }
     }
 }
@@ -78,12 +84,29 @@ pub(crate) fn valid_status(status: u16) -> Option<StatusCode> {
     }
 }
 
-/// Builds a response whose body is the view's body (empty when `None`).
+/// The body a plugin set on a response: `body` (text) wins over `body_base64`; empty when
+/// neither is set; `None` (logged) when `body_base64` is not valid base64.
+fn body_from_view(view: HttpResponse) -> Option<Bytes> {
+    match (view.body, view.body_base64) {
+        (Some(text), _) => Some(Bytes::from(text)),
+        (None, Some(encoded)) => match decode_body(&encoded) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(error) => {
+                tracing::warn!(%error, "a plugin set a body_base64 that is not valid base64");
+                None
+            }
+        },
+        (None, None) => Some(Bytes::new()),
+    }
+}
+
+/// Builds a response whose body is the view's body (empty when it has none); `None` when the
+/// status or the body is invalid.
 pub(crate) fn response_from_view(view: HttpResponse) -> Option<Response<ProxyBody>> {
     let status = valid_status(view.status)?;
     let mut headers = headers_from_view(&view.headers);
     headers.remove(header::CONTENT_LENGTH);
-    let mut response = Response::new(ProxyBody::full(view.body.unwrap_or_default()));
+    let mut response = Response::new(ProxyBody::full(body_from_view(view)?));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Some(response)
@@ -128,5 +151,6 @@ pub(crate) fn build_view(
         headers: headers_to_view(&parts.headers),
         upstream: upstream.map(|u| u.upstream.id.clone()),
         context: Default::default(),
+        body_base64: None,
     }
 }

@@ -152,6 +152,8 @@ impl Modifier for TestModifier {
                         status: 401,
                         headers: vec![("www-authenticate".into(), "Bearer".into())],
                         body: Some("denied".into()),
+                        body_base64: None,
+                        body_omitted: false,
                     }),
                 }),
                 _ => Err(HookError::new("boom")),

@@ -108,6 +108,11 @@ pub struct HandshakeParams {
     /// The hooks the plugin implements (e.g. `["modify_request"]`); others are never called.
     #[serde(default)]
     pub hooks: Vec<String>,
+    /// The declared hooks that want the body (`modify_request`: the request body;
+    /// `modify_response`, `modify_error_response`: the response body), up to the proxy's
+    /// `max_plugin_body`. Default: none (bodies stream past the plugin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bodies: Vec<String>,
 }
 
 /// Result of `handshake`.
@@ -404,5 +409,18 @@ pub fn hooks_of(plugin_type: PluginType) -> &'static [&'static str] {
             RequestMetricHook::NAME,
             UpstreamMetricHook::NAME,
         ],
+    }
+}
+
+/// The hooks of a plugin type that may declare they want the body (`bodies` in the handshake):
+/// the modifier hooks; no other type gets bodies.
+pub fn body_hooks_of(plugin_type: PluginType) -> &'static [&'static str] {
+    match plugin_type {
+        PluginType::Modifier => &[
+            ModifyRequest::NAME,
+            ModifyResponse::NAME,
+            ModifyErrorResponse::NAME,
+        ],
+        _ => &[],
     }
 }

@@ -1,8 +1,23 @@
 //! The data types that travel in method params and results: upstreams, backends, HTTP requests
 //! and responses as plugins see them.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// A `body_base64` value that is not valid standard base64 (with padding).
+pub type BodyDecodeError = base64::DecodeError;
+
+/// Encodes a body for `body_base64`: standard base64 alphabet, with padding.
+pub fn encode_body(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Decodes a `body_base64` value (standard alphabet, with padding).
+pub fn decode_body(encoded: &str) -> Result<Vec<u8>, BodyDecodeError> {
+    STANDARD.decode(encoded)
+}
 
 /// A free-form JSON object (plugin config maps, `extra` fields, the request context).
 pub type Object = Map<String, Value>;
@@ -166,6 +181,12 @@ pub struct HttpRequest {
     /// Values plugins attach to the request; later hooks of the same request see them.
     #[serde(default)]
     pub context: Object,
+    /// The request body, base64 (standard alphabet, with padding). Sent only in
+    /// `modify_request`, only to a plugin that declared it wants the body of that hook (see
+    /// [`crate::methods::HandshakeParams::bodies`]). On the way back, absent means "unchanged"
+    /// and a value replaces the body (`""`: empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
 }
 
 /// An HTTP response: from a backend, from the proxy (errors), or from a plugin answering directly.
@@ -177,16 +198,67 @@ pub struct HttpResponse {
     #[serde(default)]
     pub headers: Headers,
     /// The body as UTF-8 text. Omitted on backend responses (bodies stream through the proxy);
-    /// when a plugin sets it, it replaces the body.
+    /// when a plugin sets it, it replaces the body (and wins over `body_base64`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The body, base64 (standard alphabet, with padding): sent to a plugin that declared it
+    /// wants the body of the hook (the proxy then sends no `body`). On the way back, absent
+    /// (with `body` absent too) means "unchanged"; a value replaces the body (`""`: empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    /// Set by the proxy when a plugin wants the body but the backend's body is larger than
+    /// `max_plugin_body`: the body is then not sent and streams to the client unchanged unless
+    /// the plugin replaces it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_omitted: bool,
+}
+
+impl HttpRequest {
+    /// The body, decoded from `body_base64`: `None` when absent (not sent, or unchanged).
+    pub fn body_bytes(&self) -> Option<Result<Vec<u8>, BodyDecodeError>> {
+        self.body_base64.as_deref().map(decode_body)
+    }
+
+    /// Replaces the body (sets `body_base64`).
+    pub fn set_body_bytes(&mut self, bytes: &[u8]) {
+        self.body_base64 = Some(encode_body(bytes));
+    }
+}
+
+impl HttpResponse {
+    /// The body: `body` as UTF-8 bytes if set, else decoded from `body_base64`; `None` when
+    /// neither is present (not sent, omitted, or unchanged).
+    pub fn body_bytes(&self) -> Option<Result<Vec<u8>, BodyDecodeError>> {
+        match (&self.body, &self.body_base64) {
+            (Some(text), _) => Some(Ok(text.as_bytes().to_vec())),
+            (None, Some(encoded)) => Some(decode_body(encoded)),
+            (None, None) => None,
+        }
+    }
+
+    /// Replaces the body: sets `body_base64` and clears `body` (which would win).
+    pub fn set_body_bytes(&mut self, bytes: &[u8]) {
+        self.body = None;
+        self.body_base64 = Some(encode_body(bytes));
+    }
+
+    /// A response with this status and headers and no body fields.
+    pub fn new(status: u16, headers: Headers) -> Self {
+        HttpResponse {
+            status,
+            headers,
+            body: None,
+            body_base64: None,
+            body_omitted: false,
+        }
+    }
 }
 
 /// What went wrong, for `modify_error_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxyError {
     /// One of `no_route`, `no_backend`, `backend_unreachable`, `timeout`, `plugin_failed`,
-    /// `bad_request`, `internal`.
+    /// `bad_request`, `internal`, `body_too_large`.
     pub kind: String,
     /// A human-readable description.
     pub message: String,
@@ -198,3 +270,35 @@ pub const BALANCERS: [&str; 3] = ["random", "round_robin", "least_outstanding"];
 /// The protocols an upstream can choose with its `backend_protocol` field: `http1` (HTTP/1.1,
 /// the default) and `h2c` (plaintext HTTP/2 with prior knowledge).
 pub const BACKEND_PROTOCOLS: [&str; 2] = ["http1", "h2c"];
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_binary_data_through_json() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut request = HttpRequest::default();
+        request.set_body_bytes(&bytes);
+        let json = serde_json::to_string(&request).unwrap();
+        let back: HttpRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.body_bytes().unwrap().unwrap(), bytes);
+        assert_eq!(encode_body(b"hi"), "aGk=");
+    }
+
+    #[test]
+    fn response_text_body_wins_and_absent_fields_are_not_sent() {
+        let mut response = HttpResponse::new(200, Vec::new());
+        assert_eq!(
+            serde_json::to_string(&response).unwrap(),
+            r#"{"status":200,"headers":[]}"#
+        );
+        response.body_base64 = Some(encode_body(b"binary"));
+        response.body = Some("text".into());
+        assert_eq!(response.body_bytes().unwrap().unwrap(), b"text");
+        response.set_body_bytes(b"new");
+        assert_eq!(response.body, None);
+        assert_eq!(response.body_bytes().unwrap().unwrap(), b"new");
+        response.body_base64 = Some("not base64!".into());
+        assert!(response.body_bytes().unwrap().is_err());
+    }
+}

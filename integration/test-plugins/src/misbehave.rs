@@ -120,6 +120,7 @@ where
         token: env.token.clone(),
         protocol_version: PROTOCOL_VERSION,
         hooks: vec![ModifyRequest::NAME.to_owned()],
+        bodies: Vec::new(),
     };
     let line = encode_call(
         Some(&RequestId::Number(HANDSHAKE_ID)),

@@ -303,6 +303,8 @@ mod tests {
                 status: 200,
                 headers: vec![],
                 body: None,
+                body_base64: None,
+                body_omitted: false,
             },
         };
         let response = m.modify_response(params).await.unwrap().response.unwrap();

@@ -171,6 +171,20 @@ export class Plugin {
   hooks() {
     return [];
   }
+
+  /**
+   * The declared hooks that want the body, sent in the handshake (`bodies`; modifiers only):
+   * `modify_request` gets the request body, `modify_response` and `modify_error_response` the
+   * response body, as `body_base64`, up to gatekeeper's `max_plugin_body`. Read and replace it
+   * with `bodyBytes` and `setBodyBytes`.
+   *
+   * Default: none (bodies stream past the plugin).
+   *
+   * @returns {string[]} wire names, e.g. `['modify_request']`
+   */
+  bodies() {
+    return [];
+  }
 }
 
 /**

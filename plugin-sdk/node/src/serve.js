@@ -145,6 +145,24 @@ function declaredHooks(plugin, type, log) {
 }
 
 /**
+ * The hooks whose body `plugin` wants: its `bodies()` (or a `bodies` array property), if any.
+ *
+ * @returns {string[]}
+ */
+function declaredBodies(plugin, hooks, log) {
+  const wanted = typeof plugin.bodies === 'function' ? plugin.bodies() : (plugin.bodies ?? []);
+  if (!Array.isArray(wanted) || wanted.some((hook) => typeof hook !== 'string')) {
+    throw new TypeError('bodies() must return an array of hook names');
+  }
+  for (const hook of wanted) {
+    if (!hooks.includes(hook)) {
+      log.warn(`wanting the body of \`${hook}\`, which is not declared; gatekeeper ignores it`);
+    }
+  }
+  return [...new Set(wanted)];
+}
+
+/**
  * Answers one call from the proxy: an undeclared hook is refused (`-32601`), a hook goes to
  * its method, the lifecycle methods to `configure` / `start` / `heartbeat` / `stop`, anything
  * else is `-32601`. Errors become error objects: {@link RpcError} keeps its code, bad params
@@ -250,8 +268,10 @@ export async function run(plugin, socket, env = {}, options = {}) {
     );
   }
   let hooks;
+  let bodies;
   try {
     hooks = declaredHooks(plugin, type, log);
+    bodies = declaredBodies(plugin, hooks, log);
   } catch (error) {
     socket.destroy();
     throw error;
@@ -272,7 +292,12 @@ export async function run(plugin, socket, env = {}, options = {}) {
   try {
     const accepted = await peer.request(
       'handshake',
-      { token: String(env.token ?? ''), protocol_version: PROTOCOL_VERSION, hooks },
+      {
+        token: String(env.token ?? ''),
+        protocol_version: PROTOCOL_VERSION,
+        hooks,
+        ...(bodies.length > 0 ? { bodies } : {}),
+      },
       HANDSHAKE_TIMEOUT_MS,
     );
     log.debug(`handshake accepted: ${JSON.stringify(accepted)}`);

@@ -33,6 +33,8 @@
  *   send the request elsewhere)
  * @property {Record<string, unknown>} context values plugins attach for later hooks of the
  *   same request
+ * @property {string} [body_base64] the body, base64: only in `modifyRequest`, only for a plugin
+ *   that wants it (`bodies()`); absent in a returned request means unchanged ({@link bodyBytes})
  */
 
 /**
@@ -42,7 +44,12 @@
  * @typedef {object} Response
  * @property {number} status HTTP status; a plugin may set 200–599
  * @property {Headers} headers headers, in order
- * @property {string} [body] UTF-8 body; when a hook sets it, it replaces the body
+ * @property {string} [body] UTF-8 body; when a hook sets it, it replaces the body (and wins
+ *   over `body_base64`)
+ * @property {string} [body_base64] the body, base64, for a plugin that wants it (`bodies()`);
+ *   absent in a returned response (with `body` absent too) means unchanged ({@link bodyBytes})
+ * @property {boolean} [body_omitted] `true` when the plugin wants the body but the backend's
+ *   was over `max_plugin_body`: it streams to the client unchanged unless the plugin sets one
  */
 
 /**
@@ -113,6 +120,37 @@
  *
  * @typedef {Record<string, unknown>} MetricRecord
  */
+
+/**
+ * The body of a request or response as bytes: a response's text `body` (UTF-8) if set, else
+ * `body_base64` decoded; `undefined` when neither is present (not sent, or omitted). Bodies are
+ * sent only to a plugin that declares it wants them (`bodies()`).
+ *
+ * @param {{ body?: string, body_base64?: string }} message
+ * @returns {Buffer | undefined}
+ */
+export function bodyBytes(message) {
+  if (typeof message.body === 'string') return Buffer.from(message.body, 'utf8');
+  if (typeof message.body_base64 !== 'string') return undefined;
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(message.body_base64) || message.body_base64.length % 4 !== 0) {
+    throw new TypeError('body_base64 is not valid base64');
+  }
+  return Buffer.from(message.body_base64, 'base64');
+}
+
+/**
+ * Replaces the body of a request or response in place: sets `body_base64` and deletes a text
+ * `body` (which would win).
+ *
+ * @param {{ body?: string, body_base64?: string }} message changed in place
+ * @param {Uint8Array | string} data the new body (a string is encoded as UTF-8)
+ * @returns {typeof message} the same object, for chaining
+ */
+export function setBodyBytes(message, data) {
+  delete message.body;
+  message.body_base64 = Buffer.from(data).toString('base64');
+  return message;
+}
 
 /**
  * The first value of a header, by case-insensitive name.

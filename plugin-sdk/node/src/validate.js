@@ -86,6 +86,7 @@ export function request(value, path = 'request') {
   for (const key of ['prefix', 'query', 'upstream']) optionalString(r, key, path);
   headers(r, 'headers', path);
   optionalObject(r, 'context', path);
+  optionalString(r, 'body_base64', path);
   return /** @type {any} */ (r);
 }
 
@@ -95,6 +96,7 @@ export function response(value, path = 'response') {
   if (!Number.isInteger(r.status)) throw invalid(`${path}.status`, 'an integer', r.status);
   headers(r, 'headers', path);
   optionalString(r, 'body', path);
+  optionalString(r, 'body_base64', path);
   return /** @type {any} */ (r);
 }
 

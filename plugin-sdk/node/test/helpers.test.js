@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
+  bodyBytes,
   codes,
   createLogger,
   EnvError,
@@ -21,6 +22,7 @@ import {
   removeHeader,
   RouterPlugin,
   RpcError,
+  setBodyBytes,
   setHeader,
   UpstreamPlugin,
 } from '../index.js';
@@ -229,4 +231,19 @@ test('unordered matching assigns overlapping patterns', () => {
   // A greedy match would give {id:'$any'} the first message and then fail.
   assert.ok(assign([{ id: '$any' }, { id: 1 }], [{ id: 1 }, { id: 2 }]));
   assert.ok(!assign([{ id: 1 }, { id: 1 }], [{ id: 1 }, { id: 2 }]));
+});
+
+test('bodyBytes and setBodyBytes round-trip binary bodies; a text body wins', () => {
+  const data = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+  const request = { method: 'POST', path: '/' };
+  setBodyBytes(request, data);
+  assert.equal(typeof request.body_base64, 'string');
+  assert.deepEqual(bodyBytes(request), data);
+  const response = { status: 200, body: 'text', body_base64: 'aGk=' };
+  assert.deepEqual(bodyBytes(response), Buffer.from('text'));
+  setBodyBytes(response, '');
+  assert.equal('body' in response, false);
+  assert.deepEqual(bodyBytes(response), Buffer.alloc(0));
+  assert.equal(bodyBytes({ status: 200, body_omitted: true }), undefined);
+  assert.throws(() => bodyBytes({ body_base64: 'not base64!' }), /base64/);
 });

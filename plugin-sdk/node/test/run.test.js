@@ -107,6 +107,29 @@ test('bad params are -32602 and name the field; the connection stays usable', T,
   }
 });
 
+test('bodies() is sent in the handshake as `bodies`', T, async () => {
+  class Bodies extends ModifierPlugin {
+    async modifyRequest(request) {
+      return { request };
+    }
+
+    bodies() {
+      return ['modify_request'];
+    }
+  }
+  const s = await started(new Bodies(), { pluginType: 'modifier' });
+  try {
+    assert.deepEqual(s.handshake.params, {
+      token: 't',
+      protocol_version: 1,
+      hooks: ['modify_request'],
+      bodies: ['modify_request'],
+    });
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('only overridden hooks are declared; an undeclared hook or unknown method is -32601', T, async () => {
   class OnlyRoute extends RouterPlugin {
     async routeRequest() {

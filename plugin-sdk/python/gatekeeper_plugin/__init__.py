@@ -28,7 +28,9 @@ Base classes, by plugin type, and the hooks each may declare (proxy -> plugin):
   ``request_metric``, ``upstream_metric`` (batches of records).
 
 A plugin declares (and is called for) the hooks its class overrides, unless it sets
-:attr:`Plugin.hooks`. Requests, responses, upstreams and backends are plain dicts (see the
+:attr:`Plugin.hooks`. A modifier that wants bodies lists the hooks in :attr:`Plugin.bodies`
+(``bodies = ("modify_request",)``) and reads and replaces them with :func:`body_bytes` and
+:func:`set_body_bytes`. Requests, responses, upstreams and backends are plain dicts (see the
 ``TypedDict`` shapes :class:`Request`, :class:`Response`, :class:`Upstream`, :class:`Backend`);
 :func:`header`, :func:`set_header` and :func:`remove_header` handle header lists.
 
@@ -76,8 +78,10 @@ from .models import (
     RouteResult,
     Upstream,
     UpstreamMetric,
+    body_bytes,
     header,
     remove_header,
+    set_body_bytes,
     set_header,
 )
 from .plugin import (
@@ -133,11 +137,13 @@ __all__ = [
     "Upstream",
     "UpstreamMetric",
     "UpstreamPlugin",
+    "body_bytes",
     "codes",
     "header",
     "init_logging",
     "remove_header",
     "serve",
     "serve_async",
+    "set_body_bytes",
     "set_header",
 ]

@@ -11,6 +11,8 @@ Headers are lists of ``[name, value]`` pairs, in order, duplicates kept, names l
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Final, NotRequired, Required, TypedDict
 
 PROTOCOL_VERSION: Final = 1
@@ -51,6 +53,9 @@ class Request(TypedDict, total=False):
     """Id of the chosen upstream, once routed. Set it in ``modify_request`` to re-route."""
     context: JsonObject
     """Values plugins attach for later hooks of the same request."""
+    body_base64: NotRequired[str]
+    """The body, base64 -- only in ``modify_request``, only for a plugin that declared it wants
+    it (:attr:`Plugin.bodies`). Absent in a returned request: unchanged. See :func:`body_bytes`."""
 
 
 class Response(TypedDict, total=False):
@@ -61,7 +66,14 @@ class Response(TypedDict, total=False):
     headers: Headers
     """Response headers."""
     body: NotRequired[str]
-    """UTF-8 body. Absent on backend responses (they stream); when set, it replaces the body."""
+    """UTF-8 body. Absent on backend responses (they stream); when set, it replaces the body
+    (and wins over ``body_base64``)."""
+    body_base64: NotRequired[str]
+    """The body, base64, for a plugin that declared it wants it (:attr:`Plugin.bodies`).
+    Absent in a returned response (with ``body`` absent too): unchanged. See :func:`body_bytes`."""
+    body_omitted: NotRequired[bool]
+    """``True`` when the plugin wants the body but the backend's was over ``max_plugin_body``:
+    it streams to the client unchanged unless the plugin sets a body."""
 
 
 class ProxyError(TypedDict):
@@ -69,7 +81,7 @@ class ProxyError(TypedDict):
 
     kind: str
     """``no_route``, ``no_backend``, ``backend_unreachable``, ``timeout``, ``plugin_failed``,
-    ``bad_request`` or ``internal``."""
+    ``bad_request``, ``internal`` or ``body_too_large``."""
     message: str
     """A human-readable description."""
 
@@ -235,6 +247,37 @@ METRIC_HOOKS: Final = (
 
 LIFECYCLE_METHODS: Final = ("configure", "start", "heartbeat", "stop")
 """Methods every plugin answers, whatever it declares."""
+
+
+def body_bytes(message: JsonObject) -> bytes | None:
+    """The body of a request or response as bytes: a response's text ``body`` (UTF-8) if set,
+    else ``body_base64`` decoded; ``None`` when neither is present (not sent or omitted).
+    Raises :class:`ValueError` when ``body_base64`` is not valid base64.
+
+    >>> body_bytes({"body_base64": "aGk="})
+    b'hi'
+    """
+    text = message.get("body")
+    if isinstance(text, str):
+        return text.encode()
+    encoded = message.get("body_base64")
+    if encoded is None:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"body_base64 is not valid base64: {exc}") from exc
+
+
+def set_body_bytes(message: JsonObject, data: bytes) -> None:
+    """Replaces the body of a request or response in place: sets ``body_base64`` and removes a
+    text ``body`` (which would win).
+
+    >>> m = {"body": "old"}; set_body_bytes(m, b"hi"); m
+    {'body_base64': 'aGk='}
+    """
+    message.pop("body", None)
+    message["body_base64"] = base64.b64encode(data).decode("ascii")
 
 
 def header(headers: Headers, name: str) -> str | None:

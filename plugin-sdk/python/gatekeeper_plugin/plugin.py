@@ -113,6 +113,8 @@ def _check_request(value: Any, where: str) -> None:
         _check_headers(value["headers"], f"{where}['headers']")
     if "context" in value and not isinstance(value["context"], dict):
         raise InvalidResult(f"{where}['context'] must be a dict")
+    if value.get("body_base64") is not None and not isinstance(value["body_base64"], str):
+        raise InvalidResult(f"{where}['body_base64'] must be a str")
 
 
 def _check_response(value: Any, where: str) -> None:
@@ -125,6 +127,8 @@ def _check_response(value: Any, where: str) -> None:
         _check_headers(value["headers"], f"{where}['headers']")
     if value.get("body") is not None and not isinstance(value["body"], str):
         raise InvalidResult(f"{where}['body'] must be a str")
+    if value.get("body_base64") is not None and not isinstance(value["body_base64"], str):
+        raise InvalidResult(f"{where}['body_base64'] must be a str")
 
 
 def _check_optional_str(result: JsonObject, name: str, method: str) -> None:
@@ -204,6 +208,13 @@ class Plugin:
     env: PluginEnv | None = None
     """The environment the plugin is served with (name, instance, ...); set by
     :func:`~gatekeeper_plugin.serve_async` before the handshake."""
+
+    bodies: Sequence[str] = ()
+    """The declared hooks that want the body, sent in the handshake (modifiers only:
+    ``modify_request`` gets the request body, ``modify_response`` and ``modify_error_response``
+    the response body, as ``body_base64``, up to gatekeeper's ``max_plugin_body``). Use
+    :func:`~gatekeeper_plugin.body_bytes` and :func:`~gatekeeper_plugin.set_body_bytes`.
+    Default: none (bodies stream past the plugin)."""
 
     @property
     def hooks(self) -> Sequence[str]:

@@ -117,6 +117,19 @@ async def serve_async(
                 hook,
                 plugin.plugin_type,
             )
+    bodies = [str(hook) for hook in plugin.bodies]
+    for hook in bodies:
+        if hook not in hooks:
+            logger.warning(
+                "wanting the body of `%s`, which is not declared; gatekeeper ignores it", hook
+            )
+    handshake_params: JsonObject = {
+        "token": plugin_env.token,
+        "protocol_version": PROTOCOL_VERSION,
+        "hooks": hooks,
+    }
+    if bodies:
+        handshake_params["bodies"] = bodies
     if reader is None or writer is None:
         try:
             reader, writer = await asyncio.open_unix_connection(
@@ -153,7 +166,7 @@ async def serve_async(
     handshake = asyncio.create_task(
         connection.call(
             "handshake",
-            {"token": plugin_env.token, "protocol_version": PROTOCOL_VERSION, "hooks": hooks},
+            handshake_params,
             HANDSHAKE_TIMEOUT,
         ),
         name="gatekeeper_plugin:handshake",

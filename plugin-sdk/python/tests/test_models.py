@@ -15,10 +15,33 @@ from gatekeeper_plugin import (
     ROUTER_HOOKS,
     UPSTREAM_HOOKS,
     Headers,
+    body_bytes,
     header,
     remove_header,
+    set_body_bytes,
     set_header,
 )
+
+
+class BodyHelpers(unittest.TestCase):
+    def test_binary_bodies_round_trip(self) -> None:
+        data = bytes(range(256))
+        request = {"method": "POST", "path": "/"}
+        set_body_bytes(request, data)
+        self.assertEqual(body_bytes(request), data)
+        self.assertIsInstance(request["body_base64"], str)
+
+    def test_text_body_wins_and_setting_bytes_removes_it(self) -> None:
+        response = {"status": 200, "body": "text", "body_base64": "aGk="}
+        self.assertEqual(body_bytes(response), b"text")
+        set_body_bytes(response, b"")
+        self.assertNotIn("body", response)
+        self.assertEqual(body_bytes(response), b"")
+
+    def test_absent_body_is_none_and_invalid_base64_raises(self) -> None:
+        self.assertIsNone(body_bytes({"status": 200, "body_omitted": True}))
+        with self.assertRaises(ValueError):
+            body_bytes({"body_base64": "not base64!"})
 
 
 class HeaderHelpers(unittest.TestCase):

@@ -106,6 +106,21 @@ class DeclaredHooks(unittest.TestCase):
 
         run(test)
 
+    def test_the_handshake_declares_the_hooks_that_want_bodies(self) -> None:
+        class Bodies(Echo):
+            bodies = ("modify_request",)
+
+        async def test() -> None:
+            proxy = await FakeProxy.start(Bodies())
+            try:
+                message = await proxy.handshake()
+                self.assertEqual(message["params"]["hooks"], ["modify_request"])
+                self.assertEqual(message["params"]["bodies"], ["modify_request"])
+            finally:
+                await proxy.shutdown()
+
+        run(test)
+
     def test_declaring_a_hook_the_type_lacks_is_warned_about(self) -> None:
         plugin = Echo()
         plugin.hooks = ["modify_request", "route_request"]

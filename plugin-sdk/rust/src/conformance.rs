@@ -259,6 +259,8 @@ impl ModifierPlugin for Conformance {
                     status,
                     headers: vec![(SDK_HEADER.to_owned(), sdk.clone())],
                     body: Some(format!("answered by {sdk}")),
+                    body_base64: None,
+                    body_omitted: false,
                 }),
             });
         }
@@ -311,6 +313,8 @@ impl ModifierPlugin for Conformance {
                 status: params.response.status,
                 headers: vec![("content-type".to_owned(), "application/json".to_owned())],
                 body: Some(body),
+                body_base64: None,
+                body_omitted: false,
             }),
         })
     }

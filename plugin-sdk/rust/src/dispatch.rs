@@ -39,6 +39,11 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     /// The hooks declared in the handshake.
     fn hooks(&self) -> &'static [&'static str];
 
+    /// The declared hooks that want the body (`bodies` in the handshake). Default: none.
+    fn bodies(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Answers a call of one of this type's hooks; `None` when the method is not one of them.
     fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>>;
 
@@ -169,6 +174,7 @@ impl<P: UpstreamPlugin> Dispatch for AsUpstream<P> {
 /// [`Dispatch`] with the hook table given as `wire method => answer(trait method)`.
 macro_rules! adapter {
     ($(#[$doc:meta])* $name:ident: $plugin_trait:ident as $plugin_type:expr,
+     $(bodies: $bodies:ident,)?
      { $($method:ident => $answer:ident($call:ident)),+ $(,)? }) => {
         $(#[$doc])*
         pub(crate) struct $name<P>(pub(crate) P);
@@ -185,6 +191,12 @@ macro_rules! adapter {
                 self.0.hooks()
             }
 
+            $(
+                fn bodies(&self) -> &'static [&'static str] {
+                    self.0.$bodies()
+                }
+            )?
+
             fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
                 let plugin = &self.0;
                 hooks!(request, { $($method => $answer(|p| plugin.$call(p))),+ })
@@ -195,7 +207,7 @@ macro_rules! adapter {
 
 adapter!(
     /// A [`ModifierPlugin`] being served.
-    AsModifier: ModifierPlugin as PluginType::Modifier, {
+    AsModifier: ModifierPlugin as PluginType::Modifier, bodies: bodies, {
         ModifyRequest => answer(modify_request),
         ModifyResponse => answer(modify_response),
         ModifyErrorResponse => answer(modify_error_response),

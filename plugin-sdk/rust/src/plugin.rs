@@ -123,6 +123,20 @@ pub trait ModifierPlugin: Plugin {
         MODIFIER_HOOKS
     }
 
+    /// The declared hooks that want the body, sent in the handshake (`bodies`): the request
+    /// body in [`modify_request`](Self::modify_request), the response body in
+    /// [`modify_response`](Self::modify_response) and
+    /// [`modify_error_response`](Self::modify_error_response), as `body_base64`, up to
+    /// gatekeeper's `max_plugin_body`. Read it with `body_bytes()` and replace it with
+    /// `set_body_bytes()` on [`HttpRequest`](crate::HttpRequest) and
+    /// [`HttpResponse`](crate::HttpResponse); a returned request or response without
+    /// `body_base64` leaves the body unchanged.
+    ///
+    /// Default: none (bodies stream past the plugin, which costs nothing).
+    fn bodies(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Runs for every request after routing, before a backend is picked. Return a changed
     /// `request` to replace it, or a `response` to answer the client directly (later modifiers
     /// and the backend are then skipped).
@@ -138,8 +152,9 @@ pub trait ModifierPlugin: Plugin {
         }
     }
 
-    /// Runs for every response (status and headers; bodies stream past) before the client gets
-    /// it, including responses a modifier gave directly.
+    /// Runs for every response (status and headers; the body only if declared in
+    /// [`bodies`](Self::bodies), else it streams past) before the client gets it, including
+    /// responses a modifier gave directly.
     ///
     /// Default: leaves the response unchanged.
     fn modify_response(

@@ -189,6 +189,13 @@ where
     for hook in hooks.iter().filter(|h| !valid.contains(&h.as_str())) {
         tracing::warn!(hook, r#type = %D::TYPE, "declaring a hook this plugin type does not have; gatekeeper ignores it");
     }
+    let dispatch_bodies: Vec<String> = dispatch.bodies().iter().map(|h| (*h).to_owned()).collect();
+    for hook in dispatch_bodies.iter().filter(|h| !hooks.contains(h)) {
+        tracing::warn!(
+            hook,
+            "wanting the body of a hook that is not declared; gatekeeper ignores it"
+        );
+    }
     let stopped = Arc::new(Notify::new());
     let handler = PluginHandler {
         dispatch: Arc::new(dispatch),
@@ -204,6 +211,7 @@ where
         token: env.token.clone(),
         protocol_version: PROTOCOL_VERSION,
         hooks,
+        bodies: dispatch_bodies,
     };
     let accepted = match peer.request::<Handshake>(&params, HANDSHAKE_TIMEOUT).await {
         Ok(accepted) => accepted,

@@ -70,7 +70,7 @@ impl ModifierPlugin for Tagger {
     }
 }
 
-fn modifier(plugin: Tagger, token: &str) -> Harness {
+fn modifier<P: ModifierPlugin>(plugin: P, token: &str) -> Harness {
     let env = env(PluginType::Modifier, token);
     harness(PluginType::Modifier, move |io| {
         tokio::spawn(async move { run_modifier(plugin, io, &env).await })
@@ -158,6 +158,8 @@ async fn undeclared_hooks_are_refused() {
             status: 200,
             headers: Vec::new(),
             body: None,
+            body_base64: None,
+            body_omitted: false,
         },
     };
     let err = h
@@ -297,4 +299,60 @@ async fn a_manager_error_fails_start_with_the_proxys_code() {
         "{}",
         error.message()
     );
+}
+
+/// A modifier that wants the request body and upper-cases it.
+struct Upper;
+
+impl Plugin for Upper {}
+
+impl ModifierPlugin for Upper {
+    fn hooks(&self) -> &'static [&'static str] {
+        &["modify_request"]
+    }
+
+    fn bodies(&self) -> &'static [&'static str] {
+        &["modify_request"]
+    }
+
+    async fn modify_request(
+        &self,
+        params: ModifyRequestParams,
+    ) -> Result<ModifyRequestResult, HookError> {
+        let mut request = params.request;
+        let body = match request.body_bytes() {
+            Some(Ok(body)) => body,
+            Some(Err(e)) => return Err(HookError::invalid_params(format!("bad body: {e}"))),
+            None => return Ok(ModifyRequestResult::default()),
+        };
+        request.set_body_bytes(&body.to_ascii_uppercase());
+        Ok(ModifyRequestResult {
+            request: Some(request),
+            response: None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_modifier_declares_the_bodies_it_wants_and_replaces_them() {
+    let mut h = modifier(Upper, TOKEN);
+    let handshake = h.handshake().await;
+    assert_eq!(handshake.bodies, vec!["modify_request".to_owned()]);
+    h.proxy.request::<Start>(&Empty {}, CALL).await.unwrap();
+    let mut sent = request("/x");
+    sent.set_body_bytes(b"hello\x00\xff");
+    let params = ModifyRequestParams { request: sent };
+    let result = h
+        .proxy
+        .request::<ModifyRequest>(&params, CALL)
+        .await
+        .unwrap();
+    let changed = result.request.expect("a changed request");
+    assert_eq!(changed.body_bytes().unwrap().unwrap(), b"HELLO\x00\xff");
+}
+
+#[tokio::test]
+async fn a_modifier_wants_no_bodies_by_default() {
+    let mut h = modifier(Tagger::default(), TOKEN);
+    assert!(h.handshake().await.bodies.is_empty());
 }

@@ -45,6 +45,10 @@ impl Modifier for PluginHook {
         self.failure
     }
 
+    fn wants_body(&self, hook: &str) -> bool {
+        self.plugin.handle().wants_body(hook)
+    }
+
     fn modify_request(
         &self,
         params: ModifyRequestParams,

@@ -156,6 +156,8 @@ fn too_many(retry_after_secs: u64) -> HttpResponse {
             ),
         ],
         body: Some(TOO_MANY_BODY.to_owned()),
+        body_base64: None,
+        body_omitted: false,
     }
 }
 

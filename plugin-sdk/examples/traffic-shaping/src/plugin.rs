@@ -108,6 +108,8 @@ fn busy() -> HttpResponse {
             ),
         ],
         body: Some(BUSY_BODY.to_owned()),
+        body_base64: None,
+        body_omitted: false,
     }
 }
 
@@ -318,6 +320,8 @@ mod tests {
             status: 200,
             headers: vec![],
             body: None,
+            body_base64: None,
+            body_omitted: false,
         }
     }
 
@@ -411,6 +415,8 @@ mod tests {
                     status: 504,
                     headers: vec![],
                     body: Some("timeout\n".into()),
+                    body_base64: None,
+                    body_omitted: false,
                 },
                 error: ProxyError {
                     kind: "timeout".into(),
