@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use gatekeeper_proxy::forwarded::{valid_via_name, ForwardedMode, DEFAULT_VIA};
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::types::Object;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,8 @@ struct FileConfig {
     metrics_batch_size: Option<usize>,
     metrics_flush_interval: Option<String>,
     metrics_buffer: Option<usize>,
+    forwarded_headers: Option<String>,
+    via: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -146,6 +149,10 @@ pub struct Settings {
     pub plugins: Vec<PluginSetting>,
     /// Metric batching.
     pub metrics: MetricsSettings,
+    /// How `X-Forwarded-For`, `-Proto` and `-Host` are written.
+    pub forwarded_headers: ForwardedMode,
+    /// gatekeeper's name in `Via` (empty: no `Via`).
+    pub via: String,
 }
 
 /// Durations as humantime strings in the `--check` output.
@@ -471,6 +478,17 @@ impl Settings {
             bail!("metrics_flush_interval: must be more than 0");
         }
 
+        let forwarded_headers = match file.forwarded_headers.as_deref() {
+            None => ForwardedMode::default(),
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| anyhow!("forwarded_headers: {e}"))?,
+        };
+        let via = file.via.unwrap_or_else(|| DEFAULT_VIA.to_owned());
+        if !via.is_empty() && !valid_via_name(&via) {
+            bail!("via: `{via}` is not a token or host[:port] (e.g. \"gatekeeper\"; \"\" disables Via)");
+        }
+
         Ok(Settings {
             listeners,
             default_timeout,
@@ -488,6 +506,8 @@ impl Settings {
             },
             plugins,
             metrics,
+            forwarded_headers,
+            via,
         })
     }
 }
@@ -561,6 +581,8 @@ mod tests {
         assert!(err("", "gk --listen 1.2.3.4").contains("--listen"));
         assert!(err("default_timeout = \"soon\"", "gk").contains("default_timeout"));
         assert!(err("bogus = 1", "gk").contains("bogus"));
+        assert!(err("forwarded_headers = \"trust\"", "gk").contains("forwarded_headers"));
+        assert!(err("via = \"two words\"", "gk").contains("via"));
         assert!(err(
             "[[plugin]]\ntype = \"modifier\"\ncommand = \"/no/such/plugin\"",
             "gk"
@@ -609,5 +631,16 @@ mod tests {
         let names: Vec<_> = s.plugins.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["sh", "sh-2"]);
         assert_eq!(s.listeners[0].addr.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn forwarding_headers_settings() {
+        let s = Settings::merge(&cli("gk"), FileConfig::default()).unwrap();
+        assert_eq!(s.forwarded_headers, ForwardedMode::Append);
+        assert_eq!(s.via, "gatekeeper");
+        let f = file("forwarded_headers = \"replace\"\nvia = \"\"");
+        let s = Settings::merge(&cli("gk"), f).unwrap();
+        assert_eq!(s.forwarded_headers, ForwardedMode::Replace);
+        assert_eq!(s.via, "");
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use gatekeeper_plugin_host::{LaunchOptions, Manager, PluginHandle, PluginHost, PluginSpec};
+use gatekeeper_proxy::forwarded::ForwardedConfig;
 use gatekeeper_proxy::{
     ListenerConfig, LoadBalancerHook, MetricKind, Metrics, MetricsConfig, MetricsExporter,
     Modifier, Proxy, ProxyConfig, Registry, RouterHook,
@@ -51,6 +52,10 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
             .collect(),
         default_timeout: settings.default_timeout,
         header_read_timeout: settings.header_read_timeout,
+        forwarded: ForwardedConfig {
+            mode: settings.forwarded_headers,
+            via: settings.via.clone(),
+        },
         ..ProxyConfig::default()
     }
 }

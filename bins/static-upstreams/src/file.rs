@@ -7,6 +7,7 @@
 //!   protocols: [http-public]   # listener names; empty or absent means all
 //!   hostnames: [httpbin.org]
 //!   prefixes: [httpbin]    # first path segments, without slashes
+//!   host_header: backend   # optional: preserve (default), backend, or a host[:port]
 //!   backends:              # base URLs
 //!     - https://httpbin.org
 //! ```
@@ -48,6 +49,9 @@ struct Entry {
     /// Built-in balancer: `random` (default), `round_robin` or `least_outstanding`.
     #[serde(default)]
     balancer: Option<String>,
+    /// The `Host` backends receive: `preserve` (default), `backend`, or a `host[:port]`.
+    #[serde(default)]
+    host_header: Option<String>,
 }
 
 /// How backends get their ids.
@@ -216,6 +220,7 @@ fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUp
         hostnames: entry.hostnames,
         prefixes,
         balancer: entry.balancer,
+        host_header: entry.host_header,
         extra: Object::new(),
     };
     Ok(StaticUpstream { upstream, backends })
@@ -353,6 +358,19 @@ mod tests {
         assert_eq!(api.backends[0].id, "http://10.0.0.1:80");
         assert!(parse("", BackendIds::Url).unwrap().is_empty());
         assert!(parse("---\n", BackendIds::Url).unwrap().is_empty());
+    }
+
+    #[test]
+    fn host_header_passes_through() {
+        let upstreams = parse(
+            "a:\n  host_header: backend\nb:\n  host_header: api.internal:8080\nc: {}\n",
+            BackendIds::Url,
+        )
+        .unwrap();
+        let host = |i: usize| upstreams[i].upstream.host_header.as_deref();
+        assert_eq!(host(0), Some("backend"));
+        assert_eq!(host(1), Some("api.internal:8080"));
+        assert_eq!(host(2), None);
     }
 
     #[test]

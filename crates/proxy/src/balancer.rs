@@ -141,6 +141,7 @@ mod tests {
             hostnames: vec![],
             prefixes: vec![],
             balancer: Some(kind.as_str().into()),
+            host_header: None,
             extra: Default::default(),
         };
         UpstreamEntry::new(upstream, backends, kind, Arc::default())

@@ -16,6 +16,7 @@ pub mod balancer;
 mod body;
 mod connect;
 pub mod forward;
+pub mod forwarded;
 mod lifecycle;
 pub mod metrics;
 pub mod modifier;
@@ -25,6 +26,7 @@ pub mod router;
 mod server;
 pub mod service;
 mod timing;
+mod upgrade;
 mod view;
 
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
+pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier};
 pub use plugins::{LoadBalancerHook, RouterHook};
@@ -63,6 +66,9 @@ pub struct ProxyConfig {
     pub keepalive_idle: Duration,
     /// How long in-flight connections may finish after shutdown is requested (default 10s).
     pub shutdown_grace: Duration,
+    /// The `X-Forwarded-*` and `Via` headers added to forwarded requests (default: append,
+    /// `Via: 1.1 gatekeeper`).
+    pub forwarded: ForwardedConfig,
 }
 
 impl Default for ProxyConfig {
@@ -73,6 +79,7 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            forwarded: ForwardedConfig::default(),
         }
     }
 }
@@ -97,6 +104,9 @@ pub enum ProxyError {
     /// Two listeners have the same name.
     #[error("duplicate listener name `{0}`")]
     DuplicateListener(String),
+    /// The `via` setting is not a valid `Via` name.
+    #[error(transparent)]
+    InvalidVia(#[from] forwarded::InvalidVia),
 }
 
 /// The proxy, configured but not yet listening.

@@ -24,7 +24,7 @@ use gatekeeper_rpc::methods::{
 use gatekeeper_rpc::metrics::{ModifierPhase, Phases};
 use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
 use http::request::Parts;
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestBody};
@@ -36,6 +36,7 @@ use crate::registry::{BackendEntry, InFlight, Snapshot, UpstreamEntry};
 use crate::router;
 use crate::service::{forward_error_kind, Shared};
 use crate::timing::RequestRecord;
+use crate::upgrade::{self, UpgradeRequest};
 use crate::view::{
     build_view, plain, prefixless, request_host, response_from_view, valid_status, Kind,
 };
@@ -102,6 +103,8 @@ pub(crate) struct Flow<'a> {
     /// Whether a plugin returned a changed request (method and headers come from the view).
     changed: bool,
     record: Option<Box<RequestRecord>>,
+    /// The protocol switch the client asked for, if any.
+    upgrade: Option<UpgradeRequest>,
 }
 
 impl<'a> Flow<'a> {
@@ -126,7 +129,14 @@ impl<'a> Flow<'a> {
             path_from_view: false,
             changed: false,
             record,
+            upgrade: None,
         }
+    }
+
+    /// Passes an upgrade request on to the backend (see [`crate::upgrade`]).
+    pub(crate) fn with_upgrade(mut self, upgrade: Option<UpgradeRequest>) -> Self {
+        self.upgrade = upgrade;
+        self
     }
 
     /// Handles the request; the response body finishes the metrics record.
@@ -388,6 +398,10 @@ impl<'a> Flow<'a> {
         let mut parts = std::mem::replace(&mut self.parts, Request::new(()).into_parts().0);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
+        upstream.host_header.apply(&mut parts.headers, &backend);
+        if let Some(upgrade) = &self.upgrade {
+            upgrade.prepare(&mut parts.headers);
+        }
         let timeout = shared.timeout(&upstream);
         let in_flight = InFlight::new(backend.clone());
         let started = self.now();
@@ -409,7 +423,7 @@ impl<'a> Flow<'a> {
             };
             record.record_upstream(&backend.backend.id, latency, outcome);
         }
-        let response = match result {
+        let mut response = match result {
             Ok(response) => response,
             Err(e) => {
                 drop(in_flight);
@@ -418,6 +432,21 @@ impl<'a> Flow<'a> {
                 return self.reject(reject).await;
             }
         };
+        let version = response.version();
+        shared
+            .forwarded
+            .apply_response(response.headers_mut(), version);
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The upgraded stream is not for plugins: modify_response does not run.
+            return match upgrade::switch(self.upgrade.take(), response, in_flight) {
+                Some(switched) => switched,
+                None => {
+                    let message = "backend switched protocols unasked".to_string();
+                    let reject = Reject::Error(Kind::BackendUnreachable, message);
+                    self.reject(reject).await
+                }
+            };
+        }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = ProxyBody::streamed(body, Some(in_flight));

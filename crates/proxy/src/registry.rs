@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 pub use entry::{BackendEntry, InFlight, UpstreamEntry};
 
 use crate::balancer::BalancerKind;
+use crate::forwarded::HostHeader;
 
 /// Why a registry change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -255,6 +256,8 @@ fn normalize(mut upstream: Upstream) -> Result<(Upstream, BalancerKind), Registr
             )
         })?,
     };
+    HostHeader::parse(upstream.host_header.as_deref())
+        .map_err(|reason| invalid(&upstream.id, reason))?;
     if upstream.name.is_empty() {
         upstream.name = upstream.id.clone();
     }

@@ -109,6 +109,7 @@ mod tests {
             hostnames: list(hostnames),
             prefixes: list(prefixes),
             balancer: None,
+            host_header: None,
             extra: Default::default(),
         }
     }

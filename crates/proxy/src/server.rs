@@ -19,6 +19,7 @@ use gatekeeper_rpc::metrics::events;
 use gatekeeper_rpc::types::Object;
 
 use crate::forward::new_client;
+use crate::forwarded::ForwardedHeaders;
 use crate::metrics::Metrics;
 use crate::modifier::Chain;
 use crate::service::Shared;
@@ -59,18 +60,22 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
             })?;
         listeners.push((Arc::from(l.name.as_str()), listener));
     }
+    let forwarded = ForwardedHeaders::new(&config.forwarded)?;
     Ok(BoundProxy {
         listeners,
-        shared: Arc::new(Shared::new(
-            proxy.registry,
-            Chain::new(proxy.modifiers),
-            proxy.balancer,
-            proxy.router,
-            proxy.loadbalancer,
-            proxy.metrics.clone(),
-            new_client(Shared::wants_connect_time(&proxy.metrics)),
-            config.default_timeout,
-        )),
+        shared: Arc::new(
+            Shared::new(
+                proxy.registry,
+                Chain::new(proxy.modifiers),
+                proxy.balancer,
+                proxy.router,
+                proxy.loadbalancer,
+                proxy.metrics.clone(),
+                new_client(Shared::wants_connect_time(&proxy.metrics)),
+                config.default_timeout,
+            )
+            .with_forwarded(forwarded),
+        ),
         header_read_timeout: config.header_read_timeout,
         shutdown_grace: config.shutdown_grace,
     })
@@ -203,9 +208,11 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         let shared = shared.clone();
         let listener = listener.clone();
-        async move { Ok::<_, Infallible>(shared.handle(&listener, remote, request).await) }
+        async move { Ok::<_, Infallible>(shared.handle(&listener, remote, false, request).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

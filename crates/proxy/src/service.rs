@@ -13,19 +13,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::balancer::Balancer;
 pub use crate::body::ProxyBody;
 use crate::body::RequestBody;
 use crate::forward::{backend_uri, forward, strip_hop_by_hop, BackendClient, ForwardError};
+use crate::forwarded::ForwardedHeaders;
 use crate::lifecycle::Flow;
 use crate::metrics::{MetricKind, Metrics};
 use crate::modifier::Chain;
 use crate::plugins::{LoadBalancerHook, RouterHook};
 use crate::registry::{InFlight, Registry, UpstreamEntry};
 use crate::router;
+use crate::upgrade::{self, UpgradeRequest};
 use crate::view::{plain, prefixless, request_host, Kind};
 
 pub(crate) fn forward_error_kind(e: &ForwardError) -> Kind {
@@ -47,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) measure: bool,
     pub(crate) client: BackendClient,
     pub(crate) default_timeout: Duration,
+    /// The `X-Forwarded-*` and `Via` headers to add.
+    pub(crate) forwarded: ForwardedHeaders,
 }
 
 impl Shared {
@@ -75,7 +79,14 @@ impl Shared {
             measure,
             client,
             default_timeout,
+            forwarded: ForwardedHeaders::default(),
         }
+    }
+
+    /// Sets the forwarding headers to add (default: [`crate::ForwardedConfig::default`]).
+    pub(crate) fn with_forwarded(mut self, forwarded: ForwardedHeaders) -> Self {
+        self.forwarded = forwarded;
+        self
     }
 
     /// Whether new backend connections should be timed.
@@ -97,19 +108,25 @@ impl Shared {
             && !self.measure
     }
 
-    /// Handles one request.
+    /// Handles one request that arrived on `listener` (over TLS when `tls`).
     pub(crate) async fn handle(
         &self,
         listener: &str,
         remote: SocketAddr,
+        tls: bool,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = request.into_parts();
+        let upgrade = UpgradeRequest::detect(&mut parts);
         strip_hop_by_hop(&mut parts.headers);
+        self.forwarded.apply(&mut parts, remote.ip(), tls);
         if self.fast() {
-            self.fast_path(parts, body, listener).await
+            self.fast_path(parts, body, listener, upgrade).await
         } else {
-            Flow::new(self, listener, remote, parts).run(body).await
+            Flow::new(self, listener, remote, parts)
+                .with_upgrade(upgrade)
+                .run(body)
+                .await
         }
     }
 
@@ -119,6 +136,7 @@ impl Shared {
         mut parts: Parts,
         body: Incoming,
         listener: &str,
+        upgrade: Option<UpgradeRequest>,
     ) -> Response<ProxyBody> {
         if parts.method == Method::CONNECT {
             return plain(Kind::BadRequest);
@@ -148,11 +166,22 @@ impl Shared {
             }
         };
         parts.version = Version::HTTP_11;
+        upstream.host_header.apply(&mut parts.headers, &backend);
+        if let Some(upgrade) = &upgrade {
+            upgrade.prepare(&mut parts.headers);
+        }
         let timeout = self.timeout(&upstream);
         let in_flight = InFlight::new(backend);
         let request = Request::from_parts(parts, RequestBody::new(body, None));
         match forward(&self.client, request, timeout).await {
-            Ok(response) => {
+            Ok(mut response) => {
+                let version = response.version();
+                self.forwarded
+                    .apply_response(response.headers_mut(), version);
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return upgrade::switch(upgrade, response, in_flight)
+                        .unwrap_or_else(|| plain(Kind::BackendUnreachable));
+                }
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, ProxyBody::streamed(body, Some(in_flight)))

@@ -33,6 +33,10 @@ pub struct Upstream {
     /// [`BALANCERS`] (`random`, `round_robin`, `least_outstanding`). `None` means `random`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<String>,
+    /// The `Host` header its backends receive: `None` or `"preserve"` for the client's,
+    /// `"backend"` for the backend's `host:port`, any other value (a `host[:port]`) as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_header: Option<String>,
     /// Anything else the plugin wants to attach.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Object,

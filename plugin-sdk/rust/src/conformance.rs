@@ -394,6 +394,7 @@ impl UpstreamPlugin for Conformance {
                 hostnames: Vec::new(),
                 prefixes: vec![config.prefix.clone()],
                 balancer: None,
+                host_header: None,
                 extra: Object::new(),
             })
             .await?;

@@ -39,6 +39,7 @@ fn upstream(id: &str) -> Upstream {
         hostnames: vec![],
         prefixes: vec![],
         balancer: None,
+        host_header: None,
         extra: Object::new(),
     }
 }

@@ -233,6 +233,7 @@ impl UpstreamPlugin for Fixed {
                 hostnames: vec!["api.example".into()],
                 prefixes: vec!["api".into()],
                 balancer: None,
+                host_header: None,
                 extra: Object::new(),
             })
             .await?;

@@ -9,6 +9,7 @@ use http::uri::{Authority, Scheme, Uri};
 
 use super::RegistryError;
 use crate::balancer::BalancerKind;
+use crate::forwarded::HostHeader;
 
 /// A backend with its address parsed once, when it was added.
 ///
@@ -113,6 +114,9 @@ pub struct UpstreamEntry {
     pub backends: Vec<Arc<BackendEntry>>,
     /// The built-in balancer named by `upstream.balancer`.
     pub balancer: BalancerKind,
+    /// The `Host` its backends receive, read from `upstream.host_header` (checked by the
+    /// registry; an invalid value, only possible for entries built elsewhere, preserves).
+    pub host_header: HostHeader,
     /// Round-robin position, shared by every snapshot of this upstream.
     round_robin: Arc<AtomicUsize>,
 }
@@ -127,6 +131,7 @@ impl UpstreamEntry {
         round_robin: Arc<AtomicUsize>,
     ) -> Self {
         UpstreamEntry {
+            host_header: HostHeader::parse(upstream.host_header.as_deref()).unwrap_or_default(),
             upstream,
             backends,
             balancer,

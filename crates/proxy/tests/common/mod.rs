@@ -138,6 +138,7 @@ pub fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
         hostnames: vec![format!("{id}.test")],
         prefixes: vec![prefix.into()],
         balancer: None,
+        host_header: None,
         extra: Default::default(),
     }
 }
