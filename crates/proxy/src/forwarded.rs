@@ -3,9 +3,11 @@
 //! and responses, and the `Host` a backend receives ([`HostHeader`], per upstream).
 //!
 //! Header values that do not depend on the request (the `Via` entries, `http`/`https`) are built
-//! once, when the proxy starts; per request, only `X-Forwarded-For` allocates (the client's
-//! address as text, joined to an earlier value when there is one).
+//! once, when the proxy starts. The client's address as a header value is cached per thread
+//! (keep-alive connections send many requests from one address), so a request allocates only
+//! to join an `X-Forwarded-For` or `Via` the client already sent.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -211,10 +213,10 @@ impl ForwardedHeaders {
         match self.mode {
             ForwardedMode::Off => {}
             ForwardedMode::Append => {
-                let ip = Bytes::from(remote.to_canonical().to_string());
-                append_to_list(&mut parts.headers, X_FORWARDED_FOR, &ip, || {
-                    HeaderValue::from_maybe_shared(ip.clone())
-                        .unwrap_or(HeaderValue::from_static(""))
+                parts.headers.reserve(4);
+                let ip = address_value(remote);
+                append_to_list(&mut parts.headers, X_FORWARDED_FOR, ip.as_bytes(), || {
+                    ip.clone()
                 });
                 if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
                     parts.headers.insert(X_FORWARDED_PROTO, proto);
@@ -226,10 +228,8 @@ impl ForwardedHeaders {
                 }
             }
             ForwardedMode::Replace => {
-                let ip = Bytes::from(remote.to_canonical().to_string());
-                if let Ok(ip) = HeaderValue::from_maybe_shared(ip) {
-                    parts.headers.insert(X_FORWARDED_FOR, ip);
-                }
+                parts.headers.reserve(4);
+                parts.headers.insert(X_FORWARDED_FOR, address_value(remote));
                 parts.headers.insert(X_FORWARDED_PROTO, proto);
                 match client_host(parts) {
                     Some(host) => parts.headers.insert(X_FORWARDED_HOST, host),
@@ -248,6 +248,37 @@ impl ForwardedHeaders {
             via.add(headers, version);
         }
     }
+}
+
+thread_local! {
+    /// The last client address [`address_value`] formatted on this thread.
+    static LAST_ADDRESS: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// A client's address as a header value (IPv4-mapped IPv6 addresses as IPv4), reusing the last
+/// one formatted on this thread when it is the same address.
+fn address_value(remote: IpAddr) -> HeaderValue {
+    let remote = remote.to_canonical();
+    let format = || {
+        // An address's text is always a valid header value.
+        HeaderValue::from_maybe_shared(Bytes::from(remote.to_string()))
+            .unwrap_or(HeaderValue::from_static("unknown"))
+    };
+    LAST_ADDRESS
+        .try_with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return format();
+            };
+            match &*last {
+                Some((ip, value)) if *ip == remote => value.clone(),
+                _ => {
+                    let value = format();
+                    *last = Some((remote, value.clone()));
+                    value
+                }
+            }
+        })
+        .unwrap_or_else(|_| format())
 }
 
 /// The client's `Host` header, or the authority of an absolute-form request URI.
@@ -402,6 +433,15 @@ mod tests {
         assert_eq!(values(&p, "x-forwarded-for"), ["1.1.1.1"]);
         assert!(values(&p, "x-forwarded-proto").is_empty());
         assert_eq!(values(&p10, "via"), ["1.0 gatekeeper"]);
+    }
+
+    #[test]
+    fn cached_addresses_follow_the_client() {
+        let other: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(address_value(CLIENT), "10.0.0.7");
+        assert_eq!(address_value(CLIENT), "10.0.0.7");
+        assert_eq!(address_value(other), "2001:db8::1");
+        assert_eq!(address_value(CLIENT), "10.0.0.7");
     }
 
     #[test]
