@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use gatekeeper_proxy::forwarded::{valid_via_name, ForwardedMode, DEFAULT_VIA};
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::types::Object;
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,8 @@ struct FileConfig {
     metrics_buffer: Option<usize>,
     passive_health_failures: Option<u32>,
     passive_health_cooldown: Option<String>,
+    forwarded_headers: Option<String>,
+    via: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -208,6 +211,10 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Passive health defaults of upstreams that set none.
     pub passive_health: PassiveHealthSettings,
+    /// How `X-Forwarded-For`, `-Proto` and `-Host` are written.
+    pub forwarded_headers: ForwardedMode,
+    /// gatekeeper's name in `Via` (empty: no `Via`).
+    pub via: String,
 }
 
 /// Passive health defaults (an upstream's `passive_health` overrides them).
@@ -683,6 +690,16 @@ impl Settings {
         if passive_health.cooldown.is_zero() {
             bail!("passive_health_cooldown: must be more than 0");
         }
+        let forwarded_headers = match file.forwarded_headers.as_deref() {
+            None => ForwardedMode::default(),
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| anyhow!("forwarded_headers: {e}"))?,
+        };
+        let via = file.via.unwrap_or_else(|| DEFAULT_VIA.to_owned());
+        if !via.is_empty() && !valid_via_name(&via) {
+            bail!("via: `{via}` is not a token or host[:port] (e.g. \"gatekeeper\"; \"\" disables Via)");
+        }
 
         Ok(Settings {
             listeners,
@@ -714,6 +731,8 @@ impl Settings {
             plugins,
             metrics,
             passive_health,
+            forwarded_headers,
+            via,
         })
     }
 }
@@ -800,6 +819,8 @@ mod tests {
         assert!(err("connect_timeout = \"soon\"", "gk").contains("connect_timeout"));
         assert!(err("connect_timeout = \"0s\"", "gk").contains("connect_timeout"));
         assert!(err("bogus = 1", "gk").contains("bogus"));
+        assert!(err("forwarded_headers = \"trust\"", "gk").contains("forwarded_headers"));
+        assert!(err("via = \"two words\"", "gk").contains("via"));
         assert!(err(
             "[[plugin]]\ntype = \"modifier\"\ncommand = \"/no/such/plugin\"",
             "gk"
@@ -931,5 +952,16 @@ mod tests {
         assert_eq!(s.listeners[0].addr.to_string(), DEFAULT_LISTEN);
         assert_eq!(s.passive_health.failures, DEFAULT_PASSIVE_HEALTH_FAILURES);
         assert_eq!(s.passive_health.cooldown, DEFAULT_PASSIVE_HEALTH_COOLDOWN);
+    }
+
+    #[test]
+    fn forwarding_headers_settings() {
+        let s = Settings::merge(&cli("gk"), FileConfig::default()).unwrap();
+        assert_eq!(s.forwarded_headers, ForwardedMode::Append);
+        assert_eq!(s.via, "gatekeeper");
+        let f = file("forwarded_headers = \"replace\"\nvia = \"\"");
+        let s = Settings::merge(&cli("gk"), f).unwrap();
+        assert_eq!(s.forwarded_headers, ForwardedMode::Replace);
+        assert_eq!(s.via, "");
     }
 }

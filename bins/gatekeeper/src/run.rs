@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use gatekeeper_plugin_host::{LaunchOptions, Manager, PluginHandle, PluginHost, PluginSpec};
+use gatekeeper_proxy::forwarded::ForwardedConfig;
 use gatekeeper_proxy::{
     ListenerConfig, LoadBalancerHook, MetricKind, Metrics, MetricsConfig, MetricsExporter,
     Modifier, Proxy, ProxyConfig, Registry, RouterHook, TlsReloader,
@@ -59,6 +60,10 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
         max_header_bytes: settings.max_header_bytes,
         max_connections: settings.max_connections,
         max_plugin_body: settings.max_plugin_body,
+        forwarded: ForwardedConfig {
+            mode: settings.forwarded_headers,
+            via: settings.via.clone(),
+        },
         ..ProxyConfig::default()
     }
 }

@@ -11,6 +11,7 @@
 //!   backend_protocol: h2c  # optional: http1 (default) or h2c
 //!   connect_timeout: 1s    # optional, humantime syntax; the proxy's default when absent
 //!   max_connections_per_backend: 64   # optional; no limit when absent
+//!   host_header: backend   # optional: preserve (default), backend, or a host[:port]
 //!   backends:              # base URLs
 //!     - https://httpbin.org
 //!     - address: https://eu.httpbin.org   # or a map, with a weight (default 1)
@@ -65,6 +66,9 @@ struct Entry {
     /// Built-in balancer: `random` (default), `round_robin` or `least_outstanding`.
     #[serde(default)]
     balancer: Option<String>,
+    /// The `Host` backends receive: `preserve` (default), `backend`, or a `host[:port]`.
+    #[serde(default)]
+    host_header: Option<String>,
     /// Protocol to the backends: `http1` (default) or `h2c`.
     #[serde(default)]
     backend_protocol: Option<String>,
@@ -361,6 +365,7 @@ fn convert(id: String, entry: Entry, ids: BackendIds) -> anyhow::Result<StaticUp
             cooldown_ms: p.cooldown.map(timeout_millis),
         }),
         health_check,
+        host_header: entry.host_header,
         extra: Object::new(),
     };
     Ok(StaticUpstream { upstream, backends })
@@ -513,6 +518,19 @@ mod tests {
         assert_eq!(api.backends[0].id, "http://10.0.0.1:80");
         assert!(parse("", BackendIds::Url).unwrap().is_empty());
         assert!(parse("---\n", BackendIds::Url).unwrap().is_empty());
+    }
+
+    #[test]
+    fn host_header_passes_through() {
+        let upstreams = parse(
+            "a:\n  host_header: backend\nb:\n  host_header: api.internal:8080\nc: {}\n",
+            BackendIds::Url,
+        )
+        .unwrap();
+        let host = |i: usize| upstreams[i].upstream.host_header.as_deref();
+        assert_eq!(host(0), Some("backend"));
+        assert_eq!(host(1), Some("api.internal:8080"));
+        assert_eq!(host(2), None);
     }
 
     #[test]

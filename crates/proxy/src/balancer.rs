@@ -267,6 +267,7 @@ mod tests {
             max_connections_per_backend: None,
             passive_health: None,
             health_check: None,
+            host_header: None,
             extra: Default::default(),
         };
         UpstreamEntry::new(upstream, backends, kind, Arc::default())

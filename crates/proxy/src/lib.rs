@@ -17,6 +17,7 @@ mod body;
 mod connect;
 mod connection;
 pub mod forward;
+pub mod forwarded;
 pub mod health;
 mod lifecycle;
 pub mod metrics;
@@ -29,6 +30,7 @@ mod server;
 pub mod service;
 mod timing;
 mod tls;
+mod upgrade;
 mod view;
 
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
+pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
@@ -92,6 +95,9 @@ pub struct ProxyConfig {
     /// [`DEFAULT_MAX_PLUGIN_BODY`]): a larger request body is answered with 413, a larger
     /// response body streams past the plugins (`body_omitted`).
     pub max_plugin_body: usize,
+    /// The `X-Forwarded-*` and `Via` headers added to forwarded requests (default: append,
+    /// `Via: 1.1 gatekeeper`).
+    pub forwarded: ForwardedConfig,
 }
 
 impl Default for ProxyConfig {
@@ -109,6 +115,7 @@ impl Default for ProxyConfig {
             passive_health_failures: health::DEFAULT_PASSIVE_FAILURES,
             passive_health_cooldown: health::DEFAULT_PASSIVE_COOLDOWN,
             max_plugin_body: DEFAULT_MAX_PLUGIN_BODY,
+            forwarded: ForwardedConfig::default(),
         }
     }
 }
@@ -136,6 +143,9 @@ pub enum ProxyError {
     /// A TLS listener's certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The `via` setting is not a valid `Via` name.
+    #[error(transparent)]
+    InvalidVia(#[from] forwarded::InvalidVia),
 }
 
 /// The proxy, configured but not yet listening.

@@ -26,7 +26,7 @@ use gatekeeper_rpc::methods::{
 use gatekeeper_rpc::metrics::{ModifierPhase, Phases};
 use gatekeeper_rpc::types::{HttpRequest, HttpResponse, ProxyError};
 use http::request::Parts;
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestBody};
@@ -39,6 +39,7 @@ use crate::retry::forward_with_retry;
 use crate::router;
 use crate::service::{forward_error_kind, Shared};
 use crate::timing::RequestRecord;
+use crate::upgrade::{self, UpgradeRequest};
 use crate::view::{
     build_view, plain, prefixless, request_host, response_from_view, valid_status, Kind,
 };
@@ -107,6 +108,8 @@ pub(crate) struct Flow<'a> {
     /// Whether a plugin returned a changed request (method and headers come from the view).
     changed: bool,
     record: Option<Box<RequestRecord>>,
+    /// The protocol switch the client asked for, if any.
+    upgrade: Option<UpgradeRequest>,
 }
 
 impl<'a> Flow<'a> {
@@ -131,7 +134,14 @@ impl<'a> Flow<'a> {
             path_from_view: false,
             changed: false,
             record,
+            upgrade: None,
         }
+    }
+
+    /// Passes an upgrade request on to the backend (see [`crate::upgrade`]).
+    pub(crate) fn with_upgrade(mut self, upgrade: Option<UpgradeRequest>) -> Self {
+        self.upgrade = upgrade;
+        self
     }
 
     /// Handles the request; the response body finishes the metrics record.
@@ -405,6 +415,10 @@ impl<'a> Flow<'a> {
             }
         };
         parts.version = Version::HTTP_11;
+        upstream.host_header.apply(&mut parts.headers, &backend);
+        if let Some(upgrade) = &self.upgrade {
+            upgrade.prepare(&mut parts.headers);
+        }
         let started = self.now();
         let request = Request::from_parts(parts, body);
         let sending = shared.sending(&upstream);
@@ -424,7 +438,7 @@ impl<'a> Flow<'a> {
                 record.record_upstream(&attempt.backend.backend.id, latency, attempt.outcome);
             }
         }
-        let (response, in_flight) = match forwarded.result {
+        let (mut response, in_flight) = match forwarded.result {
             Ok(forwarded) => forwarded,
             Err(e) => {
                 let backend = &forwarded.backend.backend.id;
@@ -433,6 +447,21 @@ impl<'a> Flow<'a> {
                 return self.reject(reject).await;
             }
         };
+        let version = response.version();
+        shared
+            .forwarded
+            .apply_response(response.headers_mut(), version);
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The upgraded stream is not for plugins: modify_response does not run.
+            return match upgrade::switch(self.upgrade.take(), response, in_flight) {
+                Some(switched) => switched,
+                None => {
+                    let message = "backend switched protocols unasked".to_string();
+                    let reject = Reject::Error(Kind::BackendUnreachable, message);
+                    self.reject(reject).await
+                }
+            };
+        }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = ProxyBody::streamed(body, Some(in_flight));

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 pub use entry::{BackendEntry, InFlight, UpstreamEntry};
 
 use crate::balancer::BalancerKind;
+use crate::forwarded::HostHeader;
 use crate::health::{PassivePolicy, UpstreamHealth};
 
 /// Why a registry change was refused.
@@ -273,6 +274,8 @@ fn normalize(mut upstream: Upstream) -> Result<(Upstream, BalancerKind), Registr
         })?,
     };
     backend_settings::validate(&upstream)?;
+    HostHeader::parse(upstream.host_header.as_deref())
+        .map_err(|reason| invalid(&upstream.id, reason))?;
     if upstream.name.is_empty() {
         upstream.name = upstream.id.clone();
     }

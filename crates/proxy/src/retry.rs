@@ -184,7 +184,13 @@ pub(crate) async fn forward_with_retry(
         (Err(_), Some(copy)) if connect_failed => {
             pick_other(sending.balancer, sending.upstream, &backend).and_then(|other| {
                 let uri = uri_for(&other)?;
-                Some((other, copy.request(uri)))
+                let mut request = copy.request(uri);
+                // A `host_header: backend` upstream names the retry's backend.
+                sending
+                    .upstream
+                    .host_header
+                    .apply(request.headers_mut(), &other);
+                Some((other, request))
             })
         }
         _ => None,

@@ -114,6 +114,7 @@ mod tests {
             max_connections_per_backend: None,
             passive_health: None,
             health_check: None,
+            host_header: None,
             extra: Default::default(),
         }
     }

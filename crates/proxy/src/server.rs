@@ -17,6 +17,7 @@ use gatekeeper_rpc::types::Object;
 
 use crate::connection::{serve_connection, stopped, ListenerContext, Protocols};
 use crate::forward::BackendClient;
+use crate::forwarded::ForwardedHeaders;
 use crate::metrics::Metrics;
 use crate::modifier::Chain;
 use crate::service::Shared;
@@ -93,22 +94,26 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
             tls,
         });
     }
+    let forwarded = ForwardedHeaders::new(&config.forwarded)?;
     Ok(BoundProxy {
         listeners,
-        shared: Arc::new(Shared::new(
-            proxy.registry,
-            Chain::new(proxy.modifiers).with_max_body(config.max_plugin_body),
-            proxy.balancer,
-            proxy.router,
-            proxy.loadbalancer,
-            proxy.metrics.clone(),
-            BackendClient::new(
-                Shared::wants_connect_time(&proxy.metrics),
+        shared: Arc::new(
+            Shared::new(
+                proxy.registry,
+                Chain::new(proxy.modifiers).with_max_body(config.max_plugin_body),
+                proxy.balancer,
+                proxy.router,
+                proxy.loadbalancer,
+                proxy.metrics.clone(),
+                BackendClient::new(
+                    Shared::wants_connect_time(&proxy.metrics),
+                    config.connect_timeout,
+                ),
+                config.default_timeout,
                 config.connect_timeout,
-            ),
-            config.default_timeout,
-            config.connect_timeout,
-        )),
+            )
+            .with_forwarded(forwarded),
+        ),
         protocols: Arc::new(Protocols::new(&config)),
         max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         shutdown_grace: config.shutdown_grace,

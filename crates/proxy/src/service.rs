@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::balancer::Balancer;
@@ -21,6 +21,7 @@ pub use crate::body::ProxyBody;
 use crate::body::RequestBody;
 pub(crate) use crate::connection::ConnectionInfo;
 use crate::forward::{backend_uri, strip_hop_by_hop, BackendClient, ForwardError};
+use crate::forwarded::ForwardedHeaders;
 use crate::lifecycle::Flow;
 use crate::metrics::{MetricKind, Metrics};
 use crate::modifier::Chain;
@@ -28,6 +29,7 @@ use crate::plugins::{LoadBalancerHook, RouterHook};
 use crate::registry::{BackendEntry, Registry, UpstreamEntry};
 use crate::retry::{forward_with_retry, Sending};
 use crate::router;
+use crate::upgrade::{self, UpgradeRequest};
 use crate::view::{plain, prefixless, request_host, Kind};
 
 pub(crate) fn forward_error_kind(e: &ForwardError) -> Kind {
@@ -52,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) default_timeout: Duration,
     /// Connect timeout of upstreams that set no `connect_timeout_ms`.
     pub(crate) connect_timeout: Duration,
+    /// The `X-Forwarded-*` and `Via` headers to add.
+    pub(crate) forwarded: ForwardedHeaders,
 }
 
 impl Shared {
@@ -82,7 +86,14 @@ impl Shared {
             client,
             default_timeout,
             connect_timeout,
+            forwarded: ForwardedHeaders::default(),
         }
+    }
+
+    /// Sets the forwarding headers to add (default: [`crate::ForwardedConfig::default`]).
+    pub(crate) fn with_forwarded(mut self, forwarded: ForwardedHeaders) -> Self {
+        self.forwarded = forwarded;
+        self
     }
 
     /// Whether new backend connections should be timed.
@@ -123,7 +134,7 @@ impl Shared {
             && !self.measure
     }
 
-    /// Handles one request.
+    /// Handles one request that arrived on `listener` (over TLS when `tls`).
     pub(crate) async fn handle(
         &self,
         connection: &ConnectionInfo,
@@ -131,11 +142,17 @@ impl Shared {
     ) -> Response<ProxyBody> {
         let (listener, remote): (&str, SocketAddr) = (&connection.listener, connection.remote);
         let (mut parts, body) = request.into_parts();
+        let upgrade = UpgradeRequest::detect(&mut parts);
         strip_hop_by_hop(&mut parts.headers);
+        self.forwarded
+            .apply(&mut parts, remote.ip(), connection.tls);
         if self.fast() {
-            self.fast_path(parts, body, listener).await
+            self.fast_path(parts, body, listener, upgrade).await
         } else {
-            Flow::new(self, listener, remote, parts).run(body).await
+            Flow::new(self, listener, remote, parts)
+                .with_upgrade(upgrade)
+                .run(body)
+                .await
         }
     }
 
@@ -145,6 +162,7 @@ impl Shared {
         mut parts: Parts,
         body: Incoming,
         listener: &str,
+        upgrade: Option<UpgradeRequest>,
     ) -> Response<ProxyBody> {
         if parts.method == Method::CONNECT {
             return plain(Kind::BadRequest);
@@ -179,12 +197,23 @@ impl Shared {
             }
         };
         parts.version = Version::HTTP_11;
+        upstream.host_header.apply(&mut parts.headers, &backend);
+        if let Some(upgrade) = &upgrade {
+            upgrade.prepare(&mut parts.headers);
+        }
         let request = Request::from_parts(parts, RequestBody::new(body, None));
         let uri_for = |b: &BackendEntry| uri_for(b).ok();
         let forwarded =
             forward_with_retry(&self.sending(&upstream), backend, request, uri_for).await;
         match forwarded.result {
-            Ok((response, in_flight)) => {
+            Ok((mut response, in_flight)) => {
+                let version = response.version();
+                self.forwarded
+                    .apply_response(response.headers_mut(), version);
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return upgrade::switch(upgrade, response, in_flight)
+                        .unwrap_or_else(|| plain(Kind::BackendUnreachable));
+                }
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, ProxyBody::streamed(body, Some(in_flight)))

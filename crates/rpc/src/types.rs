@@ -67,6 +67,10 @@ pub struct Upstream {
     /// Active HTTP health checks of every backend. `None`: no active checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// The `Host` header its backends receive: `None` or `"preserve"` for the client's,
+    /// `"backend"` for the backend's `host:port`, any other value (a `host[:port]`) as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_header: Option<String>,
     /// Anything else the plugin wants to attach.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Object,

@@ -44,6 +44,7 @@ fn upstream(id: &str) -> Upstream {
         max_connections_per_backend: None,
         passive_health: None,
         health_check: None,
+        host_header: None,
         extra: Object::new(),
     }
 }

@@ -240,6 +240,7 @@ impl UpstreamPlugin for Fixed {
                 max_connections_per_backend: None,
                 passive_health: None,
                 health_check: None,
+                host_header: None,
                 extra: Object::new(),
             })
             .await?;

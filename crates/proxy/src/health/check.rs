@@ -272,6 +272,7 @@ mod tests {
                 backend_protocol: None,
                 connect_timeout_ms: None,
                 max_connections_per_backend: None,
+                host_header: None,
                 passive_health: None,
                 health_check: Some(HealthCheck {
                     interval_ms: Some(20),

@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::RegistryError;
 use crate::balancer::BalancerKind;
 use crate::forward::BackendProtocol;
+use crate::forwarded::HostHeader;
 use crate::health::{ActiveCheck, BackendHealth, HealthState, PassivePolicy};
 
 /// A backend with its address parsed once, when it was added.
@@ -173,6 +174,9 @@ pub struct UpstreamEntry {
     pub balancer: BalancerKind,
     /// The protocol named by `upstream.backend_protocol`.
     pub backend_protocol: BackendProtocol,
+    /// The `Host` its backends receive, read from `upstream.host_header` (checked by the
+    /// registry; an invalid value, only possible for entries built elsewhere, preserves).
+    pub host_header: HostHeader,
     /// Round-robin position, shared by every snapshot of this upstream.
     round_robin: Arc<AtomicUsize>,
     /// Whether the backends' weights differ (the balancers then weigh their choice).
@@ -213,6 +217,7 @@ impl UpstreamEntry {
             Vec::new()
         };
         UpstreamEntry {
+            host_header: HostHeader::parse(upstream.host_header.as_deref()).unwrap_or_default(),
             upstream,
             backends,
             balancer,

@@ -16,6 +16,7 @@ pub(crate) fn upstream(id: &str, prefixes: &[&str], hostnames: &[&str]) -> Upstr
         max_connections_per_backend: None,
         passive_health: None,
         health_check: None,
+        host_header: None,
         extra: Default::default(),
     }
 }
@@ -342,4 +343,29 @@ fn backend_health_survives_other_changes() {
         .unwrap()
         .clone();
     assert!(fresh.is_available());
+}
+
+#[test]
+fn host_header_is_checked_and_parsed() {
+    let r = Registry::new();
+    let mut bad = upstream("a", &["a"], &[]);
+    bad.host_header = Some("not a host".into());
+    let e = r.add_upstream(bad).unwrap_err();
+    assert!(matches!(e, RegistryError::InvalidUpstream { .. }), "{e}");
+    assert_eq!(e.code(), codes::INVALID_VALUE);
+    let mut literal = upstream("a", &["a"], &[]);
+    literal.host_header = Some("api.internal:8080".into());
+    r.add_upstream(literal).unwrap();
+    let mut backend_host = upstream("b", &["b"], &[]);
+    backend_host.host_header = Some("backend".into());
+    r.add_upstream(backend_host).unwrap();
+    let snapshot = r.snapshot();
+    assert_eq!(
+        snapshot.upstream("a").unwrap().host_header,
+        HostHeader::Literal(http::HeaderValue::from_static("api.internal:8080"))
+    );
+    assert_eq!(
+        snapshot.upstream("b").unwrap().host_header,
+        HostHeader::Backend
+    );
 }

@@ -25,6 +25,7 @@ fn upstream(max_connections: Option<u32>) -> Upstream {
         backend_protocol: None,
         connect_timeout_ms: None,
         max_connections_per_backend: max_connections,
+        host_header: None,
         passive_health: None,
         health_check: None,
         extra: Default::default(),

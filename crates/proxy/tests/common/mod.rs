@@ -143,6 +143,7 @@ pub fn upstream(id: &str, prefix: &str, timeout_ms: Option<u64>) -> Upstream {
         max_connections_per_backend: None,
         passive_health: None,
         health_check: None,
+        host_header: None,
         extra: Default::default(),
     }
 }
