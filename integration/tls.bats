@@ -87,6 +87,9 @@ TOML
   # Over h2 the host travels in :authority; the HTTP/1.1 backend gets it as Host.
   run https a.test --http2
   [ "$(jq -r .headers.host <<<"$output")" = "a.test:$TLS_PORT" ]
+  # The backend learns that the client used TLS, and which host it asked for.
+  [ "$(jq -r '.headers["x-forwarded-proto"]' <<<"$output")" = https ]
+  [ "$(jq -r '.headers["x-forwarded-host"]' <<<"$output")" = "a.test:$TLS_PORT" ]
   # A plain-HTTP client on the TLS port gets no answer, and the listener keeps serving.
   run curl -s --max-time 5 "http://127.0.0.1:$TLS_PORT/pool/x"
   [ "$status" -ne 0 ]
