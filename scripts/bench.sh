@@ -120,7 +120,6 @@ start_nginx proxy "$(cat <<CONF
     listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
     ssl_certificate $WORK/tls.crt;
     ssl_certificate_key $WORK/tls.key;
-    http2_max_requests 1000000;
     location /b/ {
       proxy_pass http://backend/;
       proxy_http_version 1.1;
