@@ -103,6 +103,9 @@ key = \"$BATS_TEST_TMPDIR/unused\""
   run --separate-stderr gatekeeper check --listen nope
   [ "$status" -eq 1 ]
   grep -q -- '--listen: `nope` is not an IP:PORT address' <<<"$stderr"
+  run gatekeeper check --help
+  [ "$status" -eq 0 ]
+  grep -q -- '--json' <<<"$output"
   # --check itself is unchanged.
   run gatekeeper --check --listen 127.0.0.1:8124
   [ "$status" -eq 0 ]

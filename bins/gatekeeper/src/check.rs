@@ -8,18 +8,51 @@
 //! every bad key. A last full load catches what only shows with everything together (a
 //! `[[tls]]` naming a listener that `listen` lacks, bad flags).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Parser;
 use toml::{Table, Value};
 
 use crate::cli::Cli;
 use crate::config::{check_file_part, file_keys, Settings};
 
+/// gatekeeper check: validate a config file and flags without starting anything; every error is
+/// printed with its key (`FILE: key: message`), exit status 1 if there is any.
+#[derive(Debug, Parser)]
+#[command(name = "gatekeeper check", bin_name = "gatekeeper check")]
+struct CheckArgs {
+    /// Print the effective settings as JSON when valid (always so without --config).
+    #[arg(long)]
+    json: bool,
+    /// The TOML config file to check.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Any other gatekeeper flags (`--listen …`, `--modifier-plugin …`), checked too.
+    #[arg(
+        value_name = "FLAGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    flags: Vec<String>,
+}
+
 /// Runs `gatekeeper check`; `args` are the process arguments, `check` already removed.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let json = args.iter().any(|a| a == "--json");
-    let cli = Cli::from_args(args.into_iter().filter(|a| a != "--json").collect());
+    let program = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "gatekeeper".to_owned());
+    let args = CheckArgs::parse_from(args);
+    // `--json` may also come after other flags.
+    let json = args.json || args.flags.iter().any(|a| a == "--json");
+    let mut gatekeeper_args = vec![program];
+    if let Some(config) = &args.config {
+        gatekeeper_args.extend(["--config".to_owned(), config.display().to_string()]);
+    }
+    gatekeeper_args.extend(args.flags.into_iter().filter(|a| a != "--json"));
+    let cli = Cli::from_args(gatekeeper_args);
     let source = match &cli.config {
         Some(path) => path.display().to_string(),
         None => "flags".to_owned(),
