@@ -225,6 +225,9 @@ mod tests {
                 total_us: 1452,
                 ..Phases::default()
             },
+            client: None,
+            query: None,
+            version: None,
         }
     }
 

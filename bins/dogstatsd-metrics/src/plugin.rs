@@ -232,6 +232,9 @@ mod tests {
             bytes_out: 0,
             error: None,
             phases: Phases::default(),
+            client: None,
+            query: None,
+            version: None,
         }
     }
 

@@ -80,6 +80,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Log format: `text`, `json` (one object per line) or `journald` (no timestamps, `<N>`
+    /// priority prefixes). Default `text`, or `journald` when stderr is systemd's journal.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
     /// Do not start: check the config and flags, print the effective settings as JSON, exit.
     #[arg(long)]
     pub check: bool,
@@ -160,7 +165,12 @@ pub fn split_plugin_flags(args: Vec<String>) -> (Vec<String>, Vec<PluginFlag>) {
 impl Cli {
     /// Parses the process arguments; exits with clap's message on bad flags.
     pub fn from_env() -> Cli {
-        let (rest, plugin_flags) = split_plugin_flags(std::env::args().collect());
+        Cli::from_args(std::env::args().collect())
+    }
+
+    /// Parses these arguments (the program name first); exits with clap's message on bad flags.
+    pub fn from_args(args: Vec<String>) -> Cli {
+        let (rest, plugin_flags) = split_plugin_flags(args);
         let mut cli = Cli::parse_from(rest);
         cli.plugin_flags = plugin_flags;
         cli

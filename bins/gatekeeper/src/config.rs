@@ -12,6 +12,8 @@ use gatekeeper_rpc::types::Object;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
+use crate::logging::LogFormat;
+use crate::wiring::access_log::{AccessLogFormat, STDOUT};
 
 /// Listener name used when `--listen` gives none.
 pub const DEFAULT_LISTENER_NAME: &str = "http-public";
@@ -45,8 +47,9 @@ pub const MAX_MAX_PLUGIN_BODY: usize = 8 * 1024 * 1024;
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
-/// The config file, as written. Unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
+/// The config file, as written. Unknown keys are errors. (`Serialize` only lists the keys, for
+/// `gatekeeper check` and the test that keeps the example config complete.)
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
@@ -70,12 +73,15 @@ struct FileConfig {
     passive_health_cooldown: Option<String>,
     forwarded_headers: Option<String>,
     via: Option<String>,
+    log_format: Option<String>,
+    access_log: Option<String>,
+    access_log_file: Option<PathBuf>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
 
 /// A `[[tls]]` table: one certificate of a TLS listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileTls {
     listener: String,
@@ -83,7 +89,7 @@ struct FileTls {
     key: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FilePlugin {
     name: Option<String>,
@@ -215,6 +221,12 @@ pub struct Settings {
     pub forwarded_headers: ForwardedMode,
     /// gatekeeper's name in `Via` (empty: no `Via`).
     pub via: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// The access log's format (`off`: none).
+    pub access_log: AccessLogFormat,
+    /// Where the access log goes (`-`: stdout).
+    pub access_log_file: PathBuf,
 }
 
 /// Passive health defaults (an upstream's `passive_health` overrides them).
@@ -467,6 +479,21 @@ fn plugin_from_flag(
     })
 }
 
+/// The top-level keys of the config file (`[[tls]]` is `tls`, `[[plugin]]` is `plugin`).
+pub fn file_keys() -> Vec<String> {
+    match serde_json::to_value(FileConfig::default()) {
+        Ok(serde_json::Value::Object(keys)) => keys.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Checks part of a config file on its own, without flags: `table` holds some of its top-level
+/// keys. The error names the first bad key (`gatekeeper check` calls this once per key).
+pub fn check_file_part(table: toml::Table) -> Result<Settings> {
+    let file: FileConfig = toml::Value::Table(table).try_into()?;
+    Settings::merge(&Cli::from_args(vec!["gatekeeper".to_owned()]), file)
+}
+
 impl Settings {
     /// Builds the settings from the flags and, if given, the config file.
     pub fn load(cli: &Cli) -> Result<Settings> {
@@ -701,7 +728,30 @@ impl Settings {
             bail!("via: `{via}` is not a token or host[:port] (e.g. \"gatekeeper\"; \"\" disables Via)");
         }
 
+        let log_format = match cli.log_format.as_deref() {
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| anyhow!("--log-format: {e}"))?,
+            None => match file.log_format.as_deref() {
+                Some(v) => v.parse().map_err(|e: String| anyhow!("log_format: {e}"))?,
+                None => LogFormat::detect(),
+            },
+        };
+        let access_log = match file.access_log.as_deref() {
+            Some(v) => v.parse().map_err(|e: String| anyhow!("access_log: {e}"))?,
+            None => AccessLogFormat::Off,
+        };
+        let access_log_file = file
+            .access_log_file
+            .unwrap_or_else(|| PathBuf::from(STDOUT));
+        if access_log_file.as_os_str().is_empty() {
+            bail!("access_log_file: must be a file or \"-\" (stdout)");
+        }
+
         Ok(Settings {
+            log_format,
+            access_log,
+            access_log_file,
             listeners,
             default_timeout,
             connect_timeout,
@@ -952,6 +1002,98 @@ mod tests {
         assert_eq!(s.listeners[0].addr.to_string(), DEFAULT_LISTEN);
         assert_eq!(s.passive_health.failures, DEFAULT_PASSIVE_HEALTH_FAILURES);
         assert_eq!(s.passive_health.cooldown, DEFAULT_PASSIVE_HEALTH_COOLDOWN);
+    }
+
+    /// Keys a line of the example sets or shows commented out: `key = …`, `# key = …`,
+    /// `[[key]]`, `# [[key]]`.
+    fn example_keys(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|line| line.trim_start_matches('#').trim())
+            .filter_map(|line| {
+                if let Some(table) = line.strip_prefix("[[") {
+                    return table.split_once("]]").map(|(key, _)| key.trim().to_owned());
+                }
+                let (key, _) = line.split_once(" = ")?;
+                let key = key.trim();
+                key.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+                    .then(|| key.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_example_config_has_every_key_and_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/gatekeeper.example.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let parsed: FileConfig = toml::from_str(&text).unwrap();
+        let shown = example_keys(&text);
+        let missing: Vec<String> = file_keys()
+            .into_iter()
+            .filter(|key| !shown.contains(key))
+            .collect();
+        assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
+
+        // Every key of a [[plugin]] table is set in the example's first one.
+        let every_plugin_key = FilePlugin {
+            name: None,
+            plugin_type: String::new(),
+            command: String::new(),
+            args: Vec::new(),
+            config: Object::new(),
+            failure: None,
+            failure_status: None,
+            hook_timeout: None,
+            heartbeat_interval: None,
+            instances: None,
+            restart_after_timeouts: None,
+        };
+        let plugin_keys = serde_json::to_value(every_plugin_key).unwrap();
+        let example: toml::Table = toml::from_str(&text).unwrap();
+        let first_plugin = &example["plugin"][0];
+        for key in plugin_keys.as_object().unwrap().keys() {
+            assert!(
+                first_plugin.get(key).is_some(),
+                "[[plugin]] key `{key}` missing"
+            );
+        }
+        assert!(!parsed.plugins.is_empty());
+        // The example's active values are the defaults.
+        let defaults = Settings::merge(&cli("gk"), FileConfig::default()).unwrap();
+        assert_eq!(parsed.default_timeout.as_deref(), Some("30s"));
+        assert_eq!(parsed.max_connections, Some(defaults.max_connections));
+        assert_eq!(parsed.max_header_bytes, Some(defaults.max_header_bytes));
+        assert_eq!(parsed.max_plugin_body, Some(defaults.max_plugin_body));
+        assert_eq!(parsed.metrics_buffer, Some(defaults.metrics.buffer));
+        assert_eq!(parsed.access_log.as_deref(), Some("off"));
+    }
+
+    #[test]
+    fn log_and_access_log_settings() {
+        let s = Settings::merge(&cli("gk"), FileConfig::default()).unwrap();
+        assert_eq!(s.access_log, AccessLogFormat::Off);
+        assert_eq!(s.access_log_file, PathBuf::from("-"));
+        let f = file(
+            "log_format = \"json\"\naccess_log = \"common\"\naccess_log_file = \"/tmp/a.log\"",
+        );
+        let s = Settings::merge(&cli("gk"), f).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.access_log, AccessLogFormat::Common);
+        let flag = Settings::merge(
+            &cli("gk --log-format journald"),
+            file("log_format = \"json\""),
+        );
+        assert_eq!(flag.unwrap().log_format, LogFormat::Journald);
+        let err = |text: &str, args: &str| {
+            format!("{:#}", Settings::merge(&cli(args), file(text)).unwrap_err())
+        };
+        assert!(err("log_format = \"xml\"", "gk").starts_with("log_format: "));
+        assert!(err("", "gk --log-format xml").starts_with("--log-format: "));
+        assert!(err("access_log = \"combined\"", "gk").starts_with("access_log: "));
+        assert!(err("access_log_file = \"\"", "gk").starts_with("access_log_file: "));
     }
 
     #[test]

@@ -1,15 +1,14 @@
 //! gatekeeper: read flags and config, set up logging, run until a signal. Everything else lives
 //! in the crates (`gatekeeper-proxy`, `gatekeeper-plugin-host`) and in `run`.
 
+mod check;
 mod cli;
 mod config;
+mod logging;
 mod run;
 mod wiring;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: the request path allocates from several threads at
 /// once, where glibc's malloc contends on its arenas (measured with perf under wrk).
@@ -17,6 +16,11 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("check") {
+        let mut args: Vec<String> = std::env::args().collect();
+        args.remove(1);
+        return check::main(args);
+    }
     let cli = cli::Cli::from_env();
     let settings = match config::Settings::load(&cli) {
         Ok(settings) => settings,
@@ -33,14 +37,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.log))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logging::init(&settings.log, settings.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,6 +17,7 @@ use gatekeeper_rpc::types::Object;
 use serde_json::json;
 
 use crate::config::{PluginSetting, Settings};
+use crate::wiring::access_log::AccessLog;
 use crate::wiring::feeds::{follow_plugins, follow_registry, Follows, RegistryReplay};
 use crate::wiring::hooks::PluginHook;
 use crate::wiring::manager::RegistryManager;
@@ -188,8 +189,11 @@ async fn launch_plugins(
 
 /// Metric plugins get every kind they declared; loadbalancer and upstream plugins the upstream
 /// metrics, if they declared `upstream_metric`.
-fn metrics_of(settings: &Settings, launched: &Launched) -> Metrics {
+fn metrics_of(settings: &Settings, launched: &Launched, access_log: Option<AccessLog>) -> Metrics {
     let mut exporters: Vec<Arc<dyn MetricsExporter>> = Vec::new();
+    if let Some(access_log) = access_log {
+        exporters.push(Arc::new(access_log));
+    }
     for (setting, handle, _) in &launched.plugins {
         let kinds: &[MetricKind] = match setting.plugin_type {
             PluginType::Metric => &MetricKind::ALL,
@@ -216,6 +220,13 @@ fn metrics_of(settings: &Settings, launched: &Launched) -> Metrics {
 /// Runs gatekeeper until a shutdown signal.
 pub async fn run(settings: Settings) -> Result<()> {
     let startup = Instant::now();
+    let access_log =
+        AccessLog::open(settings.access_log, &settings.access_log_file).with_context(|| {
+            format!(
+                "access_log_file: cannot open {}",
+                settings.access_log_file.display()
+            )
+        })?;
     let registry = Arc::new(Registry::new());
     let registry_changes = registry.subscribe();
     let host = PluginHost::new(settings.socket_dir.clone())
@@ -229,7 +240,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             return Err(e);
         }
     };
-    let metrics = metrics_of(&settings, &launched);
+    let metrics = metrics_of(&settings, &launched, access_log);
     for (setting, _, took) in &launched.plugins {
         metrics.record_profile(
             "plugin_start",

@@ -121,7 +121,7 @@ impl<'a> Flow<'a> {
     ) -> Self {
         let record = shared
             .measure
-            .then(|| RequestRecord::start(&shared.metrics, listener, &parts));
+            .then(|| RequestRecord::start(&shared.metrics, listener, remote, &parts));
         Flow {
             shared,
             listener,

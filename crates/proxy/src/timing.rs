@@ -2,6 +2,7 @@
 //! started when the request arrives, filled in by the lifecycle, and finished by the response
 //! body ([`ProxyBody`](crate::body::ProxyBody)) when it has been sent or dropped.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,9 @@ pub(crate) struct RequestRecord {
     method: String,
     host: String,
     path: String,
+    client: String,
+    query: Option<String>,
+    version: String,
     /// Latencies so far (`total_us` is set by [`finish`](Self::finish)).
     pub(crate) phases: Phases,
     /// The upstream's id, once routed.
@@ -40,7 +44,12 @@ pub(crate) struct RequestRecord {
 
 impl RequestRecord {
     /// Starts measuring a request that just arrived (and records `request_accepted`).
-    pub(crate) fn start(metrics: &Metrics, listener: &str, parts: &Parts) -> Box<Self> {
+    pub(crate) fn start(
+        metrics: &Metrics,
+        listener: &str,
+        remote: SocketAddr,
+        parts: &Parts,
+    ) -> Box<Self> {
         let record = RequestRecord {
             metrics: metrics.clone(),
             start: Instant::now(),
@@ -49,6 +58,9 @@ impl RequestRecord {
             method: parts.method.as_str().to_string(),
             host: request_host(parts).unwrap_or_default().to_string(),
             path: parts.uri.path().to_string(),
+            client: remote.ip().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            version: format!("{:?}", parts.version),
             phases: Phases::default(),
             upstream: None,
             backend: None,
@@ -125,6 +137,9 @@ impl RequestRecord {
             bytes_out,
             error: this.error.map(str::to_string),
             phases,
+            client: Some(this.client),
+            query: this.query,
+            version: Some(this.version),
         });
     }
 }

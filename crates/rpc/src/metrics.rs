@@ -154,6 +154,15 @@ pub struct RequestMetric {
     pub error: Option<String>,
     /// Latency of every phase.
     pub phases: Phases,
+    /// The client's IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The query string as received (without `?`), if the request had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The request's HTTP version (`HTTP/1.1`, `HTTP/2.0`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The outcome of one request to a backend.

@@ -389,6 +389,9 @@ async fn a_metric_plugin_receives_every_kind_of_batch() {
             bytes_out: 9,
             error: Some("no_route".into()),
             phases: Phases::default(),
+            client: None,
+            query: None,
+            version: None,
         }],
     };
     p.request::<RequestMetricHook>(&requests, CALL)

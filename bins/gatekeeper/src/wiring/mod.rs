@@ -5,6 +5,7 @@
 //! plugins as the host's [`Manager`](gatekeeper_plugin_host::Manager), registry changes and plugin
 //! events turned into calls and metrics.
 
+pub mod access_log;
 pub mod feeds;
 pub mod hooks;
 pub mod manager;
