@@ -70,6 +70,8 @@ struct FileConfig {
     passive_health_cooldown: Option<String>,
     forwarded_headers: Option<String>,
     via: Option<String>,
+    admin_socket: Option<PathBuf>,
+    metrics_listen: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -215,6 +217,72 @@ pub struct Settings {
     pub forwarded_headers: ForwardedMode,
     /// gatekeeper's name in `Via` (empty: no `Via`).
     pub via: String,
+    /// The admin socket (`None`: disabled with `admin_socket = ""`).
+    pub admin_socket: Option<PathBuf>,
+    /// Whether `admin_socket` is the default path (not configured): failing to bind it is then
+    /// a warning, not an error.
+    #[serde(skip)]
+    pub admin_socket_is_default: bool,
+    /// Where Prometheus metrics are served (`GET /metrics`); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// File name of the admin socket in `socket_dir` or `$RUNTIME_DIRECTORY`.
+pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
+/// File name of the admin socket in `$XDG_RUNTIME_DIR` or the temp dir (shared directories).
+pub const SHARED_ADMIN_SOCKET_NAME: &str = "gatekeeper-admin.sock";
+
+/// The admin socket's path and whether it is the default: `configured` (the `admin_socket`
+/// key; `""` disables it), else `<socket_dir>/admin.sock`, else `$RUNTIME_DIRECTORY/admin.sock`
+/// (systemd's `RuntimeDirectory=`), else `$XDG_RUNTIME_DIR/gatekeeper-admin.sock`, else
+/// `<temp dir>/gatekeeper-admin.sock`. `gatekeeper ctl` uses the same rules.
+pub fn admin_socket_path(
+    configured: Option<&Path>,
+    socket_dir: Option<&Path>,
+) -> (Option<PathBuf>, bool) {
+    if let Some(path) = configured {
+        return (
+            (!path.as_os_str().is_empty()).then(|| path.to_path_buf()),
+            false,
+        );
+    }
+    let env_dir = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| !p.as_os_str().is_empty())
+    };
+    // systemd gives several directories separated by ':' when several are configured.
+    let runtime_directory = env_dir("RUNTIME_DIRECTORY").map(|p| {
+        let text = p.to_string_lossy().into_owned();
+        PathBuf::from(text.split(':').next().unwrap_or_default())
+    });
+    let path = match (socket_dir, runtime_directory) {
+        (Some(dir), _) => dir.join(ADMIN_SOCKET_NAME),
+        (None, Some(dir)) => dir.join(ADMIN_SOCKET_NAME),
+        (None, None) => env_dir("XDG_RUNTIME_DIR")
+            .unwrap_or_else(std::env::temp_dir)
+            .join(SHARED_ADMIN_SOCKET_NAME),
+    };
+    (Some(path), true)
+}
+
+/// The admin socket of a gatekeeper started with this config file (if any) and `--socket-dir`
+/// (if any), for `gatekeeper ctl`: only `admin_socket` and `socket_dir` are read from the file.
+pub fn admin_socket_of(
+    config: Option<&Path>,
+    socket_dir: Option<&Path>,
+) -> Result<Option<PathBuf>> {
+    let file = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let socket_dir = socket_dir.or(file.socket_dir.as_deref());
+    Ok(admin_socket_path(file.admin_socket.as_deref(), socket_dir).0)
 }
 
 /// Passive health defaults (an upstream's `passive_health` overrides them).
@@ -701,6 +769,18 @@ impl Settings {
             bail!("via: `{via}` is not a token or host[:port] (e.g. \"gatekeeper\"; \"\" disables Via)");
         }
 
+        let (admin_socket, admin_socket_is_default) = admin_socket_path(
+            file.admin_socket.as_deref(),
+            cli.socket_dir.as_deref().or(file.socket_dir.as_deref()),
+        );
+        let metrics_listen = match file.metrics_listen.as_deref() {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse()
+                    .with_context(|| format!("metrics_listen: `{v}` is not an IP:PORT address"))?,
+            ),
+        };
+
         Ok(Settings {
             listeners,
             default_timeout,
@@ -733,6 +813,9 @@ impl Settings {
             passive_health,
             forwarded_headers,
             via,
+            admin_socket,
+            admin_socket_is_default,
+            metrics_listen,
         })
     }
 }
@@ -952,6 +1035,23 @@ mod tests {
         assert_eq!(s.listeners[0].addr.to_string(), DEFAULT_LISTEN);
         assert_eq!(s.passive_health.failures, DEFAULT_PASSIVE_HEALTH_FAILURES);
         assert_eq!(s.passive_health.cooldown, DEFAULT_PASSIVE_HEALTH_COOLDOWN);
+    }
+
+    #[test]
+    fn admin_socket_and_metrics_listen() {
+        let s = Settings::merge(&cli("gk --socket-dir /run/x"), FileConfig::default()).unwrap();
+        assert_eq!(s.admin_socket, Some(PathBuf::from("/run/x/admin.sock")));
+        assert!(s.admin_socket_is_default);
+        assert_eq!(s.metrics_listen, None);
+        let f = file("admin_socket = \"/tmp/a.sock\"\nmetrics_listen = \"127.0.0.1:9100\"");
+        let s = Settings::merge(&cli("gk"), f).unwrap();
+        assert_eq!(s.admin_socket, Some(PathBuf::from("/tmp/a.sock")));
+        assert!(!s.admin_socket_is_default);
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let s = Settings::merge(&cli("gk"), file("admin_socket = \"\"")).unwrap();
+        assert_eq!(s.admin_socket, None);
+        let bad = Settings::merge(&cli("gk"), file("metrics_listen = \"9100\"")).unwrap_err();
+        assert!(format!("{bad:#}").contains("metrics_listen"));
     }
 
     #[test]

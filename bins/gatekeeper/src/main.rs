@@ -1,8 +1,11 @@
 //! gatekeeper: read flags and config, set up logging, run until a signal. Everything else lives
 //! in the crates (`gatekeeper-proxy`, `gatekeeper-plugin-host`) and in `run`.
 
+mod admin;
 mod cli;
 mod config;
+mod ctl;
+mod prometheus;
 mod run;
 mod wiring;
 
@@ -17,6 +20,9 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("ctl") {
+        return ctl::main(std::env::args().skip(1).collect());
+    }
     let cli = cli::Cli::from_env();
     let settings = match config::Settings::load(&cli) {
         Ok(settings) => settings,
