@@ -292,16 +292,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn request_records_become_counters_and_histograms() {
+    #[tokio::test]
+    async fn request_records_become_counters_and_histograms() {
         let prometheus = Arc::new(Prometheus::new());
         let exporter = PrometheusExporter::new(prometheus.clone());
         assert!(exporter.wants(MetricKind::Request) && !exporter.wants(MetricKind::Plugin));
-        let _ = exporter.export_requests(vec![
-            request(Some("echo"), 200, 1_000),
-            request(Some("echo"), 200, 3_000),
-            request(None, 404, 10),
-        ]);
+        exporter
+            .export_requests(vec![
+                request(Some("echo"), 200, 1_000),
+                request(Some("echo"), 200, 3_000),
+                request(None, 404, 10),
+            ])
+            .await;
         let text = prometheus.render().unwrap();
         assert!(
             text.contains("gatekeeper_requests_total{upstream=\"echo\",status=\"200\"} 2"),
