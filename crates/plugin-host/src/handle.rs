@@ -196,6 +196,7 @@ impl PluginHandle {
         let mut asked = 0;
         for instance in &self.shared.instances {
             if instance.status() == PluginStatus::Ready {
+                instance.restart_pending.store(true, Ordering::Release);
                 instance.restart_requested.notify_one();
                 asked += 1;
             }

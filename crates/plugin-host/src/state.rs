@@ -62,6 +62,9 @@ pub(crate) struct Instance {
     pub(crate) consecutive_timeouts: AtomicU32,
     /// Woken by [`crate::PluginHandle::restart`]: the supervisor restarts the running process.
     pub(crate) restart_requested: tokio::sync::Notify,
+    /// Set with each restart request and cleared when a process starts, so that a wake-up left
+    /// over from a request made before the process went down for another reason is ignored.
+    pub(crate) restart_pending: std::sync::atomic::AtomicBool,
     status: AtomicU8,
     /// 0 when no process runs.
     pid: AtomicU32,
@@ -79,6 +82,7 @@ impl Instance {
             next_peer: AtomicUsize::new(0),
             consecutive_timeouts: AtomicU32::new(0),
             restart_requested: tokio::sync::Notify::new(),
+            restart_pending: std::sync::atomic::AtomicBool::new(false),
             status: AtomicU8::new(status_to_u8(PluginStatus::Starting)),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),

@@ -204,6 +204,10 @@ impl Supervisor {
                     authenticated,
                 };
                 self.publish(&running, extra.into_iter().map(|a| a.peer));
+                // A restart asked of an earlier process is done.
+                self.instance
+                    .restart_pending
+                    .store(false, std::sync::atomic::Ordering::Release);
                 self.instance.set_status(PluginStatus::Ready);
                 tracing::info!(plugin = %self.instance.label, pid = ?running.child.id(), hooks = ?running.hooks.hooks, bodies = ?running.hooks.bodies, "plugin ready");
                 Ok(running)
@@ -343,7 +347,11 @@ impl Supervisor {
                 status = child.wait() => return Ended::Exited(describe(status)),
                 reason = control.closed() => return Ended::Closed(reason),
                 misses = &mut heartbeats => return Ended::Heartbeats(misses),
-                () = self.instance.restart_requested.notified() => return Ended::RestartRequested,
+                () = self.instance.restart_requested.notified() => {
+                    if self.instance.restart_pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                        return Ended::RestartRequested;
+                    }
+                }
                 accepted = self.listener.accept() => self.accept(accepted.map(|(s, _)| s), context).await,
                 Some(event) = authenticated.recv() => self.add_connection(hooks, event),
             }
