@@ -76,6 +76,8 @@ struct FileConfig {
     log_format: Option<String>,
     access_log: Option<String>,
     access_log_file: Option<PathBuf>,
+    admin_socket: Option<PathBuf>,
+    metrics_listen: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -227,6 +229,72 @@ pub struct Settings {
     pub access_log: AccessLogFormat,
     /// Where the access log goes (`-`: stdout).
     pub access_log_file: PathBuf,
+    /// The admin socket (`None`: disabled with `admin_socket = ""`).
+    pub admin_socket: Option<PathBuf>,
+    /// Whether `admin_socket` is the default path (not configured): failing to bind it is then
+    /// a warning, not an error.
+    #[serde(skip)]
+    pub admin_socket_is_default: bool,
+    /// Where Prometheus metrics are served (`GET /metrics`); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// File name of the admin socket in `socket_dir` or `$RUNTIME_DIRECTORY`.
+pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
+/// File name of the admin socket in `$XDG_RUNTIME_DIR` or the temp dir (shared directories).
+pub const SHARED_ADMIN_SOCKET_NAME: &str = "gatekeeper-admin.sock";
+
+/// The admin socket's path and whether it is the default: `configured` (the `admin_socket`
+/// key; `""` disables it), else `<socket_dir>/admin.sock`, else `$RUNTIME_DIRECTORY/admin.sock`
+/// (systemd's `RuntimeDirectory=`), else `$XDG_RUNTIME_DIR/gatekeeper-admin.sock`, else
+/// `<temp dir>/gatekeeper-admin.sock`. `gatekeeper ctl` uses the same rules.
+pub fn admin_socket_path(
+    configured: Option<&Path>,
+    socket_dir: Option<&Path>,
+) -> (Option<PathBuf>, bool) {
+    if let Some(path) = configured {
+        return (
+            (!path.as_os_str().is_empty()).then(|| path.to_path_buf()),
+            false,
+        );
+    }
+    let env_dir = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| !p.as_os_str().is_empty())
+    };
+    // systemd gives several directories separated by ':' when several are configured.
+    let runtime_directory = env_dir("RUNTIME_DIRECTORY").map(|p| {
+        let text = p.to_string_lossy().into_owned();
+        PathBuf::from(text.split(':').next().unwrap_or_default())
+    });
+    let path = match (socket_dir, runtime_directory) {
+        (Some(dir), _) => dir.join(ADMIN_SOCKET_NAME),
+        (None, Some(dir)) => dir.join(ADMIN_SOCKET_NAME),
+        (None, None) => env_dir("XDG_RUNTIME_DIR")
+            .unwrap_or_else(std::env::temp_dir)
+            .join(SHARED_ADMIN_SOCKET_NAME),
+    };
+    (Some(path), true)
+}
+
+/// The admin socket of a gatekeeper started with this config file (if any) and `--socket-dir`
+/// (if any), for `gatekeeper ctl`: only `admin_socket` and `socket_dir` are read from the file.
+pub fn admin_socket_of(
+    config: Option<&Path>,
+    socket_dir: Option<&Path>,
+) -> Result<Option<PathBuf>> {
+    let file = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let socket_dir = socket_dir.or(file.socket_dir.as_deref());
+    Ok(admin_socket_path(file.admin_socket.as_deref(), socket_dir).0)
 }
 
 /// Passive health defaults (an upstream's `passive_health` overrides them).
@@ -747,6 +815,17 @@ impl Settings {
         if access_log_file.as_os_str().is_empty() {
             bail!("access_log_file: must be a file or \"-\" (stdout)");
         }
+        let (admin_socket, admin_socket_is_default) = admin_socket_path(
+            file.admin_socket.as_deref(),
+            cli.socket_dir.as_deref().or(file.socket_dir.as_deref()),
+        );
+        let metrics_listen = match file.metrics_listen.as_deref() {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse()
+                    .with_context(|| format!("metrics_listen: `{v}` is not an IP:PORT address"))?,
+            ),
+        };
 
         Ok(Settings {
             log_format,
@@ -783,6 +862,9 @@ impl Settings {
             passive_health,
             forwarded_headers,
             via,
+            admin_socket,
+            admin_socket_is_default,
+            metrics_listen,
         })
     }
 }
@@ -1094,6 +1176,23 @@ mod tests {
         assert!(err("", "gk --log-format xml").starts_with("--log-format: "));
         assert!(err("access_log = \"combined\"", "gk").starts_with("access_log: "));
         assert!(err("access_log_file = \"\"", "gk").starts_with("access_log_file: "));
+    }
+
+    #[test]
+    fn admin_socket_and_metrics_listen() {
+        let s = Settings::merge(&cli("gk --socket-dir /run/x"), FileConfig::default()).unwrap();
+        assert_eq!(s.admin_socket, Some(PathBuf::from("/run/x/admin.sock")));
+        assert!(s.admin_socket_is_default);
+        assert_eq!(s.metrics_listen, None);
+        let f = file("admin_socket = \"/tmp/a.sock\"\nmetrics_listen = \"127.0.0.1:9100\"");
+        let s = Settings::merge(&cli("gk"), f).unwrap();
+        assert_eq!(s.admin_socket, Some(PathBuf::from("/tmp/a.sock")));
+        assert!(!s.admin_socket_is_default);
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let s = Settings::merge(&cli("gk"), file("admin_socket = \"\"")).unwrap();
+        assert_eq!(s.admin_socket, None);
+        let bad = Settings::merge(&cli("gk"), file("metrics_listen = \"9100\"")).unwrap_err();
+        assert!(format!("{bad:#}").contains("metrics_listen"));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! gatekeeper: read flags and config, set up logging, run until a signal. Everything else lives
 //! in the crates (`gatekeeper-proxy`, `gatekeeper-plugin-host`) and in `run`.
 
+mod admin;
 mod check;
 mod cli;
 mod config;
+mod ctl;
 mod logging;
+mod prometheus;
 mod run;
 mod wiring;
 
@@ -20,6 +23,9 @@ fn main() -> ExitCode {
         let mut args: Vec<String> = std::env::args().collect();
         args.remove(1);
         return check::main(args);
+    }
+    if std::env::args().nth(1).as_deref() == Some("ctl") {
+        return ctl::main(std::env::args().skip(1).collect());
     }
     let cli = cli::Cli::from_env();
     let settings = match config::Settings::load(&cli) {

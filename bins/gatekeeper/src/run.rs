@@ -189,8 +189,13 @@ async fn launch_plugins(
 
 /// Metric plugins get every kind they declared; loadbalancer and upstream plugins the upstream
 /// metrics, if they declared `upstream_metric`.
-fn metrics_of(settings: &Settings, launched: &Launched, access_log: Option<AccessLog>) -> Metrics {
-    let mut exporters: Vec<Arc<dyn MetricsExporter>> = Vec::new();
+fn metrics_of(
+    settings: &Settings,
+    launched: &Launched,
+    access_log: Option<AccessLog>,
+    prometheus: Option<Arc<dyn MetricsExporter>>,
+) -> Metrics {
+    let mut exporters: Vec<Arc<dyn MetricsExporter>> = prometheus.into_iter().collect();
     if let Some(access_log) = access_log {
         exporters.push(Arc::new(access_log));
     }
@@ -229,6 +234,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         })?;
     let registry = Arc::new(Registry::new());
     let registry_changes = registry.subscribe();
+    let operations = crate::admin::Operations::start(&settings, &registry).await?;
     let host = PluginHost::new(settings.socket_dir.clone())
         .context("cannot create the plugin socket directory")?;
     let (plugin_events, plugin_events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -240,7 +246,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             return Err(e);
         }
     };
-    let metrics = metrics_of(&settings, &launched, access_log);
+    let metrics = metrics_of(&settings, &launched, access_log, operations.exporter());
     for (setting, _, took) in &launched.plugins {
         metrics.record_profile(
             "plugin_start",
@@ -290,10 +296,21 @@ pub async fn run(settings: Settings) -> Result<()> {
         object(json!({ "listeners": listeners })),
     );
     tracing::info!(listeners = %listeners.join(","), plugins = settings.plugins.len(), "gatekeeper ready");
+    operations.ready(
+        launched.plugins.iter().map(|(_, h, _)| h.clone()).collect(),
+        settings
+            .listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .zip(bound.local_addrs())
+            .collect(),
+        metrics.clone(),
+    );
 
     let reload = tokio::spawn(reload_tls_on_sighup(bound.tls_reloader()));
     bound.serve(shutdown_signal()).await;
     reload.abort();
+    drop(operations);
     metrics.record_event(events::APP_STOPPED, Object::new());
     metrics.shutdown().await;
     if metrics.dropped() > 0 {

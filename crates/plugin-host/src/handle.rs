@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use gatekeeper_rpc::methods::{Configure, Heartbeat, PluginType, Start, Stop};
 use gatekeeper_rpc::{CallError, Method};
@@ -63,6 +64,9 @@ pub struct PluginState {
     pub errors: u64,
     /// Those of the calls that timed out.
     pub timeouts: u64,
+    /// Time spent in those calls, all together, in microseconds (divide by `calls` for the
+    /// mean latency).
+    pub latency_us_total: u64,
 }
 
 /// A handle on one launched plugin. Cheap to clone; all clones see the same plugin.
@@ -181,7 +185,23 @@ impl PluginHandle {
             calls: self.shared.calls.load(Ordering::Relaxed),
             errors: self.shared.errors.load(Ordering::Relaxed),
             timeouts: self.shared.timeouts.load(Ordering::Relaxed),
+            latency_us_total: self.shared.latency_us.load(Ordering::Relaxed),
         }
+    }
+
+    /// Asks every ready instance's supervisor to restart its process now (`stop`, then a
+    /// fresh start, without the backoff). Returns how many instances were asked; instances that
+    /// are not ready (starting, restarting, stopped) are left alone.
+    pub fn restart(&self) -> usize {
+        let mut asked = 0;
+        for instance in &self.shared.instances {
+            if instance.status() == PluginStatus::Ready {
+                instance.restart_pending.store(true, Ordering::Release);
+                instance.restart_requested.notify_one();
+                asked += 1;
+            }
+        }
+        asked
     }
 
     /// The listening socket of the first instance.
@@ -199,6 +219,7 @@ impl PluginHandle {
     /// spread round-robin over the ready instances, and within an instance over the connections
     /// it opened.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, PluginCallError> {
+        let started = Instant::now();
         let outcome = match self.pick() {
             Some((instance, connections, peer)) => {
                 self.call_on::<M>(instance, &connections, peer, params)
@@ -208,7 +229,7 @@ impl PluginHandle {
                 plugin: self.shared.name.clone(),
             }),
         };
-        self.count(&outcome);
+        self.count(&outcome, started);
         outcome
     }
 
@@ -224,10 +245,11 @@ impl PluginHandle {
             let connections = instance.connections.load_full()?;
             let peer = pick_peer(instance, &connections)?;
             Some(async move {
+                let started = Instant::now();
                 let outcome = self
                     .call_on::<M>(instance, &connections, peer, params)
                     .await;
-                self.count(&outcome);
+                self.count(&outcome, started);
                 (instance.index, outcome)
             })
         });
@@ -317,8 +339,10 @@ impl PluginHandle {
         }
     }
 
-    fn count<T>(&self, outcome: &Result<T, PluginCallError>) {
+    fn count<T>(&self, outcome: &Result<T, PluginCallError>, started: Instant) {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared.latency_us.fetch_add(took, Ordering::Relaxed);
         if let Err(error) = outcome {
             self.shared.errors.fetch_add(1, Ordering::Relaxed);
             if let PluginCallError::Timeout { .. } = error {

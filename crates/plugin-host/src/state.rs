@@ -60,6 +60,11 @@ pub(crate) struct Instance {
     pub(crate) next_peer: AtomicUsize,
     /// Hook calls in a row that timed out; reset by any answer.
     pub(crate) consecutive_timeouts: AtomicU32,
+    /// Woken by [`crate::PluginHandle::restart`]: the supervisor restarts the running process.
+    pub(crate) restart_requested: tokio::sync::Notify,
+    /// Set with each restart request and cleared when a process starts, so that a wake-up left
+    /// over from a request made before the process went down for another reason is ignored.
+    pub(crate) restart_pending: std::sync::atomic::AtomicBool,
     status: AtomicU8,
     /// 0 when no process runs.
     pid: AtomicU32,
@@ -76,6 +81,8 @@ impl Instance {
             declared: ArcSwapOption::empty(),
             next_peer: AtomicUsize::new(0),
             consecutive_timeouts: AtomicU32::new(0),
+            restart_requested: tokio::sync::Notify::new(),
+            restart_pending: std::sync::atomic::AtomicBool::new(false),
             status: AtomicU8::new(status_to_u8(PluginStatus::Starting)),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
@@ -124,6 +131,8 @@ pub(crate) struct Shared {
     pub(crate) calls: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    /// Time spent in calls, all together, in microseconds.
+    pub(crate) latency_us: AtomicU64,
 }
 
 impl Shared {
@@ -144,6 +153,7 @@ impl Shared {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
         }
     }
 }

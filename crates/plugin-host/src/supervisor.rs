@@ -44,6 +44,8 @@ enum Ended {
     Exited(String),
     Closed(CloseReason),
     Heartbeats(u32),
+    /// [`crate::PluginHandle::restart`] asked for it.
+    RestartRequested,
 }
 
 impl fmt::Display for Ended {
@@ -53,6 +55,7 @@ impl fmt::Display for Ended {
             Ended::Exited(status) => write!(f, "process exited ({status})"),
             Ended::Closed(reason) => write!(f, "control connection closed ({reason})"),
             Ended::Heartbeats(n) => write!(f, "{n} consecutive heartbeats missed"),
+            Ended::RestartRequested => f.write_str("restart requested"),
         }
     }
 }
@@ -114,20 +117,29 @@ impl Supervisor {
                 self.stop(running).await;
                 return;
             }
-            self.events.emit(PluginEventKind::Failed {
-                reason: ended.to_string(),
-            });
-            self.bring_down(running, ended).await;
-            if ready_at.elapsed() >= BACKOFF_RESET_AFTER {
+            let requested = matches!(ended, Ended::RestartRequested);
+            if requested {
+                self.retire(running).await;
+            } else {
+                self.events.emit(PluginEventKind::Failed {
+                    reason: ended.to_string(),
+                });
+                self.bring_down(running, ended).await;
+            }
+            if requested || ready_at.elapsed() >= BACKOFF_RESET_AFTER {
                 backoff = self.spec.restart_backoff_min;
             }
+            let mut wait = !requested;
             running = loop {
-                tokio::select! {
-                    biased;
-                    () = self.cancel.cancelled() => return self.stopped(),
-                    () = sleep(backoff) => {}
+                if wait {
+                    tokio::select! {
+                        biased;
+                        () = self.cancel.cancelled() => return self.stopped(),
+                        () = sleep(backoff) => {}
+                    }
+                    backoff = backoff.saturating_mul(2).min(self.spec.restart_backoff_max);
                 }
-                backoff = backoff.saturating_mul(2).min(self.spec.restart_backoff_max);
+                wait = true;
                 let restarts = self.instance.count_restart();
                 tracing::info!(plugin = %self.instance.label, restarts, "restarting plugin");
                 match self.start().await {
@@ -192,6 +204,10 @@ impl Supervisor {
                     authenticated,
                 };
                 self.publish(&running, extra.into_iter().map(|a| a.peer));
+                // A restart asked of an earlier process is done.
+                self.instance
+                    .restart_pending
+                    .store(false, std::sync::atomic::Ordering::Release);
                 self.instance.set_status(PluginStatus::Ready);
                 tracing::info!(plugin = %self.instance.label, pid = ?running.child.id(), hooks = ?running.hooks.hooks, bodies = ?running.hooks.bodies, "plugin ready");
                 Ok(running)
@@ -331,6 +347,11 @@ impl Supervisor {
                 status = child.wait() => return Ended::Exited(describe(status)),
                 reason = control.closed() => return Ended::Closed(reason),
                 misses = &mut heartbeats => return Ended::Heartbeats(misses),
+                () = self.instance.restart_requested.notified() => {
+                    if self.instance.restart_pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                        return Ended::RestartRequested;
+                    }
+                }
                 accepted = self.listener.accept() => self.accept(accepted.map(|(s, _)| s), context).await,
                 Some(event) = authenticated.recv() => self.add_connection(hooks, event),
             }
@@ -382,6 +403,28 @@ impl Supervisor {
         };
         self.instance.set_pid(None);
         tracing::warn!(plugin = %self.instance.label, reason = %ended, exit_status = %status, "plugin is down; it will be restarted");
+    }
+
+    /// Stops a running instance for a requested restart: out of service at once, then `stop`,
+    /// wait for the exit (kill if needed).
+    async fn retire(&self, mut running: Running) {
+        if let Some(connections) = self.instance.connections.swap(None) {
+            for peer in connections.peers.iter().skip(1) {
+                peer.close();
+            }
+        }
+        self.instance.set_status(PluginStatus::Restarting);
+        let limit = self.spec.stop_timeout;
+        if let Err(e) = running.control.request::<Stop>(&Empty {}, limit).await {
+            tracing::debug!(plugin = %self.instance.label, error = %e, "`stop` failed");
+        }
+        let status = match timeout(limit, running.child.wait()).await {
+            Ok(status) => describe(status),
+            Err(_) => kill(&mut running.child).await,
+        };
+        self.unpublish(&mut running);
+        self.instance.set_pid(None);
+        tracing::info!(plugin = %self.instance.label, exit_status = %status, "plugin stopped for a requested restart");
     }
 
     /// Stops a running instance for good: `stop`, wait for the exit, kill if needed.

@@ -469,3 +469,29 @@ async fn shutdown_kills_a_plugin_that_does_not_exit() {
     assert!(!alive(pid));
     assert_eq!(plugin.state().status, PluginStatus::Stopped);
 }
+
+#[tokio::test]
+async fn a_requested_restart_stops_the_process_and_starts_a_new_one_at_once() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let mut spec = spec("renewed", PluginType::Modifier, "normal", None);
+    // A restart after a failure would wait this long; a requested one does not.
+    spec.restart_backoff_min = Duration::from_secs(30);
+    let plugin = host.launch(spec, none()).await.unwrap();
+    let pid = plugin.pid().unwrap();
+    plugin.call::<ModifyRequest>(&request()).await.unwrap();
+    let before = plugin.state();
+    assert_eq!((before.calls, before.errors), (1, 0));
+    assert!(before.latency_us_total > 0);
+
+    assert_eq!(plugin.restart(), 1);
+    eventually("a new process is ready", Duration::from_secs(5), || {
+        plugin.is_ready() && plugin.pid().is_some_and(|p| p != pid)
+    })
+    .await;
+    assert!(!alive(pid), "the old process exited");
+    assert_eq!(plugin.restarts(), 1);
+    plugin.call::<ModifyRequest>(&request()).await.unwrap();
+    host.shutdown().await;
+    assert_eq!(plugin.restart(), 0, "a stopped plugin is not restarted");
+}

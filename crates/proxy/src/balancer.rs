@@ -5,8 +5,8 @@
 //! proxy's default [`Balancer`], applies the upstream's choice.
 //!
 //! All three honour backend weights (`Backend.weight`, default 1) and health: they skip
-//! backends that are not available ([`BackendEntry::is_available`]: ejected by passive health
-//! or down by active checks); when no backend of the upstream is available they choose among
+//! backends that are not available ([`BackendEntry::is_available`]: ejected by passive health,
+//! down by active checks, or drained by an operator); when no backend of the upstream is available they choose among
 //! all of them (fail-open), as if all were healthy.
 //!
 //! When all weights are equal (the common case) selection is lock-free and reads a few atomics

@@ -3,7 +3,7 @@
 //! weights and health), and each backend's connection slots (its upstream's
 //! `max_connections_per_backend`).
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gatekeeper_rpc::types::{Backend, Upstream};
@@ -35,6 +35,8 @@ pub struct BackendEntry {
     pub weight: u32,
     /// Passive and active health.
     health: BackendHealth,
+    /// Taken out of rotation by an operator (admin `drain`); in-flight requests finish.
+    drained: AtomicBool,
     /// Smooth weighted round robin: this backend's current weight (read and written under the
     /// upstream's round-robin lock).
     pub(crate) swrr_current: AtomicI64,
@@ -96,6 +98,7 @@ impl BackendEntry {
             connection_slots: None,
             weight,
             health: BackendHealth::default(),
+            drained: AtomicBool::new(false),
             swrr_current: AtomicI64::new(0),
         })
     }
@@ -116,10 +119,24 @@ impl BackendEntry {
         &self.health
     }
 
-    /// Whether the built-in balancers may send new requests to this backend: not ejected by
-    /// passive health (or its cool-down is over) and not failed by active checks.
+    /// Whether the built-in balancers may send new requests to this backend: not drained by an
+    /// operator, not ejected by passive health (or its cool-down is over) and not failed by
+    /// active checks.
     pub fn is_available(&self) -> bool {
-        self.health.is_available()
+        !self.is_drained() && self.health.is_available()
+    }
+
+    /// Whether an operator drained the backend (see [`set_drained`](Self::set_drained)).
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains the backend (`true`: the built-in balancers send it no new requests while another
+    /// backend of its upstream is available; requests in flight finish) or puts it back. Like
+    /// the health, it lasts as long as the entry: through registry snapshots, until the backend
+    /// is removed or replaced.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
 
     /// A point-in-time copy of the backend's health, e.g. for an admin interface.

@@ -369,3 +369,28 @@ fn host_header_is_checked_and_parsed() {
         HostHeader::Backend
     );
 }
+
+#[test]
+fn a_drained_backend_is_unavailable_through_snapshots_until_enabled() {
+    let r = Registry::new();
+    r.add_upstream(upstream("a", &["a"], &[])).unwrap();
+    r.add_backend("a", backend("b", "http://127.0.0.1:1"))
+        .unwrap();
+    let entry = r.snapshot().upstream("a").unwrap().backends[0].clone();
+    assert!(entry.is_available() && !entry.is_drained());
+    entry.set_drained(true);
+    assert!(!entry.is_available());
+    r.add_backend("a", backend("d", "http://127.0.0.1:2"))
+        .unwrap();
+    let later = r.snapshot();
+    let now = later.upstream("a").unwrap().backend("b").unwrap();
+    assert!(now.is_drained() && !now.is_available());
+    assert!(later
+        .upstream("a")
+        .unwrap()
+        .backend("d")
+        .unwrap()
+        .is_available());
+    now.set_drained(false);
+    assert!(entry.is_available());
+}

@@ -1,0 +1,182 @@
+//! Operations endpoints: the admin socket (JSON over HTTP/1.1 on a Unix socket, mode 0600, for
+//! `gatekeeper ctl`) and the Prometheus metrics listener. [`Operations`] binds both before the
+//! plugins start (so `ctl wait-ready` can watch the start), learns the plugins, listeners and
+//! metrics pipeline once gatekeeper is ready, and stops serving (removing the socket) when
+//! dropped.
+//!
+//! - [`routes`]: what each admin path answers;
+//! - [`http`]: the small HTTP server both endpoints use.
+
+pub mod http;
+pub mod routes;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use gatekeeper_plugin_host::PluginHandle;
+use gatekeeper_proxy::{Metrics, MetricsExporter, Registry};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::prometheus::{Prometheus, PrometheusExporter};
+
+/// What exists once gatekeeper is ready.
+pub struct Live {
+    /// Every plugin, in the configured order.
+    pub plugins: Vec<PluginHandle>,
+    /// Every listener's name and bound address.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The metrics pipeline (for its dropped-records count).
+    pub metrics: Metrics,
+}
+
+/// What the admin routes read.
+pub struct Admin {
+    /// When gatekeeper started.
+    pub started: Instant,
+    /// The upstreams and backends.
+    pub registry: Arc<Registry>,
+    /// The effective settings, as `--check` prints them.
+    pub config: serde_json::Value,
+    /// Set once gatekeeper is ready.
+    pub live: OnceLock<Live>,
+    /// The Prometheus metrics, when `metrics_listen` is set.
+    pub prometheus: Option<Arc<Prometheus>>,
+}
+
+/// The running operations endpoints; dropping it stops them and removes the admin socket.
+pub struct Operations {
+    admin: Arc<Admin>,
+    tasks: Vec<JoinHandle<()>>,
+    socket: Option<PathBuf>,
+}
+
+impl Operations {
+    /// Binds the admin socket and the metrics listener (as configured) and starts serving.
+    /// A configured socket or metrics address that cannot be bound is an error; the default
+    /// admin socket only a warning.
+    pub async fn start(settings: &Settings, registry: &Arc<Registry>) -> Result<Operations> {
+        let prometheus = settings.metrics_listen.map(|_| Arc::new(Prometheus::new()));
+        let admin = Arc::new(Admin {
+            started: Instant::now(),
+            registry: registry.clone(),
+            config: serde_json::to_value(settings).unwrap_or_default(),
+            live: OnceLock::new(),
+            prometheus: prometheus.clone(),
+        });
+        let mut operations = Operations {
+            admin: admin.clone(),
+            tasks: Vec::new(),
+            socket: None,
+        };
+        if let Some(path) = &settings.admin_socket {
+            match bind_admin_socket(path).await {
+                Ok(listener) => {
+                    let handler: http::Handler =
+                        Arc::new(move |method, path| routes::handle(&admin, method, path));
+                    operations
+                        .tasks
+                        .push(tokio::spawn(http::serve_unix(listener, handler)));
+                    operations.socket = Some(path.clone());
+                    tracing::info!(path = %path.display(), "admin socket listening");
+                }
+                Err(e) if settings.admin_socket_is_default => {
+                    tracing::warn!(path = %path.display(), error = %e, "admin socket not available (set admin_socket to choose another path, or \"\" to disable it)");
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("admin_socket: cannot listen on {}", path.display())
+                    })
+                }
+            }
+        }
+        if let (Some(addr), Some(prometheus)) = (settings.metrics_listen, prometheus) {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics_listen: cannot listen on {addr}"))?;
+            let handler: http::Handler =
+                Arc::new(move |method, path| routes::metrics_only(&prometheus, method, path));
+            operations
+                .tasks
+                .push(tokio::spawn(http::serve_tcp(listener, handler)));
+            tracing::info!(%addr, "Prometheus metrics listening");
+        }
+        Ok(operations)
+    }
+
+    /// The exporter feeding the Prometheus request metrics, when `metrics_listen` is set.
+    pub fn exporter(&self) -> Option<Arc<dyn MetricsExporter>> {
+        let prometheus = self.admin.prometheus.clone()?;
+        Some(Arc::new(PrometheusExporter::new(prometheus)))
+    }
+
+    /// Gatekeeper is ready: these are its plugins, listeners and metrics pipeline.
+    pub fn ready(
+        &self,
+        plugins: Vec<PluginHandle>,
+        listeners: Vec<(String, SocketAddr)>,
+        metrics: Metrics,
+    ) {
+        if let Some(prometheus) = &self.admin.prometheus {
+            prometheus.attach(
+                self.admin.registry.clone(),
+                plugins.clone(),
+                metrics.clone(),
+            );
+        }
+        let _ = self.admin.live.set(Live {
+            plugins,
+            listeners,
+            metrics,
+        });
+    }
+}
+
+impl Drop for Operations {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(path) = &self.socket {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::debug!(path = %path.display(), error = %e, "could not remove the admin socket");
+            }
+        }
+    }
+}
+
+/// Binds the admin socket with mode 0600: bound under a temporary name, restricted, then renamed,
+/// so that it is never reachable with looser permissions. A socket file left by a gatekeeper
+/// that is gone is replaced; one that still answers is not (two gatekeepers would fight over it).
+async fn bind_admin_socket(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is serving this socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let _ = std::fs::remove_file(&temporary);
+    let listener = UnixListener::bind(&temporary)?;
+    let restricted = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = restricted {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    Ok(listener)
+}
