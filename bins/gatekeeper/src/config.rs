@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_PLUGIN_BODY: usize = gatekeeper_proxy::DEFAULT_MAX_PLUGIN_
 /// The largest `max_plugin_body` (8 MiB): a body, base64-encoded in JSON, must fit in one
 /// protocol line (16 MiB).
 pub const MAX_MAX_PLUGIN_BODY: usize = 8 * 1024 * 1024;
+/// Default for `shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -70,6 +72,7 @@ struct FileConfig {
     passive_health_cooldown: Option<String>,
     forwarded_headers: Option<String>,
     via: Option<String>,
+    shutdown_grace: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -215,6 +218,9 @@ pub struct Settings {
     pub forwarded_headers: ForwardedMode,
     /// gatekeeper's name in `Via` (empty: no `Via`).
     pub via: String,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub shutdown_grace: Duration,
 }
 
 /// Passive health defaults (an upstream's `passive_health` overrides them).
@@ -701,7 +707,13 @@ impl Settings {
             bail!("via: `{via}` is not a token or host[:port] (e.g. \"gatekeeper\"; \"\" disables Via)");
         }
 
+        let shutdown_grace = match &file.shutdown_grace {
+            Some(v) => parse_duration("shutdown_grace", v)?,
+            None => DEFAULT_SHUTDOWN_GRACE,
+        };
+
         Ok(Settings {
+            shutdown_grace,
             listeners,
             default_timeout,
             connect_timeout,

@@ -1,8 +1,11 @@
 //! gatekeeper: read flags and config, set up logging, run until a signal. Everything else lives
 //! in the crates (`gatekeeper-proxy`, `gatekeeper-plugin-host`) and in `run`.
 
+mod activation;
 mod cli;
 mod config;
+mod notify;
+mod reload;
 mod run;
 mod wiring;
 

@@ -1,5 +1,6 @@
-//! Starting and stopping: plugins first (so routes exist), then the listeners; on SIGTERM or
-//! SIGINT, stop accepting, drain, flush metrics, stop the plugins.
+//! Starting and stopping: plugins first (so routes exist), then the listeners (or the sockets
+//! systemd passed); then systemd is told `READY=1`. SIGHUP reloads (see `reload`); on SIGTERM or
+//! SIGINT, stop accepting, drain up to `shutdown_grace`, flush metrics, stop the plugins.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use gatekeeper_plugin_host::{LaunchOptions, Manager, PluginHandle, PluginHost, P
 use gatekeeper_proxy::forwarded::ForwardedConfig;
 use gatekeeper_proxy::{
     ListenerConfig, LoadBalancerHook, MetricKind, Metrics, MetricsConfig, MetricsExporter,
-    Modifier, Proxy, ProxyConfig, Registry, RouterHook, TlsReloader,
+    Modifier, Proxy, ProxyConfig, Registry, RouterHook,
 };
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::metrics::events;
@@ -17,6 +18,8 @@ use gatekeeper_rpc::types::Object;
 use serde_json::json;
 
 use crate::config::{PluginSetting, Settings};
+use crate::reload::Reloader;
+use crate::{activation, notify};
 use crate::wiring::feeds::{follow_plugins, follow_registry, Follows, RegistryReplay};
 use crate::wiring::hooks::PluginHook;
 use crate::wiring::manager::RegistryManager;
@@ -64,6 +67,7 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
             mode: settings.forwarded_headers,
             via: settings.via.clone(),
         },
+        shutdown_grace: settings.shutdown_grace,
         ..ProxyConfig::default()
     }
 }
@@ -82,31 +86,7 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
-}
-
-/// Re-reads the TLS listeners' certificates on every SIGHUP (a bad file keeps the old ones).
-async fn reload_tls_on_sighup(reloader: TlsReloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; certificates will not be reloaded");
-        return;
-    };
-    while hangup.recv().await.is_some() {
-        if reloader.is_empty() {
-            tracing::info!("SIGHUP: no TLS listeners, nothing to reload");
-            continue;
-        }
-        let again = reloader.clone();
-        match tokio::task::spawn_blocking(move || again.reload()).await {
-            Ok(Ok(count)) => {
-                tracing::info!(certificates = count, "SIGHUP: TLS certificates reloaded")
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded, the old ones stay")
-            }
-            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed"),
-        }
-    }
+    notify::stopping();
 }
 
 fn object(value: serde_json::Value) -> Object {
@@ -258,6 +238,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     if let Some((setting, handle, _)) = launched.of_type(PluginType::Loadbalancer).next() {
         proxy = proxy.with_loadbalancer(hook(setting, handle) as Arc<dyn LoadBalancerHook>);
     }
+    for (listener, socket) in activation::passed_sockets(&settings.listeners) {
+        proxy = proxy.with_listener_socket(listener, socket);
+    }
 
     let bound = match proxy.bind().await {
         Ok(bound) => bound,
@@ -279,10 +262,17 @@ pub async fn run(settings: Settings) -> Result<()> {
         object(json!({ "listeners": listeners })),
     );
     tracing::info!(listeners = %listeners.join(","), plugins = settings.plugins.len(), "gatekeeper ready");
+    notify::ready(&format!("serving on {}", listeners.join(", ")));
+    let watchdog = notify::spawn_watchdog();
 
-    let reload = tokio::spawn(reload_tls_on_sighup(bound.tls_reloader()));
+    let grace = settings.shutdown_grace;
+    let reload = tokio::spawn(Reloader::new(settings, bound.tls_reloader()).run());
     bound.serve(shutdown_signal()).await;
     reload.abort();
+    notify::status(&format!(
+        "connections drained (grace {}); stopping the plugins",
+        humantime::format_duration(grace)
+    ));
     metrics.record_event(events::APP_STOPPED, Object::new());
     metrics.shutdown().await;
     if metrics.dropped() > 0 {
@@ -292,6 +282,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
     host.shutdown().await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("gatekeeper stopped");
     Ok(())
 }
