@@ -187,6 +187,66 @@ TOML
   [ "$(jq -r '.headers["x-request-id"]' <<<"$output")" = null ]
 }
 
+# add_request_id HEADER [INSTANCES]: appends a request-id modifier using HEADER to the config.
+add_request_id() {
+  cat >>"$CONFIG" <<TOML
+
+[[plugin]]
+name = "rid"
+type = "modifier"
+command = "request-id"
+instances = ${2:-1}
+config = { header = "$1" }
+TOML
+}
+
+# seen_header NAME: the value of header NAME as the backend saw it ("null" if absent).
+seen_header() {
+  curl -s --max-time 5 "$GK_URL/echo/" | jq -r ".headers[\"$1\"]"
+}
+
+@test "reload: a plugin whose config changed is restarted with it" {
+  add_request_id x-first
+  start_gk gatekeeper
+  [ "$(seen_header x-first)" != null ]
+  old_pid=$(plugin_pid rid)
+  sed -i 's/header = "x-first"/header = "x-second"/' "$CONFIG"
+  kill -HUP "$GK_PID"
+  eventually 100 'gk_log | grep -q "plugin restarted with its new settings"'
+  [ "$(seen_header x-second)" != null ]
+  [ "$(seen_header x-first)" = null ]
+  new_pid=$(plugin_pid rid)
+  [ -n "$new_pid" ] && [ "$new_pid" != "$old_pid" ]
+  ! gk_log | grep -q "need a restart"
+}
+
+@test "reload: a plugin that rejects its new config keeps running with the old one" {
+  add_request_id x-first
+  start_gk gatekeeper
+  sed -i 's/header = "x-first"/header = "not a header"/' "$CONFIG"
+  kill -HUP "$GK_PID"
+  eventually 100 'gk_log | grep -q "plugin not restarted with its new settings"'
+  eventually 50 '[ "$(seen_header x-first)" != null ]'
+}
+
+@test "reload under load: a 2-instance plugin restarts with new config, no failed request" {
+  command -v wrk >/dev/null || skip "wrk is not installed"
+  add_request_id x-first 2
+  start_gk gatekeeper
+  wrk -t1 -c10 -d3s "$GK_URL/echo/" >"$BATS_TEST_TMPDIR/wrk.out" 2>&1 &
+  wrk_pid=$!
+  sleep 1
+  sed -i 's/header = "x-first"/header = "x-second"/' "$CONFIG"
+  kill -HUP "$GK_PID"
+  wait "$wrk_pid"
+  cat "$BATS_TEST_TMPDIR/wrk.out"
+  grep -q "requests in" "$BATS_TEST_TMPDIR/wrk.out"
+  ! grep -q "Non-2xx" "$BATS_TEST_TMPDIR/wrk.out"
+  ! grep -q "Socket errors" "$BATS_TEST_TMPDIR/wrk.out"
+  eventually 100 'gk_log | grep -q "SIGHUP: configuration reloaded"'
+  [ "$(seen_header x-second)" != null ]
+}
+
 @test "reload under load: three SIGHUPs during wrk, no failed request" {
   command -v wrk >/dev/null || skip "wrk is not installed"
   start_gk gatekeeper

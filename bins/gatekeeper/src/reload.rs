@@ -1,32 +1,39 @@
 //! SIGHUP: re-read the config file (same path, same flags as at start), apply what can change
 //! while serving, and say clearly what needs a restart. A config that does not load keeps the
-//! running one. What is applied today: the TLS listeners' certificates (re-read from their
-//! files). Listeners, plugins and every other setting are compared and, when changed, logged
-//! as needing a restart.
+//! running one. Applied while serving: the TLS listeners' certificates (re-read from their
+//! files) and the `command`, `args`, `config` and `heartbeat_interval` of existing plugins
+//! (the plugin is restarted with them, one instance after the other). Everything else
+//! (listeners, plugins added, removed or reordered, other plugin keys, every other setting) is
+//! compared and, when changed, logged as needing a restart.
+
+use std::sync::Arc;
 
 use anyhow::Result;
+use gatekeeper_plugin_host::PluginHost;
 use gatekeeper_proxy::TlsReloader;
 use serde_json::Value;
 
 use crate::cli::Cli;
 use crate::config::{PluginSetting, Settings};
 use crate::notify;
+use crate::run::spec_of;
 
 /// The running configuration and what a reload can change in it.
 pub struct Reloader {
     running: Settings,
     tls: TlsReloader,
+    host: Arc<PluginHost>,
 }
 
 impl Reloader {
     /// A reloader for gatekeeper running with `running`, whose TLS listeners reload through
-    /// `tls`.
-    pub fn new(running: Settings, tls: TlsReloader) -> Self {
-        Reloader { running, tls }
+    /// `tls` and whose plugins run on `host`.
+    pub fn new(running: Settings, tls: TlsReloader, host: Arc<PluginHost>) -> Self {
+        Reloader { running, tls, host }
     }
 
     /// Reloads on every SIGHUP until the task is aborted.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangup) = signal(SignalKind::hangup()) else {
             tracing::error!("cannot install the SIGHUP handler; the configuration will not be reloaded");
@@ -41,7 +48,7 @@ impl Reloader {
     }
 
     /// One reload; returns the status line for systemd.
-    async fn reload(&self) -> String {
+    async fn reload(&mut self) -> String {
         let loaded = tokio::task::spawn_blocking(load_again).await;
         let new = match loaded {
             Ok(Ok(settings)) => settings,
@@ -54,8 +61,9 @@ impl Reloader {
                 return "serving; last reload failed".into();
             }
         };
-        let pending = needs_restart(&self.running, &new);
         let certificates = self.reload_certificates().await;
+        let plugins = self.restart_changed_plugins(&new).await;
+        let pending = needs_restart(&self.running, &new);
         if pending.is_empty() {
             tracing::info!("SIGHUP: configuration reloaded");
         } else {
@@ -64,11 +72,39 @@ impl Reloader {
                 "SIGHUP: these changes need a restart (systemctl restart gatekeeper); until then the running settings stay"
             );
         }
-        match (certificates, pending.is_empty()) {
-            (false, _) => "serving; last reload: certificates not reloaded (see the log)".into(),
+        match (certificates && plugins, pending.is_empty()) {
+            (false, _) => "serving; last reload had errors (see the log)".into(),
             (true, true) => "serving; configuration reloaded".into(),
             (true, false) => format!("serving; reloaded, restart needed for: {}", pending.join("; ")),
         }
+    }
+
+    /// Restarts every existing plugin whose changes are all reloadable with its new settings,
+    /// and records them as running; false if one did not start with them (it keeps its old
+    /// settings).
+    async fn restart_changed_plugins(&mut self, new: &Settings) -> bool {
+        let mut all_started = true;
+        for now in &new.plugins {
+            let Some(index) = self.running.plugins.iter().position(|p| p.name == now.name) else {
+                continue;
+            };
+            let old = &self.running.plugins[index];
+            if same(old, now) || !same(&with_reloadable_of(old, now), now) {
+                continue;
+            }
+            tracing::info!(plugin = %now.name, "SIGHUP: restarting the plugin with its new settings");
+            match self.host.reconfigure(spec_of(now)).await {
+                Ok(()) => {
+                    tracing::info!(plugin = %now.name, "SIGHUP: plugin restarted with its new settings");
+                    self.running.plugins[index] = now.clone();
+                }
+                Err(e) => {
+                    tracing::error!(plugin = %now.name, error = %e, "SIGHUP: plugin not restarted with its new settings; it keeps the old ones");
+                    all_started = false;
+                }
+            }
+        }
+        all_started
     }
 
     /// Re-reads the TLS certificates; false if a file was bad (the old ones stay).
@@ -123,7 +159,23 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<String> {
     changes
 }
 
-/// Plugins added, removed, changed or reordered.
+/// Whether two plugin settings are the same.
+fn same(a: &PluginSetting, b: &PluginSetting) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
+/// `old` with the settings a reload applies to a running plugin taken from `new`.
+fn with_reloadable_of(old: &PluginSetting, new: &PluginSetting) -> PluginSetting {
+    PluginSetting {
+        command: new.command.clone(),
+        args: new.args.clone(),
+        config: new.config.clone(),
+        heartbeat_interval: new.heartbeat_interval,
+        ..old.clone()
+    }
+}
+
+/// Plugins added, removed, changed (in settings a reload does not apply) or reordered.
 fn plugin_changes(running: &[PluginSetting], new: &[PluginSetting]) -> Vec<String> {
     let json = |p: &PluginSetting| serde_json::to_value(p).ok();
     let mut changes = Vec::new();

@@ -26,7 +26,8 @@ use crate::wiring::manager::RegistryManager;
 use crate::wiring::metrics::PluginExporter;
 use crate::wiring::{failure_policy, MeteredPlugin};
 
-fn spec_of(setting: &PluginSetting) -> PluginSpec {
+/// The plugin host's spec of a configured plugin.
+pub fn spec_of(setting: &PluginSetting) -> PluginSpec {
     let mut spec = PluginSpec::new(&setting.name, setting.plugin_type, &setting.command)
         .with_args(setting.args.clone())
         .with_config(setting.config.clone())
@@ -198,8 +199,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     let startup = Instant::now();
     let registry = Arc::new(Registry::new());
     let registry_changes = registry.subscribe();
-    let host = PluginHost::new(settings.socket_dir.clone())
-        .context("cannot create the plugin socket directory")?;
+    let host = Arc::new(
+        PluginHost::new(settings.socket_dir.clone())
+            .context("cannot create the plugin socket directory")?,
+    );
     let (plugin_events, plugin_events_rx) = tokio::sync::mpsc::unbounded_channel();
 
     let launched = match launch_plugins(&settings, &host, &registry, plugin_events).await {
@@ -266,7 +269,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let watchdog = notify::spawn_watchdog();
 
     let grace = settings.shutdown_grace;
-    let reload = tokio::spawn(Reloader::new(settings, bound.tls_reloader()).run());
+    let reload = tokio::spawn(Reloader::new(settings, bound.tls_reloader(), host.clone()).run());
     bound.serve(shutdown_signal()).await;
     reload.abort();
     notify::status(&format!(
