@@ -30,7 +30,9 @@ pub fn passed_sockets(listeners: &[ListenerSetting]) -> Vec<(String, TcpListener
                 sockets.push((named.then_some(name), socket));
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(fd = index + 3, error = %e, "ignoring a socket passed by systemd"),
+            Err(e) => {
+                tracing::warn!(fd = index + 3, error = %e, "ignoring a socket passed by systemd")
+            }
         }
     }
     assign(listeners, sockets)
@@ -59,7 +61,9 @@ fn assign<S>(listeners: &[ListenerSetting], sockets: Vec<(Option<String>, S)>) -
         match free.next() {
             Some(name) => assigned.push((name, socket)),
             None => {
-                tracing::warn!("systemd passed more sockets than there are listeners; closing the rest")
+                tracing::warn!(
+                    "systemd passed more sockets than there are listeners; closing the rest"
+                )
             }
         }
     }
@@ -87,7 +91,11 @@ mod tests {
         let assigned = assign(&listeners, sockets);
         assert_eq!(
             assigned,
-            vec![("c".to_owned(), 2), ("a".to_owned(), 1), ("b".to_owned(), 3)]
+            vec![
+                ("c".to_owned(), 2),
+                ("a".to_owned(), 1),
+                ("b".to_owned(), 3)
+            ]
         );
     }
 

@@ -36,7 +36,9 @@ impl Reloader {
     pub async fn run(mut self) {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            tracing::error!("cannot install the SIGHUP handler; the configuration will not be reloaded");
+            tracing::error!(
+                "cannot install the SIGHUP handler; the configuration will not be reloaded"
+            );
             return;
         };
         while hangup.recv().await.is_some() {
@@ -75,7 +77,10 @@ impl Reloader {
         match (certificates && plugins, pending.is_empty()) {
             (false, _) => "serving; last reload had errors (see the log)".into(),
             (true, true) => "serving; configuration reloaded".into(),
-            (true, false) => format!("serving; reloaded, restart needed for: {}", pending.join("; ")),
+            (true, false) => format!(
+                "serving; reloaded, restart needed for: {}",
+                pending.join("; ")
+            ),
         }
     }
 

@@ -19,12 +19,12 @@ use serde_json::json;
 
 use crate::config::{PluginSetting, Settings};
 use crate::reload::Reloader;
-use crate::{activation, notify};
 use crate::wiring::feeds::{follow_plugins, follow_registry, Follows, RegistryReplay};
 use crate::wiring::hooks::PluginHook;
 use crate::wiring::manager::RegistryManager;
 use crate::wiring::metrics::PluginExporter;
 use crate::wiring::{failure_policy, MeteredPlugin};
+use crate::{activation, notify};
 
 /// The plugin host's spec of a configured plugin.
 pub fn spec_of(setting: &PluginSetting) -> PluginSpec {
@@ -44,6 +44,8 @@ pub fn spec_of(setting: &PluginSetting) -> PluginSpec {
     spec
 }
 
+// Every field is set today; the default stays for fields added later.
+#[allow(clippy::needless_update)]
 fn proxy_config(settings: &Settings) -> ProxyConfig {
     ProxyConfig {
         listeners: settings

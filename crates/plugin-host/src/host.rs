@@ -34,8 +34,11 @@ pub struct PluginHost {
     names: Mutex<HashSet<String>>,
     plugins: Mutex<Vec<(PluginHandle, Vec<JoinHandle<()>>)>>,
     /// Per launched plugin: its spec and one restart channel per instance, in instance order.
-    respawns: Mutex<Vec<(Arc<PluginSpec>, Vec<mpsc::UnboundedSender<Respawn>>)>>,
+    respawns: Mutex<Vec<(Arc<PluginSpec>, RespawnSenders)>>,
 }
+
+/// One restart channel per instance of a plugin, in instance order.
+type RespawnSenders = Vec<mpsc::UnboundedSender<Respawn>>;
 
 impl PluginHost {
     /// Creates the host and its private socket directory (mode 0700), named
