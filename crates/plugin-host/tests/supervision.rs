@@ -450,17 +450,33 @@ async fn reconfigure_restarts_every_instance_with_the_new_spec() {
     let first = spec("reconf", PluginType::Modifier, "normal", Some(&out))
         .with_instances(2)
         .with_config(serde_json::json!({ "v": 1 }).as_object().cloned().unwrap());
-    let plugin = host.launch(first.clone(), LaunchOptions::default()).await.unwrap();
-    let old_pids: HashSet<u32> = plugin.state().instances.iter().filter_map(|i| i.pid).collect();
+    let plugin = host
+        .launch(first.clone(), LaunchOptions::default())
+        .await
+        .unwrap();
+    let old_pids: HashSet<u32> = plugin
+        .state()
+        .instances
+        .iter()
+        .filter_map(|i| i.pid)
+        .collect();
     assert_eq!(old_pids.len(), 2);
 
     let second = first
         .clone()
         .with_config(serde_json::json!({ "v": 2 }).as_object().cloned().unwrap());
     host.reconfigure(second).await.unwrap();
-    let new_pids: HashSet<u32> = plugin.state().instances.iter().filter_map(|i| i.pid).collect();
+    let new_pids: HashSet<u32> = plugin
+        .state()
+        .instances
+        .iter()
+        .filter_map(|i| i.pid)
+        .collect();
     assert_eq!(new_pids.len(), 2);
-    assert!(new_pids.is_disjoint(&old_pids), "every instance was restarted");
+    assert!(
+        new_pids.is_disjoint(&old_pids),
+        "every instance was restarted"
+    );
     let configured: Vec<Value> = records(&out)
         .into_iter()
         .filter_map(|r| r.get("configure").cloned())
