@@ -55,7 +55,13 @@ impl Reloader {
         let new = match loaded {
             Ok(Ok(settings)) => settings,
             Ok(Err(e)) => {
-                tracing::error!(error = %format!("{e:#}"), "SIGHUP: the configuration has errors; the running one stays");
+                let error = format!("{e:#}");
+                if self.tls.is_empty() {
+                    tracing::error!(%error, "SIGHUP: the configuration has errors; the running one stays");
+                } else {
+                    // Certificate files are checked as part of the configuration.
+                    tracing::error!(%error, "SIGHUP: the configuration has errors; the running one stays (TLS certificates not reloaded, the old ones stay)");
+                }
                 return "serving; last reload failed (configuration errors, see the log)".into();
             }
             Err(e) => {
