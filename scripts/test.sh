@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing (bats, curl, jq, python3, node), then fmt check,
+# Runs every test: installs what is missing (bats, curl, jq, python3, wrk, node), then fmt check,
 # clippy with -D warnings, cargo test, the Python and Node SDK tests, and the bats suites in
 # integration/ against the real binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in bats curl jq python3; do
+for tool in bats curl jq python3 wrk; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 command -v node >/dev/null 2>&1 || missing+=(nodejs)

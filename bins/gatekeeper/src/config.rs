@@ -44,6 +44,8 @@ pub const DEFAULT_MAX_PLUGIN_BODY: usize = gatekeeper_proxy::DEFAULT_MAX_PLUGIN_
 /// The largest `max_plugin_body` (8 MiB): a body, base64-encoded in JSON, must fit in one
 /// protocol line (16 MiB).
 pub const MAX_MAX_PLUGIN_BODY: usize = 8 * 1024 * 1024;
+/// Default for `shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default listen address when neither flags nor file give one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
@@ -78,6 +80,7 @@ struct FileConfig {
     access_log_file: Option<PathBuf>,
     admin_socket: Option<PathBuf>,
     metrics_listen: Option<String>,
+    shutdown_grace: Option<String>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<FilePlugin>,
 }
@@ -237,6 +240,9 @@ pub struct Settings {
     pub admin_socket_is_default: bool,
     /// Where Prometheus metrics are served (`GET /metrics`); `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[serde(with = "humantime_serde_compat::required")]
+    pub shutdown_grace: Duration,
 }
 
 /// File name of the admin socket in `socket_dir` or `$RUNTIME_DIRECTORY`.
@@ -827,10 +833,16 @@ impl Settings {
             ),
         };
 
+        let shutdown_grace = match &file.shutdown_grace {
+            Some(v) => parse_duration("shutdown_grace", v)?,
+            None => DEFAULT_SHUTDOWN_GRACE,
+        };
+
         Ok(Settings {
             log_format,
             access_log,
             access_log_file,
+            shutdown_grace,
             listeners,
             default_timeout,
             connect_timeout,

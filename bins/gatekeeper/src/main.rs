@@ -1,13 +1,16 @@
 //! gatekeeper: read flags and config, set up logging, run until a signal. Everything else lives
 //! in the crates (`gatekeeper-proxy`, `gatekeeper-plugin-host`) and in `run`.
 
+mod activation;
 mod admin;
 mod check;
 mod cli;
 mod config;
 mod ctl;
 mod logging;
+mod notify;
 mod prometheus;
+mod reload;
 mod run;
 mod wiring;
 

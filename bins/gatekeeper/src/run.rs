@@ -1,5 +1,6 @@
-//! Starting and stopping: plugins first (so routes exist), then the listeners; on SIGTERM or
-//! SIGINT, stop accepting, drain, flush metrics, stop the plugins.
+//! Starting and stopping: plugins first (so routes exist), then the listeners (or the sockets
+//! systemd passed); then systemd is told `READY=1`. SIGHUP reloads (see `reload`); on SIGTERM or
+//! SIGINT, stop accepting, drain up to `shutdown_grace`, flush metrics, stop the plugins.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use gatekeeper_plugin_host::{LaunchOptions, Manager, PluginHandle, PluginHost, P
 use gatekeeper_proxy::forwarded::ForwardedConfig;
 use gatekeeper_proxy::{
     ListenerConfig, LoadBalancerHook, MetricKind, Metrics, MetricsConfig, MetricsExporter,
-    Modifier, Proxy, ProxyConfig, Registry, RouterHook, TlsReloader,
+    Modifier, Proxy, ProxyConfig, Registry, RouterHook,
 };
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::metrics::events;
@@ -17,14 +18,17 @@ use gatekeeper_rpc::types::Object;
 use serde_json::json;
 
 use crate::config::{PluginSetting, Settings};
+use crate::reload::Reloader;
 use crate::wiring::access_log::AccessLog;
 use crate::wiring::feeds::{follow_plugins, follow_registry, Follows, RegistryReplay};
 use crate::wiring::hooks::PluginHook;
 use crate::wiring::manager::RegistryManager;
 use crate::wiring::metrics::PluginExporter;
 use crate::wiring::{failure_policy, MeteredPlugin};
+use crate::{activation, notify};
 
-fn spec_of(setting: &PluginSetting) -> PluginSpec {
+/// The plugin host's spec of a configured plugin.
+pub fn spec_of(setting: &PluginSetting) -> PluginSpec {
     let mut spec = PluginSpec::new(&setting.name, setting.plugin_type, &setting.command)
         .with_args(setting.args.clone())
         .with_config(setting.config.clone())
@@ -41,6 +45,8 @@ fn spec_of(setting: &PluginSetting) -> PluginSpec {
     spec
 }
 
+// Every field is set today; the default stays for fields added later.
+#[allow(clippy::needless_update)]
 fn proxy_config(settings: &Settings) -> ProxyConfig {
     ProxyConfig {
         listeners: settings
@@ -65,6 +71,7 @@ fn proxy_config(settings: &Settings) -> ProxyConfig {
             mode: settings.forwarded_headers,
             via: settings.via.clone(),
         },
+        shutdown_grace: settings.shutdown_grace,
         ..ProxyConfig::default()
     }
 }
@@ -83,31 +90,7 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
-}
-
-/// Re-reads the TLS listeners' certificates on every SIGHUP (a bad file keeps the old ones).
-async fn reload_tls_on_sighup(reloader: TlsReloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; certificates will not be reloaded");
-        return;
-    };
-    while hangup.recv().await.is_some() {
-        if reloader.is_empty() {
-            tracing::info!("SIGHUP: no TLS listeners, nothing to reload");
-            continue;
-        }
-        let again = reloader.clone();
-        match tokio::task::spawn_blocking(move || again.reload()).await {
-            Ok(Ok(count)) => {
-                tracing::info!(certificates = count, "SIGHUP: TLS certificates reloaded")
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded, the old ones stay")
-            }
-            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed"),
-        }
-    }
+    notify::stopping();
 }
 
 fn object(value: serde_json::Value) -> Object {
@@ -235,8 +218,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     let registry = Arc::new(Registry::new());
     let registry_changes = registry.subscribe();
     let operations = crate::admin::Operations::start(&settings, &registry).await?;
-    let host = PluginHost::new(settings.socket_dir.clone())
-        .context("cannot create the plugin socket directory")?;
+    let host = Arc::new(
+        PluginHost::new(settings.socket_dir.clone())
+            .context("cannot create the plugin socket directory")?,
+    );
     let (plugin_events, plugin_events_rx) = tokio::sync::mpsc::unbounded_channel();
 
     let launched = match launch_plugins(&settings, &host, &registry, plugin_events).await {
@@ -275,6 +260,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     if let Some((setting, handle, _)) = launched.of_type(PluginType::Loadbalancer).next() {
         proxy = proxy.with_loadbalancer(hook(setting, handle) as Arc<dyn LoadBalancerHook>);
     }
+    for (listener, socket) in activation::passed_sockets(&settings.listeners) {
+        proxy = proxy.with_listener_socket(listener, socket);
+    }
 
     let bound = match proxy.bind().await {
         Ok(bound) => bound,
@@ -306,11 +294,18 @@ pub async fn run(settings: Settings) -> Result<()> {
             .collect(),
         metrics.clone(),
     );
+    notify::ready(&format!("serving on {}", listeners.join(", ")));
+    let watchdog = notify::spawn_watchdog();
 
-    let reload = tokio::spawn(reload_tls_on_sighup(bound.tls_reloader()));
+    let grace = settings.shutdown_grace;
+    let reload = tokio::spawn(Reloader::new(settings, bound.tls_reloader(), host.clone()).run());
     bound.serve(shutdown_signal()).await;
     reload.abort();
     drop(operations);
+    notify::status(&format!(
+        "connections drained (grace {}); stopping the plugins",
+        humantime::format_duration(grace)
+    ));
     metrics.record_event(events::APP_STOPPED, Object::new());
     metrics.shutdown().await;
     if metrics.dropped() > 0 {
@@ -320,6 +315,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
     host.shutdown().await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("gatekeeper stopped");
     Ok(())
 }

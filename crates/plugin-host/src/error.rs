@@ -38,6 +38,18 @@ pub enum HostError {
     /// The host was shut down.
     #[error("the plugin host is shut down")]
     ShutDown,
+    /// No plugin with this name runs on this host.
+    #[error("no plugin named `{0}` is running")]
+    UnknownPlugin(String),
+    /// A plugin cannot be restarted with these settings (its type or number of instances
+    /// changed), or an instance did not start with them.
+    #[error("plugin `{plugin}` was not restarted with its new settings: {reason}")]
+    Reconfigure {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The plugin's first start failed.
     #[error("plugin `{plugin}` failed to start: {source}")]
     Start {

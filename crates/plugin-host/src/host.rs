@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use gatekeeper_rpc::methods::PluginType;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ use crate::options::LaunchOptions;
 use crate::socket_dir::{socket_file_name, SocketDir};
 use crate::spec::PluginSpec;
 use crate::state::{Instance, Shared};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Respawn, Supervisor};
 
 /// Runs plugins. Dropping the host (without [`PluginHost::shutdown`]) tells every supervisor to
 /// stop its plugin in the background and removes the socket directory at once.
@@ -33,7 +33,12 @@ pub struct PluginHost {
     next_index: AtomicUsize,
     names: Mutex<HashSet<String>>,
     plugins: Mutex<Vec<(PluginHandle, Vec<JoinHandle<()>>)>>,
+    /// Per launched plugin: its spec and one restart channel per instance, in instance order.
+    respawns: Mutex<Vec<(Arc<PluginSpec>, RespawnSenders)>>,
 }
+
+/// One restart channel per instance of a plugin, in instance order.
+type RespawnSenders = Vec<mpsc::UnboundedSender<Respawn>>;
 
 impl PluginHost {
     /// Creates the host and its private socket directory (mode 0700), named
@@ -50,6 +55,7 @@ impl PluginHost {
             next_index: AtomicUsize::new(0),
             names: Mutex::new(HashSet::new()),
             plugins: Mutex::new(Vec::new()),
+            respawns: Mutex::new(Vec::new()),
         })
     }
 
@@ -143,7 +149,10 @@ impl PluginHost {
         let mut abandon = Abandon(Some(cancel.clone()));
         let mut tasks = Vec::with_capacity(count);
         let mut firsts = FuturesUnordered::new();
+        let mut respawn_senders = Vec::with_capacity(count);
         for (instance, listener) in instances.iter().zip(listeners) {
+            let (respawn_tx, respawn_rx) = mpsc::unbounded_channel();
+            respawn_senders.push(respawn_tx);
             let supervisor = Supervisor {
                 spec: spec.clone(),
                 plugin: shared.clone(),
@@ -157,6 +166,7 @@ impl PluginHost {
                     instance: instance.index,
                 },
                 cancel: cancel.clone(),
+                respawns: Some(respawn_rx),
             };
             let (first_tx, first_rx) = oneshot::channel();
             tasks.push(tokio::spawn(supervisor.run(first_tx)));
@@ -174,6 +184,7 @@ impl PluginHost {
             None => {
                 abandon.0 = None;
                 lock(&self.plugins).push((handle.clone(), tasks));
+                lock(&self.respawns).push((spec.clone(), respawn_senders));
                 Ok(handle)
             }
             Some((label, source)) => {
@@ -199,6 +210,62 @@ impl PluginHost {
             .iter()
             .find(|(h, _)| h.name() == name)
             .map(|(h, _)| h.clone())
+    }
+
+    /// Restarts a running plugin with new settings (`spec.name` names it), one instance after
+    /// the other: each gets `stop` and exits, then a process with the new spec is started and
+    /// made ready (configure, start, the launch's before-ready replay) before the next instance
+    /// restarts, so a plugin with several instances keeps serving. Its handles stay valid. The
+    /// type and the number of instances cannot change this way, nor the hook timeout and
+    /// timeout limits the handles apply (they keep those of the launch). Returns an error if an
+    /// instance did not start with the new settings: that instance then goes back to the
+    /// previous settings (restarted like a crashed one) and the later instances are left alone;
+    /// instances restarted before it keep the new settings.
+    pub async fn reconfigure(&self, spec: PluginSpec) -> Result<(), HostError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(HostError::ShutDown);
+        }
+        let name = spec.name.clone();
+        let refuse = |reason: String| HostError::Reconfigure {
+            plugin: name.clone(),
+            reason,
+        };
+        let senders = {
+            let respawns = lock(&self.respawns);
+            let Some((old, senders)) = respawns.iter().find(|(s, _)| s.name == spec.name) else {
+                return Err(HostError::UnknownPlugin(spec.name.clone()));
+            };
+            if old.plugin_type != spec.plugin_type || old.instances.max(1) != spec.instances.max(1)
+            {
+                return Err(refuse(
+                    "its type or number of instances changed (restart gatekeeper)".into(),
+                ));
+            }
+            senders.clone()
+        };
+        let spec = Arc::new(spec);
+        for sender in senders {
+            let (done, outcome) = oneshot::channel();
+            let request = Respawn {
+                spec: spec.clone(),
+                done,
+            };
+            if sender.send(request).is_err() {
+                return Err(refuse("the plugin is stopped".into()));
+            }
+            match outcome.await {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(refuse(reason)),
+                Err(_) => return Err(refuse("the plugin stopped meanwhile".into())),
+            }
+        }
+        if let Some(entry) = lock(&self.respawns)
+            .iter_mut()
+            .find(|(s, _)| s.name == spec.name)
+        {
+            entry.0 = spec;
+        }
+        Ok(())
     }
 
     /// Stops every plugin (all at once): `stop` with the spec's stop timeout, then up to the stop

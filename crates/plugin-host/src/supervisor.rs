@@ -38,9 +38,18 @@ pub(crate) const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 /// How long a process whose connection closed gets to exit by itself before it is killed.
 const EXIT_GRACE: Duration = Duration::from_millis(100);
 
+/// A request to restart an instance with new settings (see [`crate::PluginHost::reconfigure`]):
+/// the running process is stopped (`stop`), then one with `spec` is started; `done` gets the
+/// outcome of that start.
+pub(crate) struct Respawn {
+    pub(crate) spec: Arc<PluginSpec>,
+    pub(crate) done: oneshot::Sender<Result<(), String>>,
+}
+
 /// Why a running instance went down.
 enum Ended {
     Shutdown,
+    Respawn(Respawn),
     Exited(String),
     Closed(CloseReason),
     Heartbeats(u32),
@@ -52,11 +61,23 @@ impl fmt::Display for Ended {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ended::Shutdown => f.write_str("host shutting down"),
+            Ended::Respawn(_) => f.write_str("restarting with new settings"),
             Ended::Exited(status) => write!(f, "process exited ({status})"),
             Ended::Closed(reason) => write!(f, "control connection closed ({reason})"),
             Ended::Heartbeats(n) => write!(f, "{n} consecutive heartbeats missed"),
             Ended::RestartRequested => f.write_str("restart requested"),
         }
+    }
+}
+
+/// The next restart request; pending forever without a channel or once it is closed.
+async fn next_respawn(respawns: &mut Option<mpsc::UnboundedReceiver<Respawn>>) -> Option<Respawn> {
+    match respawns {
+        Some(receiver) => match receiver.recv().await {
+            Some(respawn) => Some(respawn),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -82,12 +103,15 @@ pub(crate) struct Supervisor {
     pub(crate) before_ready: Option<Arc<dyn BeforeReady>>,
     pub(crate) events: EventSink,
     pub(crate) cancel: CancellationToken,
+    /// Requests to restart with new settings.
+    pub(crate) respawns: Option<mpsc::UnboundedReceiver<Respawn>>,
 }
 
 impl Supervisor {
     /// Runs the instance until shutdown. The outcome of the first start is sent on `first`; if
     /// it failed (or nobody waits for it any more), the task ends there.
-    pub(crate) async fn run(self, first: oneshot::Sender<Result<(), StartError>>) {
+    pub(crate) async fn run(mut self, first: oneshot::Sender<Result<(), StartError>>) {
+        let mut respawns = self.respawns.take();
         let mut running = match self.start().await {
             Ok(running) => running,
             Err(e) => {
@@ -112,24 +136,54 @@ impl Supervisor {
         let mut backoff = self.spec.restart_backoff_min;
         loop {
             let ready_at = Instant::now();
-            let ended = self.supervise(&mut running).await;
-            if let Ended::Shutdown = ended {
-                self.stop(running).await;
-                return;
+            let ended = self.supervise(&mut running, &mut respawns).await;
+            let mut wait = true;
+            match ended {
+                Ended::Shutdown => {
+                    self.stop(running).await;
+                    return;
+                }
+                Ended::Respawn(Respawn { spec, done }) => {
+                    self.stop(running).await;
+                    let previous = std::mem::replace(&mut self.spec, spec);
+                    let restarts = self.instance.count_restart();
+                    tracing::info!(plugin = %self.instance.label, restarts, "starting plugin with its new settings");
+                    match self.start().await {
+                        Ok(started) => {
+                            self.events.emit(PluginEventKind::Restarted {
+                                restarts,
+                                pid: started.child.id(),
+                            });
+                            let _ = done.send(Ok(()));
+                            running = started;
+                            continue;
+                        }
+                        Err(StartError::ShutDown) => {
+                            let _ = done.send(Err(StartError::ShutDown.to_string()));
+                            return self.stopped();
+                        }
+                        Err(e) => {
+                            tracing::warn!(plugin = %self.instance.label, error = %e, "plugin did not start with its new settings; going back to the previous ones");
+                            self.spec = previous;
+                            let _ = done.send(Err(e.to_string()));
+                        }
+                    }
+                }
+                Ended::RestartRequested => {
+                    self.retire(running).await;
+                    backoff = self.spec.restart_backoff_min;
+                    wait = false;
+                }
+                ended => {
+                    self.events.emit(PluginEventKind::Failed {
+                        reason: ended.to_string(),
+                    });
+                    self.bring_down(running, ended).await;
+                    if ready_at.elapsed() >= BACKOFF_RESET_AFTER {
+                        backoff = self.spec.restart_backoff_min;
+                    }
+                }
             }
-            let requested = matches!(ended, Ended::RestartRequested);
-            if requested {
-                self.retire(running).await;
-            } else {
-                self.events.emit(PluginEventKind::Failed {
-                    reason: ended.to_string(),
-                });
-                self.bring_down(running, ended).await;
-            }
-            if requested || ready_at.elapsed() >= BACKOFF_RESET_AFTER {
-                backoff = self.spec.restart_backoff_min;
-            }
-            let mut wait = !requested;
             running = loop {
                 if wait {
                     tokio::select! {
@@ -330,7 +384,11 @@ impl Supervisor {
     }
 
     /// Watches a ready instance until it goes down or the host shuts down.
-    async fn supervise(&self, running: &mut Running) -> Ended {
+    async fn supervise(
+        &self,
+        running: &mut Running,
+        respawns: &mut Option<mpsc::UnboundedReceiver<Respawn>>,
+    ) -> Ended {
         let Running {
             child,
             control,
@@ -352,6 +410,7 @@ impl Supervisor {
                         return Ended::RestartRequested;
                     }
                 }
+                Some(respawn) = next_respawn(respawns) => return Ended::Respawn(respawn),
                 accepted = self.listener.accept() => self.accept(accepted.map(|(s, _)| s), context).await,
                 Some(event) = authenticated.recv() => self.add_connection(hooks, event),
             }

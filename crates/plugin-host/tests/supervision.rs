@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{alive, eventually, init_logs, kill9, logged, records, request, spec, Scratch};
+use common::{
+    alive, eventually, init_logs, kill9, logged, records, request, script, spec, Scratch,
+};
 use futures::future::BoxFuture;
 use gatekeeper_plugin_host::{
     BeforeReady, HostError, InstanceConnection, LaunchOptions, PluginCallError, PluginEventKind,
@@ -436,5 +438,85 @@ async fn a_failing_replay_is_a_failed_start() {
         ),
         "{error}"
     );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn reconfigure_restarts_every_instance_with_the_new_spec() {
+    init_logs();
+    let scratch = Scratch::new("reconfigure");
+    let out = scratch.file("out");
+    let host = PluginHost::new(None).unwrap();
+    let first = spec("reconf", PluginType::Modifier, "normal", Some(&out))
+        .with_instances(2)
+        .with_config(serde_json::json!({ "v": 1 }).as_object().cloned().unwrap());
+    let plugin = host
+        .launch(first.clone(), LaunchOptions::default())
+        .await
+        .unwrap();
+    let old_pids: HashSet<u32> = plugin
+        .state()
+        .instances
+        .iter()
+        .filter_map(|i| i.pid)
+        .collect();
+    assert_eq!(old_pids.len(), 2);
+
+    let second = first
+        .clone()
+        .with_config(serde_json::json!({ "v": 2 }).as_object().cloned().unwrap());
+    host.reconfigure(second).await.unwrap();
+    let new_pids: HashSet<u32> = plugin
+        .state()
+        .instances
+        .iter()
+        .filter_map(|i| i.pid)
+        .collect();
+    assert_eq!(new_pids.len(), 2);
+    assert!(
+        new_pids.is_disjoint(&old_pids),
+        "every instance was restarted"
+    );
+    let configured: Vec<Value> = records(&out)
+        .into_iter()
+        .filter_map(|r| r.get("configure").cloned())
+        .collect();
+    assert_eq!(
+        configured.iter().filter(|c| c["v"] == 2).count(),
+        2,
+        "{configured:?}"
+    );
+    // The same handle calls the new processes.
+    let result = plugin.call::<ModifyRequest>(&request()).await.unwrap();
+    let pid = result.request.unwrap().context["pid"].as_u64().unwrap();
+    assert!(new_pids.contains(&u32::try_from(pid).unwrap()));
+
+    // What cannot change this way is refused, and nothing restarts.
+    let more = first.clone().with_instances(3);
+    assert!(matches!(
+        host.reconfigure(more).await,
+        Err(HostError::Reconfigure { .. })
+    ));
+    let unknown = spec("nobody", PluginType::Modifier, "normal", None);
+    assert!(matches!(
+        host.reconfigure(unknown).await,
+        Err(HostError::UnknownPlugin(_))
+    ));
+
+    // A spec that does not start: the instance goes back to the previous settings.
+    let mut broken = first.clone().with_args(vec![
+        script().display().to_string(),
+        "slow_start".to_owned(),
+    ]);
+    broken.start_timeout = Duration::from_millis(300);
+    assert!(matches!(
+        host.reconfigure(broken).await,
+        Err(HostError::Reconfigure { .. })
+    ));
+    eventually("the plugin is ready again", BACK, || {
+        plugin.state().instances.iter().all(|i| i.pid.is_some()) && plugin.is_ready()
+    })
+    .await;
+    plugin.call::<ModifyRequest>(&request()).await.unwrap();
     host.shutdown().await;
 }

@@ -157,6 +157,8 @@ pub struct Proxy {
     router: Option<Arc<dyn RouterHook>>,
     loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
     metrics: Metrics,
+    /// Sockets bound by someone else (systemd socket activation), by listener name.
+    sockets: Vec<(String, std::net::TcpListener)>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -197,6 +199,7 @@ impl Proxy {
             router: None,
             loadbalancer: None,
             metrics: Metrics::disabled(),
+            sockets: Vec::new(),
         }
     }
 
@@ -224,6 +227,18 @@ impl Proxy {
     /// and calls [`Metrics::shutdown`] after [`BoundProxy::serve`] returns.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Serves the listener `name` on `socket`, already bound and listening (e.g. passed by
+    /// systemd socket activation), instead of binding its configured address. A socket for a
+    /// name that is not a configured listener is dropped when the proxy binds.
+    pub fn with_listener_socket(
+        mut self,
+        name: impl Into<String>,
+        socket: std::net::TcpListener,
+    ) -> Self {
+        self.sockets.push((name.into(), socket));
         self
     }
 

@@ -79,15 +79,22 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
             false => Some(TlsListener::new(&l.name, files)?),
         });
     }
+    let mut sockets = proxy.sockets;
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for (l, tls) in config.listeners.iter().zip(tls) {
-        let listener = TcpListener::bind(l.addr)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                name: l.name.clone(),
-                addr: l.addr,
-                source,
-            })?;
+        let given = sockets
+            .iter()
+            .position(|(name, _)| *name == l.name)
+            .map(|i| sockets.swap_remove(i).1);
+        let listener = match given {
+            Some(socket) => adopt(socket),
+            None => TcpListener::bind(l.addr).await,
+        }
+        .map_err(|source| ProxyError::Bind {
+            name: l.name.clone(),
+            addr: l.addr,
+            source,
+        })?;
         listeners.push(Bound {
             name: Arc::from(l.name.as_str()),
             listener,
@@ -118,6 +125,12 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
         max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         shutdown_grace: config.shutdown_grace,
     })
+}
+
+/// A listening socket bound by someone else, made non-blocking for tokio.
+fn adopt(socket: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket)
 }
 
 impl BoundProxy {

@@ -1,0 +1,328 @@
+#!/usr/bin/env bats
+# Operations under systemd: sd_notify (READY, RELOADING, STOPPING, WATCHDOG) on a fake
+# NOTIFY_SOCKET, socket activation, SIGHUP reload (also under load), SIGTERM drain,
+# scripts/install.sh and the unit file.
+
+load helpers
+
+setup() {
+  start_backend ops-backend
+  UPSTREAMS="$BATS_TEST_TMPDIR/upstreams.yml"
+  write_upstreams "$UPSTREAMS" "$BACKEND_PORT"
+  GK_PORT=$(free_port)
+  GK_URL="http://127.0.0.1:$GK_PORT"
+  CONFIG="$BATS_TEST_TMPDIR/gatekeeper.toml"
+  write_config "http-public=127.0.0.1:$GK_PORT"
+}
+
+teardown() {
+  stop_all
+}
+
+# write_config LISTEN: the config file, one listener, static-upstreams.
+write_config() {
+  cat >"$CONFIG" <<TOML
+listen = ["$1"]
+shutdown_grace = "5s"
+
+[[plugin]]
+type = "upstream"
+command = "static-upstreams"
+config = { file = "$UPSTREAMS" }
+TOML
+}
+
+# start_gk COMMAND...: runs COMMAND (gatekeeper, or a launcher that execs it) with the config
+# file, logging to $GK_LOG; waits until gatekeeper is ready.
+start_gk() {
+  GK_LOG="$BATS_TEST_TMPDIR/gatekeeper.log"
+  "$@" --config "$CONFIG" --socket-dir "$BATS_TEST_TMPDIR" >"$GK_LOG" 2>&1 &
+  GK_PID=$!
+  PIDS+=("$GK_PID")
+  eventually 150 'grep -q "gatekeeper ready" "$GK_LOG" || ! kill -0 $GK_PID' || true
+  grep -q "gatekeeper ready" "$GK_LOG" || { cat "$GK_LOG" >&2; return 1; }
+}
+
+# start_notify: a fake systemd notify socket; its datagrams go to $NOTIFIED, one per line.
+start_notify() {
+  NOTIFIED="$BATS_TEST_TMPDIR/notified"
+  export NOTIFY_SOCKET="$BATS_TEST_TMPDIR/notify.sock"
+  : >"$NOTIFIED"
+  python3 "$REPO_ROOT/integration/notify-listener.py" "$NOTIFY_SOCKET" "$NOTIFIED" &
+  PIDS+=($!)
+  eventually 50 '[ -S "$NOTIFY_SOCKET" ]'
+}
+
+# line_of PATTERN: the number of the first line of $NOTIFIED matching PATTERN (empty if none).
+line_of() {
+  grep -n -m1 -- "$1" "$NOTIFIED" | cut -d: -f1
+}
+
+# wait_exit PID: waits (bounded) for PID, a child of this shell, to exit; sets EXIT_STATUS.
+# (Not in a subshell: only the parent shell can collect a child's status.)
+wait_exit() {
+  EXIT_STATUS=0
+  eventually 100 '! kill -0 '"$1"' 2>/dev/null'
+  wait "$1" || EXIT_STATUS=$?
+}
+
+@test "notify: READY=1 with a STATUS once serving, STOPPING=1 on SIGTERM, exit 0" {
+  start_notify
+  start_gk gatekeeper
+  eventually 50 'grep -q "READY=1" "$NOTIFIED"'
+  grep "READY=1" "$NOTIFIED" | grep -q "STATUS=serving on http-public=127.0.0.1:$GK_PORT"
+  [ "$(http_code "$GK_URL/echo/")" = 200 ]
+  ! grep -q "STOPPING=1" "$NOTIFIED"
+  kill -TERM "$GK_PID"
+  wait_exit "$GK_PID"
+  [ "$EXIT_STATUS" -eq 0 ]
+  grep -q "STOPPING=1" "$NOTIFIED"
+  (( $(line_of STOPPING=1) > $(line_of READY=1) ))
+}
+
+@test "notify: SIGHUP sends RELOADING=1 with MONOTONIC_USEC, then READY=1" {
+  start_notify
+  start_gk gatekeeper
+  eventually 50 'grep -q "READY=1" "$NOTIFIED"'
+  ! grep -q "RELOADING=1" "$NOTIFIED"
+  kill -HUP "$GK_PID"
+  eventually 50 '[ "$(grep -c "READY=1" "$NOTIFIED")" -ge 2 ]'
+  reloading=$(line_of RELOADING=1)
+  [ -n "$reloading" ]
+  sed -n "${reloading}p" "$NOTIFIED" | grep -Eq "MONOTONIC_USEC=[0-9]+"
+  ready_again=$(grep -n "READY=1" "$NOTIFIED" | sed -n 2p | cut -d: -f1)
+  (( ready_again > reloading ))
+  [ "$(http_code "$GK_URL/echo/")" = 200 ]
+}
+
+@test "notify: WATCHDOG=1 pings at half WATCHDOG_USEC when WATCHDOG_PID is gatekeeper" {
+  start_notify
+  export WATCHDOG_USEC=200000
+  # exec keeps the pid, so WATCHDOG_PID=$$ names gatekeeper.
+  start_gk bash -c 'export WATCHDOG_PID=$$; exec "$@"' watchdog gatekeeper
+  eventually 50 '[ "$(grep -c "^WATCHDOG=1" "$NOTIFIED")" -ge 3 ]'
+  gk_log | grep -q "systemd watchdog enabled"
+}
+
+@test "notify: no WATCHDOG=1 when WATCHDOG_PID names another process" {
+  start_notify
+  export WATCHDOG_USEC=100000 WATCHDOG_PID=1
+  start_gk gatekeeper
+  eventually 50 'grep -q "READY=1" "$NOTIFIED"'
+  # 0.5 s is ten watchdog half-periods: pings would have come.
+  sleep 0.5
+  ! grep -q "WATCHDOG=1" "$NOTIFIED"
+}
+
+@test "socket activation: the listener named in LISTEN_FDNAMES serves the passed socket" {
+  configured=$(free_port)
+  write_config "http-public=127.0.0.1:$configured"
+  start_gk python3 "$REPO_ROOT/integration/socket-activate.py" "$GK_PORT" http-public gatekeeper
+  [ "$(http_code "$GK_URL/echo/")" = 200 ]
+  # The configured address was not bound.
+  [ "$(http_code "http://127.0.0.1:$configured/echo/")" = 000 ]
+  gk_log | grep -q "serving a socket passed by systemd.*listener=http-public\|listener=http-public.*serving a socket passed by systemd"
+}
+
+@test "socket activation: an unnamed socket goes to the first listener" {
+  other=$(free_port)
+  configured=$(free_port)
+  write_config "http-public=127.0.0.1:$configured"
+  sed -i "s|^listen = .*|listen = [\"http-public=127.0.0.1:$configured\", \"second=127.0.0.1:$other\"]|" "$CONFIG"
+  start_gk python3 "$REPO_ROOT/integration/socket-activate.py" "$GK_PORT" unknown gatekeeper
+  [ "$(http_code "$GK_URL/echo/")" = 200 ]
+  [ "$(http_code "http://127.0.0.1:$configured/echo/")" = 000 ]
+  # The second listener binds its own address (the `slow` upstream serves every listener).
+  [ "$(http_code "http://127.0.0.1:$other/slow/")" = 200 ]
+}
+
+@test "socket activation with systemd-socket-activate" {
+  command -v systemd-socket-activate >/dev/null || skip "systemd-socket-activate is not installed"
+  configured=$(free_port)
+  write_config "http-public=127.0.0.1:$configured"
+  GK_LOG="$BATS_TEST_TMPDIR/gatekeeper.log"
+  systemd-socket-activate -l "127.0.0.1:$GK_PORT" --fdname=http-public \
+    gatekeeper --config "$CONFIG" --socket-dir "$BATS_TEST_TMPDIR" >"$GK_LOG" 2>&1 &
+  GK_PID=$!
+  PIDS+=("$GK_PID")
+  eventually 50 'ss -ltn | grep -q "127.0.0.1:$GK_PORT "'
+  # The first connection starts gatekeeper; it waits in the backlog until gatekeeper serves.
+  [ "$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$GK_URL/echo/")" = 200 ]
+  [ "$(http_code "http://127.0.0.1:$configured/echo/")" = 000 ]
+  gk_log | grep -q "serving a socket passed by systemd"
+}
+
+@test "reload: a bad config keeps the running one and logs the error" {
+  start_gk gatekeeper
+  echo 'listen = ["not an address"]' >"$CONFIG"
+  echo 'no_such_key = 1' >>"$CONFIG"
+  kill -HUP "$GK_PID"
+  eventually 50 'gk_log | grep -q "the configuration has errors"'
+  # The error names the problem (TOML errors span several lines).
+  gk_log | grep -q "unknown field .no_such_key."
+  kill -0 "$GK_PID"
+  [ "$(http_code "$GK_URL/echo/")" = 200 ]
+}
+
+@test "reload: changes that need a restart are named; unchanged config reloads cleanly" {
+  start_gk gatekeeper
+  kill -HUP "$GK_PID"
+  eventually 50 'gk_log | grep -q "SIGHUP: configuration reloaded"'
+  write_config "http-public=127.0.0.1:$(free_port)"
+  sed -i 's/shutdown_grace = "5s"/shutdown_grace = "7s"/' "$CONFIG"
+  cat >>"$CONFIG" <<TOML
+
+[[plugin]]
+type = "modifier"
+command = "request-id"
+TOML
+  kill -HUP "$GK_PID"
+  eventually 50 'gk_log | grep -q "need a restart"'
+  line=$(gk_log | grep "need a restart")
+  [[ $line == *listeners* ]]
+  [[ $line == *shutdown_grace* ]]
+  [[ $line == *"plugins added: request-id"* ]]
+  # Still serving on the old listener, without the new modifier.
+  run curl -s --max-time 5 "$GK_URL/echo/"
+  [ "$(jq -r '.headers["x-request-id"]' <<<"$output")" = null ]
+}
+
+# add_request_id HEADER [INSTANCES]: appends a request-id modifier using HEADER to the config.
+add_request_id() {
+  cat >>"$CONFIG" <<TOML
+
+[[plugin]]
+name = "rid"
+type = "modifier"
+command = "request-id"
+instances = ${2:-1}
+config = { header = "$1" }
+TOML
+}
+
+# seen_header NAME: the value of header NAME as the backend saw it ("null" if absent).
+seen_header() {
+  curl -s --max-time 5 "$GK_URL/echo/" | jq -r ".headers[\"$1\"]"
+}
+
+@test "reload: a plugin whose config changed is restarted with it" {
+  add_request_id x-first
+  start_gk gatekeeper
+  [ "$(seen_header x-first)" != null ]
+  old_pid=$(plugin_pid rid)
+  sed -i 's/header = "x-first"/header = "x-second"/' "$CONFIG"
+  kill -HUP "$GK_PID"
+  eventually 100 'gk_log | grep -q "plugin restarted with its new settings"'
+  [ "$(seen_header x-second)" != null ]
+  [ "$(seen_header x-first)" = null ]
+  new_pid=$(plugin_pid rid)
+  [ -n "$new_pid" ] && [ "$new_pid" != "$old_pid" ]
+  ! gk_log | grep -q "need a restart"
+}
+
+@test "reload: a plugin that rejects its new config keeps running with the old one" {
+  add_request_id x-first
+  start_gk gatekeeper
+  sed -i 's/header = "x-first"/header = "not a header"/' "$CONFIG"
+  kill -HUP "$GK_PID"
+  eventually 100 'gk_log | grep -q "plugin not restarted with its new settings"'
+  eventually 50 '[ "$(seen_header x-first)" != null ]'
+}
+
+@test "reload under load: a 2-instance plugin restarts with new config, no failed request" {
+  command -v wrk >/dev/null || skip "wrk is not installed"
+  add_request_id x-first 2
+  start_gk gatekeeper
+  wrk -t1 -c10 -d3s "$GK_URL/echo/" >"$BATS_TEST_TMPDIR/wrk.out" 2>&1 &
+  wrk_pid=$!
+  sleep 1
+  sed -i 's/header = "x-first"/header = "x-second"/' "$CONFIG"
+  kill -HUP "$GK_PID"
+  wait "$wrk_pid"
+  cat "$BATS_TEST_TMPDIR/wrk.out"
+  grep -q "requests in" "$BATS_TEST_TMPDIR/wrk.out"
+  ! grep -q "Non-2xx" "$BATS_TEST_TMPDIR/wrk.out"
+  ! grep -q "Socket errors" "$BATS_TEST_TMPDIR/wrk.out"
+  eventually 100 'gk_log | grep -q "SIGHUP: configuration reloaded"'
+  [ "$(seen_header x-second)" != null ]
+}
+
+@test "reload under load: three SIGHUPs during wrk, no failed request" {
+  command -v wrk >/dev/null || skip "wrk is not installed"
+  start_gk gatekeeper
+  wrk -t1 -c10 -d4s "$GK_URL/echo/" >"$BATS_TEST_TMPDIR/wrk.out" 2>&1 &
+  wrk_pid=$!
+  for i in 1 2 3; do
+    sleep 1
+    kill -HUP "$GK_PID"
+  done
+  wait "$wrk_pid"
+  cat "$BATS_TEST_TMPDIR/wrk.out"
+  grep -q "requests in" "$BATS_TEST_TMPDIR/wrk.out"
+  ! grep -q "Non-2xx" "$BATS_TEST_TMPDIR/wrk.out"
+  ! grep -q "Socket errors" "$BATS_TEST_TMPDIR/wrk.out"
+  [ "$(gk_log | grep -c "SIGHUP: configuration reloaded")" -eq 3 ]
+}
+
+@test "drain: SIGTERM lets an in-flight request finish, refuses new connections, exits 0" {
+  start_notify
+  start_gk gatekeeper
+  curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$GK_URL/echo/slow?ms=1500" \
+    >"$BATS_TEST_TMPDIR/slow.code" &
+  slow_pid=$!
+  # The request is in flight once the backend holds it (well within its 1.5 s).
+  sleep 0.4
+  kill -TERM "$GK_PID"
+  eventually 50 'gk_log | grep -q "no longer accepting connections"'
+  # New connections are refused while the slow request is still being served.
+  [ "$(http_code "$GK_URL/echo/")" = 000 ]
+  kill -0 "$GK_PID"
+  wait "$slow_pid"
+  [ "$(cat "$BATS_TEST_TMPDIR/slow.code")" = 200 ]
+  wait_exit "$GK_PID"
+  [ "$EXIT_STATUS" -eq 0 ]
+  grep -q "STOPPING=1" "$NOTIFIED"
+  gk_log | grep -q "gatekeeper stopped"
+}
+
+@test "install.sh with DESTDIR stages binaries, units and config" {
+  dest="$BATS_TEST_TMPDIR/stage"
+  run env DESTDIR="$dest" BIN_DIR="$BIN_DIR" "$REPO_ROOT/scripts/install.sh" --no-build
+  echo "$output"
+  [ "$status" -eq 0 ]
+  for bin in gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics; do
+    [ -x "$dest/usr/local/bin/$bin" ]
+  done
+  [ -f "$dest/etc/systemd/system/gatekeeper.service" ]
+  [ -f "$dest/etc/systemd/system/gatekeeper.socket" ]
+  grep -q '^ExecStart=/usr/local/bin/gatekeeper --config /etc/gatekeeper/gatekeeper.toml' \
+    "$dest/etc/systemd/system/gatekeeper.service"
+  if [ -f "$REPO_ROOT/scripts/gatekeeper.example.toml" ]; then
+    cmp "$REPO_ROOT/scripts/gatekeeper.example.toml" "$dest/etc/gatekeeper/gatekeeper.toml"
+  else
+    [[ $output == *"no scripts/gatekeeper.example.toml"* ]]
+  fi
+  [[ $output == *"no daemon-reload"* ]]
+  # An existing config is kept; PREFIX moves the binaries and the unit's paths.
+  echo 'mine = 1' >"$dest/etc/gatekeeper/gatekeeper.toml"
+  run env DESTDIR="$dest" PREFIX=/opt/gk BIN_DIR="$BIN_DIR" "$REPO_ROOT/scripts/install.sh" --no-build
+  [ "$status" -eq 0 ]
+  [ "$(cat "$dest/etc/gatekeeper/gatekeeper.toml")" = "mine = 1" ]
+  [ -x "$dest/opt/gk/bin/gatekeeper" ]
+  grep -q '^ExecStart=/opt/gk/bin/gatekeeper ' "$dest/etc/systemd/system/gatekeeper.service"
+}
+
+@test "the unit files pass systemd-analyze verify" {
+  command -v systemd-analyze >/dev/null || skip "systemd-analyze is not installed"
+  dest="$BATS_TEST_TMPDIR/stage"
+  run env DESTDIR="$dest" BIN_DIR="$BIN_DIR" "$REPO_ROOT/scripts/install.sh" --no-build
+  [ "$status" -eq 0 ]
+  units="$dest/etc/systemd/system"
+  # verify checks that ExecStart's binary exists: point it at the staged one.
+  sed -i "s|/usr/local/bin/|$dest/usr/local/bin/|" "$units/gatekeeper.service"
+  run systemd-analyze verify "$units/gatekeeper.service" "$units/gatekeeper.socket"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ $output != *gatekeeper.service* ]]
+  [[ $output != *gatekeeper.socket* ]]
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs gatekeeper, its built-in plugins, an example config and the systemd unit.
+#
+#   scripts/install.sh                    build a release and install under /usr/local
+#   BIN_DIR=target/release scripts/install.sh --no-build   install binaries built before
+#   DESTDIR=/tmp/stage scripts/install.sh  stage everything under /tmp/stage (packaging, tests)
+#
+# Variables: PREFIX (default /usr/local; binaries go to $PREFIX/bin), SYSCONFDIR (default /etc),
+# UNITDIR (default /etc/systemd/system), DESTDIR (default empty), BIN_DIR (where the built
+# binaries are; default target/release). The config file is installed only if none exists;
+# `systemctl daemon-reload` runs only when systemd is running and DESTDIR is empty.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PREFIX=${PREFIX:-/usr/local}
+SYSCONFDIR=${SYSCONFDIR:-/etc}
+UNITDIR=${UNITDIR:-/etc/systemd/system}
+DESTDIR=${DESTDIR:-}
+BIN_DIR=${BIN_DIR:-target/release}
+BINARIES=(gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics)
+EXAMPLE_CONFIG=scripts/gatekeeper.example.toml
+
+build=1
+for arg in "$@"; do
+  case $arg in
+    --no-build) build=0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+if ((build)); then
+  echo "==> cargo build --release"
+  cargo build --release --locked $(printf -- '--bin %s ' "${BINARIES[@]}")
+  BIN_DIR=target/release
+fi
+for bin in "${BINARIES[@]}"; do
+  [[ -x $BIN_DIR/$bin ]] || { echo "install.sh: $BIN_DIR/$bin is missing (build first or drop --no-build)" >&2; exit 1; }
+done
+
+echo "==> binaries to $DESTDIR$PREFIX/bin"
+install -d -m 0755 "$DESTDIR$PREFIX/bin"
+for bin in "${BINARIES[@]}"; do
+  install -m 0755 "$BIN_DIR/$bin" "$DESTDIR$PREFIX/bin/$bin"
+done
+
+install -d -m 0755 "$DESTDIR$SYSCONFDIR/gatekeeper"
+config=$DESTDIR$SYSCONFDIR/gatekeeper/gatekeeper.toml
+if [[ -e $config ]]; then
+  echo "==> $config exists: kept"
+elif [[ -f $EXAMPLE_CONFIG ]]; then
+  echo "==> example config to $config"
+  install -m 0644 "$EXAMPLE_CONFIG" "$config"
+else
+  echo "==> no $EXAMPLE_CONFIG in this tree: write $config yourself (see README.md)"
+fi
+
+echo "==> systemd units to $DESTDIR$UNITDIR"
+install -d -m 0755 "$DESTDIR$UNITDIR"
+for unit in gatekeeper.service gatekeeper.socket; do
+  sed -e "s|/usr/local/bin/|$PREFIX/bin/|g" -e "s|/etc/gatekeeper/|$SYSCONFDIR/gatekeeper/|g" \
+    "scripts/systemd/$unit" >"$DESTDIR$UNITDIR/$unit"
+  chmod 0644 "$DESTDIR$UNITDIR/$unit"
+done
+if [[ -f docs/operations.md ]]; then
+  install -d -m 0755 "$DESTDIR$PREFIX/share/doc/gatekeeper"
+  install -m 0644 docs/operations.md "$DESTDIR$PREFIX/share/doc/gatekeeper/operations.md"
+fi
+
+if [[ -z $DESTDIR && -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+  echo "==> systemctl daemon-reload"
+  systemctl daemon-reload
+  echo "next: systemctl enable --now gatekeeper   (see docs/operations.md)"
+else
+  echo "systemd is not running here (or DESTDIR is set): no daemon-reload"
+fi
