@@ -66,6 +66,19 @@ picks() {
   [ "$(gatekeeper ctl --socket "$SOCKET" status | jq -r .pid)" = "$GK_PID" ]
 }
 
+@test "during the SIGTERM drain, ctl status says draining and not ready" {
+  start_default
+  [ "$(ctl status | jq -c '[.ready, .draining]')" = '[true,false]' ]
+  curl -s -o "$BATS_TEST_TMPDIR/slow.out" -w '%{http_code}' "$GK_URL/pool/slow?ms=2000" \
+    >"$BATS_TEST_TMPDIR/slow.code" &
+  local curl_pid=$!
+  sleep 0.5
+  kill -TERM "$GK_PID"
+  eventually 30 '[ "$(ctl status | jq -c "[.ready, .draining]")" = "[false,true]" ]'
+  wait "$curl_pid"
+  [ "$(cat "$BATS_TEST_TMPDIR/slow.code")" = 200 ]
+}
+
 @test "ctl upstreams and backends list what static-upstreams added" {
   start_default
   run ctl upstreams

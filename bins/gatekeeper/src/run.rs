@@ -299,7 +299,13 @@ pub async fn run(settings: Settings) -> Result<()> {
 
     let grace = settings.shutdown_grace;
     let reload = tokio::spawn(Reloader::new(settings, bound.tls_reloader(), host.clone()).run());
-    bound.serve(shutdown_signal()).await;
+    let draining = operations.draining_flag();
+    bound
+        .serve(async move {
+            shutdown_signal().await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await;
     reload.abort();
     drop(operations);
     notify::status(&format!(

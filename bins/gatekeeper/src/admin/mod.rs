@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -48,6 +49,8 @@ pub struct Admin {
     pub live: OnceLock<Live>,
     /// The Prometheus metrics, when `metrics_listen` is set.
     pub prometheus: Option<Arc<Prometheus>>,
+    /// Set when shutdown has begun: gatekeeper no longer accepts connections.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The running operations endpoints; dropping it stops them and removes the admin socket.
@@ -69,6 +72,7 @@ impl Operations {
             config: serde_json::to_value(settings).unwrap_or_default(),
             live: OnceLock::new(),
             prometheus: prometheus.clone(),
+            draining: Arc::new(AtomicBool::new(false)),
         });
         let mut operations = Operations {
             admin: admin.clone(),
@@ -114,6 +118,11 @@ impl Operations {
     pub fn exporter(&self) -> Option<Arc<dyn MetricsExporter>> {
         let prometheus = self.admin.prometheus.clone()?;
         Some(Arc::new(PrometheusExporter::new(prometheus)))
+    }
+
+    /// A flag to set when shutdown begins: `/status` then says `ready: false, draining: true`.
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        self.admin.draining.clone()
     }
 
     /// Gatekeeper is ready: these are its plugins, listeners and metrics pipeline.

@@ -89,6 +89,7 @@ fn status(admin: &Admin) -> Value {
     let snapshot = admin.registry.snapshot();
     let backends: usize = snapshot.iter().map(|u| u.backends.len()).sum();
     let live = admin.live.get();
+    let draining = admin.draining.load(std::sync::atomic::Ordering::Relaxed);
     let listeners: Vec<Value> = live
         .map(|live| {
             live.listeners
@@ -101,7 +102,8 @@ fn status(admin: &Admin) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_seconds": admin.started.elapsed().as_secs_f64(),
-        "ready": live.is_some(),
+        "ready": live.is_some() && !draining,
+        "draining": draining,
         "listeners": listeners,
         "upstreams": snapshot.iter().count(),
         "backends": backends,
