@@ -16,7 +16,7 @@ use gatekeeper_rpc::methods::{Configure, Heartbeat, PluginType, Start, Stop};
 use gatekeeper_rpc::{CallError, Method};
 
 use crate::error::PluginCallError;
-use crate::state::{Connections, Instance, Shared};
+use crate::state::{Connections, Declared, Instance, Shared};
 
 /// Where a plugin (or one instance of it) is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,41 +99,30 @@ impl PluginHandle {
     /// caller applies its failure policy (a call fails at once with
     /// [`PluginCallError::Unavailable`]) instead of skipping it. False before the first start.
     pub fn has_hook(&self, hook: &str) -> bool {
-        let ready = self.shared.instances.iter().any(|instance| {
-            instance
-                .connections
-                .load()
-                .as_ref()
-                .is_some_and(|c| c.hooks.contains(hook))
-        });
-        ready
-            || self.shared.instances.iter().any(|instance| {
-                instance
-                    .declared
-                    .load()
-                    .as_ref()
-                    .is_some_and(|hooks| hooks.contains(hook))
-            })
+        self.declares(|declared| declared.contains(hook))
     }
 
     /// Whether the plugin declared in its handshake that `hook` wants the body (see
     /// [`has_hook`](Self::has_hook) for which declaration counts while the plugin is down).
     pub fn wants_body(&self, hook: &str) -> bool {
-        let ready = self.shared.instances.iter().any(|instance| {
+        self.declares(|declared| declared.wants_body(hook))
+    }
+
+    /// Whether `test` holds for a ready instance's declaration or, while none is ready, for the
+    /// last declaration seen.
+    fn declares(&self, test: impl Fn(&Declared) -> bool) -> bool {
+        let instances = &self.shared.instances;
+        let ready = instances.iter().any(|instance| {
             instance
                 .connections
                 .load()
                 .as_ref()
-                .is_some_and(|c| c.hooks.wants_body(hook))
+                .is_some_and(|c| test(&c.hooks))
         });
         ready
-            || self.shared.instances.iter().any(|instance| {
-                instance
-                    .declared
-                    .load()
-                    .as_ref()
-                    .is_some_and(|declared| declared.wants_body(hook))
-            })
+            || instances
+                .iter()
+                .any(|instance| instance.declared.load().as_ref().is_some_and(|d| test(d)))
     }
 
     /// Whether at least one instance is started and answering calls.
