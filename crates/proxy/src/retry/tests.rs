@@ -123,6 +123,17 @@ fn sending<'a>(client: &'a BackendClient, upstream: &'a UpstreamEntry) -> Sendin
     }
 }
 
+/// Sends a `method` request to the upstream's first backend, with the retry rules.
+async fn send_to_first(
+    client: &BackendClient,
+    upstream: &UpstreamEntry,
+    method: Method,
+) -> Forwarded {
+    let first = upstream.backends[0].clone();
+    let request = request(method, &first);
+    forward_with_retry(&sending(client, upstream), first, request, uri_for).await
+}
+
 fn summary(forwarded: &Forwarded) -> Vec<(String, Result<u16, &'static str>, bool)> {
     forwarded
         .attempts
@@ -185,14 +196,7 @@ fn the_retry_goes_to_another_backend() {
 async fn a_get_after_a_refused_connect_is_retried_on_the_live_backend() {
     let upstream = entry(&[dead_addr(), live_backend(Duration::ZERO).await], None);
     let client = BackendClient::new(false, Duration::from_secs(5));
-    let first = upstream.backends[0].clone();
-    let forwarded = forward_with_retry(
-        &sending(&client, &upstream),
-        first.clone(),
-        request(Method::GET, &first),
-        uri_for,
-    )
-    .await;
+    let forwarded = send_to_first(&client, &upstream, Method::GET).await;
     assert_eq!(
         summary(&forwarded),
         [
@@ -214,14 +218,7 @@ async fn a_get_after_a_refused_connect_is_retried_on_the_live_backend() {
 async fn a_post_is_not_retried() {
     let upstream = entry(&[dead_addr(), live_backend(Duration::ZERO).await], None);
     let client = BackendClient::new(false, Duration::from_secs(5));
-    let first = upstream.backends[0].clone();
-    let forwarded = forward_with_retry(
-        &sending(&client, &upstream),
-        first.clone(),
-        request(Method::POST, &first),
-        uri_for,
-    )
-    .await;
+    let forwarded = send_to_first(&client, &upstream, Method::POST).await;
     assert_eq!(
         summary(&forwarded),
         [("b0".to_string(), Err("unreachable"), true)]
@@ -239,15 +236,9 @@ async fn a_connect_over_the_connect_timeout_fails_and_is_retried() {
     let client = BackendClient::new(false, Duration::from_secs(60));
     // Alone: the connect fails after the upstream's connect timeout (not the client's 60s).
     let single = entry(&[hole], None);
-    let b = single.backends[0].clone();
     let forwarded = tokio::time::timeout(
         Duration::from_secs(5),
-        forward_with_retry(
-            &sending(&client, &single),
-            b.clone(),
-            request(Method::GET, &b),
-            uri_for,
-        ),
+        send_to_first(&client, &single, Method::GET),
     )
     .await
     .unwrap();
@@ -259,14 +250,7 @@ async fn a_connect_over_the_connect_timeout_fails_and_is_retried() {
     assert!(message.contains("connect timed out"), "{message}");
     // With a live backend beside it, the GET is retried there.
     let pair = entry(&[hole, live_backend(Duration::ZERO).await], None);
-    let b = pair.backends[0].clone();
-    let forwarded = forward_with_retry(
-        &sending(&client, &pair),
-        b.clone(),
-        request(Method::GET, &b),
-        uri_for,
-    )
-    .await;
+    let forwarded = send_to_first(&client, &pair, Method::GET).await;
     assert_eq!(forwarded.result.unwrap().0.status(), 200);
 }
 
