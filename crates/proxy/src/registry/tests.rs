@@ -318,30 +318,26 @@ fn backend_health_survives_other_changes() {
     };
     entry.health().record_failure(&policy);
     assert!(!entry.is_available());
+    let backend_b = || {
+        r.snapshot()
+            .upstream("a")
+            .unwrap()
+            .backend("b")
+            .unwrap()
+            .clone()
+    };
     // Unrelated changes publish new snapshots that share the same backend entry.
     r.add_upstream(upstream("c", &["c"], &[])).unwrap();
     r.add_backend("a", backend("d", "http://127.0.0.1:2"))
         .unwrap();
-    let now = r
-        .snapshot()
-        .upstream("a")
-        .unwrap()
-        .backend("b")
-        .unwrap()
-        .clone();
+    let now = backend_b();
     assert!(Arc::ptr_eq(&entry, &now));
     assert!(!now.is_available());
     // Removed and added again: a fresh entry, healthy.
     r.remove_backend("a", "b").unwrap();
     r.add_backend("a", backend("b", "http://127.0.0.1:1"))
         .unwrap();
-    let fresh = r
-        .snapshot()
-        .upstream("a")
-        .unwrap()
-        .backend("b")
-        .unwrap()
-        .clone();
+    let fresh = backend_b();
     assert!(fresh.is_available());
 }
 
