@@ -284,21 +284,23 @@ pub fn admin_socket_path(
     (Some(path), true)
 }
 
+/// The config file as written (all defaults without one).
+fn read_config_file(path: Option<&Path>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
 /// The admin socket of a gatekeeper started with this config file (if any) and `--socket-dir`
 /// (if any), for `gatekeeper ctl`: only `admin_socket` and `socket_dir` are read from the file.
 pub fn admin_socket_of(
     config: Option<&Path>,
     socket_dir: Option<&Path>,
 ) -> Result<Option<PathBuf>> {
-    let file = match config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str::<FileConfig>(&text)
-                .with_context(|| format!("invalid config file {}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
+    let file = read_config_file(config)?;
     let socket_dir = socket_dir.or(file.socket_dir.as_deref());
     Ok(admin_socket_path(file.admin_socket.as_deref(), socket_dir).0)
 }
@@ -571,15 +573,7 @@ pub fn check_file_part(table: toml::Table) -> Result<Settings> {
 impl Settings {
     /// Builds the settings from the flags and, if given, the config file.
     pub fn load(cli: &Cli) -> Result<Settings> {
-        let file = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
+        let file = read_config_file(cli.config.as_deref())?;
         let settings = Settings::merge(cli, file)?;
         // Certificates are read now, so that `--check` and startup report a bad file first.
         gatekeeper_proxy::check_certificates(&settings.tls_certificates())?;

@@ -224,6 +224,22 @@ pub fn backend_uri(
         .build()
 }
 
+/// The backend URI for the client's own request URI, without the `strip` bytes of the prefix the
+/// built-in router matched (the client's path and query are reused as they are when nothing is
+/// stripped and the backend has no base path).
+pub(crate) fn client_backend_uri(
+    backend: &BackendEntry,
+    client_uri: &Uri,
+    strip: Option<usize>,
+) -> Result<Uri, http::Error> {
+    let original = strip
+        .is_none()
+        .then(|| client_uri.path_and_query())
+        .flatten();
+    let path = crate::view::prefixless(client_uri.path(), strip);
+    backend_uri(backend, path, client_uri.query(), original)
+}
+
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ForwardError {

@@ -31,7 +31,9 @@ use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::connect::ConnectTime;
-use crate::forward::{backend_uri, headers_from_view, headers_to_view, strip_hop_by_hop};
+use crate::forward::{
+    backend_uri, client_backend_uri, headers_from_view, headers_to_view, strip_hop_by_hop,
+};
 use crate::metrics::micros;
 use crate::modifier::{text_response, FailurePolicy, HookError, HookFailure, RequestOutcome};
 use crate::registry::{BackendEntry, Snapshot, UpstreamEntry};
@@ -392,14 +394,7 @@ impl<'a> Flow<'a> {
         let (view, path_from_view, strip) = (&self.view, self.path_from_view, self.strip);
         let uri_for = |b: &BackendEntry| match (view, path_from_view) {
             (Some(v), true) => backend_uri(b, &v.prefixless_path, v.query.as_deref(), None),
-            _ => {
-                let original = strip
-                    .is_none()
-                    .then(|| client_uri.path_and_query())
-                    .flatten();
-                let path = prefixless(client_uri.path(), strip);
-                backend_uri(b, path, client_uri.query(), original)
-            }
+            _ => client_backend_uri(b, &client_uri, strip),
         };
         parts.uri = match uri_for(&backend) {
             Ok(uri) => uri,

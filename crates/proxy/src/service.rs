@@ -20,7 +20,7 @@ use crate::balancer::Balancer;
 pub use crate::body::ProxyBody;
 use crate::body::RequestBody;
 pub(crate) use crate::connection::ConnectionInfo;
-use crate::forward::{backend_uri, strip_hop_by_hop, BackendClient, ForwardError};
+use crate::forward::{client_backend_uri, strip_hop_by_hop, BackendClient, ForwardError};
 use crate::forwarded::ForwardedHeaders;
 use crate::lifecycle::Flow;
 use crate::metrics::{MetricKind, Metrics};
@@ -30,7 +30,7 @@ use crate::registry::{BackendEntry, Registry, UpstreamEntry};
 use crate::retry::{forward_with_retry, Sending};
 use crate::router;
 use crate::upgrade::{self, UpgradeRequest};
-use crate::view::{plain, prefixless, request_host, Kind};
+use crate::view::{plain, request_host, Kind};
 
 pub(crate) fn forward_error_kind(e: &ForwardError) -> Kind {
     match e {
@@ -181,14 +181,7 @@ impl Shared {
         };
         // The client's URI stays here: a retry aims it at another backend.
         let client_uri = std::mem::take(&mut parts.uri);
-        let uri_for = |b: &BackendEntry| {
-            let original = strip
-                .is_none()
-                .then(|| client_uri.path_and_query())
-                .flatten();
-            let path = prefixless(client_uri.path(), strip);
-            backend_uri(b, path, client_uri.query(), original)
-        };
+        let uri_for = |b: &BackendEntry| client_backend_uri(b, &client_uri, strip);
         parts.uri = match uri_for(&backend) {
             Ok(uri) => uri,
             Err(e) => {
