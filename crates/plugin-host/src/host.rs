@@ -1,6 +1,7 @@
 //! [`PluginHost`]: owns the private socket directory and every launched plugin; launches a
 //! plugin (binds one socket per instance, starts one supervisor per instance, waits for their
-//! first starts) and shuts them all down.
+//! first starts), restarts one with new settings, replaces or stops one while the others run
+//! (a configuration reload), and shuts them all down.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,9 +33,23 @@ pub struct PluginHost {
     shut_down: AtomicBool,
     next_index: AtomicUsize,
     names: Mutex<HashSet<String>>,
-    plugins: Mutex<Vec<(PluginHandle, Vec<JoinHandle<()>>)>>,
-    /// Per launched plugin: its spec and one restart channel per instance, in instance order.
-    respawns: Mutex<Vec<(Arc<PluginSpec>, RespawnSenders)>>,
+    /// Every running plugin, in launch order. While [`PluginHost::launch_replacement`] and
+    /// [`PluginHost::stop`] replace a plugin, two entries have its name; the newer one counts.
+    plugins: Mutex<Vec<Launched>>,
+}
+
+/// One launched plugin and what the host needs to restart or stop it.
+#[derive(Debug)]
+struct Launched {
+    handle: PluginHandle,
+    /// One supervisor task per instance.
+    tasks: Vec<JoinHandle<()>>,
+    /// Stops this plugin's supervisors (a child of the host's token).
+    cancel: CancellationToken,
+    /// The settings its instances run with.
+    spec: Arc<PluginSpec>,
+    /// One restart channel per instance, in instance order.
+    respawns: RespawnSenders,
 }
 
 /// One restart channel per instance of a plugin, in instance order.
@@ -55,7 +70,6 @@ impl PluginHost {
             next_index: AtomicUsize::new(0),
             names: Mutex::new(HashSet::new()),
             plugins: Mutex::new(Vec::new()),
-            respawns: Mutex::new(Vec::new()),
         })
     }
 
@@ -90,6 +104,52 @@ impl PluginHost {
             reservation.name = None;
         }
         outcome
+    }
+
+    /// Launches a second plugin under the name of a running one, with new settings (any: type
+    /// and instances too), leaving the running one alone: the caller moves its traffic to the
+    /// returned handle, then [`stop`](Self::stop)s the old one. Until then, [`plugin`](Self::plugin)
+    /// and [`reconfigure`](Self::reconfigure) by name address the new one. Fails like
+    /// [`launch`](Self::launch) (the old one keeps running), or with
+    /// [`HostError::UnknownPlugin`] when no plugin has this name.
+    pub async fn launch_replacement(
+        &self,
+        spec: PluginSpec,
+        options: LaunchOptions,
+    ) -> Result<PluginHandle, HostError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(HostError::ShutDown);
+        }
+        if !lock(&self.names).contains(&spec.name) {
+            return Err(HostError::UnknownPlugin(spec.name));
+        }
+        self.launch_reserved(spec, options).await
+    }
+
+    /// Stops one plugin while the others keep running: `stop`, then up to the stop timeout for
+    /// each process to exit, then kill (as at shutdown); its sockets are removed and its handles
+    /// answer [`crate::PluginCallError::Unavailable`] from then on. Its name is free again
+    /// unless a replacement runs under it. Returns [`HostError::UnknownPlugin`] if this handle's
+    /// plugin is not running on this host (e.g. stopped already).
+    pub async fn stop(&self, handle: &PluginHandle) -> Result<(), HostError> {
+        let launched = {
+            let mut plugins = lock(&self.plugins);
+            let Some(position) = plugins
+                .iter()
+                .position(|l| Arc::ptr_eq(&l.handle.shared, &handle.shared))
+            else {
+                return Err(HostError::UnknownPlugin(handle.name().to_owned()));
+            };
+            let launched = plugins.remove(position);
+            if !plugins.iter().any(|l| l.handle.name() == handle.name()) {
+                lock(&self.names).remove(handle.name());
+            }
+            launched
+        };
+        launched.cancel.cancel();
+        join_supervisors(handle.name(), launched.tasks).await;
+        remove_sockets(&launched.handle.shared.instances);
+        Ok(())
     }
 
     async fn launch_reserved(
@@ -183,8 +243,13 @@ impl PluginHost {
         match failure {
             None => {
                 abandon.0 = None;
-                lock(&self.plugins).push((handle.clone(), tasks));
-                lock(&self.respawns).push((spec.clone(), respawn_senders));
+                lock(&self.plugins).push(Launched {
+                    handle: handle.clone(),
+                    tasks,
+                    cancel,
+                    spec,
+                    respawns: respawn_senders,
+                });
                 Ok(handle)
             }
             Some((label, source)) => {
@@ -199,17 +264,21 @@ impl PluginHost {
         }
     }
 
-    /// Every launched plugin, in launch order.
+    /// Every running plugin, in launch order.
     pub fn plugins(&self) -> Vec<PluginHandle> {
-        lock(&self.plugins).iter().map(|(h, _)| h.clone()).collect()
+        lock(&self.plugins)
+            .iter()
+            .map(|l| l.handle.clone())
+            .collect()
     }
 
-    /// The launched plugin with this name.
+    /// The running plugin with this name (the replacement, while one is being replaced).
     pub fn plugin(&self, name: &str) -> Option<PluginHandle> {
         lock(&self.plugins)
             .iter()
-            .find(|(h, _)| h.name() == name)
-            .map(|(h, _)| h.clone())
+            .rev()
+            .find(|l| l.handle.name() == name)
+            .map(|l| l.handle.clone())
     }
 
     /// Restarts a running plugin with new settings (`spec.name` names it), one instance after
@@ -217,7 +286,8 @@ impl PluginHost {
     /// made ready (configure, start, the launch's before-ready replay) before the next instance
     /// restarts, so a plugin with several instances keeps serving. Its handles stay valid. The
     /// type and the number of instances cannot change this way, nor the hook timeout and
-    /// timeout limits the handles apply (they keep those of the launch). Returns an error if an
+    /// timeout limits the handles apply (they keep those of the launch): use
+    /// [`launch_replacement`](Self::launch_replacement) for those. Returns an error if an
     /// instance did not start with the new settings: that instance then goes back to the
     /// previous settings (restarted like a crashed one) and the later instances are left alone;
     /// instances restarted before it keep the new settings.
@@ -230,18 +300,19 @@ impl PluginHost {
             plugin: name.clone(),
             reason,
         };
-        let senders = {
-            let respawns = lock(&self.respawns);
-            let Some((old, senders)) = respawns.iter().find(|(s, _)| s.name == spec.name) else {
+        let (target, senders) = {
+            let plugins = lock(&self.plugins);
+            let Some(launched) = plugins.iter().rev().find(|l| l.spec.name == spec.name) else {
                 return Err(HostError::UnknownPlugin(spec.name.clone()));
             };
+            let old = &launched.spec;
             if old.plugin_type != spec.plugin_type || old.instances.max(1) != spec.instances.max(1)
             {
                 return Err(refuse(
-                    "its type or number of instances changed (restart gatekeeper)".into(),
+                    "its type or number of instances changed (use launch_replacement)".into(),
                 ));
             }
-            senders.clone()
+            (launched.handle.shared.clone(), launched.respawns.clone())
         };
         let spec = Arc::new(spec);
         for sender in senders {
@@ -259,11 +330,11 @@ impl PluginHost {
                 Err(_) => return Err(refuse("the plugin stopped meanwhile".into())),
             }
         }
-        if let Some(entry) = lock(&self.respawns)
+        if let Some(launched) = lock(&self.plugins)
             .iter_mut()
-            .find(|(s, _)| s.name == spec.name)
+            .find(|l| Arc::ptr_eq(&l.handle.shared, &target))
         {
-            entry.0 = spec;
+            launched.spec = spec;
         }
         Ok(())
     }
@@ -276,7 +347,7 @@ impl PluginHost {
         self.cancel.cancel();
         let plugins: Vec<_> = lock(&self.plugins)
             .iter_mut()
-            .map(|(handle, tasks)| (handle.name().to_owned(), std::mem::take(tasks)))
+            .map(|l| (l.handle.name().to_owned(), std::mem::take(&mut l.tasks)))
             .collect();
         let tasks = plugins
             .into_iter()

@@ -520,3 +520,67 @@ async fn reconfigure_restarts_every_instance_with_the_new_spec() {
     plugin.call::<ModifyRequest>(&request()).await.unwrap();
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replacement_takes_over_the_name_and_stop_ends_only_the_old_plugin() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let first = spec("swap", PluginType::Modifier, "normal", None);
+    let old = host
+        .launch(first.clone(), LaunchOptions::default())
+        .await
+        .unwrap();
+    let other = host
+        .launch(
+            spec("other", PluginType::Modifier, "normal", None),
+            LaunchOptions::default(),
+        )
+        .await
+        .unwrap();
+    let old_pid = old.pid().unwrap();
+    assert!(matches!(
+        host.launch(first.clone(), LaunchOptions::default()).await,
+        Err(HostError::DuplicateName(_))
+    ));
+    assert!(matches!(
+        host.launch_replacement(
+            spec("nobody", PluginType::Modifier, "normal", None),
+            LaunchOptions::default()
+        )
+        .await,
+        Err(HostError::UnknownPlugin(_))
+    ));
+
+    // A replacement with a different number of instances runs next to the old plugin.
+    let new = host
+        .launch_replacement(first.clone().with_instances(2), LaunchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(new.instances(), 2);
+    assert!(old.is_ready() && new.is_ready());
+    assert_eq!(
+        host.plugin("swap").unwrap().instances(),
+        2,
+        "the name means the new one"
+    );
+
+    host.stop(&old).await.unwrap();
+    assert!(!old.is_ready());
+    assert!(!alive(old_pid), "the old process is gone");
+    assert!(matches!(
+        old.call::<ModifyRequest>(&request()).await,
+        Err(PluginCallError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        host.stop(&old).await,
+        Err(HostError::UnknownPlugin(_))
+    ));
+    new.call::<ModifyRequest>(&request()).await.unwrap();
+    other.call::<ModifyRequest>(&request()).await.unwrap();
+    assert_eq!(host.plugins().len(), 2);
+
+    // Stopping the last plugin of a name frees the name.
+    host.stop(&new).await.unwrap();
+    host.launch(first, LaunchOptions::default()).await.unwrap();
+    host.shutdown().await;
+}
