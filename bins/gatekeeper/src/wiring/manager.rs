@@ -1,6 +1,10 @@
-//! The proxy's [`Registry`], changed by upstream plugins through the manager methods.
+//! The proxy's [`Registry`], changed by upstream plugins through the manager methods, and who
+//! added which upstream: when a reload removes an upstream plugin, or restarts one with new
+//! settings, the upstreams it no longer declares are removed ([`RegistryManager::mark`],
+//! [`RegistryManager::sweep`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use gatekeeper_plugin_host::Manager;
 use gatekeeper_proxy::{Registry, RegistryError};
@@ -13,12 +17,65 @@ use gatekeeper_rpc::ErrorObject;
 /// Serves the registry to upstream plugins.
 pub struct RegistryManager {
     registry: Arc<Registry>,
+    owners: Mutex<Owners>,
+}
+
+/// Which plugin added each upstream last, and when (in that plugin's marks).
+#[derive(Default)]
+struct Owners {
+    /// Upstream id → (plugin, the plugin's mark when it added the upstream).
+    upstreams: HashMap<String, (String, u64)>,
+    /// Plugin → its current mark.
+    marks: HashMap<String, u64>,
 }
 
 impl RegistryManager {
     /// Serves `registry` to upstream plugins.
     pub fn new(registry: Arc<Registry>) -> Self {
-        RegistryManager { registry }
+        RegistryManager {
+            registry,
+            owners: Mutex::new(Owners::default()),
+        }
+    }
+
+    fn owners(&self) -> MutexGuard<'_, Owners> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a new mark for `plugin`: the upstreams it adds from now on carry it. Returns the
+    /// mark, for [`sweep`](Self::sweep).
+    pub fn mark(&self, plugin: &str) -> u64 {
+        let mut owners = self.owners();
+        let mark = owners.marks.entry(plugin.to_owned()).or_insert(0);
+        *mark += 1;
+        *mark
+    }
+
+    /// Removes from the registry the upstreams `plugin` added last before `mark` (and has not
+    /// added again since); `u64::MAX` removes every upstream it added. Returns their ids.
+    pub fn sweep(&self, plugin: &str, mark: u64) -> Vec<String> {
+        let stale: Vec<String> = {
+            let mut owners = self.owners();
+            let stale: Vec<String> = owners
+                .upstreams
+                .iter()
+                .filter(|(_, (owner, added))| owner == plugin && *added < mark)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &stale {
+                owners.upstreams.remove(id);
+            }
+            if mark == u64::MAX {
+                owners.marks.remove(plugin);
+            }
+            stale
+        };
+        for id in &stale {
+            // Gone already is fine: someone removed it meanwhile.
+            let _ = self.registry.remove_upstream(id);
+            tracing::info!(plugin, upstream = %id, "upstream removed: its plugin no longer declares it");
+        }
+        stale
     }
 }
 
@@ -33,6 +90,12 @@ impl Manager for RegistryManager {
         self.registry
             .add_upstream(params.upstream)
             .map_err(|e| refused(plugin, e))?;
+        let mut owners = self.owners();
+        let mark = owners.marks.get(plugin).copied().unwrap_or(0);
+        owners
+            .upstreams
+            .insert(id.clone(), (plugin.to_owned(), mark));
+        drop(owners);
         tracing::debug!(plugin, upstream = %id, "add_upstream");
         Ok(())
     }
@@ -45,6 +108,7 @@ impl Manager for RegistryManager {
         self.registry
             .remove_upstream(&params.id)
             .map_err(|e| refused(plugin, e))?;
+        self.owners().upstreams.remove(&params.id);
         tracing::debug!(plugin, upstream = %params.id, "remove_upstream");
         Ok(())
     }
@@ -64,5 +128,52 @@ impl Manager for RegistryManager {
             .map_err(|e| refused(plugin, e))?;
         tracing::debug!(plugin, upstream = %params.upstream_id, backend = %params.backend_id, "remove_backend");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use gatekeeper_rpc::types::Upstream;
+
+    fn add(manager: &RegistryManager, plugin: &str, id: &str) {
+        let upstream: Upstream = serde_json::from_value(serde_json::json!({ "id": id })).unwrap();
+        manager
+            .add_upstream(plugin, AddUpstreamParams { upstream })
+            .unwrap();
+    }
+
+    fn ids(registry: &Registry) -> Vec<String> {
+        let mut ids: Vec<String> = registry
+            .snapshot()
+            .iter()
+            .map(|u| u.upstream.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn sweep_removes_what_a_plugin_no_longer_declares() {
+        let registry = Arc::new(Registry::new());
+        let manager = RegistryManager::new(registry.clone());
+        add(&manager, "files", "a");
+        add(&manager, "files", "b");
+        add(&manager, "consul", "c");
+        // A restart with new settings re-declares `a` only.
+        let mark = manager.mark("files");
+        add(&manager, "files", "a");
+        assert_eq!(manager.sweep("files", mark), ["b"]);
+        assert_eq!(ids(&registry), ["a", "c"]);
+        // Removing the plugin removes all it added; the other plugin's upstream stays.
+        assert_eq!(manager.sweep("files", u64::MAX), ["a"]);
+        assert_eq!(ids(&registry), ["c"]);
+        // An upstream another plugin added later belongs to that one.
+        add(&manager, "files", "d");
+        add(&manager, "consul", "d");
+        assert!(manager.sweep("files", u64::MAX).is_empty());
+        assert_eq!(ids(&registry), ["c", "d"]);
     }
 }
