@@ -79,6 +79,16 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// The settings when all is well, else every error found (`key: message`): what a reload
+/// reports when the file it re-reads has errors.
+pub fn settings_or_errors(cli: &Cli) -> Result<Settings, Vec<String>> {
+    match check(cli) {
+        (Some(settings), errors) if errors.is_empty() => Ok(settings),
+        (_, errors) if errors.is_empty() => Err(vec!["invalid configuration".to_owned()]),
+        (_, errors) => Err(errors),
+    }
+}
+
 /// The settings when all is well, and every error found (`key: message`).
 fn check(cli: &Cli) -> (Option<Settings>, Vec<String>) {
     let mut errors = Vec::new();

@@ -9,6 +9,7 @@ mod config;
 mod ctl;
 mod logging;
 mod notify;
+mod plugins;
 mod prometheus;
 mod reload;
 mod run;

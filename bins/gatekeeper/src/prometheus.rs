@@ -8,7 +8,9 @@
 //! plugin counters from the [`PluginHandle`]s, backend health and in-flight requests from the
 //! registry, dropped metric records from the pipeline.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use futures::future::BoxFuture;
 use gatekeeper_plugin_host::{PluginHandle, PluginStatus};
@@ -71,7 +73,7 @@ pub struct Prometheus {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
-    sources: OnceLock<Sources>,
+    sources: ArcSwapOption<Sources>,
 }
 
 impl Default for Prometheus {
@@ -103,17 +105,18 @@ impl Prometheus {
             registry,
             requests,
             durations,
-            sources: OnceLock::new(),
+            sources: ArcSwapOption::empty(),
         }
     }
 
-    /// Gatekeeper is ready: the registry, plugins and pipeline to read at scrape time.
+    /// Gatekeeper is ready (or reloaded): the registry, plugins and pipeline to read at scrape
+    /// time.
     pub fn attach(&self, upstreams: Arc<Upstreams>, plugins: Vec<PluginHandle>, metrics: Metrics) {
-        let _ = self.sources.set(Sources {
+        self.sources.store(Some(Arc::new(Sources {
             upstreams,
             plugins,
             metrics,
-        });
+        })));
     }
 
     /// Counts finished requests.
@@ -138,7 +141,7 @@ impl Prometheus {
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         encode_registry(&mut text, &self.registry)?;
-        if let Some(sources) = self.sources.get() {
+        if let Some(sources) = self.sources.load().as_deref() {
             encode_registry(&mut text, &scraped(sources))?;
         }
         encode_eof(&mut text)?;

@@ -1,37 +1,79 @@
-//! SIGHUP: re-read the config file (same path, same flags as at start), apply what can change
-//! while serving, and say clearly what needs a restart. A config that does not load keeps the
-//! running one. Applied while serving: the TLS listeners' certificates (re-read from their
-//! files) and the `command`, `args`, `config` and `heartbeat_interval` of existing plugins
-//! (the plugin is restarted with them, one instance after the other). Everything else
-//! (listeners, plugins added, removed or reordered, other plugin keys, every other setting) is
-//! compared and, when changed, logged as needing a restart.
+//! SIGHUP: re-read the config file (same path, same flags as at start) and apply it while
+//! serving. A config with errors changes nothing (every error is logged, as `gatekeeper check`
+//! prints them). Otherwise, in this order:
+//!
+//! 1. listeners: added ones are bound, removed ones stop accepting and drain, changed ones are
+//!    rebound, every TLS certificate file is re-read (all or nothing; see the proxy's
+//!    `ListenerControl::apply`);
+//! 2. plugins: added ones start, changed ones get a successor started next to them, the order
+//!    is the new one (see [`crate::plugins`]);
+//! 3. the proxy's hooks and metrics exporters are swapped at once: requests that started keep
+//!    what they started with, new ones use the new set; the access log file is reopened (so
+//!    logrotate may move it away and send SIGHUP);
+//! 4. the removed and replaced plugins are stopped.
+//!
+//! Other settings (timeouts, limits, metrics batching, admin socket…) are compared and, when
+//! changed, logged as needing a restart.
 
 use std::sync::Arc;
 
-use anyhow::Result;
-use gatekeeper_plugin_host::PluginHost;
-use gatekeeper_proxy::TlsReloader;
+use gatekeeper_proxy::{HooksSwitch, ListenerConfig, ListenerControl, Metrics, MetricsExporter};
 use serde_json::Value;
 
+use crate::admin::Operations;
 use crate::cli::Cli;
-use crate::config::{PluginSetting, Settings};
+use crate::config::Settings;
 use crate::notify;
-use crate::run::spec_of;
+use crate::plugins::{PluginSet, Reconciled};
+use crate::wiring::access_log::AccessLog;
 
-/// The running configuration and what a reload can change in it.
+/// The running configuration and what a reload changes in it.
 pub struct Reloader {
-    running: Settings,
-    tls: TlsReloader,
-    host: Arc<PluginHost>,
+    /// The settings in effect (a part that failed to apply keeps its old value here).
+    pub running: Settings,
+    /// The plugins.
+    pub plugins: PluginSet,
+    /// Swaps the proxy's hooks.
+    pub hooks: HooksSwitch,
+    /// Changes the proxy's listeners.
+    pub listeners: ListenerControl,
+    /// The metrics pipeline, whose exporters are swapped.
+    pub metrics: Metrics,
+    /// Exporters that live as long as gatekeeper (Prometheus).
+    pub fixed_exporters: Vec<Arc<dyn MetricsExporter>>,
+    /// The access log, reopened on each reload.
+    pub access_log: Option<Arc<AccessLog>>,
+    /// The admin socket's view of what runs.
+    pub operations: Arc<Operations>,
+}
+
+/// The proxy's listeners as configured.
+pub fn listener_configs(settings: &Settings) -> Vec<ListenerConfig> {
+    settings
+        .listeners
+        .iter()
+        .map(|l| ListenerConfig {
+            name: l.name.clone(),
+            addr: l.addr,
+        })
+        .collect()
+}
+
+/// Every metrics exporter: the fixed ones, the access log, then the plugins'.
+pub fn all_exporters(
+    fixed: &[Arc<dyn MetricsExporter>],
+    access_log: &Option<Arc<AccessLog>>,
+    plugins: &PluginSet,
+) -> Vec<Arc<dyn MetricsExporter>> {
+    let mut exporters = fixed.to_vec();
+    if let Some(access_log) = access_log {
+        exporters.push(access_log.clone());
+    }
+    exporters.extend(plugins.exporters());
+    exporters
 }
 
 impl Reloader {
-    /// A reloader for gatekeeper running with `running`, whose TLS listeners reload through
-    /// `tls` and whose plugins run on `host`.
-    pub fn new(running: Settings, tls: TlsReloader, host: Arc<PluginHost>) -> Self {
-        Reloader { running, tls, host }
-    }
-
     /// Reloads on every SIGHUP until the task is aborted.
     pub async fn run(mut self) {
         use tokio::signal::unix::{signal, SignalKind};
@@ -51,27 +93,65 @@ impl Reloader {
 
     /// One reload; returns the status line for systemd.
     async fn reload(&mut self) -> String {
-        let loaded = tokio::task::spawn_blocking(load_again).await;
+        let loaded = tokio::task::spawn_blocking(|| {
+            crate::check::settings_or_errors(&Cli::from_env())
+        })
+        .await;
         let new = match loaded {
             Ok(Ok(settings)) => settings,
-            Ok(Err(e)) => {
-                let error = format!("{e:#}");
-                if self.tls.is_empty() {
-                    tracing::error!(%error, "SIGHUP: the configuration has errors; the running one stays");
-                } else {
-                    // Certificate files are checked as part of the configuration.
-                    tracing::error!(%error, "SIGHUP: the configuration has errors; the running one stays (TLS certificates not reloaded, the old ones stay)");
+            Ok(Err(errors)) => {
+                for error in &errors {
+                    tracing::error!(%error, "SIGHUP: configuration error");
                 }
-                return "serving; last reload failed (configuration errors, see the log)".into();
+                tracing::error!(
+                    errors = errors.len(),
+                    "SIGHUP: the configuration has errors; nothing changed (run `gatekeeper check` for the list)"
+                );
+                return format!(
+                    "serving; last reload failed ({} configuration error(s), see the log)",
+                    errors.len()
+                );
             }
             Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: reload failed; the running configuration stays");
+                tracing::error!(error = %e, "SIGHUP: reload failed; nothing changed");
                 return "serving; last reload failed".into();
             }
         };
-        let certificates = self.reload_certificates().await;
-        let plugins = self.restart_changed_plugins(&new).await;
+        let mut all_applied = self.apply_listeners(&new).await;
+        let (plugins, retired) = self.plugins.reconcile(&new.plugins).await;
+        log_plugin_changes(&plugins);
+        all_applied &= plugins.failed.is_empty();
+        if plugins.changed() {
+            self.hooks.replace(self.plugins.hooks(&self.metrics));
+        }
+        all_applied &= self.reopen_access_log(&new);
+        self.metrics.set_exporters(all_exporters(
+            &self.fixed_exporters,
+            &self.access_log,
+            &self.plugins,
+        ));
+        retired.finish().await;
+        self.operations.ready(
+            self.plugins.handles(),
+            self.listeners.local_addrs(),
+            self.metrics.clone(),
+        );
+
         let pending = needs_restart(&self.running, &new);
+        self.running = Settings {
+            listeners: self.running.listeners.clone(),
+            tls: self.running.tls.clone(),
+            access_log: self.running.access_log,
+            access_log_file: self.running.access_log_file.clone(),
+            plugins: self
+                .plugins
+                .running()
+                .iter()
+                .map(|p| p.setting.clone())
+                .collect(),
+            ..self.running.clone()
+        };
+        self.operations.set_config(&self.running);
         if pending.is_empty() {
             tracing::info!("SIGHUP: configuration reloaded");
         } else {
@@ -80,7 +160,7 @@ impl Reloader {
                 "SIGHUP: these changes need a restart (systemctl restart gatekeeper); until then the running settings stay"
             );
         }
-        match (certificates && plugins, pending.is_empty()) {
+        match (all_applied, pending.is_empty()) {
             (false, _) => "serving; last reload had errors (see the log)".into(),
             (true, true) => "serving; configuration reloaded".into(),
             (true, false) => format!(
@@ -90,133 +170,106 @@ impl Reloader {
         }
     }
 
-    /// Restarts every existing plugin whose changes are all reloadable with its new settings,
-    /// and records them as running; false if one did not start with them (it keeps its old
-    /// settings).
-    async fn restart_changed_plugins(&mut self, new: &Settings) -> bool {
-        let mut all_started = true;
-        for now in &new.plugins {
-            let Some(index) = self.running.plugins.iter().position(|p| p.name == now.name) else {
-                continue;
-            };
-            let old = &self.running.plugins[index];
-            if same(old, now) || !same(&with_reloadable_of(old, now), now) {
-                continue;
-            }
-            tracing::info!(plugin = %now.name, "SIGHUP: restarting the plugin with its new settings");
-            match self.host.reconfigure(spec_of(now)).await {
-                Ok(()) => {
-                    tracing::info!(plugin = %now.name, "SIGHUP: plugin restarted with its new settings");
-                    self.running.plugins[index] = now.clone();
+    /// Applies the listeners and certificates of `new`; false (and nothing changed) on error.
+    async fn apply_listeners(&mut self, new: &Settings) -> bool {
+        match self
+            .listeners
+            .apply(listener_configs(new), new.tls_certificates())
+            .await
+        {
+            Ok(changes) => {
+                for warning in &changes.warnings {
+                    tracing::warn!(%warning, "SIGHUP: listeners");
                 }
-                Err(e) => {
-                    tracing::error!(plugin = %now.name, error = %e, "SIGHUP: plugin not restarted with its new settings; it keeps the old ones");
-                    all_started = false;
-                }
-            }
-        }
-        all_started
-    }
-
-    /// Re-reads the TLS certificates; false if a file was bad (the old ones stay).
-    async fn reload_certificates(&self) -> bool {
-        if self.tls.is_empty() {
-            return true;
-        }
-        let tls = self.tls.clone();
-        match tokio::task::spawn_blocking(move || tls.reload()).await {
-            Ok(Ok(count)) => {
-                tracing::info!(certificates = count, "SIGHUP: TLS certificates reloaded");
+                tracing::info!(?changes, "SIGHUP: listeners applied");
+                self.running.listeners = new.listeners.clone();
+                self.running.tls = new.tls.clone();
                 true
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded, the old ones stay");
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: listeners and certificates not changed");
                 false
             }
+        }
+    }
+
+    /// Opens the access log of `new` (the same file again: it may have been rotated); false if
+    /// it cannot be opened (the old one stays).
+    fn reopen_access_log(&mut self, new: &Settings) -> bool {
+        match AccessLog::open(new.access_log, &new.access_log_file) {
+            Ok(access_log) => {
+                self.access_log = access_log.map(Arc::new);
+                self.running.access_log = new.access_log;
+                self.running.access_log_file = new.access_log_file.clone();
+                true
+            }
             Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: TLS reload failed");
+                tracing::error!(file = %new.access_log_file.display(), error = %e, "SIGHUP: cannot open the access log file; the old one stays");
                 false
             }
         }
     }
 }
 
-/// The config file and flags gatekeeper started with, read again.
-fn load_again() -> Result<Settings> {
-    Settings::load(&Cli::from_env())
+fn log_plugin_changes(changes: &Reconciled) {
+    for (name, what) in [
+        (&changes.added, "started"),
+        (&changes.replaced, "restarted with new settings"),
+        (&changes.updated, "failure policy changed"),
+        (&changes.removed, "stopped (removed from the configuration)"),
+    ]
+    .into_iter()
+    .flat_map(|(names, what)| names.iter().map(move |n| (n, what)))
+    {
+        tracing::info!(plugin = %name, "SIGHUP: plugin {what}");
+    }
+    if changes.reordered {
+        tracing::info!("SIGHUP: modifiers are called in the new order");
+    }
+    for (name, error) in &changes.failed {
+        tracing::error!(plugin = %name, %error, "SIGHUP: plugin not started with its new settings (a running one keeps its old settings)");
+    }
 }
 
-/// The changes from `running` to `new` that a reload does not apply, each described in a few
-/// words. TLS certificate files are re-read on every reload; a different list of them counts as
-/// a change.
+/// The settings that a reload applies (compared elsewhere).
+const APPLIED: [&str; 5] = [
+    "listeners",
+    "tls",
+    "plugins",
+    "access_log",
+    "access_log_file",
+];
+
+/// The changes from `running` to `new` that a reload does not apply.
 fn needs_restart(running: &Settings, new: &Settings) -> Vec<String> {
     let (Ok(Value::Object(old)), Ok(Value::Object(now))) =
         (serde_json::to_value(running), serde_json::to_value(new))
     else {
         return vec!["(cannot compare the settings)".into()];
     };
-    let mut changes = Vec::new();
-    for (key, value) in &old {
-        if key == "plugins" || now.get(key) == Some(value) {
-            continue;
-        }
-        changes.push(match key.as_str() {
-            "listeners" => "listeners".to_owned(),
-            "tls" => "tls (which certificate files)".to_owned(),
-            other => other.to_owned(),
-        });
-    }
-    changes.extend(plugin_changes(&running.plugins, &new.plugins));
-    changes
+    old.iter()
+        .filter(|(key, value)| !APPLIED.contains(&key.as_str()) && now.get(*key) != Some(value))
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
-/// Whether two plugin settings are the same.
-fn same(a: &PluginSetting, b: &PluginSetting) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
 
-/// `old` with the settings a reload applies to a running plugin taken from `new`.
-fn with_reloadable_of(old: &PluginSetting, new: &PluginSetting) -> PluginSetting {
-    PluginSetting {
-        command: new.command.clone(),
-        args: new.args.clone(),
-        config: new.config.clone(),
-        heartbeat_interval: new.heartbeat_interval,
-        ..old.clone()
-    }
-}
+    use super::*;
 
-/// Plugins added, removed, changed (in settings a reload does not apply) or reordered.
-fn plugin_changes(running: &[PluginSetting], new: &[PluginSetting]) -> Vec<String> {
-    let json = |p: &PluginSetting| serde_json::to_value(p).ok();
-    let mut changes = Vec::new();
-    let names = |list: &[PluginSetting]| list.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
-    let added: Vec<String> = names(new)
-        .into_iter()
-        .filter(|n| !running.iter().any(|p| p.name == *n))
-        .collect();
-    let removed: Vec<String> = names(running)
-        .into_iter()
-        .filter(|n| !new.iter().any(|p| p.name == *n))
-        .collect();
-    let changed: Vec<String> = running
-        .iter()
-        .filter_map(|old| {
-            let now = new.iter().find(|p| p.name == old.name)?;
-            (json(old) != json(now)).then(|| old.name.clone())
-        })
-        .collect();
-    if !added.is_empty() {
-        changes.push(format!("plugins added: {}", added.join(", ")));
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["gatekeeper".to_owned()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        Settings::load(&Cli::from_args(argv)).unwrap()
     }
-    if !removed.is_empty() {
-        changes.push(format!("plugins removed: {}", removed.join(", ")));
+
+    #[test]
+    fn listeners_and_plugins_are_applied_other_settings_need_a_restart() {
+        let running = settings(&["--listen", "127.0.0.1:0"]);
+        let new = settings(&["--listen", "127.0.0.1:1", "--default-timeout", "3s"]);
+        assert_eq!(needs_restart(&running, &new), ["default_timeout"]);
+        assert!(needs_restart(&running, &running).is_empty());
     }
-    if !changed.is_empty() {
-        changes.push(format!("plugin settings changed: {}", changed.join(", ")));
-    }
-    if changes.is_empty() && names(running) != names(new) {
-        changes.push("plugin order (modifiers are called in it)".to_owned());
-    }
-    changes
 }

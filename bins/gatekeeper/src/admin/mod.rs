@@ -1,7 +1,7 @@
 //! Operations endpoints: the admin socket (JSON over HTTP/1.1 on a Unix socket, mode 0600, for
 //! `gatekeeper ctl`) and the Prometheus metrics listener. [`Operations`] binds both before the
 //! plugins start (so `ctl wait-ready` can watch the start), learns the plugins, listeners and
-//! metrics pipeline once gatekeeper is ready, and stops serving (removing the socket) when
+//! metrics pipeline once gatekeeper is ready (and again after each reload), and stops serving (removing the socket) when
 //! dropped.
 //!
 //! - [`routes`]: what each admin path answers;
@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use arc_swap::{ArcSwap, ArcSwapOption};
 use gatekeeper_plugin_host::PluginHandle;
 use gatekeeper_proxy::{Metrics, MetricsExporter, Registry};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
@@ -43,10 +44,10 @@ pub struct Admin {
     pub started: Instant,
     /// The upstreams and backends.
     pub registry: Arc<Registry>,
-    /// The effective settings, as `--check` prints them.
-    pub config: serde_json::Value,
-    /// Set once gatekeeper is ready.
-    pub live: OnceLock<Live>,
+    /// The effective settings, as `--check` prints them (the running ones after a reload).
+    pub config: ArcSwap<serde_json::Value>,
+    /// Set once gatekeeper is ready; replaced after each reload.
+    pub live: ArcSwapOption<Live>,
     /// The Prometheus metrics, when `metrics_listen` is set.
     pub prometheus: Option<Arc<Prometheus>>,
     /// Set when shutdown has begun: gatekeeper no longer accepts connections.
@@ -54,6 +55,7 @@ pub struct Admin {
 }
 
 /// The running operations endpoints; dropping it stops them and removes the admin socket.
+/// Shared (in an `Arc`) by startup and the reloader.
 pub struct Operations {
     admin: Arc<Admin>,
     tasks: Vec<JoinHandle<()>>,
@@ -69,8 +71,8 @@ impl Operations {
         let admin = Arc::new(Admin {
             started: Instant::now(),
             registry: registry.clone(),
-            config: serde_json::to_value(settings).unwrap_or_default(),
-            live: OnceLock::new(),
+            config: ArcSwap::from_pointee(serde_json::to_value(settings).unwrap_or_default()),
+            live: ArcSwapOption::empty(),
             prometheus: prometheus.clone(),
             draining: Arc::new(AtomicBool::new(false)),
         });
@@ -125,7 +127,15 @@ impl Operations {
         self.admin.draining.clone()
     }
 
-    /// Gatekeeper is ready: these are its plugins, listeners and metrics pipeline.
+    /// The settings in effect after a reload.
+    pub fn set_config(&self, settings: &Settings) {
+        self.admin
+            .config
+            .store(Arc::new(serde_json::to_value(settings).unwrap_or_default()));
+    }
+
+    /// Gatekeeper is ready, or a reload changed what runs: these are its plugins, listeners and
+    /// metrics pipeline.
     pub fn ready(
         &self,
         plugins: Vec<PluginHandle>,
@@ -139,11 +149,11 @@ impl Operations {
                 metrics.clone(),
             );
         }
-        let _ = self.admin.live.set(Live {
+        self.admin.live.store(Some(Arc::new(Live {
             plugins,
             listeners,
             metrics,
-        });
+        })));
     }
 }
 

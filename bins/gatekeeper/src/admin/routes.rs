@@ -35,7 +35,7 @@ pub fn handle(admin: &Admin, method: &Method, path: &str) -> Reply {
         (["upstreams"], true, _) => json_response(StatusCode::OK, &upstreams(admin)),
         (["backends"], true, _) => json_response(StatusCode::OK, &backends(admin)),
         (["plugins"], true, _) => json_response(StatusCode::OK, &plugins(admin)),
-        (["config"], true, _) => json_response(StatusCode::OK, &admin.config),
+        (["config"], true, _) => json_response(StatusCode::OK, &**admin.config.load()),
         (["metrics"], true, _) => match &admin.prometheus {
             Some(prometheus) => metrics(prometheus),
             None => error(
@@ -88,7 +88,8 @@ fn metrics(prometheus: &Prometheus) -> Reply {
 fn status(admin: &Admin) -> Value {
     let snapshot = admin.registry.snapshot();
     let backends: usize = snapshot.iter().map(|u| u.backends.len()).sum();
-    let live = admin.live.get();
+    let live = admin.live.load_full();
+    let live = live.as_deref();
     let draining = admin.draining.load(std::sync::atomic::Ordering::Relaxed);
     let listeners: Vec<Value> = live
         .map(|live| {
@@ -205,7 +206,8 @@ fn plugin_json(handle: &PluginHandle) -> Value {
 fn plugins(admin: &Admin) -> Value {
     admin
         .live
-        .get()
+        .load()
+        .as_deref()
         .map(|live| live.plugins.iter().map(plugin_json).collect())
         .unwrap_or_else(|| json!([]))
 }
@@ -233,9 +235,9 @@ fn set_drained(admin: &Admin, upstream: &str, backend: &str, drained: bool) -> R
 }
 
 fn restart_plugin(admin: &Admin, name: &str) -> Reply {
-    let Some(handle) = admin
-        .live
-        .get()
+    let live = admin.live.load_full();
+    let Some(handle) = live
+        .as_deref()
         .and_then(|live| live.plugins.iter().find(|p| p.name() == name))
     else {
         return error(StatusCode::NOT_FOUND, format!("no plugin `{name}`"));

@@ -51,6 +51,17 @@ impl RegistryManager {
         *mark
     }
 
+    /// Whether `plugin` added upstream `id` before its current mark (it is declaring it again
+    /// after a restart with new settings).
+    fn redeclares(&self, plugin: &str, id: &str) -> bool {
+        let owners = self.owners();
+        let mark = owners.marks.get(plugin).copied().unwrap_or(0);
+        owners
+            .upstreams
+            .get(id)
+            .is_some_and(|(owner, added)| owner == plugin && *added < mark)
+    }
+
     /// Removes from the registry the upstreams `plugin` added last before `mark` (and has not
     /// added again since); `u64::MAX` removes every upstream it added. Returns their ids.
     pub fn sweep(&self, plugin: &str, mark: u64) -> Vec<String> {
@@ -87,6 +98,15 @@ fn refused(plugin: &str, error: RegistryError) -> ErrorObject {
 impl Manager for RegistryManager {
     fn add_upstream(&self, plugin: &str, params: AddUpstreamParams) -> Result<(), ErrorObject> {
         let id = params.upstream.id.clone();
+        if self.redeclares(plugin, &id) {
+            // The plugin restarted with new settings (a reload) and declares one of its
+            // upstreams anew, maybe changed: the new declaration replaces the old one.
+            if let Some(existing) = self.registry.snapshot().upstream(&id) {
+                if existing.upstream != params.upstream {
+                    let _ = self.registry.remove_upstream(&id);
+                }
+            }
+        }
         self.registry
             .add_upstream(params.upstream)
             .map_err(|e| refused(plugin, e))?;
@@ -167,6 +187,24 @@ mod tests {
         add(&manager, "files", "a");
         assert_eq!(manager.sweep("files", mark), ["b"]);
         assert_eq!(ids(&registry), ["a", "c"]);
+        // After a mark, the plugin may declare one of its upstreams with other content.
+        let mark = manager.mark("files");
+        let changed: Upstream =
+            serde_json::from_value(serde_json::json!({ "id": "a", "prefixes": ["new"] })).unwrap();
+        manager
+            .add_upstream("files", AddUpstreamParams { upstream: changed })
+            .unwrap();
+        assert_eq!(
+            registry.snapshot().upstream("a").unwrap().upstream.prefixes,
+            ["new"]
+        );
+        assert!(manager.sweep("files", mark).is_empty());
+        // Without a new mark it is a conflict, as for any plugin.
+        let again: Upstream =
+            serde_json::from_value(serde_json::json!({ "id": "a", "prefixes": ["other"] })).unwrap();
+        assert!(manager
+            .add_upstream("files", AddUpstreamParams { upstream: again })
+            .is_err());
         // Removing the plugin removes all it added; the other plugin's upstream stays.
         assert_eq!(manager.sweep("files", u64::MAX), ["a"]);
         assert_eq!(ids(&registry), ["c"]);
