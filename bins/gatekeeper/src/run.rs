@@ -192,9 +192,8 @@ fn metrics_of(
             exporters.push(Arc::new(exporter));
         }
     }
-    if exporters.is_empty() {
-        return Metrics::disabled();
-    }
+    // Even without exporters: a reload can add some (`Metrics::set_exporters`); until then
+    // nothing is recorded and requests take the fast path.
     Metrics::new(
         MetricsConfig {
             batch_size: settings.metrics.batch_size,

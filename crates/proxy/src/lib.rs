@@ -19,6 +19,7 @@ mod connection;
 pub mod forward;
 pub mod forwarded;
 pub mod health;
+mod hooks;
 mod lifecycle;
 pub mod metrics;
 pub mod modifier;
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
+pub use hooks::{Hooks, HooksSwitch};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
