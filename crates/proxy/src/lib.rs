@@ -6,6 +6,10 @@
 //! [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
 //! router and loadbalancer plugins follow it through [`Registry::subscribe`].
 //!
+//! A serving proxy's plugins can change without a restart: [`BoundProxy::hooks_switch`] replaces
+//! the modifiers, router and loadbalancer plugins as one snapshot ([`Hooks`]; each request keeps
+//! the snapshot it started with), and [`Metrics::set_exporters`] replaces the metrics exporters.
+//!
 //! ```text
 //! accept ─► route (router / RouterHook) ─► modify_request (modifier::Chain)
 //!   ─► pick backend (balancer / LoadBalancerHook) ─► forward (forward)

@@ -1,10 +1,10 @@
 //! The request lifecycle's entry point: `Shared` holds what every request needs and picks
 //! between two paths.
 //!
-//! Each request loads the current hooks snapshot once ([`crate::hooks`]; swapped by a
-//! [`HooksSwitch`](crate::HooksSwitch)) and reads once whether metrics measure requests
-//! ([`Metrics::measures_requests`]; exporters swapped by [`Metrics::set_exporters`]). Both can
-//! change while the proxy serves; a request keeps what it saw when it arrived.
+//! Each request loads the current hooks snapshot once ([`Hooks`](crate::Hooks), swapped by a
+//! [`HooksSwitch`](crate::HooksSwitch)) and reads once whether some metrics exporter wants
+//! request, upstream or event records (exporters swapped by [`Metrics::set_exporters`]). Both
+//! can change while the proxy serves; a request keeps what it saw when it arrived.
 //!
 //! - The **fast path** runs when the snapshot has no modifiers, no router or loadbalancer
 //!   plugin, and no metrics exporter wants request, upstream or event records: built-in routing
