@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use crate::metrics::micros;
+use crate::metrics::{micros, MetricKind, Metrics};
 
 /// The time a connection took to open, readable once.
 #[derive(Debug, Clone)]
@@ -67,21 +67,21 @@ pub(crate) async fn with_connect_timeout<F: Future>(limit: Duration, sending: F)
 #[error("connect timed out after {0:?}")]
 pub(crate) struct ConnectTimedOut(pub(crate) Duration);
 
-/// An [`HttpConnector`] that bounds the time connects take and times new connections when
-/// `timed` is set.
+/// An [`HttpConnector`] that bounds the time connects take and times new connections while
+/// `metrics` wants request records (read at each connect: exporters can change while serving).
 #[derive(Debug, Clone)]
 pub(crate) struct TimedConnector {
     inner: HttpConnector,
-    timed: bool,
+    metrics: Metrics,
     /// The limit when the request states none ([`with_connect_timeout`]).
     default_timeout: Duration,
 }
 
 impl TimedConnector {
-    pub(crate) fn new(inner: HttpConnector, timed: bool, default_timeout: Duration) -> Self {
+    pub(crate) fn new(inner: HttpConnector, metrics: Metrics, default_timeout: Duration) -> Self {
         TimedConnector {
             inner,
-            timed,
+            metrics,
             default_timeout,
         }
     }
@@ -102,7 +102,8 @@ impl Service<Uri> for TimedConnector {
         let limit = CONNECT_TIMEOUT
             .try_with(|limit| *limit)
             .unwrap_or(self.default_timeout);
-        let started = self.timed.then(Instant::now);
+        let timed = self.metrics.wants(MetricKind::Request);
+        let started = timed.then(Instant::now);
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let io = match tokio::time::timeout(limit, connecting).await {

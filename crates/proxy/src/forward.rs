@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
 use crate::connect::{with_connect_timeout, TimedConnector};
+use crate::metrics::Metrics;
 use crate::registry::BackendEntry;
 
 /// How the proxy speaks to an upstream's backends (the upstream's `backend_protocol`).
@@ -78,13 +79,14 @@ pub(crate) const POOL_MAX_IDLE_PER_BACKEND: usize = 256;
 impl BackendClient {
     /// Builds the clients (TCP_NODELAY, at most [`POOL_MAX_IDLE_PER_BACKEND`] idle connections
     /// per backend, closed after 90s idle). Connects are bounded by `connect_timeout` unless the
-    /// request states its own ([`BackendClient::request`]); with `timed`, new connections record
-    /// their connect time (see [`crate::connect`]).
-    pub(crate) fn new(timed: bool, connect_timeout: Duration) -> Self {
+    /// request states its own ([`BackendClient::request`]); new connections record their connect
+    /// time while `metrics` wants request records (checked at every connect, see
+    /// [`crate::connect`]).
+    pub(crate) fn new(metrics: Metrics, connect_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let connector = TimedConnector::new(connector, timed, connect_timeout);
+        let connector = TimedConnector::new(connector, metrics, connect_timeout);
         let build = |http2: bool| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)

@@ -6,6 +6,10 @@
 //! [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
 //! router and loadbalancer plugins follow it through [`Registry::subscribe`].
 //!
+//! A serving proxy's plugins can change without a restart: [`BoundProxy::hooks_switch`] replaces
+//! the modifiers, router and loadbalancer plugins as one snapshot ([`Hooks`]; each request keeps
+//! the snapshot it started with), and [`Metrics::set_exporters`] replaces the metrics exporters.
+//!
 //! ```text
 //! accept ─► route (router / RouterHook) ─► modify_request (modifier::Chain)
 //!   ─► pick backend (balancer / LoadBalancerHook) ─► forward (forward)
@@ -19,6 +23,7 @@ mod connection;
 pub mod forward;
 pub mod forwarded;
 pub mod health;
+mod hooks;
 mod lifecycle;
 pub mod metrics;
 pub mod modifier;
@@ -39,6 +44,7 @@ use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
+pub use hooks::{Hooks, HooksSwitch};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};

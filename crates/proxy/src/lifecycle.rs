@@ -14,6 +14,10 @@
 //! The plugin view of the request is built lazily, the first time a plugin needs it. When
 //! metrics are on, every phase is timed into a [`RequestRecord`] that the response body
 //! finishes.
+//!
+//! A flow calls the hooks of the one snapshot ([`ActiveHooks`]) loaded when its request arrived,
+//! from route to `modify_response` / `modify_error_response`, even if the hooks are replaced
+//! meanwhile; whether it is measured is likewise decided once, when it starts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ use crate::connect::ConnectTime;
 use crate::forward::{
     backend_uri, client_backend_uri, headers_from_view, headers_to_view, strip_hop_by_hop,
 };
+use crate::hooks::ActiveHooks;
 use crate::metrics::micros;
 use crate::modifier::{text_response, FailurePolicy, HookError, HookFailure, RequestOutcome};
 use crate::registry::{BackendEntry, Snapshot, UpstreamEntry};
@@ -95,6 +100,8 @@ fn hook_failed(
 /// One request on the full path.
 pub(crate) struct Flow<'a> {
     shared: &'a Shared,
+    /// The hooks this request uses from start to end.
+    hooks: &'a ActiveHooks,
     listener: &'a str,
     remote: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -115,17 +122,20 @@ pub(crate) struct Flow<'a> {
 }
 
 impl<'a> Flow<'a> {
+    /// A flow calling `hooks`, timed into a metrics record when `measure`.
     pub(crate) fn new(
         shared: &'a Shared,
+        hooks: &'a ActiveHooks,
+        measure: bool,
         listener: &'a str,
         remote: SocketAddr,
         parts: Parts,
     ) -> Self {
-        let record = shared
-            .measure
-            .then(|| RequestRecord::start(&shared.metrics, listener, remote, &parts));
+        let record =
+            measure.then(|| RequestRecord::start(&shared.metrics, listener, remote, &parts));
         Flow {
             shared,
+            hooks,
             listener,
             remote,
             snapshot: shared.registry.snapshot(),
@@ -197,16 +207,16 @@ impl<'a> Flow<'a> {
         if let Err(reject) = routed {
             return self.reject(reject).await;
         }
-        let shared = self.shared;
+        let hooks = self.hooks;
         let mut body = body;
         let sent_body = match self.read_request_body(&mut body).await {
             Ok(sent) => sent,
             Err(reject) => return self.reject(reject).await,
         };
-        if shared.chain.has_hook(ModifyRequest::NAME) {
+        if hooks.chain.has_hook(ModifyRequest::NAME) {
             let (view, phases) = self.for_hooks();
             let view = std::mem::take(view);
-            match shared.chain.modify_request(view, phases).await {
+            match hooks.chain.modify_request(view, phases).await {
                 RequestOutcome::Forward { request, changed } => {
                     self.view = Some(request);
                     self.changed |= changed;
@@ -244,7 +254,7 @@ impl<'a> Flow<'a> {
 
     /// Routes with the router plugin (when available and it succeeds) or the built-in router.
     async fn route(&mut self) -> Result<(), Reject> {
-        if let Some(router) = self.shared.router.clone() {
+        if let Some(router) = self.hooks.router.clone() {
             let error = if router.is_available() {
                 let request = self.for_hooks().0.clone();
                 match router.route(RouteRequestParams { request }).await {
@@ -347,7 +357,7 @@ impl<'a> Flow<'a> {
         upstream: &Arc<UpstreamEntry>,
     ) -> Result<Arc<BackendEntry>, Reject> {
         let id = &upstream.upstream.id;
-        if let Some(lb) = self.shared.loadbalancer.clone() {
+        if let Some(lb) = self.hooks.loadbalancer.clone() {
             let error = if lb.is_available() {
                 let params = GetBackendParams {
                     upstream_id: id.clone(),
@@ -383,8 +393,8 @@ impl<'a> Flow<'a> {
         backend: Arc<BackendEntry>,
         body: RequestBody,
     ) -> Response<ProxyBody> {
-        let shared = self.shared;
-        if !shared.chain.is_empty() {
+        let (shared, hooks) = (self.shared, self.hooks);
+        if !hooks.chain.is_empty() {
             // Response and error hooks need the view once the request's parts are gone.
             self.for_hooks();
         }
@@ -460,7 +470,7 @@ impl<'a> Flow<'a> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = ProxyBody::streamed(body, Some(in_flight));
-        if !shared.chain.has_hook(ModifyResponse::NAME) {
+        if !hooks.chain.has_hook(ModifyResponse::NAME) {
             return Response::from_parts(parts, body);
         }
         let mut view = HttpResponse::new(parts.status.as_u16(), headers_to_view(&parts.headers));
@@ -473,7 +483,7 @@ impl<'a> Flow<'a> {
         };
         let sent_body = view.body_base64.clone();
         let (request, phases) = self.for_hooks();
-        match shared.chain.modify_response(request, view, phases).await {
+        match hooks.chain.modify_response(request, view, phases).await {
             Err(failure) => self.reject(Reject::Failed(failure)).await,
             Ok((_, false)) => Response::from_parts(parts, body),
             Ok((new, true)) => {
@@ -494,14 +504,10 @@ impl<'a> Flow<'a> {
 
     /// Answers with a response a plugin produced in `modify_request`, after `modify_response`.
     async fn respond(&mut self, response: HttpResponse) -> Response<ProxyBody> {
-        let shared = self.shared;
-        let response = if shared.chain.has_hook(ModifyResponse::NAME) {
+        let hooks = self.hooks;
+        let response = if hooks.chain.has_hook(ModifyResponse::NAME) {
             let (request, phases) = self.for_hooks();
-            match shared
-                .chain
-                .modify_response(request, response, phases)
-                .await
-            {
+            match hooks.chain.modify_response(request, response, phases).await {
                 Ok((response, _)) => response,
                 Err(failure) => return self.reject(Reject::Failed(failure)).await,
             }
@@ -535,10 +541,10 @@ impl<'a> Flow<'a> {
         if let Some(record) = &mut self.record {
             record.error = Some(kind);
         }
-        let shared = self.shared;
-        let response = if shared.chain.has_hook(ModifyErrorResponse::NAME) {
+        let hooks = self.hooks;
+        let response = if hooks.chain.has_hook(ModifyErrorResponse::NAME) {
             let (request, phases) = self.for_hooks();
-            shared
+            hooks
                 .chain
                 .modify_error_response(request, response, &error, phases)
                 .await

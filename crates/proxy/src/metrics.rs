@@ -12,11 +12,19 @@
 //! A batch never has more than `batch_size` records. The flusher waits for the exports of one
 //! round before starting the next, so a slow exporter (each bounds its own calls with a
 //! timeout) makes the buffers fill up and records get dropped instead of piling up in memory.
+//!
+//! The exporters can be replaced while the proxy serves ([`Metrics::set_exporters`], e.g. at a
+//! reload adding or removing metric plugins or the access log): a pipeline created by
+//! [`Metrics::new`] exists even with no exporter at all. Which kinds are recorded follows the
+//! current exporters (one atomic flag per kind, read where records are made), so while nobody
+//! wants request, upstream or event records the proxy takes its fast path; only
+//! [`Metrics::disabled`] has no pipeline and can never get exporters.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use gatekeeper_rpc::metrics::{
     now_ms, EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric,
@@ -49,7 +57,28 @@ impl MetricKind {
         MetricKind::Request,
         MetricKind::Upstream,
     ];
+
+    /// This kind's bit in the set of wanted kinds.
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
 }
+
+/// The kinds whose records are made while a request is measured (see
+/// [`Metrics::measures_requests`]).
+const REQUEST_KINDS: u8 =
+    MetricKind::Request.bit() | MetricKind::Upstream.bit() | MetricKind::Event.bit();
+
+/// The set of kinds some of these exporters want, one bit per kind.
+fn wanted_kinds(exporters: &[Arc<dyn MetricsExporter>]) -> u8 {
+    MetricKind::ALL
+        .into_iter()
+        .filter(|kind| exporters.iter().any(|e| e.wants(*kind)))
+        .fold(0, |set, kind| set | kind.bit())
+}
+
+/// The exporters, replaced by [`Metrics::set_exporters`] and read by the flusher every round.
+type Exporters = Arc<ArcSwap<Vec<Arc<dyn MetricsExporter>>>>;
 
 /// Where batches of metric records go: a metric plugin, or a loadbalancer plugin for upstream
 /// metrics. Implemented by the gatekeeper binary on top of the plugin host.
@@ -117,12 +146,12 @@ impl Default for MetricsConfig {
 /// One bounded buffer.
 struct Queue<T> {
     tx: mpsc::Sender<T>,
-    wanted: bool,
+    kind: MetricKind,
 }
 
 impl<T> Queue<T> {
     fn push(&self, record: T, shared: &Inner) {
-        if !self.wanted {
+        if !shared.wants(self.kind) {
             return;
         }
         if shared.closed.load(Ordering::Relaxed) || self.tx.try_send(record).is_err() {
@@ -142,12 +171,24 @@ struct Inner {
     plugins: Queue<PluginMetric>,
     requests: Queue<RequestMetric>,
     upstreams: Queue<UpstreamMetric>,
+    /// The kinds the current exporters want, one bit per kind ([`MetricKind::bit`]).
+    wanted: AtomicU8,
+    /// The current exporters (shared with the flusher).
+    exporters: Exporters,
+    /// Held while exporters are replaced, so that `wanted` always matches `exporters`.
+    replacing: Mutex<()>,
     batch_size: usize,
     dropped: AtomicU64,
     closed: AtomicBool,
     wake: Arc<Notify>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn wants(&self, kind: MetricKind) -> bool {
+        self.wanted.load(Ordering::Acquire) & kind.bit() != 0
+    }
 }
 
 /// The handle used to record metrics: cheap to clone, and recording never waits.
@@ -168,35 +209,35 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn queue<T>(buffer: usize, wanted: bool) -> (Queue<T>, mpsc::Receiver<T>) {
-    // A kind nobody wants gets a minimal channel that is never written to.
-    let (tx, rx) = mpsc::channel(if wanted { buffer } else { 1 });
-    (Queue { tx, wanted }, rx)
+/// A buffer for one kind (tokio allocates a channel's slots as they fill, so the buffer of a
+/// kind nobody wants costs next to nothing).
+fn queue<T>(buffer: usize, kind: MetricKind) -> (Queue<T>, mpsc::Receiver<T>) {
+    let (tx, rx) = mpsc::channel(buffer);
+    (Queue { tx, kind }, rx)
 }
 
 impl Metrics {
     /// A pipeline delivering to these exporters, with its flusher task spawned on the current
-    /// Tokio runtime (call it from within one). With no exporters it is [`disabled`](Self::disabled).
+    /// Tokio runtime (call it from within one). With no exporters it records nothing until
+    /// [`set_exporters`](Self::set_exporters) gives it some.
     ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime (spawning the flusher task fails).
     pub fn new(config: MetricsConfig, exporters: Vec<Arc<dyn MetricsExporter>>) -> Self {
-        if exporters.is_empty() {
-            return Metrics::disabled();
-        }
         let batch_size = config.batch_size.max(1);
         let buffer = config.buffer.max(1);
-        let wants = |kind| exporters.iter().any(|e| e.wants(kind));
-        let (events, events_rx) = queue(buffer, wants(MetricKind::Event));
-        let (profiles, profiles_rx) = queue(buffer, wants(MetricKind::Profile));
-        let (plugins, plugins_rx) = queue(buffer, wants(MetricKind::Plugin));
-        let (requests, requests_rx) = queue(buffer, wants(MetricKind::Request));
-        let (upstreams, upstreams_rx) = queue(buffer, wants(MetricKind::Upstream));
+        let (events, events_rx) = queue(buffer, MetricKind::Event);
+        let (profiles, profiles_rx) = queue(buffer, MetricKind::Profile);
+        let (plugins, plugins_rx) = queue(buffer, MetricKind::Plugin);
+        let (requests, requests_rx) = queue(buffer, MetricKind::Request);
+        let (upstreams, upstreams_rx) = queue(buffer, MetricKind::Upstream);
         let wake = Arc::new(Notify::new());
         let (stop_tx, stop_rx) = oneshot::channel();
+        let wanted = AtomicU8::new(wanted_kinds(&exporters));
+        let exporters: Exporters = Arc::new(ArcSwap::from_pointee(exporters));
         let flusher = Flusher {
-            exporters,
+            exporters: exporters.clone(),
             batch_size,
             events: events_rx,
             profiles: profiles_rx,
@@ -213,6 +254,9 @@ impl Metrics {
                 plugins,
                 requests,
                 upstreams,
+                wanted,
+                exporters,
+                replacing: Mutex::new(()),
                 batch_size,
                 dropped: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
@@ -223,26 +267,52 @@ impl Metrics {
         }
     }
 
-    /// A handle that records nothing (no task, no buffers).
+    /// A handle that records nothing (no task, no buffers), and never will:
+    /// [`set_exporters`](Self::set_exporters) does nothing on it.
     pub fn disabled() -> Self {
         Metrics { inner: None }
     }
 
-    /// Whether records go anywhere (false when disabled or without exporters).
-    pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
+    /// Replaces the exporters while the pipeline runs (e.g. at a reload). The flusher delivers
+    /// to the new list from its next round on, including the records already buffered (records
+    /// of a kind no new exporter wants are discarded then); a round already under way finishes
+    /// with the old list. Kinds the new exporters want are recorded from now on, the others no
+    /// longer. Does nothing on a [`disabled`](Self::disabled) handle.
+    pub fn set_exporters(&self, exporters: Vec<Arc<dyn MetricsExporter>>) {
+        let Some(inner) = &self.inner else {
+            if !exporters.is_empty() {
+                tracing::warn!("metrics pipeline disabled: new exporters ignored");
+            }
+            return;
+        };
+        let _replacing = inner.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = wanted_kinds(&exporters);
+        // The list first: a record made because of the new flags is delivered to the new list.
+        inner.exporters.store(Arc::new(exporters));
+        inner.wanted.store(wanted, Ordering::Release);
     }
 
-    /// Whether some exporter takes records of this kind (records of other kinds are discarded
-    /// at once, without counting them as dropped).
+    /// Whether records go anywhere now: some exporter wants some kind (false when disabled or
+    /// without exporters). It changes with [`set_exporters`](Self::set_exporters).
+    pub fn is_enabled(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.wanted.load(Ordering::Acquire) != 0)
+    }
+
+    /// Whether some exporter takes records of this kind now (records of other kinds are
+    /// discarded at once, without counting them as dropped). It changes with
+    /// [`set_exporters`](Self::set_exporters).
     pub fn wants(&self, kind: MetricKind) -> bool {
-        self.inner.as_ref().is_some_and(|i| match kind {
-            MetricKind::Event => i.events.wanted,
-            MetricKind::Profile => i.profiles.wanted,
-            MetricKind::Plugin => i.plugins.wanted,
-            MetricKind::Request => i.requests.wanted,
-            MetricKind::Upstream => i.upstreams.wanted,
-        })
+        self.inner.as_ref().is_some_and(|i| i.wants(kind))
+    }
+
+    /// Whether requests are measured now: some exporter wants request, upstream or event
+    /// records (one atomic load; the request path reads it once per request).
+    pub(crate) fn measures_requests(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.wanted.load(Ordering::Acquire) & REQUEST_KINDS != 0)
     }
 
     /// Records lost because their buffer was full (or recorded after shutdown).
@@ -255,7 +325,7 @@ impl Metrics {
     /// Records an event (one of [`gatekeeper_rpc::metrics::events`]) happening now.
     pub fn record_event(&self, name: impl Into<String>, attributes: Object) {
         if let Some(i) = &self.inner {
-            if i.events.wanted {
+            if i.wants(MetricKind::Event) {
                 let event = EventMetric {
                     time_ms: now_ms(),
                     name: name.into(),
@@ -269,7 +339,7 @@ impl Metrics {
     /// Records how long an internal operation that just ended took.
     pub fn record_profile(&self, name: impl Into<String>, duration: Duration, attributes: Object) {
         if let Some(i) = &self.inner {
-            if i.profiles.wanted {
+            if i.wants(MetricKind::Profile) {
                 let profile = ProfilingMetric {
                     time_ms: now_ms(),
                     name: name.into(),
@@ -330,7 +400,8 @@ pub(crate) fn micros(d: Duration) -> u64 {
 
 /// The flusher task's state: the receiving ends of the buffers and the exporters.
 struct Flusher {
-    exporters: Vec<Arc<dyn MetricsExporter>>,
+    /// Loaded at the start of every round.
+    exporters: Exporters,
     batch_size: usize,
     events: mpsc::Receiver<EventMetric>,
     profiles: mpsc::Receiver<ProfilingMetric>,
@@ -404,7 +475,8 @@ impl Flusher {
     async fn flush(&mut self, all: bool) {
         let n = self.batch_size;
         let mut calls = Vec::new();
-        let ex = &self.exporters;
+        let current = self.exporters.load_full();
+        let ex = current.as_slice();
         let events = take_batches(&mut self.events, n, all);
         exports(
             ex,
@@ -477,5 +549,33 @@ mod tests {
         assert_eq!(m.dropped(), 0);
         m.shutdown().await;
         assert!(!Metrics::new(MetricsConfig::default(), vec![]).is_enabled());
+    }
+
+    /// Wants only the kinds given.
+    struct Only(Vec<MetricKind>);
+
+    impl MetricsExporter for Only {
+        fn wants(&self, kind: MetricKind) -> bool {
+            self.0.contains(&kind)
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_measured_while_some_exporter_wants_their_records() {
+        let m = Metrics::new(MetricsConfig::default(), vec![]);
+        assert!(!m.is_enabled() && !m.measures_requests());
+        for kind in [MetricKind::Request, MetricKind::Upstream, MetricKind::Event] {
+            m.set_exporters(vec![Arc::new(Only(vec![kind]))]);
+            assert!(m.measures_requests() && m.wants(kind), "{kind:?}");
+        }
+        m.set_exporters(vec![Arc::new(Only(vec![
+            MetricKind::Profile,
+            MetricKind::Plugin,
+        ]))]);
+        assert!(m.is_enabled() && !m.measures_requests());
+        m.set_exporters(vec![]);
+        assert!(!m.is_enabled() && !m.measures_requests());
+        m.shutdown().await;
+        assert!(!Metrics::disabled().measures_requests());
     }
 }

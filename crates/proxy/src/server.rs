@@ -18,8 +18,8 @@ use gatekeeper_rpc::types::Object;
 use crate::connection::{serve_connection, stopped, ListenerContext, Protocols};
 use crate::forward::BackendClient;
 use crate::forwarded::ForwardedHeaders;
+use crate::hooks::{Hooks, HooksSwitch, SwappableHooks};
 use crate::metrics::Metrics;
-use crate::modifier::Chain;
 use crate::service::Shared;
 use crate::tls::{TlsError, TlsListener, TlsReloader};
 use crate::{Proxy, ProxyError};
@@ -107,15 +107,17 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
         shared: Arc::new(
             Shared::new(
                 proxy.registry,
-                Chain::new(proxy.modifiers).with_max_body(config.max_plugin_body),
-                proxy.balancer,
-                proxy.router,
-                proxy.loadbalancer,
-                proxy.metrics.clone(),
-                BackendClient::new(
-                    Shared::wants_connect_time(&proxy.metrics),
-                    config.connect_timeout,
+                SwappableHooks::new(
+                    Hooks {
+                        modifiers: proxy.modifiers,
+                        router: proxy.router,
+                        loadbalancer: proxy.loadbalancer,
+                    },
+                    config.max_plugin_body,
                 ),
+                proxy.balancer,
+                proxy.metrics.clone(),
+                BackendClient::new(proxy.metrics.clone(), config.connect_timeout),
                 config.default_timeout,
                 config.connect_timeout,
             )
@@ -154,6 +156,12 @@ impl BoundProxy {
     /// (see [`TlsReloader::reload`]); it does nothing when no listener is TLS.
     pub fn tls_reloader(&self) -> TlsReloader {
         TlsReloader::new(self.listeners.iter().filter_map(|b| b.tls.as_ref()))
+    }
+
+    /// A handle that replaces the modifiers, router and loadbalancer plugins while the proxy
+    /// serves (see [`HooksSwitch::replace`]); the initial ones are those given to [`Proxy`].
+    pub fn hooks_switch(&self) -> HooksSwitch {
+        HooksSwitch::new(self.shared.hooks.clone())
     }
 
     /// Serves until `shutdown` completes; then stops accepting, asks open connections to close

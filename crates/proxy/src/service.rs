@@ -1,9 +1,14 @@
 //! The request lifecycle's entry point: `Shared` holds what every request needs and picks
 //! between two paths.
 //!
-//! - The **fast path** runs when there are no modifiers, no router or loadbalancer plugin, and
-//!   metrics are disabled: built-in routing and balancing, no plugin views (no JSON-related
-//!   work), no timing.
+//! Each request loads the current hooks snapshot once ([`Hooks`](crate::Hooks), swapped by a
+//! [`HooksSwitch`](crate::HooksSwitch)) and reads once whether some metrics exporter wants
+//! request, upstream or event records (exporters swapped by [`Metrics::set_exporters`]). Both
+//! can change while the proxy serves; a request keeps what it saw when it arrived.
+//!
+//! - The **fast path** runs when the snapshot has no modifiers, no router or loadbalancer
+//!   plugin, and no metrics exporter wants request, upstream or event records: built-in routing
+//!   and balancing, no plugin views (no JSON-related work), no timing.
 //! - Otherwise the **full path** (the private `lifecycle` module): route (router plugin or built-in),
 //!   `modify_request`, pick a backend (loadbalancer plugin or built-in), forward,
 //!   `modify_response`, error responses through `modify_error_response`, and metrics.
@@ -22,10 +27,9 @@ use crate::body::RequestBody;
 pub(crate) use crate::connection::ConnectionInfo;
 use crate::forward::{client_backend_uri, strip_hop_by_hop, BackendClient, ForwardError};
 use crate::forwarded::ForwardedHeaders;
+use crate::hooks::SwappableHooks;
 use crate::lifecycle::Flow;
-use crate::metrics::{MetricKind, Metrics};
-use crate::modifier::Chain;
-use crate::plugins::{LoadBalancerHook, RouterHook};
+use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, UpstreamEntry};
 use crate::retry::{forward_with_retry, Sending};
 use crate::router;
@@ -43,13 +47,10 @@ pub(crate) fn forward_error_kind(e: &ForwardError) -> Kind {
 /// Everything a request needs, shared by all connections.
 pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
-    pub(crate) chain: Chain,
+    /// The modifiers, router and loadbalancer plugins: one snapshot per request.
+    pub(crate) hooks: Arc<SwappableHooks>,
     pub(crate) balancer: Arc<dyn Balancer>,
-    pub(crate) router: Option<Arc<dyn RouterHook>>,
-    pub(crate) loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
     pub(crate) metrics: Metrics,
-    /// Whether requests are measured (some exporter wants request, upstream or event records).
-    pub(crate) measure: bool,
     pub(crate) client: BackendClient,
     pub(crate) default_timeout: Duration,
     /// Connect timeout of upstreams that set no `connect_timeout_ms`.
@@ -60,29 +61,20 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Builds the shared state.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         registry: Arc<Registry>,
-        chain: Chain,
+        hooks: SwappableHooks,
         balancer: Arc<dyn Balancer>,
-        router: Option<Arc<dyn RouterHook>>,
-        loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
         metrics: Metrics,
         client: BackendClient,
         default_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
-        let measure = [MetricKind::Request, MetricKind::Upstream, MetricKind::Event]
-            .into_iter()
-            .any(|k| metrics.wants(k));
         Shared {
             registry,
-            chain,
+            hooks: Arc::new(hooks),
             balancer,
-            router,
-            loadbalancer,
             metrics,
-            measure,
             client,
             default_timeout,
             connect_timeout,
@@ -94,11 +86,6 @@ impl Shared {
     pub(crate) fn with_forwarded(mut self, forwarded: ForwardedHeaders) -> Self {
         self.forwarded = forwarded;
         self
-    }
-
-    /// Whether new backend connections should be timed.
-    pub(crate) fn wants_connect_time(metrics: &Metrics) -> bool {
-        metrics.wants(MetricKind::Request)
     }
 
     pub(crate) fn timeout(&self, upstream: &UpstreamEntry) -> Duration {
@@ -127,13 +114,6 @@ impl Shared {
         }
     }
 
-    fn fast(&self) -> bool {
-        self.chain.is_empty()
-            && self.router.is_none()
-            && self.loadbalancer.is_none()
-            && !self.measure
-    }
-
     /// Handles one request that arrived on `listener` (over TLS when `tls`).
     pub(crate) async fn handle(
         &self,
@@ -146,10 +126,15 @@ impl Shared {
         strip_hop_by_hop(&mut parts.headers);
         self.forwarded
             .apply(&mut parts, remote.ip(), connection.tls);
-        if self.fast() {
+        let hooks = self.hooks.load();
+        let measure = self.metrics.measures_requests();
+        if hooks.is_empty() && !measure {
+            drop(hooks);
             self.fast_path(parts, body, listener, upgrade).await
         } else {
-            Flow::new(self, listener, remote, parts)
+            // The request keeps this snapshot until it is answered, across awaits.
+            let hooks = arc_swap::Guard::into_inner(hooks);
+            Flow::new(self, &hooks, measure, listener, remote, parts)
                 .with_upgrade(upgrade)
                 .run(body)
                 .await

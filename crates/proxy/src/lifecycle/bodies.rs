@@ -22,7 +22,7 @@ impl Flow<'_> {
         &mut self,
         body: &mut RequestBody,
     ) -> Result<Option<String>, Reject> {
-        let chain = &self.shared.chain;
+        let chain = &self.hooks.chain;
         if !chain.wants_body(ModifyRequest::NAME) {
             return Ok(None);
         }
@@ -83,7 +83,7 @@ impl Flow<'_> {
         view: &mut HttpResponse,
         timeout: Duration,
     ) -> Result<ProxyBody, Reject> {
-        let chain = &self.shared.chain;
+        let chain = &self.hooks.chain;
         if !chain.wants_body(ModifyResponse::NAME) {
             return Ok(body);
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatekeeper_proxy::{ListenerConfig, Modifier, Proxy, ProxyConfig, Registry};
+use gatekeeper_proxy::{HooksSwitch, ListenerConfig, Modifier, Proxy, ProxyConfig, Registry};
 use gatekeeper_rpc::types::{Backend, Upstream};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -91,6 +91,8 @@ pub fn dead_addr() -> SocketAddr {
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub registry: Arc<Registry>,
+    /// Replaces the proxy's hooks while it serves.
+    pub hooks: HooksSwitch,
     pub stop: Option<oneshot::Sender<()>>,
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -113,6 +115,7 @@ pub async fn start_proxy_with(
         .await
         .unwrap();
     let addr = bound.local_addrs()[0];
+    let hooks = bound.hooks_switch();
     let (tx, rx) = oneshot::channel::<()>();
     let done = tokio::spawn(bound.serve(async move {
         let _ = rx.await;
@@ -120,6 +123,7 @@ pub async fn start_proxy_with(
     TestProxy {
         addr,
         registry,
+        hooks,
         stop: Some(tx),
         done,
     }

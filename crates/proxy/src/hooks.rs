@@ -1,0 +1,189 @@
+//! The plugin hooks a serving proxy calls, as one snapshot that can be swapped while it serves:
+//! [`Hooks`] (what the caller gives: modifiers, router and loadbalancer plugins) and
+//! [`HooksSwitch`] (the handle that replaces them, from
+//! [`BoundProxy::hooks_switch`](crate::BoundProxy::hooks_switch)).
+//!
+//! Every request loads the current snapshot once when it arrives and uses it from start to end
+//! (route, `modify_request`, pick a backend, `modify_response` or `modify_error_response`), so a
+//! replacement never shows a request half of the old hooks and half of the new ones: requests
+//! already in flight finish with the hooks they started with, new requests get the new ones.
+//! A snapshot without any hook (and without metrics that measure requests) sends requests down
+//! the fast path again.
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::modifier::{Chain, Modifier};
+use crate::plugins::{LoadBalancerHook, RouterHook};
+
+/// The plugins called on the request path; given to [`HooksSwitch::replace`].
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// The modifiers, called in this order (see [`crate::modifier`]).
+    pub modifiers: Vec<Arc<dyn Modifier>>,
+    /// The router plugin; `None` routes with the built-in router.
+    pub router: Option<Arc<dyn RouterHook>>,
+    /// The loadbalancer plugin; `None` picks backends with the built-in balancers.
+    pub loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field(
+                "modifiers",
+                &self.modifiers.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            )
+            .field("router", &self.router.as_ref().map(|r| r.name()))
+            .field(
+                "loadbalancer",
+                &self.loadbalancer.as_ref().map(|l| l.name()),
+            )
+            .finish()
+    }
+}
+
+/// One snapshot of the hooks, as requests use it.
+pub(crate) struct ActiveHooks {
+    /// The modifiers, with the proxy's `max_plugin_body`.
+    pub(crate) chain: Chain,
+    pub(crate) router: Option<Arc<dyn RouterHook>>,
+    pub(crate) loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
+}
+
+impl ActiveHooks {
+    fn new(hooks: Hooks, max_plugin_body: usize) -> Self {
+        ActiveHooks {
+            chain: Chain::new(hooks.modifiers).with_max_body(max_plugin_body),
+            router: hooks.router,
+            loadbalancer: hooks.loadbalancer,
+        }
+    }
+
+    /// Whether no plugin is called at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chain.is_empty() && self.router.is_none() && self.loadbalancer.is_none()
+    }
+}
+
+/// The current snapshot, shared by the request path and every [`HooksSwitch`].
+pub(crate) struct SwappableHooks {
+    current: ArcSwap<ActiveHooks>,
+    /// The proxy's `max_plugin_body`, applied to every new chain.
+    max_plugin_body: usize,
+}
+
+impl SwappableHooks {
+    pub(crate) fn new(hooks: Hooks, max_plugin_body: usize) -> Self {
+        SwappableHooks {
+            current: ArcSwap::from_pointee(ActiveHooks::new(hooks, max_plugin_body)),
+            max_plugin_body,
+        }
+    }
+
+    /// The current snapshot, cheaply (a guard: keep it only for a quick check, or turn it into
+    /// an `Arc` with [`Guard::into_inner`] to keep it across awaits).
+    pub(crate) fn load(&self) -> Guard<Arc<ActiveHooks>> {
+        self.current.load()
+    }
+
+    fn replace(&self, hooks: Hooks) {
+        let next = ActiveHooks::new(hooks, self.max_plugin_body);
+        self.current.store(Arc::new(next));
+    }
+}
+
+/// Replaces the hooks of a serving proxy (cheap to clone; from
+/// [`BoundProxy::hooks_switch`](crate::BoundProxy::hooks_switch)).
+#[derive(Clone)]
+pub struct HooksSwitch {
+    hooks: Arc<SwappableHooks>,
+}
+
+impl std::fmt::Debug for HooksSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HooksSwitch").finish_non_exhaustive()
+    }
+}
+
+impl HooksSwitch {
+    pub(crate) fn new(hooks: Arc<SwappableHooks>) -> Self {
+        HooksSwitch { hooks }
+    }
+
+    /// Makes new requests use `hooks` (modifiers get the proxy's `max_plugin_body`). Requests
+    /// in flight finish with the hooks they started with; the old plugins' handles are dropped
+    /// when the last of them ends.
+    pub fn replace(&self, hooks: Hooks) {
+        self.hooks.replace(hooks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+    use gatekeeper_rpc::methods::{
+        ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
+        ModifyResponseResult,
+    };
+
+    use super::*;
+    use crate::modifier::{FailurePolicy, HookError};
+
+    struct Named;
+
+    impl Modifier for Named {
+        fn name(&self) -> &str {
+            "named"
+        }
+        fn has_hook(&self, _: &str) -> bool {
+            true
+        }
+        fn failure_policy(&self) -> FailurePolicy {
+            FailurePolicy::Open
+        }
+        fn modify_request(
+            &self,
+            _: ModifyRequestParams,
+        ) -> BoxFuture<'static, Result<ModifyRequestResult, HookError>> {
+            Box::pin(async { Ok(ModifyRequestResult::default()) })
+        }
+        fn modify_response(
+            &self,
+            _: ModifyResponseParams,
+        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
+            Box::pin(async { Ok(ModifyResponseResult::default()) })
+        }
+        fn modify_error_response(
+            &self,
+            _: ModifyErrorResponseParams,
+        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
+            Box::pin(async { Ok(ModifyResponseResult::default()) })
+        }
+    }
+
+    #[test]
+    fn a_replacement_leaves_loaded_snapshots_alone_and_empty_hooks_are_empty() {
+        let hooks = Arc::new(SwappableHooks::new(Hooks::default(), 10));
+        assert!(hooks.load().is_empty(), "no hooks: the fast path");
+        let switch = HooksSwitch::new(hooks.clone());
+        switch.replace(Hooks {
+            modifiers: vec![Arc::new(Named)],
+            ..Hooks::default()
+        });
+        let in_flight = Guard::into_inner(hooks.load());
+        assert!(!in_flight.is_empty() && in_flight.chain.has_hook("modify_request"));
+        assert_eq!(
+            in_flight.chain.max_body(),
+            10,
+            "the proxy's max_plugin_body"
+        );
+        switch.replace(Hooks::default());
+        assert!(
+            hooks.load().is_empty(),
+            "no hooks again: the fast path again"
+        );
+        assert!(!in_flight.is_empty(), "a loaded snapshot keeps its hooks");
+    }
+}
