@@ -20,6 +20,7 @@ pub mod forward;
 pub mod forwarded;
 pub mod health;
 mod lifecycle;
+mod listeners;
 pub mod metrics;
 pub mod modifier;
 pub mod plugins;
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
+pub use listeners::{ListenerChanges, ListenerControl, ListenerError};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
