@@ -367,6 +367,64 @@ async fn shutdown_drains_added_listeners_and_returns() {
     ));
 }
 
+#[tokio::test]
+async fn a_socket_from_systemd_is_never_rebound_or_closed() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let backend_addr = start_backend(hits.clone()).await;
+    let registry = Arc::new(Registry::new());
+    registry
+        .add_upstream(upstream("api", "api", Some(5000)))
+        .unwrap();
+    registry
+        .add_backend("api", backend("b1", backend_addr))
+        .unwrap();
+    let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let passed_addr = passed.local_addr().unwrap();
+    let config = ProxyConfig {
+        listeners: vec![listener("sd", "127.0.0.1:1".parse().unwrap())],
+        ..ProxyConfig::default()
+    };
+    let bound = Proxy::new(config, registry, vec![])
+        .with_listener_socket("sd", passed)
+        .bind()
+        .await
+        .unwrap();
+    let proxy = serve(bound, hits);
+
+    // A new address: the passed socket stays, with a warning.
+    let changes = proxy
+        .control
+        .apply(
+            vec![listener("sd", any_port()), listener("other", any_port())],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changes.kept, ["sd"]);
+    assert_eq!(changes.added, ["other"]);
+    assert!(changes.rebound.is_empty());
+    assert_eq!(changes.warnings.len(), 1, "{:?}", changes.warnings);
+    assert!(
+        changes.warnings[0].contains("systemd"),
+        "{:?}",
+        changes.warnings
+    );
+    assert_eq!(proxy.addr("sd"), passed_addr);
+    assert_eq!(status(passed_addr).await, 200);
+
+    // No longer configured: it keeps serving (listed last), with a warning.
+    let changes = proxy
+        .control
+        .apply(vec![listener("other", any_port())], vec![])
+        .await
+        .unwrap();
+    assert!(changes.removed.is_empty());
+    assert_eq!(changes.warnings.len(), 1, "{:?}", changes.warnings);
+    assert_eq!(proxy.names(), ["other", "sd"]);
+    assert_eq!(status(passed_addr).await, 200);
+    proxy.shut_down().await;
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/tls")
