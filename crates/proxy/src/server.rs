@@ -1,6 +1,7 @@
 //! Listeners: binding (with the TLS setup of TLS listeners), the accept loops (one task per
 //! connection, at most `max_connections` at once over all listeners), certificate reloads, and
-//! graceful shutdown. Serving one connection is the `connection` module's job.
+//! graceful shutdown. Serving one connection is the `connection` module's job; which listeners
+//! exist while serving (added, removed, rebound on reload) is the `listeners` module's.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -19,21 +20,24 @@ use crate::connection::{serve_connection, stopped, ListenerContext, Protocols};
 use crate::forward::BackendClient;
 use crate::forwarded::ForwardedHeaders;
 use crate::hooks::{Hooks, HooksSwitch, SwappableHooks};
+use crate::listeners::{ListenerControl, ServingParts};
 use crate::metrics::Metrics;
 use crate::service::Shared;
 use crate::tls::{TlsError, TlsListener, TlsReloader};
 use crate::{Proxy, ProxyError};
 
 /// One bound listener.
-struct Bound {
-    name: Arc<str>,
-    listener: TcpListener,
-    tls: Option<TlsListener>,
+pub(crate) struct Bound {
+    pub(crate) name: Arc<str>,
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<TlsListener>,
+    /// Whether the socket was passed by systemd (socket activation) rather than bound here.
+    pub(crate) adopted: bool,
 }
 
 /// The proxy with all its listeners bound, ready to serve.
 pub struct BoundProxy {
-    listeners: Vec<Bound>,
+    listeners: ListenerControl,
     shared: Arc<Shared>,
     protocols: Arc<Protocols>,
     max_connections: usize,
@@ -86,6 +90,7 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
             .iter()
             .position(|(name, _)| *name == l.name)
             .map(|i| sockets.swap_remove(i).1);
+        let adopted = given.is_some();
         let listener = match given {
             Some(socket) => adopt(socket),
             None => TcpListener::bind(l.addr).await,
@@ -99,11 +104,12 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
             name: Arc::from(l.name.as_str()),
             listener,
             tls,
+            adopted,
         });
     }
     let forwarded = ForwardedHeaders::new(&config.forwarded)?;
     Ok(BoundProxy {
-        listeners,
+        listeners: ListenerControl::new(config.listeners.clone(), listeners),
         shared: Arc::new(
             Shared::new(
                 proxy.registry,
@@ -139,23 +145,32 @@ impl BoundProxy {
     /// The bound addresses, in the order of the configured listeners (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
-            .iter()
-            .filter_map(|b| b.listener.local_addr().ok())
+            .local_addrs()
+            .into_iter()
+            .map(|(_, addr)| addr)
             .collect()
     }
 
     /// The bound address of the named listener.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners
-            .iter()
-            .find(|b| *b.name == *name)
-            .and_then(|b| b.listener.local_addr().ok())
+            .local_addrs()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| addr)
     }
 
     /// A handle that re-reads the TLS listeners' certificate files while the proxy serves
-    /// (see [`TlsReloader::reload`]); it does nothing when no listener is TLS.
+    /// (see [`TlsReloader::reload`]); it does nothing when no listener is TLS. It follows
+    /// the listeners changed by [`ListenerControl::apply`].
     pub fn tls_reloader(&self) -> TlsReloader {
-        TlsReloader::new(self.listeners.iter().filter_map(|b| b.tls.as_ref()))
+        self.listeners.tls_reloader()
+    }
+
+    /// A handle that adds, removes and changes listeners, before or while the proxy serves
+    /// (see [`ListenerControl::apply`]).
+    pub fn listener_control(&self) -> ListenerControl {
+        self.listeners.clone()
     }
 
     /// A handle that replaces the modifiers, router and loadbalancer plugins while the proxy
@@ -167,53 +182,45 @@ impl BoundProxy {
     /// Serves until `shutdown` completes; then stops accepting, asks open connections to close
     /// after their in-flight request, and waits for them up to the shutdown grace period before
     /// dropping the rest.
+    /// Listeners added while serving (see [`ListenerControl::apply`]) are shut down the same
+    /// way, and so are removed listeners still draining: this returns once all are done.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let _health =
             crate::health::spawn_checker(self.shared.registry.clone(), self.shared.metrics.clone());
-        let (tx, rx) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(self.max_connections));
-        let loops = self.listeners.into_iter().map(|bound| {
-            accept_loop(
-                bound,
-                Serving {
-                    shared: self.shared.clone(),
-                    protocols: self.protocols.clone(),
-                    limit: limit.clone(),
-                    shutdown: rx.clone(),
-                    grace: self.shutdown_grace,
-                },
-            )
-        });
-        let all = futures::future::join_all(loops);
-        tokio::pin!(all);
-        tokio::select! {
-            _ = &mut all => return,
-            _ = shutdown => {}
-        }
-        tracing::info!("shutting down: no longer accepting connections");
-        let _ = tx.send(true);
-        all.await;
+        let parts = ServingParts {
+            shared: self.shared.clone(),
+            protocols: self.protocols.clone(),
+            limit,
+            grace: self.shutdown_grace,
+        };
+        self.listeners.serve(parts, shutdown).await;
     }
 }
 
-/// What every accept loop shares.
-struct Serving {
-    shared: Arc<Shared>,
-    protocols: Arc<Protocols>,
+/// What an accept loop gets: what every accept loop shares, and its own stop signal.
+pub(crate) struct Serving {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) protocols: Arc<Protocols>,
     /// One permit per open connection, over all listeners.
-    limit: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    pub(crate) limit: Arc<Semaphore>,
+    /// Turns true when this listener is to stop (shutdown, or removed by a reconcile); its
+    /// connections watch it too.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) grace: Duration,
+    /// Told once the listening socket is closed.
+    pub(crate) closed: oneshot::Sender<()>,
 }
 
 /// Accepts connections and serves at most `max_connections` at once over all listeners. At the
 /// limit, each listener holds one accepted connection unserved until another one closes, and
 /// the next ones wait in the kernel's listen backlog.
-async fn accept_loop(bound: Bound, serving: Serving) {
+pub(crate) async fn accept_loop(bound: Bound, serving: Serving) {
     let Bound {
         name,
         listener,
         tls,
+        adopted: _,
     } = bound;
     let Serving {
         shared,
@@ -221,6 +228,7 @@ async fn accept_loop(bound: Bound, serving: Serving) {
         limit,
         mut shutdown,
         grace,
+        closed,
     } = serving;
     let context = Arc::new(ListenerContext {
         name: name.clone(),
@@ -271,6 +279,7 @@ async fn accept_loop(bound: Bound, serving: Serving) {
         }
     }
     drop(listener);
+    let _ = closed.send(());
     listener_event(&shared.metrics, events::LISTENER_STOPPED, &name, &address);
     let deadline = Instant::now() + grace;
     while !connections.is_empty() {

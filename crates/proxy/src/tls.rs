@@ -1,5 +1,7 @@
 //! TLS for listeners: loading PEM certificate chains and private keys, choosing a listener's
 //! certificate by SNI, and swapping a listener's certificates while it serves (reload).
+//! [`ListenerControl::apply`](crate::ListenerControl::apply) also replaces the certificate
+//! files of a kept TLS listener.
 //!
 //! A TLS listener has one or more certificates. The client's SNI name picks the first one valid
 //! for it (by its DNS subject alternative names, wildcards included); without SNI, or when no
@@ -210,21 +212,28 @@ impl ResolvesServerCert for SniResolver {
 #[derive(Debug)]
 struct ListenerCertificates {
     listener: Arc<str>,
-    files: Vec<TlsCertificate>,
+    /// The files it loads from; replaced by a listener reconcile.
+    files: ArcSwap<Vec<TlsCertificate>>,
     provider: Arc<CryptoProvider>,
     resolver: Arc<SniResolver>,
 }
 
 impl ListenerCertificates {
     fn load(&self) -> Result<Vec<Arc<CertifiedKey>>, TlsError> {
-        self.files
+        self.load_files(&self.files.load())
+    }
+
+    fn load_files(&self, files: &[TlsCertificate]) -> Result<Vec<Arc<CertifiedKey>>, TlsError> {
+        files
             .iter()
             .map(|files| load_certificate(&self.listener, files, &self.provider))
             .collect()
     }
 }
 
-/// The TLS side of one listener: the acceptor for its connections and its certificates.
+/// The TLS side of one listener: the acceptor for its connections and its certificates. Clones
+/// share the certificates.
+#[derive(Clone)]
 pub(crate) struct TlsListener {
     acceptor: TlsAcceptor,
     certificates: Arc<ListenerCertificates>,
@@ -233,7 +242,7 @@ pub(crate) struct TlsListener {
 impl std::fmt::Debug for TlsListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsListener")
-            .field("certificates", &self.certificates.files)
+            .field("certificates", &self.certificates.files.load())
             .finish_non_exhaustive()
     }
 }
@@ -247,7 +256,7 @@ impl TlsListener {
         });
         let certificates = Arc::new(ListenerCertificates {
             listener: Arc::from(listener),
-            files,
+            files: ArcSwap::from_pointee(files),
             provider: provider.clone(),
             resolver: resolver.clone(),
         });
@@ -272,23 +281,98 @@ impl TlsListener {
     pub(crate) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
+
+    /// How many certificates the listener serves now.
+    pub(crate) fn certificate_count(&self) -> usize {
+        self.certificates.resolver.certificates.load().len()
+    }
+
+    /// Loads `files` as this listener's next certificates, without serving them yet.
+    pub(crate) fn prepare(&self, files: Vec<TlsCertificate>) -> Result<CertificateSwap, TlsError> {
+        let loaded = self.certificates.load_files(&files)?;
+        Ok(CertificateSwap {
+            target: self.certificates.clone(),
+            files,
+            loaded,
+        })
+    }
 }
 
+/// Certificates loaded for a TLS listener, served once [`CertificateSwap::apply`] runs.
+pub(crate) struct CertificateSwap {
+    target: Arc<ListenerCertificates>,
+    files: Vec<TlsCertificate>,
+    loaded: Vec<Arc<CertifiedKey>>,
+}
+
+impl CertificateSwap {
+    /// How many certificates were loaded.
+    pub(crate) fn len(&self) -> usize {
+        self.loaded.len()
+    }
+
+    /// Serves the loaded certificates to new handshakes (open connections keep theirs) and
+    /// makes later reloads read the new files; returns how many certificates are served now.
+    pub(crate) fn apply(self) -> usize {
+        let count = self.loaded.len();
+        self.target.files.store(Arc::new(self.files));
+        self.target
+            .resolver
+            .certificates
+            .store(Arc::new(self.loaded));
+        count
+    }
+}
+
+/// The TLS listeners a [`TlsReloader`] reloads, asked at each reload.
+type TlsListenerSource = Arc<dyn Fn() -> Vec<TlsListener> + Send + Sync>;
+
 /// Re-reads the certificate and key files of every TLS listener; from
-/// [`BoundProxy::tls_reloader`](crate::BoundProxy::tls_reloader).
-#[derive(Debug, Clone, Default)]
+/// [`BoundProxy::tls_reloader`](crate::BoundProxy::tls_reloader) or
+/// [`ListenerControl::tls_reloader`](crate::ListenerControl::tls_reloader). It follows the
+/// listeners: after [`ListenerControl::apply`](crate::ListenerControl::apply) it reloads the
+/// TLS listeners of the new set, from their new files.
+#[derive(Clone)]
 pub struct TlsReloader {
-    listeners: Vec<Arc<ListenerCertificates>>,
+    listeners: TlsListenerSource,
+}
+
+impl Default for TlsReloader {
+    fn default() -> Self {
+        TlsReloader::following(Vec::new)
+    }
+}
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReloader")
+            .field("listeners", &self.current().len())
+            .finish()
+    }
 }
 
 impl TlsReloader {
+    /// A reloader over a fixed set of listeners.
+    #[cfg(test)]
     pub(crate) fn new<'a>(listeners: impl IntoIterator<Item = &'a TlsListener>) -> Self {
+        let fixed: Vec<TlsListener> = listeners.into_iter().cloned().collect();
+        TlsReloader::following(move || fixed.clone())
+    }
+
+    /// A reloader over the TLS listeners `listeners` returns at each call.
+    pub(crate) fn following(
+        listeners: impl Fn() -> Vec<TlsListener> + Send + Sync + 'static,
+    ) -> Self {
         TlsReloader {
-            listeners: listeners
-                .into_iter()
-                .map(|l| l.certificates.clone())
-                .collect(),
+            listeners: Arc::new(listeners),
         }
+    }
+
+    fn current(&self) -> Vec<Arc<ListenerCertificates>> {
+        (self.listeners)()
+            .into_iter()
+            .map(|l| l.certificates)
+            .collect()
     }
 
     /// Re-reads every TLS listener's files and, only if all of them load, swaps them in at once:
@@ -296,13 +380,13 @@ impl TlsReloader {
     /// nothing changes, and the error names the listener and the file. Returns how many
     /// certificates are served now. Reads files: call it where blocking briefly is fine.
     pub fn reload(&self) -> Result<usize, TlsError> {
-        let loaded = self
-            .listeners
+        let listeners = self.current();
+        let loaded = listeners
             .iter()
             .map(|l| l.load())
             .collect::<Result<Vec<_>, _>>()?;
         let mut count = 0;
-        for (listener, certificates) in self.listeners.iter().zip(loaded) {
+        for (listener, certificates) in listeners.iter().zip(loaded) {
             count += certificates.len();
             listener.resolver.certificates.store(Arc::new(certificates));
         }
@@ -311,7 +395,7 @@ impl TlsReloader {
 
     /// Whether there is any TLS listener.
     pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty()
+        (self.listeners)().is_empty()
     }
 }
 
