@@ -154,7 +154,7 @@ TOML
   reload
   pid=$(seen_header x-added)
   [ "$pid" != null ] && kill -0 "$pid"
-  gk_log | grep -q "plugin=added.*SIGHUP: plugin started"
+  gk_log | grep "SIGHUP: plugin started" | grep -q "added"
   ctl plugins | jq -e 'map(.name) | index("added") != null'
   PLUGINS=""
   reload

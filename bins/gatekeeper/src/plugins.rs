@@ -170,9 +170,7 @@ impl PluginSet {
         let options = LaunchOptions::default().with_events(self.events.clone());
         let replay = |follows| Arc::new(RegistryReplay::new(self.registry.clone(), follows));
         match plugin_type {
-            PluginType::Upstream => {
-                options.with_manager(self.manager.clone() as Arc<dyn Manager>)
-            }
+            PluginType::Upstream => options.with_manager(self.manager.clone() as Arc<dyn Manager>),
             PluginType::Router => options.with_before_ready(replay(Follows::Upstreams)),
             PluginType::Loadbalancer => options.with_before_ready(replay(Follows::Backends)),
             PluginType::Modifier | PluginType::Metric => options,
@@ -233,7 +231,11 @@ impl PluginSet {
             stop: Vec::new(),
             sweeps: Vec::new(),
         };
-        let old_order: Vec<String> = self.running.iter().map(|p| p.setting.name.clone()).collect();
+        let old_order: Vec<String> = self
+            .running
+            .iter()
+            .map(|p| p.setting.name.clone())
+            .collect();
         let mut next: Vec<RunningPlugin> = Vec::new();
         for upstream_wave in [true, false] {
             for setting in settings
@@ -294,11 +296,17 @@ impl PluginSet {
         let kept = |order: &[String]| -> Vec<String> {
             order
                 .iter()
-                .filter(|n| old_order.contains(n) && self.running.iter().any(|p| &p.setting.name == *n))
+                .filter(|n| {
+                    old_order.contains(n) && self.running.iter().any(|p| &p.setting.name == *n)
+                })
                 .cloned()
                 .collect()
         };
-        let new_order: Vec<String> = self.running.iter().map(|p| p.setting.name.clone()).collect();
+        let new_order: Vec<String> = self
+            .running
+            .iter()
+            .map(|p| p.setting.name.clone())
+            .collect();
         report.reordered = kept(&old_order) != kept(&new_order);
         (report, retired)
     }
@@ -344,7 +352,11 @@ impl PluginSet {
                 failure_policy(p.setting.failure),
             ))
         };
-        let of_type = |t: PluginType| self.running.iter().filter(move |p| p.setting.plugin_type == t);
+        let of_type = |t: PluginType| {
+            self.running
+                .iter()
+                .filter(move |p| p.setting.plugin_type == t)
+        };
         Hooks {
             modifiers: of_type(PluginType::Modifier)
                 .map(|p| hook(p) as Arc<dyn Modifier>)

@@ -93,10 +93,9 @@ impl Reloader {
 
     /// One reload; returns the status line for systemd.
     async fn reload(&mut self) -> String {
-        let loaded = tokio::task::spawn_blocking(|| {
-            crate::check::settings_or_errors(&Cli::from_env())
-        })
-        .await;
+        let loaded =
+            tokio::task::spawn_blocking(|| crate::check::settings_or_errors(&Cli::from_env()))
+                .await;
         let new = match loaded {
             Ok(Ok(settings)) => settings,
             Ok(Err(errors)) => {

@@ -35,7 +35,7 @@ pub fn handle(admin: &Admin, method: &Method, path: &str) -> Reply {
         (["upstreams"], true, _) => json_response(StatusCode::OK, &upstreams(admin)),
         (["backends"], true, _) => json_response(StatusCode::OK, &backends(admin)),
         (["plugins"], true, _) => json_response(StatusCode::OK, &plugins(admin)),
-        (["config"], true, _) => json_response(StatusCode::OK, &**admin.config.load()),
+        (["config"], true, _) => json_response(StatusCode::OK, &admin.config.load()),
         (["metrics"], true, _) => match &admin.prometheus {
             Some(prometheus) => metrics(prometheus),
             None => error(

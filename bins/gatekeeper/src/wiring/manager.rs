@@ -201,7 +201,8 @@ mod tests {
         assert!(manager.sweep("files", mark).is_empty());
         // Without a new mark it is a conflict, as for any plugin.
         let again: Upstream =
-            serde_json::from_value(serde_json::json!({ "id": "a", "prefixes": ["other"] })).unwrap();
+            serde_json::from_value(serde_json::json!({ "id": "a", "prefixes": ["other"] }))
+                .unwrap();
         assert!(manager
             .add_upstream("files", AddUpstreamParams { upstream: again })
             .is_err());
