@@ -107,7 +107,8 @@ TOML
   # A certificate whose key is not there yet: the reload fails, a.test is still served.
   cp "$CERTS/b.test.crt" "$cert"
   kill -HUP "$GK_PID"
-  wait_for_log 'TLS certificates not reloaded.*served.key'
+  wait_for_log 'configuration error.*served.key'
+  wait_for_log 'the configuration has errors'
   [[ $(served_subject) == *"CN = a.test"* ]]
 
   cp "$CERTS/b.test.key" "$key"

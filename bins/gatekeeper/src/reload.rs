@@ -180,7 +180,20 @@ impl Reloader {
                 for warning in &changes.warnings {
                     tracing::warn!(%warning, "SIGHUP: listeners");
                 }
-                tracing::info!(?changes, "SIGHUP: listeners applied");
+                if changes.certificates_reloaded > 0 {
+                    tracing::info!(
+                        certificates = changes.certificates_reloaded,
+                        "SIGHUP: TLS certificates reloaded"
+                    );
+                }
+                if !changes.same_listeners() {
+                    tracing::info!(
+                        added = ?changes.added,
+                        removed = ?changes.removed,
+                        rebound = ?changes.rebound,
+                        "SIGHUP: listeners changed"
+                    );
+                }
                 self.running.listeners = new.listeners.clone();
                 self.running.tls = new.tls.clone();
                 true
