@@ -114,6 +114,16 @@ wait_exit() {
   ! grep -q "WATCHDOG=1" "$NOTIFIED"
 }
 
+@test "plugins do not inherit NOTIFY_SOCKET, WATCHDOG_* or LISTEN_*" {
+  start_notify
+  export WATCHDOG_USEC=100000 WATCHDOG_PID=1 LISTEN_FDNAMES=unused
+  start_gk gatekeeper
+  pid=$(plugin_pid static-upstreams)
+  environ=$(tr '\0' '\n' <"/proc/$pid/environ")
+  grep -q "^GATEKEEPER_PLUGIN_NAME=static-upstreams$" <<<"$environ"
+  ! grep -qE "^(NOTIFY_SOCKET|WATCHDOG_USEC|WATCHDOG_PID|LISTEN_FDNAMES)=" <<<"$environ"
+}
+
 @test "socket activation: the listener named in LISTEN_FDNAMES serves the passed socket" {
   configured=$(free_port)
   write_config "http-public=127.0.0.1:$configured"

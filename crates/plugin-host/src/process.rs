@@ -33,6 +33,17 @@ pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
 /// Upper bound on waiting for a killed process to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What systemd hands gatekeeper itself (readiness socket, watchdog, passed listening sockets):
+/// a plugin must not act on them (notify systemd in gatekeeper's name, or take its sockets).
+const SERVICE_MANAGER_VARIABLES: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
 /// Spawns one instance of the plugin's command with the protocol's environment, and starts
 /// forwarding its output to the log under `label`.
 pub(crate) fn spawn(
@@ -43,6 +54,9 @@ pub(crate) fn spawn(
     token: &str,
 ) -> Result<Child, StartError> {
     let mut command = Command::new(&spec.command);
+    for variable in SERVICE_MANAGER_VARIABLES {
+        command.env_remove(variable);
+    }
     command
         .args(&spec.args)
         .env(env::SOCKET, socket)
