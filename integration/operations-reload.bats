@@ -163,6 +163,24 @@ TOML
   ctl plugins | jq -e 'map(.name) | index("added") == null'
 }
 
+@test "reload: a request in flight finishes with the plugin it started with, then the plugin stops" {
+  PLUGINS="$(modifier slow x-slow | sed 's/header = "x-slow"/header = "x-slow", delay_ms = "1000"/')"
+  PLUGINS+=$'\nfailure = "closed"\nhook_timeout = "5s"'
+  start_gk
+  pid=$(pids_of slow)
+  # modify_request and modify_response each take 1 s.
+  curl -s --max-time 10 -o "$BATS_TEST_TMPDIR/slow.out" -w '%{http_code}' "$GK_URL/echo/" >"$BATS_TEST_TMPDIR/slow.code" &
+  curl_pid=$!
+  sleep 0.5
+  PLUGINS=""
+  reload
+  wait "$curl_pid"
+  [ "$(cat "$BATS_TEST_TMPDIR/slow.code")" = 200 ]
+  [ "$(jq -r '.headers["x-slow"]' "$BATS_TEST_TMPDIR/slow.out")" = "${pid% }" ]
+  eventually 50 '! kill -0 '"${pid% }"' 2>/dev/null'
+  [ "$(seen_header x-slow)" = null ]
+}
+
 @test "reload: a plugin with new settings is replaced by a new process; one that rejects them keeps the old" {
   PLUGINS=$(modifier rid x-first)
   start_gk

@@ -109,6 +109,11 @@ pub struct Retired {
 }
 
 impl Retired {
+    /// Whether no plugin is to be stopped.
+    pub fn is_empty(&self) -> bool {
+        self.stop.is_empty()
+    }
+
     /// Stops the retired plugins (all at once) and removes the upstreams their successors no
     /// longer declare.
     pub async fn finish(self) {

@@ -10,7 +10,8 @@
 //! 3. the proxy's hooks and metrics exporters are swapped at once: requests that started keep
 //!    what they started with, new ones use the new set; the access log file is reopened (so
 //!    logrotate may move it away and send SIGHUP);
-//! 4. the removed and replaced plugins are stopped.
+//! 4. once no request uses the old hooks any more (at most `shutdown_grace`), the removed and
+//!    replaced plugins are stopped.
 //!
 //! Other settings (timeouts, limits, metrics batching, admin socket…) are compared and, when
 //! changed, logged as needing a restart.
@@ -120,15 +121,25 @@ impl Reloader {
         let (plugins, retired) = self.plugins.reconcile(&new.plugins).await;
         log_plugin_changes(&plugins);
         all_applied &= plugins.failed.is_empty();
-        if plugins.changed() {
-            self.hooks.replace(self.plugins.hooks(&self.metrics));
-        }
+        let replaced = plugins
+            .changed()
+            .then(|| self.hooks.replace(self.plugins.hooks(&self.metrics)));
         all_applied &= self.reopen_access_log(&new);
         self.metrics.set_exporters(all_exporters(
             &self.fixed_exporters,
             &self.access_log,
             &self.plugins,
         ));
+        if let (Some(replaced), false) = (replaced, retired.is_empty()) {
+            // Requests that started before the swap may still call the old plugins.
+            let grace = self.running.shutdown_grace;
+            if !replaced.released(grace).await {
+                tracing::warn!(
+                    grace = %humantime::format_duration(grace),
+                    "SIGHUP: requests still use the replaced plugins after shutdown_grace; stopping them anyway"
+                );
+            }
+        }
         retired.finish().await;
         self.operations.ready(
             self.plugins.handles(),

@@ -88,9 +88,9 @@ impl SwappableHooks {
         self.current.load()
     }
 
-    fn replace(&self, hooks: Hooks) {
+    fn replace(&self, hooks: Hooks) -> Arc<ActiveHooks> {
         let next = ActiveHooks::new(hooks, self.max_plugin_body);
-        self.current.store(Arc::new(next));
+        self.current.swap(Arc::new(next))
     }
 }
 
@@ -114,9 +114,39 @@ impl HooksSwitch {
 
     /// Makes new requests use `hooks` (modifiers get the proxy's `max_plugin_body`). Requests
     /// in flight finish with the hooks they started with; the old plugins' handles are dropped
-    /// when the last of them ends.
-    pub fn replace(&self, hooks: Hooks) {
-        self.hooks.replace(hooks);
+    /// when the last of them ends, which [`ReplacedHooks::released`] waits for (before
+    /// stopping a plugin that only the old hooks call).
+    pub fn replace(&self, hooks: Hooks) -> ReplacedHooks {
+        ReplacedHooks {
+            old: Arc::downgrade(&self.hooks.replace(hooks)),
+        }
+    }
+}
+
+/// The hooks a [`HooksSwitch::replace`] took out of service, still used by the requests that
+/// started with them.
+#[derive(Debug)]
+#[must_use = "released() tells when no request uses the old hooks any more"]
+pub struct ReplacedHooks {
+    old: std::sync::Weak<ActiveHooks>,
+}
+
+impl ReplacedHooks {
+    /// How often [`released`](Self::released) looks.
+    const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+    /// Waits until no request uses the old hooks any more, at most `within`; true if none
+    /// does. Requests hold them from their arrival until their response head is ready (the
+    /// body then streams without plugins).
+    pub async fn released(self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.old.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Self::POLL).await;
+        }
+        true
     }
 }
 
@@ -168,7 +198,7 @@ mod tests {
         let hooks = Arc::new(SwappableHooks::new(Hooks::default(), 10));
         assert!(hooks.load().is_empty(), "no hooks: the fast path");
         let switch = HooksSwitch::new(hooks.clone());
-        switch.replace(Hooks {
+        let _ = switch.replace(Hooks {
             modifiers: vec![Arc::new(Named)],
             ..Hooks::default()
         });
@@ -179,11 +209,36 @@ mod tests {
             10,
             "the proxy's max_plugin_body"
         );
-        switch.replace(Hooks::default());
+        let _ = switch.replace(Hooks::default());
         assert!(
             hooks.load().is_empty(),
             "no hooks again: the fast path again"
         );
         assert!(!in_flight.is_empty(), "a loaded snapshot keeps its hooks");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_waits_for_the_requests_holding_the_old_hooks() {
+        let hooks = Arc::new(SwappableHooks::new(Hooks::default(), 10));
+        let switch = HooksSwitch::new(hooks.clone());
+        let _ = switch.replace(Hooks {
+            modifiers: vec![Arc::new(Named)],
+            ..Hooks::default()
+        });
+        let in_flight = Guard::into_inner(hooks.load());
+        let replaced = switch.replace(Hooks::default());
+        let waiting = tokio::spawn(replaced.released(std::time::Duration::from_secs(5)));
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a request still holds the old hooks"
+        );
+        drop(in_flight);
+        assert!(waiting.await.unwrap());
+        // Held past the limit: false.
+        let held = Guard::into_inner(hooks.load());
+        let replaced = switch.replace(Hooks::default());
+        assert!(!replaced.released(std::time::Duration::from_secs(1)).await);
+        drop(held);
     }
 }

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
-pub use hooks::{Hooks, HooksSwitch};
+pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};
 pub use listeners::{ListenerChanges, ListenerControl, ListenerError};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};

@@ -169,14 +169,14 @@ async fn new_requests_use_the_replaced_hooks() {
     assert!(body.contains("x-added=-"), "{body}");
     assert_eq!(tagged_by(&headers), None);
 
-    proxy.hooks.replace(hooks_with(tagger("one")));
+    let _ = proxy.hooks.replace(hooks_with(tagger("one")));
     let (status, headers, body) = get(proxy.addr, "/api/x", None).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("x-added=one"), "{body}");
     assert_eq!(tagged_by(&headers), Some("one"));
 
     // A modifier answering by itself; its modify_response still runs.
-    proxy.hooks.replace(hooks_with(Arc::new(Tagger {
+    let _ = proxy.hooks.replace(hooks_with(Arc::new(Tagger {
         name: "two",
         answer: true,
         gate: None,
@@ -186,13 +186,13 @@ async fn new_requests_use_the_replaced_hooks() {
     assert_eq!(tagged_by(&headers), Some("two"));
 
     // A router plugin, then a loadbalancer plugin.
-    proxy.hooks.replace(Hooks {
+    let _ = proxy.hooks.replace(Hooks {
         router: Some(Arc::new(NoRoute)),
         ..Hooks::default()
     });
     let (status, _, body) = get(proxy.addr, "/api/x", None).await;
     assert_eq!(status, 404, "{body}");
-    proxy.hooks.replace(Hooks {
+    let _ = proxy.hooks.replace(Hooks {
         loadbalancer: Some(Arc::new(NoBackend)),
         ..Hooks::default()
     });
@@ -200,7 +200,7 @@ async fn new_requests_use_the_replaced_hooks() {
     assert_eq!(status, 503, "{body}");
 
     // No hooks at all: back to the plain behaviour (the fast path).
-    proxy.hooks.replace(Hooks::default());
+    let _ = proxy.hooks.replace(Hooks::default());
     let (status, headers, body) = get(proxy.addr, "/api/x", None).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("x-added=-"), "{body}");
@@ -225,7 +225,7 @@ async fn a_request_in_flight_keeps_its_hooks() {
         .await
         .expect("the first request reaches modify_request");
 
-    proxy.hooks.replace(hooks_with(tagger("new")));
+    let _ = proxy.hooks.replace(hooks_with(tagger("new")));
     // A new request gets the new hooks (and does not wait at the old modifier's gate).
     let (status, headers, body) = timeout(WAIT, get(addr, "/api/second", None))
         .await
