@@ -238,7 +238,11 @@ mod tests {
         // Held past the limit: false.
         let held = Guard::into_inner(hooks.load());
         let replaced = switch.replace(Hooks::default());
-        assert!(!replaced.released(std::time::Duration::from_millis(50)).await);
+        assert!(
+            !replaced
+                .released(std::time::Duration::from_millis(50))
+                .await
+        );
         drop(held);
     }
 }

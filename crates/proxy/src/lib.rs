@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod modifier;
 pub mod plugins;
 pub mod registry;
+mod request_checks;
 mod retry;
 pub mod router;
 mod server;

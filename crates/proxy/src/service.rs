@@ -1,6 +1,10 @@
 //! The request lifecycle's entry point: `Shared` holds what every request needs and picks
 //! between two paths.
 //!
+//! Every request first passes [`check_request`](crate::request_checks) (Host rules: 400; a
+//! transfer coding other than chunked: 501; the connection is then closed) and has the dot
+//! segments removed from its path.
+//!
 //! Each request loads the current hooks snapshot once ([`Hooks`](crate::Hooks), swapped by a
 //! [`HooksSwitch`](crate::HooksSwitch)) and reads once whether some metrics exporter wants
 //! request, upstream or event records (exporters swapped by [`Metrics::set_exporters`]). Both
@@ -31,6 +35,7 @@ use crate::hooks::SwappableHooks;
 use crate::lifecycle::Flow;
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, UpstreamEntry};
+use crate::request_checks::check_request;
 use crate::retry::{forward_with_retry, Sending};
 use crate::router;
 use crate::upgrade::{self, UpgradeRequest};
@@ -122,6 +127,10 @@ impl Shared {
     ) -> Response<ProxyBody> {
         let (listener, remote): (&str, SocketAddr) = (&connection.listener, connection.remote);
         let (mut parts, body) = request.into_parts();
+        if let Err(rejection) = check_request(&mut parts) {
+            tracing::debug!(%remote, reason = rejection.reason(), "request refused");
+            return rejection.response();
+        }
         let upgrade = UpgradeRequest::detect(&mut parts);
         strip_hop_by_hop(&mut parts.headers);
         self.forwarded
