@@ -163,6 +163,12 @@ TOML
   [ "$(jq -r '.headers["x-request-id"]' <<<"$output")" != null ]
 }
 
+@test "--workers sets how many threads serve requests" {
+  start_gatekeeper --workers 3 --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+  [ "$(cat /proc/"$GK_PID"/task/*/comm | grep -c '^tokio-rt-worker$')" = 3 ]
+  [ "$(http_code "$GK_URL/echo/")" = 200 ]
+}
+
 @test "--check prints the effective settings as JSON without starting anything" {
   run gatekeeper --check --workers 3 --default-timeout 2s --listen internal=127.0.0.1:9 \
     --socket-dir "$BATS_TEST_TMPDIR" \

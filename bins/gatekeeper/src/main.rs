@@ -50,6 +50,7 @@ fn main() -> ExitCode {
     logging::init(&settings.log, settings.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.workers)
         .enable_all()
         .build()
     {
