@@ -94,3 +94,21 @@ ws() {
   run curl -sS --max-time 5 -H 'Upgrade: websocket' "$GK_URL/echo/plain"
   [ "$(jq -r .headers.upgrade <<<"$output")" = null ]
 }
+
+@test "SIGTERM waits for an open WebSocket, which keeps working, and exits once it closes" {
+  start_with
+  pause="$BATS_TEST_TMPDIR/go"
+  ws /echo/ws --pause "$pause" before after >"$BATS_TEST_TMPDIR/ws.out" &
+  ws_pid=$!
+  wait_for_file "$pause.ready" 100
+  kill -TERM "$GK_PID"
+  eventually 50 'gk_log | grep -q "waiting for upgraded connections to close"'
+  kill -0 "$GK_PID"
+  # New connections are refused meanwhile.
+  [ "$(http_code "$GK_URL/echo/")" = 000 ]
+  touch "$pause"
+  wait "$ws_pid"
+  [ "$(jq -c .echoed "$BATS_TEST_TMPDIR/ws.out")" = "[true,true]" ]
+  eventually 100 '! kill -0 '"$GK_PID"' 2>/dev/null'
+  ! gk_log | grep -q "closing upgraded connections"
+}

@@ -2,12 +2,13 @@
 """A WebSocket client for the tests (stdlib only): opens a WebSocket to ws://HOST:PORT/PATH, sends
 each MESSAGE as a text frame and checks that the same text comes back, then closes.
 
-    ws-client.py HOST:PORT PATH [--header 'Name: value']... MESSAGE...
+    ws-client.py HOST:PORT PATH [--header 'Name: value']... [--pause FILE] MESSAGE...
 
 A MESSAGE `@N` stands for N bytes of text. Prints one JSON line: {"status": 101, "headers":
 {lower-case name: value}, "echoed": [true, ...], "closed": true}. Exits 0 when the handshake
 succeeded and every message was echoed; 1 otherwise (a refused handshake prints its status and
-body). Every socket operation times out after 5 s.
+body). Every socket operation times out after 5 s. With --pause FILE, after the first message
+it creates FILE.ready and waits (at most 20 s) until FILE exists before sending the others.
 """
 import argparse
 import base64
@@ -15,6 +16,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 from wsproto import CLOSE, TEXT, accept_key, frame, read_frame
 
@@ -24,8 +26,9 @@ def main():
     parser.add_argument("address")
     parser.add_argument("path")
     parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--pause")
     parser.add_argument("messages", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     host, port = args.address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=5)
     rfile = sock.makefile("rb")
@@ -60,6 +63,13 @@ def main():
         sock.sendall(frame(TEXT, text.encode(), masked=True))
         opcode, payload = read_frame(rfile)
         echoed.append(opcode == TEXT and payload == text.encode())
+        if args.pause and len(echoed) == 1:
+            with open(args.pause + ".ready", "w") as ready:
+                ready.write("ready\n")
+            for _ in range(200):
+                if os.path.exists(args.pause):
+                    break
+                time.sleep(0.1)
     sock.sendall(frame(CLOSE, b"\x03\xe8", masked=True))
     opcode, _ = read_frame(rfile)
     result["echoed"] = echoed

@@ -458,7 +458,8 @@ impl<'a> Flow<'a> {
             .apply_response(response.headers_mut(), version);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The upgraded stream is not for plugins: modify_response does not run.
-            return match upgrade::switch(self.upgrade.take(), response, in_flight) {
+            return match upgrade::switch(self.upgrade.take(), response, in_flight, &shared.upgraded)
+            {
                 Some(switched) => switched,
                 None => {
                     let message = "backend switched protocols unasked".to_string();

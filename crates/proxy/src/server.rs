@@ -183,7 +183,9 @@ impl BoundProxy {
     /// after their in-flight request, and waits for them up to the shutdown grace period before
     /// dropping the rest.
     /// Listeners added while serving (see [`ListenerControl::apply`]) are shut down the same
-    /// way, and so are removed listeners still draining: this returns once all are done.
+    /// way, and so are removed listeners still draining. Then upgraded (WebSocket) connections
+    /// get what is left of the grace period to close. This returns once all are done (the
+    /// upgraded connections still open then end when the runtime stops).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let _health =
             crate::health::spawn_checker(self.shared.registry.clone(), self.shared.metrics.clone());
@@ -194,7 +196,34 @@ impl BoundProxy {
             limit,
             grace: self.shutdown_grace,
         };
+        // When shutdown began: upgraded connections get what is left of the grace period.
+        let began = Arc::new(std::sync::OnceLock::new());
+        let shutdown = {
+            let began = began.clone();
+            async move {
+                shutdown.await;
+                let _ = began.set(Instant::now());
+            }
+        };
         self.listeners.serve(parts, shutdown).await;
+        let upgraded = &self.shared.upgraded;
+        upgraded.close();
+        if !upgraded.is_empty() {
+            let deadline = began.get().copied().unwrap_or_else(Instant::now) + self.shutdown_grace;
+            tracing::info!(
+                open = upgraded.len(),
+                "waiting for upgraded connections to close"
+            );
+            if tokio::time::timeout_at(deadline, upgraded.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    open = upgraded.len(),
+                    "shutdown grace period over: closing upgraded connections"
+                );
+            }
+        }
     }
 }
 

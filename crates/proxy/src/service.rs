@@ -24,6 +24,7 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
 
 use crate::balancer::Balancer;
 pub use crate::body::ProxyBody;
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) connect_timeout: Duration,
     /// The `X-Forwarded-*` and `Via` headers to add.
     pub(crate) forwarded: ForwardedHeaders,
+    /// The upgraded (WebSocket) connections being spliced, waited for at shutdown.
+    pub(crate) upgraded: TaskTracker,
 }
 
 impl Shared {
@@ -84,6 +87,7 @@ impl Shared {
             default_timeout,
             connect_timeout,
             forwarded: ForwardedHeaders::default(),
+            upgraded: TaskTracker::new(),
         }
     }
 
@@ -198,7 +202,7 @@ impl Shared {
                 self.forwarded
                     .apply_response(response.headers_mut(), version);
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    return upgrade::switch(upgrade, response, in_flight)
+                    return upgrade::switch(upgrade, response, in_flight, &self.upgraded)
                         .unwrap_or_else(|| plain(Kind::BackendUnreachable));
                 }
                 let (mut parts, body) = response.into_parts();

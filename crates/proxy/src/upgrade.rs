@@ -15,6 +15,7 @@ use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
 use crate::forward::strip_hop_by_hop;
@@ -84,6 +85,7 @@ pub(crate) fn switch(
     upgrade: Option<UpgradeRequest>,
     mut response: Response<Incoming>,
     in_flight: InFlight,
+    upgraded: &TaskTracker,
 ) -> Option<Response<ProxyBody>> {
     let Some(upgrade) = upgrade else {
         tracing::warn!(
@@ -105,7 +107,7 @@ pub(crate) fn switch(
     let mut answer = Response::new(ProxyBody::full(Bytes::new()));
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *answer.headers_mut() = headers;
-    tokio::spawn(splice(upgrade.client, backend, in_flight));
+    upgraded.spawn(splice(upgrade.client, backend, in_flight));
     Some(answer)
 }
 
