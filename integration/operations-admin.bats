@@ -145,6 +145,15 @@ picks() {
   [ "$(picks 4 | sort -u)" = b0 ]
 }
 
+@test "a drain holds when the upstream plugin changes the backend (removed and added again)" {
+  start_default
+  ctl drain pool 1
+  sed -i "s|http://127.0.0.1:${BACKEND_PORTS[1]}|http://localhost:${BACKEND_PORTS[1]}|" "$UPSTREAMS"
+  eventually 100 'ctl backends | jq -e ".[] | select(.id == \"1\") | .address | contains(\"localhost\")" >/dev/null'
+  ctl backends | jq -e '.[] | select(.id == "1") | .drained == true'
+  [ "$(picks 4 | sort -u)" = b0 ]
+}
+
 @test "restart-plugin gives the plugin a new pid and counts the restart" {
   start_default
   before=$(ctl plugins)

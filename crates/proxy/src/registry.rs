@@ -14,7 +14,7 @@
 mod backend_settings;
 mod entry;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
@@ -184,9 +184,20 @@ struct State {
     upstreams: BTreeMap<String, UpstreamState>,
     subscribers: Vec<mpsc::UnboundedSender<RegistryChange>>,
     passive_defaults: PassivePolicy,
+    /// (upstream id, backend id) of drained backends that were removed: an operator's drain
+    /// holds when the backend comes back (an upstream plugin changing it removes and adds it).
+    drained_removed: HashSet<(String, String)>,
 }
 
 impl State {
+    /// Remembers the drain of a backend being removed.
+    fn forget_backend(&mut self, upstream_id: &str, entry: &BackendEntry) {
+        if entry.is_drained() {
+            self.drained_removed
+                .insert((upstream_id.to_owned(), entry.backend.id.clone()));
+        }
+    }
+
     fn build(&self) -> Snapshot {
         let mut snap = Snapshot {
             version: self.version,
@@ -419,6 +430,9 @@ impl Registry {
             let Some(removed) = state.upstreams.remove(id) else {
                 return Err(RegistryError::UnknownUpstream(id.to_string()));
             };
+            for entry in removed.backends.values() {
+                state.forget_backend(id, entry);
+            }
             let mut changes: Vec<RegistryChange> = removed
                 .backends
                 .into_keys()
@@ -453,6 +467,10 @@ impl Registry {
             }
             let backend = entry.backend.clone();
             let entry = entry.with_connection_limit(upstream.upstream.max_connections_per_backend);
+            let key = (upstream_id.to_owned(), backend.id.clone());
+            if state.drained_removed.remove(&key) {
+                entry.set_drained(true);
+            }
             upstream
                 .backends
                 .insert(entry.backend.id.clone(), Arc::new(entry));
@@ -469,12 +487,13 @@ impl Registry {
             let Some(upstream) = state.upstreams.get_mut(upstream_id) else {
                 return Err(RegistryError::UnknownUpstream(upstream_id.to_string()));
             };
-            if upstream.backends.remove(backend_id).is_none() {
+            let Some(removed) = upstream.backends.remove(backend_id) else {
                 return Err(RegistryError::UnknownBackend {
                     upstream: upstream_id.to_string(),
                     backend: backend_id.to_string(),
                 });
-            }
+            };
+            state.forget_backend(upstream_id, &removed);
             Ok(vec![RegistryChange::BackendRemoved {
                 upstream_id: upstream_id.to_string(),
                 backend_id: backend_id.to_string(),

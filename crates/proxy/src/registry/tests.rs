@@ -390,3 +390,34 @@ fn a_drained_backend_is_unavailable_through_snapshots_until_enabled() {
     now.set_drained(false);
     assert!(entry.is_available());
 }
+
+#[test]
+fn a_drain_holds_when_the_backend_is_removed_and_added_again() {
+    let r = Registry::new();
+    r.add_upstream(upstream("a", &["a"], &[])).unwrap();
+    r.add_backend("a", backend("b", "http://127.0.0.1:1"))
+        .unwrap();
+    let drained = |r: &Registry| {
+        r.snapshot()
+            .upstream("a")
+            .and_then(|u| u.backend("b").map(|b| b.is_drained()))
+    };
+    r.snapshot().upstream("a").unwrap().backends[0].set_drained(true);
+    // Changed by its plugin: removed, then added with another address.
+    r.remove_backend("a", "b").unwrap();
+    r.add_backend("a", backend("b", "http://127.0.0.1:2"))
+        .unwrap();
+    assert_eq!(drained(&r), Some(true));
+    // Its upstream replaced: the drain holds too.
+    r.remove_upstream("a").unwrap();
+    r.add_upstream(upstream("a", &["a"], &[])).unwrap();
+    r.add_backend("a", backend("b", "http://127.0.0.1:2"))
+        .unwrap();
+    assert_eq!(drained(&r), Some(true));
+    // Enabled, removed and added: not drained.
+    r.snapshot().upstream("a").unwrap().backends[0].set_drained(false);
+    r.remove_backend("a", "b").unwrap();
+    r.add_backend("a", backend("b", "http://127.0.0.1:2"))
+        .unwrap();
+    assert_eq!(drained(&r), Some(false));
+}
