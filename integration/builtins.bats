@@ -214,3 +214,19 @@ write_reload_upstreams() {
   # All of it without a restart of the plugin.
   [ "$(plugin_pid static-upstreams)" = "$pid" ]
 }
+
+@test "static-upstreams: restarted after its file changed, it replaces what the proxy still holds" {
+  start_backends b0
+  write_reload_upstreams "$UPSTREAMS" "${BACKEND_PORTS[0]}"
+  start_gatekeeper --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
+  [ "$(http_code "$GK_URL/echo/x")" = 200 ]
+  pid=$(plugin_pid static-upstreams)
+  # Changed while the plugin cannot watch the file, then the plugin dies.
+  kill -STOP "$pid"
+  sed -i 's/prefixes: \[echo\]/prefixes: [moved]/' "$UPSTREAMS"
+  kill -9 "$pid"
+  wait_for_restart static-upstreams "$pid" >/dev/null
+  eventually 50 '[ "$(http_code "$GK_URL/moved/x")" = 200 ]'
+  [ "$(http_code "$GK_URL/echo/x")" = 404 ]
+  ! gk_log | grep -q "plugin restart failed"
+}

@@ -1,6 +1,8 @@
 //! `static-upstreams`: a gatekeeper upstream plugin that reads upstreams and backends from a YAML
 //! file (config key `file`, e.g. gatekeeper's `--upstream-file`), pushes them all at start, and
-//! pushes the changes whenever the file changes ([`watch`]).
+//! pushes the changes whenever the file changes ([`watch`]). At a start after a restart, an
+//! upstream or backend the proxy still holds with other content (the file changed meanwhile) is
+//! removed and pushed again.
 //!
 //! Config keys:
 //!

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use gatekeeper_plugin_sdk::{HookError, Manager, Object, Plugin, UpstreamPlugin};
+use gatekeeper_plugin_sdk::{codes, CallError, HookError, Manager, Object, Plugin, UpstreamPlugin};
 
 use crate::diff::index;
 use crate::file::{self, BackendIds, StaticUpstream};
@@ -92,6 +92,8 @@ impl Plugin for StaticUpstreams {
 
 impl UpstreamPlugin for StaticUpstreams {
     /// Pushes every upstream, then its backends; the first error the proxy returns fails `start`.
+    /// An upstream or backend that the proxy still holds with other content (this plugin
+    /// restarted after the file changed) is removed and pushed again.
     /// Then starts watching the file (a watch that cannot be set up is logged, and the plugin
     /// goes on serving what it pushed).
     async fn start_upstreams(&self, manager: Manager) -> Result<(), HookError> {
@@ -110,9 +112,24 @@ impl UpstreamPlugin for StaticUpstreams {
         } in upstreams
         {
             let id = upstream.id.clone();
-            manager.add_upstream(upstream).await?;
+            if let Err(e) = manager.add_upstream(upstream.clone()).await {
+                if !is_conflict(&e) {
+                    return Err(e.into());
+                }
+                tracing::info!(upstream = %id, "the proxy holds another version of it: replacing it");
+                manager.remove_upstream(id.as_str()).await?;
+                manager.add_upstream(upstream).await?;
+            }
             for backend in list {
-                manager.add_backend(id.as_str(), backend).await?;
+                if let Err(e) = manager.add_backend(id.as_str(), backend.clone()).await {
+                    if !is_conflict(&e) {
+                        return Err(e.into());
+                    }
+                    let backend_id = backend.id.clone();
+                    tracing::info!(upstream = %id, backend = %backend_id, "the proxy holds another version of it: replacing it");
+                    manager.remove_backend(id.as_str(), backend_id).await?;
+                    manager.add_backend(id.as_str(), backend).await?;
+                }
                 backends += 1;
             }
         }
@@ -123,6 +140,11 @@ impl UpstreamPlugin for StaticUpstreams {
         }
         Ok(())
     }
+}
+
+/// Whether the proxy refused a call because it holds something else under the same id.
+fn is_conflict(error: &CallError) -> bool {
+    matches!(error, CallError::Remote { error, .. } if error.code() == codes::CONFLICT)
 }
 
 #[cfg(test)]
