@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # Operations under systemd: sd_notify (READY, RELOADING, STOPPING, WATCHDOG) on a fake
-# NOTIFY_SOCKET, socket activation, SIGHUP reload (also under load), SIGTERM drain,
+# NOTIFY_SOCKET, socket activation, SIGTERM drain (SIGHUP reload: operations-reload.bats),
 # scripts/install.sh and the unit file.
 
 load helpers
@@ -160,23 +160,6 @@ wait_exit() {
   [ "$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$GK_URL/echo/")" = 200 ]
   [ "$(http_code "http://127.0.0.1:$configured/echo/")" = 000 ]
   gk_log | grep -q "serving a socket passed by systemd"
-}
-
-@test "reload under load: three SIGHUPs during wrk, no failed request" {
-  command -v wrk >/dev/null || skip "wrk is not installed"
-  start_gk gatekeeper
-  wrk -t1 -c10 -d4s "$GK_URL/echo/" >"$BATS_TEST_TMPDIR/wrk.out" 2>&1 &
-  wrk_pid=$!
-  for i in 1 2 3; do
-    sleep 1
-    kill -HUP "$GK_PID"
-  done
-  wait "$wrk_pid"
-  cat "$BATS_TEST_TMPDIR/wrk.out"
-  grep -q "requests in" "$BATS_TEST_TMPDIR/wrk.out"
-  ! grep -q "Non-2xx" "$BATS_TEST_TMPDIR/wrk.out"
-  ! grep -q "Socket errors" "$BATS_TEST_TMPDIR/wrk.out"
-  [ "$(gk_log | grep -c "SIGHUP: configuration reloaded")" -eq 3 ]
 }
 
 @test "drain: SIGTERM lets an in-flight request finish, refuses new connections, exits 0" {

@@ -109,15 +109,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     tokio::spawn(follow_plugins(plugin_events_rx, metrics.clone()));
     tokio::spawn(follow_registry(registry_changes, metrics.clone()));
 
-    let hooks = plugins.hooks(&metrics);
-    let mut proxy = Proxy::new(proxy_config(&settings), registry, hooks.modifiers)
+    let mut proxy = Proxy::new(proxy_config(&settings), registry, Vec::new())
+        .with_hooks(plugins.hooks(&metrics))
         .with_metrics(metrics.clone());
-    if let Some(router) = hooks.router {
-        proxy = proxy.with_router(router);
-    }
-    if let Some(loadbalancer) = hooks.loadbalancer {
-        proxy = proxy.with_loadbalancer(loadbalancer);
-    }
     for (listener, socket) in activation::passed_sockets(&settings.listeners) {
         proxy = proxy.with_listener_socket(listener, socket);
     }

@@ -161,10 +161,9 @@ pub enum ProxyError {
 pub struct Proxy {
     config: ProxyConfig,
     registry: Arc<Registry>,
-    modifiers: Vec<Arc<dyn Modifier>>,
+    /// The hooks requests start with.
+    hooks: Hooks,
     balancer: Arc<dyn Balancer>,
-    router: Option<Arc<dyn RouterHook>>,
-    loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
     metrics: Metrics,
     /// Sockets bound by someone else (systemd socket activation), by listener name.
     sockets: Vec<(String, std::net::TcpListener)>,
@@ -174,15 +173,7 @@ impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
             .field("config", &self.config)
-            .field(
-                "modifiers",
-                &self.modifiers.iter().map(|m| m.name()).collect::<Vec<_>>(),
-            )
-            .field("router", &self.router.as_ref().map(|r| r.name()))
-            .field(
-                "loadbalancer",
-                &self.loadbalancer.as_ref().map(|l| l.name()),
-            )
+            .field("hooks", &self.hooks)
             .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
@@ -203,10 +194,12 @@ impl Proxy {
         Proxy {
             config,
             registry,
-            modifiers,
+            hooks: Hooks {
+                modifiers,
+                router: None,
+                loadbalancer: None,
+            },
             balancer: Arc::new(BuiltinBalancer),
-            router: None,
-            loadbalancer: None,
             metrics: Metrics::disabled(),
             sockets: Vec::new(),
         }
@@ -219,16 +212,23 @@ impl Proxy {
         self
     }
 
+    /// Starts with these hooks (modifiers, router and loadbalancer plugins) instead of those
+    /// given so far; [`BoundProxy::hooks_switch`] replaces them while serving.
+    pub fn with_hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
     /// Routes requests with a router plugin (see [`plugins`] for failures and availability).
     pub fn with_router(mut self, router: Arc<dyn RouterHook>) -> Self {
-        self.router = Some(router);
+        self.hooks.router = Some(router);
         self
     }
 
     /// Picks backends with a loadbalancer plugin (see [`plugins`] for failures and
     /// availability).
     pub fn with_loadbalancer(mut self, loadbalancer: Arc<dyn LoadBalancerHook>) -> Self {
-        self.loadbalancer = Some(loadbalancer);
+        self.hooks.loadbalancer = Some(loadbalancer);
         self
     }
 

@@ -19,7 +19,7 @@ use gatekeeper_rpc::types::Object;
 use crate::connection::{serve_connection, stopped, ListenerContext, Protocols};
 use crate::forward::BackendClient;
 use crate::forwarded::ForwardedHeaders;
-use crate::hooks::{Hooks, HooksSwitch, SwappableHooks};
+use crate::hooks::{HooksSwitch, SwappableHooks};
 use crate::listeners::{ListenerControl, ServingParts};
 use crate::metrics::Metrics;
 use crate::service::Shared;
@@ -113,14 +113,7 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
         shared: Arc::new(
             Shared::new(
                 proxy.registry,
-                SwappableHooks::new(
-                    Hooks {
-                        modifiers: proxy.modifiers,
-                        router: proxy.router,
-                        loadbalancer: proxy.loadbalancer,
-                    },
-                    config.max_plugin_body,
-                ),
+                SwappableHooks::new(proxy.hooks, config.max_plugin_body),
                 proxy.balancer,
                 proxy.metrics.clone(),
                 BackendClient::new(proxy.metrics.clone(), config.connect_timeout),
