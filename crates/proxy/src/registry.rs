@@ -175,6 +175,30 @@ struct UpstreamState {
     round_robin: Arc<AtomicUsize>,
     backends: BTreeMap<String, Arc<BackendEntry>>,
     health: UpstreamHealth,
+    /// The entry snapshots share, built on the first snapshot after this upstream changed
+    /// (`None` since then), so that a change rebuilds only its own upstream's entry.
+    entry: Option<Arc<UpstreamEntry>>,
+}
+
+impl UpstreamState {
+    /// The snapshots' entry of this upstream (built once per change).
+    fn entry(&mut self, passive_defaults: PassivePolicy) -> Arc<UpstreamEntry> {
+        if let Some(entry) = &self.entry {
+            return entry.clone();
+        }
+        let (passive, check) = self.health.settings(passive_defaults);
+        let entry = Arc::new(
+            UpstreamEntry::new(
+                self.upstream.clone(),
+                self.backends.values().cloned().collect(),
+                self.balancer,
+                self.round_robin.clone(),
+            )
+            .with_health(passive, check),
+        );
+        self.entry = Some(entry.clone());
+        entry
+    }
 }
 
 /// The mutable state behind the writer mutex: the source of truth snapshots are built from.
@@ -198,22 +222,18 @@ impl State {
         }
     }
 
-    fn build(&self) -> Snapshot {
+    /// The snapshot of the current state: the entries of unchanged upstreams are reused, the
+    /// lookup maps are built anew.
+    fn build(&mut self) -> Snapshot {
         let mut snap = Snapshot {
             version: self.version,
+            upstreams: HashMap::with_capacity(self.upstreams.len()),
+            ordered: Vec::with_capacity(self.upstreams.len()),
             ..Snapshot::default()
         };
-        for (id, u) in &self.upstreams {
-            let (passive, check) = u.health.settings(self.passive_defaults);
-            let entry = Arc::new(
-                UpstreamEntry::new(
-                    u.upstream.clone(),
-                    u.backends.values().cloned().collect(),
-                    u.balancer,
-                    u.round_robin.clone(),
-                )
-                .with_health(passive, check),
-            );
+        let passive_defaults = self.passive_defaults;
+        for (id, u) in &mut self.upstreams {
+            let entry = u.entry(passive_defaults);
             for prefix in &u.upstream.prefixes {
                 snap.by_prefix
                     .entry(prefix.clone())
@@ -358,6 +378,9 @@ impl Registry {
         let mut state = self.lock();
         if state.passive_defaults != defaults {
             state.passive_defaults = defaults;
+            for upstream in state.upstreams.values_mut() {
+                upstream.entry = None;
+            }
             self.current.store(Arc::new(state.build()));
         }
     }
@@ -417,6 +440,7 @@ impl Registry {
                     round_robin: Arc::default(),
                     backends: BTreeMap::new(),
                     health,
+                    entry: None,
                 },
             );
             Ok(vec![RegistryChange::UpstreamAdded(upstream)])
@@ -474,6 +498,7 @@ impl Registry {
             upstream
                 .backends
                 .insert(entry.backend.id.clone(), Arc::new(entry));
+            upstream.entry = None;
             Ok(vec![RegistryChange::BackendAdded {
                 upstream_id: upstream_id.to_string(),
                 backend,
@@ -493,6 +518,7 @@ impl Registry {
                     backend: backend_id.to_string(),
                 });
             };
+            upstream.entry = None;
             state.forget_backend(upstream_id, &removed);
             Ok(vec![RegistryChange::BackendRemoved {
                 upstream_id: upstream_id.to_string(),
