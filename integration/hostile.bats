@@ -18,42 +18,22 @@ teardown() {
 
 # raw REQUEST: sends REQUEST (a Python bytes literal's content, escapes allowed) on a new
 # connection; prints the status line, then the path the backend saw (or -), then `closed` or
-# `open` (whether gatekeeper closed the connection after answering).
+# `open` (whether gatekeeper closed the connection after answering, within 2 s).
 raw() {
-  timeout 30 python3 - "$GK_PORT" "$1" <<'PY'
-import json, socket, sys
+  timeout 30 python3 - "$GK_PORT" "$1" "$REPO_ROOT/integration" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[3])
+import rawhttp
 port, request = int(sys.argv[1]), sys.argv[2].encode().decode("unicode_escape").encode("latin1")
-s = socket.create_connection(("127.0.0.1", port))
-s.settimeout(5)
-s.sendall(request)
-data = b""
-while b"\r\n\r\n" not in data:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-head, _, body = data.partition(b"\r\n\r\n")
-length = 0
-for line in head.split(b"\r\n")[1:]:
-    name, _, value = line.partition(b":")
-    if name.strip().lower() == b"content-length":
-        length = int(value)
-while len(body) < length:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    body += chunk
-print(head.split(b"\r\n")[0].decode("latin1") or "(no answer)")
+sock = rawhttp.connect(port)
+sock.sendall(request)
+status, body = rawhttp.read_response(sock)
+print(status or "(no answer)")
 try:
     print(json.loads(body)["path"])
 except Exception:
     print("-")
-try:
-    print("closed" if s.recv(1) == b"" else "open")
-except socket.timeout:
-    print("open")
-except ConnectionResetError:
-    print("closed")
+print("closed" if rawhttp.closed(sock, wait=2) else "open")
 PY
 }
 

@@ -23,39 +23,19 @@ start_limited() {
 
 # raw_client SCRIPT: runs the Python SCRIPT with `connect()` (a socket to gatekeeper, 10 s
 # timeouts), `request(sock)` (sends GET /echo/ and returns the status line) and `closed(sock)`
-# (whether the server closed the connection, waiting at most 10 s); prints what SCRIPT prints.
+# (whether the server closed the connection, waiting at most 10 s), from rawhttp.py; prints what
+# SCRIPT prints.
 raw_client() {
   timeout 60 python3 -c "
-import socket, time
+import socket, sys, time
+sys.path.insert(0, '$REPO_ROOT/integration')
+import rawhttp
+from rawhttp import closed
 def connect():
-    s = socket.create_connection(('127.0.0.1', $GK_PORT))
-    s.settimeout(10)
-    return s
+    return rawhttp.connect($GK_PORT)
 def request(s):
     s.sendall(b'GET /echo/ HTTP/1.1\r\nHost: x\r\n\r\n')
-    data = b''
-    while b'\r\n\r\n' not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data.split(b'\r\n')[0].decode()
-        data += chunk
-    head, body = data.split(b'\r\n\r\n', 1)
-    length = 0
-    for line in head.split(b'\r\n')[1:]:
-        name, _, value = line.partition(b':')
-        if name.strip().lower() == b'content-length':
-            length = int(value)
-    while len(body) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return head.split(b'\r\n')[0].decode()
-def closed(s):
-    try:
-        return s.recv(1) == b''
-    except (socket.timeout, ConnectionResetError):
-        return False
+    return rawhttp.read_response(s)[0]
 $1"
 }
 
