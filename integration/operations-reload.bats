@@ -59,7 +59,8 @@ start_gk() {
   grep -q "gatekeeper ready" "$GK_LOG" || { cat "$GK_LOG" >&2; return 1; }
 }
 
-# reload: rewrites the config, sends SIGHUP and waits for the reload's last log line.
+# reload: rewrites the config, sends SIGHUP and waits for the reload's summary line (one per
+# reload: reloaded, reloaded with errors, changes that need a restart, or a config with errors).
 reload() {
   write_config
   local before

@@ -162,7 +162,13 @@ impl Reloader {
             ..self.running.clone()
         };
         self.operations.set_config(&self.running);
-        if pending.is_empty() {
+        // One summary line per reload.
+        if !all_applied {
+            tracing::warn!(
+                restart_needed_for = %pending.join("; "),
+                "SIGHUP: configuration reloaded with errors (see above): what failed keeps its running settings"
+            );
+        } else if pending.is_empty() {
             tracing::info!("SIGHUP: configuration reloaded");
         } else {
             tracing::warn!(
