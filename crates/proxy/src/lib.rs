@@ -143,12 +143,11 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    /// The configuration has no listeners.
-    #[error("no listeners configured")]
-    NoListeners,
-    /// Two listeners have the same name.
-    #[error("duplicate listener name `{0}`")]
-    DuplicateListener(String),
+    /// The listener set is invalid: none, two with one name, or certificates for a listener
+    /// that is not configured ([`ListenerError::NoListeners`], [`ListenerError::DuplicateListener`],
+    /// [`ListenerError::Tls`]).
+    #[error(transparent)]
+    Listeners(#[from] ListenerError),
     /// A TLS listener's certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),

@@ -305,8 +305,17 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-/// The checks `bind` makes too: some listeners, unique names, certificates only for them.
-fn check(listeners: &[ListenerConfig], tls: &[TlsCertificate]) -> Result<(), ListenerError> {
+/// The certificates given for the listener `name`.
+pub(crate) fn certificates_of(tls: &[TlsCertificate], name: &str) -> Vec<TlsCertificate> {
+    tls.iter().filter(|c| c.listener == name).cloned().collect()
+}
+
+/// What every listener set must satisfy (at bind and at each `apply`): some listeners, unique
+/// names, certificates only for them.
+pub(crate) fn check(
+    listeners: &[ListenerConfig],
+    tls: &[TlsCertificate],
+) -> Result<(), ListenerError> {
     if listeners.is_empty() {
         return Err(ListenerError::NoListeners);
     }
@@ -515,11 +524,7 @@ impl ListenerControl {
     ) -> Result<Vec<Plan>, ListenerError> {
         let mut plans = Vec::with_capacity(listeners.len());
         for l in listeners {
-            let files: Vec<TlsCertificate> = tls
-                .iter()
-                .filter(|c| c.listener == l.name)
-                .cloned()
-                .collect();
+            let files = certificates_of(tls, &l.name);
             let wants_tls = !files.is_empty();
             let plan = match current.iter().find(|c| c.name == l.name) {
                 Some(old) if old.adopted => {

@@ -20,10 +20,10 @@ use crate::connection::{serve_connection, stopped, ListenerContext, Protocols};
 use crate::forward::BackendClient;
 use crate::forwarded::ForwardedHeaders;
 use crate::hooks::{HooksSwitch, SwappableHooks};
-use crate::listeners::{ListenerControl, ServingParts};
+use crate::listeners::{certificates_of, check, ListenerControl, ServingParts};
 use crate::metrics::Metrics;
 use crate::service::Shared;
-use crate::tls::{TlsError, TlsListener, TlsReloader};
+use crate::tls::{TlsListener, TlsReloader};
 use crate::{Proxy, ProxyError};
 
 /// One bound listener.
@@ -54,30 +54,11 @@ impl std::fmt::Debug for BoundProxy {
 
 pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
     let config = proxy.config;
-    if config.listeners.is_empty() {
-        return Err(ProxyError::NoListeners);
-    }
-    for (i, l) in config.listeners.iter().enumerate() {
-        if config.listeners[..i].iter().any(|o| o.name == l.name) {
-            return Err(ProxyError::DuplicateListener(l.name.clone()));
-        }
-    }
-    if let Some(unknown) = config
-        .tls
-        .iter()
-        .find(|c| !config.listeners.iter().any(|l| l.name == c.listener))
-    {
-        return Err(TlsError::UnknownListener(unknown.listener.clone()).into());
-    }
+    check(&config.listeners, &config.tls)?;
     // Certificates first: a bad file is reported before any port is taken.
     let mut tls = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let files: Vec<_> = config
-            .tls
-            .iter()
-            .filter(|c| c.listener == l.name)
-            .cloned()
-            .collect();
+        let files = certificates_of(&config.tls, &l.name);
         tls.push(match files.is_empty() {
             true => None,
             false => Some(TlsListener::new(&l.name, files)?),
