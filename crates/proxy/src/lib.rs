@@ -53,7 +53,7 @@ pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use server::BoundProxy;
-pub use tls::{check_certificates, TlsCertificate, TlsError, TlsReloader};
+pub use tls::{check_certificates, TlsCertificate, TlsError};
 
 /// A named listener.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 use crate::connection::Protocols;
 use crate::server::{accept_loop, Bound, Serving};
 use crate::service::Shared;
-use crate::tls::{CertificateSwap, TlsError, TlsListener, TlsReloader};
+use crate::tls::{CertificateSwap, TlsError, TlsListener};
 use crate::{ListenerConfig, TlsCertificate};
 
 /// What [`ListenerControl::apply`] did. Names are listener names, in configured order.
@@ -367,19 +367,6 @@ impl ListenerControl {
             .iter()
             .map(|e| (e.config.name.clone(), e.local))
             .collect()
-    }
-
-    /// A [`TlsReloader`] over the current TLS listeners (it follows [`apply`](Self::apply)).
-    pub fn tls_reloader(&self) -> TlsReloader {
-        let inner = self.inner.clone();
-        TlsReloader::following(move || {
-            inner
-                .lock()
-                .entries
-                .iter()
-                .filter_map(|e| e.tls.clone())
-                .collect()
-        })
     }
 
     /// Reconciles the listeners to `listeners` (the full new set, in configured order) with

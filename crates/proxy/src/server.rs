@@ -23,7 +23,7 @@ use crate::hooks::{HooksSwitch, SwappableHooks};
 use crate::listeners::{certificates_of, check, ListenerControl, ServingParts};
 use crate::metrics::Metrics;
 use crate::service::Shared;
-use crate::tls::{TlsListener, TlsReloader};
+use crate::tls::TlsListener;
 use crate::{Proxy, ProxyError};
 
 /// One bound listener.
@@ -132,13 +132,6 @@ impl BoundProxy {
             .into_iter()
             .find(|(n, _)| n == name)
             .map(|(_, addr)| addr)
-    }
-
-    /// A handle that re-reads the TLS listeners' certificate files while the proxy serves
-    /// (see [`TlsReloader::reload`]); it does nothing when no listener is TLS. It follows
-    /// the listeners changed by [`ListenerControl::apply`].
-    pub fn tls_reloader(&self) -> TlsReloader {
-        self.listeners.tls_reloader()
     }
 
     /// A handle that adds, removes and changes listeners, before or while the proxy serves

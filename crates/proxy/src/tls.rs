@@ -1,7 +1,7 @@
 //! TLS for listeners: loading PEM certificate chains and private keys, choosing a listener's
-//! certificate by SNI, and swapping a listener's certificates while it serves (reload).
-//! [`ListenerControl::apply`](crate::ListenerControl::apply) also replaces the certificate
-//! files of a kept TLS listener.
+//! certificate by SNI, and swapping a listener's certificates while it serves: a reload's
+//! [`ListenerControl::apply`](crate::ListenerControl::apply) loads every TLS listener's files
+//! first and swaps them in only if all load.
 //!
 //! A TLS listener has one or more certificates. The client's SNI name picks the first one valid
 //! for it (by its DNS subject alternative names, wildcards included); without SNI, or when no
@@ -208,21 +208,15 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A TLS listener's certificates: where they come from and what is served now.
+/// A TLS listener's certificates: how they are loaded and what is served now.
 #[derive(Debug)]
 struct ListenerCertificates {
     listener: Arc<str>,
-    /// The files it loads from; replaced by a listener reconcile.
-    files: ArcSwap<Vec<TlsCertificate>>,
     provider: Arc<CryptoProvider>,
     resolver: Arc<SniResolver>,
 }
 
 impl ListenerCertificates {
-    fn load(&self) -> Result<Vec<Arc<CertifiedKey>>, TlsError> {
-        self.load_files(&self.files.load())
-    }
-
     fn load_files(&self, files: &[TlsCertificate]) -> Result<Vec<Arc<CertifiedKey>>, TlsError> {
         files
             .iter()
@@ -242,7 +236,8 @@ pub(crate) struct TlsListener {
 impl std::fmt::Debug for TlsListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsListener")
-            .field("certificates", &self.certificates.files.load())
+            .field("listener", &self.certificates.listener)
+            .field("certificates", &self.certificate_count())
             .finish_non_exhaustive()
     }
 }
@@ -256,11 +251,12 @@ impl TlsListener {
         });
         let certificates = Arc::new(ListenerCertificates {
             listener: Arc::from(listener),
-            files: ArcSwap::from_pointee(files),
             provider: provider.clone(),
             resolver: resolver.clone(),
         });
-        resolver.certificates.store(Arc::new(certificates.load()?));
+        resolver
+            .certificates
+            .store(Arc::new(certificates.load_files(&files)?));
         let config_error = |source| TlsError::Config {
             listener: listener.to_owned(),
             source: Box::new(source),
@@ -292,7 +288,6 @@ impl TlsListener {
         let loaded = self.certificates.load_files(&files)?;
         Ok(CertificateSwap {
             target: self.certificates.clone(),
-            files,
             loaded,
         })
     }
@@ -301,7 +296,6 @@ impl TlsListener {
 /// Certificates loaded for a TLS listener, served once [`CertificateSwap::apply`] runs.
 pub(crate) struct CertificateSwap {
     target: Arc<ListenerCertificates>,
-    files: Vec<TlsCertificate>,
     loaded: Vec<Arc<CertifiedKey>>,
 }
 
@@ -311,91 +305,15 @@ impl CertificateSwap {
         self.loaded.len()
     }
 
-    /// Serves the loaded certificates to new handshakes (open connections keep theirs) and
-    /// makes later reloads read the new files; returns how many certificates are served now.
+    /// Serves the loaded certificates to new handshakes (open connections keep theirs); returns
+    /// how many certificates are served now.
     pub(crate) fn apply(self) -> usize {
         let count = self.loaded.len();
-        self.target.files.store(Arc::new(self.files));
         self.target
             .resolver
             .certificates
             .store(Arc::new(self.loaded));
         count
-    }
-}
-
-/// The TLS listeners a [`TlsReloader`] reloads, asked at each reload.
-type TlsListenerSource = Arc<dyn Fn() -> Vec<TlsListener> + Send + Sync>;
-
-/// Re-reads the certificate and key files of every TLS listener; from
-/// [`BoundProxy::tls_reloader`](crate::BoundProxy::tls_reloader) or
-/// [`ListenerControl::tls_reloader`](crate::ListenerControl::tls_reloader). It follows the
-/// listeners: after [`ListenerControl::apply`](crate::ListenerControl::apply) it reloads the
-/// TLS listeners of the new set, from their new files.
-#[derive(Clone)]
-pub struct TlsReloader {
-    listeners: TlsListenerSource,
-}
-
-impl Default for TlsReloader {
-    fn default() -> Self {
-        TlsReloader::following(Vec::new)
-    }
-}
-
-impl std::fmt::Debug for TlsReloader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsReloader")
-            .field("listeners", &self.current().len())
-            .finish()
-    }
-}
-
-impl TlsReloader {
-    /// A reloader over a fixed set of listeners.
-    #[cfg(test)]
-    pub(crate) fn new<'a>(listeners: impl IntoIterator<Item = &'a TlsListener>) -> Self {
-        let fixed: Vec<TlsListener> = listeners.into_iter().cloned().collect();
-        TlsReloader::following(move || fixed.clone())
-    }
-
-    /// A reloader over the TLS listeners `listeners` returns at each call.
-    pub(crate) fn following(
-        listeners: impl Fn() -> Vec<TlsListener> + Send + Sync + 'static,
-    ) -> Self {
-        TlsReloader {
-            listeners: Arc::new(listeners),
-        }
-    }
-
-    fn current(&self) -> Vec<Arc<ListenerCertificates>> {
-        (self.listeners)()
-            .into_iter()
-            .map(|l| l.certificates)
-            .collect()
-    }
-
-    /// Re-reads every TLS listener's files and, only if all of them load, swaps them in at once:
-    /// new handshakes get the new certificates, open connections keep theirs. On an error
-    /// nothing changes, and the error names the listener and the file. Returns how many
-    /// certificates are served now. Reads files: call it where blocking briefly is fine.
-    pub fn reload(&self) -> Result<usize, TlsError> {
-        let listeners = self.current();
-        let loaded = listeners
-            .iter()
-            .map(|l| l.load())
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut count = 0;
-        for (listener, certificates) in listeners.iter().zip(loaded) {
-            count += certificates.len();
-            listener.resolver.certificates.store(Arc::new(certificates));
-        }
-        Ok(count)
-    }
-
-    /// Whether there is any TLS listener.
-    pub fn is_empty(&self) -> bool {
-        (self.listeners)().is_empty()
     }
 }
 
@@ -480,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn reload_swaps_all_certificates_or_none() {
+    fn a_certificate_swap_is_loaded_first_and_applied_whole() {
         let dir = std::env::temp_dir().join(format!("gk-tls-reload-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cert = dir.join("cert.pem");
@@ -496,17 +414,21 @@ mod tests {
             }],
         )
         .unwrap();
-        let reloader = TlsReloader::new([&listener]);
+        let files = vec![TlsCertificate {
+            listener: "https".into(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }];
         assert_eq!(served(&listener, Some("b.test")), ["a.test"]);
 
-        // A certificate without its key: the reload fails and the old certificate stays.
+        // A certificate without its key: loading fails and the old certificate stays.
         std::fs::copy(fixture("b.crt"), &cert).unwrap();
-        let e = reloader.reload().unwrap_err().to_string();
+        let e = listener.prepare(files.clone()).err().unwrap().to_string();
         assert!(e.contains("key.pem"), "{e}");
         assert_eq!(served(&listener, Some("b.test")), ["a.test"]);
 
         std::fs::copy(fixture("b.key"), &key).unwrap();
-        assert_eq!(reloader.reload().unwrap(), 1);
+        assert_eq!(listener.prepare(files).unwrap().apply(), 1);
         assert_eq!(served(&listener, Some("b.test")), ["b.test", "*.b.test"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
