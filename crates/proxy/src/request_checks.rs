@@ -15,7 +15,7 @@
 
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri, Version};
 
 use crate::body::ProxyBody;
@@ -105,21 +105,52 @@ fn check_host(parts: &mut Parts) -> Result<(), Rejection> {
     match host {
         None if parts.version == Version::HTTP_11 => Err(Rejection::MissingHost),
         None => Ok(()),
-        Some(value) => {
-            let valid = value
-                .to_str()
-                .ok()
-                .and_then(|text| text.parse::<Authority>().ok())
-                .is_some_and(|authority| {
-                    !authority.as_str().contains('@') && !authority.host().is_empty()
-                });
-            if valid {
-                Ok(())
-            } else {
-                Err(Rejection::InvalidHost)
-            }
-        }
+        Some(value) if valid_host(value.as_bytes()) => Ok(()),
+        Some(_) => Err(Rejection::InvalidHost),
     }
+}
+
+/// Whether `host` is `host[:port]` (RFC 9110 §7.2: a reg-name, IPv4 or bracketed IPv6 address,
+/// and digits after the last `:`), checked without allocating (every request passes here).
+fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().rposition(|&b| b == b':') {
+        // `[::1]` alone: the colons are inside the brackets.
+        Some(colon) if !host[colon..].contains(&b']') => (&host[..colon], &host[colon + 1..]),
+        _ => (host, &b""[..]),
+    };
+    let name_ok = match name {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        _ => {
+            !name.is_empty()
+                && name.iter().all(|&b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(
+                            b,
+                            b'-' | b'.'
+                                | b'_'
+                                | b'~'
+                                | b'%'
+                                | b'!'
+                                | b'$'
+                                | b'&'
+                                | b'\''
+                                | b'('
+                                | b')'
+                                | b'*'
+                                | b'+'
+                                | b','
+                                | b';'
+                                | b'='
+                        )
+                })
+        }
+    };
+    name_ok && port.iter().all(u8::is_ascii_digit)
 }
 
 /// Removes the dot segments from the URI's path (keeping the query as it is).
@@ -165,13 +196,11 @@ fn dots(segment: &str) -> Option<usize> {
 /// The path without its dot segments (RFC 3986 §5.2.4), or `None` when it has none. An
 /// absolute path stays absolute, and `..` never climbs above the root.
 pub(crate) fn remove_dot_segments(path: &str) -> Option<String> {
-    if !path.contains('.') && !path.contains("%2e") && !path.contains("%2E") {
+    // Most paths have no dot segment: find that out without allocating.
+    if !path.split('/').skip(1).any(|s| dots(s).is_some()) {
         return None;
     }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    if !segments.iter().any(|s| dots(s).is_some()) {
-        return None;
-    }
     let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
     let last = segments.len().saturating_sub(1);
     for (i, segment) in segments.into_iter().enumerate() {
@@ -248,7 +277,27 @@ mod tests {
                 .header(HOST, "b.test"),
         );
         assert_eq!(check_request(&mut two), Err(Rejection::SeveralHosts));
-        for bad in ["a b", "", "user@a.test", "a.test/x"] {
+        for good in [
+            "a.test",
+            "a.test:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:8080",
+            "xn--bcher-kva.test",
+        ] {
+            let mut request = parts(http::Request::get("/x").header(HOST, good));
+            assert!(check_request(&mut request).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "",
+            "user@a.test",
+            "a.test/x",
+            "a.test:80x",
+            ":80",
+            "[::1",
+            "a.test?q",
+        ] {
             let mut request = parts(http::Request::get("/x").header(HOST, bad));
             assert_eq!(
                 check_request(&mut request),
