@@ -142,11 +142,7 @@ YAML
 metrics_flush_interval = "100ms"
 $(static_upstreams_table 'backend_ids = "index"')
 
-[[plugin]]
-name = "metrics"
-type = "metric"
-command = "test-metric"
-config = { file = "$METRICS" }
+$(test_metric_table)
 TOML
   start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
   # Round robin starts with backend "0", the dead one.

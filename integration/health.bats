@@ -116,11 +116,7 @@ YAML
 metrics_flush_interval = "100ms"
 $(static_upstreams_table)
 
-[[plugin]]
-name = "metrics"
-type = "metric"
-command = "test-metric"
-config = { file = "$METRICS" }
+$(test_metric_table)
 TOML
   start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
   wait_for_log "backend unhealthy \(active health check\).*backend=http://127.0.0.1:$FLAKY_PORT" 50

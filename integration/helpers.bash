@@ -316,3 +316,15 @@ command = "static-upstreams"
 config = { file = $(toml_string "$UPSTREAMS")${1:+, $1} }
 TOML
 }
+
+# test_metric_table: the `[[plugin]]` table of a test-metric plugin named `metrics` recording
+# every batch it receives to $METRICS, for the suites' config files.
+test_metric_table() {
+  cat <<TOML
+[[plugin]]
+name = "metrics"
+type = "metric"
+command = "test-metric"
+config = { file = $(toml_string "$METRICS") }
+TOML
+}

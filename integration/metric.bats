@@ -27,11 +27,7 @@ metrics_flush_interval = "${2:-200ms}"
 
 $(static_upstreams_table 'backend_ids = "index"')
 
-[[plugin]]
-name = "metrics"
-type = "metric"
-command = "test-metric"
-config = { file = "$METRICS" }
+$(test_metric_table)
 
 [[plugin]]
 name = "mod"
