@@ -1,15 +1,18 @@
-//! The manager: the methods upstream plugins call to feed the proxy's registry (`add_upstream`,
-//! `remove_upstream`, `add_backend`, `remove_backend`). The caller implements [`Manager`]; this
-//! module serves it to a plugin's connections through a jsonrpsee [`RpcModule`].
+//! The manager: the methods upstream plugins call to feed the proxy's registry (the protocol
+//! table's [`MANAGER_METHODS`]: `add_upstream`, `remove_upstream`, `add_backend`,
+//! `remove_backend`). The caller implements [`Manager`]; this module answers a plugin's calls
+//! with it through the protocol's typed [`Dispatcher`]: params parsed once into their Rust type,
+//! the result encoded once.
 
 use std::sync::Arc;
 
+use gatekeeper_rpc::dispatch::{method_not_found, Dispatcher};
 use gatekeeper_rpc::methods::{
     AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, Empty, RemoveBackend,
     RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
 };
-use gatekeeper_rpc::{codes, error::error_object, ErrorObject, Message, Method, Reply};
-use jsonrpsee::RpcModule;
+pub use gatekeeper_rpc::methods::{is_manager_method, MANAGER_METHODS};
+use gatekeeper_rpc::{ErrorObject, Reply};
 use serde_json::value::RawValue;
 
 /// What upstream plugins may change: the proxy's registry of upstreams and backends.
@@ -33,117 +36,59 @@ pub trait Manager: Send + Sync + 'static {
     fn remove_backend(&self, plugin: &str, params: RemoveBackendParams) -> Result<(), ErrorObject>;
 }
 
-/// The names of the manager methods.
-pub const METHODS: [&str; 4] = [
-    AddUpstream::NAME,
-    RemoveUpstream::NAME,
-    AddBackend::NAME,
-    RemoveBackend::NAME,
-];
+/// The names of the manager methods (the protocol table's [`MANAGER_METHODS`]).
+pub const METHODS: &[&str] = MANAGER_METHODS;
 
-/// Whether `method` is one of the manager methods.
-pub fn is_manager_method(method: &str) -> bool {
-    METHODS.contains(&method)
-}
-
-struct Context {
+/// The manager methods of one plugin.
+pub(crate) struct ManagerService {
     plugin: String,
     manager: Arc<dyn Manager>,
 }
 
-/// The manager methods of one plugin, as a jsonrpsee module.
-pub(crate) struct ManagerService {
-    module: RpcModule<Context>,
-}
-
 impl std::fmt::Debug for ManagerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManagerService").finish_non_exhaustive()
+        f.debug_struct("ManagerService")
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
     }
 }
 
 impl ManagerService {
-    /// Builds the module serving `manager` to the plugin named `plugin`.
+    /// Serves `manager` to the plugin named `plugin`.
     pub(crate) fn new(plugin: &str, manager: Arc<dyn Manager>) -> ManagerService {
-        let mut module = RpcModule::new(Context {
+        ManagerService {
             plugin: plugin.to_owned(),
             manager,
-        });
-        let registered = [
-            module
-                .register_method(AddUpstream::NAME, |params, ctx: &Context, _| {
-                    let params: AddUpstreamParams = params.parse()?;
-                    ctx.manager
-                        .add_upstream(&ctx.plugin, params)
-                        .map(|()| Empty {})
-                })
-                .map(|_| ()),
-            module
-                .register_method(RemoveUpstream::NAME, |params, ctx: &Context, _| {
-                    let params: RemoveUpstreamParams = params.parse()?;
-                    ctx.manager
-                        .remove_upstream(&ctx.plugin, params)
-                        .map(|()| Empty {})
-                })
-                .map(|_| ()),
-            module
-                .register_method(AddBackend::NAME, |params, ctx: &Context, _| {
-                    let params: AddBackendParams = params.parse()?;
-                    ctx.manager
-                        .add_backend(&ctx.plugin, params)
-                        .map(|()| Empty {})
-                })
-                .map(|_| ()),
-            module
-                .register_method(RemoveBackend::NAME, |params, ctx: &Context, _| {
-                    let params: RemoveBackendParams = params.parse()?;
-                    ctx.manager
-                        .remove_backend(&ctx.plugin, params)
-                        .map(|()| Empty {})
-                })
-                .map(|_| ()),
-        ];
-        for result in registered {
-            if let Err(e) = result {
-                // Only possible if two names collide, which the constant names rule out.
-                tracing::error!(plugin, error = %e, "could not register a manager method");
-            }
-        }
-        ManagerService { module }
-    }
-
-    /// Calls one manager method with the params as the plugin sent them.
-    pub(crate) async fn call(&self, method: &str, params: Option<&RawValue>) -> Reply {
-        let method_json = serde_json::to_string(method).map_err(internal)?;
-        let params = params.map_or("{}", RawValue::get);
-        let request =
-            format!(r#"{{"jsonrpc":"2.0","id":0,"method":{method_json},"params":{params}}}"#);
-        let (response, _notifications) = self
-            .module
-            .raw_json_request(&request, 1)
-            .await
-            .map_err(|e| error_object(codes::INVALID_PARAMS, format!("invalid params: {e}")))?;
-        match Message::parse(response.get()) {
-            Ok(Message::Response(response)) => response.outcome,
-            Ok(_) => Err(internal(
-                "the manager module did not answer with a response",
-            )),
-            Err(e) => Err(internal(e)),
         }
     }
-}
 
-fn internal(e: impl std::fmt::Display) -> ErrorObject {
-    error_object(codes::INTERNAL_ERROR, format!("manager: {e}"))
+    /// Answers one manager call with the params as the plugin sent them.
+    pub(crate) fn call(&self, method: &str, params: Option<&RawValue>) -> Reply {
+        let (plugin, manager) = (self.plugin.as_str(), &*self.manager);
+        let empty = |outcome: Result<(), ErrorObject>| outcome.map(|()| Empty {});
+        Dispatcher::new(method, params)
+            .on::<AddUpstream, _>(|p| empty(manager.add_upstream(plugin, p)))
+            .on::<RemoveUpstream, _>(|p| empty(manager.remove_upstream(plugin, p)))
+            .on::<AddBackend, _>(|p| empty(manager.add_backend(plugin, p)))
+            .on::<RemoveBackend, _>(|p| empty(manager.remove_backend(plugin, p)))
+            .finish()
+            .unwrap_or_else(|| Err(method_not_found(method)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
+    use gatekeeper_rpc::error::error_object;
     use gatekeeper_rpc::message::to_raw;
+    use gatekeeper_rpc::codes;
 
     use super::*;
+
+    fn internal(e: impl std::fmt::Display) -> ErrorObject {
+        error_object(codes::INTERNAL_ERROR, format!("manager: {e}"))
+    }
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<String>>);
@@ -170,19 +115,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn forwards_calls_and_errors() {
+    #[test]
+    fn forwards_calls_and_errors() {
         let recorder = Arc::new(Recorder::default());
         let service = ManagerService::new("up", recorder.clone());
         let params = to_raw(&serde_json::json!({"upstream": {"id": "a"}})).unwrap();
-        let result = service.call("add_upstream", Some(&params)).await.unwrap();
+        let result = service.call("add_upstream", Some(&params)).unwrap();
         assert_eq!(result.get(), "{}");
         assert_eq!(recorder.0.lock().unwrap().as_slice(), ["up add a"]);
 
         let params = to_raw(&serde_json::json!({"upstream": {"id": "taken"}})).unwrap();
         let error = service
             .call("add_upstream", Some(&params))
-            .await
             .unwrap_err();
         assert_eq!(error.code(), codes::CONFLICT);
         assert_eq!(error.message(), "upstream `taken` exists");
@@ -190,17 +134,27 @@ mod tests {
         let params = to_raw(&serde_json::json!({"upstream_id": "x", "backend_id": "y"})).unwrap();
         let error = service
             .call("remove_backend", Some(&params))
-            .await
             .unwrap_err();
         assert_eq!(error.code(), codes::UNKNOWN_UPSTREAM);
 
-        let error = service.call("add_backend", None).await.unwrap_err();
+        let error = service.call("add_backend", None).unwrap_err();
         assert_eq!(error.code(), codes::INVALID_PARAMS);
         let garbage = to_raw(&serde_json::json!([1, 2])).unwrap();
         let error = service
             .call("add_upstream", Some(&garbage))
-            .await
             .unwrap_err();
         assert_eq!(error.code(), codes::INVALID_PARAMS);
+    }
+
+    /// The dispatch answers every manager method of the protocol table, and nothing else.
+    #[test]
+    fn dispatch_covers_the_manager_methods_of_the_table() {
+        let service = ManagerService::new("up", Arc::new(Recorder::default()));
+        for method in MANAGER_METHODS {
+            let error = service.call(method, None).unwrap_err();
+            assert_eq!(error.code(), codes::INVALID_PARAMS, "{method}");
+        }
+        let error = service.call("route_request", None).unwrap_err();
+        assert_eq!(error.code(), codes::METHOD_NOT_FOUND);
     }
 }

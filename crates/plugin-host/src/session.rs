@@ -214,12 +214,8 @@ impl Handler for Session {
         }
         match &self.context.manager {
             Some(manager) if is_manager_method(&request.method) => {
-                let manager = manager.clone();
-                Box::pin(async move {
-                    manager
-                        .call(&request.method, request.params.as_deref())
-                        .await
-                })
+                let reply = manager.call(&request.method, request.params.as_deref());
+                Box::pin(async move { reply })
             }
             _ => {
                 let reply = Err(error_object(

@@ -7,18 +7,24 @@
 //! - [`framing`]: newline-delimited framing with a maximum line length;
 //! - [`peer`]: a bidirectional, pipelined [`Peer`]: either side calls or notifies the other, many
 //!   calls in flight, responses correlated by id, a timeout per call, one batching writer task;
-//! - [`methods`] and [`types`]: the typed params and results of every method of the protocol;
+//! - [`methods`]: the protocol table, the one list of methods (name, kind, plugin types, bodies,
+//!   params and result types), with [`types`] and [`metrics`] the data they carry;
+//! - [`dispatch`]: typed dispatch of incoming calls from that table (proxy's manager, Rust SDK);
+//! - [`schema`]: the generated machine-readable protocol, `plugin-sdk/protocol.json`;
 //! - [`env`](crate::env): the environment variables the proxy sets for a plugin process.
 //!
 //! docs/protocol.md is the human-readable spec of the same protocol and must stay true to this crate.
 
+pub mod dispatch;
 pub mod env;
 pub mod error;
 pub mod framing;
 pub mod message;
 pub mod methods;
 pub mod metrics;
+mod params;
 pub mod peer;
+pub mod schema;
 pub mod types;
 
 pub use error::{codes, CallError, ErrorCode, ErrorObject};

@@ -1,414 +1,340 @@
-//! Every method of the protocol, with its name and the types of its params and result.
+//! The protocol table: every method of the protocol, once, with its facts.
 //!
-//! Each method is a zero-sized type implementing [`Method`], so a call reads
-//! `peer.request::<Configure>(&params, timeout)` and the types cannot drift apart.
+//! [`METHODS`] is the one list of methods. Each entry gives a method's name, its [`Kind`], the
+//! plugin types that may declare it as a hook (the proxy then calls it on them) and the plugin
+//! types that call it on the proxy, whether it may carry bodies, and its params and result types
+//! (through the zero-sized type implementing [`Method`], so a call reads
+//! `peer.request::<Configure>(&params, timeout)` and the types cannot drift apart).
+//!
+//! Everything else that lists methods is derived from it: [`hooks_of`], [`body_hooks_of`],
+//! [`MANAGER_METHODS`], the per-type hook lists ([`MODIFIER_HOOKS`], …), the generated schema
+//! `plugin-sdk/protocol.json` ([`crate::schema`]), and through that file the Python and Node
+//! SDKs' method lists.
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
-use crate::types::{Backend, HttpRequest, HttpResponse, Object, ProxyError, Upstream};
+pub use crate::params::*;
 
 /// A method of the protocol.
 pub trait Method {
     /// The method name on the wire.
     const NAME: &'static str;
     /// The params object.
-    type Params: Serialize + DeserializeOwned + Send + Sync;
+    type Params: Serialize + DeserializeOwned + JsonSchema + Send + Sync;
     /// The result.
-    type Result: Serialize + DeserializeOwned + Send;
+    type Result: Serialize + DeserializeOwned + JsonSchema + Send;
 }
 
-macro_rules! method {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $params:ty => $result:ty) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $ty;
-        impl Method for $ty {
-            const NAME: &'static str = $name;
-            type Params = $params;
-            type Result = $result;
+/// What part of the protocol a method belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `handshake`: the plugin's first call on each connection.
+    Handshake,
+    /// Called by the proxy on every plugin, whatever its type, without being declared.
+    Lifecycle,
+    /// Called by the proxy on a plugin only if the plugin declared it in its handshake.
+    Hook,
+    /// Called by upstream plugins on the proxy to change its registry (some are also hooks of
+    /// other plugin types, with the same params).
+    Manager,
+}
+
+/// Which way a method's requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The proxy calls the plugin.
+    ProxyToPlugin,
+    /// The plugin calls the proxy.
+    PluginToProxy,
+    /// Both: e.g. `add_upstream`, which upstream plugins call and the proxy calls on routers.
+    Both,
+}
+
+/// One row of the protocol table.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    /// The method name on the wire.
+    pub name: &'static str,
+    /// What part of the protocol it belongs to.
+    pub kind: Kind,
+    /// The plugin types that may declare it as a hook in their handshake (the proxy calls it
+    /// on them only if they do). Empty for lifecycle methods, which every type receives.
+    pub declared_by: &'static [PluginType],
+    /// The plugin types that call it on the proxy.
+    pub called_by: &'static [PluginType],
+    /// Whether a plugin may ask for bodies in it (`bodies` in the handshake).
+    pub bodies: bool,
+    /// One-line description.
+    pub doc: &'static str,
+    /// The JSON Schema of its params.
+    pub params_schema: fn(&mut SchemaGenerator) -> Schema,
+    /// The JSON Schema of its result.
+    pub result_schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Parses params into its Rust params type (for checks of examples and tests).
+    pub check_params: fn(&str) -> Result<(), serde_json::Error>,
+    /// Parses a result into its Rust result type (for checks of examples and tests).
+    pub check_result: fn(&str) -> Result<(), serde_json::Error>,
+}
+
+impl MethodInfo {
+    /// The plugin types the proxy calls it on: every type for lifecycle methods, else the types
+    /// that may declare it.
+    pub fn received_by(&self) -> &'static [PluginType] {
+        match self.kind {
+            Kind::Lifecycle => &PluginType::ALL,
+            _ => self.declared_by,
         }
+    }
+
+    /// Which way its requests go.
+    pub fn direction(&self) -> Direction {
+        match (self.received_by().is_empty(), self.called_by.is_empty()) {
+            (false, false) => Direction::Both,
+            (true, _) => Direction::PluginToProxy,
+            (false, true) => Direction::ProxyToPlugin,
+        }
+    }
+}
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+fn check<T: DeserializeOwned>(json: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<T>(json).map(drop)
+}
+
+/// Defines each method's type (implementing [`Method`]) and the [`METHODS`] table from one list.
+macro_rules! protocol {
+    ($(
+        $(#[doc = $doc:literal])*
+        $ty:ident $name:literal ($params:ty => $result:ty) {
+            kind: $kind:ident,
+            declared_by: [$($declared:ident),*],
+            called_by: [$($caller:ident),*],
+            bodies: $bodies:literal $(,)?
+        }
+    )+) => {
+        $(
+            $(#[doc = $doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $ty;
+            impl Method for $ty {
+                const NAME: &'static str = $name;
+                type Params = $params;
+                type Result = $result;
+            }
+        )+
+
+        /// The protocol table: every method, in the order the per-type hook lists give them.
+        pub const METHODS: &[MethodInfo] = &[$(
+            MethodInfo {
+                name: $name,
+                kind: Kind::$kind,
+                declared_by: &[$(PluginType::$declared),*],
+                called_by: &[$(PluginType::$caller),*],
+                bodies: $bodies,
+                doc: concat!($($doc),*),
+                params_schema: schema_of::<$params>,
+                result_schema: schema_of::<$result>,
+                check_params: check::<$params>,
+                check_result: check::<$result>,
+            },
+        )+];
     };
 }
 
-/// An empty params object or result (`{}`); also accepts `null`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Empty {}
-
-impl<'de> Deserialize<'de> for Empty {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Empty {})
-    }
-}
-
-/// The plugin types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PluginType {
-    /// Pushes upstreams and backends through the manager methods.
-    Upstream,
-    /// Changes requests and responses, or answers directly.
-    Modifier,
-    /// Picks the upstream for a request.
-    Router,
-    /// Picks the backend of an upstream.
-    Loadbalancer,
-    /// Receives metrics.
-    Metric,
-}
-
-impl PluginType {
-    /// The name used on the wire, in flags and in the environment.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginType::Upstream => "upstream",
-            PluginType::Modifier => "modifier",
-            PluginType::Router => "router",
-            PluginType::Loadbalancer => "loadbalancer",
-            PluginType::Metric => "metric",
-        }
-    }
-
-    /// Every plugin type.
-    pub const ALL: [PluginType; 5] = [
-        PluginType::Upstream,
-        PluginType::Modifier,
-        PluginType::Router,
-        PluginType::Loadbalancer,
-        PluginType::Metric,
-    ];
-}
-
-impl std::fmt::Display for PluginType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for PluginType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PluginType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown plugin type `{s}` (expected upstream, modifier, router, loadbalancer or metric)"))
-    }
-}
-
-// ---- plugin → proxy: handshake -------------------------------------------------------------
-
-/// Params of `handshake`, the first call a plugin makes on each connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HandshakeParams {
-    /// The value of `GATEKEEPER_TOKEN`.
-    pub token: String,
-    /// The protocol version the plugin speaks.
-    pub protocol_version: u32,
-    /// The hooks the plugin implements (e.g. `["modify_request"]`); others are never called.
-    #[serde(default)]
-    pub hooks: Vec<String>,
-    /// The declared hooks that want the body (`modify_request`: the request body;
-    /// `modify_response`, `modify_error_response`: the response body), up to the proxy's
-    /// `max_plugin_body`. Default: none (bodies stream past the plugin).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bodies: Vec<String>,
-}
-
-/// Result of `handshake`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HandshakeResult {
-    /// The protocol version the proxy speaks.
-    pub protocol_version: u32,
-    /// The plugin's configured name.
-    pub name: String,
-    /// The plugin's type.
-    #[serde(rename = "type")]
-    pub plugin_type: PluginType,
-}
-
-method!(
+protocol! {
     /// plugin → proxy: prove the token, agree on the version, declare the hooks.
-    Handshake, "handshake", HandshakeParams => HandshakeResult
-);
-
-// ---- proxy → plugin: lifecycle ---------------------------------------------------------------
-
-/// Params of `configure`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct ConfigureParams {
-    /// The plugin's config map: keys and values from the command line and the config file.
-    #[serde(default)]
-    pub config: Object,
-}
-
-method!(
+    Handshake "handshake" (HandshakeParams => HandshakeResult) {
+        kind: Handshake,
+        declared_by: [],
+        called_by: [Upstream, Modifier, Router, Loadbalancer, Metric],
+        bodies: false,
+    }
     /// proxy → plugin: the plugin's configuration, before `start` (and again after a restart).
-    Configure, "configure", ConfigureParams => Empty
-);
-method!(
+    Configure "configure" (ConfigureParams => Empty) {
+        kind: Lifecycle, declared_by: [], called_by: [], bodies: false,
+    }
     /// proxy → plugin: begin work (an upstream plugin pushes its upstreams now).
-    Start, "start", Empty => Empty
-);
-method!(
+    Start "start" (Empty => Empty) {
+        kind: Lifecycle, declared_by: [], called_by: [], bodies: false,
+    }
     /// proxy → plugin: liveness check, on an interval.
-    Heartbeat, "heartbeat", Empty => Empty
-);
-method!(
+    Heartbeat "heartbeat" (Empty => Empty) {
+        kind: Lifecycle, declared_by: [], called_by: [], bodies: false,
+    }
     /// proxy → plugin: stop work; the plugin should exit soon after answering.
-    Stop, "stop", Empty => Empty
-);
-
-// ---- plugin → proxy: the manager (upstream plugins) ----------------------------------------------
-//
-// The same four methods go the other way too: the proxy calls `add_upstream` and
-// `remove_upstream` on router plugins, and `add_backend` and `remove_backend` on loadbalancer
-// plugins, with the same params, to keep them in step with the registry.
-
-/// Params of `add_upstream`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AddUpstreamParams {
-    /// The upstream to add (or to replace, if one with this id exists).
-    pub upstream: Upstream,
-}
-
-/// Params of `remove_upstream`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RemoveUpstreamParams {
-    /// Id of the upstream to remove, with its backends.
-    pub id: String,
-}
-
-/// Params of `add_backend`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AddBackendParams {
-    /// The upstream the backend belongs to.
-    pub upstream_id: String,
-    /// The backend to add (or replace).
-    pub backend: Backend,
-}
-
-/// Params of `remove_backend`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RemoveBackendParams {
-    /// The upstream the backend belongs to.
-    pub upstream_id: String,
-    /// Id of the backend to remove.
-    pub backend_id: String,
-}
-
-method!(
-    /// plugin → proxy: add or replace an upstream.
-    AddUpstream, "add_upstream", AddUpstreamParams => Empty
-);
-method!(
-    /// plugin → proxy: remove an upstream and its backends.
-    RemoveUpstream, "remove_upstream", RemoveUpstreamParams => Empty
-);
-method!(
-    /// plugin → proxy: add or replace a backend of an upstream.
-    AddBackend, "add_backend", AddBackendParams => Empty
-);
-method!(
-    /// plugin → proxy: remove a backend.
-    RemoveBackend, "remove_backend", RemoveBackendParams => Empty
-);
-
-// ---- proxy → plugin: modifier hooks ------------------------------------------------------------
-
-/// Params of `modify_request`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModifyRequestParams {
-    /// The request as the previous modifier left it.
-    pub request: HttpRequest,
-}
-
-/// Result of `modify_request`: `{}` leaves the request as it is.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct ModifyRequestResult {
-    /// The changed request, replacing the one sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<HttpRequest>,
-    /// A response to send to the client instead of forwarding (e.g. a 401). Later modifiers
-    /// and the backend are skipped; `modify_response` hooks still run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<HttpResponse>,
-}
-
-/// Params of `modify_response`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModifyResponseParams {
-    /// The request as it was forwarded.
-    pub request: HttpRequest,
-    /// The response as the previous modifier left it (no body: bodies stream).
-    pub response: HttpResponse,
-}
-
-/// Result of `modify_response` and `modify_error_response`: `{}` leaves the response as it is.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct ModifyResponseResult {
-    /// The changed response, replacing the one sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<HttpResponse>,
-}
-
-/// Params of `modify_error_response`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModifyErrorResponseParams {
-    /// The request that failed.
-    pub request: HttpRequest,
-    /// The error response the proxy is about to send.
-    pub response: HttpResponse,
-    /// What went wrong.
-    pub error: ProxyError,
-}
-
-method!(
+    Stop "stop" (Empty => Empty) {
+        kind: Lifecycle, declared_by: [], called_by: [], bodies: false,
+    }
+    /// upstream plugin → proxy: add or replace an upstream; proxy → router plugin: an upstream
+    /// exists (keeps the router in step with the registry).
+    AddUpstream "add_upstream" (AddUpstreamParams => Empty) {
+        kind: Manager, declared_by: [Router], called_by: [Upstream], bodies: false,
+    }
+    /// upstream plugin → proxy: remove an upstream and its backends; proxy → router plugin: an
+    /// upstream is gone.
+    RemoveUpstream "remove_upstream" (RemoveUpstreamParams => Empty) {
+        kind: Manager, declared_by: [Router], called_by: [Upstream], bodies: false,
+    }
+    /// upstream plugin → proxy: add or replace a backend of an upstream; proxy → loadbalancer
+    /// plugin: a backend exists.
+    AddBackend "add_backend" (AddBackendParams => Empty) {
+        kind: Manager, declared_by: [Loadbalancer], called_by: [Upstream], bodies: false,
+    }
+    /// upstream plugin → proxy: remove a backend; proxy → loadbalancer plugin: a backend is gone.
+    RemoveBackend "remove_backend" (RemoveBackendParams => Empty) {
+        kind: Manager, declared_by: [Loadbalancer], called_by: [Upstream], bodies: false,
+    }
     /// proxy → plugin: change the request before it is forwarded, or answer it directly.
-    ModifyRequest, "modify_request", ModifyRequestParams => ModifyRequestResult
-);
-method!(
+    ModifyRequest "modify_request" (ModifyRequestParams => ModifyRequestResult) {
+        kind: Hook, declared_by: [Modifier], called_by: [], bodies: true,
+    }
     /// proxy → plugin: change the backend's response (status and headers) before the client gets it.
-    ModifyResponse, "modify_response", ModifyResponseParams => ModifyResponseResult
-);
-method!(
+    ModifyResponse "modify_response" (ModifyResponseParams => ModifyResponseResult) {
+        kind: Hook, declared_by: [Modifier], called_by: [], bodies: true,
+    }
     /// proxy → plugin: change an error response the proxy generated.
-    ModifyErrorResponse, "modify_error_response", ModifyErrorResponseParams => ModifyResponseResult
-);
-
-// ---- proxy → plugin: router hooks ------------------------------------------------------------
-
-/// Params of `route_request`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouteRequestParams {
-    /// The request; `upstream`, `prefix` and `prefixless_path` are not set yet.
-    pub request: HttpRequest,
-}
-
-/// Result of `route_request`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct RouteRequestResult {
-    /// Id of the upstream to use; `null` (or absent) means no route (404).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    /// The path the backend receives; absent means the path unchanged (no prefix stripped).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefixless_path: Option<String>,
-    /// A changed request (e.g. headers), replacing the one sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<HttpRequest>,
-}
-
-method!(
+    ModifyErrorResponse "modify_error_response" (ModifyErrorResponseParams => ModifyResponseResult) {
+        kind: Hook, declared_by: [Modifier], called_by: [], bodies: true,
+    }
     /// proxy → router plugin: pick the upstream for a request.
-    RouteRequest, "route_request", RouteRequestParams => RouteRequestResult
-);
-
-// ---- proxy → plugin: loadbalancer hooks ----------------------------------------------------------
-
-/// Params of `get_backend`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GetBackendParams {
-    /// The upstream a backend is wanted for.
-    pub upstream_id: String,
-    /// The request being forwarded (for sticky choices by header, cookie or client address).
-    pub request: HttpRequest,
-}
-
-/// Result of `get_backend`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct GetBackendResult {
-    /// Id of the chosen backend of that upstream; `null` means none available (503).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend_id: Option<String>,
-}
-
-method!(
-    /// proxy → loadbalancer plugin: pick the backend of an upstream for a request.
-    GetBackend, "get_backend", GetBackendParams => GetBackendResult
-);
-
-// ---- proxy → plugin: metrics (metric plugins; `upstream_metric` also loadbalancer and upstream) ----
-
-/// Params of `event_metric`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventMetricParams {
-    /// The batch, oldest first.
-    pub events: Vec<EventMetric>,
-}
-
-/// Params of `profiling_metric`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfilingMetricParams {
-    /// The batch, oldest first.
-    pub profiles: Vec<ProfilingMetric>,
-}
-
-/// Params of `plugin_metric`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PluginMetricParams {
-    /// The batch, oldest first.
-    pub metrics: Vec<PluginMetric>,
-}
-
-/// Params of `request_metric`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestMetricParams {
-    /// The batch, oldest first.
-    pub metrics: Vec<RequestMetric>,
-}
-
-/// Params of `upstream_metric`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UpstreamMetricParams {
-    /// The batch, oldest first.
-    pub metrics: Vec<UpstreamMetric>,
-}
-
-method!(
+    RouteRequest "route_request" (RouteRequestParams => RouteRequestResult) {
+        kind: Hook, declared_by: [Router], called_by: [], bodies: false,
+    }
     /// proxy → metric plugin: a batch of events.
-    EventMetricHook, "event_metric", EventMetricParams => Empty
-);
-method!(
+    EventMetricHook "event_metric" (EventMetricParams => Empty) {
+        kind: Hook, declared_by: [Metric], called_by: [], bodies: false,
+    }
     /// proxy → metric plugin: a batch of timings of internal operations.
-    ProfilingMetricHook, "profiling_metric", ProfilingMetricParams => Empty
-);
-method!(
+    ProfilingMetricHook "profiling_metric" (ProfilingMetricParams => Empty) {
+        kind: Hook, declared_by: [Metric], called_by: [], bodies: false,
+    }
     /// proxy → metric plugin: a batch of plugin calls.
-    PluginMetricHook, "plugin_metric", PluginMetricParams => Empty
-);
-method!(
+    PluginMetricHook "plugin_metric" (PluginMetricParams => Empty) {
+        kind: Hook, declared_by: [Metric], called_by: [], bodies: false,
+    }
     /// proxy → metric plugin: a batch of finished requests.
-    RequestMetricHook, "request_metric", RequestMetricParams => Empty
-);
-method!(
+    RequestMetricHook "request_metric" (RequestMetricParams => Empty) {
+        kind: Hook, declared_by: [Metric], called_by: [], bodies: false,
+    }
     /// proxy → metric, loadbalancer or upstream plugin: a batch of backend outcomes.
-    UpstreamMetricHook, "upstream_metric", UpstreamMetricParams => Empty
+    UpstreamMetricHook "upstream_metric" (UpstreamMetricParams => Empty) {
+        kind: Hook, declared_by: [Upstream, Loadbalancer, Metric], called_by: [], bodies: false,
+    }
+    /// proxy → loadbalancer plugin: pick the backend of an upstream for a request.
+    GetBackend "get_backend" (GetBackendParams => GetBackendResult) {
+        kind: Hook, declared_by: [Loadbalancer], called_by: [], bodies: false,
+    }
+}
+
+/// The row of the table for a method name.
+pub fn method_info(name: &str) -> Option<&'static MethodInfo> {
+    METHODS.iter().find(|m| m.name == name)
+}
+
+// ---- lists derived from the table, at compile time ---------------------------------------------
+
+/// Which rows of the table a derived list keeps.
+#[derive(Clone, Copy)]
+enum Select {
+    HooksOf(PluginType),
+    BodyHooksOf(PluginType),
+    Manager,
+}
+
+const fn contains(types: &[PluginType], wanted: PluginType) -> bool {
+    let mut i = 0;
+    while i < types.len() {
+        if types[i] as u8 == wanted as u8 {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn selected(method: &MethodInfo, select: Select) -> bool {
+    match select {
+        Select::HooksOf(t) => contains(method.declared_by, t),
+        Select::BodyHooksOf(t) => method.bodies && contains(method.declared_by, t),
+        Select::Manager => matches!(method.kind, Kind::Manager),
+    }
+}
+
+const fn count(select: Select) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < METHODS.len() {
+        if selected(&METHODS[i], select) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn names<const N: usize>(select: Select) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut n) = (0, 0);
+    while i < METHODS.len() {
+        if selected(&METHODS[i], select) {
+            out[n] = METHODS[i].name;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+macro_rules! derived {
+    ($(#[$doc:meta])* $name:ident = $select:expr) => {
+        $(#[$doc])*
+        pub const $name: &[&str] = &names::<{ count($select) }>($select);
+    };
+}
+
+derived!(
+    /// The hooks an upstream plugin may declare.
+    UPSTREAM_HOOKS = Select::HooksOf(PluginType::Upstream)
+);
+derived!(
+    /// The hooks a modifier may declare, in the order the proxy's request path reaches them.
+    MODIFIER_HOOKS = Select::HooksOf(PluginType::Modifier)
+);
+derived!(
+    /// The hooks a router may declare.
+    ROUTER_HOOKS = Select::HooksOf(PluginType::Router)
+);
+derived!(
+    /// The hooks a loadbalancer may declare.
+    LOADBALANCER_HOOKS = Select::HooksOf(PluginType::Loadbalancer)
+);
+derived!(
+    /// The hooks a metric plugin may declare.
+    METRIC_HOOKS = Select::HooksOf(PluginType::Metric)
+);
+derived!(
+    /// The hooks a modifier may want the body of.
+    MODIFIER_BODY_HOOKS = Select::BodyHooksOf(PluginType::Modifier)
+);
+derived!(
+    /// The manager methods: what upstream plugins call on the proxy to change its registry.
+    MANAGER_METHODS = Select::Manager
 );
 
 /// The hooks each plugin type may declare in its handshake.
 pub fn hooks_of(plugin_type: PluginType) -> &'static [&'static str] {
     match plugin_type {
-        PluginType::Upstream => &[UpstreamMetricHook::NAME],
-        PluginType::Modifier => &[
-            ModifyRequest::NAME,
-            ModifyResponse::NAME,
-            ModifyErrorResponse::NAME,
-        ],
-        PluginType::Router => &[AddUpstream::NAME, RemoveUpstream::NAME, RouteRequest::NAME],
-        PluginType::Loadbalancer => &[
-            AddBackend::NAME,
-            RemoveBackend::NAME,
-            UpstreamMetricHook::NAME,
-            GetBackend::NAME,
-        ],
-        PluginType::Metric => &[
-            EventMetricHook::NAME,
-            ProfilingMetricHook::NAME,
-            PluginMetricHook::NAME,
-            RequestMetricHook::NAME,
-            UpstreamMetricHook::NAME,
-        ],
+        PluginType::Upstream => UPSTREAM_HOOKS,
+        PluginType::Modifier => MODIFIER_HOOKS,
+        PluginType::Router => ROUTER_HOOKS,
+        PluginType::Loadbalancer => LOADBALANCER_HOOKS,
+        PluginType::Metric => METRIC_HOOKS,
     }
 }
 
@@ -416,11 +342,49 @@ pub fn hooks_of(plugin_type: PluginType) -> &'static [&'static str] {
 /// the modifier hooks; no other type gets bodies.
 pub fn body_hooks_of(plugin_type: PluginType) -> &'static [&'static str] {
     match plugin_type {
-        PluginType::Modifier => &[
-            ModifyRequest::NAME,
-            ModifyResponse::NAME,
-            ModifyErrorResponse::NAME,
-        ],
+        PluginType::Modifier => MODIFIER_BODY_HOOKS,
         _ => &[],
+    }
+}
+
+/// Whether `method` is one of the [`MANAGER_METHODS`].
+pub fn is_manager_method(method: &str) -> bool {
+    MANAGER_METHODS.contains(&method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_lists_keep_the_order_of_the_protocol() {
+        assert_eq!(
+            hooks_of(PluginType::Loadbalancer),
+            ["add_backend", "remove_backend", "upstream_metric", "get_backend"]
+        );
+        assert_eq!(
+            hooks_of(PluginType::Router),
+            ["add_upstream", "remove_upstream", "route_request"]
+        );
+        assert_eq!(hooks_of(PluginType::Upstream), ["upstream_metric"]);
+        assert_eq!(
+            MANAGER_METHODS,
+            ["add_upstream", "remove_upstream", "add_backend", "remove_backend"]
+        );
+        assert_eq!(body_hooks_of(PluginType::Modifier), MODIFIER_HOOKS);
+        assert!(body_hooks_of(PluginType::Router).is_empty());
+    }
+
+    #[test]
+    fn names_are_unique_and_directions_follow_the_callers() {
+        for (i, m) in METHODS.iter().enumerate() {
+            assert!(METHODS[..i].iter().all(|o| o.name != m.name), "{}", m.name);
+        }
+        let direction = |name| method_info(name).map(MethodInfo::direction);
+        assert_eq!(direction("add_upstream"), Some(Direction::Both));
+        assert_eq!(direction("handshake"), Some(Direction::PluginToProxy));
+        assert_eq!(direction("stop"), Some(Direction::ProxyToPlugin));
+        assert_eq!(direction("get_backend"), Some(Direction::ProxyToPlugin));
+        assert_eq!(method_info("stop").map(|m| m.received_by().len()), Some(5));
     }
 }

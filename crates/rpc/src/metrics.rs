@@ -3,6 +3,7 @@
 //!
 //! Times are Unix time in milliseconds (`time_ms`); durations are microseconds (`*_us`).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::types::Object;
@@ -54,7 +55,7 @@ pub mod events {
 }
 
 /// Something that happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventMetric {
     /// When, Unix milliseconds.
     pub time_ms: u64,
@@ -66,7 +67,7 @@ pub struct EventMetric {
 }
 
 /// How long an internal operation took (plugin start, registry update, shutdown).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProfilingMetric {
     /// When it ended, Unix milliseconds.
     pub time_ms: u64,
@@ -80,7 +81,7 @@ pub struct ProfilingMetric {
 }
 
 /// One call gatekeeper made to a plugin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PluginMetric {
     /// When the call ended, Unix milliseconds.
     pub time_ms: u64,
@@ -96,7 +97,7 @@ pub struct PluginMetric {
 }
 
 /// Time spent in one modifier hook during a request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ModifierPhase {
     /// The plugin's name.
     pub plugin: String,
@@ -107,7 +108,7 @@ pub struct ModifierPhase {
 }
 
 /// Where a request's time went.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Phases {
     /// Routing (built-in or router plugin).
     pub router_us: u64,
@@ -125,7 +126,7 @@ pub struct Phases {
 }
 
 /// One request, recorded when its response body has been sent (or the client went away).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RequestMetric {
     /// When the request arrived, Unix milliseconds.
     pub time_ms: u64,
@@ -166,7 +167,7 @@ pub struct RequestMetric {
 }
 
 /// The outcome of one request to a backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UpstreamMetric {
     /// When the backend answered (or failed), Unix milliseconds.
     pub time_ms: u64,

@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -23,7 +24,7 @@ pub fn decode_body(encoded: &str) -> Result<Vec<u8>, BodyDecodeError> {
 pub type Object = Map<String, Value>;
 
 /// A service that requests are routed to; it has backends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Upstream {
     /// Unique id, chosen by the upstream plugin that adds it.
     pub id: String,
@@ -79,7 +80,7 @@ pub struct Upstream {
 /// Passive health settings of an upstream: a backend whose requests fail (cannot connect, time
 /// out, connection broken) `failures` times in a row is skipped by the built-in balancers for
 /// `cooldown_ms`, then tried again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct PassiveHealth {
     /// Failures in a row that eject a backend; 0 disables passive health. `None`: the proxy's
     /// `passive_health_failures` (default 3).
@@ -93,7 +94,7 @@ pub struct PassiveHealth {
 
 /// Active health checks of an upstream's backends: an HTTP/1.1 `GET` of `path` on each backend
 /// every `interval_ms`. Every field is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HealthCheck {
     /// Path (with optional query) to request, appended to the backend's base path. `None`:
     /// `/health`.
@@ -118,7 +119,7 @@ pub struct HealthCheck {
 }
 
 /// One instance of an upstream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Backend {
     /// Unique id within its upstream.
     pub id: String,
@@ -152,7 +153,7 @@ pub fn set_header(headers: &mut Headers, name: &str, value: impl Into<String>) {
 }
 
 /// A client's request as plugins see it.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HttpRequest {
     /// Name of the listener it arrived on (e.g. `http-public`).
     #[serde(default)]
@@ -194,7 +195,7 @@ pub struct HttpRequest {
 }
 
 /// An HTTP response: from a backend, from the proxy (errors), or from a plugin answering directly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
@@ -259,7 +260,7 @@ impl HttpResponse {
 }
 
 /// What went wrong, for `modify_error_response`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProxyError {
     /// One of `no_route`, `no_backend`, `backend_unreachable`, `timeout`, `plugin_failed`,
     /// `bad_request`, `internal`, `body_too_large`.

@@ -1,0 +1,305 @@
+//! The params and results of every method of the protocol, and the plugin types.
+//!
+//! Which method takes which of these types is the protocol table's business
+//! ([`crate::methods::METHODS`]); this module only defines their shapes. Doc comments become the
+//! descriptions in the generated JSON Schema (`plugin-sdk/protocol.json`).
+
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
+use crate::types::{Backend, HttpRequest, HttpResponse, Object, ProxyError, Upstream};
+
+/// An empty params object or result (`{}`); also accepts `null`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Empty {}
+
+impl<'de> Deserialize<'de> for Empty {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Empty {})
+    }
+}
+
+impl JsonSchema for Empty {
+    fn schema_name() -> Cow<'static, str> {
+        "Empty".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An empty object (`{}`); members are ignored, and `null` is accepted too.",
+            "type": ["object", "null"]
+        })
+    }
+}
+
+/// The plugin types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginType {
+    /// Pushes upstreams and backends through the manager methods.
+    Upstream,
+    /// Changes requests and responses, or answers directly.
+    Modifier,
+    /// Picks the upstream for a request.
+    Router,
+    /// Picks the backend of an upstream.
+    Loadbalancer,
+    /// Receives metrics.
+    Metric,
+}
+
+impl PluginType {
+    /// The name used on the wire, in flags and in the environment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginType::Upstream => "upstream",
+            PluginType::Modifier => "modifier",
+            PluginType::Router => "router",
+            PluginType::Loadbalancer => "loadbalancer",
+            PluginType::Metric => "metric",
+        }
+    }
+
+    /// Every plugin type.
+    pub const ALL: [PluginType; 5] = [
+        PluginType::Upstream,
+        PluginType::Modifier,
+        PluginType::Router,
+        PluginType::Loadbalancer,
+        PluginType::Metric,
+    ];
+}
+
+impl std::fmt::Display for PluginType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PluginType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PluginType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown plugin type `{s}` (expected upstream, modifier, router, loadbalancer or metric)"))
+    }
+}
+
+// ---- plugin → proxy: handshake -------------------------------------------------------------
+
+/// Params of `handshake`, the first call a plugin makes on each connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HandshakeParams {
+    /// The value of `GATEKEEPER_TOKEN`.
+    pub token: String,
+    /// The protocol version the plugin speaks.
+    pub protocol_version: u32,
+    /// The hooks the plugin implements (e.g. `["modify_request"]`); others are never called.
+    #[serde(default)]
+    pub hooks: Vec<String>,
+    /// The declared hooks that want the body (`modify_request`: the request body;
+    /// `modify_response`, `modify_error_response`: the response body), up to the proxy's
+    /// `max_plugin_body`. Default: none (bodies stream past the plugin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bodies: Vec<String>,
+}
+
+/// Result of `handshake`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HandshakeResult {
+    /// The protocol version the proxy speaks.
+    pub protocol_version: u32,
+    /// The plugin's configured name.
+    pub name: String,
+    /// The plugin's type.
+    #[serde(rename = "type")]
+    pub plugin_type: PluginType,
+}
+
+
+// ---- proxy → plugin: lifecycle ---------------------------------------------------------------
+
+/// Params of `configure`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigureParams {
+    /// The plugin's config map: keys and values from the command line and the config file.
+    #[serde(default)]
+    pub config: Object,
+}
+
+
+// ---- plugin → proxy: the manager (upstream plugins) ----------------------------------------------
+//
+// The same four methods go the other way too: the proxy calls `add_upstream` and
+// `remove_upstream` on router plugins, and `add_backend` and `remove_backend` on loadbalancer
+// plugins, with the same params, to keep them in step with the registry.
+
+/// Params of `add_upstream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AddUpstreamParams {
+    /// The upstream to add (or to replace, if one with this id exists).
+    pub upstream: Upstream,
+}
+
+/// Params of `remove_upstream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RemoveUpstreamParams {
+    /// Id of the upstream to remove, with its backends.
+    pub id: String,
+}
+
+/// Params of `add_backend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AddBackendParams {
+    /// The upstream the backend belongs to.
+    pub upstream_id: String,
+    /// The backend to add (or replace).
+    pub backend: Backend,
+}
+
+/// Params of `remove_backend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RemoveBackendParams {
+    /// The upstream the backend belongs to.
+    pub upstream_id: String,
+    /// Id of the backend to remove.
+    pub backend_id: String,
+}
+
+
+// ---- proxy → plugin: modifier hooks ------------------------------------------------------------
+
+/// Params of `modify_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModifyRequestParams {
+    /// The request as the previous modifier left it.
+    pub request: HttpRequest,
+}
+
+/// Result of `modify_request`: `{}` leaves the request as it is.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ModifyRequestResult {
+    /// The changed request, replacing the one sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HttpRequest>,
+    /// A response to send to the client instead of forwarding (e.g. a 401). Later modifiers
+    /// and the backend are skipped; `modify_response` hooks still run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HttpResponse>,
+}
+
+/// Params of `modify_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModifyResponseParams {
+    /// The request as it was forwarded.
+    pub request: HttpRequest,
+    /// The response as the previous modifier left it (no body: bodies stream).
+    pub response: HttpResponse,
+}
+
+/// Result of `modify_response` and `modify_error_response`: `{}` leaves the response as it is.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ModifyResponseResult {
+    /// The changed response, replacing the one sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HttpResponse>,
+}
+
+/// Params of `modify_error_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModifyErrorResponseParams {
+    /// The request that failed.
+    pub request: HttpRequest,
+    /// The error response the proxy is about to send.
+    pub response: HttpResponse,
+    /// What went wrong.
+    pub error: ProxyError,
+}
+
+
+// ---- proxy → plugin: router hooks ------------------------------------------------------------
+
+/// Params of `route_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RouteRequestParams {
+    /// The request; `upstream`, `prefix` and `prefixless_path` are not set yet.
+    pub request: HttpRequest,
+}
+
+/// Result of `route_request`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RouteRequestResult {
+    /// Id of the upstream to use; `null` (or absent) means no route (404).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The path the backend receives; absent means the path unchanged (no prefix stripped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefixless_path: Option<String>,
+    /// A changed request (e.g. headers), replacing the one sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HttpRequest>,
+}
+
+
+// ---- proxy → plugin: loadbalancer hooks ----------------------------------------------------------
+
+/// Params of `get_backend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetBackendParams {
+    /// The upstream a backend is wanted for.
+    pub upstream_id: String,
+    /// The request being forwarded (for sticky choices by header, cookie or client address).
+    pub request: HttpRequest,
+}
+
+/// Result of `get_backend`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct GetBackendResult {
+    /// Id of the chosen backend of that upstream; `null` means none available (503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_id: Option<String>,
+}
+
+
+// ---- proxy → plugin: metrics (metric plugins; `upstream_metric` also loadbalancer and upstream) ----
+
+/// Params of `event_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EventMetricParams {
+    /// The batch, oldest first.
+    pub events: Vec<EventMetric>,
+}
+
+/// Params of `profiling_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProfilingMetricParams {
+    /// The batch, oldest first.
+    pub profiles: Vec<ProfilingMetric>,
+}
+
+/// Params of `plugin_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PluginMetricParams {
+    /// The batch, oldest first.
+    pub metrics: Vec<PluginMetric>,
+}
+
+/// Params of `request_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestMetricParams {
+    /// The batch, oldest first.
+    pub metrics: Vec<RequestMetric>,
+}
+
+/// Params of `upstream_metric`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UpstreamMetricParams {
+    /// The batch, oldest first.
+    pub metrics: Vec<UpstreamMetric>,
+}
+
+
