@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use gatekeeper_rpc::dispatch::{method_not_found, Dispatcher};
+pub use gatekeeper_rpc::methods::{is_manager_method, MANAGER_METHODS};
 use gatekeeper_rpc::methods::{
     AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, Empty, RemoveBackend,
     RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
 };
-pub use gatekeeper_rpc::methods::{is_manager_method, MANAGER_METHODS};
 use gatekeeper_rpc::{ErrorObject, Reply};
 use serde_json::value::RawValue;
 
@@ -80,9 +80,9 @@ impl ManagerService {
 mod tests {
     use std::sync::Mutex;
 
+    use gatekeeper_rpc::codes;
     use gatekeeper_rpc::error::error_object;
     use gatekeeper_rpc::message::to_raw;
-    use gatekeeper_rpc::codes;
 
     use super::*;
 
@@ -125,24 +125,18 @@ mod tests {
         assert_eq!(recorder.0.lock().unwrap().as_slice(), ["up add a"]);
 
         let params = to_raw(&serde_json::json!({"upstream": {"id": "taken"}})).unwrap();
-        let error = service
-            .call("add_upstream", Some(&params))
-            .unwrap_err();
+        let error = service.call("add_upstream", Some(&params)).unwrap_err();
         assert_eq!(error.code(), codes::CONFLICT);
         assert_eq!(error.message(), "upstream `taken` exists");
 
         let params = to_raw(&serde_json::json!({"upstream_id": "x", "backend_id": "y"})).unwrap();
-        let error = service
-            .call("remove_backend", Some(&params))
-            .unwrap_err();
+        let error = service.call("remove_backend", Some(&params)).unwrap_err();
         assert_eq!(error.code(), codes::UNKNOWN_UPSTREAM);
 
         let error = service.call("add_backend", None).unwrap_err();
         assert_eq!(error.code(), codes::INVALID_PARAMS);
         let garbage = to_raw(&serde_json::json!([1, 2])).unwrap();
-        let error = service
-            .call("add_upstream", Some(&garbage))
-            .unwrap_err();
+        let error = service.call("add_upstream", Some(&garbage)).unwrap_err();
         assert_eq!(error.code(), codes::INVALID_PARAMS);
     }
 

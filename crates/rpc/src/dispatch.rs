@@ -154,18 +154,24 @@ mod tests {
         let reply = sync_dispatch("add_upstream", Some(&params)).unwrap();
         assert_eq!(reply.unwrap().get(), "{}");
         let params = to_raw(&serde_json::json!({"upstream": {"id": "taken"}})).unwrap();
-        let error = sync_dispatch("add_upstream", Some(&params)).unwrap().unwrap_err();
+        let error = sync_dispatch("add_upstream", Some(&params))
+            .unwrap()
+            .unwrap_err();
         assert_eq!((error.code(), error.message()), (codes::CONFLICT, "taken"));
         let error = sync_dispatch("remove_upstream", None).unwrap().unwrap_err();
         assert_eq!(error.code(), codes::INVALID_PARAMS);
-        assert!(error.message().starts_with("invalid params for `remove_upstream`: "));
+        assert!(error
+            .message()
+            .starts_with("invalid params for `remove_upstream`: "));
         assert!(sync_dispatch("get_backend", None).is_none());
     }
 
     #[tokio::test]
     async fn async_handlers_answer_through_a_future() {
-        let params = to_raw(&serde_json::json!({"upstream_id": "u", "request": {"method": "GET", "path": "/"}}))
-            .unwrap();
+        let params = to_raw(
+            &serde_json::json!({"upstream_id": "u", "request": {"method": "GET", "path": "/"}}),
+        )
+        .unwrap();
         let answer = Dispatcher::<BoxFuture<'_, Reply>>::new("get_backend", Some(&params))
             .on_async::<GetBackend, ErrorObject, _>(|p| async move {
                 Ok(GetBackendResult {

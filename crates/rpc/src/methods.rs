@@ -360,7 +360,12 @@ mod tests {
     fn derived_lists_keep_the_order_of_the_protocol() {
         assert_eq!(
             hooks_of(PluginType::Loadbalancer),
-            ["add_backend", "remove_backend", "upstream_metric", "get_backend"]
+            [
+                "add_backend",
+                "remove_backend",
+                "upstream_metric",
+                "get_backend"
+            ]
         );
         assert_eq!(
             hooks_of(PluginType::Router),
@@ -369,7 +374,12 @@ mod tests {
         assert_eq!(hooks_of(PluginType::Upstream), ["upstream_metric"]);
         assert_eq!(
             MANAGER_METHODS,
-            ["add_upstream", "remove_upstream", "add_backend", "remove_backend"]
+            [
+                "add_upstream",
+                "remove_upstream",
+                "add_backend",
+                "remove_backend"
+            ]
         );
         assert_eq!(body_hooks_of(PluginType::Modifier), MODIFIER_HOOKS);
         assert!(body_hooks_of(PluginType::Router).is_empty());

@@ -120,7 +120,6 @@ pub struct HandshakeResult {
     pub plugin_type: PluginType,
 }
 
-
 // ---- proxy → plugin: lifecycle ---------------------------------------------------------------
 
 /// Params of `configure`.
@@ -130,7 +129,6 @@ pub struct ConfigureParams {
     #[serde(default)]
     pub config: Object,
 }
-
 
 // ---- plugin → proxy: the manager (upstream plugins) ----------------------------------------------
 //
@@ -169,7 +167,6 @@ pub struct RemoveBackendParams {
     /// Id of the backend to remove.
     pub backend_id: String,
 }
-
 
 // ---- proxy → plugin: modifier hooks ------------------------------------------------------------
 
@@ -220,7 +217,6 @@ pub struct ModifyErrorResponseParams {
     pub error: ProxyError,
 }
 
-
 // ---- proxy → plugin: router hooks ------------------------------------------------------------
 
 /// Params of `route_request`.
@@ -244,7 +240,6 @@ pub struct RouteRequestResult {
     pub request: Option<HttpRequest>,
 }
 
-
 // ---- proxy → plugin: loadbalancer hooks ----------------------------------------------------------
 
 /// Params of `get_backend`.
@@ -263,7 +258,6 @@ pub struct GetBackendResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_id: Option<String>,
 }
-
 
 // ---- proxy → plugin: metrics (metric plugins; `upstream_metric` also loadbalancer and upstream) ----
 
@@ -301,5 +295,3 @@ pub struct UpstreamMetricParams {
     /// The batch, oldest first.
     pub metrics: Vec<UpstreamMetric>,
 }
-
-

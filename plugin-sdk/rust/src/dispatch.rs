@@ -2,13 +2,16 @@
 //!
 //! Each plugin type has an adapter ([`AsUpstream`], [`AsModifier`], [`AsRouter`],
 //! [`AsLoadBalancer`], [`AsMetric`]) implementing [`Dispatch`]: its type, its declared hooks and a
-//! table from hook names to trait methods. [`handle`] does everything the types share: refusing
-//! hooks that were not declared, and the lifecycle methods. The serve functions differ only in the
-//! adapter they wrap the plugin in.
+//! table from hook methods to trait methods, answered through the protocol's typed
+//! [`Dispatcher`] (params parsed once into the method's params type, the trait method's typed
+//! result encoded once). [`handle`] does everything the types share: refusing hooks that were
+//! not declared, and the lifecycle methods. The serve functions differ only in the adapter they
+//! wrap the plugin in.
 
 use std::future::Future;
 
 use futures::future::BoxFuture;
+use gatekeeper_rpc::dispatch::{method_not_found, Dispatcher};
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::methods::{
     hooks_of, AddBackend, AddUpstream, Configure, Empty, EventMetricHook, GetBackend, Heartbeat,
@@ -17,7 +20,6 @@ use gatekeeper_rpc::methods::{
     Stop, UpstreamMetricHook,
 };
 use gatekeeper_rpc::{codes, IncomingRequest, Reply};
-use serde::Serialize;
 
 use crate::error::HookError;
 use crate::loadbalancer::LoadBalancerPlugin;
@@ -68,72 +70,45 @@ pub(crate) async fn handle<D: Dispatch>(dispatch: &D, request: &IncomingRequest)
         return reply.await;
     }
     let plugin = dispatch.plugin();
-    match method {
-        Configure::NAME => {
-            answer_empty::<Configure, _, _>(request, |p| plugin.configure(p.config)).await
-        }
-        Start::NAME => answer_empty::<Start, _, _>(request, |_| dispatch.start(request)).await,
-        Heartbeat::NAME => answer_empty::<Heartbeat, _, _>(request, |_| plugin.heartbeat()).await,
-        Stop::NAME => answer_empty::<Stop, _, _>(request, |_| plugin.stop()).await,
-        other => Err(error_object(
-            codes::METHOD_NOT_FOUND,
-            format!("method not found: {other}"),
-        )),
+    let lifecycle = Dispatcher::for_request(request)
+        .on_async::<Configure, _, _>(|p| answer_empty::<Configure>(plugin.configure(p.config)))
+        .on_async::<Start, _, _>(|_| answer_empty::<Start>(dispatch.start(request)))
+        .on_async::<Heartbeat, _, _>(|_| answer_empty::<Heartbeat>(plugin.heartbeat()))
+        .on_async::<Stop, _, _>(|_| answer_empty::<Stop>(plugin.stop()))
+        .finish();
+    match lifecycle {
+        Some(reply) => reply.await,
+        None => Err(method_not_found(method)),
     }
 }
 
-/// Answers one call of method `M`: parses its params, runs `hook`, encodes the outcome.
-async fn answer<M, F, Fut>(request: &IncomingRequest, hook: F) -> Reply
-where
-    M: Method,
-    F: FnOnce(M::Params) -> Fut,
-    Fut: Future<Output = Result<M::Result, HookError>>,
-{
-    let params = request.parse_params::<M::Params>()?;
-    encode(M::NAME, hook(params).await)
-}
-
-/// Answers a call of method `M` whose result is `{}` and whose hook returns `()`.
-async fn answer_empty<M, F, Fut>(request: &IncomingRequest, hook: F) -> Reply
-where
-    M: Method<Result = Empty>,
-    F: FnOnce(M::Params) -> Fut,
-    Fut: Future<Output = Result<(), HookError>>,
-{
-    answer::<M, _, _>(request, |params| async move {
-        hook(params).await.map(|()| Empty {})
-    })
-    .await
-}
-
-fn encode<T: Serialize>(method: &str, outcome: Result<T, HookError>) -> Reply {
-    match outcome {
-        Ok(result) => serde_json::value::to_raw_value(&result).map_err(|e| {
-            error_object(
-                codes::INTERNAL_ERROR,
-                format!("could not encode the result of `{method}`: {e}"),
-            )
-        }),
-        Err(error) => {
-            tracing::warn!(method, %error, "answering with an error");
-            Err(error.into())
-        }
+/// Runs the trait method answering a call of `M`, logging its error (sent to the proxy as the
+/// error answer).
+async fn answer<M: Method>(
+    hook: impl Future<Output = Result<M::Result, HookError>>,
+) -> Result<M::Result, HookError> {
+    let outcome = hook.await;
+    if let Err(error) = &outcome {
+        tracing::warn!(method = M::NAME, %error, "answering with an error");
     }
+    outcome
+}
+
+/// [`answer`] for a method whose result is `{}` and whose trait method returns `()`.
+async fn answer_empty<M: Method<Result = Empty>>(
+    hook: impl Future<Output = Result<(), HookError>>,
+) -> Result<Empty, HookError> {
+    answer::<M>(async move { hook.await.map(|()| Empty {}) }).await
 }
 
 /// A hook table: `hooks!(request, { Method => answer(|params| ...), ... })` answers `request`
-/// with the entry whose method name it carries, or is `None`. `answer` entries return the
-/// method's result, `answer_empty` entries return `()`.
+/// with the entry of the method it calls, or is `None`. `answer` entries return the method's
+/// result, `answer_empty` entries return `()`.
 macro_rules! hooks {
     ($request:expr, { $($method:ident => $answer:ident($hook:expr)),+ $(,)? }) => {
-        match $request.method.as_str() {
-            $($method::NAME => {
-                let reply: BoxFuture<'_, Reply> =
-                    Box::pin($answer::<$method, _, _>($request, $hook));
-                Some(reply)
-            })+
-            _ => None,
-        }
+        Dispatcher::for_request($request)
+            $(.on_async::<$method, _, _>(|params| $answer::<$method>(($hook)(params))))+
+            .finish()
     };
 }
 

@@ -4,20 +4,14 @@
 use std::future::Future;
 
 use gatekeeper_rpc::methods::{
-    AddBackend, AddBackendParams, GetBackend, GetBackendParams, GetBackendResult, Method,
-    RemoveBackend, RemoveBackendParams, UpstreamMetricHook, UpstreamMetricParams,
+    AddBackendParams, GetBackendParams, GetBackendResult, RemoveBackendParams, UpstreamMetricParams,
 };
 
 use crate::error::HookError;
 use crate::plugin::Plugin;
 
-/// Every hook a load balancer can implement.
-pub const LOADBALANCER_HOOKS: &[&str] = &[
-    AddBackend::NAME,
-    RemoveBackend::NAME,
-    UpstreamMetricHook::NAME,
-    GetBackend::NAME,
-];
+/// Every hook a loadbalancer can implement (from the protocol table).
+pub use gatekeeper_rpc::methods::LOADBALANCER_HOOKS;
 
 /// A plugin that picks the backend of an upstream for each request.
 ///

@@ -3,22 +3,15 @@
 use std::future::Future;
 
 use gatekeeper_rpc::methods::{
-    EventMetricHook, EventMetricParams, Method, PluginMetricHook, PluginMetricParams,
-    ProfilingMetricHook, ProfilingMetricParams, RequestMetricHook, RequestMetricParams,
-    UpstreamMetricHook, UpstreamMetricParams,
+    EventMetricParams, PluginMetricParams, ProfilingMetricParams, RequestMetricParams,
+    UpstreamMetricParams,
 };
 
 use crate::error::HookError;
 use crate::plugin::Plugin;
 
-/// Every hook a metric plugin can implement.
-pub const METRIC_HOOKS: &[&str] = &[
-    EventMetricHook::NAME,
-    ProfilingMetricHook::NAME,
-    PluginMetricHook::NAME,
-    RequestMetricHook::NAME,
-    UpstreamMetricHook::NAME,
-];
+/// Every hook a metric plugin can implement (from the protocol table).
+pub use gatekeeper_rpc::methods::METRIC_HOOKS;
 
 /// A plugin that receives metrics: events, timings of internal operations, plugin calls,
 /// finished requests and backend outcomes.

@@ -10,9 +10,8 @@
 use std::future::Future;
 
 use gatekeeper_rpc::methods::{
-    Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
-    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
-    UpstreamMetricParams,
+    ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
+    ModifyResponseResult, UpstreamMetricParams,
 };
 use gatekeeper_rpc::types::Object;
 
@@ -102,12 +101,8 @@ pub trait UpstreamPlugin: Plugin {
     }
 }
 
-/// Every hook a modifier can implement, in the order the proxy's request path reaches them.
-pub const MODIFIER_HOOKS: &[&str] = &[
-    ModifyRequest::NAME,
-    ModifyResponse::NAME,
-    ModifyErrorResponse::NAME,
-];
+/// Every hook a modifier can implement (from the protocol table).
+pub use gatekeeper_rpc::methods::MODIFIER_HOOKS;
 
 /// A plugin that changes requests and responses, or answers requests itself.
 ///

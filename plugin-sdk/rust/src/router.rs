@@ -4,15 +4,14 @@
 use std::future::Future;
 
 use gatekeeper_rpc::methods::{
-    AddUpstream, AddUpstreamParams, Method, RemoveUpstream, RemoveUpstreamParams, RouteRequest,
-    RouteRequestParams, RouteRequestResult,
+    AddUpstreamParams, RemoveUpstreamParams, RouteRequestParams, RouteRequestResult,
 };
 
 use crate::error::HookError;
 use crate::plugin::Plugin;
 
-/// Every hook a router can implement.
-pub const ROUTER_HOOKS: &[&str] = &[AddUpstream::NAME, RemoveUpstream::NAME, RouteRequest::NAME];
+/// Every hook a router can implement (from the protocol table).
+pub use gatekeeper_rpc::methods::ROUTER_HOOKS;
 
 /// A plugin that picks the upstream for each request.
 ///
