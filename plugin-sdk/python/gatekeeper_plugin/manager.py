@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from . import protocol
+from .errors import RpcError
 from .models import Backend, JsonObject, Upstream
 
 DEFAULT_MANAGER_TIMEOUT: Final = 10.0
@@ -41,24 +43,33 @@ class Manager:
         self._call = call
         self.timeout = timeout
 
+    async def _send(self, method: str, params: JsonObject, timeout: float) -> None:
+        """Checks ``params`` against the method's schema (``protocol.json``): a mistake is
+        raised here as ``-32602``, as the proxy would answer it; then calls the proxy."""
+        try:
+            protocol.check_params(method, params)
+        except protocol.SchemaError as exc:
+            raise RpcError.invalid_params(str(exc)) from None
+        await self._call(method, params, timeout)
+
     async def add_upstream(self, upstream: Upstream) -> None:
         """Adds an upstream, e.g. ``{"id": "api", "prefixes": ["api"]}`` (see
         :class:`~gatekeeper_plugin.Upstream`)."""
-        await self._call("add_upstream", {"upstream": upstream}, self.timeout)
+        await self._send("add_upstream", {"upstream": upstream}, self.timeout)
 
     async def remove_upstream(self, id: str) -> None:  # noqa: A002 - the protocol's name
         """Removes an upstream and all of its backends."""
-        await self._call("remove_upstream", {"id": id}, self.timeout)
+        await self._send("remove_upstream", {"id": id}, self.timeout)
 
     async def add_backend(self, upstream_id: str, backend: Backend) -> None:
         """Adds a backend, e.g. ``{"id": "api-1", "address": "http://127.0.0.1:9001"}``, to
         upstream ``upstream_id``."""
-        await self._call(
+        await self._send(
             "add_backend", {"upstream_id": upstream_id, "backend": backend}, self.timeout
         )
 
     async def remove_backend(self, upstream_id: str, backend_id: str) -> None:
         """Removes backend ``backend_id`` from upstream ``upstream_id``."""
-        await self._call(
+        await self._send(
             "remove_backend", {"upstream_id": upstream_id, "backend_id": backend_id}, self.timeout
         )

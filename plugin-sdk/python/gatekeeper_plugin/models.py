@@ -15,6 +15,8 @@ import base64
 import binascii
 from typing import Any, Final, NotRequired, Required, TypedDict
 
+from . import protocol
+
 PROTOCOL_VERSION: Final = 1
 """The protocol version this SDK speaks."""
 
@@ -225,28 +227,25 @@ class UpstreamMetric(TypedDict):
     error: NotRequired[str]
 
 
-PLUGIN_TYPES: Final = ("upstream", "modifier", "router", "loadbalancer", "metric")
+PLUGIN_TYPES: Final = protocol.PLUGIN_TYPES
 """The five plugin types, as ``GATEKEEPER_PLUGIN_TYPE`` names them."""
 
-UPSTREAM_HOOKS: Final = ("upstream_metric",)
-"""Hooks an upstream plugin may declare."""
-MODIFIER_HOOKS: Final = ("modify_request", "modify_response", "modify_error_response")
-"""Hooks a modifier plugin may declare."""
-ROUTER_HOOKS: Final = ("add_upstream", "remove_upstream", "route_request")
-"""Hooks a router plugin may declare."""
-LOADBALANCER_HOOKS: Final = ("add_backend", "remove_backend", "upstream_metric", "get_backend")
-"""Hooks a loadbalancer plugin may declare."""
-METRIC_HOOKS: Final = (
-    "event_metric",
-    "profiling_metric",
-    "plugin_metric",
-    "request_metric",
-    "upstream_metric",
-)
-"""Hooks a metric plugin may declare."""
+UPSTREAM_HOOKS: Final = protocol.hooks_of("upstream")
+"""Hooks an upstream plugin may declare (from ``protocol.json``)."""
+MODIFIER_HOOKS: Final = protocol.hooks_of("modifier")
+"""Hooks a modifier plugin may declare (from ``protocol.json``)."""
+ROUTER_HOOKS: Final = protocol.hooks_of("router")
+"""Hooks a router plugin may declare (from ``protocol.json``)."""
+LOADBALANCER_HOOKS: Final = protocol.hooks_of("loadbalancer")
+"""Hooks a loadbalancer plugin may declare (from ``protocol.json``)."""
+METRIC_HOOKS: Final = protocol.hooks_of("metric")
+"""Hooks a metric plugin may declare (from ``protocol.json``)."""
 
-LIFECYCLE_METHODS: Final = ("configure", "start", "heartbeat", "stop")
+LIFECYCLE_METHODS: Final = protocol.methods_of_kind("lifecycle")
 """Methods every plugin answers, whatever it declares."""
+
+MANAGER_METHODS: Final = protocol.methods_of_kind("manager")
+"""Methods an upstream plugin calls on the proxy (its :class:`~gatekeeper_plugin.Manager`)."""
 
 
 def body_bytes(message: JsonObject) -> bytes | None:

@@ -19,8 +19,9 @@ exception answers ``-32603`` (internal error) with its message, and is logged wi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
+from . import protocol
 from .errors import RpcError
 from .models import (
     LOADBALANCER_HOOKS,
@@ -84,63 +85,7 @@ def _list(params: JsonObject, name: str) -> list[Any]:
 # Checking results
 
 
-def _check_headers(value: Any, where: str) -> None:
-    if not isinstance(value, (list, tuple)):
-        raise InvalidResult(f"{where} must be a list of [name, value] pairs")
-    for i, pair in enumerate(value):
-        if (
-            not isinstance(pair, (list, tuple))
-            or len(pair) != 2
-            or not isinstance(pair[0], str)
-            or not isinstance(pair[1], str)
-        ):
-            raise InvalidResult(f"{where}[{i}] must be a [name, value] pair of strings: {pair!r}")
-
-
-def _check_request(value: Any, where: str) -> None:
-    if not isinstance(value, dict):
-        raise InvalidResult(f"{where} must be a dict")
-    for name in ("method", "path"):
-        if not isinstance(value.get(name), str):
-            raise InvalidResult(f"{where}[{name!r}] must be a string")
-    for name in ("listener", "remote_addr", "host", "prefixless_path"):
-        if name in value and not isinstance(value[name], str):
-            raise InvalidResult(f"{where}[{name!r}] must be a string")
-    for name in ("prefix", "query", "upstream"):
-        if value.get(name) is not None and not isinstance(value[name], str):
-            raise InvalidResult(f"{where}[{name!r}] must be a string or None")
-    if "headers" in value:
-        _check_headers(value["headers"], f"{where}['headers']")
-    if "context" in value and not isinstance(value["context"], dict):
-        raise InvalidResult(f"{where}['context'] must be a dict")
-    if value.get("body_base64") is not None and not isinstance(value["body_base64"], str):
-        raise InvalidResult(f"{where}['body_base64'] must be a str")
-
-
-def _check_response(value: Any, where: str) -> None:
-    if not isinstance(value, dict):
-        raise InvalidResult(f"{where} must be a dict")
-    status = value.get("status")
-    if not isinstance(status, int) or isinstance(status, bool):
-        raise InvalidResult(f"{where}['status'] must be an int")
-    if "headers" in value:
-        _check_headers(value["headers"], f"{where}['headers']")
-    if value.get("body") is not None and not isinstance(value["body"], str):
-        raise InvalidResult(f"{where}['body'] must be a str")
-    if value.get("body_base64") is not None and not isinstance(value["body_base64"], str):
-        raise InvalidResult(f"{where}['body_base64'] must be a str")
-
-
-def _check_optional_str(result: JsonObject, name: str, method: str) -> None:
-    if result.get(name) is not None and not isinstance(result[name], str):
-        raise InvalidResult(f"{method} result[{name!r}] must be a str or None")
-
-
 def _check_modify_request(result: JsonObject) -> None:
-    if "request" in result:
-        _check_request(result["request"], "modify_request result['request']")
-    if "response" in result:
-        _check_response(result["response"], "modify_request result['response']")
     if not result.keys() & {"request", "response"} and "method" in result and "path" in result:
         raise InvalidResult(
             "modify_request returned a request: return {'request': request} to replace it"
@@ -149,25 +94,12 @@ def _check_modify_request(result: JsonObject) -> None:
 
 def _check_modify_response(method: str) -> Callable[[JsonObject], None]:
     def check(result: JsonObject) -> None:
-        if "response" in result:
-            _check_response(result["response"], f"{method} result['response']")
-        elif "status" in result:
+        if "response" not in result and "status" in result:
             raise InvalidResult(
                 f"{method} returned a response: return {{'response': response}} to replace it"
             )
 
     return check
-
-
-def _check_route(result: JsonObject) -> None:
-    _check_optional_str(result, "upstream", "route_request")
-    _check_optional_str(result, "prefixless_path", "route_request")
-    if "request" in result:
-        _check_request(result["request"], "route_request result['request']")
-
-
-def _check_backend(result: JsonObject) -> None:
-    _check_optional_str(result, "backend_id", "get_backend")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +108,10 @@ def _check_backend(result: JsonObject) -> None:
 
 class Hook(NamedTuple):
     """How one hook is called: ``params`` turns the call's params into the method's arguments
-    (a missing or mistyped field answers ``-32602``); ``check`` validates a result (``None`` for
-    hooks that return nothing: they answer ``{}``)."""
+    (a missing or mistyped field answers ``-32602``); ``check``, if any, looks for a common
+    mistake in a result before it is checked against the method's result schema
+    (``protocol.json``). Hooks whose result is ``{}`` in the protocol answer ``{}`` whatever they
+    return."""
 
     params: Callable[[JsonObject], tuple[Any, ...]]
     check: Callable[[JsonObject], None] | None
@@ -388,7 +322,7 @@ class RouterPlugin(Plugin):
     hook_table: ClassVar[Mapping[str, Hook]] = {
         "add_upstream": Hook(lambda p: (_obj(p, "upstream"),), None),
         "remove_upstream": Hook(lambda p: (_str(p, "id"),), None),
-        "route_request": Hook(_request_params, _check_route),
+        "route_request": Hook(_request_params, None),
     }
 
     async def add_upstream(self, upstream: Upstream) -> None:
@@ -435,7 +369,7 @@ class LoadBalancerPlugin(Plugin):
         "add_backend": Hook(lambda p: (_str(p, "upstream_id"), _obj(p, "backend")), None),
         "remove_backend": Hook(lambda p: (_str(p, "upstream_id"), _str(p, "backend_id")), None),
         "upstream_metric": Hook(_metrics_params, None),
-        "get_backend": Hook(lambda p: (_str(p, "upstream_id"), _obj(p, "request")), _check_backend),
+        "get_backend": Hook(lambda p: (_str(p, "upstream_id"), _obj(p, "request")), None),
     }
 
     async def add_backend(self, upstream_id: str, backend: Backend) -> None:
@@ -556,14 +490,22 @@ def overridden_hooks(plugin: Plugin) -> tuple[str, ...]:
 
 def hook_result(method: str, check: Callable[[JsonObject], None] | None, value: Any) -> JsonObject:
     """Turns what a hook returned into the JSON-RPC result: ``{}`` for hooks that return nothing
-    (and for ``None``), the dict itself for the others once it passed ``check``. Raises
-    :class:`InvalidResult` for anything else."""
-    if check is None or value is None:
+    (and for ``None``), the dict itself for the others once it passed ``check`` and the method's
+    result schema. Raises :class:`InvalidResult` for anything else."""
+    if value is None or protocol.METHODS[method]["result"] == _EMPTY_RESULT:
         return {}
     if not isinstance(value, dict):
         raise InvalidResult(f"{method} must return a dict or None, not {type(value).__name__}")
-    check(value)
+    if check is not None:
+        check(value)
+    try:
+        protocol.check_result(method, value)
+    except protocol.SchemaError as exc:
+        raise InvalidResult(str(exc)) from None
     return value
+
+
+_EMPTY_RESULT: Final = {"$ref": "#/$defs/Empty"}
 
 
 __all__ = [
