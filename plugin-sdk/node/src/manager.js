@@ -5,6 +5,9 @@
  * @module
  */
 
+import { RpcError } from './errors.js';
+import { paramsError } from './protocol.js';
+
 /** @typedef {import('./types.js').Upstream} Upstream */
 /** @typedef {import('./types.js').Backend} Backend */
 
@@ -35,13 +38,23 @@ export class Manager {
   }
 
   /**
+   * Checks `params` against the method's schema (`protocol.json`): a mistake throws a `-32602`
+   * {@link RpcError} here, as the proxy would answer it; then calls the proxy.
+   */
+  async #send(method, params, timeoutMs) {
+    const error = paramsError(method, params);
+    if (error !== undefined) throw RpcError.invalidParams(error);
+    await this.peer.request(method, params, timeoutMs);
+  }
+
+  /**
    * Adds an upstream (wire `add_upstream`).
    *
    * @param {Upstream} upstream
    * @returns {Promise<void>}
    */
   async addUpstream(upstream) {
-    await this.peer.request('add_upstream', { upstream }, this.timeoutMs);
+    await this.#send('add_upstream', { upstream }, this.timeoutMs);
   }
 
   /**
@@ -51,7 +64,7 @@ export class Manager {
    * @returns {Promise<void>}
    */
   async removeUpstream(id) {
-    await this.peer.request('remove_upstream', { id }, this.timeoutMs);
+    await this.#send('remove_upstream', { id }, this.timeoutMs);
   }
 
   /**
@@ -62,7 +75,7 @@ export class Manager {
    * @returns {Promise<void>}
    */
   async addBackend(upstreamId, backend) {
-    await this.peer.request('add_backend', { upstream_id: upstreamId, backend }, this.timeoutMs);
+    await this.#send('add_backend', { upstream_id: upstreamId, backend }, this.timeoutMs);
   }
 
   /**
@@ -73,6 +86,6 @@ export class Manager {
    * @returns {Promise<void>}
    */
   async removeBackend(upstreamId, backendId) {
-    await this.peer.request('remove_backend', { upstream_id: upstreamId, backend_id: backendId }, this.timeoutMs);
+    await this.#send('remove_backend', { upstream_id: upstreamId, backend_id: backendId }, this.timeoutMs);
   }
 }

@@ -32,6 +32,9 @@
  * @module
  */
 
+import { hooksOf, PLUGIN_TYPES } from './protocol.js';
+import * as check from './validate.js';
+
 /** @typedef {import('./types.js').Request} Request */
 /** @typedef {import('./types.js').Response} Response */
 /** @typedef {import('./types.js').Upstream} Upstream */
@@ -44,48 +47,48 @@
 /** @typedef {import('./types.js').GetBackendResult} GetBackendResult */
 /** @typedef {import('./manager.js').Manager} Manager */
 
-/** The hooks an upstream plugin may declare. */
-export const UPSTREAM_HOOKS = Object.freeze(['upstream_metric']);
+/** The hooks an upstream plugin may declare (from `protocol.json`). */
+export const UPSTREAM_HOOKS = hooksOf('upstream');
 /** Every hook a modifier can implement, in the order the request path reaches them. */
-export const MODIFIER_HOOKS = Object.freeze(['modify_request', 'modify_response', 'modify_error_response']);
+export const MODIFIER_HOOKS = hooksOf('modifier');
 /** Every hook a router can implement. */
-export const ROUTER_HOOKS = Object.freeze(['add_upstream', 'remove_upstream', 'route_request']);
+export const ROUTER_HOOKS = hooksOf('router');
 /** Every hook a load balancer can implement. */
-export const LOADBALANCER_HOOKS = Object.freeze(['add_backend', 'remove_backend', 'upstream_metric', 'get_backend']);
+export const LOADBALANCER_HOOKS = hooksOf('loadbalancer');
 /** Every hook a metric plugin can implement. */
-export const METRIC_HOOKS = Object.freeze([
-  'event_metric',
-  'profiling_metric',
-  'plugin_metric',
-  'request_metric',
-  'upstream_metric',
-]);
+export const METRIC_HOOKS = hooksOf('metric');
 
 /** The hooks each plugin type may declare, by type name. */
-export const HOOKS = Object.freeze({
-  upstream: UPSTREAM_HOOKS,
-  modifier: MODIFIER_HOOKS,
-  router: ROUTER_HOOKS,
-  loadbalancer: LOADBALANCER_HOOKS,
-  metric: METRIC_HOOKS,
-});
+export const HOOKS = Object.freeze(Object.fromEntries(PLUGIN_TYPES.map((type) => [type, hooksOf(type)])));
 
-/** Wire method name → JS method name, for every hook. */
-export const METHOD_NAMES = Object.freeze({
-  modify_request: 'modifyRequest',
-  modify_response: 'modifyResponse',
-  modify_error_response: 'modifyErrorResponse',
-  add_upstream: 'addUpstream',
-  remove_upstream: 'removeUpstream',
-  route_request: 'routeRequest',
-  add_backend: 'addBackend',
-  remove_backend: 'removeBackend',
-  get_backend: 'getBackend',
-  upstream_metric: 'upstreamMetric',
-  event_metric: 'eventMetric',
-  profiling_metric: 'profilingMetric',
-  plugin_metric: 'pluginMetric',
-  request_metric: 'requestMetric',
+/** Wire method name → JS method name (`modify_request` → `modifyRequest`), for every hook. */
+export const METHOD_NAMES = Object.freeze(
+  Object.fromEntries(
+    Object.values(HOOKS)
+      .flat()
+      .map((hook) => [hook, hook.replace(/_([a-z])/g, (_, c) => c.toUpperCase())]),
+  ),
+);
+
+/**
+ * How each hook's params become the JS method's arguments (each check throws `-32602`). A new
+ * hook gets its line here and its method in its plugin class below.
+ */
+export const HOOK_ARGUMENTS = Object.freeze({
+  modify_request: (p) => [check.request(p.request)],
+  modify_response: (p) => [check.request(p.request), check.response(p.response)],
+  modify_error_response: (p) => [check.request(p.request), check.response(p.response), check.proxyError(p.error)],
+  add_upstream: (p) => [check.upstream(p.upstream)],
+  remove_upstream: (p) => [check.string(p.id, 'id')],
+  route_request: (p) => [check.request(p.request)],
+  add_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.backend(p.backend)],
+  remove_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.string(p.backend_id, 'backend_id')],
+  get_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.request(p.request)],
+  upstream_metric: (p) => [check.records(p.metrics, 'metrics')],
+  event_metric: (p) => [check.records(p.events, 'events')],
+  profiling_metric: (p) => [check.records(p.profiles, 'profiles')],
+  plugin_metric: (p) => [check.records(p.metrics, 'metrics')],
+  request_metric: (p) => [check.records(p.metrics, 'metrics')],
 });
 
 /**

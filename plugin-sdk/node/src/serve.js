@@ -11,7 +11,8 @@ import { codes, EnvError, isRpcError, RpcError, toErrorObject } from './errors.j
 import { createLogger } from './log.js';
 import { DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './manager.js';
 import { DEFAULT_MAX_LINE_BYTES, Peer } from './peer.js';
-import { HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf } from './plugins.js';
+import { HOOK_ARGUMENTS, HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf } from './plugins.js';
+import { hasEmptyResult, resultError } from './protocol.js';
 import * as check from './validate.js';
 
 /** The protocol version this SDK speaks. */
@@ -89,26 +90,6 @@ export function readEnv(environ = process.env) {
   };
 }
 
-/** How each hook's params become the JS method's arguments (each check throws `-32602`). */
-const ARGUMENTS = {
-  modify_request: (p) => [check.request(p.request)],
-  modify_response: (p) => [check.request(p.request), check.response(p.response)],
-  modify_error_response: (p) => [check.request(p.request), check.response(p.response), check.proxyError(p.error)],
-  add_upstream: (p) => [check.upstream(p.upstream)],
-  remove_upstream: (p) => [check.string(p.id, 'id')],
-  route_request: (p) => [check.request(p.request)],
-  add_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.backend(p.backend)],
-  remove_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.string(p.backend_id, 'backend_id')],
-  get_backend: (p) => [check.string(p.upstream_id, 'upstream_id'), check.request(p.request)],
-  upstream_metric: (p) => [check.records(p.metrics, 'metrics')],
-  event_metric: (p) => [check.records(p.events, 'events')],
-  profiling_metric: (p) => [check.records(p.profiles, 'profiles')],
-  plugin_metric: (p) => [check.records(p.metrics, 'metrics')],
-  request_metric: (p) => [check.records(p.metrics, 'metrics')],
-};
-
-/** Hooks whose answer carries something; the others answer `{}` whatever the method returns. */
-const RESULT_HOOKS = new Set(['modify_request', 'modify_response', 'modify_error_response', 'route_request', 'get_backend']);
 
 /**
  * The result object a hook returned: nothing means `{}`; anything but an object is the
@@ -116,13 +97,15 @@ const RESULT_HOOKS = new Set(['modify_request', 'modify_response', 'modify_error
  * and restart the plugin).
  */
 function resultOf(method, value) {
-  if (value === undefined || value === null) return {};
+  if (value === undefined || value === null || hasEmptyResult(method)) return {};
   if (!check.isObject(value)) {
     throw new TypeError(
       `${METHOD_NAMES[method]}() returned ${Array.isArray(value) ? 'an array' : `a ${typeof value}`}; ` +
         'it must return an object (see docs/protocol.md) or nothing',
     );
   }
+  const error = resultError(method, value);
+  if (error !== undefined) throw new TypeError(`${METHOD_NAMES[method]}() returned a result the protocol cannot carry: ${error}`);
   return value;
 }
 
@@ -178,9 +161,9 @@ async function dispatch(context, method, params) {
       if (!declared.has(method)) {
         throw new RpcError(codes.METHOD_NOT_FOUND, `\`${method}\` was not declared in the handshake`);
       }
-      const args = ARGUMENTS[method](params);
+      const args = HOOK_ARGUMENTS[method](params);
       const value = await plugin[METHOD_NAMES[method]](...args, params);
-      return { result: RESULT_HOOKS.has(method) ? resultOf(method, value) : {} };
+      return { result: resultOf(method, value) };
     }
     switch (method) {
       case 'configure': {

@@ -47,7 +47,7 @@ Example -- a modifier that adds a header to every response::
         serve(PoweredBy())
 """
 
-from . import codes
+from . import codes, protocol
 from .env import PluginEnv
 from .errors import EnvError, RpcError, ServeError
 from .manager import DEFAULT_MANAGER_TIMEOUT, Manager
@@ -139,6 +139,7 @@ __all__ = [
     "UpstreamPlugin",
     "body_bytes",
     "codes",
+    "protocol",
     "header",
     "init_logging",
     "remove_header",

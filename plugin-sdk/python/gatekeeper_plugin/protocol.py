@@ -95,8 +95,11 @@ def validate(schema: dict[str, Any], value: Any, path: str = "", root: Any = Non
         if key in schema:
             errors = [validate(branch, value, path, root) for branch in schema[key]]
             if all(e is not None for e in errors):
+                if all("const" in branch for branch in schema[key]):
+                    values = ", ".join(json.dumps(branch["const"]) for branch in schema[key])
+                    return f"{_where(path)} must be one of {values}"
                 return _deepest([e for e in errors if e is not None])
-    where = f"`{path}`" if path else "the value"
+    where = _where(path)
     if "const" in schema and value != schema["const"]:
         return f"{where} must be {json.dumps(schema['const'])}"
     if "enum" in schema and value not in schema["enum"]:
@@ -138,7 +141,7 @@ def _validate_object(schema: dict[str, Any], value: dict[str, Any], path: str, r
 
 
 def _validate_array(schema: dict[str, Any], value: list[Any] | tuple[Any, ...], path: str, root: Any) -> str | None:
-    where = f"`{path}`" if path else "the value"
+    where = _where(path)
     if "minItems" in schema and len(value) < schema["minItems"]:
         return f"{where} must have at least {schema['minItems']} items"
     if "maxItems" in schema and len(value) > schema["maxItems"]:
@@ -190,6 +193,10 @@ def _resolve(root: Any, ref: str) -> dict[str, Any]:
         node = node[part.replace("~1", "/").replace("~0", "~")]
     resolved: dict[str, Any] = node
     return resolved
+
+
+def _where(path: str) -> str:
+    return f"`{path}`" if path else "the value"
 
 
 def _join(path: str, name: str) -> str:
