@@ -1,10 +1,10 @@
 //! How a call from the proxy reaches a plugin's trait method.
 //!
-//! Each plugin type has an adapter ([`AsUpstream`], [`AsModifier`], [`AsRouter`],
-//! [`AsLoadBalancer`], [`AsMetric`]) implementing [`Dispatch`]: its type, its declared hooks and a
-//! table from hook methods to trait methods, answered through the protocol's typed
-//! [`Dispatcher`] (params parsed once into the method's params type, the trait method's typed
-//! result encoded once). [`handle`] does everything the types share: refusing hooks that were
+//! Each plugin type has an adapter (`AsUpstream`, `AsModifier`, `AsRouter`, `AsLoadBalancer`,
+//! `AsMetric`, each defined next to its trait with [`adapter!`]) implementing [`Dispatch`]: its
+//! type, its declared hooks and a table from hook methods to trait methods, answered through the
+//! protocol's typed [`Dispatcher`] (params parsed once into the method's params type, the trait
+//! method's typed result encoded once). [`handle`] does everything the types share: refusing hooks that were
 //! not declared, and the lifecycle methods. The serve functions differ only in the adapter they
 //! wrap the plugin in.
 
@@ -14,19 +14,12 @@ use futures::future::BoxFuture;
 use gatekeeper_rpc::dispatch::{method_not_found, Dispatcher};
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::methods::{
-    hooks_of, AddBackend, AddUpstream, Configure, Empty, EventMetricHook, GetBackend, Heartbeat,
-    Method, ModifyErrorResponse, ModifyRequest, ModifyResponse, PluginMetricHook, PluginType,
-    ProfilingMetricHook, RemoveBackend, RemoveUpstream, RequestMetricHook, RouteRequest, Start,
-    Stop, UpstreamMetricHook,
+    hooks_of, Configure, Empty, Heartbeat, Method, PluginType, Start, Stop,
 };
 use gatekeeper_rpc::{codes, IncomingRequest, Reply};
 
 use crate::error::HookError;
-use crate::loadbalancer::LoadBalancerPlugin;
-use crate::manager::Manager;
-use crate::metric::MetricPlugin;
-use crate::plugin::{ModifierPlugin, Plugin, UpstreamPlugin};
-use crate::router::RouterPlugin;
+use crate::plugin::Plugin;
 
 /// A plugin seen as one plugin type: what the serve functions need to answer its calls.
 pub(crate) trait Dispatch: Send + Sync + 'static {
@@ -84,7 +77,7 @@ pub(crate) async fn handle<D: Dispatch>(dispatch: &D, request: &IncomingRequest)
 
 /// Runs the trait method answering a call of `M`, logging its error (sent to the proxy as the
 /// error answer).
-async fn answer<M: Method>(
+pub(crate) async fn answer<M: Method>(
     hook: impl Future<Output = Result<M::Result, HookError>>,
 ) -> Result<M::Result, HookError> {
     let outcome = hook.await;
@@ -95,7 +88,7 @@ async fn answer<M: Method>(
 }
 
 /// [`answer`] for a method whose result is `{}` and whose trait method returns `()`.
-async fn answer_empty<M: Method<Result = Empty>>(
+pub(crate) async fn answer_empty<M: Method<Result = Empty>>(
     hook: impl Future<Output = Result<(), HookError>>,
 ) -> Result<Empty, HookError> {
     answer::<M>(async move { hook.await.map(|()| Empty {}) }).await
@@ -106,47 +99,18 @@ async fn answer_empty<M: Method<Result = Empty>>(
 /// result, `answer_empty` entries return `()`.
 macro_rules! hooks {
     ($request:expr, { $($method:ident => $answer:ident($hook:expr)),+ $(,)? }) => {
-        Dispatcher::for_request($request)
-            $(.on_async::<$method, _, _>(|params| $answer::<$method>(($hook)(params))))+
+        $crate::rpc::dispatch::Dispatcher::for_request($request)
+            $(.on_async::<$method, _, _>(|params| {
+                $crate::dispatch::$answer::<$method>(($hook)(params))
+            }))+
             .finish()
     };
 }
-
-/// An [`UpstreamPlugin`] being served.
-pub(crate) struct AsUpstream<P>(pub(crate) P);
-
-impl<P: UpstreamPlugin> Dispatch for AsUpstream<P> {
-    const TYPE: PluginType = PluginType::Upstream;
-    type Plugin = P;
-
-    fn plugin(&self) -> &P {
-        &self.0
-    }
-
-    fn hooks(&self) -> &'static [&'static str] {
-        self.0.hooks()
-    }
-
-    fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
-        let plugin = &self.0;
-        hooks!(request, {
-            UpstreamMetricHook => answer_empty(|p| plugin.upstream_metric(p)),
-        })
-    }
-
-    /// [`Plugin::start`], then [`UpstreamPlugin::start_upstreams`] with a manager calling back
-    /// on the connection `start` arrived on.
-    fn start<'a>(&'a self, request: &'a IncomingRequest) -> BoxFuture<'a, Result<(), HookError>> {
-        let manager = Manager::new(request.peer.clone());
-        Box::pin(async move {
-            self.0.start().await?;
-            self.0.start_upstreams(manager).await
-        })
-    }
-}
+pub(crate) use hooks;
 
 /// An adapter for a plugin type whose `start` is the plugin's own: the struct, and its
-/// [`Dispatch`] with the hook table given as `wire method => answer(trait method)`.
+/// [`Dispatch`] with the hook table given as `wire method => answer(trait method)`. Each plugin
+/// type's module invokes it next to its trait, so a new hook is one file's change.
 macro_rules! adapter {
     ($(#[$doc:meta])* $name:ident: $plugin_trait:ident as $plugin_type:expr,
      $(bodies: $bodies:ident,)?
@@ -154,8 +118,8 @@ macro_rules! adapter {
         $(#[$doc])*
         pub(crate) struct $name<P>(pub(crate) P);
 
-        impl<P: $plugin_trait> Dispatch for $name<P> {
-            const TYPE: PluginType = $plugin_type;
+        impl<P: $plugin_trait> $crate::dispatch::Dispatch for $name<P> {
+            const TYPE: $crate::PluginType = $plugin_type;
             type Plugin = P;
 
             fn plugin(&self) -> &P {
@@ -172,52 +136,17 @@ macro_rules! adapter {
                 }
             )?
 
-            fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
+            fn hook<'a>(
+                &'a self,
+                request: &'a $crate::rpc::IncomingRequest,
+            ) -> Option<futures::future::BoxFuture<'a, $crate::rpc::Reply>> {
                 let plugin = &self.0;
-                hooks!(request, { $($method => $answer(|p| plugin.$call(p))),+ })
+                $crate::dispatch::hooks!(request, { $($method => $answer(|p| plugin.$call(p))),+ })
             }
         }
     };
 }
-
-adapter!(
-    /// A [`ModifierPlugin`] being served.
-    AsModifier: ModifierPlugin as PluginType::Modifier, bodies: bodies, {
-        ModifyRequest => answer(modify_request),
-        ModifyResponse => answer(modify_response),
-        ModifyErrorResponse => answer(modify_error_response),
-    }
-);
-
-adapter!(
-    /// A [`RouterPlugin`] being served.
-    AsRouter: RouterPlugin as PluginType::Router, {
-        AddUpstream => answer_empty(add_upstream),
-        RemoveUpstream => answer_empty(remove_upstream),
-        RouteRequest => answer(route_request),
-    }
-);
-
-adapter!(
-    /// A [`LoadBalancerPlugin`] being served.
-    AsLoadBalancer: LoadBalancerPlugin as PluginType::Loadbalancer, {
-        AddBackend => answer_empty(add_backend),
-        RemoveBackend => answer_empty(remove_backend),
-        UpstreamMetricHook => answer_empty(upstream_metric),
-        GetBackend => answer(get_backend),
-    }
-);
-
-adapter!(
-    /// A [`MetricPlugin`] being served.
-    AsMetric: MetricPlugin as PluginType::Metric, {
-        EventMetricHook => answer_empty(event_metric),
-        ProfilingMetricHook => answer_empty(profiling_metric),
-        PluginMetricHook => answer_empty(plugin_metric),
-        RequestMetricHook => answer_empty(request_metric),
-        UpstreamMetricHook => answer_empty(upstream_metric),
-    }
-);
+pub(crate) use adapter;
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,11 @@
 use std::future::Future;
 
 use gatekeeper_rpc::methods::{
-    AddBackendParams, GetBackendParams, GetBackendResult, RemoveBackendParams, UpstreamMetricParams,
+    AddBackend, AddBackendParams, GetBackend, GetBackendParams, GetBackendResult, PluginType,
+    RemoveBackend, RemoveBackendParams, UpstreamMetricHook, UpstreamMetricParams,
 };
 
+use crate::dispatch::adapter;
 use crate::error::HookError;
 use crate::plugin::Plugin;
 
@@ -89,3 +91,13 @@ pub trait LoadBalancerPlugin: Plugin {
         }
     }
 }
+
+adapter!(
+    /// A [`LoadBalancerPlugin`] being served.
+    AsLoadBalancer: LoadBalancerPlugin as PluginType::Loadbalancer, {
+        AddBackend => answer_empty(add_backend),
+        RemoveBackend => answer_empty(remove_backend),
+        UpstreamMetricHook => answer_empty(upstream_metric),
+        GetBackend => answer(get_backend),
+    }
+);

@@ -3,10 +3,12 @@
 use std::future::Future;
 
 use gatekeeper_rpc::methods::{
-    EventMetricParams, PluginMetricParams, ProfilingMetricParams, RequestMetricParams,
-    UpstreamMetricParams,
+    EventMetricHook, EventMetricParams, PluginMetricHook, PluginMetricParams, PluginType,
+    ProfilingMetricHook, ProfilingMetricParams, RequestMetricHook, RequestMetricParams,
+    UpstreamMetricHook, UpstreamMetricParams,
 };
 
+use crate::dispatch::adapter;
 use crate::error::HookError;
 use crate::plugin::Plugin;
 
@@ -99,3 +101,14 @@ pub trait MetricPlugin: Plugin {
         }
     }
 }
+
+adapter!(
+    /// A [`MetricPlugin`] being served.
+    AsMetric: MetricPlugin as PluginType::Metric, {
+        EventMetricHook => answer_empty(event_metric),
+        ProfilingMetricHook => answer_empty(profiling_metric),
+        PluginMetricHook => answer_empty(plugin_metric),
+        RequestMetricHook => answer_empty(request_metric),
+        UpstreamMetricHook => answer_empty(upstream_metric),
+    }
+);

@@ -9,12 +9,16 @@
 
 use std::future::Future;
 
+use futures::future::BoxFuture;
 use gatekeeper_rpc::methods::{
-    ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
-    ModifyResponseResult, UpstreamMetricParams,
+    ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult, PluginType,
+    UpstreamMetricHook, UpstreamMetricParams,
 };
 use gatekeeper_rpc::types::Object;
+use gatekeeper_rpc::{IncomingRequest, Reply};
 
+use crate::dispatch::{adapter, Dispatch};
 use crate::error::HookError;
 use crate::manager::Manager;
 
@@ -174,5 +178,47 @@ pub trait ModifierPlugin: Plugin {
             let _ = params;
             Ok(ModifyResponseResult::default())
         }
+    }
+}
+
+adapter!(
+    /// A [`ModifierPlugin`] being served.
+    AsModifier: ModifierPlugin as PluginType::Modifier, bodies: bodies, {
+        ModifyRequest => answer(modify_request),
+        ModifyResponse => answer(modify_response),
+        ModifyErrorResponse => answer(modify_error_response),
+    }
+);
+
+/// An [`UpstreamPlugin`] being served.
+pub(crate) struct AsUpstream<P>(pub(crate) P);
+
+impl<P: UpstreamPlugin> Dispatch for AsUpstream<P> {
+    const TYPE: PluginType = PluginType::Upstream;
+    type Plugin = P;
+
+    fn plugin(&self) -> &P {
+        &self.0
+    }
+
+    fn hooks(&self) -> &'static [&'static str] {
+        self.0.hooks()
+    }
+
+    fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>> {
+        let plugin = &self.0;
+        crate::dispatch::hooks!(request, {
+            UpstreamMetricHook => answer_empty(|p| plugin.upstream_metric(p)),
+        })
+    }
+
+    /// [`Plugin::start`], then [`UpstreamPlugin::start_upstreams`] with a manager calling back
+    /// on the connection `start` arrived on.
+    fn start<'a>(&'a self, request: &'a IncomingRequest) -> BoxFuture<'a, Result<(), HookError>> {
+        let manager = Manager::new(request.peer.clone());
+        Box::pin(async move {
+            self.0.start().await?;
+            self.0.start_upstreams(manager).await
+        })
     }
 }

@@ -4,9 +4,11 @@
 use std::future::Future;
 
 use gatekeeper_rpc::methods::{
-    AddUpstreamParams, RemoveUpstreamParams, RouteRequestParams, RouteRequestResult,
+    AddUpstream, AddUpstreamParams, PluginType, RemoveUpstream, RemoveUpstreamParams, RouteRequest,
+    RouteRequestParams, RouteRequestResult,
 };
 
+use crate::dispatch::adapter;
 use crate::error::HookError;
 use crate::plugin::Plugin;
 
@@ -74,3 +76,12 @@ pub trait RouterPlugin: Plugin {
         }
     }
 }
+
+adapter!(
+    /// A [`RouterPlugin`] being served.
+    AsRouter: RouterPlugin as PluginType::Router, {
+        AddUpstream => answer_empty(add_upstream),
+        RemoveUpstream => answer_empty(remove_upstream),
+        RouteRequest => answer(route_request),
+    }
+);

@@ -16,12 +16,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
-use crate::dispatch::{self, AsLoadBalancer, AsMetric, AsModifier, AsRouter, AsUpstream, Dispatch};
+use crate::dispatch::{self, Dispatch};
 use crate::env::PluginEnv;
 use crate::error::ServeError;
+use crate::loadbalancer::AsLoadBalancer;
 use crate::loadbalancer::LoadBalancerPlugin;
+use crate::metric::AsMetric;
 use crate::metric::MetricPlugin;
+use crate::plugin::{AsModifier, AsUpstream};
 use crate::plugin::{ModifierPlugin, UpstreamPlugin};
+use crate::router::AsRouter;
 use crate::router::RouterPlugin;
 
 /// How long the handshake may take.
