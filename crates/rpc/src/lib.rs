@@ -11,7 +11,7 @@
 //!   params and result types), with [`types`] and [`metrics`] the data they carry;
 //! - [`dispatch`]: typed dispatch of incoming calls from that table (proxy's manager, Rust SDK);
 //! - [`schema`]: the generated machine-readable protocol, `plugin-sdk/protocol.json`;
-//! - [`env`](crate::env): the environment variables the proxy sets for a plugin process.
+//! - [`env`](mod@crate::env): the environment variables the proxy sets for a plugin process.
 //!
 //! docs/protocol.md is the human-readable spec of the same protocol and must stay true to this crate.
 

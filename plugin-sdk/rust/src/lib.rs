@@ -119,16 +119,9 @@ pub use serve::{
 
 /// The protocol crate, for what this crate does not re-export.
 pub use gatekeeper_rpc as rpc;
-pub use gatekeeper_rpc::methods::{
-    hooks_of, AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, EventMetricHook,
-    EventMetricParams, GetBackend, GetBackendParams, GetBackendResult, Method, ModifyErrorResponse,
-    ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams, ModifyRequestResult,
-    ModifyResponse, ModifyResponseParams, ModifyResponseResult, PluginMetricHook,
-    PluginMetricParams, PluginType, ProfilingMetricHook, ProfilingMetricParams, RemoveBackend,
-    RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams, RequestMetricHook,
-    RequestMetricParams, RouteRequest, RouteRequestParams, RouteRequestResult, UpstreamMetricHook,
-    UpstreamMetricParams,
-};
+/// Every method type of the protocol table and its params and results (`ModifyRequest`,
+/// `ModifyRequestParams`, …), the table itself (`METHODS`) and its derived lists (`hooks_of`).
+pub use gatekeeper_rpc::methods::*;
 pub use gatekeeper_rpc::metrics::{
     events, now_ms, EventMetric, ModifierPhase, Phases, PluginMetric, ProfilingMetric,
     RequestMetric, UpstreamMetric,

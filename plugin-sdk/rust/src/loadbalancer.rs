@@ -26,7 +26,7 @@ pub use gatekeeper_rpc::methods::LOADBALANCER_HOOKS;
 /// `modify_request`.
 pub trait LoadBalancerPlugin: Plugin {
     /// The hooks this plugin implements, sent in the handshake: the proxy never calls the others
-    /// (and the SDK refuses them). Names are the method names, e.g. [`GetBackend::NAME`].
+    /// (and the SDK refuses them). Names are the method names, e.g. [`GetBackend::NAME`](crate::Method::NAME).
     ///
     /// Default: all four ([`LOADBALANCER_HOOKS`]).
     fn hooks(&self) -> &'static [&'static str] {

@@ -24,7 +24,7 @@ pub use gatekeeper_rpc::methods::METRIC_HOOKS;
 pub trait MetricPlugin: Plugin {
     /// The hooks this plugin implements, sent in the handshake: the proxy never sends the other
     /// kinds (and the SDK refuses them). Names are the method names, e.g.
-    /// [`RequestMetricHook::NAME`].
+    /// [`RequestMetricHook::NAME`](crate::Method::NAME).
     ///
     /// Default: all five ([`METRIC_HOOKS`]). Declare fewer to have the proxy skip the others.
     fn hooks(&self) -> &'static [&'static str] {

@@ -115,7 +115,7 @@ pub use gatekeeper_rpc::methods::MODIFIER_HOOKS;
 /// or response as it is.
 pub trait ModifierPlugin: Plugin {
     /// The hooks this plugin implements, sent in the handshake: the proxy never calls the others
-    /// (and the SDK refuses them). Names are the method names, e.g. [`ModifyRequest::NAME`].
+    /// (and the SDK refuses them). Names are the method names, e.g. [`ModifyRequest::NAME`](crate::Method::NAME).
     ///
     /// Default: all three ([`MODIFIER_HOOKS`]). Declare fewer to save the proxy round trips.
     fn hooks(&self) -> &'static [&'static str] {

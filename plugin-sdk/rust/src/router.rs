@@ -24,7 +24,7 @@ pub use gatekeeper_rpc::methods::ROUTER_HOOKS;
 /// then runs for every request, before any modifier.
 pub trait RouterPlugin: Plugin {
     /// The hooks this plugin implements, sent in the handshake: the proxy never calls the others
-    /// (and the SDK refuses them). Names are the method names, e.g. [`RouteRequest::NAME`].
+    /// (and the SDK refuses them). Names are the method names, e.g. [`RouteRequest::NAME`](crate::Method::NAME).
     ///
     /// Default: all three ([`ROUTER_HOOKS`]). A router that does not need to know the upstreams
     /// (e.g. it routes by a header naming the upstream) may declare only `route_request`.
