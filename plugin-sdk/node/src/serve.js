@@ -12,11 +12,11 @@ import { createLogger } from './log.js';
 import { DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './manager.js';
 import { DEFAULT_MAX_LINE_BYTES, Peer } from './peer.js';
 import { HOOK_ARGUMENTS, HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf } from './plugins.js';
-import { hasEmptyResult, resultError } from './protocol.js';
+import { hasEmptyResult, PROTOCOL, resultError } from './protocol.js';
 import * as check from './validate.js';
 
 /** The protocol version this SDK speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = PROTOCOL.protocol_version;
 
 /** How long the handshake may take (ms). */
 const HANDSHAKE_TIMEOUT_MS = 10_000;

@@ -54,6 +54,7 @@ from .manager import DEFAULT_MANAGER_TIMEOUT, Manager
 from .models import (
     DEFAULT_MAX_LINE_BYTES,
     LOADBALANCER_HOOKS,
+    MANAGER_METHODS,
     METRIC_HOOKS,
     MODIFIER_HOOKS,
     PLUGIN_TYPES,
@@ -107,6 +108,7 @@ __all__ = [
     "Headers",
     "JsonObject",
     "LOADBALANCER_HOOKS",
+    "MANAGER_METHODS",
     "LoadBalancerPlugin",
     "METRIC_HOOKS",
     "MODIFIER_HOOKS",

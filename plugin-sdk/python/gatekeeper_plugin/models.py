@@ -17,7 +17,7 @@ from typing import Any, Final, NotRequired, Required, TypedDict
 
 from . import protocol
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final[int] = protocol.PROTOCOL["protocol_version"]
 """The protocol version this SDK speaks."""
 
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
