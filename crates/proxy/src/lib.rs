@@ -38,6 +38,7 @@ pub mod service;
 mod timing;
 mod tls;
 mod upgrade;
+pub mod upstream_settings;
 mod view;
 
 use std::net::SocketAddr;
