@@ -10,6 +10,8 @@
 //! need into a module below them (as `upstream_settings` holds the upstream settings that the
 //! registry, the balancers, forwarding and health share).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -118,7 +120,10 @@ fn the_finder_finds_a_constructed_circle() {
     // A top-level file reaching another module through `super` closes a circle too.
     let files = vec![
         ("g.rs".to_string(), "use super::h::H;\n".to_string()),
-        ("h.rs".to_string(), "pub(crate) use crate::g::G;\n".to_string()),
+        (
+            "h.rs".to_string(),
+            "pub(crate) use crate::g::G;\n".to_string(),
+        ),
     ];
     let circles = Graph::from_sources(&files).circles();
     assert_eq!(circles.len(), 1);
@@ -172,7 +177,9 @@ impl Graph {
             for (to, line) in references(path, text) {
                 if to != from && modules.contains(&to) {
                     if let Some(targets) = edges.get_mut(&from) {
-                        targets.entry(to).or_insert_with(|| format!("{path}:{line}"));
+                        targets
+                            .entry(to)
+                            .or_insert_with(|| format!("{path}:{line}"));
                     }
                 }
             }
@@ -243,7 +250,10 @@ fn file_module_path(path: &str) -> Vec<String> {
         .split('/')
         .map(str::to_string)
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts
@@ -284,7 +294,11 @@ fn references(path: &str, text: &str) -> Vec<(String, usize)> {
                 }
             }
             Token::Ident(word) if word == "crate" && is(i + 1, ':') && is(i + 2, ':') => {
-                found.extend(first_segments(&tokens, i + 3).into_iter().map(|m| (m, *line)));
+                found.extend(
+                    first_segments(&tokens, i + 3)
+                        .into_iter()
+                        .map(|m| (m, *line)),
+                );
             }
             Token::Ident(word) if word == "super" && is(i + 1, ':') && is(i + 2, ':') => {
                 let mut here: Vec<String> = file_path.clone();
@@ -299,7 +313,9 @@ fn references(path: &str, text: &str) -> Vec<(String, usize)> {
                 }
                 match here.first() {
                     Some(top) => found.push((top.clone(), *line)),
-                    None => found.extend(first_segments(&tokens, j).into_iter().map(|m| (m, *line))),
+                    None => {
+                        found.extend(first_segments(&tokens, j).into_iter().map(|m| (m, *line)))
+                    }
                 }
                 i = j;
                 continue;
@@ -376,7 +392,9 @@ fn tokenize(text: &str) -> Vec<(Token, usize)> {
                 }
             }
             count_lines(start, i, &mut line);
-        } else if c == '"' || (c == 'r' && matches!(next, Some('"' | '#')) && raw_string_at(&chars, i)) {
+        } else if c == '"'
+            || (c == 'r' && matches!(next, Some('"' | '#')) && raw_string_at(&chars, i))
+        {
             let start = i;
             i = skip_string(&chars, i);
             count_lines(start, i, &mut line);
