@@ -1,6 +1,6 @@
 //! [`ListenerControl`]: the proxy's set of listeners (configured name and address, bound
-//! socket, TLS setup), and the one way it changes: [`ListenerControl::apply`] computes the
-//! [plan](super::plan) from the present set to the wanted one and executes it. Startup is the
+//! socket, TLS setup), and the one way it changes: [`ListenerControl::apply`] computes the plan
+//! ([`super::plan`]) from the present set to the wanted one and executes it. Startup is the
 //! same execution from an empty set (with the sockets systemd passed). The order of execution
 //! is in the [module doc](super).
 
