@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use rand::Rng;
 
+pub use crate::upstream_settings::BalancerKind;
+
 use crate::registry::{BackendEntry, UpstreamEntry};
 
 /// Picks the backend of an upstream for one request.
@@ -27,31 +29,9 @@ pub trait Balancer: Send + Sync + 'static {
     fn pick(&self, upstream: &UpstreamEntry) -> Option<Arc<BackendEntry>>;
 }
 
-/// The built-in balancers, by the names of [`gatekeeper_rpc::types::BALANCERS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BalancerKind {
-    /// `random`: at random, each backend with a probability proportional to its weight.
-    #[default]
-    Random,
-    /// `round_robin`: each backend in turn (by id); with weights, smooth weighted round robin:
-    /// over any `sum of weights` consecutive picks each backend is picked `weight` times, spread
-    /// out (weights 3 and 1 give `a a b a`).
-    RoundRobin,
-    /// `least_outstanding`: the backend with the lowest `(in-flight requests + 1) / weight`;
-    /// ties at random.
-    LeastOutstanding,
-}
-
+/// The algorithms of the built-in balancers (the kind itself, parsed from `Upstream.balancer`,
+/// is an upstream setting).
 impl BalancerKind {
-    /// The name used in `Upstream.balancer`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BalancerKind::Random => "random",
-            BalancerKind::RoundRobin => "round_robin",
-            BalancerKind::LeastOutstanding => "least_outstanding",
-        }
-    }
-
     /// Picks a backend of `upstream` with this strategy; `None` when it has none.
     pub fn pick(self, upstream: &UpstreamEntry) -> Option<Arc<BackendEntry>> {
         let backends = &upstream.backends;
@@ -192,21 +172,6 @@ fn least_outstanding(backends: &[Arc<BackendEntry>]) -> usize {
     pass(true).or_else(|| pass(false)).unwrap_or(0)
 }
 
-impl std::str::FromStr for BalancerKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            BalancerKind::Random,
-            BalancerKind::RoundRobin,
-            BalancerKind::LeastOutstanding,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown balancer `{s}`"))
-    }
-}
-
 /// The default [`Balancer`]: the built-in balancer each upstream chose.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinBalancer;
@@ -230,9 +195,9 @@ impl Balancer for RandomBalancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::PassivePolicy;
     use crate::registry::InFlight;
-    use gatekeeper_rpc::types::{Backend, Upstream, BALANCERS};
+    use crate::upstream_settings::PassivePolicy;
+    use gatekeeper_rpc::types::{Backend, Upstream};
 
     fn entry(kind: BalancerKind, n: usize) -> UpstreamEntry {
         weighted(kind, &vec![1; n])
@@ -275,14 +240,6 @@ mod tests {
 
     fn id(b: Option<Arc<BackendEntry>>) -> String {
         b.unwrap().backend.id.clone()
-    }
-
-    #[test]
-    fn names_match_the_protocol() {
-        for name in BALANCERS {
-            assert_eq!(name.parse::<BalancerKind>().unwrap().as_str(), name);
-        }
-        assert!("nope".parse::<BalancerKind>().is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gatekeeper_rpc::types::{Headers, Upstream};
+use gatekeeper_rpc::types::Headers;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
@@ -18,46 +18,7 @@ use crate::connect::{with_connect_timeout, TimedConnector};
 use crate::metrics::Metrics;
 use crate::registry::BackendEntry;
 
-/// How the proxy speaks to an upstream's backends (the upstream's `backend_protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendProtocol {
-    /// `http1`: HTTP/1.1, one request at a time per connection (the default).
-    #[default]
-    Http1,
-    /// `h2c`: HTTP/2 over plain TCP with prior knowledge; requests share connections.
-    H2c,
-}
-
-impl BackendProtocol {
-    /// The name used in `Upstream.backend_protocol`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendProtocol::Http1 => "http1",
-            BackendProtocol::H2c => "h2c",
-        }
-    }
-
-    /// The protocol an upstream asks for; the default when it names none (or an unknown one,
-    /// which the registry refuses before it gets here).
-    pub fn of(upstream: &Upstream) -> Self {
-        upstream
-            .backend_protocol
-            .as_deref()
-            .and_then(|name| name.parse().ok())
-            .unwrap_or_default()
-    }
-}
-
-impl std::str::FromStr for BackendProtocol {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [BackendProtocol::Http1, BackendProtocol::H2c]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown backend protocol `{s}`"))
-    }
-}
+pub use crate::upstream_settings::BackendProtocol;
 
 /// One pooled client; bodies are streamed.
 type PooledClient = Client<TimedConnector, RequestBody>;
@@ -238,7 +199,7 @@ pub(crate) fn client_backend_uri(
         .is_none()
         .then(|| client_uri.path_and_query())
         .flatten();
-    let path = crate::view::prefixless(client_uri.path(), strip);
+    let path = crate::router::prefixless(client_uri.path(), strip);
     backend_uri(backend, path, client_uri.query(), original)
 }
 

@@ -13,11 +13,12 @@ use std::net::IpAddr;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::uri::Authority;
 use http::Version;
 
+pub use crate::upstream_settings::HostHeader;
+
 use crate::registry::BackendEntry;
-use crate::view::request_host;
+use crate::router::request_host;
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -289,42 +290,8 @@ fn client_host(parts: &Parts) -> Option<HeaderValue> {
     }
 }
 
-/// The `Host` a backend of an upstream receives (the upstream's `host_header`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum HostHeader {
-    /// The client's `Host`, as it is after the modifiers (`host_header` absent or `preserve`).
-    #[default]
-    Preserve,
-    /// The backend's `host:port` (`host_header = "backend"`).
-    Backend,
-    /// This value (any other `host_header`).
-    Literal(HeaderValue),
-}
-
+/// Applying an upstream's `host_header` setting (parsed with the upstream's other settings).
 impl HostHeader {
-    /// Reads an upstream's `host_header`; a literal must be a `host[:port]`.
-    pub fn parse(value: Option<&str>) -> Result<Self, String> {
-        match value {
-            None | Some("preserve") => Ok(HostHeader::Preserve),
-            Some("backend") => Ok(HostHeader::Backend),
-            Some(literal) => {
-                let invalid = || {
-                    format!(
-                        "host_header `{}` is not \"preserve\", \"backend\" or a host[:port]",
-                        literal.escape_debug()
-                    )
-                };
-                let authority: Authority = literal.parse().map_err(|_| invalid())?;
-                if authority.host().is_empty() || literal.contains('@') {
-                    return Err(invalid());
-                }
-                HeaderValue::from_str(literal)
-                    .map(HostHeader::Literal)
-                    .map_err(|_| invalid())
-            }
-        }
-    }
-
     /// Sets the `Host` of a request forwarded to `backend`.
     pub(crate) fn apply(&self, headers: &mut HeaderMap, backend: &BackendEntry) {
         match self {

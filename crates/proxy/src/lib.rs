@@ -19,13 +19,13 @@
 pub mod balancer;
 mod body;
 mod connect;
-mod connection;
+mod connection_info;
 pub mod forward;
 pub mod forwarded;
 pub mod health;
 mod hooks;
 mod lifecycle;
-mod listeners;
+mod listener;
 pub mod metrics;
 pub mod modifier;
 pub mod plugins;
@@ -33,11 +33,11 @@ pub mod registry;
 mod request_checks;
 mod retry;
 pub mod router;
-mod server;
 pub mod service;
 mod timing;
 mod tls;
 mod upgrade;
+pub mod upstream_settings;
 mod view;
 
 use std::net::SocketAddr;
@@ -47,12 +47,11 @@ use std::time::Duration;
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};
-pub use listeners::{ListenerChanges, ListenerControl, ListenerError};
+pub use listener::{BoundProxy, ListenerChanges, ListenerControl, ListenerError};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
-pub use server::BoundProxy;
 pub use tls::{check_certificates, TlsCertificate, TlsError};
 
 /// A named listener.
@@ -252,6 +251,6 @@ impl Proxy {
 
     /// Binds every listener, so that errors such as "address in use" surface before serving.
     pub async fn bind(self) -> Result<BoundProxy, ProxyError> {
-        server::bind(self).await
+        listener::bind(self).await
     }
 }

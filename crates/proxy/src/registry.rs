@@ -11,8 +11,10 @@
 //! loadbalancer plugins are kept in step with it, and [`Snapshot::iter`] / [`Snapshot::replay`]
 //! list the whole registry for a plugin that restarted.
 
-mod backend_settings;
 mod entry;
+mod health_state;
+#[cfg(test)]
+mod settings_tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
@@ -20,14 +22,13 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use gatekeeper_rpc::codes;
-use gatekeeper_rpc::types::{Backend, Upstream, BALANCERS};
+use gatekeeper_rpc::types::{Backend, Upstream};
 use tokio::sync::mpsc;
 
 pub use entry::{BackendEntry, InFlight, UpstreamEntry};
+pub use health_state::{BackendHealth, HealthState, Transition};
 
-use crate::balancer::BalancerKind;
-use crate::forwarded::HostHeader;
-use crate::health::{PassivePolicy, UpstreamHealth};
+use crate::upstream_settings::{PassivePolicy, UpstreamSettings};
 
 /// Why a registry change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,10 +172,10 @@ impl Snapshot {
 #[derive(Debug)]
 struct UpstreamState {
     upstream: Upstream,
-    balancer: BalancerKind,
+    /// The upstream's fields, parsed.
+    settings: UpstreamSettings,
     round_robin: Arc<AtomicUsize>,
     backends: BTreeMap<String, Arc<BackendEntry>>,
-    health: UpstreamHealth,
     /// The entry snapshots share, built on the first snapshot after this upstream changed
     /// (`None` since then), so that a change rebuilds only its own upstream's entry.
     entry: Option<Arc<UpstreamEntry>>,
@@ -186,16 +187,13 @@ impl UpstreamState {
         if let Some(entry) = &self.entry {
             return entry.clone();
         }
-        let (passive, check) = self.health.settings(passive_defaults);
-        let entry = Arc::new(
-            UpstreamEntry::new(
-                self.upstream.clone(),
-                self.backends.values().cloned().collect(),
-                self.balancer,
-                self.round_robin.clone(),
-            )
-            .with_health(passive, check),
-        );
+        let entry = Arc::new(UpstreamEntry::with_settings(
+            self.upstream.clone(),
+            self.backends.values().cloned().collect(),
+            &self.settings,
+            passive_defaults,
+            self.round_robin.clone(),
+        ));
         self.entry = Some(entry.clone());
         entry
     }
@@ -270,7 +268,7 @@ fn overlap(a: &[String], b: &[String]) -> bool {
     a.is_empty() || b.is_empty() || a.iter().any(|x| b.contains(x))
 }
 
-fn normalize(mut upstream: Upstream) -> Result<(Upstream, BalancerKind), RegistryError> {
+fn normalize(mut upstream: Upstream) -> Result<(Upstream, UpstreamSettings), RegistryError> {
     let invalid = |id: &str, reason: String| RegistryError::InvalidUpstream {
         id: id.to_string(),
         reason,
@@ -292,25 +290,12 @@ fn normalize(mut upstream: Upstream) -> Result<(Upstream, BalancerKind), Registr
         }
         *host = host.to_ascii_lowercase();
     }
-    let balancer = match upstream.balancer.as_deref() {
-        None => BalancerKind::default(),
-        Some(name) => name.parse().map_err(|_| {
-            invalid(
-                &upstream.id,
-                format!(
-                    "unknown balancer `{name}` (expected one of {})",
-                    BALANCERS.join(", ")
-                ),
-            )
-        })?,
-    };
-    backend_settings::validate(&upstream)?;
-    HostHeader::parse(upstream.host_header.as_deref())
-        .map_err(|reason| invalid(&upstream.id, reason))?;
+    let settings =
+        UpstreamSettings::parse(&upstream).map_err(|reason| invalid(&upstream.id, reason))?;
     if upstream.name.is_empty() {
         upstream.name = upstream.id.clone();
     }
-    Ok((upstream, balancer))
+    Ok((upstream, settings))
 }
 
 /// The conflict of `upstream` with another upstream's prefix or hostname, if any.
@@ -412,12 +397,7 @@ impl Registry {
     /// prefix or hostname already used by another upstream on an overlapping set of listeners.
     /// An unknown `balancer` or invalid health settings are a [`RegistryError::InvalidUpstream`].
     pub fn add_upstream(&self, upstream: Upstream) -> Result<(), RegistryError> {
-        let (upstream, balancer) = normalize(upstream)?;
-        let health =
-            UpstreamHealth::parse(&upstream).map_err(|reason| RegistryError::InvalidUpstream {
-                id: upstream.id.clone(),
-                reason,
-            })?;
+        let (upstream, settings) = normalize(upstream)?;
         self.write(|state| {
             if let Some(existing) = state.upstreams.get(&upstream.id) {
                 if existing.upstream == upstream {
@@ -436,10 +416,9 @@ impl Registry {
                 upstream.id.clone(),
                 UpstreamState {
                     upstream: upstream.clone(),
-                    balancer,
+                    settings,
                     round_robin: Arc::default(),
                     backends: BTreeMap::new(),
-                    health,
                     entry: None,
                 },
             );
@@ -490,7 +469,7 @@ impl Registry {
                 });
             }
             let backend = entry.backend.clone();
-            let entry = entry.with_connection_limit(upstream.upstream.max_connections_per_backend);
+            let entry = entry.with_connection_limit(upstream.settings.max_connections_per_backend);
             let key = (upstream_id.to_owned(), backend.id.clone());
             if state.drained_removed.remove(&key) {
                 entry.set_drained(true);

@@ -8,6 +8,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use http::header;
+use http::request::Parts;
+
 use crate::registry::{Snapshot, UpstreamEntry};
 
 /// The result of routing a request.
@@ -54,6 +57,25 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
         Cow::Owned(trimmed.to_ascii_lowercase())
     } else {
         Cow::Borrowed(trimmed)
+    }
+}
+
+/// The Host header, or the authority of an absolute-form request URI: what a request is
+/// routed by.
+pub(crate) fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+/// The path without the first `strip` bytes (`/prefix`, as [`RouteMatch`] found it); `/` when
+/// nothing remains.
+pub(crate) fn prefixless(path: &str, strip: Option<usize>) -> &str {
+    match strip {
+        Some(n) => path.get(n..).filter(|p| !p.is_empty()).unwrap_or("/"),
+        None => path,
     }
 }
 

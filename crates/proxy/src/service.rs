@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::balancer::Balancer;
 pub use crate::body::ProxyBody;
 use crate::body::RequestBody;
-pub(crate) use crate::connection::ConnectionInfo;
+pub(crate) use crate::connection_info::ConnectionInfo;
 use crate::forward::{client_backend_uri, strip_hop_by_hop, BackendClient, ForwardError};
 use crate::forwarded::ForwardedHeaders;
 use crate::hooks::SwappableHooks;

@@ -5,16 +5,17 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gatekeeper_rpc::types::{Backend, Upstream};
 use http::uri::{Authority, Scheme, Uri};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::health_state::{BackendHealth, HealthState};
 use super::RegistryError;
-use crate::balancer::BalancerKind;
-use crate::forward::BackendProtocol;
-use crate::forwarded::HostHeader;
-use crate::health::{ActiveCheck, BackendHealth, HealthState, PassivePolicy};
+use crate::upstream_settings::{
+    ActiveCheck, BackendProtocol, BalancerKind, HostHeader, PassivePolicy, UpstreamSettings,
+};
 
 /// A backend with its address parsed once, when it was added.
 ///
@@ -206,6 +207,11 @@ pub struct UpstreamEntry {
     pub passive_health: PassivePolicy,
     /// Active health checks, when the upstream asks for them.
     pub health_check: Option<Arc<ActiveCheck>>,
+    /// Time allowed until a backend's response headers (`timeout_ms`); `None`: the proxy's
+    /// default.
+    pub timeout: Option<Duration>,
+    /// Time allowed to connect to a backend (`connect_timeout_ms`); `None`: the proxy's default.
+    pub connect_timeout: Option<Duration>,
 }
 
 impl UpstreamEntry {
@@ -245,7 +251,29 @@ impl UpstreamEntry {
             swrr_lock: Mutex::new(()),
             passive_health: PassivePolicy::default(),
             health_check: None,
+            timeout: None,
+            connect_timeout: None,
         }
+    }
+
+    /// The entry the registry publishes: `upstream` with its parsed `settings` (passive health
+    /// completed with `passive_defaults`) and these backends (ordered by id); `round_robin` is
+    /// the upstream's round-robin position, shared across snapshots.
+    pub(crate) fn with_settings(
+        upstream: Upstream,
+        backends: Vec<Arc<BackendEntry>>,
+        settings: &UpstreamSettings,
+        passive_defaults: PassivePolicy,
+        round_robin: Arc<AtomicUsize>,
+    ) -> Self {
+        let mut entry = UpstreamEntry::new(upstream, backends, settings.balancer, round_robin);
+        entry.backend_protocol = settings.backend_protocol;
+        entry.host_header = settings.host_header.clone();
+        entry.passive_health = settings.passive_policy(passive_defaults);
+        entry.health_check = settings.health_check.clone();
+        entry.timeout = settings.timeout;
+        entry.connect_timeout = settings.connect_timeout;
+        entry
     }
 
     /// Sets the passive health settings and the active checks (the registry does, when it

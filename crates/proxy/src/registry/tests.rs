@@ -1,6 +1,7 @@
 //! Unit tests of the registry: validation, idempotence and conflicts, the change feed.
 
 use super::*;
+use crate::upstream_settings::{BalancerKind, HostHeader};
 
 pub(crate) fn upstream(id: &str, prefixes: &[&str], hostnames: &[&str]) -> Upstream {
     Upstream {
@@ -275,7 +276,7 @@ fn weights_and_health_settings_are_validated() {
 
 #[test]
 fn passive_defaults_apply_to_upstreams_without_their_own() {
-    use crate::health::PassivePolicy;
+    use crate::upstream_settings::PassivePolicy;
     use std::time::Duration;
     let r = Registry::new();
     r.add_upstream(upstream("a", &["a"], &[])).unwrap();
@@ -306,7 +307,7 @@ fn passive_defaults_apply_to_upstreams_without_their_own() {
 
 #[test]
 fn backend_health_survives_other_changes() {
-    use crate::health::PassivePolicy;
+    use crate::upstream_settings::PassivePolicy;
     let r = Registry::new();
     r.add_upstream(upstream("a", &["a"], &[])).unwrap();
     r.add_backend("a", backend("b", "http://127.0.0.1:1"))

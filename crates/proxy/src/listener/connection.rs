@@ -34,23 +34,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
+use crate::connection_info::ConnectionInfo;
 use crate::service::Shared;
 use crate::ProxyConfig;
-
-/// What the request path knows about the connection a request came on.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionInfo {
-    /// The listener's name.
-    pub(crate) listener: Arc<str>,
-    /// The client's address.
-    pub(crate) remote: SocketAddr,
-    /// Whether the connection is TLS.
-    #[allow(dead_code)] // for X-Forwarded-Proto and plugins
-    pub(crate) tls: bool,
-    /// The SNI name the client asked for (TLS only).
-    #[allow(dead_code)] // for X-Forwarded-Host and plugins
-    pub(crate) sni: Option<Arc<str>>,
-}
 
 /// The HTTP versions a connection can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

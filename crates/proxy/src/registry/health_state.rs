@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{ActiveCheck, PassivePolicy};
+use crate::upstream_settings::{ActiveCheck, PassivePolicy};
 
 /// Milliseconds on a monotonic clock that starts at 1 (0 means "never" in the atomics below).
 fn clock_ms() -> u64 {
@@ -219,7 +219,7 @@ impl BackendHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::ExpectedStatus;
+    use crate::upstream_settings::ExpectedStatus;
 
     fn policy(failures: u32, cooldown_ms: u64) -> PassivePolicy {
         PassivePolicy {
