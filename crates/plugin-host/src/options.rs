@@ -25,7 +25,9 @@ impl HostConfig {
     /// Checks the values (whether the directory exists is seen when the host starts).
     pub fn validate(&self) -> Result<(), crate::spec::SpecError> {
         match &self.socket_dir {
-            Some(dir) if dir.as_os_str().is_empty() => Err(crate::spec::SpecError::Empty("socket_dir")),
+            Some(dir) if dir.as_os_str().is_empty() => {
+                Err(crate::spec::SpecError::Empty("socket_dir"))
+            }
             _ => Ok(()),
         }
     }

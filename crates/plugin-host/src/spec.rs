@@ -239,7 +239,8 @@ mod tests {
         .unwrap();
         assert_eq!(spec.hook_timeout, Duration::from_millis(250));
         assert_eq!((spec.instances, spec.restart_after_timeouts), (3, 0));
-        let back: PluginSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        let back: PluginSpec =
+            serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
     }
 

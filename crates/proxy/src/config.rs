@@ -154,7 +154,11 @@ impl ProxyConfig {
             }
         }
         for (i, certificate) in self.tls.iter().enumerate() {
-            if !self.listeners.iter().any(|l| l.name == certificate.listener) {
+            if !self
+                .listeners
+                .iter()
+                .any(|l| l.name == certificate.listener)
+            {
                 return Err(ConfigError::UnknownListener {
                     key: format!("tls[{i}].listener"),
                     name: certificate.listener.clone(),
@@ -552,7 +556,9 @@ mod tests {
             FailurePolicy::Open
         );
         let bad = toml::from_str::<FailureConfig>("failure = \"maybe\"").unwrap_err();
-        assert!(bad.to_string().contains("`maybe` must be \"open\" or \"closed\""));
+        assert!(bad
+            .to_string()
+            .contains("`maybe` must be \"open\" or \"closed\""));
         assert!(keys("failure_status = 99").validate().is_err());
         assert_eq!(
             serde_json::to_value(FailurePolicy::Closed { status: 503 }).unwrap(),
