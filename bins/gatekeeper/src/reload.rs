@@ -253,7 +253,9 @@ const APPLIED: [&str; 5] = [
 
 /// The changes from `running` to `new` that a reload does not apply.
 fn needs_restart(running: &Settings, new: &Settings) -> Vec<String> {
-    let (Value::Object(old), Value::Object(now)) = (running.to_json(), new.to_json()) else {
+    let (Ok(Value::Object(old)), Ok(Value::Object(now))) =
+        (serde_json::to_value(running), serde_json::to_value(new))
+    else {
         return vec!["(cannot compare the settings)".into()];
     };
     old.iter()

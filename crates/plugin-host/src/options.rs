@@ -23,10 +23,10 @@ pub struct HostConfig {
 
 impl HostConfig {
     /// Checks the values (whether the directory exists is seen when the host starts).
-    pub fn validate(&self) -> Result<(), crate::spec::SpecError> {
+    pub fn validate(&self) -> Result<(), crate::spec::ConfigError> {
         match &self.socket_dir {
             Some(dir) if dir.as_os_str().is_empty() => {
-                Err(crate::spec::SpecError::Empty("socket_dir"))
+                Err(crate::spec::ConfigError::Empty("socket_dir"))
             }
             _ => Ok(()),
         }

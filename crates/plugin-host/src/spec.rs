@@ -103,9 +103,11 @@ mod defaults {
     }
 }
 
-/// A plugin spec value out of bounds; the message starts with its key in the plugin table.
+/// A config value of the plugin host out of bounds ([`PluginSpec::validate`],
+/// [`crate::options::HostConfig::validate`]); the message starts with its key (in a plugin
+/// table for a spec).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
+pub enum ConfigError {
     /// `instances` is not from 1 to [`PluginSpec::MAX_INSTANCES`].
     #[error("instances: {0} must be from 1 to {max}", max = PluginSpec::MAX_INSTANCES)]
     Instances(usize),
@@ -147,12 +149,12 @@ impl PluginSpec {
     pub const MAX_INSTANCES: usize = 64;
 
     /// Checks the configurable values; the error names the first bad key.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=Self::MAX_INSTANCES).contains(&self.instances) {
-            return Err(SpecError::Instances(self.instances));
+            return Err(ConfigError::Instances(self.instances));
         }
         if self.heartbeat_interval.is_zero() {
-            return Err(SpecError::Zero("heartbeat_interval"));
+            return Err(ConfigError::Zero("heartbeat_interval"));
         }
         Ok(())
     }
