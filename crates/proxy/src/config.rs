@@ -9,19 +9,22 @@
 //! `max_connections`, `shutdown_grace`, `passive_health_failures`, `passive_health_cooldown`,
 //! `max_plugin_body`, `forwarded_headers`, `via` ([`ProxyConfig`]); `metrics_batch_size`,
 //! `metrics_flush_interval`, `metrics_buffer` ([`crate::MetricsConfig`]); `failure`,
-//! `failure_status` in a `[[plugin]]` table ([`FailureConfig`]).
+//! `failure_status` in a `[[plugin]]` table ([`FailureConfig`], in `failure`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gatekeeper_rpc::methods::PluginType;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::forwarded::{valid_via_name, ForwardedConfig};
 use crate::health;
-use crate::modifier::{FailurePolicy, DEFAULT_MAX_PLUGIN_BODY};
+use crate::modifier::DEFAULT_MAX_PLUGIN_BODY;
 use crate::tls::TlsCertificate;
+
+mod failure;
+
+pub use failure::{FailureConfig, FailureMode};
 
 /// The largest `max_plugin_body` (8 MiB): a body, base64-encoded in JSON, must fit in one
 /// protocol line (16 MiB).
@@ -195,105 +198,6 @@ impl ProxyConfig {
     }
 }
 
-/// What happens to a request when a plugin's hook fails: the `failure` (`"open"` or
-/// `"closed"`) and `failure_status` (default 503) keys of a `[[plugin]]` table. Without
-/// `failure`, the plugin type's default ([`FailureConfig::default_policy`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FailureConfig {
-    /// `open` or `closed`; `None`: the plugin type's default.
-    #[serde(with = "failure_mode")]
-    pub failure: Option<FailureMode>,
-    /// The status of a request refused by a failed plugin that fails closed (200 to 599;
-    /// `None`: 503).
-    pub failure_status: Option<u16>,
-}
-
-/// The `failure` key: whether a failed hook is skipped or refuses the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureMode {
-    /// Skip the plugin for this request.
-    Open,
-    /// Answer the request with `failure_status`.
-    Closed,
-}
-
-impl FailureMode {
-    fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::Open => "open",
-            FailureMode::Closed => "closed",
-        }
-    }
-}
-
-impl std::str::FromStr for FailureMode {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "open" => Ok(FailureMode::Open),
-            "closed" => Ok(FailureMode::Closed),
-            other => Err(ConfigError::FailureMode(other.to_owned())),
-        }
-    }
-}
-
-impl FailureConfig {
-    /// The status a plugin that fails closed answers with when `failure_status` is not set.
-    pub const DEFAULT_STATUS: u16 = 503;
-
-    /// The failure policy of a plugin type without `failure`: modifiers fail closed (an auth
-    /// plugin that is down must not let requests through); routers and loadbalancers fail open
-    /// (the built-in one takes over); upstream and metric plugins have no per-request hooks.
-    pub fn default_mode(plugin_type: PluginType) -> FailureMode {
-        match plugin_type {
-            PluginType::Modifier => FailureMode::Closed,
-            _ => FailureMode::Open,
-        }
-    }
-
-    /// Checks `failure_status` (the error's key is relative to the plugin table).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let status = self.failure_status.unwrap_or(Self::DEFAULT_STATUS);
-        if !(200..=599).contains(&status) {
-            return Err(ConfigError::FailureStatus(status));
-        }
-        Ok(())
-    }
-
-    /// The policy of a plugin of this type.
-    pub fn policy(&self, plugin_type: PluginType) -> FailurePolicy {
-        match self.failure.unwrap_or(Self::default_mode(plugin_type)) {
-            FailureMode::Open => FailurePolicy::Open,
-            FailureMode::Closed => FailurePolicy::Closed {
-                status: self.failure_status.unwrap_or(Self::DEFAULT_STATUS),
-            },
-        }
-    }
-
-    /// The default policy of a plugin type ([`FailureConfig::default_mode`], status 503).
-    pub fn default_policy(plugin_type: PluginType) -> FailurePolicy {
-        FailureConfig::default().policy(plugin_type)
-    }
-}
-
-/// `{"policy": "open"}` or `{"policy": "closed", "status": 503}` (in the effective settings).
-impl Serialize for FailurePolicy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "lowercase", tag = "policy")]
-        enum Tagged {
-            Open,
-            Closed { status: u16 },
-        }
-        match *self {
-            FailurePolicy::Open => Tagged::Open,
-            FailurePolicy::Closed { status } => Tagged::Closed { status },
-        }
-        .serialize(s)
-    }
-}
-
 /// A config value out of bounds; each message starts with its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -454,115 +358,5 @@ mod tls_tables {
     }
 }
 
-/// `failure = "open" | "closed"`.
-mod failure_mode {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(mode: &Option<FailureMode>, s: S) -> Result<S::Ok, S::Error> {
-        match mode {
-            Some(mode) => s.serialize_str(mode.as_str()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FailureMode>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn from_toml(text: &str) -> ProxyConfig {
-        toml::from_str(text).unwrap()
-    }
-
-    #[test]
-    fn an_empty_file_gives_the_defaults_which_are_valid() {
-        let config = from_toml("");
-        assert_eq!(config, ProxyConfig::default());
-        config.validate().unwrap();
-        assert_eq!(config.default_timeout, Duration::from_secs(30));
-        assert_eq!(config.max_plugin_body, 1024 * 1024);
-    }
-
-    #[test]
-    fn keys_are_read_and_written_as_in_the_config_file() {
-        let text = r#"
-            listen = ["a=127.0.0.1:1", "127.0.0.1:2"]
-            default_timeout = "2s"
-            passive_health_failures = 0
-            forwarded_headers = "replace"
-            via = ""
-            [[tls]]
-            listener = "a"
-            cert = "c.pem"
-            key = "k.pem"
-        "#;
-        let config = from_toml(text);
-        assert_eq!(config.listeners[1].name, "http-public");
-        assert_eq!(config.default_timeout, Duration::from_secs(2));
-        assert_eq!(config.forwarded.via, "");
-        assert_eq!(config.tls[0].listener, "a");
-        config.validate().unwrap();
-        let again: ProxyConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
-        assert_eq!(again, config);
-    }
-
-    #[test]
-    fn bad_values_say_what_is_wrong() {
-        let err = |text: &str| toml::from_str::<ProxyConfig>(text).unwrap_err().to_string();
-        assert!(err("default_timeout = \"soon\"").contains("`soon` is not a duration"));
-        assert!(err("listen = [\"nope\"]").contains("`nope` is not an IP:PORT address"));
-        assert!(err("listen = [\"=127.0.0.1:1\"]").contains("empty listener name"));
-        assert!(err("forwarded_headers = \"trust\"").contains("forwarded_headers"));
-        let invalid = |text: &str| from_toml(text).validate().unwrap_err().to_string();
-        assert_eq!(
-            invalid("max_header_bytes = 10"),
-            "max_header_bytes: 10 must be from 1024 to 16777216 (16 MiB)"
-        );
-        assert!(invalid("max_connections = 0").starts_with("max_connections: "));
-        assert!(invalid("connect_timeout = \"0s\"").starts_with("connect_timeout: "));
-        assert!(invalid("passive_health_cooldown = \"0s\"").starts_with("passive_health_cooldown"));
-        assert!(invalid("max_plugin_body = 8388609").starts_with("max_plugin_body: "));
-        assert!(invalid("via = \"two words\"").starts_with("via: "));
-        assert!(invalid("listen = [\"127.0.0.1:1\", \"127.0.0.1:1\"]").contains("given twice"));
-        assert_eq!(
-            invalid("listen = [\"a=127.0.0.1:1\"]\n[[tls]]\nlistener = \"b\"\ncert = \"c\"\nkey = \"k\""),
-            "tls[0].listener: `b` is not a listener (listeners: a)"
-        );
-    }
-
-    #[test]
-    fn failure_policy_defaults_per_plugin_type() {
-        let keys = |text: &str| toml::from_str::<FailureConfig>(text).unwrap();
-        assert_eq!(
-            keys("").policy(PluginType::Modifier),
-            FailurePolicy::Closed { status: 503 }
-        );
-        assert_eq!(keys("").policy(PluginType::Router), FailurePolicy::Open);
-        assert_eq!(
-            keys("failure = \"closed\"\nfailure_status = 502").policy(PluginType::Loadbalancer),
-            FailurePolicy::Closed { status: 502 }
-        );
-        assert_eq!(
-            keys("failure = \"open\"").policy(PluginType::Modifier),
-            FailurePolicy::Open
-        );
-        let bad = toml::from_str::<FailureConfig>("failure = \"maybe\"").unwrap_err();
-        assert!(bad
-            .to_string()
-            .contains("`maybe` must be \"open\" or \"closed\""));
-        assert!(keys("failure_status = 99").validate().is_err());
-        assert_eq!(
-            serde_json::to_value(FailurePolicy::Closed { status: 503 }).unwrap(),
-            serde_json::json!({"policy": "closed", "status": 503})
-        );
-    }
-}
+mod tests;
