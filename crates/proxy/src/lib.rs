@@ -6,6 +6,9 @@
 //! [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
 //! router and loadbalancer plugins follow it through [`Registry::subscribe`].
 //!
+//! Its settings are [`ProxyConfig`] and [`MetricsConfig`] (see [`config`]): each reads its keys of
+//! the config file, holds its defaults and checks its values.
+//!
 //! A serving proxy's plugins can change without a restart: [`BoundProxy::hooks_switch`] replaces
 //! the modifiers, router and loadbalancer plugins as one snapshot ([`Hooks`]; each request keeps
 //! the snapshot it started with), and [`Metrics::set_exporters`] replaces the metrics exporters.
