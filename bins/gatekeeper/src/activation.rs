@@ -4,13 +4,13 @@
 
 use std::net::TcpListener;
 
-use crate::config::ListenerSetting;
+use gatekeeper_proxy::ListenerConfig;
 
 /// The passed sockets, each with the listener it belongs to: by name where `LISTEN_FDNAMES`
 /// names a configured listener (`FileDescriptorName=` in the .socket unit), else in order (the
 /// first unnamed socket to the first listener without one, and so on). Sockets that are not
 /// TCP listeners, or that are left over, are logged and closed. Empty when systemd passed none.
-pub fn passed_sockets(listeners: &[ListenerSetting]) -> Vec<(String, TcpListener)> {
+pub fn passed_sockets(listeners: &[ListenerConfig]) -> Vec<(String, TcpListener)> {
     let mut passed = listenfd::ListenFd::from_env();
     let count = passed.len();
     if count == 0 {
@@ -40,7 +40,7 @@ pub fn passed_sockets(listeners: &[ListenerSetting]) -> Vec<(String, TcpListener
 
 /// Gives named sockets to their listeners, then the unnamed ones in order to the listeners
 /// left.
-fn assign<S>(listeners: &[ListenerSetting], sockets: Vec<(Option<String>, S)>) -> Vec<(String, S)> {
+fn assign<S>(listeners: &[ListenerConfig], sockets: Vec<(Option<String>, S)>) -> Vec<(String, S)> {
     let mut assigned: Vec<(String, S)> = Vec::with_capacity(sockets.len());
     let mut unnamed = Vec::new();
     for (name, socket) in sockets {
@@ -77,8 +77,8 @@ fn assign<S>(listeners: &[ListenerSetting], sockets: Vec<(Option<String>, S)>) -
 mod tests {
     use super::*;
 
-    fn listener(name: &str) -> ListenerSetting {
-        ListenerSetting {
+    fn listener(name: &str) -> ListenerConfig {
+        ListenerConfig {
             name: name.to_owned(),
             addr: ([127, 0, 0, 1], 0).into(),
         }

@@ -145,8 +145,7 @@ fn check_file(path: &Path, errors: &mut Vec<String>) -> Result<(), String> {
                     }
                     let settings = check_part(&key, "tls[0]", part, errors);
                     if let (Some(settings), true) = (settings, files_ok) {
-                        let certificates = settings.tls_certificates();
-                        if let Err(e) = gatekeeper_proxy::check_certificates(&certificates) {
+                        if let Err(e) = gatekeeper_proxy::check_certificates(&settings.proxy.tls) {
                             errors.push(format!("{key}: {e}"));
                         }
                     }

@@ -27,36 +27,23 @@ use gatekeeper_proxy::{
 use gatekeeper_rpc::methods::PluginType;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::config::PluginSetting;
+use crate::config::PluginConfig;
 use crate::wiring::feeds::{Follows, RegistryReplay};
 use crate::wiring::hooks::PluginHook;
 use crate::wiring::manager::RegistryManager;
 use crate::wiring::metrics::PluginExporter;
-use crate::wiring::{failure_policy, MeteredPlugin};
+use crate::wiring::MeteredPlugin;
 
 /// The plugin host's spec of a configured plugin.
-pub fn spec_of(setting: &PluginSetting) -> PluginSpec {
-    let mut spec = PluginSpec::new(&setting.name, setting.plugin_type, &setting.command)
-        .with_args(setting.args.clone())
-        .with_config(setting.config.clone())
-        .with_instances(setting.instances);
-    if let Some(timeout) = setting.hook_timeout {
-        spec.hook_timeout = timeout;
-    }
-    if let Some(interval) = setting.heartbeat_interval {
-        spec.heartbeat_interval = interval;
-    }
-    if let Some(limit) = setting.restart_after_timeouts {
-        spec.restart_after_timeouts = limit;
-    }
-    spec
+pub fn spec_of(setting: &PluginConfig) -> PluginSpec {
+    setting.spec.clone()
 }
 
 /// One running plugin and the settings it runs with.
 #[derive(Clone)]
 pub struct RunningPlugin {
     /// Its settings.
-    pub setting: PluginSetting,
+    pub setting: PluginConfig,
     /// Its handle.
     pub handle: PluginHandle,
 }
@@ -130,15 +117,15 @@ impl Retired {
 }
 
 /// Whether two plugin settings are the same.
-fn same(a: &PluginSetting, b: &PluginSetting) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+fn same(a: &PluginConfig, b: &PluginConfig) -> bool {
+    a == b
 }
 
 /// Whether two settings run the same processes (they differ at most in the failure policy).
-fn same_processes(a: &PluginSetting, b: &PluginSetting) -> bool {
+fn same_processes(a: &PluginConfig, b: &PluginConfig) -> bool {
     same(
         a,
-        &PluginSetting {
+        &PluginConfig {
             failure: a.failure,
             ..b.clone()
         },
@@ -187,25 +174,25 @@ impl PluginSet {
     /// meanwhile keep running until the host shuts down).
     pub async fn start(
         &mut self,
-        settings: &[PluginSetting],
+        settings: &[PluginConfig],
     ) -> Result<Vec<(String, Duration)>, HostError> {
         let mut took = Vec::new();
         for upstream_wave in [true, false] {
-            let wave: Vec<&PluginSetting> = settings
+            let wave: Vec<&PluginConfig> = settings
                 .iter()
-                .filter(|s| (s.plugin_type == PluginType::Upstream) == upstream_wave)
+                .filter(|s| (s.spec.plugin_type == PluginType::Upstream) == upstream_wave)
                 .collect();
             let launches = wave.iter().map(|setting| {
                 let started = Instant::now();
                 let launch = self
                     .host
-                    .launch(spec_of(setting), self.options(setting.plugin_type));
+                    .launch(spec_of(setting), self.options(setting.spec.plugin_type));
                 async move { launch.await.map(|handle| (handle, started.elapsed())) }
             });
             let outcomes = futures::future::join_all(launches).await;
             for (setting, outcome) in wave.into_iter().zip(outcomes) {
                 let (handle, elapsed) = outcome?;
-                took.push((setting.name.clone(), elapsed));
+                took.push((setting.spec.name.clone(), elapsed));
                 self.running.push(RunningPlugin {
                     setting: setting.clone(),
                     handle,
@@ -217,18 +204,18 @@ impl PluginSet {
     }
 
     /// Keeps the configured order (modifiers are called in it).
-    fn sort_as(&mut self, settings: &[PluginSetting]) {
+    fn sort_as(&mut self, settings: &[PluginConfig]) {
         self.running.sort_by_key(|p| {
             settings
                 .iter()
-                .position(|s| s.name == p.setting.name)
+                .position(|s| s.spec.name == p.setting.spec.name)
                 .unwrap_or(usize::MAX)
         });
     }
 
     /// Brings the set to `settings` (see the module docs); the old plugins keep running until
     /// the returned [`Retired::finish`].
-    pub async fn reconcile(&mut self, settings: &[PluginSetting]) -> (Reconciled, Retired) {
+    pub async fn reconcile(&mut self, settings: &[PluginConfig]) -> (Reconciled, Retired) {
         let mut report = Reconciled::default();
         let mut retired = Retired {
             host: self.host.clone(),
@@ -239,33 +226,35 @@ impl PluginSet {
         let old_order: Vec<String> = self
             .running
             .iter()
-            .map(|p| p.setting.name.clone())
+            .map(|p| p.setting.spec.name.clone())
             .collect();
         let mut next: Vec<RunningPlugin> = Vec::new();
         for upstream_wave in [true, false] {
             for setting in settings
                 .iter()
-                .filter(|s| (s.plugin_type == PluginType::Upstream) == upstream_wave)
+                .filter(|s| (s.spec.plugin_type == PluginType::Upstream) == upstream_wave)
             {
                 let running = self
                     .running
                     .iter()
-                    .find(|p| p.setting.name == setting.name)
+                    .find(|p| p.setting.spec.name == setting.spec.name)
                     .cloned();
                 match running {
                     None => match self.launch(setting).await {
                         Ok(handle) => {
-                            report.added.push(setting.name.clone());
+                            report.added.push(setting.spec.name.clone());
                             next.push(RunningPlugin {
                                 setting: setting.clone(),
                                 handle,
                             });
                         }
-                        Err(e) => report.failed.push((setting.name.clone(), e.to_string())),
+                        Err(e) => report
+                            .failed
+                            .push((setting.spec.name.clone(), e.to_string())),
                     },
                     Some(old) if same(&old.setting, setting) => next.push(old),
                     Some(old) if same_processes(&old.setting, setting) => {
-                        report.updated.push(setting.name.clone());
+                        report.updated.push(setting.spec.name.clone());
                         next.push(RunningPlugin {
                             setting: setting.clone(),
                             handle: old.handle,
@@ -273,14 +262,16 @@ impl PluginSet {
                     }
                     Some(old) => match self.replace(&old, setting, &mut retired).await {
                         Ok(handle) => {
-                            report.replaced.push(setting.name.clone());
+                            report.replaced.push(setting.spec.name.clone());
                             next.push(RunningPlugin {
                                 setting: setting.clone(),
                                 handle,
                             });
                         }
                         Err(e) => {
-                            report.failed.push((setting.name.clone(), e.to_string()));
+                            report
+                                .failed
+                                .push((setting.spec.name.clone(), e.to_string()));
                             next.push(old);
                         }
                     },
@@ -288,11 +279,16 @@ impl PluginSet {
             }
         }
         for old in &self.running {
-            if !settings.iter().any(|s| s.name == old.setting.name) {
-                report.removed.push(old.setting.name.clone());
+            if !settings
+                .iter()
+                .any(|s| s.spec.name == old.setting.spec.name)
+            {
+                report.removed.push(old.setting.spec.name.clone());
                 retired.stop.push(old.handle.clone());
-                if old.setting.plugin_type == PluginType::Upstream {
-                    retired.sweeps.push((old.setting.name.clone(), u64::MAX));
+                if old.setting.spec.plugin_type == PluginType::Upstream {
+                    retired
+                        .sweeps
+                        .push((old.setting.spec.name.clone(), u64::MAX));
                 }
             }
         }
@@ -302,7 +298,7 @@ impl PluginSet {
             order
                 .iter()
                 .filter(|n| {
-                    old_order.contains(n) && self.running.iter().any(|p| &p.setting.name == *n)
+                    old_order.contains(n) && self.running.iter().any(|p| &p.setting.spec.name == *n)
                 })
                 .cloned()
                 .collect()
@@ -310,16 +306,16 @@ impl PluginSet {
         let new_order: Vec<String> = self
             .running
             .iter()
-            .map(|p| p.setting.name.clone())
+            .map(|p| p.setting.spec.name.clone())
             .collect();
         report.reordered = kept(&old_order) != kept(&new_order);
         (report, retired)
     }
 
     /// Launches a plugin that is not running yet.
-    async fn launch(&self, setting: &PluginSetting) -> Result<PluginHandle, HostError> {
+    async fn launch(&self, setting: &PluginConfig) -> Result<PluginHandle, HostError> {
         self.host
-            .launch(spec_of(setting), self.options(setting.plugin_type))
+            .launch(spec_of(setting), self.options(setting.spec.plugin_type))
             .await
     }
 
@@ -327,23 +323,26 @@ impl PluginSet {
     async fn replace(
         &self,
         old: &RunningPlugin,
-        setting: &PluginSetting,
+        setting: &PluginConfig,
         retired: &mut Retired,
     ) -> Result<PluginHandle, HostError> {
-        let was_upstream = old.setting.plugin_type == PluginType::Upstream;
+        let was_upstream = old.setting.spec.plugin_type == PluginType::Upstream;
         // The upstreams the successor declares from here on are its own; the others go.
-        let mark = match (was_upstream, setting.plugin_type == PluginType::Upstream) {
-            (true, true) => Some(self.manager.mark(&setting.name)),
+        let mark = match (
+            was_upstream,
+            setting.spec.plugin_type == PluginType::Upstream,
+        ) {
+            (true, true) => Some(self.manager.mark(&setting.spec.name)),
             (true, false) => Some(u64::MAX),
             (false, _) => None,
         };
         let handle = self
             .host
-            .launch_replacement(spec_of(setting), self.options(setting.plugin_type))
+            .launch_replacement(spec_of(setting), self.options(setting.spec.plugin_type))
             .await?;
         retired.stop.push(old.handle.clone());
         if let Some(mark) = mark {
-            retired.sweeps.push((setting.name.clone(), mark));
+            retired.sweeps.push((setting.spec.name.clone(), mark));
         }
         Ok(handle)
     }
@@ -354,13 +353,13 @@ impl PluginSet {
         let hook = |p: &RunningPlugin| {
             Arc::new(PluginHook::new(
                 MeteredPlugin::new(p.handle.clone(), metrics.clone()),
-                failure_policy(p.setting.failure),
+                p.setting.failure,
             ))
         };
         let of_type = |t: PluginType| {
             self.running
                 .iter()
-                .filter(move |p| p.setting.plugin_type == t)
+                .filter(move |p| p.setting.spec.plugin_type == t)
         };
         Hooks {
             modifiers: of_type(PluginType::Modifier)
@@ -381,7 +380,7 @@ impl PluginSet {
     pub fn exporters(&self) -> Vec<Arc<dyn MetricsExporter>> {
         let mut exporters: Vec<Arc<dyn MetricsExporter>> = Vec::new();
         for p in &self.running {
-            let kinds: &[MetricKind] = match p.setting.plugin_type {
+            let kinds: &[MetricKind] = match p.setting.spec.plugin_type {
                 PluginType::Metric => &MetricKind::ALL,
                 PluginType::Loadbalancer | PluginType::Upstream => &[MetricKind::Upstream],
                 PluginType::Modifier | PluginType::Router => &[],

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use gatekeeper_proxy::{HooksSwitch, ListenerConfig, ListenerControl, Metrics, MetricsExporter};
+use gatekeeper_proxy::{HooksSwitch, ListenerControl, Metrics, MetricsExporter};
 use serde_json::Value;
 
 use crate::admin::Operations;
@@ -46,18 +46,6 @@ pub struct Reloader {
     pub access_log: Option<Arc<AccessLog>>,
     /// The admin socket's view of what runs.
     pub operations: Arc<Operations>,
-}
-
-/// The proxy's listeners as configured.
-pub fn listener_configs(settings: &Settings) -> Vec<ListenerConfig> {
-    settings
-        .listeners
-        .iter()
-        .map(|l| ListenerConfig {
-            name: l.name.clone(),
-            addr: l.addr,
-        })
-        .collect()
 }
 
 /// Every metrics exporter: the fixed ones, the access log, then the plugins'.
@@ -132,7 +120,7 @@ impl Reloader {
         ));
         if let (Some(replaced), false) = (replaced, retired.is_empty()) {
             // Requests that started before the swap may still call the old plugins.
-            let grace = self.running.shutdown_grace;
+            let grace = self.running.proxy.shutdown_grace;
             if !replaced.released(grace).await {
                 tracing::warn!(
                     grace = %humantime::format_duration(grace),
@@ -148,19 +136,13 @@ impl Reloader {
         );
 
         let pending = needs_restart(&self.running, &new);
-        self.running = Settings {
-            listeners: self.running.listeners.clone(),
-            tls: self.running.tls.clone(),
-            access_log: self.running.access_log,
-            access_log_file: self.running.access_log_file.clone(),
-            plugins: self
-                .plugins
-                .running()
-                .iter()
-                .map(|p| p.setting.clone())
-                .collect(),
-            ..self.running.clone()
-        };
+        // Listeners, certificates and the access log were updated as they were applied.
+        self.running.plugins = self
+            .plugins
+            .running()
+            .iter()
+            .map(|p| p.setting.clone())
+            .collect();
         self.operations.set_config(&self.running);
         // One summary line per reload.
         if !all_applied {
@@ -190,7 +172,7 @@ impl Reloader {
     async fn apply_listeners(&mut self, new: &Settings) -> bool {
         match self
             .listeners
-            .apply(listener_configs(new), new.tls_certificates())
+            .apply(new.proxy.listeners.clone(), new.proxy.tls.clone())
             .await
         {
             Ok(changes) => {
@@ -211,8 +193,8 @@ impl Reloader {
                         "SIGHUP: listeners changed"
                     );
                 }
-                self.running.listeners = new.listeners.clone();
-                self.running.tls = new.tls.clone();
+                self.running.proxy.listeners = new.proxy.listeners.clone();
+                self.running.proxy.tls = new.proxy.tls.clone();
                 true
             }
             Err(e) => {

@@ -7,42 +7,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use gatekeeper_plugin_host::PluginHost;
-use gatekeeper_proxy::forwarded::ForwardedConfig;
-use gatekeeper_proxy::{Metrics, MetricsConfig, MetricsExporter, Proxy, ProxyConfig, Registry};
+use gatekeeper_proxy::{Metrics, MetricsExporter, Proxy, Registry};
 use gatekeeper_rpc::metrics::events;
 use gatekeeper_rpc::types::Object;
 use serde_json::json;
 
 use crate::config::Settings;
 use crate::plugins::PluginSet;
-use crate::reload::{all_exporters, listener_configs, Reloader};
+use crate::reload::{all_exporters, Reloader};
 use crate::wiring::access_log::AccessLog;
 use crate::wiring::feeds::{follow_plugins, follow_registry};
 use crate::{activation, notify};
-
-// Every field is set today; the default stays for fields added later.
-#[allow(clippy::needless_update)]
-fn proxy_config(settings: &Settings) -> ProxyConfig {
-    ProxyConfig {
-        listeners: listener_configs(settings),
-        default_timeout: settings.default_timeout,
-        connect_timeout: settings.connect_timeout,
-        header_read_timeout: settings.header_read_timeout,
-        passive_health_failures: settings.passive_health.failures,
-        passive_health_cooldown: settings.passive_health.cooldown,
-        tls: settings.tls_certificates(),
-        keepalive_idle: settings.keepalive_idle,
-        max_header_bytes: settings.max_header_bytes,
-        max_connections: settings.max_connections,
-        max_plugin_body: settings.max_plugin_body,
-        forwarded: ForwardedConfig {
-            mode: settings.forwarded_headers,
-            via: settings.via.clone(),
-        },
-        shutdown_grace: settings.shutdown_grace,
-        ..ProxyConfig::default()
-    }
-}
 
 /// Resolves when the process receives SIGTERM or SIGINT.
 async fn shutdown_signal() {
@@ -80,7 +55,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let registry_changes = registry.subscribe();
     let operations = Arc::new(crate::admin::Operations::start(&settings, &registry).await?);
     let host = Arc::new(
-        PluginHost::new(settings.socket_dir.clone())
+        PluginHost::new(settings.host.socket_dir.clone())
             .context("cannot create the plugin socket directory")?,
     );
     let (plugin_events, plugin_events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -96,11 +71,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let fixed_exporters: Vec<Arc<dyn MetricsExporter>> =
         operations.exporter().into_iter().collect();
     let metrics = Metrics::new(
-        MetricsConfig {
-            batch_size: settings.metrics.batch_size,
-            flush_interval: settings.metrics.flush_interval,
-            buffer: settings.metrics.buffer,
-        },
+        settings.metrics,
         all_exporters(&fixed_exporters, &access_log, &plugins),
     );
     for (plugin, took) in took {
@@ -109,10 +80,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     tokio::spawn(follow_plugins(plugin_events_rx, metrics.clone()));
     tokio::spawn(follow_registry(registry_changes, metrics.clone()));
 
-    let mut proxy = Proxy::new(proxy_config(&settings), registry, Vec::new())
+    let mut proxy = Proxy::new(settings.proxy.clone(), registry, Vec::new())
         .with_hooks(plugins.hooks(&metrics))
         .with_metrics(metrics.clone());
-    for (listener, socket) in activation::passed_sockets(&settings.listeners) {
+    for (listener, socket) in activation::passed_sockets(&settings.proxy.listeners) {
         proxy = proxy.with_listener_socket(listener, socket);
     }
 
@@ -140,7 +111,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     notify::ready(&format!("serving on {}", addresses.join(", ")));
     let watchdog = notify::spawn_watchdog();
 
-    let grace = settings.shutdown_grace;
+    let grace = settings.proxy.shutdown_grace;
     let reloader = Reloader {
         running: settings,
         plugins,

@@ -1,7 +1,9 @@
-//! [`LaunchOptions`]: what the caller plugs into a launched plugin besides its spec: the
-//! [`Manager`] served to upstream plugins, the [`BeforeReady`] replay run on every (re)start, and
-//! the channel lifecycle [`PluginEvent`]s go to.
+//! The host's options: [`HostConfig`] (config key `socket_dir`), and [`LaunchOptions`], what the
+//! caller plugs into a launched plugin besides its spec: the [`Manager`] served to upstream
+//! plugins, the [`BeforeReady`] replay run on every (re)start, and the channel lifecycle
+//! [`PluginEvent`]s go to.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -9,6 +11,27 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::events::PluginEvent;
 use crate::instance::BeforeReady;
 use crate::manager::Manager;
+
+/// The host's settings ([`crate::PluginHost::new`] takes `socket_dir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct HostConfig {
+    /// The directory in which the private socket directory is created (default:
+    /// `$XDG_RUNTIME_DIR`, else the system temp dir).
+    pub socket_dir: Option<PathBuf>,
+}
+
+impl HostConfig {
+    /// Checks the values (whether the directory exists is seen when the host starts).
+    pub fn validate(&self) -> Result<(), crate::spec::ConfigError> {
+        match &self.socket_dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                Err(crate::spec::ConfigError::Empty("socket_dir"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 /// Options of [`crate::PluginHost::launch`]. `LaunchOptions::default()` plugs in nothing.
 #[derive(Clone, Default)]

@@ -1,50 +1,122 @@
-//! [`PluginSpec`]: which command runs a plugin, its config, and every timeout of its lifecycle.
+//! [`PluginSpec`]: which command runs a plugin, its config, and every timeout of its lifecycle;
+//! read from a `[[plugin]]` table of the config file (keys `name`, `type`, `command`, `args`,
+//! `config`, `hook_timeout`, `heartbeat_interval`, `instances`, `restart_after_timeouts`; the
+//! other timings are not configurable) and checked by [`PluginSpec::validate`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::types::Object;
+use serde::{Deserialize, Serialize};
 
 /// Everything the host needs to run one plugin.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginSpec {
     /// The plugin's name, unique within one host; used in logs and sent in the environment.
+    /// In a config file it may be left out (empty): the caller names the plugin.
+    #[serde(default)]
     pub name: String,
     /// The plugin's type; decides which hooks it may declare and whether it may call the manager.
+    #[serde(rename = "type", with = "plugin_type")]
     pub plugin_type: PluginType,
     /// The executable to run (looked up in `PATH` if it has no slash).
     pub command: PathBuf,
     /// Arguments passed to the command.
+    #[serde(default)]
     pub args: Vec<String>,
     /// The config map sent in `configure` (after every start).
+    #[serde(default)]
     pub config: Object,
     /// How many processes of the plugin run side by side, each with its own socket, token and
-    /// supervision; hook calls are spread over the ready ones. Default 1 (0 counts as 1).
+    /// supervision; hook calls are spread over the ready ones. Default 1 (0 counts as 1; a
+    /// config file may say 1 to 64).
+    #[serde(default = "defaults::instances")]
     pub instances: usize,
     /// Timeout of each hook call made through [`crate::PluginHandle::call`]. Default 1 s.
+    #[serde(default = "defaults::hook_timeout", with = "duration")]
     pub hook_timeout: Duration,
     /// Time between two `heartbeat` calls. Default 5 s.
+    #[serde(default = "defaults::heartbeat_interval", with = "duration")]
     pub heartbeat_interval: Duration,
     /// A process whose hook calls time out this many times in a row is taken as hung and
     /// restarted, without waiting for its heartbeats to go unanswered (0: never). Default 5.
+    #[serde(default = "defaults::restart_after_timeouts")]
     pub restart_after_timeouts: u32,
     /// Time a `heartbeat` may take before it counts as missed. Default 2 s.
+    #[serde(skip, default = "defaults::heartbeat_timeout")]
     pub heartbeat_timeout: Duration,
     /// The plugin is restarted once this many consecutive heartbeats are missed (at least 1).
     /// Default 2.
+    #[serde(skip, default = "defaults::missed_heartbeats_allowed")]
     pub missed_heartbeats_allowed: u32,
     /// Time allowed from spawning the process to a successful `start` (spawn, handshake,
     /// `configure`, `start`). Default 10 s.
+    #[serde(skip, default = "defaults::start_timeout")]
     pub start_timeout: Duration,
     /// Time allowed for `stop` to be answered, then again for the process to exit, before it is
     /// killed. Default 3 s.
+    #[serde(skip, default = "defaults::stop_timeout")]
     pub stop_timeout: Duration,
     /// First delay before a restart. Default 100 ms.
+    #[serde(skip, default = "defaults::restart_backoff_min")]
     pub restart_backoff_min: Duration,
     /// Largest delay before a restart (the delay doubles on each consecutive restart, and goes
     /// back to the minimum once the plugin ran healthy for 30 s). Default 10 s.
+    #[serde(skip, default = "defaults::restart_backoff_max")]
     pub restart_backoff_max: Duration,
+}
+
+/// The defaults of [`PluginSpec`], the one place they are written.
+mod defaults {
+    use std::time::Duration;
+
+    pub fn instances() -> usize {
+        1
+    }
+    pub fn hook_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn heartbeat_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn restart_after_timeouts() -> u32 {
+        5
+    }
+    pub fn heartbeat_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn missed_heartbeats_allowed() -> u32 {
+        2
+    }
+    pub fn start_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn stop_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn restart_backoff_min() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn restart_backoff_max() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// A config value of the plugin host out of bounds ([`PluginSpec::validate`],
+/// [`crate::options::HostConfig::validate`]); the message starts with its key (in a plugin
+/// table for a spec).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `instances` is not from 1 to [`PluginSpec::MAX_INSTANCES`].
+    #[error("instances: {0} must be from 1 to {max}", max = PluginSpec::MAX_INSTANCES)]
+    Instances(usize),
+    /// A duration that must be more than 0 is 0.
+    #[error("{0}: must be more than 0")]
+    Zero(&'static str),
+    /// A path that must not be empty is.
+    #[error("{0}: must not be empty")]
+    Empty(&'static str),
 }
 
 impl PluginSpec {
@@ -60,17 +132,31 @@ impl PluginSpec {
             command: command.into(),
             args: Vec::new(),
             config: Object::new(),
-            instances: 1,
-            hook_timeout: Duration::from_secs(1),
-            heartbeat_interval: Duration::from_secs(5),
-            restart_after_timeouts: 5,
-            heartbeat_timeout: Duration::from_secs(2),
-            missed_heartbeats_allowed: 2,
-            start_timeout: Duration::from_secs(10),
-            stop_timeout: Duration::from_secs(3),
-            restart_backoff_min: Duration::from_millis(100),
-            restart_backoff_max: Duration::from_secs(10),
+            instances: defaults::instances(),
+            hook_timeout: defaults::hook_timeout(),
+            heartbeat_interval: defaults::heartbeat_interval(),
+            restart_after_timeouts: defaults::restart_after_timeouts(),
+            heartbeat_timeout: defaults::heartbeat_timeout(),
+            missed_heartbeats_allowed: defaults::missed_heartbeats_allowed(),
+            start_timeout: defaults::start_timeout(),
+            stop_timeout: defaults::stop_timeout(),
+            restart_backoff_min: defaults::restart_backoff_min(),
+            restart_backoff_max: defaults::restart_backoff_max(),
         }
+    }
+
+    /// The most `instances` a config file may ask for.
+    pub const MAX_INSTANCES: usize = 64;
+
+    /// Checks the configurable values; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=Self::MAX_INSTANCES).contains(&self.instances) {
+            return Err(ConfigError::Instances(self.instances));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::Zero("heartbeat_interval"));
+        }
+        Ok(())
     }
 
     /// Sets the arguments (builder style).
@@ -93,5 +179,90 @@ impl PluginSpec {
     pub fn with_instances(mut self, instances: usize) -> Self {
         self.instances = instances;
         self
+    }
+}
+
+/// `type = "modifier"`, with the message of [`PluginType`]'s `FromStr`.
+mod plugin_type {
+    use gatekeeper_rpc::methods::PluginType;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &PluginType, s: S) -> Result<S::Ok, S::Error> {
+        t.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PluginType, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Durations as humantime strings (`"250ms"`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration (examples: 500ms, 5s, 1m)"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_plugin_table_gives_a_spec_with_the_defaults_of_new() {
+        let spec: PluginSpec = serde_json::from_value(serde_json::json!({
+            "type": "modifier",
+            "command": "/bin/sh",
+        }))
+        .unwrap();
+        assert_eq!(spec, PluginSpec::new("", PluginType::Modifier, "/bin/sh"));
+        spec.validate().unwrap();
+        let spec: PluginSpec = serde_json::from_value(serde_json::json!({
+            "name": "auth", "type": "router", "command": "x", "args": ["-v"],
+            "hook_timeout": "250ms", "heartbeat_interval": "1s", "instances": 3,
+            "restart_after_timeouts": 0, "config": {"a": 1},
+        }))
+        .unwrap();
+        assert_eq!(spec.hook_timeout, Duration::from_millis(250));
+        assert_eq!((spec.instances, spec.restart_after_timeouts), (3, 0));
+        let back: PluginSpec =
+            serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let err = |value: serde_json::Value| {
+            serde_json::from_value::<PluginSpec>(value)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(serde_json::json!({"type": "teapot", "command": "x"}))
+            .contains("unknown plugin type `teapot`"));
+        assert!(
+            err(serde_json::json!({"type": "metric", "command": "x", "hook_timeout": "soon"}))
+                .contains("`soon` is not a duration")
+        );
+        let spec = PluginSpec::new("a", PluginType::Metric, "x").with_instances(65);
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "instances: 65 must be from 1 to 64"
+        );
     }
 }

@@ -72,13 +72,34 @@ impl std::str::FromStr for ForwardedMode {
     }
 }
 
-/// The settings of the forwarding headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The settings of the forwarding headers (config keys `forwarded_headers` and `via`; checked
+/// by [`crate::ProxyConfig::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ForwardedConfig {
     /// How `X-Forwarded-For`, `-Proto` and `-Host` are written (default [`ForwardedMode::Append`]).
+    #[serde(rename = "forwarded_headers", with = "mode_key")]
     pub mode: ForwardedMode,
     /// The name gatekeeper gives itself in `Via` (default `gatekeeper`); empty: no `Via`.
     pub via: String,
+}
+
+/// `forwarded_headers = "append" | "replace" | "off"`. The error names the key: the proxy's
+/// config holds these keys flattened, where serde does not say which key failed.
+mod mode_key {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ForwardedMode;
+
+    pub fn serialize<S: Serializer>(mode: &ForwardedMode, s: S) -> Result<S::Ok, S::Error> {
+        mode.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ForwardedMode, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(|e: String| serde::de::Error::custom(format!("forwarded_headers: {e}")))
+    }
 }
 
 impl Default for ForwardedConfig {

@@ -6,6 +6,9 @@
 //! [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
 //! router and loadbalancer plugins follow it through [`Registry::subscribe`].
 //!
+//! Its settings are [`ProxyConfig`] and [`MetricsConfig`] (see [`config`]): each reads its keys of
+//! the config file, holds its defaults and checks its values.
+//!
 //! A serving proxy's plugins can change without a restart: [`BoundProxy::hooks_switch`] replaces
 //! the modifiers, router and loadbalancer plugins as one snapshot ([`Hooks`]; each request keeps
 //! the snapshot it started with), and [`Metrics::set_exporters`] replaces the metrics exporters.
@@ -18,6 +21,7 @@
 
 pub mod balancer;
 mod body;
+pub mod config;
 mod connect;
 mod connection_info;
 pub mod forward;
@@ -42,9 +46,9 @@ mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
+pub use config::{ConfigError, FailureConfig, ListenerConfig, ProxyConfig};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};
 pub use listener::{BoundProxy, ListenerChanges, ListenerControl, ListenerError};
@@ -53,80 +57,6 @@ pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
 pub use plugins::{LoadBalancerHook, RouterHook};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use tls::{check_certificates, TlsCertificate, TlsError};
-
-/// A named listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerConfig {
-    /// The listener's name (upstreams' `protocols` refer to it; plugins see it).
-    pub name: String,
-    /// The address to bind.
-    pub addr: SocketAddr,
-}
-
-/// The proxy's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyConfig {
-    /// The listeners (plain HTTP/1.1, or TLS with HTTP/1.1 and HTTP/2 when `tls` has
-    /// certificates for them).
-    pub listeners: Vec<ListenerConfig>,
-    /// Certificates of the TLS listeners (several for one listener: chosen by SNI, the first
-    /// is the default). Default: none.
-    pub tls: Vec<TlsCertificate>,
-    /// Time allowed for a backend to answer with headers when the upstream sets no
-    /// `timeout_ms` (default 30s).
-    pub default_timeout: Duration,
-    /// Time allowed to open a backend connection (and to wait for a connection slot) when the
-    /// upstream sets no `connect_timeout_ms` (default 5s).
-    pub connect_timeout: Duration,
-    /// Time allowed for a client to send a request's head, from its first byte (for a
-    /// connection's first request: from the connection's start; on TLS listeners the handshake
-    /// gets this time too). Late heads are answered with 408 (default 10s).
-    pub header_read_timeout: Duration,
-    /// A client connection with no request in flight for this long is closed (default 60s).
-    pub keepalive_idle: Duration,
-    /// Largest request head (request line and headers) in bytes; larger ones get 431
-    /// (default 64 KiB).
-    pub max_header_bytes: usize,
-    /// Client connections served at once over all listeners (default 10000). At the limit, each
-    /// listener holds one more accepted connection until one closes; the next ones wait in the
-    /// kernel's listen backlog.
-    pub max_connections: usize,
-    /// How long in-flight connections may finish after shutdown is requested (default 10s).
-    pub shutdown_grace: Duration,
-    /// Forwarding failures in a row that eject a backend (passive health) when its upstream's
-    /// `passive_health` sets none (default 3; 0 disables).
-    pub passive_health_failures: u32,
-    /// How long an ejected backend gets no new requests when its upstream's `passive_health`
-    /// sets no `cooldown_ms` (default 10s).
-    pub passive_health_cooldown: Duration,
-    /// The largest body sent to a modifier that wants bodies (default 1 MiB,
-    /// [`DEFAULT_MAX_PLUGIN_BODY`]): a larger request body is answered with 413, a larger
-    /// response body streams past the plugins (`body_omitted`).
-    pub max_plugin_body: usize,
-    /// The `X-Forwarded-*` and `Via` headers added to forwarded requests (default: append,
-    /// `Via: 1.1 gatekeeper`).
-    pub forwarded: ForwardedConfig,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        ProxyConfig {
-            listeners: Vec::new(),
-            tls: Vec::new(),
-            default_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-            header_read_timeout: Duration::from_secs(10),
-            keepalive_idle: Duration::from_secs(60),
-            max_header_bytes: 64 * 1024,
-            max_connections: 10_000,
-            shutdown_grace: Duration::from_secs(10),
-            passive_health_failures: health::DEFAULT_PASSIVE_FAILURES,
-            passive_health_cooldown: health::DEFAULT_PASSIVE_COOLDOWN,
-            max_plugin_body: DEFAULT_MAX_PLUGIN_BODY,
-            forwarded: ForwardedConfig::default(),
-        }
-    }
-}
 
 /// Errors starting the proxy.
 #[derive(Debug, thiserror::Error)]

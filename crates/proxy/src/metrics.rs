@@ -119,18 +119,47 @@ pub trait MetricsExporter: Send + Sync + 'static {
     }
 }
 
-/// Settings of the metrics pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Settings of the metrics pipeline: config keys `metrics_batch_size`, `metrics_flush_interval`
+/// and `metrics_buffer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MetricsConfig {
     /// The most records sent in one call; a batch is sent as soon as this many of a kind are
-    /// waiting (default 100; at least 1).
+    /// waiting (default 100; 1 to 100 000).
+    #[serde(rename = "metrics_batch_size")]
     pub batch_size: usize,
-    /// Records waiting this long are sent even if fewer than `batch_size` (default 1s; at
-    /// least 1ms).
+    /// Records waiting this long are sent even if fewer than `batch_size` (default 1s; more
+    /// than 0).
+    #[serde(rename = "metrics_flush_interval", with = "crate::config::duration")]
     pub flush_interval: Duration,
     /// Records of each kind buffered at most; more are dropped and counted (default 10 000;
-    /// at least 1).
+    /// 1 to 10 000 000).
+    #[serde(rename = "metrics_buffer")]
     pub buffer: usize,
+}
+
+impl MetricsConfig {
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError;
+        let range = |key, value, max| {
+            if (1..=max).contains(&value) {
+                return Ok(());
+            }
+            Err(ConfigError::OutOfRange {
+                key,
+                value,
+                min: 1,
+                max,
+                note: "",
+            })
+        };
+        range("metrics_batch_size", self.batch_size, 100_000)?;
+        if self.flush_interval.is_zero() {
+            return Err(ConfigError::Zero("metrics_flush_interval"));
+        }
+        range("metrics_buffer", self.buffer, 10_000_000)
+    }
 }
 
 impl Default for MetricsConfig {

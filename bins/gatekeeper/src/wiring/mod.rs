@@ -14,11 +14,9 @@ pub mod metrics;
 use std::time::Instant;
 
 use gatekeeper_plugin_host::{PluginCallError, PluginHandle};
-use gatekeeper_proxy::{FailurePolicy, HookError, MetricKind, Metrics};
+use gatekeeper_proxy::{HookError, MetricKind, Metrics};
 use gatekeeper_rpc::methods::Method;
 use gatekeeper_rpc::metrics::{now_ms, PluginMetric};
-
-use crate::config::Failure;
 
 /// A plugin handle that records a `plugin_metric` for every call (when metric plugins want them).
 #[derive(Clone)]
@@ -60,13 +58,5 @@ impl MeteredPlugin {
         self.call::<M>(params)
             .await
             .map_err(|e| HookError::new(e.to_string()))
-    }
-}
-
-/// The proxy's failure policy for a configured one.
-pub fn failure_policy(failure: Failure) -> FailurePolicy {
-    match failure {
-        Failure::Open => FailurePolicy::Open,
-        Failure::Closed { status } => FailurePolicy::Closed { status },
     }
 }

@@ -1,0 +1,150 @@
+//! The effective settings as JSON, as `--check`, `gatekeeper check --json` and the admin
+//! socket's `config` print them, and as a reload compares them (each top-level key is one
+//! setting). The shape and key order are the ones these outputs have always had: listeners as
+//! `{name, addr}`, `metrics` and `passive_health` as objects, durations as `"30s"`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gatekeeper_proxy::{FailurePolicy, ForwardedMode, ListenerConfig, TlsCertificate};
+use gatekeeper_rpc::methods::PluginType;
+use gatekeeper_rpc::types::Object;
+use serde::{Serialize, Serializer};
+
+use super::{PluginConfig, Settings};
+use crate::logging::LogFormat;
+use crate::wiring::access_log::AccessLogFormat;
+
+/// A duration as `"30s"`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Humantime(#[serde(serialize_with = "humantime_string")] Duration);
+
+fn humantime_string<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+#[derive(Serialize)]
+struct Tls<'a> {
+    listener: &'a str,
+    cert: &'a Path,
+    key: &'a Path,
+}
+
+#[derive(Serialize)]
+struct Plugin<'a> {
+    name: &'a str,
+    plugin_type: PluginType,
+    command: &'a Path,
+    args: &'a [String],
+    config: &'a Object,
+    failure: FailurePolicy,
+    hook_timeout: Humantime,
+    heartbeat_interval: Humantime,
+    instances: usize,
+    restart_after_timeouts: u32,
+}
+
+#[derive(Serialize)]
+struct Metrics {
+    batch_size: usize,
+    flush_interval: Humantime,
+    buffer: usize,
+}
+
+#[derive(Serialize)]
+struct PassiveHealth {
+    failures: u32,
+    cooldown: Humantime,
+}
+
+#[derive(Serialize)]
+struct Effective<'a> {
+    listeners: &'a [ListenerConfig],
+    default_timeout: Humantime,
+    connect_timeout: Humantime,
+    header_read_timeout: Humantime,
+    tls: Vec<Tls<'a>>,
+    keepalive_idle: Humantime,
+    max_header_bytes: usize,
+    max_connections: usize,
+    socket_dir: Option<&'a PathBuf>,
+    log: &'a str,
+    workers: usize,
+    max_plugin_body: usize,
+    plugins: Vec<Plugin<'a>>,
+    metrics: Metrics,
+    passive_health: PassiveHealth,
+    forwarded_headers: ForwardedMode,
+    via: &'a str,
+    log_format: LogFormat,
+    access_log: AccessLogFormat,
+    access_log_file: &'a Path,
+    admin_socket: Option<&'a PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    shutdown_grace: Humantime,
+}
+
+fn plugin(p: &PluginConfig) -> Plugin<'_> {
+    let spec = &p.spec;
+    Plugin {
+        name: &spec.name,
+        plugin_type: spec.plugin_type,
+        command: &spec.command,
+        args: &spec.args,
+        config: &spec.config,
+        failure: p.failure,
+        hook_timeout: Humantime(spec.hook_timeout),
+        heartbeat_interval: Humantime(spec.heartbeat_interval),
+        instances: spec.instances,
+        restart_after_timeouts: spec.restart_after_timeouts,
+    }
+}
+
+fn tls(t: &TlsCertificate) -> Tls<'_> {
+    Tls {
+        listener: &t.listener,
+        cert: &t.cert,
+        key: &t.key,
+    }
+}
+
+impl Serialize for Settings {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let proxy = &self.proxy;
+        Effective {
+            listeners: &proxy.listeners,
+            default_timeout: Humantime(proxy.default_timeout),
+            connect_timeout: Humantime(proxy.connect_timeout),
+            header_read_timeout: Humantime(proxy.header_read_timeout),
+            tls: proxy.tls.iter().map(tls).collect(),
+            keepalive_idle: Humantime(proxy.keepalive_idle),
+            max_header_bytes: proxy.max_header_bytes,
+            max_connections: proxy.max_connections,
+            socket_dir: self.host.socket_dir.as_ref(),
+            log: &self.log,
+            workers: self.workers,
+            max_plugin_body: proxy.max_plugin_body,
+            plugins: self.plugins.iter().map(plugin).collect(),
+            metrics: Metrics {
+                batch_size: self.metrics.batch_size,
+                flush_interval: Humantime(self.metrics.flush_interval),
+                buffer: self.metrics.buffer,
+            },
+            passive_health: PassiveHealth {
+                failures: proxy.passive_health_failures,
+                cooldown: Humantime(proxy.passive_health_cooldown),
+            },
+            forwarded_headers: proxy.forwarded.mode,
+            via: &proxy.forwarded.via,
+            log_format: self.log_format,
+            access_log: self.access_log,
+            access_log_file: &self.access_log_file,
+            admin_socket: self.admin_socket.as_ref(),
+            metrics_listen: self.metrics_listen,
+            shutdown_grace: Humantime(proxy.shutdown_grace),
+        }
+        .serialize(s)
+    }
+}

@@ -1,0 +1,433 @@
+//! The settings from file and flags: defaults, flags over keys, errors naming their key, the
+//! example config complete.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use gatekeeper_proxy::{FailurePolicy, ForwardedMode, ListenerConfig, ProxyConfig};
+
+use super::file::{plugin_keys, FileConfig};
+use super::flags::DEFAULT_LISTEN;
+use super::plugins::default_name;
+use super::*;
+use crate::cli::{split_plugin_flags, Cli};
+
+fn cli(args: &str) -> Cli {
+    let (rest, flags) = split_plugin_flags(args.split_whitespace().map(str::to_owned).collect());
+    let mut cli = Cli::parse_from(rest);
+    cli.plugin_flags = flags;
+    cli
+}
+
+fn file(text: &str) -> FileConfig {
+    FileConfig::from_table(toml::from_str(text).unwrap()).unwrap()
+}
+
+/// The settings of this file and these flags.
+fn merge(args: &str, text: &str) -> Result<Settings> {
+    let table: toml::Table = toml::from_str(text)?;
+    Settings::merge(&cli(args), FileConfig::from_table(table)?)
+}
+
+/// The error of this file and these flags, with its causes.
+fn err(text: &str, args: &str) -> String {
+    format!("{:#}", merge(args, text).unwrap_err())
+}
+
+#[test]
+fn flags_override_the_file() {
+    let f = file(
+        r#"
+        listen = ["internal=127.0.0.1:9000"]
+        default_timeout = "5s"
+        [[plugin]]
+        name = "shell"
+        type = "modifier"
+        command = "/bin/sh"
+        args = ["-c", "exit 0"]
+        failure = "open"
+        hook_timeout = "250ms"
+        config = { header = "x-a", n = 3 }
+        "#,
+    );
+    let s = Settings::merge(
+        &cli("gk --listen 127.0.0.1:8001 --default-timeout 2s --modifier-header=x-b"),
+        f,
+    )
+    .unwrap();
+    assert_eq!(
+        s.proxy.listeners,
+        vec![ListenerConfig {
+            name: "http-public".into(),
+            addr: "127.0.0.1:8001".parse().unwrap()
+        }]
+    );
+    assert_eq!(s.proxy.default_timeout, Duration::from_secs(2));
+    let p = &s.plugins[0];
+    assert_eq!(p.spec.name, "shell");
+    assert_eq!(p.failure, FailurePolicy::Open);
+    assert_eq!(p.spec.hook_timeout, Duration::from_millis(250));
+    assert_eq!(p.spec.config["header"], "x-b");
+    assert_eq!(p.spec.config["n"], 3);
+}
+
+#[test]
+fn connect_timeout_default_file_and_flag() {
+    let s = merge("gk", "").unwrap();
+    assert_eq!(
+        s.proxy.connect_timeout,
+        ProxyConfig::default().connect_timeout
+    );
+    let s = merge("gk", "connect_timeout = \"250ms\"").unwrap();
+    assert_eq!(s.proxy.connect_timeout, Duration::from_millis(250));
+    let s = merge("gk --connect-timeout 1s", "connect_timeout = \"250ms\"").unwrap();
+    assert_eq!(s.proxy.connect_timeout, Duration::from_secs(1));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert!(err("listen = [\"nope\"]", "gk").contains("listen"));
+    assert!(err("", "gk --listen 1.2.3.4").contains("--listen"));
+    assert!(err("default_timeout = \"soon\"", "gk").contains("default_timeout"));
+    assert!(err("connect_timeout = \"soon\"", "gk").contains("connect_timeout"));
+    assert!(err("connect_timeout = \"0s\"", "gk").contains("connect_timeout"));
+    assert!(err("bogus = 1", "gk").contains("bogus"));
+    assert!(err("forwarded_headers = \"trust\"", "gk").contains("forwarded_headers"));
+    assert!(err("via = \"two words\"", "gk").contains("via"));
+    assert!(err(
+        "[[plugin]]\ntype = \"modifier\"\ncommand = \"/no/such/plugin\"",
+        "gk"
+    )
+    .contains("plugin[0].command"));
+    assert!(
+        err("[[plugin]]\ntype = \"teapot\"\ncommand = \"/bin/sh\"", "gk")
+            .contains("plugin[0].type")
+    );
+    assert!(err("", "gk --upstream-file x.yml").contains("no upstream plugin"));
+    assert!(err("", "gk --modifier-plugin no-such-plugin-anywhere").contains("not found"));
+    assert!(err("passive_health_cooldown = \"0s\"", "gk").contains("passive_health_cooldown"));
+}
+
+#[test]
+fn errors_say_the_key_and_what_is_wrong() {
+    assert_eq!(
+        err("default_timeout = \"soon\"", "gk"),
+        "default_timeout: `soon` is not a duration (examples: 500ms, 5s, 1m)"
+    );
+    assert_eq!(
+        err("listen = [\"nope\"]", "gk"),
+        "listen: `nope` is not an IP:PORT address"
+    );
+    assert_eq!(
+        err("", "gk --default-timeout soon"),
+        "--default-timeout: `soon` is not a duration (examples: 500ms, 5s, 1m)"
+    );
+    assert_eq!(
+        err("forwarded_headers = \"trust\"", "gk"),
+        "forwarded_headers: `trust` must be one of append, replace, off"
+    );
+    assert_eq!(err("bogus = 1", "gk"), "bogus: unknown key");
+    let plugin = "[[plugin]]\ntype = \"modifier\"\ncommand = \"/bin/sh\"\n";
+    assert_eq!(
+        err(&format!("{plugin}failure = \"maybe\""), "gk"),
+        "plugin[0].failure: `maybe` must be \"open\" or \"closed\""
+    );
+    assert_eq!(
+        err(&format!("{plugin}failure_status = 99"), "gk"),
+        "plugin[0].failure_status: 99 is not an HTTP status from 200 to 599"
+    );
+    assert_eq!(
+        err(&format!("{plugin}instances = 65"), "gk"),
+        "plugin[0].instances: 65 must be from 1 to 64"
+    );
+    assert_eq!(
+        err(&format!("{plugin}hook_timeout = \"x\""), "gk"),
+        "plugin[0].hook_timeout: `x` is not a duration (examples: 500ms, 5s, 1m)"
+    );
+    assert_eq!(
+        err(&format!("{plugin}bogus = 1"), "gk"),
+        "plugin[0].bogus: unknown key"
+    );
+    assert!(err("[[plugin]]\ncommand = \"/bin/sh\"", "gk")
+        .starts_with("plugin[0]: missing field `type`"));
+    assert_eq!(
+        err("metrics_batch_size = 0", "gk"),
+        "metrics_batch_size: 0 must be from 1 to 100000"
+    );
+    assert_eq!(
+        err("workers = 0", "gk"),
+        "workers: 0 must be from 1 to 1024"
+    );
+}
+
+#[test]
+fn tls_flags_pair_certificates_and_keys_per_listener() {
+    let s = merge(
+        "gk --listen https=127.0.0.1:1 --listen 127.0.0.1:2 --tls-cert https=a.crt --tls-key https=a.key --tls-cert https=b.crt --tls-key https=b.key",
+        "[[tls]]\nlistener = \"https\"\ncert = \"file.crt\"\nkey = \"file.key\"",
+    )
+    .unwrap();
+    let pairs: Vec<_> = s
+        .proxy
+        .tls
+        .iter()
+        .map(|t| {
+            (
+                t.listener.as_str(),
+                t.cert.to_str().unwrap(),
+                t.key.to_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [("https", "a.crt", "a.key"), ("https", "b.crt", "b.key")]
+    );
+    let only = merge(
+        "gk --listen 127.0.0.1:1 --tls-cert a.crt --tls-key a.key",
+        "",
+    )
+    .unwrap();
+    assert_eq!(only.proxy.tls[0].listener, "http-public");
+    let from_file = merge(
+        "gk --listen https=127.0.0.1:1",
+        "[[tls]]\nlistener = \"https\"\ncert = \"f.crt\"\nkey = \"f.key\"",
+    )
+    .unwrap();
+    assert_eq!(from_file.proxy.tls[0].cert, PathBuf::from("f.crt"));
+}
+
+#[test]
+fn bad_listener_settings_name_their_key() {
+    let two = "gk --listen a=127.0.0.1:1 --listen b=127.0.0.1:2";
+    assert!(err("", &format!("{two} --tls-cert x.crt --tls-key x.key")).contains("--tls-cert"));
+    assert!(
+        err("", &format!("{two} --tls-cert c=x.crt --tls-key c=x.key"))
+            .contains("`c` is not a listener")
+    );
+    assert!(err("", &format!("{two} --tls-cert a=x.crt"))
+        .contains("listener `a` has 1 --tls-cert but 0 --tls-key"));
+    assert!(
+        err("[[tls]]\nlistener = \"c\"\ncert = \"x\"\nkey = \"y\"", two)
+            .contains("tls[0].listener")
+    );
+    assert!(err("max_header_bytes = 10", "gk").contains("max_header_bytes"));
+    assert!(err("max_connections = 0", "gk").contains("max_connections"));
+    assert!(err("keepalive_idle = \"never\"", "gk").contains("keepalive_idle"));
+    let s = merge("gk", "").unwrap();
+    assert_eq!(
+        (
+            s.proxy.keepalive_idle,
+            s.proxy.max_header_bytes,
+            s.proxy.max_connections
+        ),
+        (Duration::from_secs(60), 65536, 10_000)
+    );
+}
+
+#[test]
+fn max_plugin_body_defaults_to_1_mib_and_is_bounded() {
+    let default = merge("gk", "").unwrap();
+    assert_eq!(default.proxy.max_plugin_body, 1024 * 1024);
+    assert_eq!(
+        merge("gk", "max_plugin_body = 4096")
+            .unwrap()
+            .proxy
+            .max_plugin_body,
+        4096
+    );
+    let flag = merge("gk --max-plugin-body 10", "max_plugin_body = 4096").unwrap();
+    assert_eq!(flag.proxy.max_plugin_body, 10);
+    let too_large = merge("gk --max-plugin-body 8388609", "").unwrap_err();
+    assert!(format!("{too_large:#}").contains("max_plugin_body"));
+}
+
+#[test]
+fn interpreters_are_named_after_their_script() {
+    let s = merge(
+        "gk --modifier-plugin /bin/sh --modifier-plugin /usr/bin/env",
+        "",
+    )
+    .unwrap();
+    assert_eq!(s.plugins[0].spec.name, "sh");
+    assert_eq!(
+        default_name(
+            Path::new("/usr/bin/python3"),
+            &["-u".into(), "/x/auth.py".into()]
+        ),
+        Some("auth".into())
+    );
+    assert_eq!(
+        default_name(Path::new("/usr/bin/env"), &["A=1".into(), "node".into()]),
+        Some("node".into())
+    );
+    assert_eq!(
+        default_name(Path::new("/opt/request-id"), &[]),
+        Some("request-id".into())
+    );
+}
+
+#[test]
+fn flag_plugins_get_unique_names_and_arguments() {
+    let s = merge("gk --modifier-plugin /bin/sh --modifier-plugin /bin/sh", "").unwrap();
+    let names: Vec<_> = s.plugins.iter().map(|p| p.spec.name.as_str()).collect();
+    assert_eq!(names, ["sh", "sh-2"]);
+    assert_eq!(s.proxy.listeners[0].addr.to_string(), DEFAULT_LISTEN);
+    let defaults = ProxyConfig::default();
+    assert_eq!(
+        s.proxy.passive_health_failures,
+        defaults.passive_health_failures
+    );
+    assert_eq!(
+        s.proxy.passive_health_cooldown,
+        defaults.passive_health_cooldown
+    );
+    assert_eq!(
+        (
+            s.proxy.passive_health_failures,
+            s.proxy.passive_health_cooldown
+        ),
+        (3, Duration::from_secs(10))
+    );
+}
+
+/// Keys a line of the example sets or shows commented out: `key = …`, `# key = …`,
+/// `[[key]]`, `# [[key]]`.
+fn example_keys(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.trim_start_matches('#').trim())
+        .filter_map(|line| {
+            if let Some(table) = line.strip_prefix("[[") {
+                return table.split_once("]]").map(|(key, _)| key.trim().to_owned());
+            }
+            let (key, _) = line.split_once(" = ")?;
+            let key = key.trim();
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then(|| key.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_example_config_has_every_key_and_parses() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/gatekeeper.example.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let example: toml::Table = toml::from_str(&text).unwrap();
+    let parsed = FileConfig::from_table(example.clone()).unwrap();
+    let shown = example_keys(&text);
+    let missing: Vec<String> = file_keys()
+        .into_iter()
+        .filter(|key| !shown.contains(key))
+        .collect();
+    assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
+    assert_eq!(file_keys().len(), 26, "{:?}", file_keys());
+
+    // Every key of a [[plugin]] table is set in the example's first one.
+    let first_plugin = &example["plugin"][0];
+    for key in plugin_keys() {
+        assert!(
+            first_plugin.get(&key).is_some(),
+            "[[plugin]] key `{key}` missing"
+        );
+    }
+    assert!(!parsed.plugins.is_empty());
+    // The example's active values are the defaults.
+    let defaults = merge("gk", "").unwrap();
+    assert_eq!(example["default_timeout"].as_str(), Some("30s"));
+    assert_eq!(parsed.proxy.default_timeout, defaults.proxy.default_timeout);
+    assert_eq!(
+        example["max_connections"].as_integer(),
+        Some(defaults.proxy.max_connections as i64)
+    );
+    assert_eq!(
+        example["max_header_bytes"].as_integer(),
+        Some(defaults.proxy.max_header_bytes as i64)
+    );
+    assert_eq!(
+        example["max_plugin_body"].as_integer(),
+        Some(defaults.proxy.max_plugin_body as i64)
+    );
+    assert_eq!(
+        example["metrics_buffer"].as_integer(),
+        Some(defaults.metrics.buffer as i64)
+    );
+    assert_eq!(example["access_log"].as_str(), Some("off"));
+}
+
+#[test]
+fn log_and_access_log_settings() {
+    let s = merge("gk", "").unwrap();
+    assert_eq!(s.access_log, AccessLogFormat::Off);
+    assert_eq!(s.access_log_file, PathBuf::from("-"));
+    let s = merge(
+        "gk",
+        "log_format = \"json\"\naccess_log = \"common\"\naccess_log_file = \"/tmp/a.log\"",
+    )
+    .unwrap();
+    assert_eq!(s.log_format, LogFormat::Json);
+    assert_eq!(s.access_log, AccessLogFormat::Common);
+    let flag = merge("gk --log-format journald", "log_format = \"json\"");
+    assert_eq!(flag.unwrap().log_format, LogFormat::Journald);
+    assert!(err("log_format = \"xml\"", "gk").starts_with("log_format: "));
+    assert!(err("", "gk --log-format xml").starts_with("--log-format: "));
+    assert!(err("access_log = \"combined\"", "gk").starts_with("access_log: "));
+    assert!(err("access_log_file = \"\"", "gk").starts_with("access_log_file: "));
+}
+
+#[test]
+fn admin_socket_and_metrics_listen() {
+    let s = merge("gk --socket-dir /run/x", "").unwrap();
+    assert_eq!(s.admin_socket, Some(PathBuf::from("/run/x/admin.sock")));
+    assert!(s.admin_socket_is_default);
+    assert_eq!(s.metrics_listen, None);
+    let s = merge(
+        "gk",
+        "admin_socket = \"/tmp/a.sock\"\nmetrics_listen = \"127.0.0.1:9100\"",
+    )
+    .unwrap();
+    assert_eq!(s.admin_socket, Some(PathBuf::from("/tmp/a.sock")));
+    assert!(!s.admin_socket_is_default);
+    assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+    let s = merge("gk", "admin_socket = \"\"").unwrap();
+    assert_eq!(s.admin_socket, None);
+    let bad = merge("gk", "metrics_listen = \"9100\"").unwrap_err();
+    assert!(format!("{bad:#}").contains("metrics_listen"));
+}
+
+#[test]
+fn forwarding_headers_settings() {
+    let s = merge("gk", "").unwrap();
+    assert_eq!(s.proxy.forwarded.mode, ForwardedMode::Append);
+    assert_eq!(s.proxy.forwarded.via, "gatekeeper");
+    let s = merge("gk", "forwarded_headers = \"replace\"\nvia = \"\"").unwrap();
+    assert_eq!(s.proxy.forwarded.mode, ForwardedMode::Replace);
+    assert_eq!(s.proxy.forwarded.via, "");
+}
+
+#[test]
+fn the_effective_settings_keep_their_json_shape() {
+    let s = merge(
+        "gk --listen internal=127.0.0.1:9 --modifier-plugin /bin/sh",
+        "passive_health_failures = 0",
+    )
+    .unwrap();
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["listeners"][0]["name"], "internal");
+    assert_eq!(json["listeners"][0]["addr"], "127.0.0.1:9");
+    assert_eq!(
+        json["passive_health"],
+        serde_json::json!({"failures": 0, "cooldown": "10s"})
+    );
+    assert_eq!(json["connect_timeout"], "5s");
+    assert_eq!(json["metrics"]["batch_size"], 100);
+    assert_eq!(json["plugins"][0]["plugin_type"], "modifier");
+    assert_eq!(json["plugins"][0]["failure"]["policy"], "closed");
+    assert_eq!(json["access_log"], "off");
+}

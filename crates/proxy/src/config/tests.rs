@@ -1,0 +1,97 @@
+//! Reading and checking the proxy's config keys.
+
+#![allow(clippy::unwrap_used)]
+
+use gatekeeper_rpc::methods::PluginType;
+
+use super::*;
+use crate::FailurePolicy;
+
+fn from_toml(text: &str) -> ProxyConfig {
+    toml::from_str(text).unwrap()
+}
+
+#[test]
+fn an_empty_file_gives_the_defaults_which_are_valid() {
+    let config = from_toml("");
+    assert_eq!(config, ProxyConfig::default());
+    config.validate().unwrap();
+    assert_eq!(config.default_timeout, Duration::from_secs(30));
+    assert_eq!(config.max_plugin_body, 1024 * 1024);
+}
+
+#[test]
+fn keys_are_read_and_written_as_in_the_config_file() {
+    let text = r#"
+        listen = ["a=127.0.0.1:1", "127.0.0.1:2"]
+        default_timeout = "2s"
+        passive_health_failures = 0
+        forwarded_headers = "replace"
+        via = ""
+        [[tls]]
+        listener = "a"
+        cert = "c.pem"
+        key = "k.pem"
+    "#;
+    let config = from_toml(text);
+    assert_eq!(config.listeners[1].name, "http-public");
+    assert_eq!(config.default_timeout, Duration::from_secs(2));
+    assert_eq!(config.forwarded.via, "");
+    assert_eq!(config.tls[0].listener, "a");
+    config.validate().unwrap();
+    let again: ProxyConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn bad_values_say_what_is_wrong() {
+    let err = |text: &str| toml::from_str::<ProxyConfig>(text).unwrap_err().to_string();
+    assert!(err("default_timeout = \"soon\"").contains("`soon` is not a duration"));
+    assert!(err("listen = [\"nope\"]").contains("`nope` is not an IP:PORT address"));
+    assert!(err("listen = [\"=127.0.0.1:1\"]").contains("empty listener name"));
+    assert!(err("forwarded_headers = \"trust\"").contains("forwarded_headers"));
+    let invalid = |text: &str| from_toml(text).validate().unwrap_err().to_string();
+    assert_eq!(
+        invalid("max_header_bytes = 10"),
+        "max_header_bytes: 10 must be from 1024 to 16777216 (16 MiB)"
+    );
+    assert!(invalid("max_connections = 0").starts_with("max_connections: "));
+    assert!(invalid("connect_timeout = \"0s\"").starts_with("connect_timeout: "));
+    assert!(invalid("passive_health_cooldown = \"0s\"").starts_with("passive_health_cooldown"));
+    assert!(invalid("max_plugin_body = 8388609").starts_with("max_plugin_body: "));
+    assert!(invalid("via = \"two words\"").starts_with("via: "));
+    assert!(invalid("listen = [\"127.0.0.1:1\", \"127.0.0.1:1\"]").contains("given twice"));
+    assert_eq!(
+        invalid(
+            "listen = [\"a=127.0.0.1:1\"]\n[[tls]]\nlistener = \"b\"\ncert = \"c\"\nkey = \"k\""
+        ),
+        "tls[0].listener: `b` is not a listener (listeners: a)"
+    );
+}
+
+#[test]
+fn failure_policy_defaults_per_plugin_type() {
+    let keys = |text: &str| toml::from_str::<FailureConfig>(text).unwrap();
+    assert_eq!(
+        keys("").policy(PluginType::Modifier),
+        FailurePolicy::Closed { status: 503 }
+    );
+    assert_eq!(keys("").policy(PluginType::Router), FailurePolicy::Open);
+    assert_eq!(
+        keys("failure = \"closed\"\nfailure_status = 502").policy(PluginType::Loadbalancer),
+        FailurePolicy::Closed { status: 502 }
+    );
+    assert_eq!(
+        keys("failure = \"open\"").policy(PluginType::Modifier),
+        FailurePolicy::Open
+    );
+    let bad = toml::from_str::<FailureConfig>("failure = \"maybe\"").unwrap_err();
+    assert!(bad
+        .to_string()
+        .contains("`maybe` must be \"open\" or \"closed\""));
+    assert!(keys("failure_status = 99").validate().is_err());
+    assert_eq!(
+        serde_json::to_value(FailurePolicy::Closed { status: 503 }).unwrap(),
+        serde_json::json!({"policy": "closed", "status": 503})
+    );
+}
