@@ -2,8 +2,8 @@
 //! built-in router and load balancers, the backend client pool, and the metrics pipeline.
 //!
 //! The proxy does not know how plugins run: it calls them through traits the gatekeeper binary
-//! implements on top of the plugin host ([`Modifier`], [`RouterHook`], [`LoadBalancerHook`],
-//! [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
+//! implements on top of the plugin host (the plugin port [`Plugin`] for modifiers, router and
+//! loadbalancer plugins, and [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
 //! router and loadbalancer plugins follow it through [`Registry::subscribe`].
 //!
 //! A serving proxy's plugins can change without a restart: [`BoundProxy::hooks_switch`] replaces
@@ -11,8 +11,8 @@
 //! the snapshot it started with), and [`Metrics::set_exporters`] replaces the metrics exporters.
 //!
 //! ```text
-//! accept ─► route (router / RouterHook) ─► modify_request (modifier::Chain)
-//!   ─► pick backend (balancer / LoadBalancerHook) ─► forward (forward)
+//! accept ─► route (router / router plugin) ─► modify_request (modifier::Chain)
+//!   ─► pick backend (balancer / loadbalancer plugin) ─► forward (forward)
 //!   ─► modify_response  |  on error: modify_error_response  ─► metrics (Metrics)
 //! ```
 
@@ -28,7 +28,7 @@ mod lifecycle;
 mod listeners;
 pub mod metrics;
 pub mod modifier;
-pub mod plugins;
+pub mod port;
 pub mod registry;
 mod request_checks;
 mod retry;
@@ -49,8 +49,10 @@ pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};
 pub use listeners::{ListenerChanges, ListenerControl, ListenerError};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
-pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
-pub use plugins::{LoadBalancerHook, RouterHook};
+pub use modifier::DEFAULT_MAX_PLUGIN_BODY;
+pub use port::policy::HookFailure;
+pub use port::warnings::WARNING_INTERVAL;
+pub use port::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use server::BoundProxy;
 pub use tls::{check_certificates, TlsCertificate, TlsError};
@@ -184,7 +186,7 @@ impl Proxy {
     pub fn new(
         config: ProxyConfig,
         registry: Arc<Registry>,
-        modifiers: Vec<Arc<dyn Modifier>>,
+        modifiers: Vec<Arc<dyn Plugin>>,
     ) -> Self {
         registry.set_passive_health_defaults(health::PassivePolicy {
             failures: config.passive_health_failures,
@@ -218,15 +220,15 @@ impl Proxy {
         self
     }
 
-    /// Routes requests with a router plugin (see [`plugins`] for failures and availability).
-    pub fn with_router(mut self, router: Arc<dyn RouterHook>) -> Self {
+    /// Routes requests with a router plugin (see [`port`] for failures and availability).
+    pub fn with_router(mut self, router: Arc<dyn Plugin>) -> Self {
         self.hooks.router = Some(router);
         self
     }
 
-    /// Picks backends with a loadbalancer plugin (see [`plugins`] for failures and
+    /// Picks backends with a loadbalancer plugin (see [`port`] for failures and
     /// availability).
-    pub fn with_loadbalancer(mut self, loadbalancer: Arc<dyn LoadBalancerHook>) -> Self {
+    pub fn with_loadbalancer(mut self, loadbalancer: Arc<dyn Plugin>) -> Self {
         self.hooks.loadbalancer = Some(loadbalancer);
         self
     }

@@ -40,7 +40,9 @@ use crate::forward::{
 };
 use crate::hooks::ActiveHooks;
 use crate::metrics::micros;
-use crate::modifier::{text_response, FailurePolicy, HookError, HookFailure, RequestOutcome};
+use crate::modifier::RequestOutcome;
+use crate::port::policy::HookFailure;
+use crate::port::HookError;
 use crate::registry::{BackendEntry, Snapshot, UpstreamEntry};
 use crate::retry::forward_with_retry;
 use crate::router;
@@ -48,7 +50,8 @@ use crate::service::{forward_error_kind, Shared};
 use crate::timing::RequestRecord;
 use crate::upgrade::{self, UpgradeRequest};
 use crate::view::{
-    build_view, plain, prefixless, request_host, response_from_view, valid_status, Kind,
+    build_view, plain, prefixless, request_host, response_from_view, text_response, valid_status,
+    Kind,
 };
 
 mod bodies;
@@ -59,42 +62,6 @@ enum Reject {
     Error(Kind, String),
     /// A fail-closed plugin failed.
     Failed(HookFailure),
-}
-
-/// The error of a plugin that is down or restarting (logged at debug level: it is expected for
-/// every request until the plugin is back, and the plugin host logs the failure itself).
-const UNAVAILABLE: &str = "plugin not available";
-
-/// A plugin hook that failed or could not be called: applies its failure policy. `Ok` means
-/// "use the built-in instead".
-fn hook_failed(
-    plugin: &str,
-    policy: FailurePolicy,
-    hook: &str,
-    error: HookError,
-) -> Result<(), Reject> {
-    match policy {
-        FailurePolicy::Open if error.message == UNAVAILABLE => {
-            tracing::debug!(
-                plugin,
-                hook,
-                "plugin not available (fail-open: built-in used)"
-            );
-            Ok(())
-        }
-        FailurePolicy::Open => {
-            tracing::warn!(plugin, hook, %error, "hook failed (fail-open: built-in used)");
-            Ok(())
-        }
-        FailurePolicy::Closed { status } => {
-            tracing::warn!(plugin, hook, %error, status, "hook failed (fail-closed)");
-            Err(Reject::Failed(HookFailure {
-                plugin: plugin.to_string(),
-                status,
-                message: error.message,
-            }))
-        }
-    }
 }
 
 /// One request on the full path.
@@ -254,22 +221,17 @@ impl<'a> Flow<'a> {
 
     /// Routes with the router plugin (when available and it succeeds) or the built-in router.
     async fn route(&mut self) -> Result<(), Reject> {
-        if let Some(router) = self.hooks.router.clone() {
-            let error = if router.is_available() {
-                let request = self.for_hooks().0.clone();
-                match router.route(RouteRequestParams { request }).await {
-                    Ok(result) => return self.apply_route(router.name(), result),
-                    Err(e) => e,
-                }
-            } else {
-                HookError::new(UNAVAILABLE)
+        if let Some(router) = &self.hooks.router {
+            let params = RouteRequestParams {
+                request: self.for_hooks().0.clone(),
             };
-            hook_failed(
-                router.name(),
-                router.failure_policy(),
-                RouteRequest::NAME,
-                error,
-            )?;
+            let routed = router
+                .call::<RouteRequest>(&params)
+                .await
+                .map_err(Reject::Failed)?;
+            if let Some(result) = routed {
+                return self.apply_route(router.name(), result);
+            }
         }
         let routed = router::route(
             &self.snapshot,
@@ -357,29 +319,30 @@ impl<'a> Flow<'a> {
         upstream: &Arc<UpstreamEntry>,
     ) -> Result<Arc<BackendEntry>, Reject> {
         let id = &upstream.upstream.id;
-        if let Some(lb) = self.hooks.loadbalancer.clone() {
-            let error = if lb.is_available() {
-                let params = GetBackendParams {
-                    upstream_id: id.clone(),
-                    request: self.for_hooks().0.clone(),
-                };
-                match lb.get_backend(params).await.map(|r| r.backend_id) {
-                    Ok(None) => {
-                        let message = format!("loadbalancer `{}` found no backend", lb.name());
-                        return Err(Reject::Error(Kind::NoBackend, message));
-                    }
-                    Ok(Some(backend)) => match upstream.backend(&backend) {
-                        Some(b) => return Ok(b.clone()),
-                        None => HookError::new(format!(
-                            "chose the unknown backend `{backend}` of upstream `{id}`"
-                        )),
-                    },
-                    Err(e) => e,
-                }
-            } else {
-                HookError::new(UNAVAILABLE)
+        if let Some(lb) = &self.hooks.loadbalancer {
+            let params = GetBackendParams {
+                upstream_id: id.clone(),
+                request: self.for_hooks().0.clone(),
             };
-            hook_failed(lb.name(), lb.failure_policy(), GetBackend::NAME, error)?;
+            let picked = lb.call::<GetBackend>(&params).await;
+            match picked.map_err(Reject::Failed)?.map(|r| r.backend_id) {
+                Some(None) => {
+                    let message = format!("loadbalancer `{}` found no backend", lb.name());
+                    return Err(Reject::Error(Kind::NoBackend, message));
+                }
+                Some(Some(backend)) => match upstream.backend(&backend) {
+                    Some(b) => return Ok(b.clone()),
+                    None => {
+                        let error = HookError::BadResult {
+                            what: format!(
+                                "chose the unknown backend `{backend}` of upstream `{id}`"
+                            ),
+                        };
+                        lb.failed(GetBackend::NAME, error).map_err(Reject::Failed)?;
+                    }
+                },
+                None => {}
+            }
         }
         self.shared.balancer.pick(upstream).ok_or_else(|| {
             Reject::Error(Kind::NoBackend, format!("upstream `{id}` has no backends"))

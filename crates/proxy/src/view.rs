@@ -154,3 +154,11 @@ pub(crate) fn build_view(
         body_base64: None,
     }
 }
+
+/// A plain-text response view with this status and body (a newline is appended).
+pub(crate) fn text_response(status: u16, body: &str) -> HttpResponse {
+    let headers = vec![("content-type".into(), "text/plain; charset=utf-8".into())];
+    let mut response = HttpResponse::new(status, headers);
+    response.body = Some(format!("{body}\n"));
+    response
+}
