@@ -65,6 +65,7 @@ impl ActiveHooks {
         }
     }
 
+    #[cfg(test)]
     /// Whether no plugin is called at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.chain.is_empty() && self.router.is_none() && self.loadbalancer.is_none()

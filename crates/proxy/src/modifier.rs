@@ -171,9 +171,16 @@ impl Chain {
             .any(|m| m.plugin().has_hook(hook) && m.plugin().wants_body(hook))
     }
 
+    #[cfg(test)]
     /// Whether there are no modifiers at all (the proxy then skips building plugin views).
     pub(crate) fn is_empty(&self) -> bool {
         self.modifiers.is_empty()
+    }
+
+    /// Whether any modifier declared `modify_response` or `modify_error_response` (their
+    /// calls need the request's view after it went to the backend).
+    pub(crate) fn has_response_hooks(&self) -> bool {
+        self.has_hook(ModifyResponse::NAME) || self.has_hook(ModifyErrorResponse::NAME)
     }
 
     /// Whether any modifier declared this hook.

@@ -1,16 +1,15 @@
-//! Conversions between hyper's requests and responses and the plugin views
-//! ([`HttpRequest`], [`HttpResponse`]), and the proxy's own error answers.
-
-use std::net::SocketAddr;
+//! Conversions between hyper's responses and the plugins' response view ([`HttpResponse`]),
+//! the pieces of the request view that come from hyper's parts (host, prefixless path; the
+//! request view itself is built by the pipeline's `Exchange::request_view`), and the proxy's own
+//! error answers.
 
 use bytes::Bytes;
-use gatekeeper_rpc::types::{decode_body, HttpRequest, HttpResponse};
+use gatekeeper_rpc::types::{decode_body, HttpResponse};
 use http::request::Parts;
 use http::{header, Response, StatusCode};
 
 use crate::body::ProxyBody;
-use crate::forward::{headers_from_view, headers_to_view};
-use crate::registry::UpstreamEntry;
+use crate::forward::headers_from_view;
 
 /// The kinds of errors the proxy answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,32 +125,6 @@ pub(crate) fn prefixless(path: &str, strip: Option<usize>) -> &str {
     match strip {
         Some(n) => path.get(n..).filter(|p| !p.is_empty()).unwrap_or("/"),
         None => path,
-    }
-}
-
-/// The plugin view of the client's request, routed to `upstream` with `strip` bytes of prefix
-/// removed (or not routed yet).
-pub(crate) fn build_view(
-    parts: &Parts,
-    listener: &str,
-    remote: SocketAddr,
-    upstream: Option<&UpstreamEntry>,
-    strip: Option<usize>,
-) -> HttpRequest {
-    let path = parts.uri.path();
-    HttpRequest {
-        listener: listener.to_string(),
-        remote_addr: remote.to_string(),
-        method: parts.method.as_str().to_string(),
-        host: request_host(parts).unwrap_or_default().to_string(),
-        path: path.to_string(),
-        prefix: strip.and_then(|n| path.get(1..n)).map(str::to_string),
-        prefixless_path: prefixless(path, strip).to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: headers_to_view(&parts.headers),
-        upstream: upstream.map(|u| u.upstream.id.clone()),
-        context: Default::default(),
-        body_base64: None,
     }
 }
 
