@@ -1,19 +1,23 @@
-//! gatekeeper's HTTP side: listeners, the request lifecycle, the registry snapshot, the
+//! gatekeeper's HTTP side: listeners, the request pipeline, the registry snapshot, the
 //! built-in router and load balancers, the backend client pool, and the metrics pipeline.
 //!
 //! The proxy does not know how plugins run: it calls them through traits the gatekeeper binary
 //! implements on top of the plugin host (the plugin port [`Plugin`] for modifiers, router and
-//! loadbalancer plugins, and [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
-//! router and loadbalancer plugins follow it through [`Registry::subscribe`].
+//! loadbalancer plugins, and [`MetricsExporter`]); upstream plugins change the [`Registry`]
+//! through its methods, and router and loadbalancer plugins follow it through
+//! [`Registry::subscribe`].
 //!
 //! A serving proxy's plugins can change without a restart: [`BoundProxy::hooks_switch`] replaces
 //! the modifiers, router and loadbalancer plugins as one snapshot ([`Hooks`]; each request keeps
 //! the snapshot it started with), and [`Metrics::set_exporters`] replaces the metrics exporters.
 //!
+//! One request is one `Exchange` passing through the phases of the private `pipeline` module
+//! (one file each under `src/pipeline/`):
+//!
 //! ```text
-//! accept ─► route (router / router plugin) ─► modify_request (modifier::Chain)
-//!   ─► pick backend (balancer / loadbalancer plugin) ─► forward (forward)
-//!   ─► modify_response  |  on error: modify_error_response  ─► metrics (Metrics)
+//! accept ─► request checks ─► route (router / router plugin) ─► modify request (modifier::Chain)
+//!   ─► pick backend (balancer / loadbalancer plugin) ─► forward (forward, retry)
+//!   ─► modify response  |  on error: modify error response  ─► respond ─► record (Metrics)
 //! ```
 
 pub mod balancer;
