@@ -1,5 +1,5 @@
-//! The modifier chain: the [`Chain`] calls the hooks of all modifiers (each a
-//! [`Plugin`](crate::Plugin)) in their configured order, applying each one's
+//! The modifier chain: the `Chain` calls the hooks of all modifiers (each a
+//! [`Plugin`]) in their configured order, applying each one's
 //! [`FailurePolicy`](crate::FailurePolicy) through the port ([`crate::port::policy`]) and, when
 //! asked, timing every hook call.
 //!

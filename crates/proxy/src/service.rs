@@ -1,4 +1,4 @@
-//! The request path's entry point: [`Shared`] holds what every request needs; its `handle`
+//! The request path's entry point: `Shared` holds what every request needs; its `handle`
 //! runs the request checks, then the rest of the pipeline (`crate::pipeline`).
 //!
 //! Each request loads the current hooks snapshot once ([`Hooks`](crate::Hooks), swapped by a

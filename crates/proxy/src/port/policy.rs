@@ -1,6 +1,6 @@
 //! The one place where a plugin's [`FailurePolicy`] is applied, for every hook kind: a
-//! [`HookedPlugin`] is a [`Plugin`] in a hooks snapshot, with its rate-limited failure warnings
-//! ([`super::warnings`]). [`HookedPlugin::call`] calls a hook (or fails at once with
+//! `HookedPlugin` is a [`Plugin`] in a hooks snapshot, with its rate-limited failure warnings
+//! ([`super::warnings`]). `HookedPlugin::call` calls a hook (or fails at once with
 //! [`HookError::Unavailable`] while the plugin is not available) and turns a failure into the
 //! policy's decision: fail-open (`Ok(None)`: skip the modifier, use the built-in router or
 //! balancer) or fail-closed (`Err(HookFailure)`: answer with the status, error kind
