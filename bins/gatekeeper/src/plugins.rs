@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use gatekeeper_plugin_host::{
     HostError, LaunchOptions, Manager, PluginEvent, PluginHandle, PluginHost, PluginSpec,
 };
-use gatekeeper_proxy::{
-    Hooks, LoadBalancerHook, MetricKind, Metrics, MetricsExporter, Modifier, Registry, RouterHook,
-};
+use gatekeeper_proxy::{Hooks, MetricKind, Metrics, MetricsExporter, Plugin, Registry};
 use gatekeeper_rpc::methods::PluginType;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -350,7 +348,7 @@ impl PluginSet {
     /// The proxy's hooks: the modifiers in the configured order, the first router and the
     /// first loadbalancer plugin, each calling through `metrics`.
     pub fn hooks(&self, metrics: &Metrics) -> Hooks {
-        let hook = |p: &RunningPlugin| {
+        let hook = |p: &RunningPlugin| -> Arc<dyn Plugin> {
             Arc::new(PluginHook::new(
                 MeteredPlugin::new(p.handle.clone(), metrics.clone()),
                 p.setting.failure,
@@ -362,15 +360,9 @@ impl PluginSet {
                 .filter(move |p| p.setting.spec.plugin_type == t)
         };
         Hooks {
-            modifiers: of_type(PluginType::Modifier)
-                .map(|p| hook(p) as Arc<dyn Modifier>)
-                .collect(),
-            router: of_type(PluginType::Router)
-                .next()
-                .map(|p| hook(p) as Arc<dyn RouterHook>),
-            loadbalancer: of_type(PluginType::Loadbalancer)
-                .next()
-                .map(|p| hook(p) as Arc<dyn LoadBalancerHook>),
+            modifiers: of_type(PluginType::Modifier).map(hook).collect(),
+            router: of_type(PluginType::Router).next().map(hook),
+            loadbalancer: of_type(PluginType::Loadbalancer).next().map(hook),
         }
     }
 

@@ -208,10 +208,27 @@ impl PluginHandle {
     /// spread round-robin over the ready instances, and within an instance over the connections
     /// it opened.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, PluginCallError> {
+        self.call_parsed(M::NAME, params, |raw| serde_json::from_str(raw))
+            .await
+    }
+
+    /// Calls `method` by name like [`call`](Self::call), with params already in any
+    /// serialisable form (e.g. a [`serde_json::value::RawValue`]) and the result read by
+    /// `parse` from its JSON text. A result that `parse` refuses is a protocol violation, as in
+    /// [`call`](Self::call).
+    pub async fn call_parsed<P, R>(
+        &self,
+        method: &'static str,
+        params: &P,
+        parse: impl FnOnce(&str) -> Result<R, serde_json::Error>,
+    ) -> Result<R, PluginCallError>
+    where
+        P: serde::Serialize + ?Sized,
+    {
         let started = Instant::now();
         let outcome = match self.pick() {
             Some((instance, connections, peer)) => {
-                self.call_on::<M>(instance, &connections, peer, params)
+                self.call_on(instance, &connections, peer, method, params, parse)
                     .await
             }
             None => Err(PluginCallError::Unavailable {
@@ -235,8 +252,9 @@ impl PluginHandle {
             let peer = pick_peer(instance, &connections)?;
             Some(async move {
                 let started = Instant::now();
+                let parse = |raw: &str| serde_json::from_str(raw);
                 let outcome = self
-                    .call_on::<M>(instance, &connections, peer, params)
+                    .call_on(instance, &connections, peer, M::NAME, params, parse)
                     .await;
                 self.count(&outcome, started);
                 (instance.index, outcome)
@@ -262,25 +280,36 @@ impl PluginHandle {
         })
     }
 
-    async fn call_on<M: Method>(
+    async fn call_on<P, R>(
         &self,
         instance: &Instance,
         connections: &Connections,
         peer: usize,
-        params: &M::Params,
-    ) -> Result<M::Result, PluginCallError> {
+        method: &'static str,
+        params: &P,
+        parse: impl FnOnce(&str) -> Result<R, serde_json::Error>,
+    ) -> Result<R, PluginCallError>
+    where
+        P: serde::Serialize + ?Sized,
+    {
         let plugin = || self.shared.name.clone();
-        if !LIFECYCLE.contains(&M::NAME) && !connections.hooks.contains(M::NAME) {
+        if !LIFECYCLE.contains(&method) && !connections.hooks.contains(method) {
             return Err(PluginCallError::NotDeclared {
                 plugin: plugin(),
-                hook: M::NAME,
+                hook: method,
             });
         }
         let Some(connection) = connections.peers.get(peer) else {
             return Err(PluginCallError::Unavailable { plugin: plugin() });
         };
         let timeout = self.shared.hook_timeout;
-        let outcome = connection.request::<M>(params, timeout).await;
+        let outcome = match connection.call_raw(method, params, timeout).await {
+            Ok(raw) => parse(raw.get()).map_err(|source| CallError::InvalidResult {
+                method: method.to_owned(),
+                source,
+            }),
+            Err(error) => Err(error),
+        };
         if matches!(outcome, Err(CallError::Timeout { .. })) {
             self.note_timeout(instance, connections);
         } else {
@@ -290,12 +319,12 @@ impl PluginHandle {
             Ok(result) => Ok(result),
             Err(CallError::Timeout { .. }) => Err(PluginCallError::Timeout {
                 plugin: plugin(),
-                hook: M::NAME,
+                hook: method,
                 timeout,
             }),
             Err(source @ CallError::InvalidResult { .. }) => {
                 let control = peer == 0;
-                tracing::warn!(plugin = %instance.label, hook = M::NAME, error = %source, control, "plugin answered with a result of the wrong type: closing the connection");
+                tracing::warn!(plugin = %instance.label, hook = method, error = %source, control, "plugin answered with a result of the wrong type: closing the connection");
                 connection.close_for_violation(source.to_string());
                 Err(PluginCallError::Failed {
                     plugin: plugin(),

@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use gatekeeper_rpc::types::Headers;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -112,44 +111,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-}
-
-/// The plugin view of headers: lower-case names, values decoded lossily as UTF-8.
-pub fn headers_to_view(headers: &HeaderMap) -> Headers {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
-}
-
-/// Builds a header map from a plugin's header list, skipping (with a warning) names and values
-/// that are not valid HTTP, then removes hop-by-hop headers.
-pub fn headers_from_view(headers: &Headers) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name = match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(n) => n,
-            Err(_) => {
-                tracing::warn!(header = %name.escape_debug(), "plugin sent an invalid header name; skipped");
-                continue;
-            }
-        };
-        match HeaderValue::from_str(value) {
-            Ok(v) => {
-                map.append(name, v);
-            }
-            Err(_) => {
-                tracing::warn!(header = %name, "plugin sent an invalid header value; skipped")
-            }
-        }
-    }
-    strip_hop_by_hop(&mut map);
-    map
 }
 
 /// The URI of the outgoing request: `http://{backend}{base_path}{path}[?query]`.
@@ -258,6 +219,8 @@ fn describe(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use http::header::HeaderValue;
+
     use super::*;
     use gatekeeper_rpc::types::Backend;
 
@@ -272,19 +235,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-bar"));
-    }
-
-    #[test]
-    fn invalid_plugin_headers_skipped() {
-        let view = vec![
-            ("x-ok".to_string(), "1".to_string()),
-            ("bad name".to_string(), "1".to_string()),
-            ("x-bad-value".to_string(), "a\nb".to_string()),
-            ("upgrade".to_string(), "h2c".to_string()),
-        ];
-        let map = headers_from_view(&view);
-        assert_eq!(map.len(), 1);
-        assert_eq!(map["x-ok"], "1");
     }
 
     #[test]

@@ -14,18 +14,22 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 
-use crate::modifier::{Chain, Modifier};
-use crate::plugins::{LoadBalancerHook, RouterHook};
+use crate::modifier::Chain;
+use crate::port::policy::HookedPlugin;
+use crate::port::Plugin;
 
 /// The plugins called on the request path; given to [`HooksSwitch::replace`].
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// The modifiers, called in this order (see [`crate::modifier`]).
-    pub modifiers: Vec<Arc<dyn Modifier>>,
-    /// The router plugin; `None` routes with the built-in router.
-    pub router: Option<Arc<dyn RouterHook>>,
-    /// The loadbalancer plugin; `None` picks backends with the built-in balancers.
-    pub loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
+    pub modifiers: Vec<Arc<dyn Plugin>>,
+    /// The router plugin (`route_request`); `None` routes with the built-in router.
+    pub router: Option<Arc<dyn Plugin>>,
+    /// The loadbalancer plugin (`get_backend`); `None` picks backends with the built-in
+    /// balancers. It also receives `upstream_metric` batches: pass it to
+    /// [`Metrics::new`](crate::Metrics::new) as a [`MetricsExporter`](crate::MetricsExporter)
+    /// that only wants [`MetricKind::Upstream`](crate::MetricKind::Upstream).
+    pub loadbalancer: Option<Arc<dyn Plugin>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -48,19 +52,20 @@ impl std::fmt::Debug for Hooks {
 pub(crate) struct ActiveHooks {
     /// The modifiers, with the proxy's `max_plugin_body`.
     pub(crate) chain: Chain,
-    pub(crate) router: Option<Arc<dyn RouterHook>>,
-    pub(crate) loadbalancer: Option<Arc<dyn LoadBalancerHook>>,
+    pub(crate) router: Option<HookedPlugin>,
+    pub(crate) loadbalancer: Option<HookedPlugin>,
 }
 
 impl ActiveHooks {
     fn new(hooks: Hooks, max_plugin_body: usize) -> Self {
         ActiveHooks {
             chain: Chain::new(hooks.modifiers).with_max_body(max_plugin_body),
-            router: hooks.router,
-            loadbalancer: hooks.loadbalancer,
+            router: hooks.router.map(HookedPlugin::new),
+            loadbalancer: hooks.loadbalancer.map(HookedPlugin::new),
         }
     }
 
+    #[cfg(test)]
     /// Whether no plugin is called at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.chain.is_empty() && self.router.is_none() && self.loadbalancer.is_none()
@@ -153,17 +158,14 @@ impl ReplacedHooks {
 #[cfg(test)]
 mod tests {
     use futures::future::BoxFuture;
-    use gatekeeper_rpc::methods::{
-        ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
-        ModifyResponseResult,
-    };
+    use gatekeeper_rpc::methods::ModifyRequest;
 
     use super::*;
-    use crate::modifier::{FailurePolicy, HookError};
+    use crate::port::{FailurePolicy, HookError, Parsed, RawCall};
 
     struct Named;
 
-    impl Modifier for Named {
+    impl Plugin for Named {
         fn name(&self) -> &str {
             "named"
         }
@@ -173,23 +175,9 @@ mod tests {
         fn failure_policy(&self) -> FailurePolicy {
             FailurePolicy::Open
         }
-        fn modify_request(
-            &self,
-            _: ModifyRequestParams,
-        ) -> BoxFuture<'static, Result<ModifyRequestResult, HookError>> {
-            Box::pin(async { Ok(ModifyRequestResult::default()) })
-        }
-        fn modify_response(
-            &self,
-            _: ModifyResponseParams,
-        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
-            Box::pin(async { Ok(ModifyResponseResult::default()) })
-        }
-        fn modify_error_response(
-            &self,
-            _: ModifyErrorResponseParams,
-        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
-            Box::pin(async { Ok(ModifyResponseResult::default()) })
+        fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+            let answer = call.answer::<ModifyRequest>(&Default::default());
+            Box::pin(async move { answer })
         }
     }
 

@@ -1,10 +1,11 @@
-//! gatekeeper's HTTP side: listeners, the request lifecycle, the registry snapshot, the
+//! gatekeeper's HTTP side: listeners, the request pipeline, the registry snapshot, the
 //! built-in router and load balancers, the backend client pool, and the metrics pipeline.
 //!
 //! The proxy does not know how plugins run: it calls them through traits the gatekeeper binary
-//! implements on top of the plugin host ([`Modifier`], [`RouterHook`], [`LoadBalancerHook`],
-//! [`MetricsExporter`]); upstream plugins change the [`Registry`] through its methods, and
-//! router and loadbalancer plugins follow it through [`Registry::subscribe`].
+//! implements on top of the plugin host (the plugin port [`Plugin`] for modifiers, router and
+//! loadbalancer plugins, and [`MetricsExporter`]); upstream plugins change the [`Registry`]
+//! through its methods, and router and loadbalancer plugins follow it through
+//! [`Registry::subscribe`].
 //!
 //! Its settings are [`ProxyConfig`] and [`MetricsConfig`] (see [`config`]): each reads its keys of
 //! the config file, holds its defaults and checks its values.
@@ -13,10 +14,13 @@
 //! the modifiers, router and loadbalancer plugins as one snapshot ([`Hooks`]; each request keeps
 //! the snapshot it started with), and [`Metrics::set_exporters`] replaces the metrics exporters.
 //!
+//! One request is one `Exchange` passing through the phases of the private `pipeline` module
+//! (one file each under `src/pipeline/`):
+//!
 //! ```text
-//! accept ─► route (router / RouterHook) ─► modify_request (modifier::Chain)
-//!   ─► pick backend (balancer / LoadBalancerHook) ─► forward (forward)
-//!   ─► modify_response  |  on error: modify_error_response  ─► metrics (Metrics)
+//! accept ─► request checks ─► route (router / router plugin) ─► modify request (modifier::Chain)
+//!   ─► pick backend (balancer / loadbalancer plugin) ─► forward (forward, retry)
+//!   ─► modify response  |  on error: modify error response  ─► respond ─► record (Metrics)
 //! ```
 
 pub mod balancer;
@@ -28,11 +32,11 @@ pub mod forward;
 pub mod forwarded;
 pub mod health;
 mod hooks;
-mod lifecycle;
 mod listener;
 pub mod metrics;
 pub mod modifier;
-pub mod plugins;
+mod pipeline;
+pub mod port;
 pub mod registry;
 mod request_checks;
 mod retry;
@@ -53,8 +57,10 @@ pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};
 pub use listener::{BoundProxy, ListenerChanges, ListenerControl, ListenerError};
 pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
-pub use modifier::{FailurePolicy, HookError, Modifier, DEFAULT_MAX_PLUGIN_BODY};
-pub use plugins::{LoadBalancerHook, RouterHook};
+pub use modifier::DEFAULT_MAX_PLUGIN_BODY;
+pub use port::policy::HookFailure;
+pub use port::warnings::WARNING_INTERVAL;
+pub use port::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
 pub use tls::{check_certificates, TlsCertificate, TlsError};
 
@@ -113,7 +119,7 @@ impl Proxy {
     pub fn new(
         config: ProxyConfig,
         registry: Arc<Registry>,
-        modifiers: Vec<Arc<dyn Modifier>>,
+        modifiers: Vec<Arc<dyn Plugin>>,
     ) -> Self {
         registry.set_passive_health_defaults(health::PassivePolicy {
             failures: config.passive_health_failures,
@@ -147,15 +153,15 @@ impl Proxy {
         self
     }
 
-    /// Routes requests with a router plugin (see [`plugins`] for failures and availability).
-    pub fn with_router(mut self, router: Arc<dyn RouterHook>) -> Self {
+    /// Routes requests with a router plugin (see [`port`] for failures and availability).
+    pub fn with_router(mut self, router: Arc<dyn Plugin>) -> Self {
         self.hooks.router = Some(router);
         self
     }
 
-    /// Picks backends with a loadbalancer plugin (see [`plugins`] for failures and
+    /// Picks backends with a loadbalancer plugin (see [`port`] for failures and
     /// availability).
-    pub fn with_loadbalancer(mut self, loadbalancer: Arc<dyn LoadBalancerHook>) -> Self {
+    pub fn with_loadbalancer(mut self, loadbalancer: Arc<dyn Plugin>) -> Self {
         self.hooks.loadbalancer = Some(loadbalancer);
         self
     }

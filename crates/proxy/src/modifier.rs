@@ -1,9 +1,9 @@
-//! Modifiers as the proxy sees them: the [`Modifier`] trait (implemented by the gatekeeper
-//! binary on top of the plugin host; the proxy does not know how plugins run) and the
-//! [`Chain`] that calls the hooks of all modifiers in their configured order, applying each
-//! modifier's [`FailurePolicy`] and, when asked, timing every hook call.
+//! The modifier chain: the `Chain` calls the hooks of all modifiers (each a
+//! [`Plugin`]) in their configured order, applying each one's
+//! [`FailurePolicy`](crate::FailurePolicy) through the port ([`crate::port::policy`]) and, when
+//! asked, timing every hook call.
 //!
-//! Bodies: a modifier that declared it wants the body of a hook ([`Modifier::wants_body`]) gets
+//! Bodies: a modifier that declared it wants the body of a hook ([`Plugin::wants_body`]) gets
 //! it as `body_base64`; the others get none (a response's text `body`, set by a plugin or the
 //! proxy, is sent to them as it is). What a modifier returns keeps the current body unless it
 //! sets `body_base64` (or, on responses, `body`, which wins): "absent" means "unchanged". The
@@ -13,115 +13,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::BoxFuture;
 use gatekeeper_rpc::methods::{
     Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
-    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
+    ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::ModifierPhase;
 use gatekeeper_rpc::types::{encode_body, HttpRequest, HttpResponse, ProxyError};
 
 use crate::metrics::micros;
-
-/// What the proxy does when a modifier's hook fails (error, timeout, plugin down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Log a warning and continue as if the modifier had left the request or response alone.
-    Open,
-    /// Answer the client with `status` (plain-text body naming the plugin).
-    Closed {
-        /// The status code of the answer.
-        status: u16,
-    },
-}
-
-impl Default for FailurePolicy {
-    /// Fail closed with 503.
-    fn default() -> Self {
-        FailurePolicy::Closed { status: 503 }
-    }
-}
-
-/// A failed hook call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct HookError {
-    /// What went wrong, for the log.
-    pub message: String,
-}
-
-impl HookError {
-    /// A hook error with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        HookError {
-            message: message.into(),
-        }
-    }
-}
-
-/// A modifier plugin, as the proxy calls it.
-pub trait Modifier: Send + Sync + 'static {
-    /// The plugin's configured name (used in logs and error bodies).
-    fn name(&self) -> &str;
-    /// Whether the plugin declared this hook (e.g. `modify_request`); undeclared hooks are never
-    /// called.
-    fn has_hook(&self, hook: &str) -> bool;
-    /// What to do when a hook fails.
-    fn failure_policy(&self) -> FailurePolicy;
-    /// Whether the plugin declared that this (declared) hook wants the body. Default: no.
-    fn wants_body(&self, _hook: &str) -> bool {
-        false
-    }
-    /// `modify_request`: change the request, or answer it directly.
-    fn modify_request(
-        &self,
-        params: ModifyRequestParams,
-    ) -> BoxFuture<'static, Result<ModifyRequestResult, HookError>>;
-    /// `modify_response`: change the backend's (or a direct) response's status and headers.
-    fn modify_response(
-        &self,
-        params: ModifyResponseParams,
-    ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>>;
-    /// `modify_error_response`: change an error response the proxy generated.
-    fn modify_error_response(
-        &self,
-        params: ModifyErrorResponseParams,
-    ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>>;
-}
-
-/// A fail-closed hook failure: the request must be answered with `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookFailure {
-    /// Name of the plugin that failed.
-    pub plugin: String,
-    /// The status to answer with (the plugin's fail-closed status).
-    pub status: u16,
-    /// The hook error.
-    pub message: String,
-}
-
-impl HookFailure {
-    /// The error passed to `modify_error_response`.
-    pub fn proxy_error(&self) -> ProxyError {
-        ProxyError {
-            kind: "plugin_failed".into(),
-            message: format!("plugin `{}` failed: {}", self.plugin, self.message),
-        }
-    }
-
-    /// The plain-text response sent to the client.
-    pub fn response(&self) -> HttpResponse {
-        text_response(self.status, &format!("plugin `{}` failed", self.plugin))
-    }
-}
-
-/// A plain-text response with this status and body (a newline is appended).
-pub fn text_response(status: u16, body: &str) -> HttpResponse {
-    let headers = vec![("content-type".into(), "text/plain; charset=utf-8".into())];
-    let mut response = HttpResponse::new(status, headers);
-    response.body = Some(format!("{body}\n"));
-    response
-}
+use crate::port::policy::{HookFailure, HookedPlugin};
+use crate::port::Plugin;
 
 /// The default of `max_plugin_body`: the largest body sent to a plugin (1 MiB).
 pub const DEFAULT_MAX_PLUGIN_BODY: usize = 1024 * 1024;
@@ -177,7 +78,7 @@ fn merge_response(current: &mut HttpResponse, mut new: HttpResponse) {
 
 /// What the `modify_request` hooks decided.
 #[derive(Debug)]
-pub enum RequestOutcome {
+pub(crate) enum RequestOutcome {
     /// Forward the request (`changed` is false when no modifier returned a request).
     Forward {
         /// The request as the last modifier left it.
@@ -202,9 +103,8 @@ pub enum RequestOutcome {
 }
 
 /// The configured modifiers, in order, and the largest body they are sent.
-#[derive(Clone)]
-pub struct Chain {
-    modifiers: Vec<Arc<dyn Modifier>>,
+pub(crate) struct Chain {
+    modifiers: Vec<HookedPlugin>,
     max_body: usize,
 }
 
@@ -222,28 +122,10 @@ impl std::fmt::Debug for Chain {
     }
 }
 
-/// Applies a modifier's failure policy: `Some` when the request must be answered.
-fn on_failure(modifier: &dyn Modifier, hook: &str, error: HookError) -> Option<HookFailure> {
-    match modifier.failure_policy() {
-        FailurePolicy::Open => {
-            tracing::warn!(plugin = modifier.name(), hook, %error, "hook failed (fail-open: skipped)");
-            None
-        }
-        FailurePolicy::Closed { status } => {
-            tracing::warn!(plugin = modifier.name(), hook, %error, status, "hook failed (fail-closed)");
-            Some(HookFailure {
-                plugin: modifier.name().to_string(),
-                status,
-                message: error.message,
-            })
-        }
-    }
-}
-
 /// Awaits one hook call, appending its latency to `phases` when given.
 async fn timed<T>(
     phases: &mut Option<&mut Vec<ModifierPhase>>,
-    modifier: &dyn Modifier,
+    modifier: &HookedPlugin,
     hook: &str,
     call: impl Future<Output = T>,
 ) -> T {
@@ -262,61 +144,69 @@ async fn timed<T>(
 
 impl Chain {
     /// A chain of these modifiers, called in this order.
-    pub fn new(modifiers: Vec<Arc<dyn Modifier>>) -> Self {
+    pub(crate) fn new(modifiers: Vec<Arc<dyn Plugin>>) -> Self {
         Chain {
-            modifiers,
+            modifiers: modifiers.into_iter().map(HookedPlugin::new).collect(),
             max_body: DEFAULT_MAX_PLUGIN_BODY,
         }
     }
 
     /// Sets the largest body sent to modifiers that want bodies (default
     /// [`DEFAULT_MAX_PLUGIN_BODY`]).
-    pub fn with_max_body(mut self, max_body: usize) -> Self {
+    pub(crate) fn with_max_body(mut self, max_body: usize) -> Self {
         self.max_body = max_body;
         self
     }
 
     /// The largest body sent to modifiers that want bodies.
-    pub fn max_body(&self) -> usize {
+    pub(crate) fn max_body(&self) -> usize {
         self.max_body
     }
 
     /// Whether any modifier declared this hook and wants its body (the proxy then reads the
     /// body into memory, up to [`Chain::max_body`]).
-    pub fn wants_body(&self, hook: &str) -> bool {
+    pub(crate) fn wants_body(&self, hook: &str) -> bool {
         self.modifiers
             .iter()
-            .any(|m| m.has_hook(hook) && m.wants_body(hook))
+            .any(|m| m.plugin().has_hook(hook) && m.plugin().wants_body(hook))
     }
 
+    #[cfg(test)]
     /// Whether there are no modifiers at all (the proxy then skips building plugin views).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.modifiers.is_empty()
     }
 
+    /// Whether any modifier declared `modify_response` or `modify_error_response` (their
+    /// calls need the request's view after it went to the backend).
+    pub(crate) fn has_response_hooks(&self) -> bool {
+        self.has_hook(ModifyResponse::NAME) || self.has_hook(ModifyErrorResponse::NAME)
+    }
+
     /// Whether any modifier declared this hook.
-    pub fn has_hook(&self, hook: &str) -> bool {
-        self.modifiers.iter().any(|m| m.has_hook(hook))
+    pub(crate) fn has_hook(&self, hook: &str) -> bool {
+        self.modifiers.iter().any(|m| m.plugin().has_hook(hook))
     }
 
     /// Runs the `modify_request` hooks; each sees the previous one's output. With `phases`,
     /// each hook call's latency is appended to it.
-    pub async fn modify_request(
+    pub(crate) async fn modify_request(
         &self,
         mut request: HttpRequest,
         mut phases: Option<&mut Vec<ModifierPhase>>,
     ) -> RequestOutcome {
         let mut changed = false;
         for m in &self.modifiers {
-            if !m.has_hook(ModifyRequest::NAME) {
+            if !m.plugin().has_hook(ModifyRequest::NAME) {
                 continue;
             }
+            let wants_body = m.plugin().wants_body(ModifyRequest::NAME);
             let params = ModifyRequestParams {
-                request: request_for(&mut request, m.wants_body(ModifyRequest::NAME)),
+                request: request_for(&mut request, wants_body),
             };
-            let call = m.modify_request(params);
-            match timed(&mut phases, m.as_ref(), ModifyRequest::NAME, call).await {
-                Ok(result) => {
+            let call = m.call::<ModifyRequest>(&params);
+            match timed(&mut phases, m, ModifyRequest::NAME, call).await {
+                Ok(Some(result)) => {
                     if let Some(mut new) = result.request {
                         if new.body_base64.is_none() {
                             new.body_base64 = request.body_base64.take();
@@ -328,11 +218,8 @@ impl Chain {
                         return RequestOutcome::Respond { request, response };
                     }
                 }
-                Err(e) => {
-                    if let Some(failure) = on_failure(m.as_ref(), ModifyRequest::NAME, e) {
-                        return RequestOutcome::Failed { request, failure };
-                    }
-                }
+                Ok(None) => {}
+                Err(failure) => return RequestOutcome::Failed { request, failure },
             }
         }
         RequestOutcome::Forward { request, changed }
@@ -341,7 +228,7 @@ impl Chain {
     /// Runs the `modify_response` hooks. Returns the final response and whether any modifier
     /// changed it, or the failure of a fail-closed modifier. With `phases`, each hook call's
     /// latency is appended to it.
-    pub async fn modify_response(
+    pub(crate) async fn modify_response(
         &self,
         request: &HttpRequest,
         mut response: HttpResponse,
@@ -349,27 +236,19 @@ impl Chain {
     ) -> Result<(HttpResponse, bool), HookFailure> {
         let mut changed = false;
         for m in &self.modifiers {
-            if !m.has_hook(ModifyResponse::NAME) {
+            if !m.plugin().has_hook(ModifyResponse::NAME) {
                 continue;
             }
+            let wants_body = m.plugin().wants_body(ModifyResponse::NAME);
             let params = ModifyResponseParams {
                 request: without_body(request),
-                response: response_for(&response, m.wants_body(ModifyResponse::NAME)),
+                response: response_for(&response, wants_body),
             };
-            let call = m.modify_response(params);
-            match timed(&mut phases, m.as_ref(), ModifyResponse::NAME, call).await {
-                Ok(ModifyResponseResult {
-                    response: Some(new),
-                }) => {
-                    merge_response(&mut response, new);
-                    changed = true;
-                }
-                Ok(ModifyResponseResult { response: None }) => {}
-                Err(e) => {
-                    if let Some(failure) = on_failure(m.as_ref(), ModifyResponse::NAME, e) {
-                        return Err(failure);
-                    }
-                }
+            let call = m.call::<ModifyResponse>(&params);
+            let answer = timed(&mut phases, m, ModifyResponse::NAME, call).await?;
+            if let Some(new) = answer.and_then(|a| a.response) {
+                merge_response(&mut response, new);
+                changed = true;
             }
         }
         Ok((response, changed))
@@ -378,7 +257,7 @@ impl Chain {
     /// Runs the `modify_error_response` hooks and returns the response to send. A fail-closed
     /// failure here ends the chain with that plugin's plain-text failure response. With
     /// `phases`, each hook call's latency is appended to it.
-    pub async fn modify_error_response(
+    pub(crate) async fn modify_error_response(
         &self,
         request: &HttpRequest,
         mut response: HttpResponse,
@@ -386,25 +265,22 @@ impl Chain {
         mut phases: Option<&mut Vec<ModifierPhase>>,
     ) -> HttpResponse {
         for m in &self.modifiers {
-            if !m.has_hook(ModifyErrorResponse::NAME) {
+            if !m.plugin().has_hook(ModifyErrorResponse::NAME) {
                 continue;
             }
+            let wants_body = m.plugin().wants_body(ModifyErrorResponse::NAME);
             let params = ModifyErrorResponseParams {
                 request: without_body(request),
-                response: response_for(&response, m.wants_body(ModifyErrorResponse::NAME)),
+                response: response_for(&response, wants_body),
                 error: error.clone(),
             };
-            let call = m.modify_error_response(params);
-            match timed(&mut phases, m.as_ref(), ModifyErrorResponse::NAME, call).await {
-                Ok(ModifyResponseResult {
+            let call = m.call::<ModifyErrorResponse>(&params);
+            match timed(&mut phases, m, ModifyErrorResponse::NAME, call).await {
+                Ok(Some(ModifyResponseResult {
                     response: Some(new),
-                }) => merge_response(&mut response, new),
-                Ok(ModifyResponseResult { response: None }) => {}
-                Err(e) => {
-                    if let Some(failure) = on_failure(m.as_ref(), ModifyErrorResponse::NAME, e) {
-                        return failure.response();
-                    }
-                }
+                })) => merge_response(&mut response, new),
+                Ok(Some(ModifyResponseResult { response: None }) | None) => {}
+                Err(failure) => return failure.response(),
             }
         }
         response
@@ -415,9 +291,12 @@ impl Chain {
 mod tests {
     use std::sync::Mutex;
 
+    use futures::future::BoxFuture;
+    use gatekeeper_rpc::methods::ModifyRequestResult;
     use gatekeeper_rpc::types::decode_body;
 
     use super::*;
+    use crate::port::{FailurePolicy, HookError, Parsed, RawCall};
 
     type Answer<P, R> = Box<dyn Fn(&P) -> R + Send + Sync>;
 
@@ -442,7 +321,7 @@ mod tests {
         }
     }
 
-    impl Modifier for Fake {
+    impl Plugin for Fake {
         fn name(&self) -> &str {
             "fake"
         }
@@ -455,27 +334,23 @@ mod tests {
         fn failure_policy(&self) -> FailurePolicy {
             FailurePolicy::Open
         }
-        fn modify_request(
-            &self,
-            params: ModifyRequestParams,
-        ) -> BoxFuture<'static, Result<ModifyRequestResult, HookError>> {
-            let result = (self.on_request)(&params);
-            self.requests.lock().unwrap().push(params);
-            Box::pin(async move { Ok(result) })
-        }
-        fn modify_response(
-            &self,
-            params: ModifyResponseParams,
-        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
-            let result = (self.on_response)(&params);
-            self.responses.lock().unwrap().push(params);
-            Box::pin(async move { Ok(result) })
-        }
-        fn modify_error_response(
-            &self,
-            _params: ModifyErrorResponseParams,
-        ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
-            Box::pin(async { Ok(ModifyResponseResult::default()) })
+        fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+            let answer = if call.is::<ModifyRequest>() {
+                call.params::<ModifyRequest>().and_then(|params| {
+                    let result = (self.on_request)(&params);
+                    self.requests.lock().unwrap().push(params);
+                    call.answer::<ModifyRequest>(&result)
+                })
+            } else if call.is::<ModifyResponse>() {
+                call.params::<ModifyResponse>().and_then(|params| {
+                    let result = (self.on_response)(&params);
+                    self.responses.lock().unwrap().push(params);
+                    call.answer::<ModifyResponse>(&result)
+                })
+            } else {
+                call.answer::<ModifyErrorResponse>(&ModifyResponseResult::default())
+            };
+            Box::pin(async move { answer })
         }
     }
 

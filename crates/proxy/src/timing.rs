@@ -13,7 +13,7 @@ use http::request::Parts;
 use serde_json::Value;
 
 use crate::metrics::{micros, MetricKind, Metrics};
-use crate::view::request_host;
+use crate::router::request_host;
 
 /// The measurements of one request.
 #[derive(Debug)]

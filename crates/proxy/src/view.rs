@@ -1,16 +1,53 @@
-//! Conversions between hyper's requests and responses and the plugin views
-//! ([`HttpRequest`], [`HttpResponse`]), and the proxy's own error answers.
-
-use std::net::SocketAddr;
+//! Conversions between hyper's responses and the plugins' response view ([`HttpResponse`]),
+//! the pieces of the request view that come from hyper's parts (host, prefixless path; the
+//! request view itself is built by the pipeline's `Exchange::request_view`), and the proxy's own
+//! error answers.
 
 use bytes::Bytes;
-use gatekeeper_rpc::types::{decode_body, HttpRequest, HttpResponse};
-use http::request::Parts;
-use http::{header, Response, StatusCode};
+use gatekeeper_rpc::types::{decode_body, Headers, HttpResponse};
+use http::header::{HeaderName, HeaderValue};
+use http::{header, HeaderMap, Response, StatusCode};
 
 use crate::body::ProxyBody;
-use crate::forward::{headers_from_view, headers_to_view};
-use crate::registry::UpstreamEntry;
+use crate::forward::strip_hop_by_hop;
+
+/// The plugin view of headers: lower-case names, values decoded lossily as UTF-8.
+pub(crate) fn headers_to_view(headers: &HeaderMap) -> Headers {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Builds a header map from a plugin's header list, skipping (with a warning) names and values
+/// that are not valid HTTP, then removes hop-by-hop headers.
+pub(crate) fn headers_from_view(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::warn!(header = %name.escape_debug(), "plugin sent an invalid header name; skipped");
+                continue;
+            }
+        };
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                map.append(name, v);
+            }
+            Err(_) => {
+                tracing::warn!(header = %name, "plugin sent an invalid header value; skipped")
+            }
+        }
+    }
+    strip_hop_by_hop(&mut map);
+    map
+}
 
 /// The kinds of errors the proxy answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,45 +149,28 @@ pub(crate) fn response_from_view(view: HttpResponse) -> Option<Response<ProxyBod
     Some(response)
 }
 
-/// The Host header, or the authority of an absolute-form request URI.
-pub(crate) fn request_host(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+/// A plain-text response view with this status and body (a newline is appended).
+pub(crate) fn text_response(status: u16, body: &str) -> HttpResponse {
+    let headers = vec![("content-type".into(), "text/plain; charset=utf-8".into())];
+    let mut response = HttpResponse::new(status, headers);
+    response.body = Some(format!("{body}\n"));
+    response
 }
 
-/// The path without the first `strip` bytes (`/prefix`); `/` when nothing remains.
-pub(crate) fn prefixless(path: &str, strip: Option<usize>) -> &str {
-    match strip {
-        Some(n) => path.get(n..).filter(|p| !p.is_empty()).unwrap_or("/"),
-        None => path,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The plugin view of the client's request, routed to `upstream` with `strip` bytes of prefix
-/// removed (or not routed yet).
-pub(crate) fn build_view(
-    parts: &Parts,
-    listener: &str,
-    remote: SocketAddr,
-    upstream: Option<&UpstreamEntry>,
-    strip: Option<usize>,
-) -> HttpRequest {
-    let path = parts.uri.path();
-    HttpRequest {
-        listener: listener.to_string(),
-        remote_addr: remote.to_string(),
-        method: parts.method.as_str().to_string(),
-        host: request_host(parts).unwrap_or_default().to_string(),
-        path: path.to_string(),
-        prefix: strip.and_then(|n| path.get(1..n)).map(str::to_string),
-        prefixless_path: prefixless(path, strip).to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: headers_to_view(&parts.headers),
-        upstream: upstream.map(|u| u.upstream.id.clone()),
-        context: Default::default(),
-        body_base64: None,
+    #[test]
+    fn invalid_plugin_headers_skipped() {
+        let view = vec![
+            ("x-ok".to_string(), "1".to_string()),
+            ("bad name".to_string(), "1".to_string()),
+            ("x-bad-value".to_string(), "a\nb".to_string()),
+            ("upgrade".to_string(), "h2c".to_string()),
+        ];
+        let map = headers_from_view(&view);
+        assert_eq!(map.len(), 1);
+        assert_eq!(map["x-ok"], "1");
     }
 }

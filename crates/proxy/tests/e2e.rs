@@ -11,11 +11,11 @@ use std::time::Duration;
 use common::*;
 use futures::future::BoxFuture;
 use gatekeeper_proxy::{
-    FailurePolicy, HookError, ListenerConfig, Modifier, Proxy, ProxyConfig, Registry,
+    FailurePolicy, HookError, ListenerConfig, Parsed, Plugin, Proxy, ProxyConfig, RawCall, Registry,
 };
 use gatekeeper_rpc::methods::{
-    ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
-    ModifyResponseResult,
+    Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::types::{set_header, HttpResponse};
 
@@ -106,7 +106,7 @@ struct TestModifier {
     policy: FailurePolicy,
 }
 
-fn modifier(name: &'static str, behaviour: Behaviour, policy: FailurePolicy) -> Arc<dyn Modifier> {
+fn modifier(name: &'static str, behaviour: Behaviour, policy: FailurePolicy) -> Arc<dyn Plugin> {
     Arc::new(TestModifier {
         name,
         behaviour,
@@ -114,7 +114,7 @@ fn modifier(name: &'static str, behaviour: Behaviour, policy: FailurePolicy) -> 
     })
 }
 
-impl Modifier for TestModifier {
+impl Plugin for TestModifier {
     fn name(&self) -> &str {
         self.name
     }
@@ -131,6 +131,19 @@ impl Modifier for TestModifier {
         self.policy
     }
 
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match call.method() {
+            ModifyRequest::NAME => typed::<ModifyRequest>(call, |p| self.modify_request(p)),
+            ModifyResponse::NAME => typed::<ModifyResponse>(call, |p| self.modify_response(p)),
+            ModifyErrorResponse::NAME => {
+                typed::<ModifyErrorResponse>(call, |p| self.modify_error_response(p))
+            }
+            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
+
+impl TestModifier {
     fn modify_request(
         &self,
         mut params: ModifyRequestParams,
@@ -156,7 +169,7 @@ impl Modifier for TestModifier {
                         body_omitted: false,
                     }),
                 }),
-                _ => Err(HookError::new("boom")),
+                _ => Err(error_answer("boom")),
             }
         })
     }

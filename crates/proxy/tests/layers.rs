@@ -15,25 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Circles allowed for now, each as the set of modules it may span.
-///
-/// FOR THE LEAD, AFTER MERGING ISSUE 11: these circles run through the request pipeline files
-/// (lifecycle.rs, service.rs, timing.rs, view.rs) that another helper rewrites at the same time
-/// as this test was written; remove each entry once the merged pipeline no longer needs it (the
-/// test fails with "no longer needed" when an entry is stale).
-const ALLOWED_CIRCLES: &[&[&str]] = &[
-    // body.rs finishes the request's `timing::RequestRecord`; timing.rs reads
-    // `view::request_host` (the same function is `router::request_host`); view.rs builds
-    // `body::ProxyBody` responses and takes `forward::{headers_from_view, headers_to_view}`
-    // (the plugin view's, left in forward.rs for the pipeline rewrite); forward.rs sends
-    // `body::RequestBody`. Breaking body -> timing (e.g. a body-end trait that timing's record
-    // implements) or moving the view's header conversions out of forward.rs ends it.
-    &["body", "forward", "timing", "view"],
-    // service.rs drives `lifecycle::Flow`; lifecycle.rs uses `service::Shared` and
-    // `service::forward_error_kind`.
-    &["lifecycle", "service"],
-];
-
 #[test]
 fn no_import_circles_between_top_level_modules() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -44,30 +25,17 @@ fn no_import_circles_between_top_level_modules() {
         src.display()
     );
     let graph = Graph::from_sources(&files);
-    let circles = graph.circles();
-    let mut problems = Vec::new();
-    for circle in &circles {
-        let allowed = ALLOWED_CIRCLES
-            .iter()
-            .any(|allowed| circle.iter().all(|m| allowed.contains(&m.as_str())));
-        if !allowed {
-            problems.push(format!(
+    let problems: Vec<String> = graph
+        .circles()
+        .iter()
+        .map(|circle| {
+            format!(
                 "import circle between {}:\n{}",
                 circle.iter().cloned().collect::<Vec<_>>().join(", "),
                 graph.describe_edges(circle)
-            ));
-        }
-    }
-    for allowed in ALLOWED_CIRCLES {
-        let still_needed = circles
-            .iter()
-            .any(|circle| circle.iter().all(|m| allowed.contains(&m.as_str())));
-        if !still_needed {
-            problems.push(format!(
-                "ALLOWED_CIRCLES entry {allowed:?} is no longer needed: remove it"
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 

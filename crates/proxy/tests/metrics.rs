@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::future::BoxFuture;
 use gatekeeper_proxy::{
-    FailurePolicy, HookError, MetricKind, Metrics, MetricsConfig, MetricsExporter, Modifier,
+    FailurePolicy, HookError, MetricKind, Metrics, MetricsConfig, MetricsExporter, Parsed, Plugin,
+    RawCall,
 };
 use gatekeeper_rpc::methods::{
-    ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
-    ModifyResponseResult,
+    Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::{EventMetric, RequestMetric, UpstreamMetric};
 use gatekeeper_rpc::types::{set_header, Object};
@@ -70,7 +71,7 @@ impl MetricsExporter for Collector {
 /// A modifier adding a request header.
 struct AddHeader;
 
-impl Modifier for AddHeader {
+impl Plugin for AddHeader {
     fn name(&self) -> &str {
         "add"
     }
@@ -80,6 +81,20 @@ impl Modifier for AddHeader {
     fn failure_policy(&self) -> FailurePolicy {
         FailurePolicy::Open
     }
+
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match call.method() {
+            ModifyRequest::NAME => typed::<ModifyRequest>(call, |p| self.modify_request(p)),
+            ModifyResponse::NAME => typed::<ModifyResponse>(call, |p| self.modify_response(p)),
+            ModifyErrorResponse::NAME => {
+                typed::<ModifyErrorResponse>(call, |p| self.modify_error_response(p))
+            }
+            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
+
+impl AddHeader {
     fn modify_request(
         &self,
         mut params: ModifyRequestParams,

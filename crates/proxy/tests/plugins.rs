@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use common::*;
 use futures::future::BoxFuture;
-use gatekeeper_proxy::{FailurePolicy, HookError, LoadBalancerHook, RouterHook};
+use gatekeeper_proxy::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
 use gatekeeper_rpc::methods::{
-    GetBackendParams, GetBackendResult, RouteRequestParams, RouteRequestResult,
+    GetBackend, GetBackendParams, GetBackendResult, Method, RouteRequest, RouteRequestParams,
+    RouteRequestResult,
 };
 use gatekeeper_rpc::types::{header, set_header};
 
@@ -33,7 +34,7 @@ struct TestRouter {
     calls: Arc<AtomicUsize>,
 }
 
-impl RouterHook for TestRouter {
+impl Plugin for TestRouter {
     fn name(&self) -> &str {
         "test-router"
     }
@@ -46,6 +47,19 @@ impl RouterHook for TestRouter {
         self.policy
     }
 
+    fn has_hook(&self, hook: &str) -> bool {
+        hook == RouteRequest::NAME
+    }
+
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match call.method() {
+            RouteRequest::NAME => typed::<RouteRequest>(call, |p| self.route(p)),
+            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
+
+impl TestRouter {
     fn route(
         &self,
         mut params: RouteRequestParams,
@@ -59,7 +73,7 @@ impl RouterHook for TestRouter {
                 "the router sees an unrouted request"
             );
             match routing {
-                Routing::Fail => Err(HookError::new("router broke")),
+                Routing::Fail => Err(error_answer("router broke")),
                 Routing::ByHeader => {
                     let upstream = header(&request.headers, "x-route").map(str::to_string);
                     let prefixless_path = (header(&request.headers, "x-strip") == Some("yes"))
@@ -115,7 +129,7 @@ async fn two_upstreams(
 #[tokio::test]
 async fn router_routes_by_header() {
     let r = router(Routing::ByHeader, true, CLOSED);
-    let hook: Arc<dyn RouterHook> = r.clone();
+    let hook: Arc<dyn Plugin> = r.clone();
     let proxy = two_upstreams(|p| p.with_router(hook)).await;
     // `/api/...` would go to `api` with the built-in router; the plugin sends it to `web`,
     // with the full path (no prefixless_path) and its changed headers.
@@ -142,7 +156,7 @@ async fn router_routes_by_header() {
 #[tokio::test]
 async fn failing_router_open_falls_back_closed_answers() {
     let r = router(Routing::Fail, true, FailurePolicy::Open);
-    let hook: Arc<dyn RouterHook> = r.clone();
+    let hook: Arc<dyn Plugin> = r.clone();
     let proxy = two_upstreams(|p| p.with_router(hook)).await;
     let (status, headers, body) = send(proxy.addr, "GET", "/api/x", &[], "").await;
     assert_eq!(status, 200, "{body}");
@@ -153,7 +167,7 @@ async fn failing_router_open_falls_back_closed_answers() {
     );
     assert_eq!(r.calls.load(Ordering::SeqCst), 1);
 
-    let hook: Arc<dyn RouterHook> = router(Routing::Fail, true, CLOSED);
+    let hook: Arc<dyn Plugin> = router(Routing::Fail, true, CLOSED);
     let proxy = two_upstreams(|p| p.with_router(hook)).await;
     let (status, _, body) = send(proxy.addr, "GET", "/api/x", &[], "").await;
     assert_eq!(status, 503);
@@ -163,7 +177,7 @@ async fn failing_router_open_falls_back_closed_answers() {
 #[tokio::test]
 async fn unavailable_router_uses_the_built_in_router() {
     let r = router(Routing::ByHeader, false, FailurePolicy::Open);
-    let hook: Arc<dyn RouterHook> = r.clone();
+    let hook: Arc<dyn Plugin> = r.clone();
     let proxy = two_upstreams(|p| p.with_router(hook)).await;
     let (status, headers, body) =
         send(proxy.addr, "GET", "/api/x", &[("x-route", "web")], "").await;
@@ -175,7 +189,7 @@ async fn unavailable_router_uses_the_built_in_router() {
         "an unavailable plugin is not called"
     );
 
-    let hook: Arc<dyn RouterHook> = router(
+    let hook: Arc<dyn Plugin> = router(
         Routing::ByHeader,
         false,
         FailurePolicy::Closed { status: 502 },
@@ -193,7 +207,7 @@ struct TestBalancer {
     calls: Arc<AtomicUsize>,
 }
 
-impl LoadBalancerHook for TestBalancer {
+impl Plugin for TestBalancer {
     fn name(&self) -> &str {
         "test-lb"
     }
@@ -206,6 +220,19 @@ impl LoadBalancerHook for TestBalancer {
         self.policy
     }
 
+    fn has_hook(&self, hook: &str) -> bool {
+        hook == GetBackend::NAME
+    }
+
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match call.method() {
+            GetBackend::NAME => typed::<GetBackend>(call, |p| self.get_backend(p)),
+            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
+
+impl TestBalancer {
     fn get_backend(
         &self,
         params: GetBackendParams,
@@ -217,7 +244,7 @@ impl LoadBalancerHook for TestBalancer {
                 Some(params.upstream_id.as_str())
             );
             match header(&params.request.headers, "x-pick") {
-                None => Err(HookError::new("no x-pick")),
+                None => Err(error_answer("no x-pick")),
                 Some("none") => Ok(GetBackendResult { backend_id: None }),
                 Some(id) => Ok(GetBackendResult {
                     backend_id: Some(id.to_string()),
@@ -238,7 +265,7 @@ fn balancer(available: bool, policy: FailurePolicy) -> Arc<TestBalancer> {
 #[tokio::test]
 async fn loadbalancer_chooses_the_backend() {
     let lb = balancer(true, CLOSED);
-    let hook: Arc<dyn LoadBalancerHook> = lb.clone();
+    let hook: Arc<dyn Plugin> = lb.clone();
     let proxy = two_upstreams(|p| p.with_loadbalancer(hook)).await;
     for _ in 0..5 {
         let (status, headers, body) =
@@ -260,7 +287,7 @@ async fn loadbalancer_chooses_the_backend() {
 
 #[tokio::test]
 async fn failing_or_unavailable_loadbalancer_open_uses_the_built_in() {
-    let hook: Arc<dyn LoadBalancerHook> = balancer(true, FailurePolicy::Open);
+    let hook: Arc<dyn Plugin> = balancer(true, FailurePolicy::Open);
     let proxy = two_upstreams(|p| p.with_loadbalancer(hook)).await;
     let (status, _, body) = send(proxy.addr, "GET", "/web/x", &[("x-pick", "zz")], "").await;
     assert_eq!(status, 200, "unknown id, fail-open: {body}");
@@ -268,13 +295,13 @@ async fn failing_or_unavailable_loadbalancer_open_uses_the_built_in() {
     assert_eq!(status, 200, "hook error, fail-open: {body}");
 
     let lb = balancer(false, FailurePolicy::Open);
-    let hook: Arc<dyn LoadBalancerHook> = lb.clone();
+    let hook: Arc<dyn Plugin> = lb.clone();
     let proxy = two_upstreams(|p| p.with_loadbalancer(hook)).await;
     let (status, _, _) = send(proxy.addr, "GET", "/web/x", &[("x-pick", "none")], "").await;
     assert_eq!(status, 200);
     assert_eq!(lb.calls.load(Ordering::SeqCst), 0);
 
-    let hook: Arc<dyn LoadBalancerHook> = balancer(false, FailurePolicy::Closed { status: 500 });
+    let hook: Arc<dyn Plugin> = balancer(false, FailurePolicy::Closed { status: 500 });
     let proxy = two_upstreams(|p| p.with_loadbalancer(hook)).await;
     let (status, _, _) = send(proxy.addr, "GET", "/web/x", &[], "").await;
     assert_eq!(status, 500);

@@ -11,12 +11,13 @@ use std::time::Duration;
 use common::*;
 use futures::future::BoxFuture;
 use gatekeeper_proxy::{
-    FailurePolicy, HookError, Hooks, LoadBalancerHook, MetricKind, Metrics, MetricsConfig,
-    MetricsExporter, Modifier, RouterHook,
+    FailurePolicy, HookError, Hooks, MetricKind, Metrics, MetricsConfig, MetricsExporter, Parsed,
+    Plugin, RawCall,
 };
 use gatekeeper_rpc::methods::{
-    GetBackendParams, GetBackendResult, ModifyErrorResponseParams, ModifyRequestParams,
-    ModifyRequestResult, ModifyResponseParams, ModifyResponseResult, RouteRequestParams,
+    GetBackend, GetBackendParams, GetBackendResult, Method, ModifyErrorResponse,
+    ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams, ModifyRequestResult,
+    ModifyResponse, ModifyResponseParams, ModifyResponseResult, RouteRequest, RouteRequestParams,
     RouteRequestResult,
 };
 use gatekeeper_rpc::metrics::{EventMetric, RequestMetric};
@@ -41,7 +42,7 @@ struct Tagger {
     gate: Option<Gate>,
 }
 
-fn tagger(name: &'static str) -> Arc<dyn Modifier> {
+fn tagger(name: &'static str) -> Arc<dyn Plugin> {
     Arc::new(Tagger {
         name,
         answer: false,
@@ -49,14 +50,14 @@ fn tagger(name: &'static str) -> Arc<dyn Modifier> {
     })
 }
 
-fn hooks_with(modifier: Arc<dyn Modifier>) -> Hooks {
+fn hooks_with(modifier: Arc<dyn Plugin>) -> Hooks {
     Hooks {
         modifiers: vec![modifier],
         ..Hooks::default()
     }
 }
 
-impl Modifier for Tagger {
+impl Plugin for Tagger {
     fn name(&self) -> &str {
         self.name
     }
@@ -66,6 +67,20 @@ impl Modifier for Tagger {
     fn failure_policy(&self) -> FailurePolicy {
         FailurePolicy::Closed { status: 500 }
     }
+
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match call.method() {
+            ModifyRequest::NAME => typed::<ModifyRequest>(call, |p| self.modify_request(p)),
+            ModifyResponse::NAME => typed::<ModifyResponse>(call, |p| self.modify_response(p)),
+            ModifyErrorResponse::NAME => {
+                typed::<ModifyErrorResponse>(call, |p| self.modify_error_response(p))
+            }
+            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
+
+impl Tagger {
     fn modify_request(
         &self,
         mut params: ModifyRequestParams,
@@ -118,7 +133,7 @@ impl Modifier for Tagger {
 /// A router plugin that finds no upstream for any request (404).
 struct NoRoute;
 
-impl RouterHook for NoRoute {
+impl Plugin for NoRoute {
     fn name(&self) -> &str {
         "no-route"
     }
@@ -128,6 +143,20 @@ impl RouterHook for NoRoute {
     fn failure_policy(&self) -> FailurePolicy {
         FailurePolicy::Closed { status: 500 }
     }
+
+    fn has_hook(&self, hook: &str) -> bool {
+        hook == RouteRequest::NAME
+    }
+
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match call.method() {
+            RouteRequest::NAME => typed::<RouteRequest>(call, |p| self.route(p)),
+            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
+
+impl NoRoute {
     fn route(
         &self,
         _: RouteRequestParams,
@@ -139,7 +168,7 @@ impl RouterHook for NoRoute {
 /// A loadbalancer plugin that finds no backend for any request (503).
 struct NoBackend;
 
-impl LoadBalancerHook for NoBackend {
+impl Plugin for NoBackend {
     fn name(&self) -> &str {
         "no-backend"
     }
@@ -149,6 +178,20 @@ impl LoadBalancerHook for NoBackend {
     fn failure_policy(&self) -> FailurePolicy {
         FailurePolicy::Closed { status: 500 }
     }
+
+    fn has_hook(&self, hook: &str) -> bool {
+        hook == GetBackend::NAME
+    }
+
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match call.method() {
+            GetBackend::NAME => typed::<GetBackend>(call, |p| self.get_backend(p)),
+            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
+
+impl NoBackend {
     fn get_backend(
         &self,
         _: GetBackendParams,

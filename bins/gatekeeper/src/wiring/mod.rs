@@ -1,7 +1,6 @@
-//! Glue between the plugin host and the proxy, which do not know each other: plugins seen as the
-//! proxy's hooks ([`Modifier`](gatekeeper_proxy::Modifier), [`RouterHook`](gatekeeper_proxy::RouterHook),
-//! [`LoadBalancerHook`](gatekeeper_proxy::LoadBalancerHook),
-//! [`MetricsExporter`](gatekeeper_proxy::MetricsExporter)), the registry served to upstream
+//! Glue between the plugin host and the proxy, which do not know each other: plugins seen through
+//! the proxy's plugin port ([`Plugin`](gatekeeper_proxy::Plugin), for modifiers, router and
+//! loadbalancer plugins) and as [`MetricsExporter`](gatekeeper_proxy::MetricsExporter)s, the registry served to upstream
 //! plugins as the host's [`Manager`](gatekeeper_plugin_host::Manager), registry changes and plugin
 //! events turned into calls and metrics.
 
@@ -14,9 +13,9 @@ pub mod metrics;
 use std::time::Instant;
 
 use gatekeeper_plugin_host::{PluginCallError, PluginHandle};
-use gatekeeper_proxy::{HookError, MetricKind, Metrics};
-use gatekeeper_rpc::methods::Method;
+use gatekeeper_proxy::{HookError, MetricKind, Metrics, Parsed, RawCall};
 use gatekeeper_rpc::metrics::{now_ms, PluginMetric};
+use gatekeeper_rpc::CallError;
 
 /// A plugin handle that records a `plugin_metric` for every call (when metric plugins want them).
 #[derive(Clone)]
@@ -36,27 +35,59 @@ impl MeteredPlugin {
         &self.handle
     }
 
-    /// Calls `M` with the plugin's hook timeout, recording its latency and outcome.
-    pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, PluginCallError> {
+    /// Makes a call of the proxy's plugin port with the plugin's hook timeout, recording its
+    /// latency and outcome: a result that does not parse is a protocol violation (see
+    /// [`PluginHandle::call_parsed`]).
+    pub async fn call_raw(&self, call: RawCall) -> Result<Parsed, HookError> {
+        let parse = |json: &str| call.parse(json);
+        let calling = self
+            .handle
+            .call_parsed(call.method(), call.params_json(), parse);
         if !self.metrics.wants(MetricKind::Plugin) {
-            return self.handle.call::<M>(params).await;
+            return calling.await.map_err(hook_error);
         }
         let started = Instant::now();
-        let outcome = self.handle.call::<M>(params).await;
+        let outcome = calling.await;
         self.metrics.record_plugin(PluginMetric {
             time_ms: now_ms(),
             plugin: self.handle.name().to_owned(),
-            method: M::NAME.to_owned(),
+            method: call.method().to_owned(),
             latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             error: outcome.as_ref().err().map(ToString::to_string),
         });
-        outcome
+        outcome.map_err(hook_error)
     }
+}
 
-    /// Calls `M` as a hook of the proxy: errors become [`HookError`]s.
-    pub async fn hook<M: Method>(&self, params: &M::Params) -> Result<M::Result, HookError> {
-        self.call::<M>(params)
-            .await
-            .map_err(|e| HookError::new(e.to_string()))
+/// The one mapping of the plugin host's call errors onto the proxy's [`HookError`].
+pub fn hook_error(error: PluginCallError) -> HookError {
+    match error {
+        PluginCallError::Timeout { timeout, .. }
+        | PluginCallError::Failed {
+            source: CallError::Timeout { timeout, .. },
+            ..
+        } => HookError::Timeout { after: timeout },
+        PluginCallError::Failed {
+            source: CallError::Remote { error, .. },
+            ..
+        } => HookError::ErrorAnswer {
+            code: error.code(),
+            message: error.message().to_owned(),
+        },
+        PluginCallError::Failed {
+            source: source @ CallError::InvalidResult { .. },
+            ..
+        } => HookError::BadResult {
+            what: source.to_string(),
+        },
+        PluginCallError::Unavailable { .. } => HookError::Unavailable {
+            reason: "the plugin is down or restarting".into(),
+        },
+        PluginCallError::NotDeclared { hook, .. } => HookError::Unavailable {
+            reason: format!("the plugin did not declare `{hook}`"),
+        },
+        PluginCallError::Failed { source, .. } => HookError::Unavailable {
+            reason: source.to_string(),
+        },
     }
 }

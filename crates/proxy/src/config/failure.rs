@@ -6,7 +6,7 @@ use gatekeeper_rpc::methods::PluginType;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::ConfigError;
-use crate::modifier::FailurePolicy;
+use crate::port::FailurePolicy;
 
 /// What happens to a request when a plugin's hook fails: the `failure` (`"open"` or
 /// `"closed"`) and `failure_status` (default 503) keys of a `[[plugin]]` table. Without

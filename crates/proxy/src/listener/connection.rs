@@ -169,7 +169,7 @@ async fn serve_http<I>(
         let shared = shared.clone();
         let info = info.clone();
         async move {
-            let response = shared.handle(&info, request).await;
+            let response = crate::pipeline::handle(&shared, &info, request).await;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 guard.0.upgraded.store(true, Ordering::Release);
             }

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatekeeper_proxy::{HooksSwitch, ListenerConfig, Modifier, Proxy, ProxyConfig, Registry};
+use futures::future::BoxFuture;
+use gatekeeper_proxy::{
+    HookError, HooksSwitch, ListenerConfig, Parsed, Plugin, Proxy, ProxyConfig, RawCall, Registry,
+};
+use gatekeeper_rpc::methods::Method;
 use gatekeeper_rpc::types::{Backend, Upstream};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -99,7 +103,7 @@ pub struct TestProxy {
 
 /// A proxy with one listener `http`, configured further by `configure`.
 pub async fn start_proxy_with(
-    modifiers: Vec<Arc<dyn Modifier>>,
+    modifiers: Vec<Arc<dyn Plugin>>,
     configure: impl FnOnce(Proxy) -> Proxy,
 ) -> TestProxy {
     let registry = Arc::new(Registry::new());
@@ -129,7 +133,7 @@ pub async fn start_proxy_with(
     }
 }
 
-pub async fn start_proxy(modifiers: Vec<Arc<dyn Modifier>>) -> TestProxy {
+pub async fn start_proxy(modifiers: Vec<Arc<dyn Plugin>>) -> TestProxy {
     start_proxy_with(modifiers, |p| p).await
 }
 
@@ -205,7 +209,7 @@ pub async fn get(proxy: SocketAddr, path: &str, host: Option<&str>) -> Answer {
 
 /// A proxy with upstream `api` (prefix `api`) whose one backend `b1` is a live test backend.
 pub async fn setup_with(
-    modifiers: Vec<Arc<dyn Modifier>>,
+    modifiers: Vec<Arc<dyn Plugin>>,
     configure: impl FnOnce(Proxy) -> Proxy,
 ) -> (TestProxy, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
@@ -222,7 +226,7 @@ pub async fn setup_with(
     (proxy, hits)
 }
 
-pub async fn setup(modifiers: Vec<Arc<dyn Modifier>>) -> (TestProxy, Arc<AtomicUsize>) {
+pub async fn setup(modifiers: Vec<Arc<dyn Plugin>>) -> (TestProxy, Arc<AtomicUsize>) {
     setup_with(modifiers, |p| p).await
 }
 
@@ -238,5 +242,31 @@ pub async fn eventually<T>(mut check: impl FnMut() -> Option<T>) -> T {
             "condition not met within 5s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Answers a port call of `M` in process: its params go to `answer`, whose result is read back
+/// as the port reads a plugin's (for the test fakes' `call_raw`).
+pub fn typed<M: Method>(
+    call: RawCall,
+    answer: impl FnOnce(M::Params) -> BoxFuture<'static, Result<M::Result, HookError>>,
+) -> BoxFuture<'static, Result<Parsed, HookError>>
+where
+    M::Result: 'static,
+{
+    match call.params::<M>() {
+        Ok(params) => {
+            let answering = answer(params);
+            Box::pin(async move { call.answer::<M>(&answering.await?) })
+        }
+        Err(error) => Box::pin(async move { Err(error) }),
+    }
+}
+
+/// A hook error as a plugin's error answer.
+pub fn error_answer(message: &str) -> HookError {
+    HookError::ErrorAnswer {
+        code: -32000,
+        message: message.into(),
     }
 }
