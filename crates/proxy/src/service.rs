@@ -79,17 +79,11 @@ impl Shared {
     }
 
     pub(crate) fn timeout(&self, upstream: &UpstreamEntry) -> Duration {
-        match upstream.upstream.timeout_ms {
-            Some(ms) if ms > 0 => Duration::from_millis(ms),
-            _ => self.default_timeout,
-        }
+        upstream.timeout.unwrap_or(self.default_timeout)
     }
 
     pub(crate) fn connect_timeout(&self, upstream: &UpstreamEntry) -> Duration {
-        match upstream.upstream.connect_timeout_ms {
-            Some(ms) if ms > 0 => Duration::from_millis(ms),
-            _ => self.connect_timeout,
-        }
+        upstream.connect_timeout.unwrap_or(self.connect_timeout)
     }
 
     /// How requests to `upstream` are sent (see [`forward_with_retry`]).

@@ -89,15 +89,14 @@ impl UpstreamSettings {
             None => None,
             Some(spec) => Some(Arc::new(ActiveCheck::from_spec(spec)?)),
         };
-        let millis = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(Duration::from_millis);
         Ok(UpstreamSettings {
             balancer,
             backend_protocol,
             host_header,
             passive_health: upstream.passive_health,
             health_check,
-            timeout: millis(upstream.timeout_ms),
-            connect_timeout: millis(upstream.connect_timeout_ms),
+            timeout: positive_millis(upstream.timeout_ms),
+            connect_timeout: positive_millis(upstream.connect_timeout_ms),
             max_connections_per_backend: upstream.max_connections_per_backend,
         })
     }
@@ -107,6 +106,11 @@ impl UpstreamSettings {
     pub fn passive_policy(&self, defaults: PassivePolicy) -> PassivePolicy {
         PassivePolicy::resolve(self.passive_health.as_ref(), defaults)
     }
+}
+
+/// A duration of `ms` milliseconds; `None` for none or 0 (the proxy's default then applies).
+pub(crate) fn positive_millis(ms: Option<u64>) -> Option<Duration> {
+    ms.filter(|&ms| ms > 0).map(Duration::from_millis)
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub fn protocol_document() -> Value {
         .map(|m| method_entry(m, &mut generator))
         .collect();
     let definitions: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
-    json!({
+    let mut document = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$comment": "Generated from crates/rpc (the protocol table in methods.rs) by `cargo run -p gatekeeper-rpc --example protocol-schema`; do not edit. docs/protocol.md explains every method.",
         "title": "gatekeeper plugin protocol",
@@ -55,7 +55,53 @@ pub fn protocol_document() -> Value {
         "plugin_types": PluginType::ALL.map(PluginType::as_str),
         "methods": methods,
         "$defs": definitions,
-    })
+    });
+    plain_descriptions(&mut document);
+    document
+}
+
+/// Rewrites rustdoc links in every `description` (taken from the Rust doc comments) as plain
+/// code spans for readers of the JSON: ``[`crate::methods::HandshakeParams::bodies`]`` becomes
+/// `` `HandshakeParams::bodies` ``.
+fn plain_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                match inner {
+                    Value::String(text) if key == "description" => *text = plain_links(text),
+                    _ => plain_descriptions(inner),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_descriptions),
+        _ => {}
+    }
+}
+
+/// ``[`path::Name`]`` → `` `Name` `` (keeping the last two path segments at most).
+fn plain_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("[`") {
+        let Some(len) = rest[start + 2..].find("`]") else {
+            break;
+        };
+        let path = &rest[start + 2..start + 2 + len];
+        let segments: Vec<&str> = path.split("::").collect();
+        let kept = &segments[segments.len().saturating_sub(2)..];
+        let kept = if kept.first() == Some(&"crate") || kept.first() == Some(&"methods") {
+            &kept[1..]
+        } else {
+            kept
+        };
+        out.push_str(&rest[..start]);
+        out.push('`');
+        out.push_str(&kept.join("::"));
+        out.push('`');
+        rest = &rest[start + 2 + len + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn method_entry(method: &MethodInfo, generator: &mut SchemaGenerator) -> Value {
@@ -79,4 +125,19 @@ pub fn protocol_json() -> String {
     let mut text = serde_json::to_string_pretty(&protocol_document()).unwrap_or_default();
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_links;
+
+    #[test]
+    fn rustdoc_links_become_code_spans() {
+        assert_eq!(plain_links("One of [`events`]."), "One of `events`.");
+        assert_eq!(
+            plain_links("(see [`crate::methods::HandshakeParams::bodies`]) and [`X`]"),
+            "(see `HandshakeParams::bodies`) and `X`"
+        );
+        assert_eq!(plain_links("no [`link"), "no [`link");
+    }
 }

@@ -93,30 +93,34 @@ def validate(schema: dict[str, Any], value: Any, path: str = "", root: Any = Non
             return error
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            errors = [validate(branch, value, path, root) for branch in schema[key]]
-            if all(e is not None for e in errors):
+            errors = []
+            for branch in schema[key]:
+                error = validate(branch, value, path, root)
+                if error is None:
+                    break  # a branch matches: no need to try the others
+                errors.append(error)
+            else:
                 if all("const" in branch for branch in schema[key]):
                     values = ", ".join(json.dumps(branch["const"]) for branch in schema[key])
                     return f"{_where(path)} must be one of {values}"
-                return _deepest([e for e in errors if e is not None])
-    where = _where(path)
+                return _deepest(errors)
     if "const" in schema and value != schema["const"]:
-        return f"{where} must be {json.dumps(schema['const'])}"
+        return f"{_where(path)} must be {json.dumps(schema['const'])}"
     if "enum" in schema and value not in schema["enum"]:
-        return f"{where} must be one of {', '.join(json.dumps(v) for v in schema['enum'])}"
+        return f"{_where(path)} must be one of {', '.join(json.dumps(v) for v in schema['enum'])}"
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         if not any(_is_type(value, t) for t in types):
-            return f"{where} must be {' or '.join(_ARTICLES[t] for t in types)}"
+            return f"{_where(path)} must be {' or '.join(_ARTICLES[t] for t in types)}"
     if isinstance(value, dict):
         return _validate_object(schema, value, path, root)
     if isinstance(value, (list, tuple)):
         return _validate_array(schema, value, path, root)
     if _is_type(value, "number"):
         if "minimum" in schema and value < schema["minimum"]:
-            return f"{where} must be at least {schema['minimum']}"
+            return f"{_where(path)} must be at least {schema['minimum']}"
         if "maximum" in schema and value > schema["maximum"]:
-            return f"{where} must be at most {schema['maximum']}"
+            return f"{_where(path)} must be at most {schema['maximum']}"
     return None
 
 
@@ -185,7 +189,22 @@ def _is_type(value: Any, name: str) -> bool:
     return name == "number" and isinstance(value, (int, float))
 
 
+_RESOLVED: dict[tuple[int, str], dict[str, Any]] = {}
+
+
 def _resolve(root: Any, ref: str) -> dict[str, Any]:
+    """The schema ``ref`` points at in ``root`` (looked up once per document and ``$ref``)."""
+    key = (id(root), ref)
+    cached = _RESOLVED.get(key)
+    if cached is not None and root is PROTOCOL:
+        return cached
+    resolved = _resolve_uncached(root, ref)
+    if root is PROTOCOL:
+        _RESOLVED[key] = resolved
+    return resolved
+
+
+def _resolve_uncached(root: Any, ref: str) -> dict[str, Any]:
     if not ref.startswith("#/"):
         raise ValueError(f"only local $refs are supported: {ref}")
     node = root

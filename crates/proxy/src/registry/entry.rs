@@ -14,7 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::health_state::{BackendHealth, HealthState};
 use super::RegistryError;
 use crate::upstream_settings::{
-    ActiveCheck, BackendProtocol, BalancerKind, HostHeader, PassivePolicy, UpstreamSettings,
+    positive_millis, ActiveCheck, BackendProtocol, BalancerKind, HostHeader, PassivePolicy,
+    UpstreamSettings,
 };
 
 /// A backend with its address parsed once, when it was added.
@@ -225,6 +226,8 @@ impl UpstreamEntry {
     ) -> Self {
         // Validated when the upstream was added; an unknown name cannot get here.
         let backend_protocol = BackendProtocol::of(&upstream);
+        let (upstream_timeout_ms, upstream_connect_timeout_ms) =
+            (upstream.timeout_ms, upstream.connect_timeout_ms);
         let weighted = backends
             .first()
             .is_some_and(|first| backends.iter().any(|b| b.weight != first.weight));
@@ -251,8 +254,8 @@ impl UpstreamEntry {
             swrr_lock: Mutex::new(()),
             passive_health: PassivePolicy::default(),
             health_check: None,
-            timeout: None,
-            connect_timeout: None,
+            timeout: positive_millis(upstream_timeout_ms),
+            connect_timeout: positive_millis(upstream_connect_timeout_ms),
         }
     }
 
