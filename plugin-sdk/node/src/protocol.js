@@ -130,7 +130,20 @@ function isType(value, name) {
   }
 }
 
+/** `$ref`s into the protocol document, resolved once each. */
+const RESOLVED = new Map();
+
 function resolve(root, ref) {
+  if (root !== PROTOCOL) return resolveIn(root, ref);
+  let resolved = RESOLVED.get(ref);
+  if (resolved === undefined) {
+    resolved = resolveIn(root, ref);
+    RESOLVED.set(ref, resolved);
+  }
+  return resolved;
+}
+
+function resolveIn(root, ref) {
   if (!ref.startsWith('#/')) throw new Error(`only local $refs are supported: ${ref}`);
   return ref
     .slice(2)
@@ -160,14 +173,24 @@ function deepest(errors) {
  * @returns {string | undefined}
  */
 export function validate(schema, value, path = '', root = PROTOCOL) {
+  const leaf = leafType(schema);
+  if (leaf !== null) {
+    // Only "a string" (or "a boolean"): the most common check of all (every header name and value).
+    return typeof value === leaf ? undefined : `${where(path)} must be ${ARTICLES[leaf]}`;
+  }
   if (schema.$ref !== undefined) {
     const error = validate(resolve(root, schema.$ref), value, path, root);
     if (error !== undefined) return error;
   }
   for (const key of ['anyOf', 'oneOf']) {
     if (schema[key] !== undefined) {
-      const errors = schema[key].map((branch) => validate(branch, value, path, root));
-      if (errors.every((e) => e !== undefined)) {
+      const errors = [];
+      for (const branch of schema[key]) {
+        const error = validate(branch, value, path, root);
+        if (error === undefined) break; // a branch matches: no need to try the others
+        errors.push(error);
+      }
+      if (errors.length === schema[key].length) {
         if (schema[key].every((branch) => branch.const !== undefined)) {
           return `${where(path)} must be one of ${schema[key].map((branch) => JSON.stringify(branch.const)).join(', ')}`;
         }
@@ -175,24 +198,38 @@ export function validate(schema, value, path = '', root = PROTOCOL) {
       }
     }
   }
-  const at = where(path);
   if (schema.const !== undefined && JSON.stringify(value) !== JSON.stringify(schema.const)) {
-    return `${at} must be ${JSON.stringify(schema.const)}`;
+    return `${where(path)} must be ${JSON.stringify(schema.const)}`;
   }
   if (schema.enum !== undefined && !schema.enum.some((v) => JSON.stringify(v) === JSON.stringify(value))) {
-    return `${at} must be one of ${schema.enum.map((v) => JSON.stringify(v)).join(', ')}`;
+    return `${where(path)} must be one of ${schema.enum.map((v) => JSON.stringify(v)).join(', ')}`;
   }
   if (schema.type !== undefined) {
     const types = Array.isArray(schema.type) ? schema.type : [schema.type];
-    if (!types.some((t) => isType(value, t))) return `${at} must be ${types.map((t) => ARTICLES[t]).join(' or ')}`;
+    if (!types.some((t) => isType(value, t))) return `${where(path)} must be ${types.map((t) => ARTICLES[t]).join(' or ')}`;
   }
   if (isType(value, 'object')) return validateObject(schema, value, path, root);
   if (Array.isArray(value)) return validateArray(schema, value, path, root);
   if (typeof value === 'number') {
-    if (schema.minimum !== undefined && value < schema.minimum) return `${at} must be at least ${schema.minimum}`;
-    if (schema.maximum !== undefined && value > schema.maximum) return `${at} must be at most ${schema.maximum}`;
+    if (schema.minimum !== undefined && value < schema.minimum) return `${where(path)} must be at least ${schema.minimum}`;
+    if (schema.maximum !== undefined && value > schema.maximum) return `${where(path)} must be at most ${schema.maximum}`;
   }
   return undefined;
+}
+
+const ANNOTATIONS = new Set(['description', 'title', 'format', 'default', 'examples', '$comment']);
+/** Per schema object: `'string'` or `'boolean'` when it only asks for that type, else `null`. */
+const LEAF_TYPES = new WeakMap();
+
+function leafType(schema) {
+  let leaf = LEAF_TYPES.get(schema);
+  if (leaf === undefined) {
+    const keys = Object.keys(schema).filter((key) => !ANNOTATIONS.has(key));
+    const simple = keys.length === 1 && keys[0] === 'type';
+    leaf = simple && (schema.type === 'string' || schema.type === 'boolean') ? schema.type : null;
+    LEAF_TYPES.set(schema, leaf);
+  }
+  return leaf;
 }
 
 function validateObject(schema, value, path, root) {

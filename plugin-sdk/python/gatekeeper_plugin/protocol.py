@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Callable, Final
 
 _CANDIDATES: Final = (
     Path(__file__).with_name("protocol.json"),
@@ -83,81 +83,174 @@ def _check(schema: dict[str, Any], value: Any, where: str) -> None:
         raise SchemaError(f"{where}: {error}")
 
 
-def validate(schema: dict[str, Any], value: Any, path: str = "", root: Any = None) -> str | None:
-    """The first way ``value`` does not match ``schema`` (``None`` when it matches).
-    ``$ref``\\ s resolve in ``root`` (default: the whole protocol document)."""
-    root = PROTOCOL if root is None else root
+def validate(schema: dict[str, Any], value: Any, path: str = "") -> str | None:
+    """The first way ``value`` does not match ``schema`` (``None`` when it matches). ``$ref``\\ s
+    resolve in the protocol document. Each schema is compiled into a function once."""
+    return _compiled(schema)(value, path)
+
+
+Check = Callable[[Any, str], "str | None"]
+"""A compiled schema: the first way a value (at a path) does not match, or ``None``."""
+
+_COMPILED: dict[int, tuple[dict[str, Any], Check]] = {}
+"""Compiled schemas by ``id``, each with its schema (kept alive, so that its id is not reused)."""
+_COMPILING: set[int] = set()
+
+
+def _compiled(schema: dict[str, Any]) -> Check:
+    """``schema`` (a part of the protocol document) as a function that gives the same answer as
+    :func:`validate`, built once: hook results and manager params are checked on every call, and
+    walking the schema's dicts each time cost most of a hook's time in the SDK."""
+    key = id(schema)
+    known = _COMPILED.get(key)
+    if known is not None:
+        return known[1]
+    if key in _COMPILING:  # a schema that contains itself: look it up when called
+        return lambda value, path: _COMPILED[key][1](value, path)
+    _COMPILING.add(key)
+    try:
+        check = _compile(schema)
+    finally:
+        _COMPILING.discard(key)
+    _COMPILED[key] = (schema, check)
+    return check
+
+
+_ANNOTATIONS: Final = frozenset({"description", "title", "format", "default", "examples", "$comment"})
+_PYTHON_TYPES: Final = {"string": str, "boolean": bool}
+
+
+def _compile(schema: dict[str, Any]) -> Check:
+    leaf = _compile_leaf(schema)
+    if leaf is not None:
+        return leaf
+    checks: list[Check] = []
     if "$ref" in schema:
-        error = validate(_resolve(root, schema["$ref"]), value, path, root)
-        if error is not None:
-            return error
+        checks.append(_compiled(_resolve(schema["$ref"])))
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            errors = []
-            for branch in schema[key]:
-                error = validate(branch, value, path, root)
-                if error is None:
-                    break  # a branch matches: no need to try the others
-                errors.append(error)
-            else:
-                if all("const" in branch for branch in schema[key]):
-                    values = ", ".join(json.dumps(branch["const"]) for branch in schema[key])
-                    return f"{_where(path)} must be one of {values}"
-                return _deepest(errors)
-    if "const" in schema and value != schema["const"]:
-        return f"{_where(path)} must be {json.dumps(schema['const'])}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{_where(path)} must be one of {', '.join(json.dumps(v) for v in schema['enum'])}"
+            checks.append(_compile_any_of(schema[key]))
+    if "const" in schema:
+        const = schema["const"]
+        const_error = f"must be {json.dumps(const)}"
+        checks.append(lambda v, p: None if v == const else f"{_where(p)} {const_error}")
+    if "enum" in schema:
+        enum = schema["enum"]
+        enum_error = f"must be one of {', '.join(json.dumps(v) for v in enum)}"
+        checks.append(lambda v, p: None if v in enum else f"{_where(p)} {enum_error}")
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_is_type(value, t) for t in types):
-            return f"{_where(path)} must be {' or '.join(_ARTICLES[t] for t in types)}"
-    if isinstance(value, dict):
-        return _validate_object(schema, value, path, root)
-    if isinstance(value, (list, tuple)):
-        return _validate_array(schema, value, path, root)
-    if _is_type(value, "number"):
-        if "minimum" in schema and value < schema["minimum"]:
-            return f"{_where(path)} must be at least {schema['minimum']}"
-        if "maximum" in schema and value > schema["maximum"]:
-            return f"{_where(path)} must be at most {schema['maximum']}"
-    return None
+        type_error = f"must be {' or '.join(_ARTICLES[t] for t in types)}"
 
+        def check_type(value: Any, path: str) -> str | None:
+            for name in types:
+                if _is_type(value, name):
+                    return None
+            return f"{_where(path)} {type_error}"
 
-def _validate_object(schema: dict[str, Any], value: dict[str, Any], path: str, root: Any) -> str | None:
-    properties = schema.get("properties", {})
-    for name in schema.get("required", []):
-        if name not in value:
-            return f"`{_join(path, name)}` is missing"
-    extra = schema.get("additionalProperties", True)
-    for name, member in value.items():
-        if name in properties:
-            error = validate(properties[name], member, _join(path, name), root)
-        elif extra is False:
-            error = f"`{_join(path, name)}` is not allowed"
-        elif isinstance(extra, dict):
-            error = validate(extra, member, _join(path, name), root)
-        else:
-            error = None
-        if error is not None:
-            return error
-    return None
+        checks.append(check_type)
+    check_object = _compile_object(schema)
+    check_array = _compile_array(schema)
+    minimum, maximum = schema.get("minimum"), schema.get("maximum")
 
-
-def _validate_array(schema: dict[str, Any], value: list[Any] | tuple[Any, ...], path: str, root: Any) -> str | None:
-    where = _where(path)
-    if "minItems" in schema and len(value) < schema["minItems"]:
-        return f"{where} must have at least {schema['minItems']} items"
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        return f"{where} must have at most {schema['maxItems']} items"
-    prefix = schema.get("prefixItems", [])
-    for index, item in enumerate(value):
-        item_schema = prefix[index] if index < len(prefix) else schema.get("items")
-        if isinstance(item_schema, dict):
-            error = validate(item_schema, item, f"{path}[{index}]", root)
+    def check(value: Any, path: str) -> str | None:
+        for each in checks:
+            error = each(value, path)
             if error is not None:
                 return error
-    return None
+        if isinstance(value, dict):
+            return check_object(value, path)
+        if isinstance(value, (list, tuple)):
+            return check_array(value, path)
+        if (minimum is not None or maximum is not None) and _is_type(value, "number"):
+            if minimum is not None and value < minimum:
+                return f"{_where(path)} must be at least {minimum}"
+            if maximum is not None and value > maximum:
+                return f"{_where(path)} must be at most {maximum}"
+        return None
+
+    return check
+
+
+def _compile_leaf(schema: dict[str, Any]) -> Check | None:
+    """A schema that only says "a string" (or "a boolean"): one ``isinstance``, the most common
+    check of all (every header name and value)."""
+    if not set(schema) - _ANNOTATIONS == {"type"}:
+        return None
+    python_type = _PYTHON_TYPES.get(schema["type"]) if isinstance(schema["type"], str) else None
+    if python_type is None:
+        return None
+    type_error = f"must be {_ARTICLES[schema['type']]}"
+    return lambda v, p: None if isinstance(v, python_type) else f"{_where(p)} {type_error}"
+
+
+def _compile_any_of(branches: list[dict[str, Any]]) -> Check:
+    compiled = [_compiled(branch) for branch in branches]
+    values = None
+    if all("const" in branch for branch in branches):
+        values = ", ".join(json.dumps(branch["const"]) for branch in branches)
+
+    def check(value: Any, path: str) -> str | None:
+        errors = []
+        for branch in compiled:
+            error = branch(value, path)
+            if error is None:
+                return None
+            errors.append(error)
+        if values is not None:
+            return f"{_where(path)} must be one of {values}"
+        return _deepest(errors)
+
+    return check
+
+
+def _compile_object(schema: dict[str, Any]) -> Check:
+    properties = {name: _compiled(sub) for name, sub in schema.get("properties", {}).items()}
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    check_extra = _compiled(extra) if isinstance(extra, dict) else None
+
+    def check(value: dict[str, Any], path: str) -> str | None:
+        for name in required:
+            if name not in value:
+                return f"`{_join(path, name)}` is missing"
+        for name, member in value.items():
+            known = properties.get(name)
+            if known is not None:
+                error = known(member, _join(path, name))
+            elif extra is False:
+                error = f"`{_join(path, name)}` is not allowed"
+            elif check_extra is not None:
+                error = check_extra(member, _join(path, name))
+            else:
+                error = None
+            if error is not None:
+                return error
+        return None
+
+    return check
+
+
+def _compile_array(schema: dict[str, Any]) -> Check:
+    min_items, max_items = schema.get("minItems"), schema.get("maxItems")
+    prefix = [_compiled(sub) if isinstance(sub, dict) else None for sub in schema.get("prefixItems", [])]
+    items = schema.get("items")
+    check_items = _compiled(items) if isinstance(items, dict) else None
+
+    def check(value: list[Any] | tuple[Any, ...], path: str) -> str | None:
+        if min_items is not None and len(value) < min_items:
+            return f"{_where(path)} must have at least {min_items} items"
+        if max_items is not None and len(value) > max_items:
+            return f"{_where(path)} must have at most {max_items} items"
+        for index, item in enumerate(value):
+            each = prefix[index] if index < len(prefix) else check_items
+            if each is not None:
+                error = each(item, f"{path}[{index}]")
+                if error is not None:
+                    return error
+        return None
+
+    return check
 
 
 _ARTICLES: Final = {
@@ -189,25 +282,11 @@ def _is_type(value: Any, name: str) -> bool:
     return name == "number" and isinstance(value, (int, float))
 
 
-_RESOLVED: dict[tuple[int, str], dict[str, Any]] = {}
-
-
-def _resolve(root: Any, ref: str) -> dict[str, Any]:
-    """The schema ``ref`` points at in ``root`` (looked up once per document and ``$ref``)."""
-    key = (id(root), ref)
-    cached = _RESOLVED.get(key)
-    if cached is not None and root is PROTOCOL:
-        return cached
-    resolved = _resolve_uncached(root, ref)
-    if root is PROTOCOL:
-        _RESOLVED[key] = resolved
-    return resolved
-
-
-def _resolve_uncached(root: Any, ref: str) -> dict[str, Any]:
+def _resolve(ref: str) -> dict[str, Any]:
+    """The schema a local ``$ref`` points at in the protocol document."""
     if not ref.startswith("#/"):
         raise ValueError(f"only local $refs are supported: {ref}")
-    node = root
+    node: Any = PROTOCOL
     for part in ref[2:].split("/"):
         node = node[part.replace("~1", "/").replace("~0", "~")]
     resolved: dict[str, Any] = node
