@@ -16,16 +16,6 @@ teardown() {
   stop_all
 }
 
-# start_with_modifier TOML: gatekeeper with static-upstreams and the [[plugin]] table TOML.
-start_with_modifier() {
-  cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
-$(static_upstreams_table)
-
-$1
-TOML
-  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
-}
-
 # burst N: N requests through the modifier, every one answered 200 (fail-open).
 burst() {
   local i code

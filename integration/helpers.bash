@@ -317,6 +317,17 @@ config = { file = $(toml_string "$UPSTREAMS")${1:+, $1} }
 TOML
 }
 
+# start_with_modifier TOML: gatekeeper with static-upstreams (from $UPSTREAMS) and the
+# [[plugin]] table(s) TOML.
+start_with_modifier() {
+  cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
+$(static_upstreams_table)
+
+$1
+TOML
+  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
+}
+
 # test_metric_table: the `[[plugin]]` table of a test-metric plugin named `metrics` recording
 # every batch it receives to $METRICS, for the suites' config files.
 test_metric_table() {

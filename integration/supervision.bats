@@ -17,16 +17,6 @@ teardown() {
   stop_all
 }
 
-# start_with_modifier TOML: gatekeeper with static-upstreams and the [[plugin]] table(s) TOML.
-start_with_modifier() {
-  cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
-$(static_upstreams_table)
-
-$1
-TOML
-  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
-}
-
 # modifier_table NAME FAILURE CONFIG [MORE TOML LINES]: a test-modifier [[plugin]] table.
 modifier_table() {
   cat <<TOML
