@@ -121,18 +121,7 @@ mod tests {
         Upstream {
             id: "u".into(),
             name: "u".into(),
-            timeout_ms: None,
-            protocols: vec![],
-            hostnames: vec![],
-            prefixes: vec![],
-            balancer: None,
-            backend_protocol: None,
-            connect_timeout_ms: None,
-            max_connections_per_backend: None,
-            passive_health: None,
-            health_check: None,
-            host_header: None,
-            extra: Default::default(),
+            ..Upstream::default()
         }
     }
 

@@ -1,7 +1,6 @@
-//! Conversions between hyper's responses and the plugins' response view ([`HttpResponse`]),
-//! the pieces of the request view that come from hyper's parts (host, prefixless path; the
-//! request view itself is built by the pipeline's `Exchange::request_view`), and the proxy's own
-//! error answers.
+//! Conversions between hyper's header maps and responses and the plugins' views (headers as
+//! name/value pairs, [`HttpResponse`]; the request view itself is built by the pipeline's
+//! `Exchange::request_view`), and the proxy's own error answers.
 
 use bytes::Bytes;
 use gatekeeper_rpc::types::{decode_body, Headers, HttpResponse};

@@ -24,7 +24,7 @@ pub fn decode_body(encoded: &str) -> Result<Vec<u8>, BodyDecodeError> {
 pub type Object = Map<String, Value>;
 
 /// A service that requests are routed to; it has backends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Upstream {
     /// Unique id, chosen by the upstream plugin that adds it.
     pub id: String,
