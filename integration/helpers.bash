@@ -12,7 +12,26 @@ PIDS=()
 
 # free_port: prints a TCP port that was free a moment ago on 127.0.0.1.
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  # The kernel may hand out the same free port twice before either is bound (a test once got
+  # one port for a listener and for metrics_listen): ports given in this run are remembered
+  # in a file (free_port runs in subshells) and never given again.
+  python3 - "${BATS_RUN_TMPDIR:-${TMPDIR:-/tmp}}/free-ports-given" <<'PY'
+import socket, sys
+path = sys.argv[1]
+try:
+    given = set(open(path).read().split())
+except FileNotFoundError:
+    given = set()
+for _ in range(100):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    if port not in given:
+        break
+with open(path, "a") as f:
+    f.write(port + "\n")
+print(port)
+PY
 }
 
 # wait_for_file FILE [TRIES]: waits (0.1 s steps) until FILE exists and is not empty.
