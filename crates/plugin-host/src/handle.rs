@@ -25,8 +25,10 @@ pub enum PluginStatus {
     Starting,
     /// Started and answering calls.
     Ready,
-    /// Down: waiting for the backoff or starting again.
+    /// Down and being started again now (calls wait for it, within their timeout).
     Restarting,
+    /// Down in a crash loop: waiting for its restart backoff (calls fail at once).
+    Backoff,
     /// Stopped for good (host shut down, or the first start failed).
     Stopped,
 }
@@ -42,6 +44,9 @@ pub struct InstanceState {
     pub pid: Option<u32>,
     /// How many times it was restarted.
     pub restarts: u64,
+    /// How many of its processes were replaced make-before-break (`max_memory`,
+    /// `recycle_after`).
+    pub recycles: u64,
     /// Its listening socket.
     pub socket_path: PathBuf,
 }
@@ -50,12 +55,16 @@ pub struct InstanceState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginState {
     /// The plugin as a whole: `Ready` if any instance is, else `Starting` if any instance is,
-    /// else `Restarting` if any is, else `Stopped`.
+    /// else `Restarting` if any is, else `Backoff` if any is, else `Stopped`.
     pub status: PluginStatus,
     /// The process id of the first instance that has a process running.
     pub pid: Option<u32>,
     /// Restarts of all instances together.
     pub restarts: u64,
+    /// Recycles (make-before-break replacements) of all instances together.
+    pub recycles: u64,
+    /// Spare processes started and ready right now (`standby`).
+    pub standby_ready: usize,
     /// Each instance, in index order.
     pub instances: Vec<InstanceState>,
     /// Calls made through the handles ([`PluginHandle::call`], [`PluginHandle::call_all`]).
@@ -64,6 +73,11 @@ pub struct PluginState {
     pub errors: u64,
     /// Those of the calls that timed out.
     pub timeouts: u64,
+    /// Those of the calls answered with a result of the wrong shape.
+    pub bad_results: u64,
+    /// Calls sent a second time, to another instance (or a restarted one), after the first
+    /// went down with them.
+    pub retries: u64,
     /// Time spent in those calls, all together, in microseconds (divide by `calls` for the
     /// mean latency).
     pub latency_us_total: u64,
@@ -154,6 +168,7 @@ impl PluginHandle {
                 status: instance.status(),
                 pid: instance.pid(),
                 restarts: instance.restarts(),
+                recycles: instance.recycles.load(Ordering::Relaxed),
                 socket_path: instance.socket_path.clone(),
             })
             .collect();
@@ -162,6 +177,7 @@ impl PluginHandle {
             PluginStatus::Ready,
             PluginStatus::Starting,
             PluginStatus::Restarting,
+            PluginStatus::Backoff,
         ]
         .into_iter()
         .find(|&s| any(s))
@@ -170,10 +186,14 @@ impl PluginHandle {
             status,
             pid: instances.iter().find_map(|i| i.pid),
             restarts: instances.iter().map(|i| i.restarts).sum(),
+            recycles: instances.iter().map(|i| i.recycles).sum(),
+            standby_ready: self.shared.standby_ready.load(Ordering::Relaxed),
             instances,
             calls: self.shared.calls.load(Ordering::Relaxed),
             errors: self.shared.errors.load(Ordering::Relaxed),
             timeouts: self.shared.timeouts.load(Ordering::Relaxed),
+            bad_results: self.shared.bad_results.load(Ordering::Relaxed),
+            retries: self.shared.retries.load(Ordering::Relaxed),
             latency_us_total: self.shared.latency_us.load(Ordering::Relaxed),
         }
     }

@@ -34,6 +34,13 @@ pub trait Manager: Send + Sync + 'static {
     fn add_backend(&self, plugin: &str, params: AddBackendParams) -> Result<(), ErrorObject>;
     /// Removes a backend from an upstream.
     fn remove_backend(&self, plugin: &str, params: RemoveBackendParams) -> Result<(), ErrorObject>;
+    /// A process of `plugin` is about to be started again after its previous one went down
+    /// (called before its handshake; not on the launch's first start). Default: nothing.
+    fn restarting(&self, _plugin: &str) {}
+    /// The restarted process of `plugin` finished `start` (what it did not push again since
+    /// [`restarting`](Self::restarting) may be removed now, as after a reload). Default:
+    /// nothing.
+    fn restarted(&self, _plugin: &str) {}
 }
 
 /// The names of the manager methods (the protocol table's [`MANAGER_METHODS`]).

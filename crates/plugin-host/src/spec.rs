@@ -1,7 +1,10 @@
-//! [`PluginSpec`]: which command runs a plugin, its config, and every timeout of its lifecycle;
-//! read from a `[[plugin]]` table of the config file (keys `name`, `type`, `command`, `args`,
-//! `config`, `hook_timeout`, `heartbeat_interval`, `instances`, `restart_after_timeouts`; the
-//! other timings are not configurable) and checked by [`PluginSpec::validate`].
+//! [`PluginSpec`]: which command runs a plugin, its config, and every timeout of its lifecycle
+//! and supervision (restart policy, standby processes, recycling); read from a `[[plugin]]`
+//! table of the config file (keys `name`, `type`, `command`, `args`, `config`, `hook_timeout`,
+//! `heartbeat_interval`, `instances`, `standby`, `restart_after_timeouts`,
+//! `restart_after_errors`, `healthy_after`, `restart_backoff_min`, `restart_backoff_max`,
+//! `start_attempts`, `max_memory`, `recycle_after`; the other timings are not configurable) and
+//! checked by [`PluginSpec::validate`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +36,11 @@ pub struct PluginSpec {
     /// config file may say 1 to 64).
     #[serde(default = "defaults::instances")]
     pub instances: usize,
+    /// Spare processes kept started and ready (handshake, `configure`, `start` done) that take
+    /// over at once when an instance's process dies or is recycled; a new spare is then
+    /// started. Default 0. Not for upstream plugins (a spare would push upstreams too).
+    #[serde(default)]
+    pub standby: usize,
     /// Timeout of each hook call made through [`crate::PluginHandle::call`]. Default 1 s.
     #[serde(default = "defaults::hook_timeout", with = "duration")]
     pub hook_timeout: Duration,
@@ -43,6 +51,37 @@ pub struct PluginSpec {
     /// restarted, without waiting for its heartbeats to go unanswered (0: never). Default 5.
     #[serde(default = "defaults::restart_after_timeouts")]
     pub restart_after_timeouts: u32,
+    /// A process that answers this many hook calls in a row with a result of the wrong shape
+    /// is restarted (each such call fails on its own, under the failure policy) (0: never).
+    /// Default 5.
+    #[serde(default = "defaults::restart_after_errors")]
+    pub restart_after_errors: u32,
+    /// A process that dies after running (ready) at least this long is restarted at once; one
+    /// that dies sooner is in a crash loop and restarted after a backoff (per instance, from
+    /// `restart_backoff_min` doubling up to `restart_backoff_max`, back to the minimum after
+    /// a process runs this long). Default 500 ms.
+    #[serde(default = "defaults::healthy_after", with = "duration")]
+    pub healthy_after: Duration,
+    /// First delay before restarting a process in a crash loop. Default 100 ms.
+    #[serde(default = "defaults::restart_backoff_min", with = "duration")]
+    pub restart_backoff_min: Duration,
+    /// Largest delay before restarting a process in a crash loop. Default 10 s.
+    #[serde(default = "defaults::restart_backoff_max", with = "duration")]
+    pub restart_backoff_max: Duration,
+    /// How many times gatekeeper tries to start each instance when it launches the plugin
+    /// (at startup or reload) before giving up with the last exit status and stderr lines
+    /// (at least 1). Default 3.
+    #[serde(default = "defaults::start_attempts")]
+    pub start_attempts: u32,
+    /// A process whose resident memory (RSS) grows past this many bytes is replaced
+    /// make-before-break (successor ready, calls moved, old one stopped). In a config file an
+    /// integer (bytes) or a string with a unit: `"256MiB"`, `"1GB"`, `"512k"`. Default: none.
+    #[serde(default, with = "bytes", skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
+    /// A process that answered this many calls (an integer) or ran this long (a duration
+    /// string, `"1h"`) is replaced make-before-break. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_after: Option<RecycleAfter>,
     /// Time a `heartbeat` may take before it counts as missed. Default 2 s.
     #[serde(skip, default = "defaults::heartbeat_timeout")]
     pub heartbeat_timeout: Duration,
@@ -58,13 +97,6 @@ pub struct PluginSpec {
     /// killed. Default 3 s.
     #[serde(skip, default = "defaults::stop_timeout")]
     pub stop_timeout: Duration,
-    /// First delay before a restart. Default 100 ms.
-    #[serde(skip, default = "defaults::restart_backoff_min")]
-    pub restart_backoff_min: Duration,
-    /// Largest delay before a restart (the delay doubles on each consecutive restart, and goes
-    /// back to the minimum once the plugin ran healthy for 30 s). Default 10 s.
-    #[serde(skip, default = "defaults::restart_backoff_max")]
-    pub restart_backoff_max: Duration,
 }
 
 /// The defaults of [`PluginSpec`], the one place they are written.
@@ -101,6 +133,15 @@ mod defaults {
     pub fn restart_backoff_max() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn restart_after_errors() -> u32 {
+        5
+    }
+    pub fn healthy_after() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn start_attempts() -> u32 {
+        3
+    }
 }
 
 /// A config value of the plugin host out of bounds ([`PluginSpec::validate`],
@@ -117,6 +158,18 @@ pub enum ConfigError {
     /// A path that must not be empty is.
     #[error("{0}: must not be empty")]
     Empty(&'static str),
+    /// `standby` is more than [`PluginSpec::MAX_INSTANCES`].
+    #[error("standby: {0} must be from 0 to {max}", max = PluginSpec::MAX_INSTANCES)]
+    Standby(usize),
+    /// `standby` on an upstream plugin.
+    #[error("standby: upstream plugins cannot have standby processes (a spare would push upstreams too)")]
+    StandbyUpstream,
+    /// `restart_backoff_min` is more than `restart_backoff_max`.
+    #[error("restart_backoff_min: must not be more than restart_backoff_max")]
+    Backoff,
+    /// A count that must be more than 0 is 0.
+    #[error("{0}: must be at least 1")]
+    ZeroCount(&'static str),
 }
 
 impl PluginSpec {
@@ -133,6 +186,12 @@ impl PluginSpec {
             args: Vec::new(),
             config: Object::new(),
             instances: defaults::instances(),
+            standby: 0,
+            restart_after_errors: defaults::restart_after_errors(),
+            healthy_after: defaults::healthy_after(),
+            start_attempts: defaults::start_attempts(),
+            max_memory: None,
+            recycle_after: None,
             hook_timeout: defaults::hook_timeout(),
             heartbeat_interval: defaults::heartbeat_interval(),
             restart_after_timeouts: defaults::restart_after_timeouts(),
@@ -155,6 +214,28 @@ impl PluginSpec {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError::Zero("heartbeat_interval"));
+        }
+        if self.standby > Self::MAX_INSTANCES {
+            return Err(ConfigError::Standby(self.standby));
+        }
+        if self.standby > 0 && self.plugin_type == PluginType::Upstream {
+            return Err(ConfigError::StandbyUpstream);
+        }
+        if self.restart_backoff_min > self.restart_backoff_max {
+            return Err(ConfigError::Backoff);
+        }
+        if self.start_attempts == 0 {
+            return Err(ConfigError::ZeroCount("start_attempts"));
+        }
+        if self.max_memory == Some(0) {
+            return Err(ConfigError::Zero("max_memory"));
+        }
+        match self.recycle_after {
+            Some(RecycleAfter::Calls(0)) => return Err(ConfigError::ZeroCount("recycle_after")),
+            Some(RecycleAfter::Time(time)) if time.is_zero() => {
+                return Err(ConfigError::Zero("recycle_after"))
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -179,6 +260,102 @@ impl PluginSpec {
     pub fn with_instances(mut self, instances: usize) -> Self {
         self.instances = instances;
         self
+    }
+}
+
+/// When a process is replaced make-before-break ([`PluginSpec::recycle_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecycleAfter {
+    /// After answering this many calls (hooks and lifecycle calls alike).
+    Calls(u64),
+    /// After running this long.
+    Time(Duration),
+}
+
+impl Serialize for RecycleAfter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RecycleAfter::Calls(calls) => s.serialize_u64(*calls),
+            RecycleAfter::Time(time) => duration::serialize(time, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RecycleAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Calls(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "recycle_after: expected a number of calls (100000) or a duration (\"1h\")",
+            )
+        })? {
+            Raw::Calls(calls) => Ok(RecycleAfter::Calls(calls)),
+            Raw::Text(text) => humantime::parse_duration(&text)
+                .map(RecycleAfter::Time)
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is neither a number of calls nor a duration (examples: 100000, 30m, 1h)"
+                    ))
+                }),
+        }
+    }
+}
+
+/// Byte sizes: an integer, or a string with a unit (`k`/`KB`/`KiB`, `M…`, `G…`; the
+/// 1000-based and 1024-based units as written).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// `Option<u64>` bytes as an integer or a string with a unit ([`parse_bytes`]).
+mod bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => s.serialize_u64(*bytes),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a size: 268435456 or \"256MiB\""))?
+        {
+            Raw::Number(n) => Ok(Some(n)),
+            Raw::Text(text) => super::parse_bytes(&text).map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a size (examples: 256MiB, 1GB, 512k)"
+                ))
+            }),
+        }
     }
 }
 

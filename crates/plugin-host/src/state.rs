@@ -65,6 +65,8 @@ pub(crate) struct Instance {
     /// Set with each restart request and cleared when a process starts, so that a wake-up left
     /// over from a request made before the process went down for another reason is ignored.
     pub(crate) restart_pending: std::sync::atomic::AtomicBool,
+    /// Processes of this instance replaced make-before-break.
+    pub(crate) recycles: AtomicU64,
     status: AtomicU8,
     /// 0 when no process runs.
     pid: AtomicU32,
@@ -83,6 +85,7 @@ impl Instance {
             consecutive_timeouts: AtomicU32::new(0),
             restart_requested: tokio::sync::Notify::new(),
             restart_pending: std::sync::atomic::AtomicBool::new(false),
+            recycles: AtomicU64::new(0),
             status: AtomicU8::new(status_to_u8(PluginStatus::Starting)),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
@@ -131,6 +134,13 @@ pub(crate) struct Shared {
     pub(crate) calls: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) bad_results: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    /// Spare processes ready right now (`standby`).
+    pub(crate) standby_ready: AtomicUsize,
+    /// Woken (all waiters) whenever an instance becomes ready: calls that found no ready
+    /// instance wait on it, within their timeout, while an instance is restarting.
+    pub(crate) became_ready: tokio::sync::Notify,
     /// Time spent in calls, all together, in microseconds.
     pub(crate) latency_us: AtomicU64,
 }
@@ -153,6 +163,10 @@ impl Shared {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            bad_results: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            standby_ready: AtomicUsize::new(0),
+            became_ready: tokio::sync::Notify::new(),
             latency_us: AtomicU64::new(0),
         }
     }
@@ -163,6 +177,7 @@ fn status_from_u8(value: u8) -> PluginStatus {
         0 => PluginStatus::Starting,
         1 => PluginStatus::Ready,
         2 => PluginStatus::Restarting,
+        3 => PluginStatus::Backoff,
         _ => PluginStatus::Stopped,
     }
 }
@@ -172,6 +187,7 @@ fn status_to_u8(status: PluginStatus) -> u8 {
         PluginStatus::Starting => 0,
         PluginStatus::Ready => 1,
         PluginStatus::Restarting => 2,
-        PluginStatus::Stopped => 3,
+        PluginStatus::Backoff => 3,
+        PluginStatus::Stopped => 4,
     }
 }

@@ -365,6 +365,7 @@ impl Supervisor {
             peers,
             hooks: running.hooks.clone(),
         })));
+        self.plugin.became_ready.notify_waiters();
     }
 
     /// Adds an extra authenticated connection to the published ones.

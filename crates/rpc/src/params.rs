@@ -106,6 +106,12 @@ pub struct HandshakeParams {
     /// `max_plugin_body`. Default: none (bodies stream past the plugin).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bodies: Vec<String>,
+    /// The declared hooks that must not be sent a second time: by default a hook call in
+    /// flight on a process that dies (or whose connection closes) is sent again once to another
+    /// ready process, so a hook may run twice for one request; a hook named here is not
+    /// retried (the call fails under the plugin's failure policy instead). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_retry: Vec<String>,
 }
 
 /// Result of `handshake`.

@@ -121,6 +121,7 @@ where
         protocol_version: PROTOCOL_VERSION,
         hooks: vec![ModifyRequest::NAME.to_owned()],
         bodies: Vec::new(),
+        no_retry: Vec::new(),
     };
     let line = encode_call(
         Some(&RequestId::Number(HANDSHAKE_ID)),

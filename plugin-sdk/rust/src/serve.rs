@@ -216,6 +216,7 @@ where
         protocol_version: PROTOCOL_VERSION,
         hooks,
         bodies: dispatch_bodies,
+        no_retry: Vec::new(),
     };
     let accepted = match peer.request::<Handshake>(&params, HANDSHAKE_TIMEOUT).await {
         Ok(accepted) => accepted,

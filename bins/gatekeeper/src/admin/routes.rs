@@ -182,6 +182,7 @@ pub fn status_word(status: PluginStatus) -> &'static str {
         PluginStatus::Starting => "starting",
         PluginStatus::Ready => "running",
         PluginStatus::Restarting => "restarting",
+        PluginStatus::Backoff => "backoff",
         PluginStatus::Stopped => "stopped",
     }
 }
