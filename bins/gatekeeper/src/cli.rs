@@ -99,7 +99,13 @@ Plugin flags:
   --<type>-<key> VALUE    Any other flag starting with a plugin type (upstream, modifier, router,
                           loadbalancer, metric) sets <key> in the config map of every plugin of
                           that type, e.g. `--upstream-file upstreams.yml` gives {\"file\": \"upstreams.yml\"}.
-                          `--<type>-<key>=VALUE` works too; a flag with no value sets true.";
+                          `--<type>-<key>=VALUE` works too; a flag with no value sets true.
+  --<type>-instances N    Not a config key: runs N processes (1 to 64) of every plugin of that
+                          type, like `instances = N` in its [[plugin]] table (e.g.
+                          `--modifier-instances 2`).
+  --<type>-standby N      Not a config key: keeps N spare processes (0 to 64) of every plugin of
+                          that type started and ready to take over when one dies, like
+                          `standby = N` (e.g. `--modifier-standby 1`; not for upstream plugins).";
 
 /// One pass-through flag: `--upstream-file x` → `{type: upstream, key: "file", value: "x"}`.
 #[derive(Debug, Clone, PartialEq)]

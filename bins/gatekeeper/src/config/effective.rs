@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gatekeeper_plugin_host::spec::RecycleAfter;
 use gatekeeper_proxy::{FailurePolicy, ForwardedMode, ListenerConfig, TlsCertificate};
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::types::Object;
@@ -43,7 +44,17 @@ struct Plugin<'a> {
     hook_timeout: Humantime,
     heartbeat_interval: Humantime,
     instances: usize,
+    standby: usize,
     restart_after_timeouts: u32,
+    restart_after_errors: u32,
+    healthy_after: Humantime,
+    restart_backoff_min: Humantime,
+    restart_backoff_max: Humantime,
+    start_attempts: u32,
+    /// Bytes; `null`: no limit.
+    max_memory: Option<u64>,
+    /// A number of calls or a duration; `null`: never.
+    recycle_after: Option<RecycleAfter>,
 }
 
 #[derive(Serialize)]
@@ -98,7 +109,15 @@ fn plugin(p: &PluginConfig) -> Plugin<'_> {
         hook_timeout: Humantime(spec.hook_timeout),
         heartbeat_interval: Humantime(spec.heartbeat_interval),
         instances: spec.instances,
+        standby: spec.standby,
         restart_after_timeouts: spec.restart_after_timeouts,
+        restart_after_errors: spec.restart_after_errors,
+        healthy_after: Humantime(spec.healthy_after),
+        restart_backoff_min: Humantime(spec.restart_backoff_min),
+        restart_backoff_max: Humantime(spec.restart_backoff_max),
+        start_attempts: spec.start_attempts,
+        max_memory: spec.max_memory,
+        recycle_after: spec.recycle_after,
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use gatekeeper_plugin_host::options::HostConfig;
+use gatekeeper_plugin_host::spec::RecycleAfter;
 use gatekeeper_plugin_host::PluginSpec;
 use gatekeeper_proxy::{FailureConfig, MetricsConfig, ProxyConfig};
 use gatekeeper_rpc::methods::PluginType;
@@ -155,7 +156,11 @@ pub fn file_keys() -> Vec<String> {
 
 /// The keys of a `[[plugin]]` table.
 pub fn plugin_keys() -> Vec<String> {
-    let mut keys = keys_of(PluginSpec::new("", PluginType::Upstream, ""));
+    // The optional keys set, so that they are written (and known) too.
+    let mut every_key = PluginSpec::new("", PluginType::Upstream, "");
+    every_key.max_memory = Some(1);
+    every_key.recycle_after = Some(RecycleAfter::Calls(1));
+    let mut keys = keys_of(every_key);
     keys.extend(keys_of(FailureConfig::default()));
     keys
 }

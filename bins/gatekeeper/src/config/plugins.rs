@@ -1,6 +1,7 @@
 //! The plugins to run: the `[[plugin]]` tables, then the `--TYPE-plugin` flags, each with its
 //! command resolved to a file and a unique name; the pass-through `--TYPE-KEY` flags go into
-//! the config map of every plugin of that type.
+//! the config map of every plugin of that type, except `--TYPE-instances N` and
+//! `--TYPE-standby N`, which set those settings of every plugin of that type.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use gatekeeper_plugin_host::PluginSpec;
 use gatekeeper_proxy::{FailureConfig, FailurePolicy};
 use gatekeeper_rpc::methods::PluginType;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, PluginFlag};
 
 /// One plugin to run: what the plugin host runs and what the proxy does when its hooks fail.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +86,11 @@ fn from_flag(plugin_type: PluginType, spec: &str, taken: &[PluginConfig]) -> Res
     })
 }
 
-/// `--upstream-file x`: `file = "x"` in the config map of every upstream plugin.
+/// The pass-through keys that are plugin settings rather than config-map keys.
+pub const SETTING_FLAGS: [&str; 2] = ["instances", "standby"];
+
+/// `--upstream-file x`: `file = "x"` in the config map of every upstream plugin;
+/// `--modifier-instances 2`: `instances = 2` for every modifier plugin.
 fn apply_pass_through_flags(cli: &Cli, plugins: &mut [PluginConfig]) -> Result<()> {
     for flag in &cli.plugin_flags {
         if !plugins
@@ -99,10 +104,16 @@ fn apply_pass_through_flags(cli: &Cli, plugins: &mut [PluginConfig]) -> Result<(
                 flag.plugin_type
             );
         }
-        for plugin in plugins
+        let of_type = plugins
             .iter_mut()
-            .filter(|p| p.spec.plugin_type == flag.plugin_type)
-        {
+            .filter(|p| p.spec.plugin_type == flag.plugin_type);
+        if SETTING_FLAGS.contains(&flag.key.as_str()) {
+            for plugin in of_type {
+                apply_setting_flag(flag, &mut plugin.spec)?;
+            }
+            continue;
+        }
+        for plugin in of_type {
             plugin
                 .spec
                 .config
@@ -110,6 +121,27 @@ fn apply_pass_through_flags(cli: &Cli, plugins: &mut [PluginConfig]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// `--TYPE-instances N` or `--TYPE-standby N` on one plugin, checked; the error names the flag.
+fn apply_setting_flag(flag: &PluginFlag, spec: &mut PluginSpec) -> Result<()> {
+    let name = format!("--{}-{}", flag.plugin_type, flag.key);
+    let count: usize = flag
+        .value
+        .as_str()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| anyhow!("{name}: expected a number, got {}", flag.value))?;
+    match flag.key.as_str() {
+        "instances" => spec.instances = count,
+        _ => spec.standby = count,
+    }
+    spec.validate().map_err(|e| {
+        let message = e.to_string();
+        let what = message
+            .strip_prefix(&format!("{}: ", flag.key))
+            .unwrap_or(&message);
+        anyhow!("{name}: {what}")
+    })
 }
 
 fn at_most_one_router_and_loadbalancer(plugins: &[PluginConfig]) -> Result<()> {

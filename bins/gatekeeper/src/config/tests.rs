@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use gatekeeper_plugin_host::spec::RecycleAfter;
 use gatekeeper_proxy::{FailurePolicy, ForwardedMode, ListenerConfig, ProxyConfig};
 
 use super::file::{plugin_keys, FileConfig};
@@ -329,11 +330,13 @@ fn the_example_config_has_every_key_and_parses() {
     assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
     assert_eq!(file_keys().len(), 26, "{:?}", file_keys());
 
-    // Every key of a [[plugin]] table is set in the example's first one.
+    // Every key of a [[plugin]] table is set in the example's first one; those without a
+    // default value (max_memory, recycle_after) are shown commented out.
     let first_plugin = &example["plugin"][0];
     for key in plugin_keys() {
+        let optional = ["max_memory", "recycle_after"].contains(&key.as_str());
         assert!(
-            first_plugin.get(&key).is_some(),
+            first_plugin.get(&key).is_some() || (optional && shown.contains(&key)),
             "[[plugin]] key `{key}` missing"
         );
     }
@@ -430,4 +433,157 @@ fn the_effective_settings_keep_their_json_shape() {
     assert_eq!(json["plugins"][0]["plugin_type"], "modifier");
     assert_eq!(json["plugins"][0]["failure"]["policy"], "closed");
     assert_eq!(json["access_log"], "off");
+}
+
+#[test]
+fn supervision_keys_have_defaults_and_are_read() {
+    let plugin = "[[plugin]]\ntype = \"modifier\"\ncommand = \"/bin/sh\"\n";
+    let s = merge("gk", plugin).unwrap();
+    let spec = &s.plugins[0].spec;
+    assert_eq!(
+        (
+            spec.standby,
+            spec.restart_after_errors,
+            spec.healthy_after,
+            spec.restart_backoff_min,
+            spec.restart_backoff_max,
+            spec.start_attempts,
+            spec.max_memory,
+            spec.recycle_after
+        ),
+        (
+            0,
+            5,
+            Duration::from_millis(500),
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            3,
+            None,
+            None
+        )
+    );
+    let s = merge(
+        "gk",
+        &format!(
+            "{plugin}standby = 1\nrestart_after_errors = 2\nhealthy_after = \"1s\"\n\
+             restart_backoff_min = \"50ms\"\nrestart_backoff_max = \"2s\"\nstart_attempts = 5\n\
+             max_memory = \"64MiB\"\nrecycle_after = 1000"
+        ),
+    )
+    .unwrap();
+    let spec = &s.plugins[0].spec;
+    assert_eq!(spec.standby, 1);
+    assert_eq!(spec.restart_after_errors, 2);
+    assert_eq!(spec.healthy_after, Duration::from_secs(1));
+    assert_eq!(spec.restart_backoff_min, Duration::from_millis(50));
+    assert_eq!(spec.restart_backoff_max, Duration::from_secs(2));
+    assert_eq!(spec.start_attempts, 5);
+    assert_eq!(spec.max_memory, Some(64 << 20));
+    assert_eq!(spec.recycle_after, Some(RecycleAfter::Calls(1000)));
+    let s = merge(
+        "gk",
+        &format!("{plugin}recycle_after = \"1h\"\nmax_memory = 1000"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.plugins[0].spec.recycle_after,
+        Some(RecycleAfter::Time(Duration::from_secs(3600)))
+    );
+    assert_eq!(s.plugins[0].spec.max_memory, Some(1000));
+    // The effective settings show them.
+    let json = serde_json::to_value(&s).unwrap();
+    let shown = &json["plugins"][0];
+    assert_eq!(shown["standby"], 0);
+    assert_eq!(shown["restart_after_errors"], 5);
+    assert_eq!(shown["healthy_after"], "500ms");
+    assert_eq!(shown["restart_backoff_min"], "100ms");
+    assert_eq!(shown["restart_backoff_max"], "10s");
+    assert_eq!(shown["start_attempts"], 3);
+    assert_eq!(shown["max_memory"], 1000);
+    assert_eq!(shown["recycle_after"], "1h");
+}
+
+#[test]
+fn bad_supervision_values_name_their_key() {
+    let plugin = "[[plugin]]\ntype = \"modifier\"\ncommand = \"/bin/sh\"\n";
+    let cases = [
+        ("standby = 65", "plugin[0].standby: 65 must be from 0 to 64"),
+        ("standby = -1", "plugin[0].standby: "),
+        (
+            "restart_after_errors = \"x\"",
+            "plugin[0].restart_after_errors: ",
+        ),
+        (
+            "healthy_after = \"soon\"",
+            "plugin[0].healthy_after: `soon` is not a duration (examples: 500ms, 5s, 1m)",
+        ),
+        (
+            "restart_backoff_min = \"5s\"\nrestart_backoff_max = \"1s\"",
+            "plugin[0].restart_backoff_min: must not be more than restart_backoff_max",
+        ),
+        (
+            "start_attempts = 0",
+            "plugin[0].start_attempts: must be at least 1",
+        ),
+        (
+            "max_memory = \"lots\"",
+            "plugin[0].max_memory: `lots` is not a size (examples: 256MiB, 1GB, 512k)",
+        ),
+        ("max_memory = 0", "plugin[0].max_memory: "),
+        (
+            "recycle_after = 0",
+            "plugin[0].recycle_after: must be at least 1",
+        ),
+        (
+            "recycle_after = \"soon\"",
+            "plugin[0].recycle_after: `soon` is neither a number of calls nor a duration",
+        ),
+        ("recycle_after = true", "plugin[0].recycle_after: "),
+    ];
+    for (line, expected) in cases {
+        let error = err(&format!("{plugin}{line}"), "gk");
+        assert!(error.starts_with(expected), "{line}: {error}");
+    }
+    let upstream = "[[plugin]]\ntype = \"upstream\"\ncommand = \"/bin/sh\"\nstandby = 1";
+    assert!(err(upstream, "gk").starts_with("plugin[0].standby: upstream plugins cannot"));
+}
+
+#[test]
+fn instances_and_standby_by_flag() {
+    let s = merge(
+        "gk --modifier-plugin /bin/sh --modifier-instances 2 --modifier-standby=1 --modifier-header x",
+        "",
+    )
+    .unwrap();
+    let spec = &s.plugins[0].spec;
+    assert_eq!((spec.instances, spec.standby), (2, 1));
+    // They are settings, not keys of the config map.
+    assert!(!spec.config.contains_key("instances"));
+    assert!(!spec.config.contains_key("standby"));
+    assert_eq!(spec.config["header"], "x");
+    // Flags override the file, for every plugin of the type.
+    let file = "[[plugin]]\ntype = \"modifier\"\ncommand = \"/bin/sh\"\ninstances = 4\n";
+    let s = merge("gk --modifier-plugin /bin/sh --modifier-instances 3", file).unwrap();
+    assert_eq!(
+        s.plugins
+            .iter()
+            .map(|p| p.spec.instances)
+            .collect::<Vec<_>>(),
+        [3, 3]
+    );
+    assert_eq!(
+        err("", "gk --modifier-plugin /bin/sh --modifier-instances 0"),
+        "--modifier-instances: 0 must be from 1 to 64"
+    );
+    assert_eq!(
+        err("", "gk --modifier-plugin /bin/sh --modifier-standby many"),
+        "--modifier-standby: expected a number, got \"many\""
+    );
+    assert_eq!(
+        err("", "gk --modifier-plugin /bin/sh --modifier-standby"),
+        "--modifier-standby: expected a number, got true"
+    );
+    assert!(err("", "gk --upstream-plugin /bin/sh --upstream-standby 1")
+        .starts_with("--upstream-standby: upstream plugins cannot"));
+    assert!(err("", "gk --modifier-instances 2").contains("no modifier plugin"));
 }

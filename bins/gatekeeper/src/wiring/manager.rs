@@ -1,7 +1,9 @@
 //! The proxy's [`Registry`], changed by upstream plugins through the manager methods, and who
 //! added which upstream: when a reload removes an upstream plugin, or restarts one with new
 //! settings, the upstreams it no longer declares are removed ([`RegistryManager::mark`],
-//! [`RegistryManager::sweep`]).
+//! [`RegistryManager::sweep`]). The same mark and sweep follows a crash: when an upstream
+//! plugin's process is started again ([`Manager::restarting`]), what it does not push again
+//! during its `start` is removed once that start is done ([`Manager::restarted`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +20,9 @@ use gatekeeper_rpc::ErrorObject;
 pub struct RegistryManager {
     registry: Arc<Registry>,
     owners: Mutex<Owners>,
+    /// Plugin → the mark taken when its process was started again after going down, swept
+    /// once that process finished `start`.
+    restart_marks: Mutex<HashMap<String, u64>>,
 }
 
 /// Which plugin added each upstream last, and when (in that plugin's marks).
@@ -35,11 +40,16 @@ impl RegistryManager {
         RegistryManager {
             registry,
             owners: Mutex::new(Owners::default()),
+            restart_marks: Mutex::new(HashMap::new()),
         }
     }
 
     fn owners(&self) -> MutexGuard<'_, Owners> {
         self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn restart_marks(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.restart_marks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts a new mark for `plugin`: the upstreams it adds from now on carry it. Returns the
@@ -96,6 +106,23 @@ fn refused(plugin: &str, error: RegistryError) -> ErrorObject {
 }
 
 impl Manager for RegistryManager {
+    fn restarting(&self, plugin: &str) {
+        // A newer mark replaces one whose restart never finished `start`: what the failed
+        // attempt pushed and the next one does not push again goes too.
+        let mark = self.mark(plugin);
+        self.restart_marks().insert(plugin.to_owned(), mark);
+    }
+
+    fn restarted(&self, plugin: &str) {
+        let Some(mark) = self.restart_marks().remove(plugin) else {
+            return;
+        };
+        let stale = self.sweep(plugin, mark);
+        if !stale.is_empty() {
+            tracing::info!(plugin, removed = stale.len(), "restarted upstream plugin did not push every upstream again: the others were removed");
+        }
+    }
+
     fn add_upstream(&self, plugin: &str, params: AddUpstreamParams) -> Result<(), ErrorObject> {
         let id = params.upstream.id.clone();
         if self.redeclares(plugin, &id) {
@@ -213,6 +240,30 @@ mod tests {
         add(&manager, "files", "d");
         add(&manager, "consul", "d");
         assert!(manager.sweep("files", u64::MAX).is_empty());
+        assert_eq!(ids(&registry), ["c", "d"]);
+    }
+
+    #[test]
+    fn a_restart_after_a_crash_removes_what_is_not_pushed_again() {
+        let registry = Arc::new(Registry::new());
+        let manager = RegistryManager::new(registry.clone());
+        add(&manager, "files", "a");
+        add(&manager, "files", "b");
+        add(&manager, "consul", "c");
+        // The process crashed; the new one pushes `a` only during its start.
+        manager.restarting("files");
+        add(&manager, "files", "a");
+        manager.restarted("files");
+        assert_eq!(ids(&registry), ["a", "c"]);
+        // A restart whose start failed before pushing anything, then one that pushes `d`:
+        // `a` goes with the second one's sweep.
+        manager.restarting("files");
+        manager.restarting("files");
+        add(&manager, "files", "d");
+        manager.restarted("files");
+        assert_eq!(ids(&registry), ["c", "d"]);
+        // `restarted` without `restarting` (the launch's first start) removes nothing.
+        manager.restarted("files");
         assert_eq!(ids(&registry), ["c", "d"]);
     }
 }
