@@ -50,7 +50,9 @@ enum Command {
     Upstreams,
     /// Every backend: upstream, id, address, weight, in-flight requests, health.
     Backends,
-    /// Every plugin: type, state, pid, restarts, calls, errors, timeouts, mean latency.
+    /// Every plugin: type, state (`running`, `starting`, `restarting`, `backoff`, `stopped`),
+    /// pid, restarts, recycles, spares ready, calls, errors, timeouts, bad results, retries, mean
+    /// latency, and each instance's process (state, pid, restarts, recycles).
     Plugins,
     /// The effective settings (as `gatekeeper --check` prints them).
     Config,

@@ -60,13 +60,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_format = settings.log_format;
     match runtime.block_on(run::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatekeeper: {}", describe(&e));
+            eprintln!("{}", fatal_text(&describe(&e), log_format));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error that stops gatekeeper, whole, as stderr gets it: `gatekeeper: …`; under the
+/// journal every line (a plugin's stderr lines, say) carries the error priority `<3>`, so the
+/// journal keeps them together as errors rather than as lines of their own at info level.
+fn fatal_text(message: &str, format: logging::LogFormat) -> String {
+    let text = format!("gatekeeper: {message}");
+    if format != logging::LogFormat::Journald {
+        return text;
+    }
+    text.lines()
+        .map(|line| format!("<3>{line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An error with its causes, each said once: the library errors already include their source in
@@ -84,4 +99,22 @@ fn describe(error: &anyhow::Error) -> String {
         text.push_str(&message);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fatal_error_keeps_every_line_and_marks_each_for_the_journal() {
+        let message = "plugin `mod` did not start after 3 attempts: exit status: 3\n  stderr: boom";
+        assert_eq!(
+            fatal_text(message, logging::LogFormat::Text),
+            format!("gatekeeper: {message}")
+        );
+        assert_eq!(
+            fatal_text(message, logging::LogFormat::Journald),
+            "<3>gatekeeper: plugin `mod` did not start after 3 attempts: exit status: 3\n<3>  stderr: boom"
+        );
+    }
 }

@@ -5,7 +5,8 @@
 //! [`MetricsExporter`] that takes the batched `request_metric` records and updates
 //! `gatekeeper_requests_total{upstream,status}` and
 //! `gatekeeper_request_duration_seconds{upstream}`. Everything else is read at scrape time:
-//! plugin counters from the [`PluginHandle`]s, backend health and in-flight requests from the
+//! plugin counters (calls, errors, timeouts, bad results, retries, restarts, recycles) and
+//! gauges (up, spares ready, instances per state) from the [`PluginHandle`]s, backend health and in-flight requests from the
 //! registry, dropped metric records from the pipeline.
 
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use futures::future::BoxFuture;
 use gatekeeper_plugin_host::{PluginHandle, PluginStatus};
 use gatekeeper_proxy::{MetricKind, Metrics, MetricsExporter, Registry as Upstreams};
 use gatekeeper_rpc::metrics::RequestMetric;
+
+use crate::admin::routes::status_word;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -55,6 +58,17 @@ struct BackendLabels {
 struct PluginLabels {
     plugin: String,
 }
+
+/// Labels of `gatekeeper_plugin_instances`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    plugin: String,
+    /// As `ctl plugins` says it ([`status_word`]).
+    state: String,
+}
+
+/// Every instance state, as [`status_word`] writes it.
+const STATE_WORDS: [&str; 5] = ["running", "starting", "restarting", "backoff", "stopped"];
 
 /// Request duration buckets: 0.5 ms to about 16 s, doubling.
 fn duration_histogram() -> Histogram {
@@ -177,6 +191,21 @@ fn scraped(sources: &Sources) -> Registry {
         "gatekeeper_plugin_restarts",
         "Times a plugin's processes were restarted",
     );
+    let recycles = counter(
+        &mut registry,
+        "gatekeeper_plugin_recycles",
+        "Times a plugin's processes were replaced make-before-break (max_memory, recycle_after)",
+    );
+    let bad_results = counter(
+        &mut registry,
+        "gatekeeper_plugin_bad_results",
+        "Plugin calls answered with a result of the wrong shape (counted in errors too)",
+    );
+    let retries = counter(
+        &mut registry,
+        "gatekeeper_plugin_retries",
+        "Plugin calls sent a second time after the process they were on went down",
+    );
     let call_seconds = Family::<PluginLabels, Counter<f64>>::default();
     registry.register(
         "gatekeeper_plugin_call_seconds",
@@ -189,8 +218,33 @@ fn scraped(sources: &Sources) -> Registry {
         "1 while at least one of a plugin's processes is running",
         up.clone(),
     );
+    let standby_ready = Family::<PluginLabels, Gauge>::default();
+    registry.register(
+        "gatekeeper_plugin_standby_ready",
+        "Spare processes of a plugin started and ready to take over (standby)",
+        standby_ready.clone(),
+    );
+    let instances = Family::<InstanceLabels, Gauge>::default();
+    registry.register(
+        "gatekeeper_plugin_instances",
+        "A plugin's instances in each state (running, starting, restarting, backoff, stopped)",
+        instances.clone(),
+    );
     for plugin in &sources.plugins {
         let state = plugin.state();
+        for word in STATE_WORDS {
+            let in_state = state
+                .instances
+                .iter()
+                .filter(|instance| status_word(instance.status) == word)
+                .count();
+            instances
+                .get_or_create(&InstanceLabels {
+                    plugin: plugin.name().to_owned(),
+                    state: word.to_owned(),
+                })
+                .set(i64::try_from(in_state).unwrap_or(i64::MAX));
+        }
         let labels = PluginLabels {
             plugin: plugin.name().to_owned(),
         };
@@ -198,6 +252,12 @@ fn scraped(sources: &Sources) -> Registry {
         errors.get_or_create(&labels).inc_by(state.errors);
         timeouts.get_or_create(&labels).inc_by(state.timeouts);
         restarts.get_or_create(&labels).inc_by(state.restarts);
+        recycles.get_or_create(&labels).inc_by(state.recycles);
+        bad_results.get_or_create(&labels).inc_by(state.bad_results);
+        retries.get_or_create(&labels).inc_by(state.retries);
+        standby_ready
+            .get_or_create(&labels)
+            .set(i64::try_from(state.standby_ready).unwrap_or(i64::MAX));
         call_seconds
             .get_or_create(&labels)
             .inc_by(state.latency_us_total as f64 / 1e6);

@@ -197,10 +197,20 @@ fn plugin_json(handle: &PluginHandle) -> Value {
         "pid": state.pid,
         "instances": state.instances.len(),
         "restarts": state.restarts,
+        "recycles": state.recycles,
+        "standby_ready": state.standby_ready,
         "calls": state.calls,
         "errors": state.errors,
         "timeouts": state.timeouts,
+        "bad_results": state.bad_results,
+        "retries": state.retries,
         "mean_latency_us": mean_latency_us,
+        "processes": state.instances.iter().map(|instance| json!({
+            "state": status_word(instance.status),
+            "pid": instance.pid,
+            "restarts": instance.restarts,
+            "recycles": instance.recycles,
+        })).collect::<Vec<_>>(),
     })
 }
 
