@@ -12,6 +12,8 @@
 //! | `oversized` | right after answering `start` | writes a (valid) notification longer than `GATEKEEPER_MAX_LINE_BYTES` |
 //! | `unknown_id` | right after answering `start` | writes a response with id [`UNKNOWN_ID`], which gatekeeper never issued |
 //! | `wrong_result` | every `modify_request` | answers with the result `"oops"` instead of an object |
+//! | `null_result` | every `modify_request` | answers with the result `null` (which the spec allows: `{}`) |
+//! | `leak` | every `modify_request` | keeps `leak_bytes` more memory (default 1 MiB, touched so it counts in RSS) and answers `{}` |
 //! | unset | | misbehaves never |
 //!
 //! Each time it misbehaves it prints `misbehaving: <mode>` on stderr (gatekeeper copies that into
@@ -59,6 +61,10 @@ pub enum Mode {
     UnknownId,
     /// `"oops"` as the result of every `modify_request`.
     WrongResult,
+    /// `null` as the result of every `modify_request`.
+    NullResult,
+    /// Memory kept on every `modify_request`, never freed.
+    Leak,
 }
 
 impl Mode {
@@ -69,7 +75,14 @@ impl Mode {
             Mode::Oversized => "oversized",
             Mode::UnknownId => "unknown_id",
             Mode::WrongResult => "wrong_result",
+            Mode::NullResult => "null_result",
+            Mode::Leak => "leak",
         }
+    }
+
+    /// Whether the mode acts on every `modify_request` (not once after `start`).
+    fn per_call(self) -> bool {
+        matches!(self, Mode::WrongResult | Mode::NullResult | Mode::Leak)
     }
 }
 
@@ -82,12 +95,14 @@ impl FromStr for Mode {
             Mode::Oversized,
             Mode::UnknownId,
             Mode::WrongResult,
+            Mode::NullResult,
+            Mode::Leak,
         ]
         .into_iter()
         .find(|m| m.as_str() == s)
         .ok_or_else(|| {
             format!(
-                "unknown `mode` `{s}` (expected garbage, oversized, unknown_id or wrong_result)"
+                "unknown `mode` `{s}` (expected garbage, oversized, unknown_id, wrong_result, null_result or leak)"
             )
         })
     }
@@ -132,6 +147,8 @@ where
     write_line(&mut writer, line.as_bytes()).await?;
 
     let mut mode = None;
+    let mut leaked: Vec<Vec<u8>> = Vec::new();
+    let mut leak_per_call = leak_bytes(args);
     while let Some(line) = lines.next().await {
         let line = line.map_err(|e| format!("reading from gatekeeper: {e}"))?;
         let request = match Message::parse(&line) {
@@ -146,13 +163,22 @@ where
                 continue;
             }
         };
+        if request.method == Configure::NAME {
+            if let Ok(config) = params::<ConfigureParams>(&request) {
+                leak_per_call =
+                    leak_bytes(&Settings::from_config(&config.config).overridden_by(args));
+            }
+        }
+        if mode == Some(Mode::Leak) && request.method == ModifyRequest::NAME {
+            leaked.push(vec![1u8; leak_per_call]);
+        }
         let reply = answer(&request, &mut mode, args);
         let line = encode_response(Some(&request.id), &reply)
             .map_err(|e| format!("encoding the answer to `{}`: {e}", request.method))?;
         write_line(&mut writer, line.as_bytes()).await?;
         match request.method.as_str() {
             Start::NAME if reply.is_ok() => {
-                if let Some(mode) = mode.filter(|m| *m != Mode::WrongResult) {
+                if let Some(mode) = mode.filter(|m| !m.per_call()) {
                     eprintln!("misbehaving: {}", mode.as_str());
                     if let Err(error) = misbehave(mode, &mut writer, env.max_line_bytes).await {
                         // Expected with `oversized`: gatekeeper may close before we are done.
@@ -203,6 +229,8 @@ fn answer(request: &Request, mode: &mut Option<Mode>, args: &Settings) -> Reply 
             if *mode == Some(Mode::WrongResult) {
                 eprintln!("misbehaving: {}", Mode::WrongResult.as_str());
                 result(&"oops")
+            } else if *mode == Some(Mode::NullResult) {
+                result(&())
             } else {
                 result(&ModifyRequestResult::default())
             }
@@ -242,8 +270,16 @@ where
             }
             write_line(writer, tail).await
         }
-        Mode::WrongResult => Ok(()),
+        Mode::WrongResult | Mode::NullResult | Mode::Leak => Ok(()),
     }
+}
+
+/// Bytes kept per `modify_request` in the `leak` mode: the `leak_bytes` setting (a number of
+/// bytes), default 1 MiB.
+fn leak_bytes(args: &Settings) -> usize {
+    args.get("leak_bytes")
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or(1 << 20)
 }
 
 async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, line: &[u8]) -> Result<(), String> {
