@@ -10,13 +10,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::future::BoxFuture;
 use gatekeeper_proxy::{
-    FailurePolicy, HookError, MetricKind, Metrics, MetricsConfig, MetricsExporter, Parsed, Plugin,
-    RawCall,
+    FailurePolicy, MetricKind, Metrics, MetricsConfig, MetricsExporter, Plugin,
 };
-use gatekeeper_rpc::methods::{
-    Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
-    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
-};
+use gatekeeper_rpc::methods::{ModifyRequest, ModifyRequestResult};
 use gatekeeper_rpc::metrics::{EventMetric, RequestMetric, UpstreamMetric};
 use gatekeeper_rpc::types::{set_header, Object};
 
@@ -69,56 +65,18 @@ impl MetricsExporter for Collector {
 }
 
 /// A modifier adding a request header.
-struct AddHeader;
-
-impl Plugin for AddHeader {
-    fn name(&self) -> &str {
-        "add"
-    }
-    fn has_hook(&self, hook: &str) -> bool {
-        hook == "modify_request"
-    }
-    fn failure_policy(&self) -> FailurePolicy {
-        FailurePolicy::Open
-    }
-
-    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
-        match call.method() {
-            ModifyRequest::NAME => typed::<ModifyRequest>(call, |p| self.modify_request(p)),
-            ModifyResponse::NAME => typed::<ModifyResponse>(call, |p| self.modify_response(p)),
-            ModifyErrorResponse::NAME => {
-                typed::<ModifyErrorResponse>(call, |p| self.modify_error_response(p))
-            }
-            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
-        }
-    }
-}
-
-impl AddHeader {
-    fn modify_request(
-        &self,
-        mut params: ModifyRequestParams,
-    ) -> BoxFuture<'static, Result<ModifyRequestResult, HookError>> {
-        Box::pin(async move {
-            set_header(&mut params.request.headers, "x-added", "yes");
-            Ok(ModifyRequestResult {
-                request: Some(params.request),
-                response: None,
+fn add_header() -> Arc<dyn Plugin> {
+    FakePlugin::new("add", FailurePolicy::Open)
+        .on::<ModifyRequest>(|mut params| {
+            Box::pin(async move {
+                set_header(&mut params.request.headers, "x-added", "yes");
+                Ok(ModifyRequestResult {
+                    request: Some(params.request),
+                    response: None,
+                })
             })
         })
-    }
-    fn modify_response(
-        &self,
-        _: ModifyResponseParams,
-    ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
-        Box::pin(async { Ok(ModifyResponseResult::default()) })
-    }
-    fn modify_error_response(
-        &self,
-        _: ModifyErrorResponseParams,
-    ) -> BoxFuture<'static, Result<ModifyResponseResult, HookError>> {
-        Box::pin(async { Ok(ModifyResponseResult::default()) })
-    }
+        .build()
 }
 
 fn fast_config() -> MetricsConfig {
@@ -138,7 +96,7 @@ async fn a_request_produces_its_metrics() {
     let exporters: Vec<Arc<dyn MetricsExporter>> = vec![collector.clone(), lb_side.clone()];
     let metrics = Metrics::new(fast_config(), exporters);
     let m = metrics.clone();
-    let (proxy, _) = setup_with(vec![Arc::new(AddHeader)], move |p| p.with_metrics(m)).await;
+    let (proxy, _) = setup_with(vec![add_header()], move |p| p.with_metrics(m)).await;
     proxy
         .registry
         .add_upstream(upstream("dead", "dead", None))

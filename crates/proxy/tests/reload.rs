@@ -15,10 +15,9 @@ use gatekeeper_proxy::{
     Plugin, RawCall,
 };
 use gatekeeper_rpc::methods::{
-    GetBackend, GetBackendParams, GetBackendResult, Method, ModifyErrorResponse,
-    ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams, ModifyRequestResult,
-    ModifyResponse, ModifyResponseParams, ModifyResponseResult, RouteRequest, RouteRequestParams,
-    RouteRequestResult,
+    GetBackend, GetBackendResult, Method, ModifyErrorResponse, ModifyErrorResponseParams,
+    ModifyRequest, ModifyRequestParams, ModifyRequestResult, ModifyResponse, ModifyResponseParams,
+    ModifyResponseResult, RouteRequest, RouteRequestResult,
 };
 use gatekeeper_rpc::metrics::{EventMetric, RequestMetric};
 use gatekeeper_rpc::types::{set_header, HttpResponse, Object};
@@ -131,73 +130,17 @@ impl Tagger {
 }
 
 /// A router plugin that finds no upstream for any request (404).
-struct NoRoute;
-
-impl Plugin for NoRoute {
-    fn name(&self) -> &str {
-        "no-route"
-    }
-    fn is_available(&self) -> bool {
-        true
-    }
-    fn failure_policy(&self) -> FailurePolicy {
-        FailurePolicy::Closed { status: 500 }
-    }
-
-    fn has_hook(&self, hook: &str) -> bool {
-        hook == RouteRequest::NAME
-    }
-
-    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
-        match call.method() {
-            RouteRequest::NAME => typed::<RouteRequest>(call, |p| self.route(p)),
-            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
-        }
-    }
-}
-
-impl NoRoute {
-    fn route(
-        &self,
-        _: RouteRequestParams,
-    ) -> BoxFuture<'static, Result<RouteRequestResult, HookError>> {
-        Box::pin(async { Ok(RouteRequestResult::default()) })
-    }
+fn no_route() -> Arc<dyn Plugin> {
+    FakePlugin::new("no-route", FailurePolicy::Closed { status: 500 })
+        .on::<RouteRequest>(|_| Box::pin(async { Ok(RouteRequestResult::default()) }))
+        .build()
 }
 
 /// A loadbalancer plugin that finds no backend for any request (503).
-struct NoBackend;
-
-impl Plugin for NoBackend {
-    fn name(&self) -> &str {
-        "no-backend"
-    }
-    fn is_available(&self) -> bool {
-        true
-    }
-    fn failure_policy(&self) -> FailurePolicy {
-        FailurePolicy::Closed { status: 500 }
-    }
-
-    fn has_hook(&self, hook: &str) -> bool {
-        hook == GetBackend::NAME
-    }
-
-    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
-        match call.method() {
-            GetBackend::NAME => typed::<GetBackend>(call, |p| self.get_backend(p)),
-            _ => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
-        }
-    }
-}
-
-impl NoBackend {
-    fn get_backend(
-        &self,
-        _: GetBackendParams,
-    ) -> BoxFuture<'static, Result<GetBackendResult, HookError>> {
-        Box::pin(async { Ok(GetBackendResult::default()) })
-    }
+fn no_backend() -> Arc<dyn Plugin> {
+    FakePlugin::new("no-backend", FailurePolicy::Closed { status: 500 })
+        .on::<GetBackend>(|_| Box::pin(async { Ok(GetBackendResult::default()) }))
+        .build()
 }
 
 fn tagged_by(headers: &http::HeaderMap) -> Option<&str> {
@@ -230,13 +173,13 @@ async fn new_requests_use_the_replaced_hooks() {
 
     // A router plugin, then a loadbalancer plugin.
     let _ = proxy.hooks.replace(Hooks {
-        router: Some(Arc::new(NoRoute)),
+        router: Some(no_route()),
         ..Hooks::default()
     });
     let (status, _, body) = get(proxy.addr, "/api/x", None).await;
     assert_eq!(status, 404, "{body}");
     let _ = proxy.hooks.replace(Hooks {
-        loadbalancer: Some(Arc::new(NoBackend)),
+        loadbalancer: Some(no_backend()),
         ..Hooks::default()
     });
     let (status, _, body) = get(proxy.addr, "/api/x", None).await;

@@ -270,3 +270,86 @@ pub fn error_answer(message: &str) -> HookError {
         message: message.into(),
     }
 }
+
+/// One hook of a [`FakePlugin`]: takes the call, answers it in process.
+type FakeHook = Box<dyn Fn(RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> + Send + Sync>;
+
+/// An in-process plugin built from closures, one per hook (`FakePlugin::new(..).on::<M>(..)`),
+/// so a test states what its fake answers and nothing else. Hooks it was not given are not
+/// declared.
+pub struct FakePlugin {
+    name: &'static str,
+    policy: gatekeeper_proxy::FailurePolicy,
+    available: bool,
+    hooks: Vec<(&'static str, FakeHook)>,
+}
+
+impl FakePlugin {
+    /// A plugin with no hooks yet, available, with this failure policy.
+    pub fn new(name: &'static str, policy: gatekeeper_proxy::FailurePolicy) -> Self {
+        FakePlugin {
+            name,
+            policy,
+            available: true,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// Declares the hook `M`, answered by `answer` (its params in, its result or error out).
+    pub fn on<M: Method>(
+        mut self,
+        answer: impl Fn(M::Params) -> BoxFuture<'static, Result<M::Result, HookError>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self
+    where
+        M::Result: 'static,
+    {
+        let answer = Arc::new(answer);
+        self.hooks.push((
+            M::NAME,
+            Box::new(move |call| {
+                let answer = answer.clone();
+                typed::<M>(call, move |params| answer(params))
+            }),
+        ));
+        self
+    }
+
+    /// Whether the plugin counts as available (default yes).
+    pub fn available(mut self, available: bool) -> Self {
+        self.available = available;
+        self
+    }
+
+    /// The plugin, for a hooks snapshot.
+    pub fn build(self) -> Arc<dyn Plugin> {
+        Arc::new(self)
+    }
+}
+
+impl Plugin for FakePlugin {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn has_hook(&self, hook: &str) -> bool {
+        self.hooks.iter().any(|(name, _)| *name == hook)
+    }
+
+    fn is_available(&self) -> bool {
+        self.available
+    }
+
+    fn failure_policy(&self) -> gatekeeper_proxy::FailurePolicy {
+        self.policy
+    }
+
+    fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        match self.hooks.iter().find(|(name, _)| *name == call.method()) {
+            Some((_, answer)) => answer(call),
+            None => Box::pin(async { Err(error_answer("not a hook of this fake")) }),
+        }
+    }
+}
