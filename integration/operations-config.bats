@@ -184,3 +184,64 @@ key = \"$BATS_TEST_TMPDIR/unused\""
   jq -e '.time | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$")' <<<"$line" >/dev/null
   jq -e '.duration_us > 0' <<<"$line" >/dev/null
 }
+
+@test "check: the supervision keys of a [[plugin]] table, bad values named by key" {
+  check_config '
+[[plugin]]
+type = "modifier"
+command = "request-id"
+standby = 65
+healthy_after = "soon"
+max_memory = "lots"
+
+[[plugin]]
+type = "modifier"
+command = "request-id"
+recycle_after = "sometime"
+
+[[plugin]]
+type = "modifier"
+command = "request-id"
+start_attempts = 0'
+  [ "$status" -eq 1 ]
+  echo "$stderr"
+  grep -q "^$CONFIG: plugin\[0\]\.\(standby\|healthy_after\|max_memory\): " <<<"$stderr"
+  grep -q "^$CONFIG: plugin\[1\].recycle_after: \`sometime\` is neither a number of calls nor a duration" <<<"$stderr"
+  grep -qx "$CONFIG: plugin\[2\].start_attempts: must be at least 1" <<<"$stderr"
+  check_config '
+[[plugin]]
+type = "modifier"
+command = "request-id"
+standby = 1
+max_memory = "64MiB"
+recycle_after = "1h"
+restart_after_errors = 2' --json
+  [ "$status" -eq 0 ]
+  [ "$(jq -c '.plugins[0] | [.standby, .max_memory, .recycle_after, .restart_after_errors, .start_attempts, .healthy_after]' <<<"$output")" = '[1,67108864,"1h",2,3,"500ms"]' ]
+}
+
+@test "--TYPE-instances and --TYPE-standby set those settings of flag plugins, documented in --help" {
+  run --separate-stderr gatekeeper --check --modifier-plugin request-id --modifier-instances 2 --modifier-standby 1
+  [ "$status" -eq 0 ]
+  [ "$(jq -c '.plugins[0] | [.instances, .standby, .config]' <<<"$output")" = '[2,1,{}]' ]
+  run --separate-stderr gatekeeper --check --modifier-plugin request-id --modifier-instances 0
+  [ "$status" -eq 2 ]
+  grep -q -- '--modifier-instances: 0 must be from 1 to 64' <<<"$stderr"
+  run gatekeeper --help
+  grep -q -- '--<type>-instances N' <<<"$output"
+  grep -q -- '--<type>-standby N' <<<"$output"
+}
+
+@test "a plugin that cannot start under journald: the fatal error has the error priority" {
+  broken="$BATS_TEST_TMPDIR/broken"
+  printf '#!/usr/bin/env bash\necho "broken: no config" >&2\nexit 3\n' >"$broken"
+  chmod +x "$broken"
+  run --separate-stderr timeout 30 gatekeeper --listen "127.0.0.1:$(free_port)" \
+    --socket-dir "$BATS_TEST_TMPDIR" --log-format journald --modifier-plugin "$broken"
+  echo "$stderr"
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
+  grep -q '^<3>gatekeeper: .*broken' <<<"$stderr"
+  # Every line carries a priority, the fatal error's lines included.
+  [ "$(grep -cv '^<[0-7]>' <<<"$stderr")" -eq 0 ]
+}
