@@ -117,6 +117,9 @@ picks() {
   [ "$pid" = "$(plugin_pid request-id)" ]
   kill -0 "$pid"
   [ "$(jq -r '.[] | select(.name == "request-id") | .type' <<<"$output")" = modifier ]
+  # The supervision counters, and each instance's process.
+  [ "$(jq -c '.[] | select(.name == "request-id") | [.recycles, .standby_ready, .bad_results, .retries]' <<<"$output")" = '[0,0,0,0]' ]
+  [ "$(jq -c '.[] | select(.name == "request-id") | .processes | map([.state, .pid, .restarts, .recycles])' <<<"$output")" = "[[\"running\",$pid,0,0]]" ]
   # Calls are counted.
   curl -sS --max-time 5 -o /dev/null "$GK_URL/pool/"
   [ "$(ctl plugins | jq -r '.[] | select(.name == "request-id") | .calls')" -ge 1 ]
