@@ -307,7 +307,8 @@ fn columns_of(object: &serde_json::Map<String, Value>) -> Vec<String> {
 }
 
 /// A value in one table cell: scalars as they are, lists joined with commas (objects in a list
-/// by their `id`, or `name=address`), other objects as compact JSON.
+/// by their `id`, `name=address`, or a plugin process's `state:pid`), other objects as compact
+/// JSON.
 fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
@@ -320,7 +321,10 @@ fn cell(value: &Value) -> String {
                     (None, Some(name), Some(address)) => {
                         format!("{}={}", cell(name), cell(address))
                     }
-                    _ => item.to_string(),
+                    _ => match (o.get("state"), o.get("pid")) {
+                        (Some(state), Some(pid)) => format!("{}:{}", cell(state), cell(pid)),
+                        _ => item.to_string(),
+                    },
                 },
                 other => cell(other),
             })
@@ -397,6 +401,15 @@ mod tests {
         assert_eq!(lines[2], "longer-name  1   false    ");
         let object = table(&json!({"ready": true, "listeners": [{"name": "a", "address": "1:2"}]}));
         assert!(object.contains("listeners  a=1:2"), "{object}");
+    }
+
+    #[test]
+    fn plugin_processes_show_as_state_and_pid() {
+        let processes = json!([
+            {"state": "running", "pid": 12, "restarts": 0, "recycles": 0},
+            {"state": "backoff", "pid": null, "restarts": 3, "recycles": 0},
+        ]);
+        assert_eq!(cell(&processes), "running:12,backoff:-");
     }
 
     #[test]
