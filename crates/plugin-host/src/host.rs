@@ -22,7 +22,7 @@ use crate::options::LaunchOptions;
 use crate::socket_dir::{socket_file_name, SocketDir};
 use crate::spec::PluginSpec;
 use crate::state::{Instance, Shared};
-use crate::supervisor::standby::StandbyPool;
+use crate::supervisor::standby::{Standby, StandbyPool};
 use crate::supervisor::starter::Starter;
 use crate::supervisor::{Respawn, Supervisor};
 
@@ -52,6 +52,8 @@ struct Launched {
     spec: Arc<PluginSpec>,
     /// One restart channel per instance, in instance order.
     respawns: RespawnSenders,
+    /// The standby pool, with `standby`.
+    standby: Option<Standby>,
 }
 
 /// One restart channel per instance of a plugin, in instance order.
@@ -260,6 +262,7 @@ impl PluginHost {
                     cancel,
                     spec,
                     respawns: respawn_senders,
+                    standby,
                 });
                 Ok(handle)
             }
@@ -312,7 +315,7 @@ impl PluginHost {
             plugin: name.clone(),
             reason,
         };
-        let (target, senders) = {
+        let (target, senders, standby) = {
             let plugins = lock(&self.plugins);
             let Some(launched) = plugins.iter().rev().find(|l| l.spec.name == spec.name) else {
                 return Err(HostError::UnknownPlugin(spec.name.clone()));
@@ -324,9 +327,16 @@ impl PluginHost {
                     "its type or number of instances changed (use launch_replacement)".into(),
                 ));
             }
-            (launched.handle.shared.clone(), launched.respawns.clone())
+            (
+                launched.handle.shared.clone(),
+                launched.respawns.clone(),
+                launched.standby.clone(),
+            )
         };
         let spec = Arc::new(spec);
+        if let Some(standby) = &standby {
+            standby.renew(spec.clone());
+        }
         for sender in senders {
             let (done, outcome) = oneshot::channel();
             let request = Respawn {

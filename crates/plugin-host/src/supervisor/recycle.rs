@@ -13,7 +13,10 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::process::{describe, kill, resident_bytes};
 use crate::spec::{PluginSpec, RecycleAfter};
 
-use super::starter::Running;
+use super::starter::{ReplayFor, Running};
+use super::Supervisor;
+use crate::error::StartError;
+use crate::events::PluginEventKind;
 
 /// How often a process is checked: every heartbeat interval, at most every second.
 pub(crate) fn check_interval(spec: &PluginSpec) -> Option<Duration> {
@@ -92,6 +95,65 @@ pub(crate) async fn drain_and_stop(spec: &PluginSpec, mut old: Running, peers: V
     let pid = old.pid;
     old.discard().await;
     tracing::info!(plugin = %spec.name, ?pid, exit_status = %status, "recycled plugin process stopped");
+}
+
+impl Supervisor {
+    /// Replaces `running` make-before-break: a successor (a spare, or a fresh process) is
+    /// started and published, then the old process is let go in the background once its calls
+    /// are answered. On an error the old process keeps serving.
+    pub(super) async fn recycle(
+        &mut self,
+        running: &mut Running,
+        reason: &str,
+    ) -> Result<(), StartError> {
+        tracing::info!(plugin = %self.instance.label, pid = ?running.pid, %reason, "recycling the plugin process");
+        let mut successor = match self.take_recycle_spare().await {
+            Some(spare) => spare,
+            None => self.start_process().await?,
+        };
+        successor.ready_at = Instant::now();
+        let old_peers: Vec<Peer> = self
+            .instance
+            .connections
+            .load_full()
+            .map(|c| c.peers.clone())
+            .unwrap_or_default();
+        self.publish(&mut successor);
+        let recycles = self.instance.recycles.fetch_add(1, Ordering::Relaxed) + 1;
+        self.events.emit(PluginEventKind::Recycled {
+            reason: reason.to_owned(),
+            pid: successor.pid,
+        });
+        tracing::info!(plugin = %self.instance.label, pid = ?successor.pid, recycles, "the successor took over; stopping the old process once its calls are answered");
+        let old = std::mem::replace(running, successor);
+        let spec = self.spec.clone();
+        self.retiring.spawn(async move {
+            drain_and_stop(&spec, old, old_peers).await;
+        });
+        Ok(())
+    }
+
+    /// A spare replayed for this instance, for a recycle (not counted as a restart).
+    async fn take_recycle_spare(&mut self) -> Option<Running> {
+        let standby = self.standby.as_ref()?;
+        let spare = standby.take().await?;
+        let replay = ReplayFor {
+            instance: self.instance.index,
+            restarts: self.instance.restarts(),
+        };
+        match self
+            .starter
+            .replay(&self.spec, &spare.control, &spare.hooks, spare.pid, replay)
+            .await
+        {
+            Ok(()) => Some(spare),
+            Err(e) => {
+                tracing::warn!(plugin = %self.instance.label, error = %e, "a standby process failed its replay");
+                spare.discard().await;
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! exit every heartbeat interval (at most every second) and replaces a dead one, and hands a
 //! live spare to an instance's supervisor that asks for one ([`Standby::take`]); a new spare is
 //! then started. [`Shared::standby_ready`] counts the ready spares. Spares that fail to start
-//! are tried again with the restart backoff.
+//! are tried again with the restart backoff; new settings ([`Standby::renew`], on a
+//! reconfigure) replace every spare.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -19,23 +20,38 @@ use crate::socket_dir::generation_path;
 use crate::spec::PluginSpec;
 use crate::state::Shared;
 
-use super::starter::{ProcessSocket, Running, Starter};
+use super::starter::{ProcessSocket, ReplayFor, Running, Starter};
+use super::Supervisor;
+use crate::events::PluginEventKind;
 
 /// How long a supervisor waits for the pool to answer a take.
 const TAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A supervisor's way to the pool.
+/// What the pool is asked.
+enum Request {
+    /// A live spare, if one is ready.
+    Take(oneshot::Sender<Running>),
+    /// New settings (a reconfigure): the spares are replaced by ones started with them.
+    Renew(Arc<PluginSpec>),
+}
+
+/// The way to the pool, for supervisors and the host.
 #[derive(Debug, Clone)]
 pub(crate) struct Standby {
-    requests: mpsc::UnboundedSender<oneshot::Sender<Running>>,
+    requests: mpsc::UnboundedSender<Request>,
 }
 
 impl Standby {
     /// A live spare, if one is ready now.
     pub(crate) async fn take(&self) -> Option<Running> {
         let (reply, spare) = oneshot::channel();
-        self.requests.send(reply).ok()?;
+        self.requests.send(Request::Take(reply)).ok()?;
         timeout(TAKE_TIMEOUT, spare).await.ok()?.ok()
+    }
+
+    /// Replaces the spares by ones started with `spec`.
+    pub(crate) fn renew(&self, spec: Arc<PluginSpec>) {
+        let _ = self.requests.send(Request::Renew(spec));
     }
 }
 
@@ -45,7 +61,7 @@ pub(crate) struct StandbyPool {
     pub(crate) starter: Arc<Starter>,
     /// Spares' sockets are named after this one (see [`generation_path`]).
     pub(crate) base_socket: PathBuf,
-    requests: mpsc::UnboundedReceiver<oneshot::Sender<Running>>,
+    requests: mpsc::UnboundedReceiver<Request>,
 }
 
 impl StandbyPool {
@@ -76,10 +92,9 @@ impl StandbyPool {
 
     /// Keeps the spares until the plugin stops; then stops them.
     pub(crate) async fn run(mut self) {
-        let wanted = self.spec.standby;
         let label: Arc<str> = Arc::from(format!("{}~spare", self.spec.name));
         let env_instance = self.spec.instances.max(1);
-        let mut spares: Vec<Running> = Vec::with_capacity(wanted);
+        let mut spares: Vec<Running> = Vec::new();
         let mut starting: Option<BoxFuture<'static, Result<Running, StartError>>> = None;
         let mut generation = 0u64;
         let mut backoff = self.spec.restart_backoff_min;
@@ -92,6 +107,7 @@ impl StandbyPool {
         let mut checks = tokio::time::interval(every);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let wanted = self.spec.standby;
             if starting.is_none() && spares.len() < wanted && Instant::now() >= next_start {
                 generation += 1;
                 let path = generation_path(&self.base_socket, 's', generation);
@@ -109,14 +125,26 @@ impl StandbyPool {
             tokio::select! {
                 biased;
                 () = self.starter.cancel.cancelled() => break,
-                Some(reply) = self.requests.recv() => {
-                    drop_dead(&mut spares).await;
-                    if let Some(spare) = spares.pop() {
-                        if let Err(spare) = reply.send(spare) {
-                            spares.push(spare);
+                Some(request) = self.requests.recv() => match request {
+                    Request::Take(reply) => {
+                        drop_dead(&mut spares).await;
+                        if let Some(spare) = spares.pop() {
+                            if let Err(spare) = reply.send(spare) {
+                                spares.push(spare);
+                            }
                         }
                     }
-                }
+                    Request::Renew(spec) => {
+                        tracing::info!(plugin = %self.spec.name, "replacing the standby processes with ones on the new settings");
+                        self.spec = spec;
+                        starting = None;
+                        for spare in spares.drain(..) {
+                            spare.discard().await;
+                        }
+                        backoff = self.spec.restart_backoff_min;
+                        next_start = Instant::now();
+                    }
+                },
                 outcome = async {
                     match starting.as_mut() {
                         Some(start) => start.await,
@@ -165,5 +193,38 @@ async fn drop_dead(spares: &mut Vec<Running>) {
         } else {
             index += 1;
         }
+    }
+}
+
+impl Supervisor {
+    /// A ready spare from the standby pool, replayed and published, if there is one.
+    pub(super) async fn take_spare(&mut self) -> Option<Running> {
+        let standby = self.standby.as_ref()?;
+        let mut spare = standby.take().await?;
+        let restarts = self.instance.count_restart();
+        let replay = ReplayFor {
+            instance: self.instance.index,
+            restarts,
+        };
+        let replayed = self
+            .starter
+            .replay(&self.spec, &spare.control, &spare.hooks, spare.pid, replay)
+            .await;
+        if let Err(e) = replayed {
+            tracing::warn!(plugin = %self.instance.label, error = %e, pid = ?spare.pid, "a standby process failed its replay; restarting normally");
+            self.events.emit(PluginEventKind::Failed {
+                reason: format!("standby takeover failed: {e}"),
+            });
+            spare.discard().await;
+            return None;
+        }
+        spare.ready_at = Instant::now();
+        self.publish(&mut spare);
+        tracing::info!(plugin = %self.instance.label, pid = ?spare.pid, restarts, "a standby process took over");
+        self.events.emit(PluginEventKind::TakenOver {
+            restarts,
+            pid: spare.pid,
+        });
+        Some(spare)
     }
 }
