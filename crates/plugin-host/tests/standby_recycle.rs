@@ -167,3 +167,49 @@ async fn recycling_on_memory_loses_no_call() {
         .count();
     assert!(recycled >= 1);
 }
+
+#[tokio::test]
+async fn a_dead_spare_is_replaced_and_new_settings_renew_the_spares() {
+    init_logs();
+    let scratch = Scratch::new("spare-dies");
+    let out = scratch.file("out");
+    let host = PluginHost::new(None).unwrap();
+    let mut first = spec("renewed", PluginType::Modifier, "pids", Some(&out));
+    first.standby = 1;
+    let plugin = host
+        .launch(first.clone(), LaunchOptions::default())
+        .await
+        .unwrap();
+    eventually("a spare is ready", BACK, || {
+        plugin.state().standby_ready == 1
+    })
+    .await;
+    let active = plugin.pid().unwrap();
+    let spare = *started_pids(&out).iter().find(|&&p| p != active).unwrap();
+    kill9(spare);
+    eventually("another spare is ready", BACK, || {
+        plugin.state().standby_ready == 1 && started_pids(&out).len() == 3
+    })
+    .await;
+    assert_eq!(plugin.pid(), Some(active), "the instance is left alone");
+    assert_eq!(plugin.restarts(), 0);
+
+    let mut config = gatekeeper_rpc::types::Object::new();
+    config.insert("v".into(), 2.into());
+    host.reconfigure(first.with_config(config)).await.unwrap();
+    let configured_v2 = || {
+        records(&out)
+            .iter()
+            .filter(|r| r["configure"]["v"] == 2)
+            .count()
+    };
+    eventually(
+        "the instance and a new spare run the new settings",
+        BACK,
+        || configured_v2() == 2 && plugin.state().standby_ready == 1,
+    )
+    .await;
+    let pids = started_pids(&out);
+    host.shutdown().await;
+    assert!(pids.iter().all(|&p| !alive(p)));
+}

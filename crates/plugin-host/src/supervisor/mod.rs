@@ -466,7 +466,13 @@ impl Supervisor {
     /// process killed if it still runs. One WARN line per crash.
     async fn bring_down(&self, mut running: Running, ended: Ended, healthy: bool) {
         self.unpublish(&mut running);
-        self.instance.set_status(PluginStatus::Restarting);
+        // A crash loop waits (calls fail at once) unless a spare may take over now.
+        let waits = !healthy && self.standby.is_none();
+        self.instance.set_status(if waits {
+            PluginStatus::Backoff
+        } else {
+            PluginStatus::Restarting
+        });
         let status = match &ended {
             Ended::Exited(status) => status.clone(),
             _ => match timeout(EXIT_GRACE, running.child.wait()).await {
@@ -543,5 +549,21 @@ impl Supervisor {
         while let Ok(event) = running.authenticated.try_recv() {
             event.peer.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hung_process_is_reported_as_hung() {
+        let hung = Ended::Closed(CloseReason::Hung("5 hook calls in a row timed out".into()));
+        assert_eq!(hung.to_string(), "hung (5 hook calls in a row timed out)");
+        let violation = Ended::Closed(CloseReason::ProtocolViolation("garbage".into()));
+        assert_eq!(
+            violation.to_string(),
+            "control connection closed (protocol violation: garbage)"
+        );
     }
 }

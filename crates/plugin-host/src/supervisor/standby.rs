@@ -127,7 +127,7 @@ impl StandbyPool {
                 () = self.starter.cancel.cancelled() => break,
                 Some(request) = self.requests.recv() => match request {
                     Request::Take(reply) => {
-                        drop_dead(&mut spares).await;
+                        drop_dead(&self.spec.name, &mut spares).await;
                         if let Some(spare) = spares.pop() {
                             if let Err(spare) = reply.send(spare) {
                                 spares.push(spare);
@@ -166,7 +166,7 @@ impl StandbyPool {
                         }
                     }
                 }
-                _ = checks.tick() => drop_dead(&mut spares).await,
+                _ = checks.tick() => drop_dead(&self.spec.name, &mut spares).await,
                 () = sleep_until(next_start), if waiting => {}
             }
             self.shared()
@@ -182,14 +182,14 @@ impl StandbyPool {
 }
 
 /// Removes (and reaps) the spares that died.
-async fn drop_dead(spares: &mut Vec<Running>) {
+async fn drop_dead(plugin: &str, spares: &mut Vec<Running>) {
     let mut index = 0;
     while index < spares.len() {
         if spares[index].is_dead() {
             let dead = spares.swap_remove(index);
             let pid = dead.pid;
             let status = dead.discard().await;
-            tracing::warn!(?pid, exit_status = %status, "a standby process died; starting another");
+            tracing::warn!(%plugin, ?pid, exit_status = %status, "a standby process died; starting another");
         } else {
             index += 1;
         }
