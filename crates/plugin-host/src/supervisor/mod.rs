@@ -140,6 +140,8 @@ impl Supervisor {
         let mut backoff = self.spec.restart_backoff_min;
         let mut recycle_blocked_until = None;
         loop {
+            // Forget the replaced processes already let go.
+            while self.retiring.try_join_next().is_some() {}
             let ended = self
                 .supervise(&mut running, &mut respawns, recycle_blocked_until)
                 .await;

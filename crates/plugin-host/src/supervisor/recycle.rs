@@ -94,7 +94,7 @@ pub(crate) async fn drain_and_stop(spec: &PluginSpec, mut old: Running, peers: V
     }
     let pid = old.pid;
     old.discard().await;
-    tracing::info!(plugin = %spec.name, ?pid, exit_status = %status, "recycled plugin process stopped");
+    tracing::debug!(plugin = %spec.name, ?pid, exit_status = %status, "recycled plugin process stopped");
 }
 
 impl Supervisor {
@@ -124,7 +124,7 @@ impl Supervisor {
             reason: reason.to_owned(),
             pid: successor.pid,
         });
-        tracing::info!(plugin = %self.instance.label, pid = ?successor.pid, recycles, "the successor took over; stopping the old process once its calls are answered");
+        tracing::debug!(plugin = %self.instance.label, pid = ?successor.pid, recycles, "the successor took over; stopping the old process once its calls are answered");
         let old = std::mem::replace(running, successor);
         let spec = self.spec.clone();
         self.retiring.spawn(async move {
