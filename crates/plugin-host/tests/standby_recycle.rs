@@ -60,6 +60,10 @@ async fn a_spare_takes_over_and_is_replaced() {
     assert_eq!(state.restarts, 1);
     assert_ne!(state.instances[0].socket_path, socket_before);
     assert!(state.instances[0].socket_path.exists());
+    eventually("the dead process's socket is removed", BACK, || {
+        !socket_before.exists()
+    })
+    .await;
     eventually("a new spare is ready", BACK, || {
         plugin.state().standby_ready == 1 && started_pids(&out).len() == 3
     })
