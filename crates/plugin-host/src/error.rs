@@ -50,12 +50,14 @@ pub enum HostError {
         /// What went wrong.
         reason: String,
     },
-    /// The plugin's first start failed.
-    #[error("plugin `{plugin}` failed to start: {source}")]
+    /// The plugin's first start failed, `attempts` times in a row (`start_attempts`).
+    #[error("plugin `{plugin}` failed to start ({attempts} attempt{s}): {source}", s = if *attempts == 1 { "" } else { "s" })]
     Start {
         /// The plugin's name.
         plugin: String,
-        /// What went wrong.
+        /// How many starts were tried.
+        attempts: u32,
+        /// What went wrong the last time.
         #[source]
         source: StartError,
     },
@@ -77,10 +79,24 @@ pub enum StartError {
     #[error("not started within {0:?}")]
     Timeout(Duration),
     /// The process exited before it was ready.
-    #[error("the process exited before it was ready ({status})")]
+    #[error(
+        "the process exited before it was ready ({status}){}",
+        stderr_lines(stderr)
+    )]
     Exited {
         /// The exit status, as text.
         status: String,
+        /// Its last lines on stderr (up to 10), oldest first.
+        stderr: Vec<String>,
+    },
+    /// The process's listening socket could not be bound.
+    #[error("could not bind the plugin socket at {}: {source}", path.display())]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
     },
     /// The plugin's connection closed before it was ready.
     #[error("the connection closed before the plugin was ready")]
@@ -97,6 +113,15 @@ pub enum StartError {
     /// The host is shutting down.
     #[error("the host is shutting down")]
     ShutDown,
+}
+
+/// The last stderr lines of a process for an error message: empty without any.
+fn stderr_lines(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last stderr lines: {}", lines.join(" | "))
+    }
 }
 
 /// Why a call through a [`crate::PluginHandle`] did not produce a result.

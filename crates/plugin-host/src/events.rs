@@ -1,5 +1,6 @@
 //! Plugin lifecycle events ([`PluginEvent`]), for the caller's metrics and logs: an instance
-//! started, went down, came back, missed a heartbeat, stopped. They are sent on an unbounded
+//! started, went down, came back (restarted, or taken over by a spare), was recycled, missed a
+//! heartbeat, stopped. They are sent on an unbounded
 //! channel given in [`crate::LaunchOptions::events`], so sending never blocks a supervisor; the
 //! events of one instance arrive in the order they happened.
 
@@ -40,6 +41,23 @@ pub enum PluginEventKind {
     Failed {
         /// Why, for humans.
         reason: String,
+    },
+    /// A spare process (`standby`) took over the instance after its process went down: it is
+    /// ready at once. Counted as a restart.
+    TakenOver {
+        /// How many times the instance was restarted so far, this time included.
+        restarts: u64,
+        /// The spare's process id.
+        pid: Option<u32>,
+    },
+    /// The instance's process was replaced make-before-break (`max_memory`, `recycle_after`):
+    /// its successor is ready and takes the calls; the old one is stopped once its calls are
+    /// answered.
+    Recycled {
+        /// Why, for humans (e.g. `rss 300 MiB over max_memory 256 MiB`).
+        reason: String,
+        /// The successor's process id.
+        pid: Option<u32>,
     },
     /// A heartbeat went unanswered.
     HeartbeatMissed {

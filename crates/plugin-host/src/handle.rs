@@ -169,7 +169,7 @@ impl PluginHandle {
                 pid: instance.pid(),
                 restarts: instance.restarts(),
                 recycles: instance.recycles.load(Ordering::Relaxed),
-                socket_path: instance.socket_path.clone(),
+                socket_path: instance.current_socket_path(),
             })
             .collect();
         let any = |status| instances.iter().any(|i| i.status == status);
@@ -334,6 +334,9 @@ impl PluginHandle {
             self.note_timeout(instance, connections);
         } else {
             instance.consecutive_timeouts.store(0, Ordering::Relaxed);
+        }
+        if outcome.is_ok() {
+            connections.calls.fetch_add(1, Ordering::Relaxed);
         }
         match outcome {
             Ok(result) => Ok(result),

@@ -1,6 +1,6 @@
 //! [`PluginHost`]: owns the private socket directory and every launched plugin; launches a
-//! plugin (binds one socket per instance, starts one supervisor per instance, waits for their
-//! first starts), restarts one with new settings, replaces or stops one while the others run
+//! plugin (names one socket per instance, starts one supervisor per instance and the standby
+//! pool, waits for the instances' first starts, each tried up to `start_attempts` times), restarts one with new settings, replaces or stops one while the others run
 //! (a configuration reload), and shuts them all down.
 
 use std::collections::HashSet;
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::stream::{FuturesUnordered, StreamExt};
 use gatekeeper_rpc::methods::PluginType;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{HostError, StartError};
@@ -22,6 +22,8 @@ use crate::options::LaunchOptions;
 use crate::socket_dir::{socket_file_name, SocketDir};
 use crate::spec::PluginSpec;
 use crate::state::{Instance, Shared};
+use crate::supervisor::standby::{Standby, StandbyPool};
+use crate::supervisor::starter::Starter;
 use crate::supervisor::{Respawn, Supervisor};
 
 /// Runs plugins. Dropping the host (without [`PluginHost::shutdown`]) tells every supervisor to
@@ -50,6 +52,8 @@ struct Launched {
     spec: Arc<PluginSpec>,
     /// One restart channel per instance, in instance order.
     respawns: RespawnSenders,
+    /// The standby pool, with `standby`.
+    standby: Option<Standby>,
 }
 
 /// One restart channel per instance of a plugin, in instance order.
@@ -159,30 +163,24 @@ impl PluginHost {
     ) -> Result<PluginHandle, HostError> {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
         let count = spec.instances.max(1);
-        let mut instances = Vec::with_capacity(count);
-        let mut listeners = Vec::with_capacity(count);
-        for i in 0..count {
-            let file_name = socket_file_name(index, i, count, &spec.name);
-            match self.dir.bind(&file_name) {
-                Ok((listener, socket_path)) => {
-                    let label: Arc<str> = if count == 1 {
-                        Arc::from(spec.name.as_str())
-                    } else {
-                        Arc::from(format!("{}#{i}", spec.name))
-                    };
-                    instances.push(Arc::new(Instance::new(i, label, socket_path)));
-                    listeners.push(listener);
-                }
-                Err((path, source)) => {
-                    remove_sockets(&instances);
-                    return Err(HostError::Bind {
-                        plugin: spec.name.clone(),
-                        path,
-                        source,
-                    });
-                }
-            }
-        }
+        let instances: Vec<Arc<Instance>> = (0..count)
+            .map(|i| {
+                let label: Arc<str> = if count == 1 {
+                    Arc::from(spec.name.as_str())
+                } else {
+                    Arc::from(format!("{}#{i}", spec.name))
+                };
+                let socket_path = self
+                    .dir
+                    .path()
+                    .join(socket_file_name(index, i, count, &spec.name));
+                Arc::new(Instance::new(i, label, socket_path))
+            })
+            .collect();
+        let spare_socket = self
+            .dir
+            .path()
+            .join(socket_file_name(index, 0, 1, &spec.name));
         let manager = match (spec.plugin_type, options.manager) {
             (PluginType::Upstream, Some(manager)) => {
                 Some(Arc::new(ManagerService::new(&spec.name, manager)))
@@ -207,36 +205,51 @@ impl PluginHost {
         let cancel = self.cancel.child_token();
         // Stops every instance if the launch fails or its future is dropped.
         let mut abandon = Abandon(Some(cancel.clone()));
-        let mut tasks = Vec::with_capacity(count);
+        let mut tasks = Vec::with_capacity(count + 1);
         let mut firsts = FuturesUnordered::new();
         let mut respawn_senders = Vec::with_capacity(count);
-        for (instance, listener) in instances.iter().zip(listeners) {
+        let starter = Arc::new(Starter {
+            plugin: shared.clone(),
+            manager,
+            before_ready: options.before_ready.clone(),
+            cancel: cancel.clone(),
+        });
+        let standby = (spec.standby > 0).then(|| {
+            let (pool, standby) = StandbyPool::new(spec.clone(), starter.clone(), spare_socket);
+            tasks.push(tokio::spawn(pool.run()));
+            standby
+        });
+        for instance in &instances {
             let (respawn_tx, respawn_rx) = mpsc::unbounded_channel();
             respawn_senders.push(respawn_tx);
             let supervisor = Supervisor {
                 spec: spec.clone(),
-                plugin: shared.clone(),
+                starter: starter.clone(),
                 instance: instance.clone(),
-                listener,
-                manager: manager.clone(),
-                before_ready: options.before_ready.clone(),
                 events: EventSink {
                     events: options.events.clone(),
                     plugin: shared.name.clone(),
                     instance: instance.index,
                 },
-                cancel: cancel.clone(),
                 respawns: Some(respawn_rx),
+                standby: standby.clone(),
+                generation: 0,
+                retiring: JoinSet::new(),
             };
             let (first_tx, first_rx) = oneshot::channel();
             tasks.push(tokio::spawn(supervisor.run(first_tx)));
             let label = instance.label.clone();
-            firsts.push(async move { (label, first_rx.await.unwrap_or(Err(StartError::Closed))) });
+            firsts.push(async move {
+                (
+                    label,
+                    first_rx.await.unwrap_or(Err((StartError::Closed, 0))),
+                )
+            });
         }
         let mut failure = None;
         while let Some((label, first)) = firsts.next().await {
-            if let Err(source) = first {
-                failure = Some((label, source));
+            if let Err(failure_of_instance) = first {
+                failure = Some((label, failure_of_instance));
                 break;
             }
         }
@@ -249,15 +262,17 @@ impl PluginHost {
                     cancel,
                     spec,
                     respawns: respawn_senders,
+                    standby,
                 });
                 Ok(handle)
             }
-            Some((label, source)) => {
+            Some((label, (source, attempts))) => {
                 cancel.cancel();
                 join_supervisors(&spec.name, tasks).await;
                 remove_sockets(&instances);
                 Err(HostError::Start {
                     plugin: label.to_string(),
+                    attempts,
                     source,
                 })
             }
@@ -300,7 +315,7 @@ impl PluginHost {
             plugin: name.clone(),
             reason,
         };
-        let (target, senders) = {
+        let (target, senders, standby) = {
             let plugins = lock(&self.plugins);
             let Some(launched) = plugins.iter().rev().find(|l| l.spec.name == spec.name) else {
                 return Err(HostError::UnknownPlugin(spec.name.clone()));
@@ -312,9 +327,16 @@ impl PluginHost {
                     "its type or number of instances changed (use launch_replacement)".into(),
                 ));
             }
-            (launched.handle.shared.clone(), launched.respawns.clone())
+            (
+                launched.handle.shared.clone(),
+                launched.respawns.clone(),
+                launched.standby.clone(),
+            )
         };
         let spec = Arc::new(spec);
+        if let Some(standby) = &standby {
+            standby.renew(spec.clone());
+        }
         for sender in senders {
             let (done, outcome) = oneshot::channel();
             let request = Respawn {

@@ -1,10 +1,13 @@
-//! Runs gatekeeper's plugins: spawns each plugin's processes (one or more instances), owns the
-//! private socket directory and the per-instance listening sockets, checks each connection's
-//! handshake (token, protocol version, declared hooks), drives the lifecycle (`configure`,
-//! `start`, the caller's before-ready replay, `heartbeat`, `stop`), restarts an instance that
-//! exits, stops answering or breaks the protocol (with exponential backoff), forwards the
-//! plugins' stdout/stderr to the log, reports lifecycle events, and serves the manager methods to
-//! upstream plugins.
+//! Runs gatekeeper's plugins: spawns each plugin's processes (one or more instances, plus
+//! `standby` spares), owns the private socket directory and a listening socket per process,
+//! checks each connection's handshake (token, protocol version, declared hooks), drives the
+//! lifecycle (`configure`, `start`, the caller's before-ready replay, `heartbeat`, `stop`), and
+//! supervises each instance on its own: a first start is tried `start_attempts` times; a process
+//! that exits, stops answering, hangs or breaks the protocol is replaced at once if it ran
+//! `healthy_after` (by a ready spare if there is one), after an exponential backoff if it is in a
+//! crash loop; a process past `max_memory` or `recycle_after` is replaced make-before-break. It
+//! forwards the plugins' stdout/stderr to the log, reports lifecycle events, and serves the
+//! manager methods to upstream plugins (telling the manager around a restart).
 //!
 //! It knows nothing about HTTP: callers get a [`PluginHandle`] per plugin and make typed calls
 //! through it ([`PluginHandle::call`]); upstream plugins reach the proxy's registry through a

@@ -69,6 +69,17 @@ impl ManagerService {
         }
     }
 
+    /// A process of the plugin is about to be started again after a crash
+    /// ([`Manager::restarting`]).
+    pub(crate) fn restarting(&self) {
+        self.manager.restarting(&self.plugin);
+    }
+
+    /// The restarted process finished `start` ([`Manager::restarted`]).
+    pub(crate) fn restarted(&self) {
+        self.manager.restarted(&self.plugin);
+    }
+
     /// Answers one manager call with the params as the plugin sent them.
     pub(crate) fn call(&self, method: &str, params: Option<&RawValue>) -> Reply {
         let (plugin, manager) = (self.plugin.as_str(), &*self.manager);

@@ -1,15 +1,18 @@
 //! Spawning a plugin process (environment, piped output, killed on drop), forwarding its
-//! stdout and stderr to the log one line at a time, and killing and reaping it.
+//! stdout and stderr to the log one line at a time (keeping the last [`STDERR_TAIL`] stderr
+//! lines for start errors), reading its resident memory, and killing and reaping it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatekeeper_rpc::{env, framing};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::error::StartError;
@@ -44,6 +47,61 @@ const SERVICE_MANAGER_VARIABLES: [&str; 6] = [
     "LISTEN_FDNAMES",
 ];
 
+/// How many of a process's last stderr lines are kept for its start error.
+pub(crate) const STDERR_TAIL: usize = 10;
+/// How long a start error waits for the stderr of a process that exited to be read to its end.
+const STDERR_DRAIN: Duration = Duration::from_millis(300);
+
+/// The last [`STDERR_TAIL`] lines a process wrote to stderr (each cut to [`MAX_LOG_LINE`]).
+#[derive(Debug, Default)]
+pub(crate) struct StderrTail {
+    lines: Mutex<VecDeque<String>>,
+}
+
+impl StderrTail {
+    fn push(&self, line: &str) {
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lines.len() == STDERR_TAIL {
+            lines.pop_front();
+        }
+        lines.push_back(line.to_owned());
+    }
+
+    /// The lines kept, oldest first.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A spawned plugin process and the task forwarding its stderr.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) stderr: Arc<StderrTail>,
+    stderr_task: Option<JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// The last stderr lines of a process that exited, once its stderr is read to its end (or
+    /// a short while passed: a grandchild may hold it open).
+    pub(crate) async fn stderr_after_exit(&mut self) -> Vec<String> {
+        if let Some(task) = self.stderr_task.as_mut() {
+            if timeout(STDERR_DRAIN, task).await.is_ok() {
+                self.stderr_task = None;
+            }
+        }
+        self.stderr.lines()
+    }
+}
+
 /// Spawns one instance of the plugin's command with the protocol's environment, and starts
 /// forwarding its output to the log under `label`.
 pub(crate) fn spawn(
@@ -52,7 +110,7 @@ pub(crate) fn spawn(
     instance: usize,
     socket: &Path,
     token: &str,
-) -> Result<Child, StartError> {
+) -> Result<Spawned, StartError> {
     let mut command = Command::new(&spec.command);
     for variable in SERVICE_MANAGER_VARIABLES {
         command.env_remove(variable);
@@ -81,12 +139,32 @@ pub(crate) fn spawn(
         source,
     })?;
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward_lines(label.clone(), "stdout", stdout));
+        tokio::spawn(forward_lines(label.clone(), "stdout", stdout, None));
     }
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward_lines(label.clone(), "stderr", stderr));
-    }
-    Ok(child)
+    let tail = Arc::new(StderrTail::default());
+    let stderr_task = child.stderr.take().map(|stderr| {
+        tokio::spawn(forward_lines(
+            label.clone(),
+            "stderr",
+            stderr,
+            Some(tail.clone()),
+        ))
+    });
+    Ok(Spawned {
+        child,
+        stderr: tail,
+        stderr_task,
+    })
+}
+
+/// The resident memory (RSS) of a process in bytes, from the `VmRSS` line of
+/// `/proc/<pid>/status` (in kB there, whatever the page size); `None` where there is no such
+/// file (not Linux, or the process is gone).
+pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
 }
 
 /// Kills a process and reaps it; returns its exit status as text.
@@ -113,7 +191,12 @@ pub(crate) fn describe(status: io::Result<ExitStatus>) -> String {
 
 /// Logs each line read from `output` until it ends. Lines longer than [`MAX_LOG_LINE`] are cut
 /// (the rest of the line is skipped without buffering it); invalid UTF-8 is replaced.
-async fn forward_lines<R: AsyncRead + Unpin>(plugin: Arc<str>, stream: &'static str, output: R) {
+async fn forward_lines<R: AsyncRead + Unpin>(
+    plugin: Arc<str>,
+    stream: &'static str,
+    output: R,
+    tail: Option<Arc<StderrTail>>,
+) {
     let mut reader = BufReader::new(output);
     let mut line: Vec<u8> = Vec::new();
     let mut cut = false;
@@ -127,7 +210,7 @@ async fn forward_lines<R: AsyncRead + Unpin>(plugin: Arc<str>, stream: &'static 
         };
         if chunk.is_empty() {
             if !line.is_empty() || cut {
-                log_line(&plugin, stream, &line, cut);
+                log_line(&plugin, stream, &line, cut, tail.as_deref());
             }
             break;
         }
@@ -143,16 +226,19 @@ async fn forward_lines<R: AsyncRead + Unpin>(plugin: Arc<str>, stream: &'static 
         line.extend_from_slice(&content[..content.len().min(room)]);
         reader.consume(taken);
         if end_of_line {
-            log_line(&plugin, stream, &line, cut);
+            log_line(&plugin, stream, &line, cut, tail.as_deref());
             line.clear();
             cut = false;
         }
     }
 }
 
-fn log_line(plugin: &str, stream: &'static str, line: &[u8], cut: bool) {
+fn log_line(plugin: &str, stream: &'static str, line: &[u8], cut: bool, tail: Option<&StderrTail>) {
     let line = String::from_utf8_lossy(line);
     let line = line.trim_end_matches('\r');
+    if let Some(tail) = tail {
+        tail.push(line);
+    }
     if cut {
         tracing::info!(plugin = %plugin, stream, "{line}… (line cut)");
     } else {
@@ -178,6 +264,29 @@ mod tests {
     async fn forwards_long_and_invalid_lines_without_panicking() {
         let mut data = vec![b'x'; MAX_LOG_LINE * 3];
         data.extend_from_slice(b"\n\xff\xfe bad utf8\r\nlast without newline");
-        forward_lines(Arc::from("t"), "stdout", &data[..]).await;
+        let tail = Arc::new(StderrTail::default());
+        forward_lines(Arc::from("t"), "stderr", &data[..], Some(tail.clone())).await;
+        let lines = tail.lines();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2], "last without newline");
+    }
+
+    #[test]
+    fn the_stderr_tail_keeps_the_last_lines() {
+        let tail = StderrTail::default();
+        for i in 0..STDERR_TAIL + 5 {
+            tail.push(&format!("line {i}"));
+        }
+        let lines = tail.lines();
+        assert_eq!(lines.len(), STDERR_TAIL);
+        assert_eq!(lines[0], "line 5");
+    }
+
+    #[test]
+    fn reads_its_own_resident_memory() {
+        if cfg!(target_os = "linux") {
+            let rss = resident_bytes(std::process::id()).unwrap();
+            assert!(rss > 0);
+        }
     }
 }

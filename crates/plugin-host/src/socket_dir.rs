@@ -1,6 +1,7 @@
 //! The private socket directory: created with mode 0700 under a root (the caller's,
 //! `$XDG_RUNTIME_DIR`, or the system temp dir), named `gatekeeper-<pid>-<random>`, removed with
-//! everything in it when dropped. Also binds the per-plugin listening sockets (mode 0600).
+//! everything in it when dropped. Also binds the listening sockets (mode 0600): one per plugin
+//! process, named after its instance ([`socket_file_name`]) and generation ([`generation_path`]).
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
@@ -47,23 +48,6 @@ impl SocketDir {
         &self.path
     }
 
-    /// Binds a listening socket named `file_name` in the directory, with mode 0600.
-    pub(crate) fn bind(
-        &self,
-        file_name: &str,
-    ) -> Result<(UnixListener, PathBuf), (PathBuf, io::Error)> {
-        let path = self.path.join(file_name);
-        let fail = |e| (path.clone(), e);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fail(e)),
-        }
-        let listener = UnixListener::bind(&path).map_err(fail)?;
-        fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(fail)?;
-        Ok((listener, path))
-    }
-
     /// Removes the directory and everything in it (idempotent).
     pub(crate) fn remove(&self) {
         match fs::remove_dir_all(&self.path) {
@@ -74,6 +58,33 @@ impl SocketDir {
             }
         }
     }
+}
+
+/// Binds a listening socket at `path` with mode 0600, replacing a stale file.
+pub(crate) fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    fs::set_permissions(path, Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// The socket path of process `generation` of an instance whose base socket is `base`: the
+/// base itself for generation 0, else `<base stem>.<tag><generation>.sock` next to it (`g` for
+/// an instance's later processes, `s` for standby spares).
+pub(crate) fn generation_path(base: &Path, tag: char, generation: u64) -> PathBuf {
+    if generation == 0 && tag == 'g' {
+        return base.to_owned();
+    }
+    let name = base
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".sock").unwrap_or(&name);
+    base.with_file_name(format!("{stem}.{tag}{generation}.sock"))
 }
 
 impl Drop for SocketDir {

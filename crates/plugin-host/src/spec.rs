@@ -266,7 +266,7 @@ impl PluginSpec {
 /// When a process is replaced make-before-break ([`PluginSpec::recycle_after`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecycleAfter {
-    /// After answering this many calls (hooks and lifecycle calls alike).
+    /// After answering this many calls made through the plugin's handles.
     Calls(u64),
     /// After running this long.
     Time(Duration),
@@ -299,7 +299,7 @@ impl<'de> Deserialize<'de> for RecycleAfter {
                 .map(RecycleAfter::Time)
                 .map_err(|_| {
                     serde::de::Error::custom(format!(
-                        "`{text}` is neither a number of calls nor a duration (examples: 100000, 30m, 1h)"
+                        "recycle_after: `{text}` is neither a number of calls nor a duration (examples: 100000, 30m, 1h)"
                     ))
                 }),
         }
@@ -346,13 +346,13 @@ mod bytes {
             Number(u64),
             Text(String),
         }
-        match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a size: 268435456 or \"256MiB\""))?
-        {
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("max_memory: expected a size: 268435456 or \"256MiB\"")
+        })? {
             Raw::Number(n) => Ok(Some(n)),
             Raw::Text(text) => super::parse_bytes(&text).map(Some).ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "`{text}` is not a size (examples: 256MiB, 1GB, 512k)"
+                    "max_memory: `{text}` is not a size (examples: 256MiB, 1GB, 512k)"
                 ))
             }),
         }
@@ -441,5 +441,86 @@ mod tests {
             spec.validate().unwrap_err().to_string(),
             "instances: 65 must be from 1 to 64"
         );
+    }
+
+    #[test]
+    fn every_supervision_key_round_trips() {
+        let table = serde_json::json!({
+            "name": "hog", "type": "modifier", "command": "x",
+            "instances": 2, "standby": 1,
+            "restart_after_timeouts": 4, "restart_after_errors": 7,
+            "healthy_after": "2s", "restart_backoff_min": "50ms", "restart_backoff_max": "3s",
+            "start_attempts": 5, "max_memory": "256MiB", "recycle_after": 1000,
+        });
+        let spec: PluginSpec = serde_json::from_value(table).unwrap();
+        spec.validate().unwrap();
+        assert_eq!((spec.standby, spec.restart_after_errors), (1, 7));
+        assert_eq!(spec.healthy_after, Duration::from_secs(2));
+        assert_eq!(
+            (spec.restart_backoff_min, spec.restart_backoff_max),
+            (Duration::from_millis(50), Duration::from_secs(3))
+        );
+        assert_eq!(spec.start_attempts, 5);
+        assert_eq!(spec.max_memory, Some(256 << 20));
+        assert_eq!(spec.recycle_after, Some(RecycleAfter::Calls(1000)));
+        let back: PluginSpec =
+            serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+
+        let timed: PluginSpec = serde_json::from_value(serde_json::json!({
+            "type": "modifier", "command": "x", "recycle_after": "1h", "max_memory": 1000,
+        }))
+        .unwrap();
+        assert_eq!(
+            timed.recycle_after,
+            Some(RecycleAfter::Time(Duration::from_secs(3600)))
+        );
+        assert_eq!(timed.max_memory, Some(1000));
+        let back: PluginSpec =
+            serde_json::from_value(serde_json::to_value(&timed).unwrap()).unwrap();
+        assert_eq!(back, timed);
+    }
+
+    #[test]
+    fn bad_supervision_values_name_their_key() {
+        let parse = |extra: serde_json::Value| {
+            let mut table = serde_json::json!({"type": "modifier", "command": "x"});
+            if let (Some(table), Some(extra)) = (table.as_object_mut(), extra.as_object()) {
+                table.extend(extra.clone());
+            }
+            serde_json::from_value::<PluginSpec>(table)
+        };
+        let error = |extra| parse(extra).unwrap_err().to_string();
+        assert!(error(serde_json::json!({"max_memory": "lots"})).starts_with("max_memory: "));
+        assert!(error(serde_json::json!({"max_memory": true})).starts_with("max_memory: "));
+        assert!(error(serde_json::json!({"recycle_after": "often"})).starts_with("recycle_after: "));
+        assert!(error(serde_json::json!({"recycle_after": [1]})).starts_with("recycle_after: "));
+        let invalid = |extra| parse(extra).unwrap().validate().unwrap_err().to_string();
+        for (extra, key) in [
+            (serde_json::json!({"standby": 65}), "standby: "),
+            (serde_json::json!({"start_attempts": 0}), "start_attempts: "),
+            (serde_json::json!({"max_memory": 0}), "max_memory: "),
+            (serde_json::json!({"recycle_after": 0}), "recycle_after: "),
+            (
+                serde_json::json!({"recycle_after": "0s"}),
+                "recycle_after: ",
+            ),
+            (
+                serde_json::json!({"restart_backoff_min": "2s", "restart_backoff_max": "1s"}),
+                "restart_backoff_min: ",
+            ),
+        ] {
+            let message = invalid(extra.clone());
+            assert!(message.starts_with(key), "{extra}: {message}");
+        }
+        let upstream = PluginSpec {
+            standby: 1,
+            ..PluginSpec::new("u", PluginType::Upstream, "x")
+        };
+        assert!(upstream
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("standby: "));
     }
 }

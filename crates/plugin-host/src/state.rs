@@ -1,6 +1,6 @@
 //! The state a plugin's handles share with its supervisors: per instance, the published
-//! connections (one atomic pointer, empty while the instance is down), status, pid and restart
-//! count; per plugin, the round-robin cursor and the call counters. Everything is atomics, so the
+//! connections (one atomic pointer, empty while the instance is down, with the process's
+//! answered-call counter), status, pid, current socket, restart and recycle counts; per plugin, the round-robin cursor and the call counters. Everything is atomics, so the
 //! call path takes no lock.
 
 use std::collections::HashSet;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::Peer;
 
@@ -43,6 +43,9 @@ pub(crate) struct Connections {
     pub(crate) peers: Vec<Peer>,
     /// The hooks declared in the control connection's handshake.
     pub(crate) hooks: Arc<Declared>,
+    /// Hook calls this process answered (the handle counts them; `recycle_after` reads them).
+    /// Shared by every `Connections` published for the same process.
+    pub(crate) calls: Arc<AtomicU64>,
 }
 
 /// One instance (one supervised process) of a plugin.
@@ -51,7 +54,11 @@ pub(crate) struct Instance {
     pub(crate) index: usize,
     /// `name` for a plugin with one instance, `name#index` otherwise: for logs and connections.
     pub(crate) label: Arc<str>,
+    /// The instance's base socket path: its first process listens there, later ones next to it
+    /// (see [`crate::socket_dir::generation_path`]).
     pub(crate) socket_path: PathBuf,
+    /// The listening socket of the current process (the base path while none runs).
+    pub(crate) current_socket: ArcSwap<PathBuf>,
     /// `Some` exactly while the instance is ready.
     pub(crate) connections: ArcSwapOption<Connections>,
     /// The hooks of the last process that became ready, kept while the instance is down so the
@@ -78,6 +85,7 @@ impl Instance {
         Instance {
             index,
             label,
+            current_socket: ArcSwap::from_pointee(socket_path.clone()),
             socket_path,
             connections: ArcSwapOption::empty(),
             declared: ArcSwapOption::empty(),
@@ -109,6 +117,11 @@ impl Instance {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    /// The listening socket of the current process, or the base path while none runs.
+    pub(crate) fn current_socket_path(&self) -> PathBuf {
+        self.current_socket.load().as_ref().clone()
     }
 
     pub(crate) fn count_restart(&self) -> u64 {

@@ -23,6 +23,12 @@ a first run. `modify_request` echoes the request with `context.pid`, `context.co
   instance1_dies   records its pid; instance 1 exits after 0.5 s, the others behave normally
   slow_start       never answer start
   ignore_stop      answer stop but do not exit
+  pids             records its pid and instance at startup, then like normal (standby spares too)
+  fails_twice      counts its runs in PATH.runs; runs 1 and 2 write two stderr lines and exit 7
+                   before the handshake; later runs behave normally
+  always_fails     writes 12 stderr lines (`complaint 1` ..) and exits 7 before the handshake
+  hog              like pids, and every modify_request keeps 1 MiB more memory
+  dies_soon        like normal, but exits 0.1 s after answering start (every run)
 """
 import itertools
 import json
@@ -37,6 +43,7 @@ PATH = sys.argv[2] if len(sys.argv) > 2 else None
 IDS = itertools.count(1)
 FIRST_RUN = True
 UPSTREAMS = []
+HOG = []
 HOOKS = {
     "router": ["add_upstream", "remove_upstream", "route_request", "bogus_hook"],
 }
@@ -124,6 +131,8 @@ class Conn:
             self.reply(msg)
             if MODE == "garbage":
                 self.call("add_upstream", {"upstream": {"id": "nope"}})
+            if MODE == "dies_soon":
+                threading.Timer(0.1, os._exit, args=(5,)).start()
             if MODE == "upstream":
                 self.call("add_upstream", {"upstream": {"id": "u1", "hostnames": ["a.example"]}})
                 self.call("add_upstream", {"upstream": {"id": "taken"}})
@@ -148,6 +157,8 @@ class Conn:
             if FIRST_RUN and MODE == "wrong_type":
                 self.reply(msg, {"request": 5})
                 return
+            if MODE == "hog":
+                HOG.append(b"x" * (1 << 20))
             request = params["request"]
             request.setdefault("context", {})
             request["context"]["conn"] = self.index
@@ -190,6 +201,21 @@ def main():
         if instance == "1":
             time.sleep(0.5)  # let instance 0 start and record its pid too
             os._exit(3)
+    if MODE in ("pids", "hog"):
+        record({"pid": os.getpid(), "instance": os.environ.get("GATEKEEPER_PLUGIN_INSTANCE")})
+    if MODE == "fails_twice":
+        runs_file = PATH + ".runs"
+        runs = int(open(runs_file).read()) + 1 if os.path.exists(runs_file) else 1
+        with open(runs_file, "w") as f:
+            f.write(str(runs))
+        if runs <= 2:
+            log(f"run {runs}: cannot start yet")
+            print(f"run {runs}: giving up", file=sys.stderr, flush=True)
+            os._exit(7)
+    if MODE == "always_fails":
+        for i in range(1, 13):
+            print(f"complaint {i}", file=sys.stderr, flush=True)
+        os._exit(7)
     token = os.environ["GATEKEEPER_TOKEN"]
     version = int(os.environ["GATEKEEPER_PROTOCOL_VERSION"])
     log(f"started as {os.environ['GATEKEEPER_PLUGIN_NAME']} ({os.environ['GATEKEEPER_PLUGIN_TYPE']})")

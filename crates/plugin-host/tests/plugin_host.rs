@@ -123,13 +123,9 @@ async fn refuses_a_wrong_token_and_calls_before_the_handshake() {
     let scratch = Scratch::new("token");
     let out = scratch.file("out");
     let host = PluginHost::new(Some(scratch.0.clone())).unwrap();
-    let error = host
-        .launch(
-            spec("liar", PluginType::Upstream, "wrong_token", Some(&out)),
-            none(),
-        )
-        .await
-        .unwrap_err();
+    let mut liar = spec("liar", PluginType::Upstream, "wrong_token", Some(&out));
+    liar.start_attempts = 1;
+    let error = host.launch(liar, none()).await.unwrap_err();
     assert!(
         matches!(
             error,

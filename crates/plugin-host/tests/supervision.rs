@@ -254,13 +254,15 @@ async fn an_instance_that_fails_its_first_start_fails_the_launch() {
     let scratch = Scratch::new("instances");
     let out = scratch.file("out");
     let host = PluginHost::new(None).unwrap();
-    let spec = spec("half", PluginType::Modifier, "instance1_dies", Some(&out)).with_instances(2);
+    let mut spec =
+        spec("half", PluginType::Modifier, "instance1_dies", Some(&out)).with_instances(2);
+    spec.start_attempts = 1;
     let error = host
         .launch(spec, LaunchOptions::default())
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, HostError::Start { plugin, source: StartError::Exited { .. } } if plugin == "half#1"),
+        matches!(&error, HostError::Start { plugin, source: StartError::Exited { .. }, .. } if plugin == "half#1"),
         "{error}"
     );
     let pids: Vec<u32> = records(&out)

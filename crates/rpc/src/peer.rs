@@ -163,6 +163,8 @@ pub enum CloseReason {
     /// The other side broke the protocol (see [`PeerConfig::close_on_violation`] and
     /// [`Peer::close_for_violation`]); the text says how.
     ProtocolViolation(String),
+    /// The caller took the other side as hung (see [`Peer::close_as_hung`]); the text says why.
+    Hung(String),
 }
 
 impl std::fmt::Display for CloseReason {
@@ -173,6 +175,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::LineTooLong => f.write_str("a line over the length limit"),
             CloseReason::Io(e) => write!(f, "I/O error: {e}"),
             CloseReason::ProtocolViolation(what) => write!(f, "protocol violation: {what}"),
+            CloseReason::Hung(why) => write!(f, "hung ({why})"),
         }
     }
 }
@@ -395,6 +398,12 @@ impl Peer {
             tracing::warn!(peer = %self.name(), violation = %what, "protocol violation: closing the connection");
         }
         self.finish(CloseReason::ProtocolViolation(what));
+    }
+
+    /// Closes the connection because the other side stopped answering in time (e.g. `5 hook
+    /// calls in a row timed out`): like [`Peer::close`], with [`CloseReason::Hung`].
+    pub fn close_as_hung(&self, why: impl Into<String>) {
+        self.finish(CloseReason::Hung(why.into()));
     }
 
     /// Closes the connection once every line queued before this call is written and flushed

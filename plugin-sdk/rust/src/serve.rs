@@ -235,7 +235,7 @@ where
             Ok(())
         }
         reason = peer.closed() => match reason {
-            CloseReason::Eof | CloseReason::Local => {
+            CloseReason::Eof | CloseReason::Local | CloseReason::Hung(_) => {
                 tracing::info!("gatekeeper closed the connection");
                 Ok(())
             }

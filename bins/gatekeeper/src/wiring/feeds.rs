@@ -214,6 +214,14 @@ pub async fn follow_plugins(mut plugin_events: UnboundedReceiver<PluginEvent>, m
                 events::PLUGIN_RESTARTED,
                 json!({ "restarts": restarts, "pid": pid }),
             ),
+            PluginEventKind::TakenOver { restarts, pid } => (
+                events::PLUGIN_RESTARTED,
+                json!({ "restarts": restarts, "pid": pid, "standby": true }),
+            ),
+            PluginEventKind::Recycled { reason, pid } => (
+                events::PLUGIN_RESTARTED,
+                json!({ "recycled": reason, "pid": pid }),
+            ),
             PluginEventKind::Failed { reason } => {
                 (events::PLUGIN_FAILED, json!({ "reason": reason }))
             }

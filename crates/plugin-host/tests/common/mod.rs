@@ -50,6 +50,15 @@ pub fn logged(needles: &[&str]) -> bool {
         .any(|line| needles.iter().all(|n| line.contains(n)))
 }
 
+/// How many log lines contain every one of `needles`.
+pub fn count_logged(needles: &[&str]) -> usize {
+    LOGS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .lines()
+        .filter(|line| needles.iter().all(|n| line.contains(n)))
+        .count()
+}
+
 pub fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_plugin.py")
 }
