@@ -261,7 +261,7 @@ impl PluginHandle {
                 return;
             }
             if let Some(times) = self.shared.hung_warning.affected(std::time::Instant::now()) {
-                tracing::warn!(plugin = %instance.label, timeouts = in_a_row, times, "hook calls keep timing out: the plugin is hung; restarting it (hung processes since the last warning: {times})");
+                tracing::warn!(plugin = %instance.label, timeouts = in_a_row, times, "hook calls keep timing out: taking the plugin as hung and restarting it (hung processes since the last warning: {times})");
             }
             control.close_with(CloseReason::Hung(format!(
                 "{in_a_row} hook calls in a row timed out"
