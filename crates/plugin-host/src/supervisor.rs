@@ -182,15 +182,22 @@ impl Supervisor {
                     if ready_at.elapsed() >= BACKOFF_RESET_AFTER {
                         backoff = self.spec.restart_backoff_min;
                     }
+                    // A process that ran healthily is restarted at once; only a crash loop
+                    // waits (in `Backoff`, when calls fail at once).
+                    if ready_at.elapsed() >= self.spec.healthy_after {
+                        wait = false;
+                    }
                 }
             }
             running = loop {
                 if wait {
+                    self.instance.set_status(PluginStatus::Backoff);
                     tokio::select! {
                         biased;
                         () = self.cancel.cancelled() => return self.stopped(),
                         () = sleep(backoff) => {}
                     }
+                    self.instance.set_status(PluginStatus::Restarting);
                     backoff = backoff.saturating_mul(2).min(self.spec.restart_backoff_max);
                 }
                 wait = true;

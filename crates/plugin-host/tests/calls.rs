@@ -341,3 +341,30 @@ async fn results_of_the_wrong_shape_fail_calls_and_restart_only_after_five_in_a_
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_while_the_plugin_is_in_backoff_fails_at_once() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let mut spec = spec("looping", PluginType::Modifier, "normal", None);
+    // Any death is a crash loop, with a long wait before the restart.
+    spec.healthy_after = Duration::from_secs(600);
+    spec.restart_backoff_min = Duration::from_secs(30);
+    spec.restart_backoff_max = Duration::from_secs(30);
+    spec.hook_timeout = Duration::from_secs(60);
+    let plugin = launch(&host, spec).await;
+    kill9(plugin.pid().unwrap());
+    eventually("the plugin is in backoff", BACK, || {
+        plugin.state().status == PluginStatus::Backoff
+    })
+    .await;
+    assert!(!plugin.is_available());
+    let outcome = tokio::time::timeout(BACK, plugin.call::<ModifyRequest>(&request()))
+        .await
+        .expect("no waiting for a restart that is not coming");
+    assert!(
+        matches!(outcome, Err(PluginCallError::Unavailable { .. })),
+        "{outcome:?}"
+    );
+    host.shutdown().await;
+}
