@@ -82,7 +82,7 @@ pub struct PluginState {
     /// Those of the calls answered with a result of the wrong shape.
     pub bad_results: u64,
     /// Calls sent a second time, to another instance (or a restarted one), after the first
-    /// went down with them.
+    /// went down with them or stalled past half the hook timeout (hedged).
     pub retries: u64,
     /// Time spent in those calls, all together, in microseconds (divide by `calls` for the
     /// mean latency).
