@@ -162,6 +162,15 @@ impl PluginHandle {
             return (target, Err(self.unavailable()));
         };
         let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // The call's time went on waiting for this process: not its fault.
+            let error = PluginCallError::Timeout {
+                plugin: plugin(),
+                hook: method,
+                timeout: self.shared.hook_timeout,
+            };
+            return (target, Err(error));
+        }
         let outcome = connection.call_raw(method, params, left).await;
         if matches!(outcome, Err(CallError::Timeout { .. })) {
             self.note_timeout(target.instance, connections);
