@@ -3,7 +3,7 @@
 //! supervisor swaps on every (re)start, and calls pick an instance and a connection with atomic
 //! round-robin cursors. The call path itself (waiting for a restarting instance, sending a call
 //! again after a crash or a stall, judging results) is in [`routing`]; the rate-limited warnings
-//! in [`warnings`].
+//! are [`gatekeeper_rpc::warnings`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -22,7 +22,6 @@ use routing::{pick_peer, Target};
 mod routing;
 #[cfg(test)]
 mod tests;
-pub(crate) mod warnings;
 
 /// Where a plugin (or one instance of it) is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

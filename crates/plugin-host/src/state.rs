@@ -13,8 +13,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::Peer;
 
-use crate::handle::warnings::RateLimitedWarning;
 use crate::handle::PluginStatus;
+use gatekeeper_rpc::warnings::RateLimitedWarning;
 
 /// What a plugin declared in its handshake: its hooks, which of them want the body, and which
 /// must not be sent twice.

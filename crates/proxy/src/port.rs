@@ -26,7 +26,6 @@
 //! [`Snapshot::replay`](crate::Snapshot::replay).
 
 pub mod policy;
-pub mod warnings;
 
 use std::any::Any;
 use std::time::Duration;

@@ -1,19 +1,19 @@
-//! Rate-limited warnings of the call path: a plugin that keeps answering with results of the
-//! wrong shape, or whose calls keep stalling, logs at most one warning per [`WARNING_INTERVAL`]
-//! (10 s) per kind, carrying the number of calls affected since the previous one. The first is
+//! Rate-limited warnings about a plugin, shared by both sides of the plugin port (the plugin
+//! host's call path: results of the wrong shape, hung processes; the proxy's failure policy: a
+//! plugin down or failing): at most one warning per [`WARNING_INTERVAL`] (10 s) per plugin and
+//! kind, carrying the number of calls or requests affected since the previous one. The first is
 //! warned about at once; the ones after it within the interval are only counted and reported by
-//! the first warning after the interval. (The same idea as the proxy's failure warnings, which
-//! this crate cannot depend on.)
+//! the first warning after the interval.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// At most one warning of a kind per plugin per this interval.
-pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+pub const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// One kind of warning of one plugin.
+/// One kind of warning of one plugin (e.g. one per plugin in each hooks snapshot).
 #[derive(Debug)]
-pub(crate) struct RateLimitedWarning {
+pub struct RateLimitedWarning {
     interval: Duration,
     state: Mutex<State>,
 }
@@ -34,7 +34,7 @@ impl Default for RateLimitedWarning {
 
 impl RateLimitedWarning {
     /// At most one warning per `interval`.
-    pub(crate) fn new(interval: Duration) -> Self {
+    pub fn new(interval: Duration) -> Self {
         RateLimitedWarning {
             interval,
             state: Mutex::default(),
@@ -44,7 +44,7 @@ impl RateLimitedWarning {
     /// Counts one affected call at `now`: `Some(n)` when it is to be warned about now, `n`
     /// being the calls affected since the previous warning, this one included; `None` when it
     /// is only counted.
-    pub(crate) fn affected(&self, now: Instant) -> Option<u64> {
+    pub fn affected(&self, now: Instant) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let due = state
             .last_warned
