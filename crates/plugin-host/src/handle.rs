@@ -1,22 +1,27 @@
 //! [`PluginHandle`]: what callers hold to call one plugin. Cheap to clone and lock-free on the
 //! call path: each instance's current connections are one atomic pointer ([`arc_swap`]) that its
 //! supervisor swaps on every (re)start, and calls pick an instance and a connection with atomic
-//! round-robin cursors. While no instance is ready calls fail at once with
-//! [`PluginCallError::Unavailable`].
-//!
-//! A result of the wrong type is a protocol violation: the connection it came on is closed
-//! (for an instance's control connection, the instance is then restarted).
+//! round-robin cursors. The call path itself (waiting for a restarting instance, sending a call
+//! again after a crash or a stall, judging results) is in [`routing`]; the rate-limited warnings
+//! are [`gatekeeper_rpc::warnings`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use gatekeeper_rpc::methods::{Configure, Heartbeat, PluginType, Start, Stop};
-use gatekeeper_rpc::{CallError, Method};
+#[cfg(doc)]
+use gatekeeper_rpc::CallError;
+use gatekeeper_rpc::Method;
 
 use crate::error::PluginCallError;
-use crate::state::{Connections, Declared, Instance, Shared};
+use crate::state::{Declared, Shared};
+use routing::{pick_peer, Target};
+
+mod routing;
+#[cfg(test)]
+mod tests;
 
 /// Where a plugin (or one instance of it) is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,7 +81,7 @@ pub struct PluginState {
     /// Those of the calls answered with a result of the wrong shape.
     pub bad_results: u64,
     /// Calls sent a second time, to another instance (or a restarted one), after the first
-    /// went down with them.
+    /// went down with them or stalled past half the hook timeout (hedged).
     pub retries: u64,
     /// Time spent in those calls, all together, in microseconds (divide by `calls` for the
     /// mean latency).
@@ -89,7 +94,7 @@ pub struct PluginHandle {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// Methods every plugin answers, whatever hooks it declared.
+/// Methods every plugin answers, whatever hooks it declared (never sent twice).
 const LIFECYCLE: [&str; 4] = [Configure::NAME, Start::NAME, Heartbeat::NAME, Stop::NAME];
 
 impl PluginHandle {
@@ -110,7 +115,7 @@ impl PluginHandle {
 
     /// Whether the plugin declared `hook` in its handshake: a ready instance's declaration, or
     /// while none is ready, the last one seen. A plugin that is down keeps its hooks, so the
-    /// caller applies its failure policy (a call fails at once with
+    /// caller applies its failure policy (a call waits for a restart or fails with
     /// [`PluginCallError::Unavailable`]) instead of skipping it. False before the first start.
     pub fn has_hook(&self, hook: &str) -> bool {
         self.declares(|declared| declared.contains(hook))
@@ -137,6 +142,19 @@ impl PluginHandle {
             || instances
                 .iter()
                 .any(|instance| instance.declared.load().as_ref().is_some_and(|d| test(d)))
+    }
+
+    /// Whether a call can be answered now or soon: an instance is ready, starting or restarting
+    /// (calls wait for it within their timeout). False while every instance is in backoff or
+    /// stopped: calls then fail at once with [`PluginCallError::Unavailable`].
+    pub fn is_available(&self) -> bool {
+        self.shared.instances.iter().any(|instance| {
+            instance.connections.load().is_some()
+                || !matches!(
+                    instance.status(),
+                    PluginStatus::Backoff | PluginStatus::Stopped
+                )
+        })
     }
 
     /// Whether at least one instance is started and answering calls.
@@ -224,9 +242,12 @@ impl PluginHandle {
     /// Calls a method on the plugin with the spec's hook timeout.
     ///
     /// Hooks (every method but the lifecycle ones) must have been declared in the handshake.
-    /// Fails at once with [`PluginCallError::Unavailable`] while no instance is ready. Calls are
-    /// spread round-robin over the ready instances, and within an instance over the connections
-    /// it opened.
+    /// Calls are spread round-robin over the ready instances, and within an instance over the
+    /// connections it opened. While no instance is ready but one is starting or restarting, the
+    /// call waits for it within the timeout; while all are in backoff or stopped, it fails at
+    /// once with [`PluginCallError::Unavailable`]. A hook call whose process dies with it, or
+    /// that stalls past half the timeout while another instance is ready, is sent once more
+    /// (unless the plugin declared the hook `no_retry`). A `null` result reads as `{}`.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, PluginCallError> {
         self.call_parsed(M::NAME, params, |raw| serde_json::from_str(raw))
             .await
@@ -234,8 +255,9 @@ impl PluginHandle {
 
     /// Calls `method` by name like [`call`](Self::call), with params already in any
     /// serialisable form (e.g. a [`serde_json::value::RawValue`]) and the result read by
-    /// `parse` from its JSON text. A result that `parse` refuses is a protocol violation, as in
-    /// [`call`](Self::call).
+    /// `parse` from its JSON text (`{}` for a `null` result). A result that `parse` refuses
+    /// fails the call ([`CallError::InvalidResult`]) without closing anything; only
+    /// `restart_after_errors` of them in a row from one process restart it.
     pub async fn call_parsed<P, R>(
         &self,
         method: &'static str,
@@ -246,14 +268,10 @@ impl PluginHandle {
         P: serde::Serialize + ?Sized,
     {
         let started = Instant::now();
-        let outcome = match self.pick() {
-            Some((instance, connections, peer)) => {
-                self.call_on(instance, &connections, peer, method, params, parse)
-                    .await
-            }
-            None => Err(PluginCallError::Unavailable {
-                plugin: self.shared.name.clone(),
-            }),
+        let deadline = started + self.shared.hook_timeout;
+        let outcome = match self.route(method, params, deadline).await {
+            Ok((target, raw)) => self.judge(&target, method, &raw, parse),
+            Err(error) => Err(error),
         };
         self.count(&outcome, started);
         outcome
@@ -262,7 +280,7 @@ impl PluginHandle {
     /// Calls a method on every ready instance at once (e.g. `add_upstream` on every instance of
     /// a router plugin), with the hook timeout. Returns each ready instance's index and outcome;
     /// instances that are down are skipped (bring them up to date in
-    /// [`crate::BeforeReady`]). Empty when no instance is ready.
+    /// [`crate::BeforeReady`]); nothing is sent twice. Empty when no instance is ready.
     pub async fn call_all<M: Method>(
         &self,
         params: &M::Params,
@@ -270,114 +288,24 @@ impl PluginHandle {
         let calls = self.shared.instances.iter().filter_map(|instance| {
             let connections = instance.connections.load_full()?;
             let peer = pick_peer(instance, &connections)?;
+            let target = Target {
+                instance: instance.as_ref(),
+                connections,
+                peer,
+            };
             Some(async move {
                 let started = Instant::now();
+                let deadline = started + self.shared.hook_timeout;
                 let parse = |raw: &str| serde_json::from_str(raw);
-                let outcome = self
-                    .call_on(instance, &connections, peer, M::NAME, params, parse)
-                    .await;
+                let outcome = match self.send(target, M::NAME, params, deadline).await {
+                    (target, Ok(raw)) => self.judge(&target, M::NAME, &raw, parse),
+                    (_, Err(error)) => Err(error),
+                };
                 self.count(&outcome, started);
                 (instance.index, outcome)
             })
         });
         futures::future::join_all(calls).await
-    }
-
-    /// The next ready instance and open connection, round-robin.
-    fn pick(&self) -> Option<(&Instance, Arc<Connections>, usize)> {
-        let instances = &self.shared.instances;
-        let count = instances.len();
-        let start = if count == 1 {
-            0
-        } else {
-            self.shared.next_instance.fetch_add(1, Ordering::Relaxed)
-        };
-        (0..count).find_map(|i| {
-            let instance = instances.get((start + i) % count)?;
-            let connections = instance.connections.load_full()?;
-            let peer = pick_peer(instance, &connections)?;
-            Some((instance.as_ref(), connections, peer))
-        })
-    }
-
-    async fn call_on<P, R>(
-        &self,
-        instance: &Instance,
-        connections: &Connections,
-        peer: usize,
-        method: &'static str,
-        params: &P,
-        parse: impl FnOnce(&str) -> Result<R, serde_json::Error>,
-    ) -> Result<R, PluginCallError>
-    where
-        P: serde::Serialize + ?Sized,
-    {
-        let plugin = || self.shared.name.clone();
-        if !LIFECYCLE.contains(&method) && !connections.hooks.contains(method) {
-            return Err(PluginCallError::NotDeclared {
-                plugin: plugin(),
-                hook: method,
-            });
-        }
-        let Some(connection) = connections.peers.get(peer) else {
-            return Err(PluginCallError::Unavailable { plugin: plugin() });
-        };
-        let timeout = self.shared.hook_timeout;
-        let outcome = match connection.call_raw(method, params, timeout).await {
-            Ok(raw) => parse(raw.get()).map_err(|source| CallError::InvalidResult {
-                method: method.to_owned(),
-                source,
-            }),
-            Err(error) => Err(error),
-        };
-        if matches!(outcome, Err(CallError::Timeout { .. })) {
-            self.note_timeout(instance, connections);
-        } else {
-            instance.consecutive_timeouts.store(0, Ordering::Relaxed);
-        }
-        if outcome.is_ok() {
-            connections.calls.fetch_add(1, Ordering::Relaxed);
-        }
-        match outcome {
-            Ok(result) => Ok(result),
-            Err(CallError::Timeout { .. }) => Err(PluginCallError::Timeout {
-                plugin: plugin(),
-                hook: method,
-                timeout,
-            }),
-            Err(source @ CallError::InvalidResult { .. }) => {
-                let control = peer == 0;
-                tracing::warn!(plugin = %instance.label, hook = method, error = %source, control, "plugin answered with a result of the wrong type: closing the connection");
-                connection.close_for_violation(source.to_string());
-                Err(PluginCallError::Failed {
-                    plugin: plugin(),
-                    source,
-                })
-            }
-            Err(source) => Err(PluginCallError::Failed {
-                plugin: plugin(),
-                source,
-            }),
-        }
-    }
-
-    /// Counts a hook timeout; after `restart_after_timeouts` in a row the process is taken as
-    /// hung: its control connection is closed, so its supervisor restarts it now rather than
-    /// after its heartbeats go unanswered (every call meanwhile would wait the full timeout).
-    fn note_timeout(&self, instance: &Instance, connections: &Connections) {
-        let limit = self.shared.restart_after_timeouts;
-        let in_a_row = instance
-            .consecutive_timeouts
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        if limit == 0 || in_a_row < limit {
-            return;
-        }
-        instance.consecutive_timeouts.store(0, Ordering::Relaxed);
-        if let Some(control) = connections.peers.first() {
-            tracing::warn!(plugin = %instance.label, timeouts = in_a_row, "hook calls keep timing out: taking the plugin as hung and restarting it");
-            control.close_for_violation(format!("{in_a_row} hook calls in a row timed out"));
-        }
     }
 
     fn count<T>(&self, outcome: &Result<T, PluginCallError>, started: Instant) {
@@ -391,20 +319,4 @@ impl PluginHandle {
             }
         }
     }
-}
-
-/// The index of the instance's next open connection, round-robin.
-fn pick_peer(instance: &Instance, connections: &Connections) -> Option<usize> {
-    let count = connections.peers.len();
-    if count == 1 {
-        return connections
-            .peers
-            .first()
-            .filter(|p| !p.is_closed())
-            .map(|_| 0);
-    }
-    let start = instance.next_peer.fetch_add(1, Ordering::Relaxed);
-    (0..count)
-        .map(|i| (start + i) % count)
-        .find(|&i| connections.peers.get(i).is_some_and(|p| !p.is_closed()))
 }

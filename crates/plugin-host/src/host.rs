@@ -196,6 +196,7 @@ impl PluginHost {
             spec.plugin_type,
             spec.hook_timeout,
             spec.restart_after_timeouts,
+            spec.restart_after_errors,
             instances.clone(),
         ));
         let handle = PluginHandle {

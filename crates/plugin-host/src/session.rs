@@ -1,5 +1,6 @@
 //! The [`Handler`] of each plugin connection: checks the handshake (it must be the first call,
-//! with the current token and protocol version), records the declared hooks, tells the supervisor
+//! with the current token and protocol version), records the declared hooks (which want bodies,
+//! which are not to be retried), tells the supervisor
 //! about the new authenticated connection, and afterwards serves the manager methods to upstream
 //! plugins. Nothing a plugin sends here can panic the host: bad params become error replies.
 //!
@@ -138,10 +139,15 @@ impl Session {
             }
         }
         let bodies = declared_bodies(context, &hooks, params.bodies);
+        let no_retry = declared_no_retry(context, &hooks, params.no_retry);
         *self
             .accepted_hooks
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Declared { hooks, bodies });
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Declared {
+            hooks,
+            bodies,
+            no_retry,
+        });
         to_raw(&HandshakeResult {
             protocol_version: PROTOCOL_VERSION,
             name: context.name.to_string(),
@@ -168,6 +174,24 @@ fn declared_bodies(
         }
     }
     wanted
+}
+
+/// The hooks of `no_retry` that are declared in `hooks` (so valid for the plugin's type); others
+/// are ignored with a warning.
+fn declared_no_retry(
+    context: &SessionContext,
+    hooks: &HashSet<String>,
+    no_retry: Vec<String>,
+) -> HashSet<String> {
+    let mut kept = HashSet::new();
+    for hook in no_retry {
+        if hooks.contains(&hook) {
+            kept.insert(hook);
+        } else {
+            tracing::warn!(plugin = %context.label, %hook, plugin_type = %context.plugin_type, "ignoring `no_retry` for a hook that is not declared");
+        }
+    }
+    kept
 }
 
 impl Handler for Session {

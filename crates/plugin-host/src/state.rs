@@ -14,14 +14,18 @@ use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::Peer;
 
 use crate::handle::PluginStatus;
+use gatekeeper_rpc::warnings::RateLimitedWarning;
 
-/// What a plugin declared in its handshake: its hooks, and which of them want the body.
+/// What a plugin declared in its handshake: its hooks, which of them want the body, and which
+/// must not be sent twice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Declared {
     /// The hooks it implements (valid for its type).
     pub(crate) hooks: HashSet<String>,
     /// The declared hooks that want the body (valid for its type).
     pub(crate) bodies: HashSet<String>,
+    /// The declared hooks not to retry after a crash or a stall (valid for its type).
+    pub(crate) no_retry: HashSet<String>,
 }
 
 impl Declared {
@@ -33,6 +37,12 @@ impl Declared {
     /// Whether `hook` was declared and wants the body.
     pub(crate) fn wants_body(&self, hook: &str) -> bool {
         self.bodies.contains(hook) && self.hooks.contains(hook)
+    }
+
+    /// Whether a call of `hook` may be sent a second time (to another process, after the first
+    /// died with it or stalled): not if the plugin declared it `no_retry`.
+    pub(crate) fn may_retry(&self, hook: &str) -> bool {
+        !self.no_retry.contains(hook)
     }
 }
 
@@ -67,6 +77,8 @@ pub(crate) struct Instance {
     pub(crate) next_peer: AtomicUsize,
     /// Hook calls in a row that timed out; reset by any answer.
     pub(crate) consecutive_timeouts: AtomicU32,
+    /// Hook calls in a row answered with a result of the wrong shape; reset by a good answer.
+    pub(crate) consecutive_bad_results: AtomicU32,
     /// Woken by [`crate::PluginHandle::restart`]: the supervisor restarts the running process.
     pub(crate) restart_requested: tokio::sync::Notify,
     /// Set with each restart request and cleared when a process starts, so that a wake-up left
@@ -91,6 +103,7 @@ impl Instance {
             declared: ArcSwapOption::empty(),
             next_peer: AtomicUsize::new(0),
             consecutive_timeouts: AtomicU32::new(0),
+            consecutive_bad_results: AtomicU32::new(0),
             restart_requested: tokio::sync::Notify::new(),
             restart_pending: std::sync::atomic::AtomicBool::new(false),
             recycles: AtomicU64::new(0),
@@ -141,6 +154,8 @@ pub(crate) struct Shared {
     pub(crate) hook_timeout: Duration,
     /// See [`crate::PluginSpec::restart_after_timeouts`].
     pub(crate) restart_after_timeouts: u32,
+    /// See [`crate::PluginSpec::restart_after_errors`].
+    pub(crate) restart_after_errors: u32,
     /// At least one.
     pub(crate) instances: Vec<Arc<Instance>>,
     pub(crate) next_instance: AtomicUsize,
@@ -156,6 +171,10 @@ pub(crate) struct Shared {
     pub(crate) became_ready: tokio::sync::Notify,
     /// Time spent in calls, all together, in microseconds.
     pub(crate) latency_us: AtomicU64,
+    /// The warning about results of the wrong shape, at most one per interval.
+    pub(crate) bad_result_warning: RateLimitedWarning,
+    /// The warning about stalled (hung) calls, at most one per interval.
+    pub(crate) hung_warning: RateLimitedWarning,
 }
 
 impl Shared {
@@ -164,6 +183,7 @@ impl Shared {
         plugin_type: PluginType,
         hook_timeout: Duration,
         restart_after_timeouts: u32,
+        restart_after_errors: u32,
         instances: Vec<Arc<Instance>>,
     ) -> Shared {
         Shared {
@@ -171,6 +191,7 @@ impl Shared {
             plugin_type,
             hook_timeout,
             restart_after_timeouts,
+            restart_after_errors,
             instances,
             next_instance: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
@@ -181,6 +202,8 @@ impl Shared {
             standby_ready: AtomicUsize::new(0),
             became_ready: tokio::sync::Notify::new(),
             latency_us: AtomicU64::new(0),
+            bad_result_warning: RateLimitedWarning::default(),
+            hung_warning: RateLimitedWarning::default(),
         }
     }
 }

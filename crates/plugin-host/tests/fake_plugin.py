@@ -29,6 +29,9 @@ a first run. `modify_request` echoes the request with `context.pid`, `context.co
   always_fails     writes 12 stderr lines (`complaint 1` ..) and exits 7 before the handshake
   hog              like pids, and every modify_request keeps 1 MiB more memory
   dies_soon        like normal, but exits 0.1 s after answering start (every run)
+  null_result      answer modify_request with a `null` result
+  dies_on_call     instance 0's processes exit on their 3rd modify_request, without answering it
+  no_retry         like dies_on_call, and declares modify_request `no_retry` in the handshake
 """
 import itertools
 import json
@@ -41,6 +44,7 @@ import time
 MODE = sys.argv[1] if len(sys.argv) > 1 else "normal"
 PATH = sys.argv[2] if len(sys.argv) > 2 else None
 IDS = itertools.count(1)
+MODIFY_CALLS = itertools.count(1)
 FIRST_RUN = True
 UPSTREAMS = []
 HOG = []
@@ -100,13 +104,17 @@ class Conn:
         self.send(out)
 
     def handshake(self, token, version):
-        return self.call("handshake", {
+        params = {
             "token": token,
             "protocol_version": version,
             "hooks": HOOKS.get(MODE, ["modify_request", "bogus_hook"]),
             # modify_response is not declared: wanting its body is ignored.
             "bodies": ["modify_request", "modify_response"],
-        })
+        }
+        if MODE == "no_retry":
+            # modify_response is not declared: not retrying it is ignored.
+            params["no_retry"] = ["modify_request", "modify_response"]
+        return self.call("handshake", params)
 
     def on_response(self, msg):
         method = self.pending.pop(msg.get("id"), None)
@@ -159,6 +167,15 @@ class Conn:
                 return
             if MODE == "hog":
                 HOG.append(b"x" * (1 << 20))
+            if MODE == "null_result":
+                self.send({"jsonrpc": "2.0", "id": msg["id"], "result": None})
+                return
+            if (MODE in ("dies_on_call", "no_retry")
+                    and os.environ.get("GATEKEEPER_PLUGIN_INSTANCE") == "0"
+                    and next(MODIFY_CALLS) == 3):
+                record({"died": os.getpid()})
+                log("exiting on a modify_request")
+                os._exit(5)
             request = params["request"]
             request.setdefault("context", {})
             request["context"]["conn"] = self.index

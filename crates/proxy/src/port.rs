@@ -26,7 +26,6 @@
 //! [`Snapshot::replay`](crate::Snapshot::replay).
 
 pub mod policy;
-pub mod warnings;
 
 use std::any::Any;
 use std::time::Duration;
@@ -191,8 +190,9 @@ pub trait Plugin: Send + Sync + 'static {
     fn wants_body(&self, _hook: &str) -> bool {
         false
     }
-    /// Whether the plugin can be called now (false while it is down or restarting: the
-    /// failure policy then applies without a call). Default: yes.
+    /// Whether a call can be answered now or soon (false while the plugin is down with nothing
+    /// coming, e.g. in a restart backoff: the failure policy then applies without a call; a
+    /// plugin being restarted is available, its calls wait for it). Default: yes.
     fn is_available(&self) -> bool {
         true
     }

@@ -11,7 +11,8 @@
 //!   params and result types), with [`types`] and [`metrics`] the data they carry;
 //! - [`dispatch`]: typed dispatch of incoming calls from that table (proxy's manager, Rust SDK);
 //! - [`schema`]: the generated machine-readable protocol, `plugin-sdk/protocol.json`;
-//! - [`env`](mod@crate::env): the environment variables the proxy sets for a plugin process.
+//! - [`env`](mod@crate::env): the environment variables the proxy sets for a plugin process;
+//! - [`warnings`]: the rate limit of warnings about a plugin, for both sides of the port.
 //!
 //! docs/protocol.md is the human-readable spec of the same protocol and must stay true to this crate.
 
@@ -26,6 +27,7 @@ mod params;
 pub mod peer;
 pub mod schema;
 pub mod types;
+pub mod warnings;
 
 pub use error::{codes, CallError, ErrorCode, ErrorObject};
 pub use message::{Message, RequestId};

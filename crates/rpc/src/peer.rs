@@ -163,8 +163,13 @@ pub enum CloseReason {
     /// The other side broke the protocol (see [`PeerConfig::close_on_violation`] and
     /// [`Peer::close_for_violation`]); the text says how.
     ProtocolViolation(String),
-    /// The caller took the other side as hung (see [`Peer::close_as_hung`]); the text says why.
+    /// The other side stopped answering (e.g. its calls keep timing out); closed with
+    /// [`Peer::close_with`]. Not a protocol violation; the text says how it was seen.
     Hung(String),
+    /// The other side keeps answering calls it cannot have meant (e.g. results of the wrong
+    /// shape, each failing its call); closed with [`Peer::close_with`]. Not a protocol
+    /// violation; the text says how.
+    Failing(String),
 }
 
 impl std::fmt::Display for CloseReason {
@@ -176,6 +181,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "I/O error: {e}"),
             CloseReason::ProtocolViolation(what) => write!(f, "protocol violation: {what}"),
             CloseReason::Hung(why) => write!(f, "hung ({why})"),
+            CloseReason::Failing(what) => write!(f, "failing ({what})"),
         }
     }
 }
@@ -282,13 +288,13 @@ impl Peer {
         R: DeserializeOwned,
     {
         let raw = self.call_raw(method, params, timeout).await?;
-        serde_json::from_str(raw.get()).map_err(|source| CallError::InvalidResult {
+        serde_json::from_str(lenient_result(&raw)).map_err(|source| CallError::InvalidResult {
             method: method.to_owned(),
             source,
         })
     }
 
-    /// Calls a typed [`Method`].
+    /// Calls a typed [`Method`]. A `null` result reads as `{}`.
     pub async fn request<M: Method>(
         &self,
         params: &M::Params,
@@ -297,7 +303,8 @@ impl Peer {
         self.call(M::NAME, params, timeout).await
     }
 
-    /// Calls `method` and returns its result as raw JSON.
+    /// Calls `method` and returns its result as raw JSON (a `null` result as it came: see
+    /// [`lenient_result`]).
     pub async fn call_raw<P>(
         &self,
         method: &str,
@@ -400,10 +407,10 @@ impl Peer {
         self.finish(CloseReason::ProtocolViolation(what));
     }
 
-    /// Closes the connection because the other side stopped answering in time (e.g. `5 hook
-    /// calls in a row timed out`): like [`Peer::close`], with [`CloseReason::Hung`].
-    pub fn close_as_hung(&self, why: impl Into<String>) {
-        self.finish(CloseReason::Hung(why.into()));
+    /// Closes the connection for `reason` (e.g. [`CloseReason::Hung`]): like [`Peer::close`],
+    /// with that reason recorded. Logs nothing; the caller says why.
+    pub fn close_with(&self, reason: CloseReason) {
+        self.finish(reason);
     }
 
     /// Closes the connection once every line queued before this call is written and flushed
@@ -556,6 +563,17 @@ impl Peer {
                 tracing::error!(peer = %self.name(), error = %e, "could not encode a response")
             }
         }
+    }
+}
+
+/// The JSON text a result is read from: a `null` result reads as `{}` (the protocol accepts
+/// `null` for an empty result, for every method).
+pub fn lenient_result(raw: &RawValue) -> &str {
+    let text = raw.get();
+    if text.trim() == "null" {
+        "{}"
+    } else {
+        text
     }
 }
 

@@ -517,3 +517,50 @@ async fn close_for_violation_records_why() {
     );
     assert_eq!(lines.next_line().await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn close_with_records_a_reason_that_is_not_a_violation() {
+    let (peer, mut lines, _write) = strict_peer();
+    peer.close_with(CloseReason::Hung("5 hook calls in a row timed out".into()));
+    let reason = closed_within(&peer).await;
+    assert_eq!(reason.to_string(), "hung (5 hook calls in a row timed out)");
+    assert!(!matches!(reason, CloseReason::ProtocolViolation(_)));
+    assert_eq!(lines.next_line().await.unwrap(), None);
+    assert_eq!(
+        CloseReason::Failing("5 results of the wrong shape in a row".into()).to_string(),
+        "failing (5 results of the wrong shape in a row)"
+    );
+}
+
+/// Answers every request with a `null` result.
+struct Nothing;
+
+impl Handler for Nothing {
+    fn handle_request(&self, _: IncomingRequest) -> BoxFuture<'static, Reply> {
+        Box::pin(async { Ok(gatekeeper_rpc::message::null()) })
+    }
+}
+
+#[tokio::test]
+async fn a_null_result_reads_as_an_empty_object() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let client = Peer::spawn(a, Arc::new(NoHandler), config("client"));
+    let _server = Peer::spawn(b, Arc::new(Nothing), config("server"));
+    let result = client
+        .request::<gatekeeper_rpc::methods::ModifyRequest>(
+            &gatekeeper_rpc::methods::ModifyRequestParams {
+                request: gatekeeper_rpc::types::HttpRequest::default(),
+            },
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert!(result.request.is_none() && result.response.is_none());
+    let empty: gatekeeper_rpc::methods::Empty =
+        client.call("start", &json!({}), LONG).await.unwrap();
+    assert_eq!(empty, gatekeeper_rpc::methods::Empty {});
+    // The raw result stays as it came.
+    let raw = client.call_raw("start", &json!({}), LONG).await.unwrap();
+    assert_eq!(raw.get(), "null");
+    assert_eq!(gatekeeper_rpc::peer::lenient_result(&raw), "{}");
+}

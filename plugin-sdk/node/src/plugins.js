@@ -188,6 +188,21 @@ export class Plugin {
   bodies() {
     return [];
   }
+
+  /**
+   * The declared hooks gatekeeper must not send twice, sent in the handshake (`no_retry`). By
+   * default a hook call in flight on a process that dies (or stalls while another instance is
+   * ready) is sent once more to another process, so a hook may run twice for one request; name
+   * a hook here when running it twice would do harm. Such a call fails instead, under the
+   * plugin's failure policy.
+   *
+   * Default: none (every hook may be retried).
+   *
+   * @returns {string[]} wire names, e.g. `['modify_request']`
+   */
+  noRetry() {
+    return [];
+  }
 }
 
 /**

@@ -146,6 +146,25 @@ function declaredBodies(plugin, hooks, log) {
 }
 
 /**
+ * The hooks `plugin` does not want sent twice: its `noRetry()` (or a `noRetry` array property),
+ * if any.
+ *
+ * @returns {string[]}
+ */
+function declaredNoRetry(plugin, hooks, log) {
+  const named = typeof plugin.noRetry === 'function' ? plugin.noRetry() : (plugin.noRetry ?? []);
+  if (!Array.isArray(named) || named.some((hook) => typeof hook !== 'string')) {
+    throw new TypeError('noRetry() must return an array of hook names');
+  }
+  for (const hook of named) {
+    if (!hooks.includes(hook)) {
+      log.warn(`\`no_retry\` for \`${hook}\`, which is not declared; gatekeeper ignores it`);
+    }
+  }
+  return [...new Set(named)];
+}
+
+/**
  * Answers one call from the proxy: an undeclared hook is refused (`-32601`), a hook goes to
  * its method, the lifecycle methods to `configure` / `start` / `heartbeat` / `stop`, anything
  * else is `-32601`. Errors become error objects: {@link RpcError} keeps its code, bad params
@@ -252,9 +271,11 @@ export async function run(plugin, socket, env = {}, options = {}) {
   }
   let hooks;
   let bodies;
+  let noRetry;
   try {
     hooks = declaredHooks(plugin, type, log);
     bodies = declaredBodies(plugin, hooks, log);
+    noRetry = declaredNoRetry(plugin, hooks, log);
   } catch (error) {
     socket.destroy();
     throw error;
@@ -280,6 +301,7 @@ export async function run(plugin, socket, env = {}, options = {}) {
         protocol_version: PROTOCOL_VERSION,
         hooks,
         ...(bodies.length > 0 ? { bodies } : {}),
+        ...(noRetry.length > 0 ? { no_retry: noRetry } : {}),
       },
       HANDSHAKE_TIMEOUT_MS,
     );

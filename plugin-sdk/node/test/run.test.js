@@ -130,6 +130,29 @@ test('bodies() is sent in the handshake as `bodies`', T, async () => {
   }
 });
 
+test('noRetry() is sent in the handshake as `no_retry`', T, async () => {
+  class ChargesOnce extends ModifierPlugin {
+    async modifyRequest(request) {
+      return { request };
+    }
+
+    noRetry() {
+      return ['modify_request'];
+    }
+  }
+  const s = await started(new ChargesOnce(), { pluginType: 'modifier' });
+  try {
+    assert.deepEqual(s.handshake.params, {
+      token: 't',
+      protocol_version: 1,
+      hooks: ['modify_request'],
+      no_retry: ['modify_request'],
+    });
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('only overridden hooks are declared; an undeclared hook or unknown method is -32601', T, async () => {
   class OnlyRoute extends RouterPlugin {
     async routeRequest() {

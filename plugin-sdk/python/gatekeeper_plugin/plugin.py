@@ -10,7 +10,9 @@ Declared hooks: :attr:`Plugin.hooks` is sent in the handshake, and the proxy cal
 By default it is the hooks your class overrides, so a modifier that only overrides
 ``modify_response`` costs the proxy no ``modify_request`` round trip. Set ``hooks`` (a class
 attribute, or an instance attribute in ``__init__``) to declare another list. A call of a hook
-that was not declared is answered with ``-32601``.
+that was not declared is answered with ``-32601``. A hook call in flight on a process that dies
+is sent once more to another process; list the hooks that must not run twice in
+:attr:`Plugin.no_retry`.
 
 Errors: raise :class:`~gatekeeper_plugin.RpcError` to answer with a code and message; any other
 exception answers ``-32603`` (internal error) with its message, and is logged with its traceback.
@@ -149,6 +151,13 @@ class Plugin:
     the response body, as ``body_base64``, up to gatekeeper's ``max_plugin_body``). Use
     :func:`~gatekeeper_plugin.body_bytes` and :func:`~gatekeeper_plugin.set_body_bytes`.
     Default: none (bodies stream past the plugin)."""
+
+    no_retry: Sequence[str] = ()
+    """The declared hooks gatekeeper must not send twice, sent in the handshake. By default a
+    hook call in flight on a process that dies (or stalls while another instance is ready) is
+    sent once more to another process, so a hook may run twice for one request; name a hook
+    here (``no_retry = ("modify_request",)``) when running it twice would do harm. Such a call
+    fails instead, under the plugin's failure policy. Default: none."""
 
     @property
     def hooks(self) -> Sequence[str]:

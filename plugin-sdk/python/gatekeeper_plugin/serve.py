@@ -123,6 +123,10 @@ async def serve_async(
             logger.warning(
                 "wanting the body of `%s`, which is not declared; gatekeeper ignores it", hook
             )
+    no_retry = [str(hook) for hook in plugin.no_retry]
+    for hook in no_retry:
+        if hook not in hooks:
+            logger.warning("`no_retry` for `%s`, which is not declared; gatekeeper ignores it", hook)
     handshake_params: JsonObject = {
         "token": plugin_env.token,
         "protocol_version": PROTOCOL_VERSION,
@@ -130,6 +134,8 @@ async def serve_async(
     }
     if bodies:
         handshake_params["bodies"] = bodies
+    if no_retry:
+        handshake_params["no_retry"] = no_retry
     if reader is None or writer is None:
         try:
             reader, writer = await asyncio.open_unix_connection(

@@ -121,6 +121,21 @@ class DeclaredHooks(unittest.TestCase):
 
         run(test)
 
+    def test_the_handshake_names_the_hooks_not_to_retry(self) -> None:
+        class ChargesOnce(Echo):
+            no_retry = ("modify_request",)
+
+        async def test() -> None:
+            for plugin, expected in ((ChargesOnce(), ["modify_request"]), (Echo(), None)):
+                proxy = await FakeProxy.start(plugin)
+                try:
+                    message = await proxy.handshake()
+                    self.assertEqual(message["params"].get("no_retry"), expected)
+                finally:
+                    await proxy.shutdown()
+
+        run(test)
+
     def test_declaring_a_hook_the_type_lacks_is_warned_about(self) -> None:
         plugin = Echo()
         plugin.hooks = ["modify_request", "route_request"]

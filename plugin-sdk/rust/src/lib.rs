@@ -34,6 +34,9 @@
 //! [`LOADBALANCER_HOOKS`], [`METRIC_HOOKS`]), except for upstream plugins, which declare none
 //! unless they override it.
 //!
+//! A hook call in flight on a process that dies is sent once more to another process, so a hook
+//! may run twice for one request; list the hooks that must not in [`Plugin::no_retry`].
+//!
 //! # Runtime
 //!
 //! Run plugins on tokio's single-threaded runtime (`#[tokio::main(flavor = "current_thread")]`):

@@ -60,6 +60,17 @@ pub trait Plugin: Send + Sync + 'static {
     fn stop(&self) -> impl Future<Output = Result<(), HookError>> + Send {
         async { Ok(()) }
     }
+
+    /// The declared hooks gatekeeper must not send twice, sent in the handshake (`no_retry`).
+    /// By default a hook call in flight on a process that dies (or stalls while another
+    /// instance is ready) is sent once more to another process, so a hook may run twice for
+    /// one request; name a hook here when running it twice would do harm (e.g. it charges a
+    /// payment). Such a call fails instead, under the plugin's failure policy.
+    ///
+    /// Default: none (every hook may be retried).
+    fn no_retry(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A plugin that feeds the proxy upstreams and backends through a [`Manager`].

@@ -24,7 +24,7 @@ use crate::loadbalancer::LoadBalancerPlugin;
 use crate::metric::AsMetric;
 use crate::metric::MetricPlugin;
 use crate::plugin::{AsModifier, AsUpstream};
-use crate::plugin::{ModifierPlugin, UpstreamPlugin};
+use crate::plugin::{ModifierPlugin, Plugin, UpstreamPlugin};
 use crate::router::AsRouter;
 use crate::router::RouterPlugin;
 
@@ -200,6 +200,18 @@ where
             "wanting the body of a hook that is not declared; gatekeeper ignores it"
         );
     }
+    let no_retry: Vec<String> = dispatch
+        .plugin()
+        .no_retry()
+        .iter()
+        .map(|h| (*h).to_owned())
+        .collect();
+    for hook in no_retry.iter().filter(|h| !hooks.contains(h)) {
+        tracing::warn!(
+            hook,
+            "`no_retry` for a hook that is not declared; gatekeeper ignores it"
+        );
+    }
     let stopped = Arc::new(Notify::new());
     let handler = PluginHandler {
         dispatch: Arc::new(dispatch),
@@ -216,7 +228,7 @@ where
         protocol_version: PROTOCOL_VERSION,
         hooks,
         bodies: dispatch_bodies,
-        no_retry: Vec::new(),
+        no_retry,
     };
     let accepted = match peer.request::<Handshake>(&params, HANDSHAKE_TIMEOUT).await {
         Ok(accepted) => accepted,
@@ -235,7 +247,7 @@ where
             Ok(())
         }
         reason = peer.closed() => match reason {
-            CloseReason::Eof | CloseReason::Local | CloseReason::Hung(_) => {
+            CloseReason::Eof | CloseReason::Local => {
                 tracing::info!("gatekeeper closed the connection");
                 Ok(())
             }
@@ -250,6 +262,10 @@ where
             CloseReason::ProtocolViolation(what) => Err(ServeError::Connection(format!(
                 "gatekeeper broke the protocol: {what}"
             ))),
+            // Reasons the SDK never closes with itself.
+            reason @ (CloseReason::Hung(_) | CloseReason::Failing(_)) => Err(
+                ServeError::Connection(format!("the connection closed: {reason}")),
+            ),
         },
     }
 }

@@ -357,3 +357,29 @@ async fn a_modifier_wants_no_bodies_by_default() {
     let mut h = modifier(Tagger::default(), TOKEN);
     assert!(h.handshake().await.bodies.is_empty());
 }
+
+/// A modifier whose `modify_request` must not run twice for one request.
+struct ChargesOnce;
+
+impl Plugin for ChargesOnce {
+    fn no_retry(&self) -> &'static [&'static str] {
+        &["modify_request"]
+    }
+}
+
+impl ModifierPlugin for ChargesOnce {
+    fn hooks(&self) -> &'static [&'static str] {
+        &["modify_request"]
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_marks_the_hooks_not_to_retry_in_the_handshake() {
+    let mut h = modifier(ChargesOnce, TOKEN);
+    assert_eq!(
+        h.handshake().await.no_retry,
+        vec!["modify_request".to_owned()]
+    );
+    let mut h = modifier(Tagger::default(), TOKEN);
+    assert!(h.handshake().await.no_retry.is_empty(), "none by default");
+}

@@ -33,7 +33,7 @@ impl Plugin for PluginHook {
     }
 
     fn is_available(&self) -> bool {
-        self.plugin.handle().is_ready()
+        self.plugin.handle().is_available()
     }
 
     fn failure_policy(&self) -> FailurePolicy {

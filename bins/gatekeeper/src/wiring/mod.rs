@@ -36,8 +36,8 @@ impl MeteredPlugin {
     }
 
     /// Makes a call of the proxy's plugin port with the plugin's hook timeout, recording its
-    /// latency and outcome: a result that does not parse is a protocol violation (see
-    /// [`PluginHandle::call_parsed`]).
+    /// latency and outcome: a result that does not parse fails the call as a bad result
+    /// ([`HookError::BadResult`]; see [`PluginHandle::call_parsed`]).
     pub async fn call_raw(&self, call: RawCall) -> Result<Parsed, HookError> {
         let parse = |json: &str| call.parse(json);
         let calling = self
@@ -89,5 +89,55 @@ pub fn hook_error(error: PluginCallError) -> HookError {
         PluginCallError::Failed { source, .. } => HookError::Unavailable {
             reason: source.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn failed(source: CallError) -> PluginCallError {
+        PluginCallError::Failed {
+            plugin: Arc::from("p"),
+            source,
+        }
+    }
+
+    #[test]
+    fn a_result_of_the_wrong_shape_is_a_bad_result() {
+        let source = serde_json::from_str::<u16>(r#""200""#).unwrap_err();
+        let error = hook_error(failed(CallError::InvalidResult {
+            method: "modify_request".into(),
+            source,
+        }));
+        assert!(
+            matches!(&error, HookError::BadResult { what } if what.contains("wrong type")),
+            "{error:?}"
+        );
+        assert_eq!(error.kind(), "bad_result");
+    }
+
+    #[test]
+    fn timeouts_closed_connections_and_unavailability_map_to_their_kinds() {
+        let timeout = Duration::from_millis(250);
+        let error = hook_error(PluginCallError::Timeout {
+            plugin: Arc::from("p"),
+            hook: "modify_request",
+            timeout,
+        });
+        assert!(matches!(error, HookError::Timeout { after } if after == timeout));
+        let error = hook_error(failed(CallError::Closed {
+            method: "modify_request".into(),
+        }));
+        assert!(matches!(error, HookError::Unavailable { .. }), "{error:?}");
+        let error = hook_error(PluginCallError::Unavailable {
+            plugin: Arc::from("p"),
+        });
+        assert!(matches!(error, HookError::Unavailable { .. }), "{error:?}");
     }
 }

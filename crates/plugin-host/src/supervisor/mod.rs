@@ -79,7 +79,9 @@ impl fmt::Display for Ended {
             Ended::Shutdown => f.write_str("host shutting down"),
             Ended::Respawn(_) => f.write_str("restarting with new settings"),
             Ended::Exited(status) => write!(f, "process exited ({status})"),
-            Ended::Closed(reason @ CloseReason::Hung(_)) => write!(f, "{reason}"),
+            Ended::Closed(reason @ (CloseReason::Hung(_) | CloseReason::Failing(_))) => {
+                write!(f, "{reason}")
+            }
             Ended::Closed(reason) => write!(f, "control connection closed ({reason})"),
             Ended::Heartbeats(n) => write!(f, "{n} consecutive heartbeats missed"),
             Ended::RestartRequested => f.write_str("restart requested"),

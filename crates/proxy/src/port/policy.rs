@@ -1,6 +1,6 @@
 //! The one place where a plugin's [`FailurePolicy`] is applied, for every hook kind: a
 //! `HookedPlugin` is a [`Plugin`] in a hooks snapshot, with its rate-limited failure warnings
-//! ([`super::warnings`]). `HookedPlugin::call` calls a hook (or fails at once with
+//! ([`gatekeeper_rpc::warnings`]). `HookedPlugin::call` calls a hook (or fails at once with
 //! [`HookError::Unavailable`] while the plugin is not available) and turns a failure into the
 //! policy's decision: fail-open (`Ok(None)`: skip the modifier, use the built-in router or
 //! balancer) or fail-closed (`Err(HookFailure)`: answer with the status, error kind
@@ -12,9 +12,9 @@ use std::time::Instant;
 use gatekeeper_rpc::methods::{GetBackend, Method, RouteRequest};
 use gatekeeper_rpc::types::{HttpResponse, ProxyError};
 
-use super::warnings::FailureWarnings;
 use super::{FailurePolicy, HookError, Plugin};
 use crate::view::text_response;
+use gatekeeper_rpc::warnings::RateLimitedWarning;
 
 /// A fail-closed hook failure: the request must be answered with `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,14 +45,14 @@ impl HookFailure {
 /// A plugin in a hooks snapshot.
 pub(crate) struct HookedPlugin {
     plugin: Arc<dyn Plugin>,
-    warnings: FailureWarnings,
+    warnings: RateLimitedWarning,
 }
 
 impl HookedPlugin {
     pub(crate) fn new(plugin: Arc<dyn Plugin>) -> Self {
         HookedPlugin {
             plugin,
-            warnings: FailureWarnings::default(),
+            warnings: RateLimitedWarning::default(),
         }
     }
 
@@ -98,7 +98,7 @@ impl HookedPlugin {
     pub(crate) fn failed(&self, hook: &'static str, error: HookError) -> Result<(), HookFailure> {
         let plugin = self.plugin.name();
         let policy = self.plugin.failure_policy();
-        if let Some(requests) = self.warnings.failed(Instant::now()) {
+        if let Some(requests) = self.warnings.affected(Instant::now()) {
             let kind = error.kind();
             match policy {
                 FailurePolicy::Open if hook == RouteRequest::NAME || hook == GetBackend::NAME => {
