@@ -123,6 +123,12 @@ fn section<T: DeserializeOwned>(table: &Table, prefix: &str) -> Result<T> {
     serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().message().trim().replace('\n', " ");
+        // A message that names its key itself (`max_memory: …`) does not name it twice.
+        let last_key = path.rsplit('.').next().unwrap_or_default();
+        let message = message
+            .strip_prefix(&format!("{last_key}: "))
+            .map(str::to_owned)
+            .unwrap_or(message);
         let key = match (prefix, path.as_str()) {
             (prefix, ".") => prefix.to_owned(),
             ("", path) => path.to_owned(),
