@@ -226,6 +226,8 @@ picks() {
   [ "$(http_code "$GK_URL/nowhere")" = 404 ]
   metrics() { curl -sS --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics"; }
   eventually 50 'metrics | grep -qx "gatekeeper_requests_total{upstream=\"pool\",status=\"200\"} 5"'
+  # The 404 may come in a later batch of request records.
+  eventually 50 'metrics | grep -qx "gatekeeper_requests_total{upstream=\"\",status=\"404\"} 1"'
   text=$(metrics)
   grep -qx 'gatekeeper_requests_total{upstream="",status="404"} 1' <<<"$text"
   grep -q '^gatekeeper_request_duration_seconds_bucket{le="+Inf",upstream="pool"} 5$' <<<"$text"
