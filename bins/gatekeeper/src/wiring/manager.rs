@@ -107,10 +107,13 @@ fn refused(plugin: &str, error: RegistryError) -> ErrorObject {
 
 impl Manager for RegistryManager {
     fn restarting(&self, plugin: &str) {
-        // A newer mark replaces one whose restart never finished `start`: what the failed
-        // attempt pushed and the next one does not push again goes too.
+        // The earliest pending mark stays: with several instances restarting at once, what one
+        // of them pushed again must survive the sweep of the first one done (a start that
+        // failed, then succeeded, leaves at worst what the failed one pushed, until the next).
         let mark = self.mark(plugin);
-        self.restart_marks().insert(plugin.to_owned(), mark);
+        self.restart_marks()
+            .entry(plugin.to_owned())
+            .or_insert(mark);
     }
 
     fn restarted(&self, plugin: &str) {
@@ -259,6 +262,16 @@ mod tests {
         // `a` goes with the second one's sweep.
         manager.restarting("files");
         manager.restarting("files");
+        add(&manager, "files", "d");
+        manager.restarted("files");
+        assert_eq!(ids(&registry), ["c", "d"]);
+        // Two instances restarting at once: the first pushes `d` again, the second starts
+        // restarting, the first is done: `d` stays (it was pushed since the restarts began).
+        manager.restarting("files");
+        add(&manager, "files", "d");
+        manager.restarting("files");
+        manager.restarted("files");
+        assert_eq!(ids(&registry), ["c", "d"]);
         add(&manager, "files", "d");
         manager.restarted("files");
         assert_eq!(ids(&registry), ["c", "d"]);
