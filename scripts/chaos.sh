@@ -26,6 +26,8 @@
 #   GATEKEEPER_BIN_DIR=target/debug DURATION=3s scripts/chaos.sh   # no release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 DURATION=${DURATION:-30s}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -39,10 +41,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 command -v jq >/dev/null || missing+=(jq)
 command -v python3 >/dev/null || missing+=(python3)
-if ((${#missing[@]})); then
-  echo "==> installing ${missing[*]}"
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing "${missing[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 if [[ -n ${GATEKEEPER_BIN_DIR:-} ]]; then
@@ -64,19 +63,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-  for ((i = 0; i < 100; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 # to_ms VALUE: wrk latency (812.00us, 1.20ms, 1.01s, 1.00m) in milliseconds.
 to_ms() {
