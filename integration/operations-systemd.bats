@@ -134,6 +134,18 @@ wait_exit() {
   gk_log | grep -q "serving a socket passed by systemd.*listener=http-public\|listener=http-public.*serving a socket passed by systemd"
 }
 
+@test "socket activation: no plugin inherits the passed listening socket" {
+  start_gk python3 "$REPO_ROOT/integration/socket-activate.py" "$GK_PORT" http-public gatekeeper
+  [ "$(http_code "$GK_URL/echo/")" = 200 ]
+  # ss names each process holding the socket: gatekeeper only, not static-upstreams (its
+  # process name is cut to 15 characters: static-upstream).
+  holders=$(ss -ltnpH "sport = :$GK_PORT")
+  echo "$holders"
+  grep -q "pid=$GK_PID," <<<"$holders"
+  [ "$(grep -o "pid=" <<<"$holders" | wc -l)" -eq 1 ]
+  ! grep -q "static-upstream" <<<"$holders"
+}
+
 @test "socket activation: an unnamed socket goes to the first listener" {
   other=$(free_port)
   configured=$(free_port)

@@ -43,6 +43,10 @@ fn object(value: serde_json::Value) -> Object {
 /// Runs gatekeeper until a shutdown signal.
 pub async fn run(settings: Settings) -> Result<()> {
     let startup = Instant::now();
+    // Taken first, before any plugin is spawned: taking them marks them close-on-exec, so no
+    // plugin inherits a listening socket systemd passed (it could accept clients, or keep the
+    // port after gatekeeper exits).
+    let passed_sockets = activation::passed_sockets(&settings.proxy.listeners);
     let access_log = AccessLog::open(settings.access_log, &settings.access_log_file)
         .with_context(|| {
             format!(
@@ -83,7 +87,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let mut proxy = Proxy::new(settings.proxy.clone(), registry, Vec::new())
         .with_hooks(plugins.hooks(&metrics))
         .with_metrics(metrics.clone());
-    for (listener, socket) in activation::passed_sockets(&settings.proxy.listeners) {
+    for (listener, socket) in passed_sockets {
         proxy = proxy.with_listener_socket(listener, socket);
     }
 
