@@ -6,7 +6,8 @@
 //! that exits, stops answering, hangs or breaks the protocol is replaced at once if it ran
 //! `healthy_after` (by a ready spare if there is one), after an exponential backoff if it is in a
 //! crash loop; a process past `max_memory` or `recycle_after` is replaced make-before-break. It
-//! forwards the plugins' stdout/stderr to the log, reports lifecycle events, and serves the
+//! forwards the plugins' stdout/stderr to the log (each line at the level it names, see
+//! `plugin_log`), reports lifecycle events, and serves the
 //! manager methods to upstream plugins (telling the manager around a restart).
 //!
 //! It knows nothing about HTTP: callers get a [`PluginHandle`] per plugin and make typed calls
@@ -29,6 +30,7 @@ pub mod host;
 pub mod instance;
 pub mod manager;
 pub mod options;
+mod plugin_log;
 mod process;
 mod session;
 mod socket_dir;

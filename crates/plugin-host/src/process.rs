@@ -14,8 +14,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tracing::Level;
 
 use crate::error::StartError;
+use crate::plugin_log::level_of;
 use crate::spec::PluginSpec;
 
 /// Longest line of plugin output logged as is; longer lines are cut.
@@ -239,10 +241,14 @@ fn log_line(plugin: &str, stream: &'static str, line: &[u8], cut: bool, tail: Op
     if let Some(tail) = tail {
         tail.push(line);
     }
-    if cut {
-        tracing::info!(plugin = %plugin, stream, "{line}… (line cut)");
-    } else {
-        tracing::info!(plugin = %plugin, stream, "{line}");
+    let cut = if cut { "… (line cut)" } else { "" };
+    // At the level the line names (a plugin's ERROR is an error here too), else INFO.
+    match level_of(line).unwrap_or(Level::INFO) {
+        Level::ERROR => tracing::error!(plugin = %plugin, stream, "{line}{cut}"),
+        Level::WARN => tracing::warn!(plugin = %plugin, stream, "{line}{cut}"),
+        Level::INFO => tracing::info!(plugin = %plugin, stream, "{line}{cut}"),
+        Level::DEBUG => tracing::debug!(plugin = %plugin, stream, "{line}{cut}"),
+        Level::TRACE => tracing::trace!(plugin = %plugin, stream, "{line}{cut}"),
     }
 }
 
