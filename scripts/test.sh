@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing (bats, curl, jq, python3, wrk, node), then fmt check,
+# Runs every test: installs what is missing (bats, curl, jq, python3, wrk, node, ss, pgrep), then fmt check,
 # clippy with -D warnings, cargo test, the Python and Node SDK tests, and the bats suites in
 # integration/ against the real binaries.
 set -euo pipefail
@@ -10,6 +10,8 @@ for tool in bats curl jq python3 wrk; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
