@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
-# A plugin's log lines keep their level in gatekeeper's log: a text line's leading level word,
-# or a JSON line's level field (issue 13, item 4). Runs gatekeeper with a plugin that writes
-# such lines on stderr and exits; every process is stopped.
+# gatekeeper's log: a plugin's log lines keep their level (a text line's leading level word, or a
+# JSON line's level field; issue 13, item 4), and an empty RUST_LOG= does not silence the log.
+# Runs gatekeeper with a plugin that writes lines on stderr and exits; every process is stopped.
 
 load helpers
 
@@ -15,9 +15,10 @@ teardown() {
   stop_all
 }
 
-@test "a plugin's ERROR and WARN lines are logged at error and warn, others at info" {
-  noisy="$BATS_TEST_TMPDIR/noisy"
-  cat >"$noisy" <<'SH'
+# write_noisy_plugin: $NOISY, a plugin that writes four log lines on stderr and exits 3.
+write_noisy_plugin() {
+  NOISY="$BATS_TEST_TMPDIR/noisy"
+  cat >"$NOISY" <<'SH'
 #!/usr/bin/env bash
 echo 'ERROR noisy::watch: cannot parse upstreams.yml line 3' >&2
 echo '{"level":"warn","msg":"a json warning"}' >&2
@@ -25,11 +26,26 @@ echo 'WARNING:root:a python warning' >&2
 echo 'just a line' >&2
 exit 3
 SH
-  chmod +x "$noisy"
+  chmod +x "$NOISY"
+}
+
+@test "an empty RUST_LOG= does not silence gatekeeper's log" {
+  write_noisy_plugin
+  GK_PORT=$(free_port)
+  RUST_LOG= run timeout 30 gatekeeper --listen "127.0.0.1:$GK_PORT" --socket-dir "$BATS_TEST_TMPDIR" \
+    --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" --modifier-plugin "$NOISY"
+  [ "$status" -ne 0 ]
+  # The plugin host's log line of the plugin's output (the fatal error alone, printed without
+  # the log, would not carry the log target).
+  grep -q 'gatekeeper_plugin_host.*just a line' <<<"$output"
+}
+
+@test "a plugin's ERROR and WARN lines are logged at error and warn, others at info" {
+  write_noisy_plugin
   GK_PORT=$(free_port)
   run timeout 30 gatekeeper --listen "127.0.0.1:$GK_PORT" --socket-dir "$BATS_TEST_TMPDIR" \
     --log-format json --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
-    --modifier-plugin "$noisy"
+    --modifier-plugin "$NOISY"
   [ "$status" -ne 0 ]
   [ "$status" -ne 124 ]
   logs=$(grep '^{' <<<"$output")

@@ -72,9 +72,11 @@ fn is_journal_stream(announced: Option<&str>, stderr: Option<&str>) -> bool {
     }
 }
 
-/// Installs the global subscriber: `RUST_LOG` if set, else `filter`, else `info`.
+/// Installs the global subscriber: `RUST_LOG` if set and not blank, else `filter`, else `info`.
 pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let chosen = effective_filter(rust_log.as_deref(), filter);
+    let filter = EnvFilter::try_new(chosen)
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -84,6 +86,17 @@ pub fn init(filter: &str, format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
         LogFormat::Journald => builder.with_ansi(false).event_format(JournaldFormat).init(),
+    }
+}
+
+/// The filter to use: `rust_log` (the `RUST_LOG` variable) unless it is unset or blank (an empty
+/// `RUST_LOG=` would otherwise silence every line), else the `--log` filter; `info` if that is
+/// blank too.
+fn effective_filter<'a>(rust_log: Option<&'a str>, flag: &'a str) -> &'a str {
+    match rust_log.map(str::trim) {
+        Some(env) if !env.is_empty() => env,
+        _ if !flag.trim().is_empty() => flag,
+        _ => "info",
     }
 }
 
@@ -121,6 +134,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blank_rust_log_does_not_silence_the_log() {
+        assert_eq!(effective_filter(None, "warn"), "warn");
+        assert_eq!(effective_filter(Some(""), "warn"), "warn");
+        assert_eq!(effective_filter(Some("  "), "warn"), "warn");
+        assert_eq!(effective_filter(Some("debug"), "warn"), "debug");
+        assert_eq!(effective_filter(Some(""), ""), "info");
+    }
 
     #[test]
     fn formats_parse() {

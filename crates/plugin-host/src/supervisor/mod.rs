@@ -365,7 +365,7 @@ impl Supervisor {
             .store(false, Ordering::Release);
         self.instance.set_status(PluginStatus::Ready);
         self.starter.plugin.became_ready.notify_waiters();
-        tracing::info!(plugin = %self.instance.label, pid = ?running.pid, hooks = ?running.hooks.hooks, bodies = ?running.hooks.bodies, "plugin ready");
+        tracing::info!(plugin = %self.instance.label, pid = running.pid, hooks = ?running.hooks.hooks, bodies = ?running.hooks.bodies, "plugin ready");
     }
 
     /// Adds an extra authenticated connection to the published ones.

@@ -106,7 +106,7 @@ impl Supervisor {
         running: &mut Running,
         reason: &str,
     ) -> Result<(), StartError> {
-        tracing::info!(plugin = %self.instance.label, pid = ?running.pid, %reason, "recycling the plugin process");
+        tracing::info!(plugin = %self.instance.label, pid = running.pid, %reason, "recycling the plugin process");
         let mut successor = match self.take_recycle_spare().await {
             Some(spare) => spare,
             None => self.start_process().await?,
@@ -124,7 +124,7 @@ impl Supervisor {
             reason: reason.to_owned(),
             pid: successor.pid,
         });
-        tracing::debug!(plugin = %self.instance.label, pid = ?successor.pid, recycles, "the successor took over; stopping the old process once its calls are answered");
+        tracing::debug!(plugin = %self.instance.label, pid = successor.pid, recycles, "the successor took over; stopping the old process once its calls are answered");
         let old = std::mem::replace(running, successor);
         let spec = self.spec.clone();
         self.retiring.spawn(async move {

@@ -154,7 +154,7 @@ impl StandbyPool {
                     starting = None;
                     match outcome {
                         Ok(spare) => {
-                            tracing::info!(plugin = %self.spec.name, pid = ?spare.pid, "standby process ready");
+                            tracing::info!(plugin = %self.spec.name, pid = spare.pid, "standby process ready");
                             backoff = self.spec.restart_backoff_min;
                             spares.push(spare);
                         }
@@ -211,7 +211,7 @@ impl Supervisor {
             .replay(&self.spec, &spare.control, &spare.hooks, spare.pid, replay)
             .await;
         if let Err(e) = replayed {
-            tracing::warn!(plugin = %self.instance.label, error = %e, pid = ?spare.pid, "a standby process failed its replay; restarting normally");
+            tracing::warn!(plugin = %self.instance.label, error = %e, pid = spare.pid, "a standby process failed its replay; restarting normally");
             self.events.emit(PluginEventKind::Failed {
                 reason: format!("standby takeover failed: {e}"),
             });
@@ -220,7 +220,7 @@ impl Supervisor {
         }
         spare.ready_at = Instant::now();
         self.publish(&mut spare);
-        tracing::info!(plugin = %self.instance.label, pid = ?spare.pid, restarts, "a standby process took over");
+        tracing::info!(plugin = %self.instance.label, pid = spare.pid, restarts, "a standby process took over");
         self.events.emit(PluginEventKind::TakenOver {
             restarts,
             pid: spare.pid,
