@@ -232,6 +232,13 @@ restart_after_errors = 2' --json
   grep -q -- '--<type>-standby N' <<<"$output"
 }
 
+@test "--help names the check and ctl commands" {
+  run gatekeeper --help
+  [ "$status" -eq 0 ]
+  grep -q 'gatekeeper check' <<<"$output"
+  grep -q 'gatekeeper ctl' <<<"$output"
+}
+
 @test "a plugin that cannot start under journald: the fatal error has the error priority" {
   broken="$BATS_TEST_TMPDIR/broken"
   printf '#!/usr/bin/env bash\necho "broken: no config" >&2\nexit 3\n' >"$broken"

@@ -8,7 +8,8 @@
 # Variables: PREFIX (default /usr/local; binaries go to $PREFIX/bin), SYSCONFDIR (default /etc),
 # UNITDIR (default /etc/systemd/system), DESTDIR (default empty), BIN_DIR (where the built
 # binaries are; default target/release). The config file is installed only if none exists;
-# `systemctl daemon-reload` runs only when systemd is running and DESTDIR is empty.
+# `systemctl daemon-reload` runs only when systemd is running and DESTDIR is empty. Installed
+# binaries are stripped of debug info when `strip` (binutils) is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,7 @@ build=1
 for arg in "$@"; do
   case $arg in
     --no-build) build=0 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +43,8 @@ echo "==> binaries to $DESTDIR$PREFIX/bin"
 install -d -m 0755 "$DESTDIR$PREFIX/bin"
 for bin in "${BINARIES[@]}"; do
   install -m 0755 "$BIN_DIR/$bin" "$DESTDIR$PREFIX/bin/$bin"
+  # The release profile keeps debug info for profiling (target/); installed binaries drop it.
+  if command -v strip >/dev/null; then strip --strip-debug "$DESTDIR$PREFIX/bin/$bin"; fi
 done
 
 install -d -m 0755 "$DESTDIR$SYSCONFDIR/gatekeeper"

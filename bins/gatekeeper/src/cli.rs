@@ -95,6 +95,12 @@ pub struct Cli {
 }
 
 const PASS_THROUGH_HELP: &str = "\
+Commands:
+  gatekeeper check [FLAGS]   Checks the config (file and flags) without starting; `--json` prints
+                             the effective settings. Exit status 1 on an error.
+  gatekeeper ctl COMMAND     Talks to a running gatekeeper over its admin socket: status, plugins,
+                             upstreams, reload, … (`gatekeeper ctl --help`).
+
 Plugin flags:
   --<type>-<key> VALUE    Any other flag starting with a plugin type (upstream, modifier, router,
                           loadbalancer, metric) sets <key> in the config map of every plugin of
