@@ -62,11 +62,14 @@ impl From<HookError> for ErrorObject {
 /// else (timeout, closed connection) is an internal error.
 impl From<CallError> for HookError {
     fn from(error: CallError) -> Self {
-        let code = match &error {
-            CallError::Remote { error, .. } => error.code(),
-            _ => codes::INTERNAL_ERROR,
-        };
-        HookError::new(code, error.to_string())
+        match error {
+            // The code goes in `code` only: shown once, as `… (code -32012)`.
+            CallError::Remote { method, error } => HookError::new(
+                error.code(),
+                format!("`{method}` failed: {}", error.message()),
+            ),
+            other => HookError::new(codes::INTERNAL_ERROR, other.to_string()),
+        }
     }
 }
 
@@ -118,4 +121,22 @@ pub enum ServeError {
     /// The connection broke in a way that is not a normal close (e.g. a line over the limit).
     #[error("the connection to gatekeeper failed: {0}")]
     Connection(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_error_keeps_its_code_and_shows_it_once() {
+        let error = HookError::from(CallError::Remote {
+            method: "add_upstream".into(),
+            error: error_object(codes::INVALID_VALUE, "prefix must not be empty"),
+        });
+        assert_eq!(error.code(), codes::INVALID_VALUE);
+        assert_eq!(
+            error.to_string(),
+            "`add_upstream` failed: prefix must not be empty (code -32012)"
+        );
+    }
 }
