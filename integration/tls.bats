@@ -134,6 +134,14 @@ TOML
   [ "$status" -ne 0 ] && [ "$status" -ne 124 ]
   [[ $output == *"https-public"* && $output == *"b.test.key"* ]]
 
+  # A certificate file cut short: the error says so in words, not as a list of bytes.
+  head -n 3 "$CERTS/a.test.crt" >"$BATS_TEST_TMPDIR/cut.crt"
+  run timeout 10 gatekeeper --listen "https-public=127.0.0.1:$port" \
+    --tls-cert "https-public=$BATS_TEST_TMPDIR/cut.crt" --tls-key "https-public=$CERTS/a.test.key"
+  [ "$status" -ne 0 ] && [ "$status" -ne 124 ]
+  [[ $output == *"cut.crt"*"CERTIFICATE section has no END line"* ]]
+  [[ $output != *"[45, 45"* ]]
+
   # Certificates for a listener that does not exist.
   run timeout 10 gatekeeper --listen "https-public=127.0.0.1:$port" \
     --tls-cert "https-private=$CERTS/a.test.crt" --tls-key "https-private=$CERTS/a.test.key"

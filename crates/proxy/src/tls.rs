@@ -62,15 +62,14 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// A file is not valid PEM.
-    #[error("listener `{listener}`: {} is not valid PEM: {source}", path.display())]
+    #[error("listener `{listener}`: {} is not valid PEM: {what}", path.display())]
     Pem {
         /// The listener.
         listener: String,
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: pem::Error,
+        /// What is wrong, in words ([`describe_pem_error`]).
+        what: String,
     },
     /// The leaf certificate is not a valid X.509 certificate.
     #[error("listener `{listener}`: {} is not a usable certificate: {source}", path.display())]
@@ -126,7 +125,7 @@ fn load_certificate(
     let pem_error = |path: &Path, source: pem::Error| TlsError::Pem {
         listener: listener.to_owned(),
         path: path.to_owned(),
-        source,
+        what: describe_pem_error(&source),
     };
     let cert_pem = read(&files.cert)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -317,6 +316,28 @@ impl CertificateSwap {
     }
 }
 
+/// A PEM parse error in words: the bytes the parser quotes (a section label, a line) shown as text
+/// (cut at 80 characters), not as a list of numbers.
+fn describe_pem_error(error: &pem::Error) -> String {
+    let text = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        match text.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.to_owned(),
+        }
+    };
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("its {} section has no END line", text(end_marker))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("a section starts with a malformed line `{}`", text(line))
+        }
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -327,6 +348,22 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/tls")
             .join(name)
+    }
+
+    #[test]
+    fn pem_errors_quote_the_file_as_text() {
+        let unterminated = b"-----BEGIN CERTIFICATE-----\nMIIB\n";
+        let error = CertificateDer::pem_slice_iter(unterminated)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        let what = describe_pem_error(&error);
+        assert_eq!(what, "its CERTIFICATE section has no END line");
+        let bad_start = b"-----BEGIN CERTIFICATE\nMIIB\n";
+        if let Err(error) = CertificateDer::pem_slice_iter(bad_start).collect::<Result<Vec<_>, _>>()
+        {
+            let what = describe_pem_error(&error);
+            assert!(!what.contains("[45"), "{what}");
+        }
     }
 
     fn files(cert: &str, key: &str) -> TlsCertificate {
