@@ -208,7 +208,7 @@ wait_for_restart() {
   for ((i = 0; i < tries; i++)); do
     pid=$(plugin_pid "$name" || true)
     if [[ -n $pid && $pid != "$old" ]] &&
-      gk_log | grep 'plugin ready' | grep -q "plugin=$name pid=Some($pid)"; then
+      gk_log | grep 'plugin ready' | grep -qE "plugin=$name pid=$pid( |$)"; then
       echo "$pid"
       return 0
     fi

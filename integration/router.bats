@@ -237,7 +237,7 @@ TOML
   # last restart happens while upstreams are still being added.
   kills=0
   while ((kills < 3)) && kill -0 "$feeder" 2>/dev/null; do
-    if pid=$(plugin_pid router) && gk_log | grep -q "plugin ready plugin=router pid=Some($pid)"; then
+    if pid=$(plugin_pid router) && gk_log | grep -qE "plugin ready plugin=router pid=$pid( |$)"; then
       kill -9 "$pid" && kills=$((kills + 1))
     fi
     sleep 0.05
@@ -248,7 +248,7 @@ TOML
   ((kills == 3))
   wait_for_records "$ANSWERS" 'select(.result == {})' $((n + 500)) 100
   # The router is back for good: the last process must know every upstream.
-  eventually 100 'pid=$(plugin_pid router) && gk_log | grep -q "plugin ready plugin=router pid=Some($pid)"'
+  eventually 100 'pid=$(plugin_pid router) && gk_log | grep -qE "plugin ready plugin=router pid=$pid( |$)"'
   last=$(plugin_pid router)
   sleep 0.5
   missing=$(comm -23 <({ for ((i = 0; i < n; i++)); do echo "u$i"; done; for ((i = 0; i < 500; i++)); do echo "s$i"; done; } | sort) \

@@ -164,7 +164,7 @@ args = ["--hooks", "modify_request"]')"
   for ((i = 0; i < 20; i++)); do
     [ "$(http_code "$GK_URL/echo/$i")" = 200 ]
   done
-  wait_for_log 'plugin ready plugin=pair#[01] pid=Some' 50
+  wait_for_log 'plugin ready plugin=pair#[01] pid=[0-9]' 50
   eventually 50 '[ "$(gk_log | grep -c "plugin ready plugin=pair#")" -ge 3 ]'
   for ((i = 0; i < 20; i++)); do
     header_seen x-pid "$GK_URL/echo/$i"
