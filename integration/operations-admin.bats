@@ -220,6 +220,15 @@ picks() {
   [ "$status" -eq 2 ]
 }
 
+@test "--admin-socket sets the path (over the file's), and ctl --socket reaches it" {
+  start_default --admin-socket "$BATS_TEST_TMPDIR/flag.sock"
+  [ -S "$BATS_TEST_TMPDIR/flag.sock" ]
+  [ ! -e "$SOCKET" ]
+  [ "$(gatekeeper ctl --socket "$BATS_TEST_TMPDIR/flag.sock" status | jq -r .ready)" = true ]
+  effective=$(gatekeeper --check --config "$BATS_TEST_TMPDIR/gk.toml" --admin-socket /run/x.sock 2>/dev/null)
+  [ "$(jq -r .admin_socket <<<"$effective")" = /run/x.sock ]
+}
+
 @test "/metrics counts requests by upstream and status, with histograms, plugin and backend metrics" {
   start_default
   for i in 1 2 3 4 5; do [ "$(http_code "$GK_URL/pool/$i")" = 200 ]; done

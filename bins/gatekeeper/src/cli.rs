@@ -59,6 +59,11 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub socket_dir: Option<PathBuf>,
 
+    /// The admin socket `gatekeeper ctl` talks to (like the `admin_socket` key; `""` disables
+    /// it; `gatekeeper ctl --socket PATH` finds it).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+
     /// Time a backend has to answer with headers when its upstream sets no timeout (e.g. `30s`).
     #[arg(long, value_name = "DURATION")]
     pub default_timeout: Option<String>,

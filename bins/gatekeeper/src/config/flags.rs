@@ -61,6 +61,9 @@ pub fn apply_to_own(cli: &Cli, own: &mut OwnConfig) -> Result<()> {
     if let Some(workers) = cli.workers {
         own.workers = Some(workers);
     }
+    if let Some(socket) = &cli.admin_socket {
+        own.admin_socket = Some(socket.clone());
+    }
     if let Some(format) = &cli.log_format {
         own.log_format = Some(
             format
