@@ -98,13 +98,14 @@ impl PluginHandle {
     where
         P: serde::Serialize + ?Sized,
     {
+        if !may_hedge || self.shared.instances.len() < 2 {
+            // No hedge possible: one plain send, no timer and no clone of the target.
+            let (target, outcome) = self.send(first, method, params, deadline).await;
+            return (target, outcome, false);
+        }
         let stalled = first.clone();
         let first_call = self.send(first, method, params, deadline);
         tokio::pin!(first_call);
-        if !may_hedge || self.shared.instances.len() < 2 {
-            let (target, outcome) = first_call.await;
-            return (target, outcome, false);
-        }
         let hedge_at = deadline
             .checked_sub(self.shared.hook_timeout / 2)
             .unwrap_or(deadline);
