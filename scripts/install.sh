@@ -7,9 +7,10 @@
 #
 # Variables: PREFIX (default /usr/local; binaries go to $PREFIX/bin), SYSCONFDIR (default /etc),
 # UNITDIR (default /etc/systemd/system), DESTDIR (default empty), BIN_DIR (where the built
-# binaries are; default target/release). The config file is installed only if none exists;
-# `systemctl daemon-reload` runs only when systemd is running and DESTDIR is empty. Installed
-# binaries are stripped of debug info when `strip` (binutils) is there.
+# binaries are; default target/release). The example config (gatekeeper.toml) and the example
+# upstreams file it names (upstreams.yml, by its absolute path) are installed only where none
+# exists; `systemctl daemon-reload` runs only when systemd is running and DESTDIR is empty.
+# Installed binaries are stripped of debug info when `strip` (binutils) is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ DESTDIR=${DESTDIR:-}
 BIN_DIR=${BIN_DIR:-target/release}
 BINARIES=(gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics)
 EXAMPLE_CONFIG=scripts/gatekeeper.example.toml
+EXAMPLE_UPSTREAMS=scripts/upstreams.example.yml
 
 build=1
 for arg in "$@"; do
@@ -49,13 +51,24 @@ done
 
 install -d -m 0755 "$DESTDIR$SYSCONFDIR/gatekeeper"
 config=$DESTDIR$SYSCONFDIR/gatekeeper/gatekeeper.toml
+upstreams=$DESTDIR$SYSCONFDIR/gatekeeper/upstreams.yml
 if [[ -e $config ]]; then
   echo "==> $config exists: kept"
 elif [[ -f $EXAMPLE_CONFIG ]]; then
   echo "==> example config to $config"
-  install -m 0644 "$EXAMPLE_CONFIG" "$config"
+  # The example names its upstreams file relative to the source tree; installed, it names the
+  # installed copy by its absolute path (gatekeeper may start in any directory).
+  sed -e "s|\"$EXAMPLE_UPSTREAMS\"|\"$SYSCONFDIR/gatekeeper/upstreams.yml\"|" \
+    "$EXAMPLE_CONFIG" >"$config"
+  chmod 0644 "$config"
 else
   echo "==> no $EXAMPLE_CONFIG in this tree: write $config yourself (see README.md)"
+fi
+if [[ -e $upstreams ]]; then
+  echo "==> $upstreams exists: kept"
+elif [[ -f $EXAMPLE_UPSTREAMS ]]; then
+  echo "==> example upstreams to $upstreams"
+  install -m 0644 "$EXAMPLE_UPSTREAMS" "$upstreams"
 fi
 
 echo "==> systemd units to $DESTDIR$UNITDIR"
@@ -65,10 +78,10 @@ for unit in gatekeeper.service gatekeeper.socket; do
     "scripts/systemd/$unit" >"$DESTDIR$UNITDIR/$unit"
   chmod 0644 "$DESTDIR$UNITDIR/$unit"
 done
-if [[ -f docs/operations.md ]]; then
-  install -d -m 0755 "$DESTDIR$PREFIX/share/doc/gatekeeper"
-  install -m 0644 docs/operations.md "$DESTDIR$PREFIX/share/doc/gatekeeper/operations.md"
-fi
+install -d -m 0755 "$DESTDIR$PREFIX/share/doc/gatekeeper"
+for doc in docs/operations.md scripts/systemd/static-user.conf; do
+  [[ -f $doc ]] && install -m 0644 "$doc" "$DESTDIR$PREFIX/share/doc/gatekeeper/$(basename "$doc")"
+done
 
 if [[ -z $DESTDIR && -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
   echo "==> systemctl daemon-reload"

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
-use crate::config::admin_socket_of;
+use crate::config::admin_socket_candidates;
 
 /// Time allowed for one admin request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,7 +26,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 #[command(name = "gatekeeper ctl", version)]
 struct Ctl {
     /// The admin socket (default: as the gatekeeper started with the same --config and
-    /// --socket-dir computes it).
+    /// --socket-dir computes it; when no socket is there, /run/gatekeeper/admin.sock, where
+    /// the shipped systemd unit puts it).
     #[arg(long, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
     /// The config file gatekeeper runs with (its `admin_socket` and `socket_dir` are read).
@@ -105,12 +106,17 @@ pub fn main(args: Vec<String>) -> ExitCode {
     };
     let socket = match &ctl.socket {
         Some(path) => path.clone(),
-        None => match admin_socket_of(ctl.config.as_deref(), ctl.socket_dir.as_deref()) {
-            Ok(Some(path)) => path,
-            Ok(None) => {
+        None => match admin_socket_candidates(ctl.config.as_deref(), ctl.socket_dir.as_deref()) {
+            Ok(candidates) if candidates.is_empty() => {
                 eprintln!("gatekeeper ctl: the admin socket is disabled (admin_socket = \"\")");
                 return ExitCode::from(2);
             }
+            // The first that exists, else the first (whose error then names it).
+            Ok(candidates) => candidates
+                .iter()
+                .find(|path| path.exists())
+                .unwrap_or(&candidates[0])
+                .clone(),
             Err(e) => {
                 eprintln!("gatekeeper ctl: {e:#}");
                 return ExitCode::from(2);

@@ -65,8 +65,22 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", fatal_text(&describe(&e), log_format));
-            ExitCode::FAILURE
+            ExitCode::from(exit_status_of(&e))
         }
+    }
+}
+
+/// The exit status of a failed start: 2 (as for a bad config file) when what failed is
+/// configuration that a restart cannot fix (a plugin refused its config, or its command cannot
+/// be run), so that systemd's `RestartPreventExitStatus=2` stops a restart loop; else 1.
+fn exit_status_of(error: &anyhow::Error) -> u8 {
+    use gatekeeper_plugin_host::error::{HostError, StartError};
+    match error.downcast_ref::<HostError>() {
+        Some(HostError::Start {
+            source: StartError::Configure(_) | StartError::Spawn { .. },
+            ..
+        }) => 2,
+        _ => 1,
     }
 }
 

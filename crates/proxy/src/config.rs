@@ -152,8 +152,21 @@ impl ProxyConfig {
     /// [`crate::check_certificates`], and the listener set is checked again when binding.)
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, listener) in self.listeners.iter().enumerate() {
-            if self.listeners[..i].contains(listener) {
+            let earlier = &self.listeners[..i];
+            if earlier.contains(listener) {
                 return Err(ConfigError::DuplicateListener(listener.to_string()));
+            }
+            if earlier.iter().any(|l| l.name == listener.name) {
+                return Err(ConfigError::DuplicateListenerName(listener.name.clone()));
+            }
+            if let Some(other) = earlier
+                .iter()
+                .find(|l| addresses_clash(l.addr, listener.addr))
+            {
+                return Err(ConfigError::ListenerAddressClash {
+                    first: other.to_string(),
+                    second: listener.to_string(),
+                });
             }
         }
         for (i, certificate) in self.tls.iter().enumerate() {
@@ -198,6 +211,20 @@ impl ProxyConfig {
     }
 }
 
+/// Whether two TCP addresses cannot both be bound for listening: the same port and the same IP,
+/// or a wildcard (`0.0.0.0`, `[::]`) of one covering the other's IP (`[::]` is dual-stack on
+/// Linux by default, so it covers IPv4 addresses too). Port 0 (any free port) never clashes.
+pub fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let (a, b) = (a.ip(), b.ip());
+    let covers = |wide: std::net::IpAddr, other: std::net::IpAddr| {
+        wide.is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a == b || covers(a, b) || covers(b, a)
+}
+
 /// A config value out of bounds; each message starts with its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -224,6 +251,19 @@ pub enum ConfigError {
     /// A listener given twice.
     #[error("listen: `{0}` is given twice")]
     DuplicateListener(String),
+    /// Two listeners with one name.
+    #[error("listen: the name `{0}` is given to two listeners (names must be unique)")]
+    DuplicateListenerName(String),
+    /// Two listeners that cannot both be bound.
+    #[error(
+        "listen: `{first}` and `{second}` cannot both listen (same port, overlapping addresses)"
+    )]
+    ListenerAddressClash {
+        /// The first listener.
+        first: String,
+        /// The one that clashes with it.
+        second: String,
+    },
     /// A certificate (or flag) names a listener that is not configured.
     #[error("{key}: `{name}` is not a listener (listeners: {listeners})")]
     UnknownListener {

@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
-pub use config::{ConfigError, FailureConfig, ListenerConfig, ProxyConfig};
+pub use config::{addresses_clash, ConfigError, FailureConfig, ListenerConfig, ProxyConfig};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use gatekeeper_rpc::warnings::WARNING_INTERVAL;
 pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};

@@ -10,9 +10,10 @@
 pub mod http;
 pub mod routes;
 
+use std::fs::Permissions;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use gatekeeper_proxy::{Metrics, MetricsExporter, Registry};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{AdminSocket, Settings};
 use crate::prometheus::{Prometheus, PrometheusExporter};
 
 /// What exists once gatekeeper is ready.
@@ -81,8 +82,9 @@ impl Operations {
             tasks: Vec::new(),
             socket: None,
         };
-        if let Some(path) = &settings.admin_socket {
-            match bind_admin_socket(path).await {
+        if let Some(socket) = &settings.admin_socket {
+            let path = &socket.path;
+            match bind_admin_socket(socket).await {
                 Ok(listener) => {
                     let handler: http::Handler =
                         Arc::new(move |method, path| routes::handle(&admin, method, path));
@@ -92,7 +94,7 @@ impl Operations {
                     operations.socket = Some(path.clone());
                     tracing::info!(path = %path.display(), "admin socket listening");
                 }
-                Err(e) if settings.admin_socket_is_default => {
+                Err(e) if socket.is_default => {
                     tracing::warn!(path = %path.display(), error = %e, "admin socket not available (set admin_socket to choose another path, or \"\" to disable it)");
                 }
                 Err(e) => {
@@ -170,10 +172,17 @@ impl Drop for Operations {
     }
 }
 
-/// Binds the admin socket with mode 0600: bound under a temporary name, restricted, then renamed,
-/// so that it is never reachable with looser permissions. A socket file left by a gatekeeper
-/// that is gone is replaced; one that still answers is not (two gatekeepers would fight over it).
-async fn bind_admin_socket(path: &Path) -> io::Result<UnixListener> {
+/// Binds the admin socket with its mode (0600 by default): bound under a temporary name,
+/// restricted (mode, group), then renamed, so that it is never reachable with looser
+/// permissions. A socket file left by a gatekeeper that is gone is replaced; one that still
+/// answers is not (two gatekeepers would fight over it). A directory gatekeeper makes for it is
+/// private (0700, 0710 with a group); the default private directory is refused when another
+/// user owns it or others can use it.
+async fn bind_admin_socket(socket: &AdminSocket) -> io::Result<UnixListener> {
+    let path = &socket.path;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        prepare_directory(dir, socket)?;
+    }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(io::Error::new(
@@ -183,19 +192,66 @@ async fn bind_admin_socket(path: &Path) -> io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let _ = std::fs::remove_file(&temporary);
     let listener = UnixListener::bind(&temporary)?;
-    let restricted = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+    let restricted = std::fs::set_permissions(&temporary, Permissions::from_mode(socket.mode))
+        .and_then(|()| give_group(&temporary, socket.group))
         .and_then(|()| std::fs::rename(&temporary, path));
     if let Err(e) = restricted {
         let _ = std::fs::remove_file(&temporary);
         return Err(e);
     }
     Ok(listener)
+}
+
+/// Makes the socket's directory if it is missing (private: 0700, or 0710 with the socket's
+/// group, so that the group can reach the socket and nothing else); checks the default
+/// private directory when it exists already.
+fn prepare_directory(dir: &Path, socket: &AdminSocket) -> io::Result<()> {
+    let mode = if socket.group.is_some() { 0o710 } else { 0o700 };
+    if !dir.exists() {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => {
+                // The umask may have taken bits away from `mode`: set it as meant.
+                std::fs::set_permissions(dir, Permissions::from_mode(mode))?;
+                give_group(dir, socket.group)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if socket.private_dir {
+        let metadata = std::fs::symlink_metadata(dir)?;
+        let others = if socket.group.is_some() { 0o067 } else { 0o077 };
+        let uid = nix::unistd::geteuid().as_raw();
+        if !metadata.is_dir() || metadata.uid() != uid || metadata.mode() & others != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not a private directory of this user (uid {uid}): owner uid {}, mode {:o}",
+                    dir.display(),
+                    metadata.uid(),
+                    metadata.mode() & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives `path` to `group` (gatekeeper must be in it, or root).
+fn give_group(path: &Path, group: Option<u32>) -> io::Result<()> {
+    let Some(gid) = group else { return Ok(()) };
+    nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+        io::Error::other(format!(
+            "cannot give {} to group {gid}: {e}",
+            path.display()
+        ))
+    })
 }

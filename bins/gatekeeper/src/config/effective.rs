@@ -160,7 +160,7 @@ impl Serialize for Settings {
             log_format: self.log_format,
             access_log: self.access_log,
             access_log_file: &self.access_log_file,
-            admin_socket: self.admin_socket.as_ref(),
+            admin_socket: self.admin_socket.as_ref().map(|s| &s.path),
             metrics_listen: self.metrics_listen,
             shutdown_grace: Humantime(proxy.shutdown_grace),
         }

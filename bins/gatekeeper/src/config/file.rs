@@ -38,6 +38,11 @@ pub struct OwnConfig {
     pub access_log_file: PathBuf,
     /// The admin socket (`""`: none; default: see [`super::admin_socket_path`]).
     pub admin_socket: Option<PathBuf>,
+    /// The admin socket's mode, `"0600"` (the default: gatekeeper's user only) or `"0660"`
+    /// (also `admin_socket_group`).
+    pub admin_socket_mode: Option<String>,
+    /// The group the admin socket (and its private directory) is given, by name or number.
+    pub admin_socket_group: Option<String>,
     /// Where Prometheus metrics are served, `IP:PORT` (`""` or absent: not served).
     pub metrics_listen: Option<String>,
 }
@@ -51,6 +56,8 @@ impl Default for OwnConfig {
             access_log: None,
             access_log_file: PathBuf::from(STDOUT),
             admin_socket: None,
+            admin_socket_mode: None,
+            admin_socket_group: None,
             metrics_listen: None,
         }
     }

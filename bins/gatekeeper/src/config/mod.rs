@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Result};
 use gatekeeper_plugin_host::options::HostConfig;
 use gatekeeper_proxy::{MetricsConfig, ProxyConfig};
 
-pub use admin_socket::{admin_socket_of, admin_socket_path};
+pub use admin_socket::{admin_socket_candidates, AdminSocket};
 pub use file::file_keys;
 pub use plugins::PluginConfig;
 
@@ -55,11 +55,8 @@ pub struct Settings {
     pub access_log: AccessLogFormat,
     /// Where the access log goes (`-`: stdout).
     pub access_log_file: PathBuf,
-    /// The admin socket (`None`: disabled with `admin_socket = ""`).
-    pub admin_socket: Option<PathBuf>,
-    /// Whether `admin_socket` is the default path (not configured): failing to bind it is then
-    /// a warning, not an error.
-    pub admin_socket_is_default: bool,
+    /// The admin socket, its mode and group (`None`: disabled with `admin_socket = ""`).
+    pub admin_socket: Option<AdminSocket>,
     /// Where Prometheus metrics are served (`GET /metrics`); `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -97,8 +94,18 @@ impl Settings {
         host.validate()?;
         let plugins = plugins::resolve(cli, plugins)?;
         flags::apply_to_own(cli, &mut own)?;
-        let (admin_socket, admin_socket_is_default) =
-            admin_socket_path(own.admin_socket.as_deref(), host.socket_dir.as_deref());
+        let admin_socket =
+            admin_socket::admin_socket_of_settings(&own, host.socket_dir.as_deref())?;
+        let metrics_listen = metrics_listen(own.metrics_listen.as_deref())?;
+        if let Some(addr) = metrics_listen {
+            if let Some(listener) = proxy
+                .listeners
+                .iter()
+                .find(|l| gatekeeper_proxy::addresses_clash(l.addr, addr))
+            {
+                bail!("metrics_listen: `{addr}` clashes with the listener `{listener}` (same port, overlapping addresses)");
+            }
+        }
         Ok(Settings {
             proxy,
             metrics,
@@ -110,8 +117,7 @@ impl Settings {
             access_log: own.access_log.unwrap_or_default(),
             access_log_file: access_log_file(own.access_log_file)?,
             admin_socket,
-            admin_socket_is_default,
-            metrics_listen: metrics_listen(own.metrics_listen.as_deref())?,
+            metrics_listen,
         })
     }
 }

@@ -328,7 +328,7 @@ fn the_example_config_has_every_key_and_parses() {
         .filter(|key| !shown.contains(key))
         .collect();
     assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
-    assert_eq!(file_keys().len(), 26, "{:?}", file_keys());
+    assert_eq!(file_keys().len(), 28, "{:?}", file_keys());
 
     // Every key of a [[plugin]] table is set in the example's first one; those without a
     // default value (max_memory, recycle_after) are shown commented out.
@@ -387,21 +387,46 @@ fn log_and_access_log_settings() {
 #[test]
 fn admin_socket_and_metrics_listen() {
     let s = merge("gk --socket-dir /run/x", "").unwrap();
-    assert_eq!(s.admin_socket, Some(PathBuf::from("/run/x/admin.sock")));
-    assert!(s.admin_socket_is_default);
+    let socket = s.admin_socket.unwrap();
+    assert_eq!(socket.path, PathBuf::from("/run/x/admin.sock"));
+    assert!(socket.is_default && !socket.private_dir);
+    assert_eq!((socket.mode, socket.group), (0o600, None));
     assert_eq!(s.metrics_listen, None);
     let s = merge(
         "gk",
         "admin_socket = \"/tmp/a.sock\"\nmetrics_listen = \"127.0.0.1:9100\"",
     )
     .unwrap();
-    assert_eq!(s.admin_socket, Some(PathBuf::from("/tmp/a.sock")));
-    assert!(!s.admin_socket_is_default);
+    let socket = s.admin_socket.unwrap();
+    assert_eq!(socket.path, PathBuf::from("/tmp/a.sock"));
+    assert!(!socket.is_default);
     assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
     let s = merge("gk", "admin_socket = \"\"").unwrap();
     assert_eq!(s.admin_socket, None);
     let bad = merge("gk", "metrics_listen = \"9100\"").unwrap_err();
     assert!(format!("{bad:#}").contains("metrics_listen"));
+    let clash = merge(
+        "gk",
+        "listen = [\"a=0.0.0.0:8000\"]\nmetrics_listen = \"127.0.0.1:8000\"",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{clash:#}").starts_with(
+            "metrics_listen: `127.0.0.1:8000` clashes with the listener `a=0.0.0.0:8000`"
+        ),
+        "{clash:#}"
+    );
+    let s = merge(
+        "gk",
+        "admin_socket_mode = \"0660\"\nadmin_socket_group = \"0\"",
+    )
+    .unwrap();
+    let socket = s.admin_socket.unwrap();
+    assert_eq!((socket.mode, socket.group), (0o660, Some(0)));
+    assert!(err("admin_socket_mode = \"0777\"", "gk").starts_with("admin_socket_mode: "));
+    assert!(err("admin_socket_mode = \"0660\"", "gk").contains("needs admin_socket_group"));
+    assert!(err("admin_socket_group = \"no-such-group-x\"", "gk")
+        .starts_with("admin_socket_group: there is no group `no-such-group-x`"));
 }
 
 #[test]

@@ -95,3 +95,30 @@ fn failure_policy_defaults_per_plugin_type() {
         serde_json::json!({"policy": "closed", "status": 503})
     );
 }
+
+#[test]
+fn listeners_with_one_name_or_clashing_addresses_are_refused() {
+    let invalid = |listen: &str| {
+        from_toml(&format!("listen = {listen}"))
+            .validate()
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        invalid(r#"["a=127.0.0.1:1", "a=127.0.0.1:2"]"#),
+        "listen: the name `a` is given to two listeners (names must be unique)"
+    );
+    assert!(invalid(r#"["a=127.0.0.1:1", "b=127.0.0.1:1"]"#)
+        .contains("`a=127.0.0.1:1` and `b=127.0.0.1:1` cannot both listen"));
+    assert!(invalid(r#"["a=0.0.0.0:1", "b=127.0.0.1:1"]"#).contains("cannot both listen"));
+    assert!(invalid(r#"["a=[::1]:1", "b=[::]:1"]"#).contains("cannot both listen"));
+    assert!(invalid(r#"["a=[::]:1", "b=127.0.0.2:1"]"#).contains("cannot both listen"));
+    for valid in [
+        r#"["a=127.0.0.1:1", "b=127.0.0.2:1"]"#,
+        r#"["a=0.0.0.0:1", "b=[::1]:1"]"#,
+        r#"["a=127.0.0.1:0", "b=127.0.0.1:0"]"#,
+        r#"["a=127.0.0.1:1", "b=127.0.0.1:2"]"#,
+    ] {
+        from_toml(&format!("listen = {valid}")).validate().unwrap();
+    }
+}
