@@ -66,7 +66,7 @@ key = \"$BATS_TEST_TMPDIR/k.pem\""
   [[ $output == *"listen: \`127.0.0.1:99999\` is not an IP:PORT address"* ]]
 }
 
-@test "check: unreadable key files and unwritable access log directories are reported" {
+@test "check: unreadable key files, unwritable access log and admin socket directories are reported" {
   command -v setpriv >/dev/null || skip "setpriv (util-linux) is not installed"
   setpriv --reuid=65534 --regid=65534 --clear-groups "$(command -v gatekeeper)" --version \
     >/dev/null 2>&1 || skip "the user nobody cannot run $(command -v gatekeeper)"
@@ -81,6 +81,7 @@ key = \"$BATS_TEST_TMPDIR/k.pem\""
   printf '%s\n' "listen = [\"https=127.0.0.1:18443\"]
 access_log = \"json\"
 access_log_file = \"$dir/logs/access.log\"
+admin_socket = \"$dir/logs/run/admin.sock\"
 [[tls]]
 listener = \"https\"
 cert = \"$dir/c.pem\"
@@ -96,7 +97,16 @@ key = \"$dir/k.pem\"" >"$dir/gk.toml"
   [ "$status" -eq 1 ]
   [[ $output == *"tls[0].key: cannot read \`$dir/k.pem\`: Permission denied"* ]]
   [[ $output == *"access_log_file: cannot write to the directory \`$dir/logs\`"* ]]
-  [ "$(wc -l <<<"$output")" -eq 2 ]
+  [[ $output == *"admin_socket: cannot make \`$dir/logs/run/admin.sock\`: the directory \`$dir/logs\` is not writable"* ]]
+  [ "$(wc -l <<<"$output")" -eq 3 ]
+}
+
+@test "check: a plugin command that is not executable is named, with what to do" {
+  check_config "[[plugin]]
+type = \"upstream\"
+command = \"$UPSTREAMS\""
+  [ "$status" -eq 1 ]
+  [[ $output == *"plugin[0].command: plugin command \`$UPSTREAMS\` is not executable"* ]]
 }
 
 @test "a fresh install starts with its own example config, from any directory" {

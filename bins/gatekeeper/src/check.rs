@@ -171,6 +171,9 @@ fn check_file(path: &Path, errors: &mut Vec<String>) -> Result<(), String> {
                 if key == "socket_dir" {
                     check_dir(&key, &value, errors);
                 }
+                if key == "admin_socket" {
+                    check_socket_dir(&key, &value, errors);
+                }
                 let part = Table::from_iter([(key.clone(), value)]);
                 check_part(&key, &key, part, errors);
             }
@@ -239,6 +242,30 @@ fn check_parent_dir(key: &str, value: &Value, errors: &mut Vec<String>) {
             "{key}: cannot write to the {what} `{}`: {}",
             target.display(),
             e.desc()
+        ));
+    }
+}
+
+/// The directory of a socket to be made exists and is writable, or can be made (its nearest
+/// existing ancestor is a writable directory). `""` (disabled): nothing to check.
+fn check_socket_dir(key: &str, value: &Value, errors: &mut Vec<String>) {
+    let Some(path) = value.as_str().filter(|p| !p.is_empty()).map(Path::new) else {
+        return;
+    };
+    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    while let Some(candidate) = dir {
+        if candidate.exists() {
+            break;
+        }
+        dir = candidate.parent().filter(|d| !d.as_os_str().is_empty());
+    }
+    let dir = dir.unwrap_or(Path::new("."));
+    let writable = dir.is_dir() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    if !writable {
+        errors.push(format!(
+            "{key}: cannot make `{}`: the directory `{}` is not writable",
+            path.display(),
+            dir.display()
         ));
     }
 }

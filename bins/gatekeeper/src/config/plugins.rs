@@ -164,10 +164,16 @@ fn at_most_one_router_and_loadbalancer(plugins: &[PluginConfig]) -> Result<()> {
 /// Finds a plugin command: a path (contains `/`) as is; otherwise next to the gatekeeper binary,
 /// then on PATH.
 pub fn resolve_command(command: &str) -> Result<PathBuf> {
+    let executable = |path: &Path| {
+        path.is_file() && nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+    };
     if command.contains('/') {
         let path = PathBuf::from(command);
-        if path.is_file() {
+        if executable(&path) {
             return Ok(path);
+        }
+        if path.is_file() {
+            bail!("plugin command `{command}` is not executable (chmod +x, or name its interpreter: command = \"python3\", args = [\"{command}\"])");
         }
         bail!("plugin command `{command}` not found");
     }
@@ -181,9 +187,9 @@ pub fn resolve_command(command: &str) -> Result<PathBuf> {
         .into_iter()
         .chain(path_dirs)
         .map(|dir| dir.join(command))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| executable(candidate))
         .ok_or_else(|| {
-            anyhow!("plugin command `{command}` not found next to gatekeeper or on PATH")
+            anyhow!("plugin command `{command}` not found (as an executable file) next to gatekeeper or on PATH")
         })
 }
 
