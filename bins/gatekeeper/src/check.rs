@@ -25,6 +25,9 @@ struct CheckArgs {
     /// Print the effective settings as JSON when valid (always so without --config).
     #[arg(long)]
     json: bool,
+    /// Do not start the plugins to check their own config (see check_plugins.rs).
+    #[arg(long)]
+    no_plugins: bool,
     /// The TOML config file to check.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -57,7 +60,13 @@ pub fn main(args: Vec<String>) -> ExitCode {
         Some(path) => path.display().to_string(),
         None => "flags".to_owned(),
     };
-    let (settings, errors) = check(&cli);
+    let (settings, mut errors) = check(&cli);
+    if let Some(settings) = settings
+        .as_ref()
+        .filter(|_| errors.is_empty() && !args.no_plugins)
+    {
+        errors.extend(crate::check_plugins::check_plugins(settings));
+    }
     match settings {
         Some(settings) if errors.is_empty() => {
             if json || cli.config.is_none() {
