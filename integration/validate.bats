@@ -123,3 +123,46 @@ TOML
   [ "$status" -eq 1 ]
   grep -qF "plugin command \`$BATS_TEST_TMPDIR/no-such-plugin\` not found" <<<"$output"
 }
+
+# sdk_plugin SDK NAME CONFIG: a `[[plugin]]` modifier table running SDK's conformance plugin
+# (plugin-sdk/conformance/README.md) named NAME with the inline config map CONFIG.
+sdk_plugin() {
+  echo '[[plugin]]'
+  echo "name = \"$2\""
+  echo 'type = "modifier"'
+  case $1 in
+    rust) echo "command = $(toml_string "$BIN_DIR/conformance-plugin")" ;;
+    python) printf 'command = "python3"\nargs = [%s]\n' "$(toml_string "$REPO_ROOT/plugin-sdk/python/conformance_plugin.py")" ;;
+    node) printf 'command = "node"\nargs = [%s]\n' "$(toml_string "$REPO_ROOT/plugin-sdk/node/conformance-plugin.js")" ;;
+  esac
+  echo "config = $3"
+}
+
+@test "every SDK: gatekeeper check reaches the plugin's check entry point, and config_status reaches ctl" {
+  local sdk
+  for sdk in rust python node; do
+    sdk_plugin "$sdk" "$sdk-check" '{ invalid = "conf.yml:7: key: nope" }' >>"$BATS_TEST_TMPDIR/gk.toml"
+    echo >>"$BATS_TEST_TMPDIR/gk.toml"
+  done
+  run gatekeeper check --config "$BATS_TEST_TMPDIR/gk.toml"
+  [ "$status" -eq 1 ]
+  [ "${#lines[@]}" = 3 ]
+  for sdk in rust python node; do
+    grep -qxF "$BATS_TEST_TMPDIR/gk.toml: plugin $sdk-check: checked: conf.yml:7: key: nope" <<<"$output"
+  done
+
+  # config_status: each plugin reports a rejection on start, then the config accepted.
+  cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
+$(static_upstreams_table)
+TOML
+  for sdk in rust python node; do
+    echo >>"$BATS_TEST_TMPDIR/gk.toml"
+    sdk_plugin "$sdk" "$sdk-report" '{ report_config_error = "conf.yml:1: k: bad" }' >>"$BATS_TEST_TMPDIR/gk.toml"
+  done
+  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
+  for sdk in rust python node; do
+    wait_for_log "plugin=$sdk-report error=conf.yml:1: k: bad"
+    wait_for_log "config is accepted again plugin=$sdk-report"
+  done
+  [ "$(ctl plugins | jq '[.[] | select(.config_error != null)] | length')" = 0 ]
+}
