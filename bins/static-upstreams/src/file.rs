@@ -341,12 +341,58 @@ pub fn parse(text: &str, ids: BackendIds) -> Result<Vec<StaticUpstream>, ParseEr
             message: strip_location(&inner),
         }
     })?;
-    entries
+    let upstreams = entries
         .map(|Entries(entries)| entries)
         .unwrap_or_default()
         .into_iter()
         .map(|(id, entry)| convert(id, entry, ids))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    check_routes_are_distinct(&upstreams)?;
+    Ok(upstreams)
+}
+
+/// Two upstreams that may serve the same listener (`protocols` absent means every listener)
+/// must not share a prefix or a hostname: the proxy refuses the second one.
+fn check_routes_are_distinct(upstreams: &[StaticUpstream]) -> Result<(), ParseError> {
+    for (i, later) in upstreams.iter().enumerate() {
+        let later = &later.upstream;
+        for earlier in upstreams[..i].iter().map(|u| &u.upstream) {
+            let overlap = earlier.protocols.is_empty()
+                || later.protocols.is_empty()
+                || earlier
+                    .protocols
+                    .iter()
+                    .any(|p| later.protocols.contains(p));
+            if !overlap {
+                continue;
+            }
+            let clash = |key: &str, what: &str, mine: &[String], theirs: &[String]| {
+                mine.iter()
+                    .find(|m| theirs.iter().any(|t| t.eq_ignore_ascii_case(m)))
+                    .map(|shared| ParseError {
+                        line: None,
+                        key: format!("{}.{key}", later.id),
+                        message: format!(
+                            "{what} `{shared}` is upstream `{}`'s too (on the same listeners)",
+                            earlier.id
+                        ),
+                    })
+            };
+            if let Some(error) = clash("prefixes", "prefix", &later.prefixes, &earlier.prefixes)
+                .or_else(|| {
+                    clash(
+                        "hostnames",
+                        "hostname",
+                        &later.hostnames,
+                        &earlier.hostnames,
+                    )
+                })
+            {
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A YAML error's message without serde_yaml's ` at line L column C` (the line is shown

@@ -299,3 +299,17 @@ fn an_unreadable_file_names_the_file() {
         "{message}"
     );
 }
+
+#[test]
+fn upstreams_on_the_same_listeners_do_not_share_routes() {
+    assert_eq!(
+        error_of("a:\n  prefixes: [api]\nb:\n  prefixes: [x, /api/]\n"),
+        "b.prefixes: prefix `api` is upstream `a`'s too (on the same listeners)"
+    );
+    assert_eq!(
+        error_of("a:\n  hostnames: [Api.example]\n  protocols: [http-public]\nb:\n  hostnames: [api.example]\n"),
+        "b.hostnames: hostname `api.example` is upstream `a`'s too (on the same listeners)"
+    );
+    let apart = "a:\n  prefixes: [api]\n  protocols: [http-public]\nb:\n  prefixes: [api]\n  protocols: [http-internal]\n";
+    assert_eq!(parse(apart, BackendIds::Url).unwrap().len(), 2);
+}
