@@ -116,6 +116,9 @@ TOML
 
   run gatekeeper check --no-plugins --config "$BATS_TEST_TMPDIR/gk.toml"
   [ "$status" -eq 0 ]
+  # After other flags too.
+  run gatekeeper check --config "$BATS_TEST_TMPDIR/gk.toml" --listen 127.0.0.1:1 --no-plugins
+  [ "$status" -eq 0 ]
 }
 
 @test "gatekeeper check names a plugin command that does not exist" {

@@ -50,11 +50,16 @@ pub fn main(args: Vec<String>) -> ExitCode {
     let args = CheckArgs::parse_from(args);
     // `--json` may also come after other flags.
     let json = args.json || args.flags.iter().any(|a| a == "--json");
+    let no_plugins = args.no_plugins || args.flags.iter().any(|a| a == "--no-plugins");
     let mut gatekeeper_args = vec![program];
     if let Some(config) = &args.config {
         gatekeeper_args.extend(["--config".to_owned(), config.display().to_string()]);
     }
-    gatekeeper_args.extend(args.flags.into_iter().filter(|a| a != "--json"));
+    gatekeeper_args.extend(
+        args.flags
+            .into_iter()
+            .filter(|a| a != "--json" && a != "--no-plugins"),
+    );
     let cli = Cli::from_args(gatekeeper_args);
     let source = match &cli.config {
         Some(path) => path.display().to_string(),
@@ -63,7 +68,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
     let (settings, mut errors) = check(&cli);
     if let Some(settings) = settings
         .as_ref()
-        .filter(|_| errors.is_empty() && !args.no_plugins)
+        .filter(|_| errors.is_empty() && !no_plugins)
     {
         errors.extend(crate::check_plugins::check_plugins(settings));
     }
