@@ -32,8 +32,19 @@ class Settings {
   /** @type {string | undefined} */
   file = undefined;
 
-  /** @param {Record<string, unknown>} config */
+  /** @type {string | undefined} */
+  reportConfigError = undefined;
+
+  /**
+   * Reads the shared keys; a key `invalid` fails the configure with its message.
+   *
+   * @param {Record<string, unknown>} config
+   */
   read(config) {
+    if (config.invalid !== undefined) throw RpcError.invalidParams(String(config.invalid));
+    if (config.report_config_error !== undefined && config.report_config_error !== null) {
+      this.reportConfigError = String(config.report_config_error);
+    }
     if (config.sdk !== undefined && config.sdk !== null) this.sdk = String(config.sdk);
     if (config.file !== undefined && config.file !== null) this.file = String(config.file);
   }
@@ -44,7 +55,31 @@ class Settings {
   }
 }
 
-class ConformanceModifier extends ModifierPlugin {
+/**
+ * What every role shares around its own `configure`: `check` keeps nothing and fails with
+ * `checked: <invalid>`; `start` reports `report_config_error` with `config_status`, then reports
+ * the config accepted.
+ *
+ * @template {new (...args: any[]) => import('./index.js').Plugin} Base
+ * @param {Base} Base
+ */
+function conforming(Base) {
+  return class extends Base {
+    async check(config) {
+      if (config.invalid !== undefined) throw RpcError.invalidParams(`checked: ${config.invalid}`);
+    }
+
+    async start() {
+      const message = this.settings.reportConfigError;
+      if (message !== undefined) {
+        await this.reportConfigError(message);
+        await this.reportConfigOk();
+      }
+    }
+  };
+}
+
+class ConformanceModifier extends conforming(ModifierPlugin) {
   settings = new Settings();
 
   async configure(config) {
@@ -84,7 +119,7 @@ class ConformanceModifier extends ModifierPlugin {
   }
 }
 
-class ConformanceRouter extends RouterPlugin {
+class ConformanceRouter extends conforming(RouterPlugin) {
   settings = new Settings();
   /** @type {Set<string>} */
   upstreams = new Set();
@@ -109,7 +144,7 @@ class ConformanceRouter extends RouterPlugin {
   }
 }
 
-class ConformanceLoadBalancer extends LoadBalancerPlugin {
+class ConformanceLoadBalancer extends conforming(LoadBalancerPlugin) {
   settings = new Settings();
   /** @type {Map<string, string[]>} backend ids per upstream, in the order they were added */
   backends = new Map();
@@ -142,7 +177,7 @@ class ConformanceLoadBalancer extends LoadBalancerPlugin {
   }
 }
 
-class ConformanceUpstream extends UpstreamPlugin {
+class ConformanceUpstream extends conforming(UpstreamPlugin) {
   settings = new Settings();
   upstreamId = 'conformance';
   /** @type {string | undefined} */
@@ -171,7 +206,7 @@ class ConformanceUpstream extends UpstreamPlugin {
   }
 }
 
-class ConformanceMetric extends MetricPlugin {
+class ConformanceMetric extends conforming(MetricPlugin) {
   settings = new Settings();
 
   async configure(config) {

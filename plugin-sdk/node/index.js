@@ -8,7 +8,7 @@
  *
  * | plugin type | class | the proxy calls (hooks) | the plugin calls |
  * |---|---|---|---|
- * | all | `Plugin` | `configure`, `start`, `heartbeat`, `stop` | |
+ * | all | `Plugin` | `configure` (`check` when gatekeeper only checks the config), `start`, `heartbeat`, `stop` | `reportConfigError`, `reportConfigOk` (`config_status`) |
  * | upstream | `UpstreamPlugin` | (optional) `upstreamMetric` | `Manager`: `addUpstream`, `removeUpstream`, `addBackend`, `removeBackend` |
  * | modifier | `ModifierPlugin` | `modifyRequest`, `modifyResponse`, `modifyErrorResponse` | |
  * | router | `RouterPlugin` | `addUpstream`, `removeUpstream`, `routeRequest` | |
@@ -20,7 +20,7 @@
 
 export { codes, EnvError, isRpcError, RpcError } from './src/errors.js';
 export { createLogger, silentLogger } from './src/log.js';
-export { DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './src/manager.js';
+export { ConfigReporter, DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './src/manager.js';
 export { DEFAULT_MAX_LINE_BYTES } from './src/peer.js';
 export {
   HOOKS,

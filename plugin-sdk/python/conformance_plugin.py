@@ -40,6 +40,7 @@ from gatekeeper_plugin import (  # noqa: E402 - after the path set-up
     Response,
     RouteResult,
     RouterPlugin,
+    RpcError,
     Upstream,
     UpstreamMetric,
     UpstreamPlugin,
@@ -63,8 +64,23 @@ class Conformance(Plugin):
         return str(self.config.get("sdk") or DEFAULT_SDK)
 
     async def configure(self, config: JsonObject) -> None:
-        """Keeps the config map."""
+        """Keeps the config map; a config key ``invalid`` fails it with that message."""
+        if "invalid" in config:
+            raise RpcError.invalid_params(str(config["invalid"]))
         self.config = dict(config)
+
+    async def check(self, config: JsonObject) -> None:
+        """Keeps nothing; a config key ``invalid`` fails it with ``checked: <message>``."""
+        if "invalid" in config:
+            raise RpcError.invalid_params(f"checked: {config['invalid']}")
+
+    async def start(self) -> None:
+        """With a config key ``report_config_error``: reports it with ``config_status``, then
+        reports the config accepted."""
+        message = self.config.get("report_config_error")
+        if message is not None:
+            await self.report_config_error(str(message))
+            await self.report_config_ok()
 
     def record(self, method: str, count: int) -> None:
         """Appends ``{"method": method, "count": count}`` to the config's ``file``, if any."""
@@ -175,6 +191,7 @@ class ConformanceUpstream(Conformance, UpstreamPlugin):
     async def start(self) -> None:
         """``add_upstream`` for ``upstream_id`` with ``prefix``, then ``add_backend`` for each of
         ``backends`` with ids ``"0"``, ``"1"``, ..."""
+        await super().start()
         upstream_id = str(self.config.get("upstream_id") or "conformance")
         prefix = str(self.config.get("prefix") or upstream_id)
         await self.manager.add_upstream(

@@ -25,6 +25,9 @@ struct CheckArgs {
     /// Print the effective settings as JSON when valid (always so without --config).
     #[arg(long)]
     json: bool,
+    /// Do not start the plugins to check their own config (see check_plugins.rs).
+    #[arg(long)]
+    no_plugins: bool,
     /// The TOML config file to check.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -47,17 +50,28 @@ pub fn main(args: Vec<String>) -> ExitCode {
     let args = CheckArgs::parse_from(args);
     // `--json` may also come after other flags.
     let json = args.json || args.flags.iter().any(|a| a == "--json");
+    let no_plugins = args.no_plugins || args.flags.iter().any(|a| a == "--no-plugins");
     let mut gatekeeper_args = vec![program];
     if let Some(config) = &args.config {
         gatekeeper_args.extend(["--config".to_owned(), config.display().to_string()]);
     }
-    gatekeeper_args.extend(args.flags.into_iter().filter(|a| a != "--json"));
+    gatekeeper_args.extend(
+        args.flags
+            .into_iter()
+            .filter(|a| a != "--json" && a != "--no-plugins"),
+    );
     let cli = Cli::from_args(gatekeeper_args);
     let source = match &cli.config {
         Some(path) => path.display().to_string(),
         None => "flags".to_owned(),
     };
-    let (settings, errors) = check(&cli);
+    let (settings, mut errors) = check(&cli);
+    if let Some(settings) = settings
+        .as_ref()
+        .filter(|_| errors.is_empty() && !no_plugins)
+    {
+        errors.extend(crate::check_plugins::check_plugins(settings));
+    }
     match settings {
         Some(settings) if errors.is_empty() => {
             if json || cli.config.is_none() {

@@ -355,7 +355,13 @@ fn table(value: &Value) -> String {
                 .chain(items.iter().map(|item| {
                     columns
                         .iter()
-                        .map(|c| item.get(c).map_or_else(|| "-".to_owned(), cell))
+                        .map(|c| match item.get(c) {
+                            // A plugin's rejected config (`config_status`).
+                            Some(Value::String(message)) if c == "config_error" => {
+                                format!("config rejected: {message}")
+                            }
+                            value => value.map_or_else(|| "-".to_owned(), cell),
+                        })
                         .collect()
                 }))
                 .collect()
@@ -407,6 +413,20 @@ mod tests {
         assert_eq!(lines[2], "longer-name  1   false    ");
         let object = table(&json!({"ready": true, "listeners": [{"name": "a", "address": "1:2"}]}));
         assert!(object.contains("listeners  a=1:2"), "{object}");
+    }
+
+    #[test]
+    fn a_rejected_plugin_config_is_spelt_out() {
+        let text = table(&json!([
+            {"name": "static", "config_error": "u.yml:3: api.balancer: unknown balancer"},
+            {"name": "other", "config_error": null},
+        ]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "static  config rejected: u.yml:3: api.balancer: unknown balancer"
+        );
+        assert_eq!(lines[2], "other   -");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod activation;
 mod admin;
 mod check;
+mod check_plugins;
 mod cli;
 mod config;
 mod ctl;

@@ -230,6 +230,12 @@ fn scraped(sources: &Sources) -> Registry {
         "A plugin's instances in each state (running, starting, restarting, backoff, stopped)",
         instances.clone(),
     );
+    let config_rejected = Family::<PluginLabels, Gauge>::default();
+    registry.register(
+        "gatekeeper_plugin_config_rejected",
+        "1 while a plugin reports that it rejected a change of its config (config_status) and keeps its last good one",
+        config_rejected.clone(),
+    );
     for plugin in &sources.plugins {
         let state = plugin.state();
         for word in STATE_WORDS {
@@ -263,6 +269,9 @@ fn scraped(sources: &Sources) -> Registry {
             .inc_by(state.latency_us_total as f64 / 1e6);
         up.get_or_create(&labels)
             .set(i64::from(state.status == PluginStatus::Ready));
+        config_rejected
+            .get_or_create(&labels)
+            .set(i64::from(state.config_error.is_some()));
     }
 
     let healthy = Family::<BackendLabels, Gauge>::default();

@@ -16,6 +16,7 @@
 mod diff;
 mod file;
 mod plugin;
+mod values;
 mod watch;
 
 use std::process::ExitCode;

@@ -25,6 +25,8 @@ struct Loaded {
     path: PathBuf,
     ids: BackendIds,
     upstreams: Vec<StaticUpstream>,
+    /// The file's text the upstreams were read from.
+    text: String,
 }
 
 /// Serves the upstreams of one YAML file.
@@ -61,32 +63,46 @@ fn backend_ids(config: &Object) -> Result<BackendIds, HookError> {
     }
 }
 
+/// The file named by the config, read, parsed and checked; errors say `FILE:LINE: KEY: message`.
+fn read_config(config: &Object) -> Result<Loaded, HookError> {
+    let path = match config.get(FILE_KEY) {
+        Some(serde_json::Value::String(path)) if !path.is_empty() => path,
+        Some(other) => {
+            return Err(HookError::invalid_params(format!(
+                "config key `{FILE_KEY}` must be a file path, got {other}"
+            )))
+        }
+        None => {
+            return Err(HookError::invalid_params(format!(
+                "config key `{FILE_KEY}` (the upstreams YAML file) is required"
+            )))
+        }
+    };
+    let ids = backend_ids(config)?;
+    let path = Path::new(path);
+    let invalid = |e: file::LoadError| HookError::invalid_params(e.to_string());
+    let text = file::read(path).map_err(invalid)?;
+    let upstreams = file::check(path, &text, ids).map_err(invalid)?;
+    Ok(Loaded {
+        path: PathBuf::from(path),
+        ids,
+        upstreams,
+        text,
+    })
+}
+
 impl Plugin for StaticUpstreams {
-    /// Reads and parses the file now, so a bad file fails `configure` with its line.
+    /// Reads, parses and checks the file now, so a bad file fails `configure` with its line.
     async fn configure(&self, config: Object) -> Result<(), HookError> {
-        let path = match config.get(FILE_KEY) {
-            Some(serde_json::Value::String(path)) if !path.is_empty() => path,
-            Some(other) => {
-                return Err(HookError::invalid_params(format!(
-                    "config key `{FILE_KEY}` must be a file path, got {other}"
-                )))
-            }
-            None => {
-                return Err(HookError::invalid_params(format!(
-                    "config key `{FILE_KEY}` (the upstreams YAML file) is required"
-                )))
-            }
-        };
-        let ids = backend_ids(&config)?;
-        let upstreams = file::load(Path::new(path), ids)
-            .map_err(|e| HookError::invalid_params(format!("{e:#}")))?;
-        tracing::info!(file = %path, upstreams = upstreams.len(), "loaded upstreams file");
-        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(Loaded {
-            path: PathBuf::from(path),
-            ids,
-            upstreams,
-        });
+        let loaded = read_config(&config)?;
+        tracing::info!(file = %loaded.path.display(), upstreams = loaded.upstreams.len(), "loaded upstreams file");
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(loaded);
         Ok(())
+    }
+
+    /// `gatekeeper check`: reads, parses and checks the file, and keeps nothing.
+    async fn check(&self, config: Object) -> Result<(), HookError> {
+        read_config(&config).map(drop)
     }
 }
 
@@ -101,6 +117,7 @@ impl UpstreamPlugin for StaticUpstreams {
             path,
             ids,
             upstreams,
+            text,
         } = self
             .loaded()
             .ok_or_else(|| HookError::unavailable("`start` before a successful `configure`"))?;
@@ -135,7 +152,7 @@ impl UpstreamPlugin for StaticUpstreams {
         }
         tracing::info!(backends, "pushed every upstream and backend");
         let shown = path.display().to_string();
-        if let Err(e) = watch::spawn(Reloader::new(path, ids, manager, applied)) {
+        if let Err(e) = watch::spawn(Reloader::new(path, ids, manager, applied, text)) {
             tracing::error!(file = %shown, "cannot watch the upstreams file, changes will not be applied: {e}");
         }
         Ok(())
@@ -181,7 +198,7 @@ mod tests {
             .unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(err.code(), gatekeeper_plugin_sdk::codes::INVALID_PARAMS);
-        assert!(err.message().contains("line 3"), "{err}");
+        assert!(err.message().contains("bad.yml:3: a.timeout: "), "{err}");
         assert!(plugin.loaded().is_none());
     }
 

@@ -7,9 +7,14 @@
 //! `..data` symlink). Events are debounced: the file is read once no event for it has arrived
 //! for [`DEBOUNCE`].
 //!
-//! A reload parses the file and pushes only the difference ([`crate::diff`]) through the
-//! manager. A file that does not parse (or cannot be read) changes nothing: the error, with its
-//! line, is logged on stderr and the last good state stays. A manager call that fails is logged
+//! Only changes count: reading the file (which inotify reports too, as an access) does not, and
+//! a file whose content is the same as at the last read is not looked at again.
+//!
+//! A reload parses and checks the whole file, then pushes only the difference ([`crate::diff`])
+//! through the manager. A file that does not check (or cannot be read) changes nothing: the last
+//! good state keeps serving, the error (file, line and key) is logged once per change of the
+//! file, and reported to the proxy with `config_status` (shown by `gatekeeper ctl plugins` and
+//! its metrics); a later good version applies and clears it. A manager call that fails is logged
 //! and not recorded as applied, so the next reload tries it again.
 
 use std::collections::HashSet;
@@ -18,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gatekeeper_plugin_sdk::{codes, CallError, Manager};
-use notify::{Event, RecursiveMode, Watcher as _};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -36,26 +42,71 @@ pub struct Reloader {
     manager: Manager,
     /// What the proxy has from this plugin: every change it accepted.
     applied: State,
+    /// What the last read found: the file's text, or why it could not be read. A read that finds
+    /// the same is not acted on again.
+    last_read: Option<Result<String, String>>,
+    /// Whether the proxy was last told that the file is rejected.
+    rejected: bool,
 }
 
 impl Reloader {
-    /// A reloader for the file at `path`, whose content `applied` the proxy already has.
-    pub fn new(path: PathBuf, ids: BackendIds, manager: Manager, applied: State) -> Self {
+    /// A reloader for the file at `path`, whose content `applied` (read from `text`) the proxy
+    /// already has.
+    pub fn new(
+        path: PathBuf,
+        ids: BackendIds,
+        manager: Manager,
+        applied: State,
+        text: String,
+    ) -> Self {
         Reloader {
             path,
             ids,
             manager,
             applied,
+            last_read: Some(Ok(text)),
+            rejected: false,
         }
     }
 
-    /// Reads and parses the file, and pushes the difference to what the proxy has. A bad file
-    /// is logged (with its line) and changes nothing.
+    /// Reads, parses and checks the file, and pushes the difference to what the proxy has. A
+    /// bad or unreadable file changes nothing: it is logged and reported once per change.
     pub async fn reload(&mut self) {
-        match file::load(&self.path, self.ids) {
-            Ok(upstreams) => self.apply(&index(upstreams)).await,
+        let read = file::read(&self.path).map_err(|e| e.to_string());
+        if self.last_read.as_ref() == Some(&read) {
+            tracing::debug!(file = %self.path.display(), "upstreams file read: unchanged");
+            return;
+        }
+        self.last_read = Some(read.clone());
+        let checked = read
+            .and_then(|text| file::check(&self.path, &text, self.ids).map_err(|e| e.to_string()));
+        match checked {
+            Ok(upstreams) => {
+                self.apply(&index(upstreams)).await;
+                if self.rejected {
+                    self.report(None).await;
+                }
+            }
+            Err(message) => {
+                tracing::error!(
+                    "upstreams file not applied, keeping the last good state: {message}"
+                );
+                self.report(Some(message)).await;
+            }
+        }
+    }
+
+    /// Tells the proxy that the file is rejected (`Some`) or accepted again (`None`).
+    async fn report(&mut self, error: Option<String>) {
+        let rejected = error.is_some();
+        let sent = match error {
+            Some(message) => self.manager.report_config_error(message).await,
+            None => self.manager.report_config_ok().await,
+        };
+        match sent {
+            Ok(()) => self.rejected = rejected,
             Err(e) => {
-                tracing::error!("upstreams file not applied, keeping the last good state: {e:#}")
+                tracing::warn!("could not report the upstreams file's state to gatekeeper: {e}")
             }
         }
     }
@@ -161,8 +212,14 @@ impl Targets {
         }
     }
 
-    /// Whether an event may concern the file.
+    /// Whether an event may concern the file: not a mere read of it (opening it, or closing it
+    /// without writing, which the reloader's own reads cause too).
     fn concerns(&self, event: &Event) -> bool {
+        if let EventKind::Access(access) = event.kind {
+            if !matches!(access, AccessKind::Close(AccessMode::Write)) {
+                return false;
+            }
+        }
         event.need_rescan()
             || event.paths.is_empty()
             || event.paths.iter().any(|path| {
@@ -255,6 +312,12 @@ mod tests {
         assert!(targets.concerns(&event(modify, &[])));
         assert!(!targets.concerns(&event(modify, &["/x/gatekeeper.log"])));
         assert!(!targets.concerns(&event(modify, &["/x/upstreams.yml.bak"])));
+        let read = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        assert!(!targets.concerns(&event(read, &["/x/upstreams.yml"])));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!targets.concerns(&event(read, &["/x/upstreams.yml"])));
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(targets.concerns(&event(written, &["/x/upstreams.yml"])));
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct PluginState {
     /// Time spent in those calls, all together, in microseconds (divide by `calls` for the
     /// mean latency).
     pub latency_us_total: u64,
+    /// The config the plugin last reported rejecting with `config_status` (it keeps serving
+    /// with its last good config), until it reports the config accepted again or a new process
+    /// of it starts.
+    pub config_error: Option<crate::ConfigRejection>,
 }
 
 /// A handle on one launched plugin. Cheap to clone; all clones see the same plugin.
@@ -213,6 +217,7 @@ impl PluginHandle {
             bad_results: self.shared.bad_results.load(Ordering::Relaxed),
             retries: self.shared.retries.load(Ordering::Relaxed),
             latency_us_total: self.shared.latency_us.load(Ordering::Relaxed),
+            config_error: self.shared.config_status.rejection(),
         }
     }
 

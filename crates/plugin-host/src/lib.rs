@@ -19,10 +19,13 @@
 //! - [`options`]: what the caller plugs into a launch ([`LaunchOptions`]);
 //! - [`handle`]: the [`PluginHandle`] callers use on the request path;
 //! - [`instance`]: the before-ready replay ([`BeforeReady`], [`InstanceConnection`]);
+//! - [`check`]: checking a plugin's config without running it ([`check_plugin`]);
 //! - [`events`]: lifecycle events ([`PluginEvent`]);
 //! - [`manager`]: the [`Manager`] trait served to upstream plugins;
 //! - [`error`]: the errors of this crate.
 
+pub mod check;
+mod config_status;
 pub mod error;
 pub mod events;
 pub mod handle;
@@ -38,6 +41,8 @@ pub mod spec;
 mod state;
 mod supervisor;
 
+pub use check::{check_plugin, CheckError};
+pub use config_status::ConfigRejection;
 pub use error::{HostError, PluginCallError, StartError};
 pub use events::{PluginEvent, PluginEventKind};
 pub use handle::{InstanceState, PluginHandle, PluginState, PluginStatus};

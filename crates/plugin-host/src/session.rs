@@ -2,7 +2,7 @@
 //! with the current token and protocol version), records the declared hooks (which want bodies,
 //! which are not to be retried), tells the supervisor
 //! about the new authenticated connection, and afterwards serves the manager methods to upstream
-//! plugins. Nothing a plugin sends here can panic the host: bad params become error replies.
+//! plugins and records `config_status` reports from any plugin. Nothing a plugin sends here can panic the host: bad params become error replies.
 //!
 //! Connections are strict peers ([`PeerConfig::close_on_violation`]): a protocol violation closes
 //! the connection and is logged with the plugin's name.
@@ -16,7 +16,8 @@ use futures::future::BoxFuture;
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::message::to_raw;
 use gatekeeper_rpc::methods::{
-    body_hooks_of, hooks_of, Handshake, HandshakeParams, HandshakeResult, PluginType,
+    body_hooks_of, hooks_of, ConfigStatus as ConfigStatusMethod, ConfigStatusParams, Handshake,
+    HandshakeParams, HandshakeResult, PluginType,
 };
 use gatekeeper_rpc::peer::CloseReason;
 use gatekeeper_rpc::{
@@ -25,6 +26,7 @@ use gatekeeper_rpc::{
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use crate::config_status::ConfigStatus;
 use crate::manager::{is_manager_method, ManagerService};
 use crate::process::token_matches;
 use crate::state::Declared;
@@ -50,6 +52,8 @@ pub(crate) struct SessionContext {
     pub(crate) token: String,
     /// The manager, for upstream plugins only.
     pub(crate) manager: Option<Arc<ManagerService>>,
+    /// Where the plugin's `config_status` reports go.
+    pub(crate) config_status: Arc<ConfigStatus>,
     /// Where authenticated connections are announced.
     pub(crate) events: mpsc::UnboundedSender<Authenticated>,
 }
@@ -157,6 +161,18 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Records a `config_status` report (any plugin type may send one) and answers `{}`.
+    fn config_status(&self, request: &IncomingRequest) -> Reply {
+        let params: ConfigStatusParams = request.parse_params()?;
+        self.context
+            .config_status
+            .report(&self.context.label, params.error);
+        to_raw(&gatekeeper_rpc::methods::Empty {})
+            .map_err(|e| error_object(codes::INTERNAL_ERROR, e.to_string()))
+    }
+}
+
 /// The hooks of `bodies` that are valid body hooks of the plugin's type and declared in `hooks`;
 /// others are ignored with a warning.
 fn declared_bodies(
@@ -234,6 +250,10 @@ impl Handler for Session {
                 codes::UNAUTHORIZED,
                 format!("`{}` before a successful handshake", request.method),
             ));
+            return Box::pin(async move { reply });
+        }
+        if request.method == ConfigStatusMethod::NAME {
+            let reply = self.config_status(&request);
             return Box::pin(async move { reply });
         }
         match &self.context.manager {

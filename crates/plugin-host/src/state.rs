@@ -13,6 +13,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::Peer;
 
+use crate::config_status::ConfigStatus;
 use crate::handle::PluginStatus;
 use gatekeeper_rpc::warnings::RateLimitedWarning;
 
@@ -175,6 +176,8 @@ pub(crate) struct Shared {
     pub(crate) bad_result_warning: RateLimitedWarning,
     /// The warning about stalled (hung) calls, at most one per interval.
     pub(crate) hung_warning: RateLimitedWarning,
+    /// The config state the plugin last reported with `config_status`.
+    pub(crate) config_status: Arc<ConfigStatus>,
 }
 
 impl Shared {
@@ -204,6 +207,7 @@ impl Shared {
             latency_us: AtomicU64::new(0),
             bad_result_warning: RateLimitedWarning::default(),
             hung_warning: RateLimitedWarning::default(),
+            config_status: Arc::new(ConfigStatus::default()),
         }
     }
 }

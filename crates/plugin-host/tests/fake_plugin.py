@@ -32,6 +32,10 @@ a first run. `modify_request` echoes the request with `context.pid`, `context.co
   null_result      answer modify_request with a `null` result
   dies_on_call     instance 0's processes exit on their 3rd modify_request, without answering it
   no_retry         like dies_on_call, and declares modify_request `no_retry` in the handshake
+  checks           records `{"check": <flag>}` at configure; with check=true and a `bad` key in
+                   the config, answers configure with the error `cfg.yml:3: bad: <value>`
+  reports_config   after start, sends config_status with an error twice; once PATH.ok exists,
+                   sends config_status with a null error
 """
 import itertools
 import json
@@ -130,6 +134,14 @@ class Conn:
     def on_request(self, msg):
         method = msg["method"]
         params = msg.get("params") or {}
+        if method == "configure" and MODE == "checks":
+            config = params.get("config") or {}
+            record({"check": params.get("check", False)})
+            if params.get("check") and "bad" in config:
+                self.reply(msg, error={"code": -32602, "message": f"cfg.yml:3: bad: {config['bad']}"})
+            else:
+                self.reply(msg)
+            return
         if method == "configure":
             record({"configure": params.get("config")})
             self.reply(msg)
@@ -139,6 +151,10 @@ class Conn:
             self.reply(msg)
             if MODE == "garbage":
                 self.call("add_upstream", {"upstream": {"id": "nope"}})
+            if MODE == "reports_config":
+                self.call("config_status", {"error": "cfg.yml:1: k: rejected"})
+                self.call("config_status", {"error": "cfg.yml:1: k: rejected"})
+                threading.Thread(target=self.report_ok_later, daemon=True).start()
             if MODE == "dies_soon":
                 threading.Timer(0.1, os._exit, args=(5,)).start()
             if MODE == "upstream":
@@ -193,6 +209,13 @@ class Conn:
             self.reply(msg, {"upstream": UPSTREAMS[0]} if UPSTREAMS else {})
         else:
             self.reply(msg, error={"code": -32601, "message": f"no {method}"})
+
+    def report_ok_later(self):
+        for _ in range(400):
+            if os.path.exists(PATH + ".ok"):
+                self.call("config_status", {"error": None})
+                return
+            time.sleep(0.05)
 
     def serve(self):
         for line in self.rfile:

@@ -40,6 +40,8 @@ pub enum Kind {
     /// Called by upstream plugins on the proxy to change its registry (some are also hooks of
     /// other plugin types, with the same params).
     Manager,
+    /// Called by any plugin type on the proxy to report its own state (e.g. `config_status`).
+    Status,
 }
 
 /// Which way a method's requests go.
@@ -230,6 +232,15 @@ protocol! {
     /// proxy → loadbalancer plugin: pick the backend of an upstream for a request.
     GetBackend "get_backend" (GetBackendParams => GetBackendResult) {
         kind: Hook, declared_by: [Loadbalancer], called_by: [], bodies: false,
+    }
+    /// any plugin → proxy: the plugin's config state after a change it made on its own (a
+    /// watched file): `error` says why the new config was rejected (the plugin keeps its last
+    /// good state), `null` that the current config is accepted.
+    ConfigStatus "config_status" (ConfigStatusParams => Empty) {
+        kind: Status,
+        declared_by: [],
+        called_by: [Upstream, Modifier, Router, Loadbalancer, Metric],
+        bodies: false,
     }
 }
 

@@ -134,6 +134,25 @@ pub struct ConfigureParams {
     /// The plugin's config map: keys and values from the command line and the config file.
     #[serde(default)]
     pub config: Object,
+    /// Validate only: read and check the config and every file it names, act on nothing (no
+    /// listening, no connecting, no pushing); answer as `configure` would (an error answer
+    /// whose message says what is wrong, with file, line and key where there are some). The
+    /// proxy sends `stop` next. Absent means `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check: bool,
+}
+
+// ---- plugin → proxy: status reports (any plugin type) ----------------------------------------
+
+/// Params of `config_status`: the plugin's config state after a change it made on its own (a
+/// watched file it re-read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigStatusParams {
+    /// What is wrong with the new config (file, line and key where there are some): the plugin
+    /// rejected it and keeps working with its last good config. `null` (or absent): the current
+    /// config is accepted (clears an earlier rejection).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 // ---- plugin → proxy: the manager (upstream plugins) ----------------------------------------------

@@ -73,6 +73,7 @@ fn the_method_table_is_the_protocol_table() {
             Kind::Lifecycle => "lifecycle",
             Kind::Hook => "hook",
             Kind::Manager => "manager",
+            Kind::Status => "status",
         };
         let direction = match info.direction() {
             Direction::ProxyToPlugin => "proxy → plugin",

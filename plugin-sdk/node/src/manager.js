@@ -89,3 +89,43 @@ export class Manager {
     await this.#send('remove_backend', { upstream_id: upstreamId, backend_id: backendId }, this.timeoutMs);
   }
 }
+
+/**
+ * Reports the plugin's config state to the proxy (`config_status`), for a plugin of any type
+ * that changes its config on its own (e.g. it watches a file): the proxy logs a rejection once
+ * and shows it in `gatekeeper ctl plugins` and its metrics until it is cleared. Send a report
+ * when the state changes, not on every poll. Every plugin reaches it through
+ * `plugin.reportConfigError(message)` and `plugin.reportConfigOk()`.
+ */
+export class ConfigReporter {
+  /**
+   * @param {{request(method: string, params: object, timeoutMs: number): Promise<unknown>}} peer
+   * @param {number} [timeoutMs]
+   */
+  constructor(peer, timeoutMs = DEFAULT_MANAGER_TIMEOUT_MS) {
+    /** @private */
+    this.peer = peer;
+    /** How long each call waits for the proxy, in ms; may be changed. */
+    this.timeoutMs = timeoutMs;
+  }
+
+  /**
+   * The new config was rejected (the plugin keeps its last good one): `message` says what is
+   * wrong, with file, line and key where there are some.
+   *
+   * @param {string} message
+   * @returns {Promise<void>}
+   */
+  async reportConfigError(message) {
+    await this.peer.request('config_status', { error: String(message) }, this.timeoutMs);
+  }
+
+  /**
+   * The current config is accepted (clears an earlier rejection).
+   *
+   * @returns {Promise<void>}
+   */
+  async reportConfigOk() {
+    await this.peer.request('config_status', { error: null }, this.timeoutMs);
+  }
+}

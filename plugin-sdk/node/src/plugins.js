@@ -106,6 +106,9 @@ function overridden(plugin, base, hooks) {
 /** @internal the key under which {@link run} gives an upstream plugin its manager */
 export const MANAGER = Symbol('gatekeeper.manager');
 
+/** @internal the key under which {@link run} gives every plugin its config reporter */
+export const REPORTER = Symbol('gatekeeper.config-reporter');
+
 /**
  * The lifecycle every plugin shares. The proxy calls, in order: `configure`, `start`,
  * `heartbeat` on an interval while the plugin runs, and finally `stop`. Do not extend this
@@ -130,6 +133,49 @@ export class Plugin {
    * @returns {Promise<void>}
    */
   async configure(config) {}
+
+  /**
+   * Answers `configure` with `check: true` (sent by `gatekeeper check`): read and check the
+   * config and every file it names, act on nothing (no listening, connecting or pushing); throw
+   * (e.g. `RpcError.invalidParams(...)`) with what is wrong, with file, line and key where there
+   * are some. `stop` follows, never `start`.
+   *
+   * Default: runs `configure`, which must act on nothing anyway.
+   *
+   * @param {Record<string, unknown>} config
+   * @returns {Promise<void>}
+   */
+  async check(config) {
+    await this.configure(config);
+  }
+
+  /**
+   * Tells the proxy (`config_status`) that the plugin rejected a change of its config it made on
+   * its own (e.g. a watched file that does not parse) and keeps its last good one.
+   *
+   * @param {string} message what is wrong, with file, line and key where there are some
+   * @returns {Promise<void>}
+   */
+  async reportConfigError(message) {
+    await this.#reporter().reportConfigError(message);
+  }
+
+  /**
+   * Tells the proxy that the current config is accepted (clears a rejection).
+   *
+   * @returns {Promise<void>}
+   */
+  async reportConfigOk() {
+    await this.#reporter().reportConfigOk();
+  }
+
+  #reporter() {
+    const reporter = this[REPORTER];
+    if (reporter === undefined || reporter === null) {
+      throw new Error('no connection: the plugin is not being served by gatekeeper-plugin-sdk');
+    }
+    return reporter;
+  }
 
   /**
    * Runs once, after `configure`: begin work. When it resolves the plugin is ready and its

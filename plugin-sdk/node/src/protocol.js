@@ -57,7 +57,7 @@ export function bodyHooksOf(pluginType) {
 }
 
 /**
- * The methods of one kind (`handshake`, `lifecycle`, `hook`, `manager`).
+ * The methods of one kind (`handshake`, `lifecycle`, `hook`, `manager`, `status`).
  *
  * @param {string} kind
  * @returns {readonly string[]}

@@ -9,9 +9,9 @@ import net from 'node:net';
 
 import { codes, EnvError, isRpcError, RpcError, toErrorObject } from './errors.js';
 import { createLogger } from './log.js';
-import { DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './manager.js';
+import { ConfigReporter, DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './manager.js';
 import { DEFAULT_MAX_LINE_BYTES, Peer } from './peer.js';
-import { HOOK_ARGUMENTS, HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf } from './plugins.js';
+import { HOOK_ARGUMENTS, HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf, REPORTER } from './plugins.js';
 import { hasEmptyResult, PROTOCOL, resultError } from './protocol.js';
 import * as check from './validate.js';
 
@@ -187,7 +187,8 @@ async function dispatch(context, method, params) {
     switch (method) {
       case 'configure': {
         const config = params.config === undefined || params.config === null ? {} : check.object(params.config, 'config');
-        await plugin.configure(config);
+        if (params.check === true) await plugin.check(config);
+        else await plugin.configure(config);
         break;
       }
       case 'start':
@@ -289,6 +290,7 @@ export async function run(plugin, socket, env = {}, options = {}) {
       if (method === 'stop') peer.endAfterFlush();
     },
   });
+  plugin[REPORTER] = new ConfigReporter(peer, options.managerTimeoutMs ?? DEFAULT_MANAGER_TIMEOUT_MS);
   if (type === 'upstream') {
     context.manager = new Manager(peer, options.managerTimeoutMs ?? DEFAULT_MANAGER_TIMEOUT_MS);
     plugin[MANAGER] = context.manager;

@@ -16,7 +16,9 @@ instance to :func:`serve`, which
 
 Base classes, by plugin type, and the hooks each may declare (proxy -> plugin):
 
-* every type, :class:`Plugin`: ``configure``, ``start``, ``heartbeat``, ``stop`` (always called);
+* every type, :class:`Plugin`: ``configure`` (:meth:`Plugin.check` when gatekeeper only checks
+  the config), ``start``, ``heartbeat``, ``stop`` (always called); any plugin may report a
+  config change it rejected with :meth:`Plugin.report_config_error` (``config_status``);
 * ``upstream``, :class:`UpstreamPlugin`: ``upstream_metric``; it calls the proxy through its
   :class:`Manager` (``add_upstream``, ``remove_upstream``, ``add_backend``, ``remove_backend``);
 * ``modifier``, :class:`ModifierPlugin`: ``modify_request``, ``modify_response``,
@@ -50,7 +52,7 @@ Example -- a modifier that adds a header to every response::
 from . import codes, protocol
 from .env import PluginEnv
 from .errors import EnvError, RpcError, ServeError
-from .manager import DEFAULT_MANAGER_TIMEOUT, Manager
+from .manager import DEFAULT_MANAGER_TIMEOUT, ConfigReporter, Manager
 from .models import (
     DEFAULT_MAX_LINE_BYTES,
     LOADBALANCER_HOOKS,
@@ -112,6 +114,7 @@ __all__ = [
     "LoadBalancerPlugin",
     "METRIC_HOOKS",
     "MODIFIER_HOOKS",
+    "ConfigReporter",
     "Manager",
     "MetricPlugin",
     "ModifierPhase",

@@ -73,3 +73,31 @@ class Manager:
         await self._send(
             "remove_backend", {"upstream_id": upstream_id, "backend_id": backend_id}, self.timeout
         )
+
+
+class ConfigReporter:
+    """Reports the plugin's config state to the proxy (``config_status``), for a plugin of any
+    type that changes its config on its own (e.g. it watches a file): the proxy logs a rejection
+    once and shows it in ``gatekeeper ctl plugins`` and its metrics until it is cleared. Send a
+    report when the state changes, not on every poll.
+
+    Every plugin gets one as :attr:`Plugin.config_reporter` once it is served; the shortcuts
+    :meth:`Plugin.report_config_error` and :meth:`Plugin.report_config_ok` use it. Raises
+    :class:`~gatekeeper_plugin.RpcError` like the :class:`Manager`.
+    """
+
+    timeout: float
+    """Seconds each call waits for the proxy's answer."""
+
+    def __init__(self, call: Caller, timeout: float = DEFAULT_MANAGER_TIMEOUT) -> None:
+        self._call = call
+        self.timeout = timeout
+
+    async def report_config_error(self, message: str) -> None:
+        """The new config was rejected (the plugin keeps its last good one): ``message`` says
+        what is wrong, with file, line and key where there are some."""
+        await self._call("config_status", {"error": str(message)}, self.timeout)
+
+    async def report_config_ok(self) -> None:
+        """The current config is accepted (clears an earlier rejection)."""
+        await self._call("config_status", {"error": None}, self.timeout)

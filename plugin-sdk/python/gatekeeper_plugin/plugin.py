@@ -50,7 +50,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from .env import PluginEnv
-    from .manager import Manager
+    from .manager import ConfigReporter, Manager
 
 
 class InvalidResult(TypeError):
@@ -185,6 +185,34 @@ class Plugin:
         Default: accepts any config and ignores it.
         """
         del config
+
+    async def check(self, config: JsonObject) -> None:
+        """Answers ``configure`` with ``check: true`` (sent by ``gatekeeper check``): read and
+        check the config and every file it names, act on nothing (no listening, connecting or
+        pushing); raise (e.g. ``RpcError.invalid_params(...)``) with what is wrong, with file,
+        line and key where there are some. ``stop`` follows, never ``start``.
+
+        Default: runs :meth:`configure`, which must act on nothing anyway.
+        """
+        await self.configure(config)
+
+    config_reporter: ConfigReporter | None = None
+    """Reports config changes the plugin makes on its own to the proxy (``config_status``);
+    set by :func:`~gatekeeper_plugin.serve_async` before the handshake."""
+
+    async def report_config_error(self, message: str) -> None:
+        """Tells the proxy that the plugin rejected a change of its config (e.g. a watched file
+        that does not parse) and keeps its last good one; ``message`` says what is wrong."""
+        await self._reporter().report_config_error(message)
+
+    async def report_config_ok(self) -> None:
+        """Tells the proxy that the current config is accepted (clears a rejection)."""
+        await self._reporter().report_config_ok()
+
+    def _reporter(self) -> ConfigReporter:
+        if self.config_reporter is None:
+            raise RuntimeError("no connection: the plugin is not being served by gatekeeper_plugin")
+        return self.config_reporter
 
     async def start(self) -> None:
         """Runs once, after :meth:`configure`: begin work. When it returns the plugin is ready

@@ -59,7 +59,7 @@ def body_hooks_of(plugin_type: str) -> tuple[str, ...]:
 
 
 def methods_of_kind(kind: str) -> tuple[str, ...]:
-    """The methods of one kind (``handshake``, ``lifecycle``, ``hook``, ``manager``)."""
+    """The methods of one kind (``handshake``, ``lifecycle``, ``hook``, ``manager``, ``status``)."""
     return tuple(m["name"] for m in PROTOCOL["methods"] if m["kind"] == kind)
 
 

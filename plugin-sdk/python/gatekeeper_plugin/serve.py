@@ -21,7 +21,7 @@ from . import codes
 from ._connection import Connection
 from .env import PluginEnv
 from .errors import EnvError, RpcError, ServeError
-from .manager import Manager
+from .manager import ConfigReporter, Manager
 from .models import LIFECYCLE_METHODS, PROTOCOL_VERSION, JsonObject
 from .plugin import Plugin, UpstreamPlugin, hook_result
 
@@ -164,6 +164,7 @@ async def serve_async(
         on_replied=on_replied,
     )
     plugin.env = plugin_env
+    plugin.config_reporter = ConfigReporter(connection.call)
     if isinstance(plugin, UpstreamPlugin):
         plugin.manager = Manager(connection.call)
 
@@ -218,7 +219,10 @@ async def dispatch(
         return hook_result(method, hook.check, value)
     if method == "configure":
         config = read_params(method, _config_params, params)[0]
-        await plugin.configure(config)
+        if params.get("check") is True:
+            await plugin.check(config)
+        else:
+            await plugin.configure(config)
         return {}
     if method in LIFECYCLE_METHODS:
         await getattr(plugin, method)()

@@ -19,6 +19,8 @@
 //! | `sdk` | the name it reports (default `rust`); `SDK` below |
 //! | `file` | a path to append JSON lines to (loadbalancer and metric) |
 //! | `upstream_id`, `prefix`, `backends` | upstream type: what to register (`backends` is a comma-separated list of URLs) |
+//! | `invalid` | fails `configure` with this message (`-32602`); with `check: true`, with `checked: <message>` |
+//! | `report_config_error` | on `start`, reports it with `config_status`, then reports the config accepted |
 //!
 //! # Behaviour
 //!
@@ -62,7 +64,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{HookError, ServeError};
 use crate::loadbalancer::LoadBalancerPlugin;
-use crate::manager::Manager;
+use crate::manager::{ConfigReporter, Manager};
 use crate::metric::MetricPlugin;
 use crate::plugin::{ModifierPlugin, Plugin, UpstreamPlugin};
 use crate::router::RouterPlugin;
@@ -139,6 +141,8 @@ pub struct Conformance {
     upstreams: Mutex<BTreeSet<String>>,
     /// Loadbalancer: backend ids per upstream, in the order they were added.
     backends: Mutex<HashMap<String, Vec<String>>>,
+    /// Where `config_status` reports go.
+    reporter: Mutex<Option<ConfigReporter>>,
 }
 
 /// What `configure` gave.
@@ -148,6 +152,8 @@ struct Config {
     upstream_id: String,
     prefix: String,
     backends: Vec<String>,
+    /// `report_config_error`.
+    report_config_error: Option<String>,
 }
 
 impl Conformance {
@@ -160,10 +166,12 @@ impl Conformance {
                 upstream_id: String::new(),
                 prefix: String::new(),
                 backends: Vec::new(),
+                report_config_error: None,
             }),
             file: Mutex::new(None),
             upstreams: Mutex::new(BTreeSet::new()),
             backends: Mutex::new(HashMap::new()),
+            reporter: Mutex::new(None),
         }
     }
 
@@ -203,6 +211,10 @@ fn string_setting(config: &Object, key: &str) -> Result<Option<String>, HookErro
 
 impl Plugin for Conformance {
     async fn configure(&self, config: Object) -> Result<(), HookError> {
+        if let Some(message) = string_setting(&config, "invalid")? {
+            return Err(HookError::invalid_params(message));
+        }
+        let report_config_error = string_setting(&config, "report_config_error")?;
         let sdk = string_setting(&config, "sdk")?.unwrap_or_else(|| DEFAULT_SDK.to_owned());
         let upstream_id = string_setting(&config, "upstream_id")?.unwrap_or_default();
         let prefix = string_setting(&config, "prefix")?.unwrap_or_default();
@@ -237,7 +249,29 @@ impl Plugin for Conformance {
             upstream_id,
             prefix,
             backends,
+            report_config_error,
         };
+        Ok(())
+    }
+
+    async fn check(&self, config: Object) -> Result<(), HookError> {
+        match string_setting(&config, "invalid")? {
+            Some(message) => Err(HookError::invalid_params(format!("checked: {message}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn config_reporter(&self, reporter: ConfigReporter) {
+        *lock(&self.reporter) = Some(reporter);
+    }
+
+    async fn start(&self) -> Result<(), HookError> {
+        let message = lock(&self.config).report_config_error.clone();
+        let reporter = lock(&self.reporter).clone();
+        if let (Some(message), Some(reporter)) = (message, reporter) {
+            reporter.report_config_error(message).await?;
+            reporter.report_config_ok().await?;
+        }
         Ok(())
     }
 }

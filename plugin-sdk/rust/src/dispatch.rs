@@ -64,7 +64,14 @@ pub(crate) async fn handle<D: Dispatch>(dispatch: &D, request: &IncomingRequest)
     }
     let plugin = dispatch.plugin();
     let lifecycle = Dispatcher::for_request(request)
-        .on_async::<Configure, _, _>(|p| answer_empty::<Configure>(plugin.configure(p.config)))
+        .on_async::<Configure, _, _>(|p| {
+            let configured: BoxFuture<'_, Result<(), HookError>> = if p.check {
+                Box::pin(plugin.check(p.config))
+            } else {
+                Box::pin(plugin.configure(p.config))
+            };
+            answer_empty::<Configure>(configured)
+        })
         .on_async::<Start, _, _>(|_| answer_empty::<Start>(dispatch.start(request)))
         .on_async::<Heartbeat, _, _>(|_| answer_empty::<Heartbeat>(plugin.heartbeat()))
         .on_async::<Stop, _, _>(|_| answer_empty::<Stop>(plugin.stop()))

@@ -17,7 +17,7 @@
 //!
 //! | plugin type | trait | serve with | the proxy calls (hooks) | the plugin calls |
 //! |---|---|---|---|---|
-//! | all | [`Plugin`] | | `configure`, `start`, `heartbeat`, `stop` | |
+//! | all | [`Plugin`] | | `configure` ([`Plugin::check`] when checking only), `start`, `heartbeat`, `stop` | [`ConfigReporter`]: `config_status` |
 //! | upstream | [`UpstreamPlugin`] | [`serve_upstream`] | (optional) `upstream_metric` | [`Manager`]: `add_upstream`, `remove_upstream`, `add_backend`, `remove_backend` |
 //! | modifier | [`ModifierPlugin`] | [`serve_modifier`] | `modify_request`, `modify_response`, `modify_error_response` | |
 //! | router | [`RouterPlugin`] | [`serve_router`] | `add_upstream`, `remove_upstream`, `route_request` | |
@@ -111,7 +111,7 @@ mod serve;
 pub use env::PluginEnv;
 pub use error::{HookError, ServeError};
 pub use loadbalancer::{LoadBalancerPlugin, LOADBALANCER_HOOKS};
-pub use manager::{Manager, DEFAULT_MANAGER_TIMEOUT};
+pub use manager::{ConfigReporter, Manager, DEFAULT_MANAGER_TIMEOUT};
 pub use metric::{MetricPlugin, METRIC_HOOKS};
 pub use plugin::{ModifierPlugin, Plugin, UpstreamPlugin, MODIFIER_HOOKS};
 pub use router::{RouterPlugin, ROUTER_HOOKS};

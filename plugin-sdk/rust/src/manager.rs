@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use gatekeeper_rpc::methods::{
-    AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, RemoveBackend,
-    RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
+    AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, ConfigStatus, ConfigStatusParams,
+    RemoveBackend, RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
 };
 use gatekeeper_rpc::types::{Backend, Upstream};
 use gatekeeper_rpc::{CallError, Peer};
@@ -40,6 +40,26 @@ impl Manager {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The [`ConfigReporter`] on the same connection (for a plugin that hands it to a task).
+    pub fn config_reporter(&self) -> ConfigReporter {
+        ConfigReporter {
+            peer: self.peer.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Reports that the plugin rejected a config change it made on its own (a watched file):
+    /// `message` says what is wrong (file, line and key where there are some); the plugin keeps
+    /// its last good config. See [`ConfigReporter::report_config_error`].
+    pub async fn report_config_error(&self, message: impl Into<String>) -> Result<(), CallError> {
+        self.config_reporter().report_config_error(message).await
+    }
+
+    /// Reports that the current config is accepted (clears an earlier rejection).
+    pub async fn report_config_ok(&self) -> Result<(), CallError> {
+        self.config_reporter().report_config_ok().await
     }
 
     /// Adds an upstream, or replaces the one with the same id.
@@ -87,6 +107,48 @@ impl Manager {
         };
         self.peer
             .request::<RemoveBackend>(&params, self.timeout)
+            .await
+            .map(drop)
+    }
+}
+
+/// Reports the plugin's config state to the proxy (`config_status`), for a plugin of any type
+/// that changes its config on its own (e.g. it watches a file): the proxy logs a rejection once,
+/// and shows it in `gatekeeper ctl plugins` and its metrics until it is cleared. Send a report
+/// when the state changes, not on every poll. Cheap to clone.
+///
+/// A plugin gets one through [`Plugin::config_reporter`](crate::Plugin::config_reporter) (any
+/// type) or [`Manager::config_reporter`] (upstream plugins).
+#[derive(Debug, Clone)]
+pub struct ConfigReporter {
+    peer: Peer,
+    timeout: Duration,
+}
+
+impl ConfigReporter {
+    /// A reporter that calls the proxy through `peer`, waiting up to
+    /// [`DEFAULT_MANAGER_TIMEOUT`] per call.
+    pub fn new(peer: Peer) -> Self {
+        ConfigReporter {
+            peer,
+            timeout: DEFAULT_MANAGER_TIMEOUT,
+        }
+    }
+
+    /// The new config was rejected (the plugin keeps its last good one): `message` says what is
+    /// wrong, with file, line and key where there are some.
+    pub async fn report_config_error(&self, message: impl Into<String>) -> Result<(), CallError> {
+        self.send(Some(message.into())).await
+    }
+
+    /// The current config is accepted (clears an earlier rejection).
+    pub async fn report_config_ok(&self) -> Result<(), CallError> {
+        self.send(None).await
+    }
+
+    async fn send(&self, error: Option<String>) -> Result<(), CallError> {
+        self.peer
+            .request::<ConfigStatus>(&ConfigStatusParams { error }, self.timeout)
             .await
             .map(drop)
     }

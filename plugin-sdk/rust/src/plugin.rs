@@ -20,7 +20,7 @@ use gatekeeper_rpc::{IncomingRequest, Reply};
 
 use crate::dispatch::{adapter, Dispatch};
 use crate::error::HookError;
-use crate::manager::Manager;
+use crate::manager::{ConfigReporter, Manager};
 
 /// The lifecycle every plugin shares. The proxy calls, in order: `configure`, `start`,
 /// `heartbeat` on an interval while the plugin runs, and finally `stop`.
@@ -35,6 +35,25 @@ pub trait Plugin: Send + Sync + 'static {
             let _ = config;
             Ok(())
         }
+    }
+
+    /// Answers `configure` with `check: true` (sent by `gatekeeper check`): read and check the
+    /// config and every file it names, act on nothing (no listening, connecting or pushing);
+    /// return an error saying what is wrong, with file, line and key where there are some.
+    /// `stop` follows, never `start`.
+    ///
+    /// Default: runs [`configure`](Self::configure), which must act on nothing anyway.
+    fn check(&self, config: Object) -> impl Future<Output = Result<(), HookError>> + Send {
+        self.configure(config)
+    }
+
+    /// Gets the handle to report config changes the plugin makes on its own with
+    /// (`config_status`: a watched file rejected, or accepted again), once, before the
+    /// handshake. Keep it if you need it.
+    ///
+    /// Default: drops it.
+    fn config_reporter(&self, reporter: ConfigReporter) {
+        let _ = reporter;
     }
 
     /// Runs once, after `configure`: begin work. For an upstream plugin,

@@ -21,6 +21,7 @@ use crate::env::PluginEnv;
 use crate::error::ServeError;
 use crate::loadbalancer::AsLoadBalancer;
 use crate::loadbalancer::LoadBalancerPlugin;
+use crate::manager::ConfigReporter;
 use crate::metric::AsMetric;
 use crate::metric::MetricPlugin;
 use crate::plugin::{AsModifier, AsUpstream};
@@ -213,8 +214,9 @@ where
         );
     }
     let stopped = Arc::new(Notify::new());
+    let dispatch = Arc::new(dispatch);
     let handler = PluginHandler {
-        dispatch: Arc::new(dispatch),
+        dispatch: dispatch.clone(),
         stopped: stopped.clone(),
     };
     let config = PeerConfig {
@@ -223,6 +225,9 @@ where
         ..PeerConfig::default()
     };
     let peer = Peer::spawn(io, Arc::new(handler), config);
+    dispatch
+        .plugin()
+        .config_reporter(ConfigReporter::new(peer.clone()));
     let params = HandshakeParams {
         token: env.token.clone(),
         protocol_version: PROTOCOL_VERSION,

@@ -99,7 +99,13 @@ async fn configure_delivers_the_map_and_modify_request_answers() {
     let mut config = Object::new();
     config.insert("tag".into(), json!("blue"));
     h.proxy
-        .request::<Configure>(&ConfigureParams { config }, CALL)
+        .request::<Configure>(
+            &ConfigureParams {
+                config,
+                check: false,
+            },
+            CALL,
+        )
         .await
         .unwrap();
     h.proxy.request::<Start>(&Empty {}, CALL).await.unwrap();
@@ -128,7 +134,13 @@ async fn errors_reach_the_proxy_with_code_and_message() {
     config.insert("fail".into(), json!(true));
     let err = h
         .proxy
-        .request::<Configure>(&ConfigureParams { config }, CALL)
+        .request::<Configure>(
+            &ConfigureParams {
+                config,
+                check: false,
+            },
+            CALL,
+        )
         .await
         .unwrap_err();
     let CallError::Remote { error, .. } = err else {

@@ -205,6 +205,8 @@ fn plugin_json(handle: &PluginHandle) -> Value {
         "bad_results": state.bad_results,
         "retries": state.retries,
         "mean_latency_us": mean_latency_us,
+        "config_error": state.config_error.as_ref().map(|r| r.message.clone()),
+        "config_error_since": state.config_error.as_ref().and_then(|r| r.at.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
         "processes": state.instances.iter().map(|instance| json!({
             "state": status_word(instance.status),
             "pid": instance.pid,

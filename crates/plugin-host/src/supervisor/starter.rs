@@ -124,6 +124,7 @@ impl Starter {
             plugin_type: spec.plugin_type,
             token: process::new_token(),
             manager: self.manager.clone(),
+            config_status: self.plugin.config_status.clone(),
             events: authenticated_tx,
         });
         let deadline = Instant::now() + spec.start_timeout;
@@ -136,17 +137,21 @@ impl Starter {
             outcome = self.bring_up(spec, &mut spawned, &socket, &context, &mut authenticated, pid, replay) => outcome,
         };
         match outcome {
-            Ok((control, hooks, extra)) => Ok(Running {
-                child: spawned.child,
-                pid,
-                control,
-                hooks,
-                context,
-                authenticated,
-                extra: extra.into_iter().map(|a| a.peer).collect(),
-                socket,
-                calls: Arc::new(AtomicU64::new(0)),
-                ready_at: Instant::now(),
+            Ok((control, hooks, extra)) => Ok({
+                // It read its config and started: whatever it rejected before is behind it.
+                self.plugin.config_status.clear();
+                Running {
+                    child: spawned.child,
+                    pid,
+                    control,
+                    hooks,
+                    context,
+                    authenticated,
+                    extra: extra.into_iter().map(|a| a.peer).collect(),
+                    socket,
+                    calls: Arc::new(AtomicU64::new(0)),
+                    ready_at: Instant::now(),
+                }
             }),
             Err(e) => {
                 authenticated.close();
@@ -245,6 +250,7 @@ async fn initialize(spec: &PluginSpec, control: &Peer) -> Result<(), StartError>
     let limit = spec.start_timeout;
     let params = ConfigureParams {
         config: spec.config.clone(),
+        check: false,
     };
     control
         .request::<Configure>(&params, limit)
