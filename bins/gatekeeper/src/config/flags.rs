@@ -136,6 +136,7 @@ fn tls_from_flags(cli: &Cli, listeners: &[ListenerConfig]) -> Result<Vec<TlsCert
                     listener: listener.name.clone(),
                     cert,
                     key,
+                    ..TlsCertificate::default()
                 }),
         );
     }
