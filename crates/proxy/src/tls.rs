@@ -459,4 +459,124 @@ mod tests {
         assert_eq!(served(&listener, Some("b.test")), ["b.test", "*.b.test"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gk-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_ocsp_response_is_stapled_to_its_certificate_and_a_bad_one_refused() {
+        let dir = temp_dir("ocsp");
+        let response = dir.join("a.ocsp");
+        std::fs::write(&response, [0x30, 0x03, 0x0a, 0x01, 0x06]).unwrap();
+        let with_ocsp = TlsCertificate {
+            ocsp: Some(response.clone()),
+            ..files("a.crt", "a.key")
+        };
+        let listener =
+            TlsListener::new("https", vec![with_ocsp.clone(), files("b.crt", "b.key")]).unwrap();
+        let chosen = |sni| listener.inner.resolver.choose(Some(sni)).unwrap();
+        assert_eq!(
+            chosen("a.test").ocsp.as_deref(),
+            Some(&[0x30, 0x03, 0x0a, 0x01, 0x06][..])
+        );
+        assert_eq!(chosen("b.test").ocsp, None);
+
+        // Re-read on reload: a new response is stapled, a file that is not DER refused.
+        std::fs::write(&response, [0x30, 0x01, 0x00]).unwrap();
+        listener.prepare(vec![with_ocsp.clone()]).unwrap().apply();
+        assert_eq!(
+            chosen("a.test").ocsp.as_deref(),
+            Some(&[0x30, 0x01, 0x00][..])
+        );
+        std::fs::write(&response, "-----BEGIN OCSP-----").unwrap();
+        let e = listener.prepare(vec![with_ocsp]).err().unwrap();
+        assert!(matches!(e, TlsError::Ocsp { .. }), "{e}");
+        assert!(e.to_string().contains("a.ocsp"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_client_ca_file_is_read_and_its_errors_name_it() {
+        let with_ca = |ca: &str| TlsCertificate {
+            settings: TlsSettings {
+                client_ca: Some(fixture(ca)),
+                client_auth: Some(settings::ClientAuth::Optional),
+                ..TlsSettings::default()
+            },
+            ..files("a.crt", "a.key")
+        };
+        TlsListener::new("https", vec![with_ca("b.crt")]).unwrap();
+        check_certificates(&[with_ca("b.crt")]).unwrap();
+        let missing = check_certificates(&[with_ca("missing-ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing-ca.pem"), "{missing}");
+        let not_pem = check_certificates(&[with_ca("README.md")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            not_pem.contains("README.md") && not_pem.contains("no PEM certificate"),
+            "{not_pem}"
+        );
+    }
+
+    #[test]
+    fn static_response_headers_replace_the_backend_s_and_reload_with_the_files() {
+        let with_headers = |value: &str| TlsCertificate {
+            settings: TlsSettings {
+                response_headers: Some(
+                    [("strict-transport-security".to_owned(), value.to_owned())].into(),
+                ),
+                ..TlsSettings::default()
+            },
+            ..files("a.crt", "a.key")
+        };
+        let listener = TlsListener::new("https", vec![with_headers("max-age=1")]).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("strict-transport-security", "max-age=0".parse().unwrap());
+        headers.append("strict-transport-security", "from-backend".parse().unwrap());
+        headers.append("x-other", "kept".parse().unwrap());
+        listener.add_response_headers(&mut headers);
+        let hsts: Vec<_> = headers
+            .get_all("strict-transport-security")
+            .iter()
+            .collect();
+        assert_eq!(hsts, ["max-age=1"]);
+        assert_eq!(headers["x-other"], "kept");
+
+        listener
+            .prepare(vec![with_headers("max-age=63072000")])
+            .unwrap()
+            .apply();
+        listener.add_response_headers(&mut headers);
+        assert_eq!(headers["strict-transport-security"], "max-age=63072000");
+        // Without the key, nothing is added.
+        listener
+            .prepare(vec![files("a.crt", "a.key")])
+            .unwrap()
+            .apply();
+        let mut fresh = HeaderMap::new();
+        listener.add_response_headers(&mut fresh);
+        assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn check_certificates_applies_each_listener_s_settings() {
+        let tls13_with_tls12_suites = TlsCertificate {
+            settings: TlsSettings {
+                min_version: Some(settings::TlsMinVersion::Tls13),
+                ciphers: Some(vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into()]),
+                ..TlsSettings::default()
+            },
+            ..files("a.crt", "a.key")
+        };
+        let e = check_certificates(&[tls13_with_tls12_suites]).unwrap_err();
+        assert!(e.to_string().contains("listener `https`"), "{e}");
+        let mut other = files("b.crt", "b.key");
+        other.listener = "other".into();
+        check_certificates(&[files("a.crt", "a.key"), other]).unwrap();
+    }
 }

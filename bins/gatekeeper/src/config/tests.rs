@@ -587,3 +587,72 @@ fn instances_and_standby_by_flag() {
         .starts_with("--upstream-standby: upstream plugins cannot"));
     assert!(err("", "gk --modifier-instances 2").contains("no modifier plugin"));
 }
+
+#[test]
+fn tls_listener_settings_are_read_and_bad_ones_name_their_key() {
+    let listen = "listen = [\"https=127.0.0.1:1\"]\n";
+    let table = |extra: &str| {
+        format!("{listen}[[tls]]\nlistener = \"https\"\ncert = \"a.crt\"\nkey = \"a.key\"\n{extra}")
+    };
+    let s = merge(
+        "gk",
+        &table(
+            r#"ocsp = "a.ocsp"
+min_version = "1.3"
+ciphers = ["TLS13_AES_128_GCM_SHA256"]
+client_ca = "ca.pem"
+client_auth = "optional"
+response_headers = { "strict-transport-security" = "max-age=63072000" }
+"#,
+        ),
+    )
+    .unwrap();
+    let tls = &s.proxy.tls[0];
+    assert_eq!(tls.ocsp, Some(PathBuf::from("a.ocsp")));
+    assert_eq!(
+        tls.settings.min_version,
+        Some(gatekeeper_proxy::TlsMinVersion::Tls13)
+    );
+    assert_eq!(
+        tls.settings.client_auth,
+        Some(gatekeeper_proxy::ClientAuth::Optional)
+    );
+    assert_eq!(
+        tls.settings.response_headers.as_ref().unwrap()["strict-transport-security"],
+        "max-age=63072000"
+    );
+    // The effective settings show them (and `check --json` with them).
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["tls"][0]["min_version"], "1.3");
+    assert_eq!(json["tls"][0]["client_auth"], "optional");
+
+    let bad = |extra: &str| err(&table(extra), "gk");
+    assert!(
+        bad("min_version = \"1.1\"").starts_with("tls[0].min_version: `1.1` must be"),
+        "{}",
+        bad("min_version = \"1.1\"")
+    );
+    let cipher = bad("ciphers = [\"RC4\"]");
+    assert!(
+        cipher.starts_with("tls[0].ciphers: unknown cipher suite `RC4` (known: TLS13_"),
+        "{cipher}"
+    );
+    assert!(bad("client_auth = \"maybe\"").starts_with("tls[0].client_auth: "));
+    assert!(bad("client_auth = \"required\"").starts_with("tls[0].client_auth: needs client_ca"));
+    let header = bad("response_headers = { \"bad header\" = \"x\" }");
+    assert!(
+        header.starts_with("tls[0].response_headers.bad header: "),
+        "{header}"
+    );
+    assert!(bad("ocsp_file = \"x\"").contains("ocsp_file"));
+    // Two tables of one listener that disagree.
+    let two = format!(
+        "{}\n[[tls]]\nlistener = \"https\"\ncert = \"b.crt\"\nkey = \"b.key\"\nmin_version = \"1.2\"",
+        table("min_version = \"1.3\"")
+    );
+    let conflict = err(&two, "gk");
+    assert!(
+        conflict.starts_with("tls[1].min_version: differs from tls[0].min_version"),
+        "{conflict}"
+    );
+}
