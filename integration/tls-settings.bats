@@ -163,6 +163,17 @@ client_ca = $(toml_string "$BATS_TEST_TMPDIR/no-such-ca.pem")"
   run curl -sS --max-time 5 -H 'x-client-cert-subject: CN=forged' "$GK_URL/pool/plain"
   [ "$status" -eq 0 ]
   [ "$(jq -r '.headers["x-client-cert-subject"]' <<<"$output")" = null ]
+
+  # The CA file is re-read on SIGHUP: now the other CA's clients get in, and ours do not.
+  write_tls "client_ca = $(toml_string "$CERTS/other-ca.crt")"
+  kill -HUP "$GK_PID"
+  wait_for_log 'TLS certificates reloaded'
+  run https pool/x --cert "$CERTS/rogue.test.crt" --key "$CERTS/rogue.test.key"
+  [ "$status" -eq 0 ]
+  [ "$(jq -r '.headers["x-client-cert-subject"]' <<<"$output")" = "O=Example, CN=rogue.test" ]
+  run https pool/x --cert "$CERTS/client.test.crt" --key "$CERTS/client.test.key" \
+    -o /dev/null -w '%{http_code}'
+  [ "$status" -ne 0 ]
 }
 
 @test "mTLS optional: a client without a certificate is served without a subject" {
