@@ -242,3 +242,24 @@ client_auth = \"optional\""
   [ "$(response_header "$headers" strict-transport-security)" = max-age=300 ]
   [ -z "$(response_header "$headers" x-frame-options)" ]
 }
+
+@test "flags: --tls-min-version, --tls-client-ca, --tls-ocsp, --tls-response-header" {
+  start_gatekeeper --listen "https-public=127.0.0.1:$TLS_PORT" \
+    --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
+    --tls-cert "https-public=$CERTS/a.test.crt" --tls-key "https-public=$CERTS/a.test.key" \
+    --tls-min-version https-public=1.3 --tls-client-ca "https-public=$CERTS/client-ca.crt" \
+    --tls-ocsp "https-public=$CERTS/a.test.ocsp" \
+    --tls-response-header "https-public=strict-transport-security:max-age=63072000"
+  local client=(--cert "$CERTS/client.test.crt" --key "$CERTS/client.test.key")
+  run https pool/x "${client[@]}" --tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{http_code}'
+  [ "$status" -ne 0 ]
+  run https pool/x -o /dev/null -w '%{http_code}'
+  [ "$status" -ne 0 ]
+  local headers="$BATS_TEST_TMPDIR/headers"
+  run https pool/x "${client[@]}" -D "$headers"
+  [ "$status" -eq 0 ]
+  [ "$(jq -r '.headers["x-client-cert-subject"]' <<<"$output")" = "O=Example, CN=client.test" ]
+  [ "$(response_header "$headers" strict-transport-security)" = max-age=63072000 ]
+  run s_client -status -cert "$CERTS/client.test.crt" -key "$CERTS/client.test.key"
+  [[ $output == *"OCSP Response Status: successful"* ]]
+}

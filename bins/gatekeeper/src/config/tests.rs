@@ -656,3 +656,76 @@ response_headers = { "strict-transport-security" = "max-age=63072000" }
         "{conflict}"
     );
 }
+
+#[test]
+fn tls_settings_flags_apply_to_a_listener_s_tables() {
+    let two_tls = "gk --listen a=127.0.0.1:1 --listen b=127.0.0.1:2 --listen plain=127.0.0.1:3 \
+        --tls-cert a=a1.crt --tls-key a=a1.key --tls-cert a=a2.crt --tls-key a=a2.key \
+        --tls-cert b=b.crt --tls-key b=b.key";
+    let s = merge(
+        &format!(
+            "{two_tls} --tls-min-version a=1.3 --tls-client-ca b=ca.pem --tls-client-auth b=optional \
+             --tls-ocsp a=a1.ocsp --tls-ocsp a=a2.ocsp \
+             --tls-response-header a=strict-transport-security:max-age=63072000 \
+             --tls-response-header a=x-frame-options:DENY"
+        ),
+        "",
+    )
+    .unwrap();
+    let [a1, a2, b] = &s.proxy.tls[..] else {
+        panic!("{:?}", s.proxy.tls)
+    };
+    for a in [a1, a2] {
+        assert_eq!(
+            a.settings.min_version,
+            Some(gatekeeper_proxy::TlsMinVersion::Tls13)
+        );
+        let headers = a.settings.response_headers.as_ref().unwrap();
+        assert_eq!(headers["strict-transport-security"], "max-age=63072000");
+        assert_eq!(headers["x-frame-options"], "DENY");
+    }
+    assert_eq!(a1.ocsp, Some(PathBuf::from("a1.ocsp")));
+    assert_eq!(a2.ocsp, Some(PathBuf::from("a2.ocsp")));
+    assert_eq!(b.settings.client_ca, Some(PathBuf::from("ca.pem")));
+    assert_eq!(
+        b.settings.client_auth,
+        Some(gatekeeper_proxy::ClientAuth::Optional)
+    );
+    assert_eq!(b.settings.min_version, None);
+
+    // Without NAME: the only TLS listener (a plain one beside it does not count); the flag wins
+    // over the file's key.
+    let file = "listen = [\"https=127.0.0.1:1\", \"plain=127.0.0.1:2\"]\n[[tls]]\nlistener = \"https\"\ncert = \"c\"\nkey = \"k\"\nmin_version = \"1.3\"";
+    let s = merge(
+        "gk --tls-min-version 1.2 --tls-response-header strict-transport-security:max-age=1",
+        file,
+    )
+    .unwrap();
+    assert_eq!(
+        s.proxy.tls[0].settings.min_version,
+        Some(gatekeeper_proxy::TlsMinVersion::Tls12)
+    );
+    assert_eq!(
+        s.proxy.tls[0].settings.response_headers.as_ref().unwrap()["strict-transport-security"],
+        "max-age=1"
+    );
+
+    assert!(err("", &format!("{two_tls} --tls-min-version 1.3")).contains("say which TLS listener"));
+    assert!(err("", &format!("{two_tls} --tls-min-version plain=1.3"))
+        .contains("`plain` is not a TLS listener (TLS listeners: a, b)"));
+    assert!(err("", &format!("{two_tls} --tls-min-version a=1.0"))
+        .starts_with("--tls-min-version: `1.0` must be"));
+    assert!(
+        err("", &format!("{two_tls} --tls-client-auth b=maybe")).starts_with("--tls-client-auth: ")
+    );
+    assert!(err("", &format!("{two_tls} --tls-ocsp b=1 --tls-ocsp b=2"))
+        .contains("more --tls-ocsp than certificates"));
+    assert!(
+        err("", &format!("{two_tls} --tls-response-header a=novalue"))
+            .contains("is not HEADER:VALUE")
+    );
+    assert!(err("", "gk --tls-client-ca ca.pem").contains("there is no TLS listener"));
+    // Checked like the keys: client_auth without a CA.
+    assert!(err("", &format!("{two_tls} --tls-client-auth a=required"))
+        .contains("client_auth: needs client_ca"));
+}
