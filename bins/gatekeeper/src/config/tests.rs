@@ -709,6 +709,16 @@ fn tls_settings_flags_apply_to_a_listener_s_tables() {
         s.proxy.tls[0].settings.response_headers.as_ref().unwrap()["strict-transport-security"],
         "max-age=1"
     );
+    // --tls-client-auth goes with the table that gives client_ca.
+    let two_tables = format!(
+        "{file}\nclient_ca = \"ca.pem\"\n[[tls]]\nlistener = \"https\"\ncert = \"c2\"\nkey = \"k2\""
+    );
+    let s = merge("gk --tls-client-auth optional", &two_tables).unwrap();
+    assert_eq!(
+        s.proxy.tls[0].settings.client_auth,
+        Some(gatekeeper_proxy::ClientAuth::Optional)
+    );
+    assert_eq!(s.proxy.tls[1].settings.client_auth, None);
 
     assert!(err("", &format!("{two_tls} --tls-min-version 1.3")).contains("say which TLS listener"));
     assert!(err("", &format!("{two_tls} --tls-min-version plain=1.3"))

@@ -29,7 +29,12 @@ pub fn apply(cli: &Cli, tls: &mut [TlsCertificate]) -> Result<()> {
         let auth: ClientAuth = value
             .parse()
             .map_err(|e| anyhow!("--tls-client-auth: {e}"))?;
-        tables_of(tls, &listener).for_each(|t| t.settings.client_auth = Some(auth));
+        // It goes with `client_ca` (in the tables that give one; in all when none does, which
+        // is then reported).
+        let with_ca = tables_of(tls, &listener).any(|t| t.settings.client_ca.is_some());
+        tables_of(tls, &listener)
+            .filter(|t| !with_ca || t.settings.client_ca.is_some())
+            .for_each(|t| t.settings.client_auth = Some(auth));
     }
     let mut headers: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for spec in &cli.tls_response_header {
