@@ -213,10 +213,11 @@ fn check_part(key: &str, said: &str, part: Table, errors: &mut Vec<String>) -> O
     }
 }
 
-/// The `cert` and `key` files of a `[[tls]]` table exist; each missing one is an error.
+/// The `cert`, `key`, `ocsp` and `client_ca` files of a `[[tls]]` table exist; each missing
+/// one is an error.
 fn check_tls_files(key: &str, tls: &Value, errors: &mut Vec<String>) -> bool {
     let mut ok = true;
-    for field in ["cert", "key"] {
+    for field in ["cert", "key", "ocsp", "client_ca"] {
         if let Some(file) = tls.get(field).and_then(Value::as_str) {
             if !Path::new(file).is_file() {
                 errors.push(format!("{key}.{field}: file `{file}` not found"));

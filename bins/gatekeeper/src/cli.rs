@@ -31,6 +31,31 @@ pub struct Cli {
     #[arg(long, value_name = "[NAME=]FILE")]
     pub tls_key: Vec<String>,
 
+    /// Lowest TLS version of a TLS listener, `[NAME=]1.2|1.3` (like `min_version`; without
+    /// NAME: the only TLS listener).
+    #[arg(long, value_name = "[NAME=]VERSION")]
+    pub tls_min_version: Vec<String>,
+
+    /// PEM file of the CAs whose client certificates a TLS listener verifies (mTLS),
+    /// `[NAME=]FILE` (like `client_ca`).
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub tls_client_ca: Vec<String>,
+
+    /// Whether a client certificate is required, `[NAME=]required|optional` (like
+    /// `client_auth`; needs a client CA).
+    #[arg(long, value_name = "[NAME=]MODE")]
+    pub tls_client_auth: Vec<String>,
+
+    /// DER OCSP response stapled to a certificate, `[NAME=]FILE` (repeatable: the n-th of a
+    /// listener goes with its n-th certificate; like `ocsp`).
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub tls_ocsp: Vec<String>,
+
+    /// Header set on every response of a TLS listener, `[NAME=]HEADER:VALUE` (repeatable; like
+    /// `response_headers`), e.g. `strict-transport-security:max-age=63072000`.
+    #[arg(long, value_name = "[NAME=]HEADER:VALUE")]
+    pub tls_response_header: Vec<String>,
+
     /// Upstream plugin command (repeatable): a path, or a name looked up next to this binary and
     /// then on PATH. Words after the first are its arguments.
     #[arg(long, value_name = "CMD")]

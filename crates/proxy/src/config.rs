@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::forwarded::{valid_via_name, ForwardedConfig};
 use crate::health;
 use crate::modifier::DEFAULT_MAX_PLUGIN_BODY;
+use crate::tls::settings::{check_listener_settings, TlsSettingError};
 use crate::tls::TlsCertificate;
 
 mod failure;
@@ -81,7 +82,9 @@ pub struct ProxyConfig {
     #[serde(rename = "listen", with = "listen_specs")]
     pub listeners: Vec<ListenerConfig>,
     /// Certificates of the TLS listeners (several for one listener: chosen by SNI, the first
-    /// is the default). `[[tls]]` tables with `listener`, `cert`, `key`. Default: none.
+    /// is the default) and their settings. `[[tls]]` tables with `listener`, `cert`, `key`,
+    /// optional `ocsp` and the listener's `min_version`, `ciphers`, `client_ca`, `client_auth`,
+    /// `response_headers` ([`crate::TlsSettings`]). Default: none.
     #[serde(with = "tls_tables")]
     pub tls: Vec<TlsCertificate>,
     /// Time allowed for a backend to answer with headers when the upstream sets no
@@ -182,6 +185,8 @@ impl ProxyConfig {
                 });
             }
         }
+        check_listener_settings(&self.tls)
+            .map_err(|(key, source)| ConfigError::TlsSetting { key, source })?;
         positive("connect_timeout", self.connect_timeout)?;
         positive("header_read_timeout", self.header_read_timeout)?;
         positive("keepalive_idle", self.keepalive_idle)?;
@@ -273,6 +278,15 @@ pub enum ConfigError {
         name: String,
         /// The configured listeners, comma-separated.
         listeners: String,
+    },
+    /// A `[[tls]]` setting cannot be used, or differs between the tables of one listener.
+    #[error("{key}: {source}")]
+    TlsSetting {
+        /// The key (`tls[0].min_version`).
+        key: String,
+        /// What is wrong.
+        #[source]
+        source: TlsSettingError,
     },
     /// `via` is not a valid `Via` name.
     #[error("via: `{0}` is not a token or host[:port] (e.g. \"gatekeeper\"; \"\" disables Via)")]
@@ -366,9 +380,13 @@ mod listen_specs {
     }
 }
 
-/// `[[tls]]` tables: `listener`, `cert`, `key` (no other key).
+/// `[[tls]]` tables: `listener`, `cert`, `key`, `ocsp` and the listener's settings
+/// (`min_version`, `ciphers`, `client_ca`, `client_auth`, `response_headers`); no other key.
 mod tls_tables {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::tls::settings::{ClientAuth, TlsMinVersion, TlsSettings};
 
     #[derive(Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -376,6 +394,18 @@ mod tls_tables {
         listener: String,
         cert: PathBuf,
         key: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ocsp: Option<PathBuf>,
+        #[serde(default, with = "from_str", skip_serializing_if = "Option::is_none")]
+        min_version: Option<TlsMinVersion>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ciphers: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_ca: Option<PathBuf>,
+        #[serde(default, with = "from_str", skip_serializing_if = "Option::is_none")]
+        client_auth: Option<ClientAuth>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response_headers: Option<BTreeMap<String, String>>,
     }
 
     pub fn serialize<S: Serializer>(tls: &[TlsCertificate], s: S) -> Result<S::Ok, S::Error> {
@@ -383,6 +413,12 @@ mod tls_tables {
             listener: t.listener.clone(),
             cert: t.cert.clone(),
             key: t.key.clone(),
+            ocsp: t.ocsp.clone(),
+            min_version: t.settings.min_version,
+            ciphers: t.settings.ciphers.clone(),
+            client_ca: t.settings.client_ca.clone(),
+            client_auth: t.settings.client_auth,
+            response_headers: t.settings.response_headers.clone(),
         }))
     }
 
@@ -393,8 +429,46 @@ mod tls_tables {
                 listener: t.listener,
                 cert: t.cert,
                 key: t.key,
+                ocsp: t.ocsp,
+                settings: TlsSettings {
+                    min_version: t.min_version,
+                    ciphers: t.ciphers,
+                    client_ca: t.client_ca,
+                    client_auth: t.client_auth,
+                    response_headers: t.response_headers,
+                },
             })
             .collect())
+    }
+
+    /// An optional value read with its type's `FromStr` and written with `Display`.
+    mod from_str {
+        use std::fmt::Display;
+        use std::str::FromStr;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<T: Display, S: Serializer>(
+            value: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => s.collect_str(value),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr,
+            T::Err: Display,
+            D: Deserializer<'de>,
+        {
+            match Option::<String>::deserialize(d)? {
+                Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+                None => Ok(None),
+            }
+        }
     }
 }
 

@@ -17,4 +17,7 @@ pub(crate) struct ConnectionInfo {
     /// The SNI name the client asked for (TLS only).
     #[allow(dead_code)] // for X-Forwarded-Host and plugins
     pub(crate) sni: Option<Arc<str>>,
+    /// The subject of the client certificate the handshake verified (mTLS listeners only; as
+    /// the `x-client-cert-subject` request header carries it).
+    pub(crate) client_cert_subject: Option<http::HeaderValue>,
 }

@@ -62,6 +62,8 @@ pub use modifier::DEFAULT_MAX_PLUGIN_BODY;
 pub use port::policy::HookFailure;
 pub use port::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
 pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
+pub use tls::client_cert::CLIENT_CERT_SUBJECT;
+pub use tls::settings::{ClientAuth, TlsMinVersion, TlsSettingError, TlsSettings};
 pub use tls::{check_certificates, TlsCertificate, TlsError};
 
 /// Errors starting the proxy.

@@ -309,6 +309,7 @@ async fn invalid_sets_change_nothing() {
         listener: "b".into(),
         cert: fixture("missing.crt"),
         key: fixture("a.key"),
+        ..TlsCertificate::default()
     };
     let err = apply(
         vec![listener("a", any_port()), listener("b", any_port())],
@@ -436,6 +437,7 @@ fn certificate(listener: &str, name: &str) -> TlsCertificate {
         listener: listener.into(),
         cert: fixture(&format!("{name}.crt")),
         key: fixture(&format!("{name}.key")),
+        ..TlsCertificate::default()
     }
 }
 
@@ -554,6 +556,7 @@ async fn a_kept_tls_listener_serves_its_new_certificates() {
         listener: "https".into(),
         cert: fixture("a.crt"),
         key: fixture("b.key"),
+        ..TlsCertificate::default()
     };
     assert!(matches!(
         proxy

@@ -31,6 +31,19 @@ struct Tls<'a> {
     listener: &'a str,
     cert: &'a Path,
     key: &'a Path,
+    /// The listener's settings and the OCSP file, as this table gives them (unset: absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ocsp: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphers: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ca: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_auth: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_headers: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Serialize)]
@@ -126,6 +139,12 @@ fn tls(t: &TlsCertificate) -> Tls<'_> {
         listener: &t.listener,
         cert: &t.cert,
         key: &t.key,
+        ocsp: t.ocsp.as_deref(),
+        min_version: t.settings.min_version.map(|v| v.to_string()),
+        ciphers: t.settings.ciphers.as_deref(),
+        client_ca: t.settings.client_ca.as_deref(),
+        client_auth: t.settings.client_auth.map(|a| a.to_string()),
+        response_headers: t.settings.response_headers.as_ref(),
     }
 }
 

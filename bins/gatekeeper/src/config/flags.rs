@@ -32,6 +32,7 @@ pub fn apply_to_proxy(cli: &Cli, proxy: &mut ProxyConfig) -> Result<()> {
     if !(cli.tls_cert.is_empty() && cli.tls_key.is_empty()) {
         proxy.tls = tls_from_flags(cli, &proxy.listeners)?;
     }
+    super::tls_flags::apply(cli, &mut proxy.tls)?;
     if let Some(value) = &cli.default_timeout {
         proxy.default_timeout =
             parse_duration(value).map_err(|e| anyhow!("--default-timeout: {e}"))?;
@@ -136,6 +137,7 @@ fn tls_from_flags(cli: &Cli, listeners: &[ListenerConfig]) -> Result<Vec<TlsCert
                     listener: listener.name.clone(),
                     cert,
                     key,
+                    ..TlsCertificate::default()
                 }),
         );
     }

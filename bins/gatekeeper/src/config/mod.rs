@@ -6,6 +6,7 @@
 //! - [`file`]: the config file read into sections; which keys exist;
 //! - [`flags`]: the flags applied on top, section by section;
 //! - [`plugins`]: the `[[plugin]]` tables and `--TYPE-plugin` flags, resolved;
+//! - [`tls_flags`]: the `--tls-*` flags of a listener's TLS settings;
 //! - [`admin_socket`]: where the admin socket is;
 //! - [`effective`]: the settings as `--check`, `gatekeeper check --json` and the admin socket
 //!   print them.
@@ -17,6 +18,7 @@ mod flags;
 mod plugins;
 #[cfg(test)]
 mod tests;
+mod tls_flags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

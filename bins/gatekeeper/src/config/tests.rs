@@ -612,3 +612,155 @@ fn instances_and_standby_by_flag() {
         .starts_with("--upstream-standby: upstream plugins cannot"));
     assert!(err("", "gk --modifier-instances 2").contains("no modifier plugin"));
 }
+
+#[test]
+fn tls_listener_settings_are_read_and_bad_ones_name_their_key() {
+    let listen = "listen = [\"https=127.0.0.1:1\"]\n";
+    let table = |extra: &str| {
+        format!("{listen}[[tls]]\nlistener = \"https\"\ncert = \"a.crt\"\nkey = \"a.key\"\n{extra}")
+    };
+    let s = merge(
+        "gk",
+        &table(
+            r#"ocsp = "a.ocsp"
+min_version = "1.3"
+ciphers = ["TLS13_AES_128_GCM_SHA256"]
+client_ca = "ca.pem"
+client_auth = "optional"
+response_headers = { "strict-transport-security" = "max-age=63072000" }
+"#,
+        ),
+    )
+    .unwrap();
+    let tls = &s.proxy.tls[0];
+    assert_eq!(tls.ocsp, Some(PathBuf::from("a.ocsp")));
+    assert_eq!(
+        tls.settings.min_version,
+        Some(gatekeeper_proxy::TlsMinVersion::Tls13)
+    );
+    assert_eq!(
+        tls.settings.client_auth,
+        Some(gatekeeper_proxy::ClientAuth::Optional)
+    );
+    assert_eq!(
+        tls.settings.response_headers.as_ref().unwrap()["strict-transport-security"],
+        "max-age=63072000"
+    );
+    // The effective settings show them (and `check --json` with them).
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["tls"][0]["min_version"], "1.3");
+    assert_eq!(json["tls"][0]["client_auth"], "optional");
+
+    let bad = |extra: &str| err(&table(extra), "gk");
+    assert!(
+        bad("min_version = \"1.1\"").starts_with("tls[0].min_version: `1.1` must be"),
+        "{}",
+        bad("min_version = \"1.1\"")
+    );
+    let cipher = bad("ciphers = [\"RC4\"]");
+    assert!(
+        cipher.starts_with("tls[0].ciphers: unknown cipher suite `RC4` (known: TLS13_"),
+        "{cipher}"
+    );
+    assert!(bad("client_auth = \"maybe\"").starts_with("tls[0].client_auth: "));
+    assert!(bad("client_auth = \"required\"").starts_with("tls[0].client_auth: needs client_ca"));
+    let header = bad("response_headers = { \"bad header\" = \"x\" }");
+    assert!(
+        header.starts_with("tls[0].response_headers.bad header: "),
+        "{header}"
+    );
+    assert!(bad("ocsp_file = \"x\"").contains("ocsp_file"));
+    // Two tables of one listener that disagree.
+    let two = format!(
+        "{}\n[[tls]]\nlistener = \"https\"\ncert = \"b.crt\"\nkey = \"b.key\"\nmin_version = \"1.2\"",
+        table("min_version = \"1.3\"")
+    );
+    let conflict = err(&two, "gk");
+    assert!(
+        conflict.starts_with("tls[1].min_version: differs from tls[0].min_version"),
+        "{conflict}"
+    );
+}
+
+#[test]
+fn tls_settings_flags_apply_to_a_listener_s_tables() {
+    let two_tls = "gk --listen a=127.0.0.1:1 --listen b=127.0.0.1:2 --listen plain=127.0.0.1:3 \
+        --tls-cert a=a1.crt --tls-key a=a1.key --tls-cert a=a2.crt --tls-key a=a2.key \
+        --tls-cert b=b.crt --tls-key b=b.key";
+    let s = merge(
+        &format!(
+            "{two_tls} --tls-min-version a=1.3 --tls-client-ca b=ca.pem --tls-client-auth b=optional \
+             --tls-ocsp a=a1.ocsp --tls-ocsp a=a2.ocsp \
+             --tls-response-header a=strict-transport-security:max-age=63072000 \
+             --tls-response-header a=x-frame-options:DENY"
+        ),
+        "",
+    )
+    .unwrap();
+    let [a1, a2, b] = &s.proxy.tls[..] else {
+        panic!("{:?}", s.proxy.tls)
+    };
+    for a in [a1, a2] {
+        assert_eq!(
+            a.settings.min_version,
+            Some(gatekeeper_proxy::TlsMinVersion::Tls13)
+        );
+        let headers = a.settings.response_headers.as_ref().unwrap();
+        assert_eq!(headers["strict-transport-security"], "max-age=63072000");
+        assert_eq!(headers["x-frame-options"], "DENY");
+    }
+    assert_eq!(a1.ocsp, Some(PathBuf::from("a1.ocsp")));
+    assert_eq!(a2.ocsp, Some(PathBuf::from("a2.ocsp")));
+    assert_eq!(b.settings.client_ca, Some(PathBuf::from("ca.pem")));
+    assert_eq!(
+        b.settings.client_auth,
+        Some(gatekeeper_proxy::ClientAuth::Optional)
+    );
+    assert_eq!(b.settings.min_version, None);
+
+    // Without NAME: the only TLS listener (a plain one beside it does not count); the flag wins
+    // over the file's key.
+    let file = "listen = [\"https=127.0.0.1:1\", \"plain=127.0.0.1:2\"]\n[[tls]]\nlistener = \"https\"\ncert = \"c\"\nkey = \"k\"\nmin_version = \"1.3\"";
+    let s = merge(
+        "gk --tls-min-version 1.2 --tls-response-header strict-transport-security:max-age=1",
+        file,
+    )
+    .unwrap();
+    assert_eq!(
+        s.proxy.tls[0].settings.min_version,
+        Some(gatekeeper_proxy::TlsMinVersion::Tls12)
+    );
+    assert_eq!(
+        s.proxy.tls[0].settings.response_headers.as_ref().unwrap()["strict-transport-security"],
+        "max-age=1"
+    );
+    // --tls-client-auth goes with the table that gives client_ca.
+    let two_tables = format!(
+        "{file}\nclient_ca = \"ca.pem\"\n[[tls]]\nlistener = \"https\"\ncert = \"c2\"\nkey = \"k2\""
+    );
+    let s = merge("gk --tls-client-auth optional", &two_tables).unwrap();
+    assert_eq!(
+        s.proxy.tls[0].settings.client_auth,
+        Some(gatekeeper_proxy::ClientAuth::Optional)
+    );
+    assert_eq!(s.proxy.tls[1].settings.client_auth, None);
+
+    assert!(err("", &format!("{two_tls} --tls-min-version 1.3")).contains("say which TLS listener"));
+    assert!(err("", &format!("{two_tls} --tls-min-version plain=1.3"))
+        .contains("`plain` is not a TLS listener (TLS listeners: a, b)"));
+    assert!(err("", &format!("{two_tls} --tls-min-version a=1.0"))
+        .starts_with("--tls-min-version: `1.0` must be"));
+    assert!(
+        err("", &format!("{two_tls} --tls-client-auth b=maybe")).starts_with("--tls-client-auth: ")
+    );
+    assert!(err("", &format!("{two_tls} --tls-ocsp b=1 --tls-ocsp b=2"))
+        .contains("more --tls-ocsp than certificates"));
+    assert!(
+        err("", &format!("{two_tls} --tls-response-header a=novalue"))
+            .contains("is not HEADER:VALUE")
+    );
+    assert!(err("", "gk --tls-client-ca ca.pem").contains("there is no TLS listener"));
+    // Checked like the keys: client_auth without a CA.
+    assert!(err("", &format!("{two_tls} --tls-client-auth a=required"))
+        .contains("client_auth: needs client_ca"));
+}

@@ -32,10 +32,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
-use tokio_rustls::TlsAcceptor;
 
 use crate::connection_info::ConnectionInfo;
 use crate::service::Shared;
+use crate::tls::client_cert::{set_client_cert_header, subject_of};
+use crate::tls::TlsListener;
 use crate::ProxyConfig;
 
 /// The HTTP versions a connection can speak.
@@ -90,8 +91,8 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 pub(crate) struct ListenerContext {
     /// The listener's name.
     pub(crate) name: Arc<str>,
-    /// The TLS acceptor of a TLS listener.
-    pub(crate) tls: Option<TlsAcceptor>,
+    /// The TLS setup of a TLS listener.
+    pub(crate) tls: Option<TlsListener>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) protocols: Arc<Protocols>,
 }
@@ -106,18 +107,20 @@ pub(crate) async fn serve_connection(
 ) {
     let listener = context.name.clone();
     let (shared, protocols) = (context.shared.clone(), &context.protocols);
-    let Some(acceptor) = context.tls.as_ref() else {
+    let Some(tls) = context.tls.as_ref() else {
         let info = ConnectionInfo {
             listener,
             remote,
             tls: false,
             sni: None,
+            client_cert_subject: None,
         };
         let io = WatchedIo::new(stream, Protocol::Http1, permit, protocols);
-        return serve_http(io, info, shared, protocols, shutdown).await;
+        return serve_http(io, info, None, shared, protocols, shutdown).await;
     };
     // The handshake has the head's time limit: a client that stalls in it is dropped.
-    let handshake = tokio::time::timeout(protocols.header_read_timeout, acceptor.accept(stream));
+    let handshake =
+        tokio::time::timeout(protocols.header_read_timeout, tls.acceptor().accept(stream));
     let stream = tokio::select! {
         result = handshake => match result {
             Ok(Ok(stream)) => stream,
@@ -142,14 +145,20 @@ pub(crate) async fn serve_connection(
         remote,
         tls: true,
         sni: session.server_name().map(Arc::from),
+        client_cert_subject: session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(subject_of),
     };
     let io = WatchedIo::new(stream, protocol, permit, protocols);
-    serve_http(io, info, shared, protocols, shutdown).await;
+    serve_http(io, info, Some(tls.clone()), shared, protocols, shutdown).await;
 }
 
+/// Serves HTTP on `io`; `tls` (on TLS listeners) adds its static headers to every response.
 async fn serve_http<I>(
     io: WatchedIo<I>,
     info: ConnectionInfo,
+    tls: Option<TlsListener>,
     shared: Arc<Shared>,
     protocols: &Protocols,
     shutdown: watch::Receiver<bool>,
@@ -165,11 +174,17 @@ async fn serve_http<I>(
         if request.version() == Version::HTTP_2 {
             host_from_authority(&mut request);
         }
+        // Only the proxy says which client certificate was presented.
+        set_client_cert_header(request.headers_mut(), info.client_cert_subject.as_ref());
         let guard = RequestGuard::start(&activity);
         let shared = shared.clone();
         let info = info.clone();
+        let tls = tls.clone();
         async move {
-            let response = crate::pipeline::handle(&shared, &info, request).await;
+            let mut response = crate::pipeline::handle(&shared, &info, request).await;
+            if let Some(tls) = &tls {
+                tls.add_response_headers(response.headers_mut());
+            }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 guard.0.upgraded.store(true, Ordering::Release);
             }

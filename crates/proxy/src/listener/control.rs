@@ -92,7 +92,7 @@ impl Spawner {
         let (closed_tx, closed) = oneshot::channel();
         let context = Arc::new(ListenerContext {
             name: Arc::from(name),
-            tls: tls.map(|t| t.acceptor().clone()),
+            tls: tls.cloned(),
             shared: self.serving.shared.clone(),
             protocols: self.serving.protocols.clone(),
         });

@@ -29,6 +29,7 @@ fn cert(listener: &str) -> TlsCertificate {
         listener: listener.into(),
         cert: "c.pem".into(),
         key: "k.pem".into(),
+        ..TlsCertificate::default()
     }
 }
 
