@@ -109,7 +109,11 @@ pub(crate) struct RequestRecord {
 
 impl RequestRecord {
     /// Starts measuring a request that just arrived (and records `request_accepted`).
-    pub(crate) fn start(metrics: &Metrics, connection: &ConnectionInfo, parts: &Parts) -> Box<Self> {
+    pub(crate) fn start(
+        metrics: &Metrics,
+        connection: &ConnectionInfo,
+        parts: &Parts,
+    ) -> Box<Self> {
         let headers = &parts.headers;
         let record = RequestRecord {
             metrics: metrics.clone(),
