@@ -149,3 +149,19 @@ access_line() {
   kill -HUP "$GK_PID"
   eventually 50 'metrics | grep -q "^gatekeeper_reloads_total{result=\"ok\"} 1$"'
 }
+
+@test "a request cut by the shutdown grace period is recorded (499, grace_cut)" {
+  start_observed 'shutdown_grace = "300ms"'
+  curl -sS --max-time 10 -o /dev/null -H 'X-Request-Id: cut-1' "$GK_URL/echo/slow?ms=4000" &
+  local client=$!
+  PIDS+=("$client")
+  # The backend has the request: its access line comes only when it answers (never).
+  eventually 50 '[ "$(curl -sS --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" | grep -c "^gatekeeper_backend_in_flight.* 1$")" -ge 1 ]'
+  kill -TERM "$GK_PID"
+  eventually 100 '! kill -0 "$GK_PID" 2>/dev/null'
+  line=$(access_line '.request_id == "cut-1"')
+  echo "$line"
+  [ "$(jq -r .status <<<"$line")" = 499 ]
+  [ "$(jq -r .error <<<"$line")" = grace_cut ]
+  [ "$(jq -r .upstream <<<"$line")" = echo ]
+}
