@@ -165,3 +165,47 @@ access_line() {
   [ "$(jq -r .error <<<"$line")" = grace_cut ]
   [ "$(jq -r .upstream <<<"$line")" = echo ]
 }
+
+@test "a request head that does not arrive in time is recorded (408, request_timeout)" {
+  start_observed 'header_read_timeout = "500ms"'
+  run raw 'GET /echo/ HTTP/1.1\r\nHost: a\r\n'
+  [ "$output" = "HTTP/1.1 408 Request Timeout" ]
+  line=$(access_line '.status == 408')
+  [ "$(jq -r .error <<<"$line")" = request_timeout ]
+  eventually 50 'metrics | grep -qx "gatekeeper_malformed_requests_total{listener=\"http-public\"} 1"'
+}
+
+@test "TLS: the access log has the SNI, TLS version and cipher; failed handshakes are counted" {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=a.test" \
+    -addext "subjectAltName=DNS:a.test" \
+    -keyout "$BATS_TEST_TMPDIR/a.key" -out "$BATS_TEST_TMPDIR/a.crt" 2>/dev/null
+  TLS_PORT=$(free_port)
+  cat >"$CONFIG" <<TOML
+access_log = "json"
+access_log_file = $(toml_string "$ACCESS")
+access_log_fields = ["listener", "status", "sni", "tls_version", "tls_cipher"]
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+metrics_flush_interval = "100ms"
+
+[[tls]]
+listener = "https-public"
+cert = $(toml_string "$BATS_TEST_TMPDIR/a.crt")
+key = $(toml_string "$BATS_TEST_TMPDIR/a.key")
+
+$(static_upstreams_table)
+TOML
+  start_gatekeeper --config "$CONFIG" --listen "https-public=127.0.0.1:$TLS_PORT"
+  curl -sS --max-time 5 -o /dev/null --cacert "$BATS_TEST_TMPDIR/a.crt" \
+    --resolve "a.test:$TLS_PORT:127.0.0.1" "https://a.test:$TLS_PORT/nowhere"
+  line=$(access_line '.listener == "https-public"')
+  echo "$line"
+  [ "$(jq -r .sni <<<"$line")" = a.test ]
+  jq -e '.tls_version | test("^TLSv1_[23]$")' <<<"$line" >/dev/null
+  jq -e '.tls_cipher | test("^TLS")' <<<"$line" >/dev/null
+  # Plain HTTP to the TLS port is a failed handshake.
+  curl -sS --max-time 5 -o /dev/null "http://127.0.0.1:$TLS_PORT/" || true
+  eventually 50 'metrics | grep -qx "gatekeeper_tls_handshake_failures_total{listener=\"https-public\"} 1"'
+  # Every listener's counters exist from its start, the idle one's at 0.
+  metrics | grep -qx 'gatekeeper_tls_handshake_failures_total{listener="http-public"} 0'
+  metrics | grep -qx 'gatekeeper_connections_open{listener="http-public"} 0'
+}
