@@ -130,8 +130,10 @@ access_line() {
   for i in 1 2 3; do [ "$(http_code "$GK_URL/echo/$i")" = 200 ]; done
   [ "$(http_code "$GK_URL/dead/")" = 502 ]
   eventually 50 'metrics | grep -q "^gatekeeper_backend_requests_total{upstream=\"echo\",backend=\"[^\"]*\"} 3$"'
+  # The 502's records may come in a later batch.
+  eventually 50 'metrics | grep -Eq "^gatekeeper_backend_errors_total\{upstream=\"dead\",backend=\"[^\"]*\",error_kind=\"unreachable\"\} 1$"'
+  eventually 50 'metrics | grep -q "^gatekeeper_requests_total{upstream=\"dead\",status=\"502\""'
   text=$(metrics)
-  grep -Eq '^gatekeeper_backend_errors_total\{upstream="dead",backend="[^"]*",error_kind="unreachable"\} 1$' <<<"$text"
   grep -Eq '^gatekeeper_backend_response_seconds_count\{upstream="echo",backend="[^"]*"\} 3$' <<<"$text"
   grep -Eq '^gatekeeper_backend_response_seconds_bucket\{le="0.25",upstream="echo",backend="[^"]*"\} 3$' <<<"$text"
   grep -q '^gatekeeper_request_duration_seconds_bucket{le="0.1",upstream="echo"} ' <<<"$text"

@@ -34,6 +34,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod listeners;
+
 /// The content type of [`Prometheus::render`]'s text.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -60,12 +62,6 @@ struct BackendErrorLabels {
     backend: String,
     /// `unreachable`, `timeout`, `failed` (no answer), or `status_5xx`.
     error_kind: String,
-}
-
-/// Labels of per-listener metrics.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ListenerLabels {
-    listener: String,
 }
 
 /// Labels of `gatekeeper_reloads_total`.
@@ -466,62 +462,8 @@ fn scraped(sources: &Sources) -> Registry {
         "Metric records dropped because the pipeline's buffers were full",
         dropped,
     );
-    register_listeners(&mut registry, &sources.metrics);
+    listeners::register(&mut registry, &sources.metrics);
     registry
-}
-
-/// The listeners' connection counters, as the pipeline has them now.
-fn register_listeners(registry: &mut Registry, metrics: &Metrics) {
-    let open = Family::<ListenerLabels, Gauge>::default();
-    registry.register(
-        "gatekeeper_connections_open",
-        "Client connections open now (TLS handshakes under way included)",
-        open.clone(),
-    );
-    let counter = |registry: &mut Registry, name: &str, help: &str| {
-        let family = Family::<ListenerLabels, Counter>::default();
-        registry.register(name, help, family.clone());
-        family
-    };
-    let accepted = counter(
-        registry,
-        "gatekeeper_connections",
-        "Client connections accepted",
-    );
-    let handshakes = counter(
-        registry,
-        "gatekeeper_tls_handshake_failures",
-        "TLS handshakes with clients that failed or timed out",
-    );
-    let malformed = counter(
-        registry,
-        "gatekeeper_malformed_requests",
-        "Requests refused on the connection before any handler ran: malformed (400), URI or head too large (414, 431), head not in time (408)",
-    );
-    let received = counter(
-        registry,
-        "gatekeeper_received_bytes",
-        "Bytes read from clients (after TLS decryption), request heads included",
-    );
-    let sent = counter(
-        registry,
-        "gatekeeper_sent_bytes",
-        "Bytes written to clients (before TLS encryption), response heads included",
-    );
-    for (listener, stats) in metrics.listener_stats() {
-        let labels = ListenerLabels { listener };
-        open.get_or_create(&labels)
-            .set(i64::try_from(stats.open_connections).unwrap_or(i64::MAX));
-        accepted.get_or_create(&labels).inc_by(stats.connections);
-        handshakes
-            .get_or_create(&labels)
-            .inc_by(stats.tls_handshake_failures);
-        malformed
-            .get_or_create(&labels)
-            .inc_by(stats.malformed_requests);
-        received.get_or_create(&labels).inc_by(stats.bytes_received);
-        sent.get_or_create(&labels).inc_by(stats.bytes_sent);
-    }
 }
 
 /// Feeds request records from the metrics pipeline into [`Prometheus`].
@@ -553,139 +495,4 @@ impl MetricsExporter for PrometheusExporter {
 }
 
 #[cfg(test)]
-mod tests {
-    use gatekeeper_rpc::metrics::Phases;
-
-    use super::*;
-
-    fn request(upstream: Option<&str>, status: u16, total_us: u64) -> RequestMetric {
-        RequestMetric {
-            time_ms: 0,
-            listener: "http-public".into(),
-            method: "GET".into(),
-            host: "h".into(),
-            path: "/".into(),
-            status,
-            upstream: upstream.map(str::to_owned),
-            backend: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            error: None,
-            client: None,
-            query: None,
-            version: None,
-            phases: Phases {
-                router_us: 0,
-                loadbalancer_us: 0,
-                modifiers: Vec::new(),
-                upstream_connect_us: 0,
-                upstream_response_us: 0,
-                total_us,
-            },
-            ..RequestMetric::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn request_records_become_counters_and_histograms() {
-        let prometheus = Arc::new(Prometheus::new());
-        let exporter = PrometheusExporter::new(prometheus.clone());
-        assert!(exporter.wants(MetricKind::Request) && !exporter.wants(MetricKind::Plugin));
-        exporter
-            .export_requests(vec![
-                request(Some("echo"), 200, 1_000),
-                request(Some("echo"), 200, 3_000),
-                request(None, 404, 10),
-            ])
-            .await;
-        let text = prometheus.render().unwrap();
-        // Issue 13: listener, method and error kind labels follow upstream and status.
-        let labels = "listener=\"http-public\",method=\"GET\",error_kind=\"\"";
-        assert!(
-            text.contains(&format!(
-                "gatekeeper_requests_total{{upstream=\"echo\",status=\"200\",{labels}}} 2"
-            )),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!(
-                "gatekeeper_requests_total{{upstream=\"\",status=\"404\",{labels}}} 1"
-            )),
-            "{text}"
-        );
-        assert!(
-            text.contains("gatekeeper_request_duration_seconds_count{upstream=\"echo\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "gatekeeper_request_duration_seconds_bucket{le=\"0.001\",upstream=\"echo\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[tokio::test]
-    async fn refused_requests_retries_and_backends_are_counted() {
-        let prometheus = Arc::new(Prometheus::new());
-        let exporter = PrometheusExporter::new(prometheus.clone());
-        assert!(exporter.wants(MetricKind::Upstream));
-        let malformed = RequestMetric {
-            method: "-".into(),
-            error: Some("malformed_request".into()),
-            ..request(None, 400, 0)
-        };
-        let retried = RequestMetric {
-            method: "BREW".into(),
-            retries: 1,
-            ..request(Some("echo"), 200, 0)
-        };
-        exporter.export_requests(vec![malformed, retried]).await;
-        let attempt = |backend: &str, status, error: Option<&str>| UpstreamMetric {
-            time_ms: 0,
-            upstream: "echo".into(),
-            backend: backend.into(),
-            latency_us: 200_000,
-            status,
-            error: error.map(str::to_owned),
-        };
-        exporter
-            .export_upstream_metrics(vec![
-                attempt("a", None, Some("unreachable")),
-                attempt("b", Some(200), None),
-                attempt("b", Some(503), None),
-            ])
-            .await;
-        prometheus.count_reload(true);
-        let text = prometheus.render().unwrap();
-        for line in [
-            "gatekeeper_requests_total{upstream=\"\",status=\"400\",listener=\"http-public\",method=\"OTHER\",error_kind=\"malformed_request\"} 1",
-            "gatekeeper_requests_total{upstream=\"echo\",status=\"200\",listener=\"http-public\",method=\"OTHER\",error_kind=\"\"} 1",
-            "gatekeeper_retries_total{upstream=\"echo\"} 1",
-            "gatekeeper_backend_requests_total{upstream=\"echo\",backend=\"b\"} 2",
-            "gatekeeper_backend_errors_total{upstream=\"echo\",backend=\"a\",error_kind=\"unreachable\"} 1",
-            "gatekeeper_backend_errors_total{upstream=\"echo\",backend=\"b\",error_kind=\"status_5xx\"} 1",
-            "gatekeeper_backend_response_seconds_bucket{le=\"0.25\",upstream=\"echo\",backend=\"b\"} 2",
-            "gatekeeper_backend_response_seconds_bucket{le=\"0.1\",upstream=\"echo\",backend=\"b\"} 0",
-            "gatekeeper_reloads_total{result=\"ok\"} 1",
-            "gatekeeper_reloads_total{result=\"failed\"} 0",
-            "gatekeeper_build_info{version=\"",
-            "process_resident_memory_bytes ",
-            "process_open_fds ",
-        ] {
-            assert!(text.contains(line), "{line} not in {text}");
-        }
-        assert!(!text.contains("backend=\"b\",error_kind=\"\""), "{text}");
-    }
-
-    #[test]
-    fn latency_buckets_have_the_slo_edges() {
-        for edge in [
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ] {
-            assert!(LATENCY_BUCKETS.contains(&edge), "{edge}");
-        }
-        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
-    }
-}
+mod tests;

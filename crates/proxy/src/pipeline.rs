@@ -164,9 +164,9 @@ impl Drop for Exchange<'_> {
             if let Some(upstream) = &self.upstream {
                 record.upstream = Some(upstream.upstream.id.clone());
             }
-            record.request_id = self
-                .request_id()
-                .and_then(|id| id.to_str().ok().map(Into::into));
+            if let Some(id) = self.request_id() {
+                record.request_id = id.to_str().ok().map(str::to_string);
+            }
             record.finish(0);
         }
     }
