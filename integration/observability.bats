@@ -211,3 +211,18 @@ TOML
   metrics | grep -qx 'gatekeeper_tls_handshake_failures_total{listener="http-public"} 0'
   metrics | grep -qx 'gatekeeper_connections_open{listener="http-public"} 0'
 }
+
+@test "a 502 carries the X-Request-Id the request-id plugin gave the request" {
+  start_observed '
+[[plugin]]
+name = "request-id"
+type = "modifier"
+command = "request-id"'
+  headers=$(curl -sS --max-time 5 -D - -o /dev/null "$GK_URL/dead/")
+  echo "$headers"
+  grep -q '^HTTP/1.1 502' <<<"$headers"
+  id=$(grep -i '^x-request-id:' <<<"$headers" | tr -d '\r' | awk '{print $2}')
+  [[ $id =~ ^[0-9a-f]{32}$ ]]
+  line=$(access_line '.status == 502')
+  [ "$(jq -r .request_id <<<"$line")" = "$id" ]
+}
