@@ -23,7 +23,8 @@ pub enum AccessLogField {
     Path,
     /// The query string, without `?`.
     Query,
-    /// The HTTP version (`HTTP/1.1`, …).
+    /// The HTTP version (`HTTP/1.1`, …); `protocol` is accepted for it too.
+    #[serde(alias = "protocol")]
     Version,
     /// The status sent to the client (499: none was, the request was cut).
     Status,
@@ -251,5 +252,7 @@ mod tests {
         }
         let parsed: AccessLogField = serde_json::from_value("tls_cipher".into()).unwrap();
         assert_eq!(parsed, AccessLogField::TlsCipher);
+        let parsed: AccessLogField = serde_json::from_value("protocol".into()).unwrap();
+        assert_eq!(parsed, AccessLogField::Version);
     }
 }
