@@ -20,8 +20,8 @@ teardown() {
   stop_all
 }
 
-# start_observed TOML: gatekeeper with a JSON access log in $ACCESS, /metrics on
-# $METRICS_PORT, static-upstreams from $UPSTREAMS, and the extra keys TOML.
+# start_observed TOML [ARGS...]: gatekeeper (with ARGS) with a JSON access log in $ACCESS,
+# /metrics on $METRICS_PORT, static-upstreams from $UPSTREAMS, and the extra keys TOML.
 start_observed() {
   cat >"$CONFIG" <<TOML
 access_log = "json"
@@ -32,7 +32,7 @@ $1
 
 $(static_upstreams_table)
 TOML
-  start_gatekeeper --config "$CONFIG"
+  start_gatekeeper --config "$CONFIG" "${@:2}"
 }
 
 metrics() { curl -sS --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics"; }
@@ -225,4 +225,31 @@ command = "request-id"'
   [[ $id =~ ^[0-9a-f]{32}$ ]]
   line=$(access_line '.status == 502')
   [ "$(jq -r .request_id <<<"$line")" = "$id" ]
+}
+
+@test "an HTTP/2 request cut by the shutdown grace period is recorded (499, grace_cut)" {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=a.test" \
+    -addext "subjectAltName=DNS:a.test" \
+    -keyout "$BATS_TEST_TMPDIR/a.key" -out "$BATS_TEST_TMPDIR/a.crt" 2>/dev/null
+  TLS_PORT=$(free_port)
+  # An upstream on every listener (echo is only on http-public).
+  printf "\nlong:\n  name: long\n  timeout: 10s\n  prefixes:\n    - long\n  backends:\n    - http://127.0.0.1:%s\n" "$BACKEND_PORT" >>"$UPSTREAMS"
+  start_observed "shutdown_grace = \"300ms\"
+
+[[tls]]
+listener = \"https-public\"
+cert = $(toml_string "$BATS_TEST_TMPDIR/a.crt")
+key = $(toml_string "$BATS_TEST_TMPDIR/a.key")" --listen "https-public=127.0.0.1:$TLS_PORT"
+  curl -sS --http2 --max-time 10 -o /dev/null --cacert "$BATS_TEST_TMPDIR/a.crt" \
+    --resolve "a.test:$TLS_PORT:127.0.0.1" -H 'X-Request-Id: h2-cut' \
+    "https://a.test:$TLS_PORT/long/slow?ms=4000" &
+  PIDS+=($!)
+  eventually 50 '[ "$(metrics | grep -c "^gatekeeper_backend_in_flight.* 1$")" -ge 1 ]'
+  kill -TERM "$GK_PID"
+  eventually 100 '! kill -0 "$GK_PID" 2>/dev/null'
+  line=$(access_line '.request_id == "h2-cut"')
+  echo "$line"
+  [ "$(jq -r .version <<<"$line")" = HTTP/2.0 ]
+  [ "$(jq -r .status <<<"$line")" = 499 ]
+  [ "$(jq -r .error <<<"$line")" = grace_cut ]
 }
