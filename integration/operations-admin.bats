@@ -234,11 +234,12 @@ picks() {
   for i in 1 2 3 4 5; do [ "$(http_code "$GK_URL/pool/$i")" = 200 ]; done
   [ "$(http_code "$GK_URL/nowhere")" = 404 ]
   metrics() { curl -sS --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics"; }
-  eventually 50 'metrics | grep -qx "gatekeeper_requests_total{upstream=\"pool\",status=\"200\"} 5"'
+  # Issue 13: the listener, method and error kind labels follow upstream and status.
+  eventually 50 'metrics | grep -qx "gatekeeper_requests_total{upstream=\"pool\",status=\"200\",listener=\"http-public\",method=\"GET\",error_kind=\"\"} 5"'
   # The 404 may come in a later batch of request records.
-  eventually 50 'metrics | grep -qx "gatekeeper_requests_total{upstream=\"\",status=\"404\"} 1"'
+  eventually 50 'metrics | grep -qx "gatekeeper_requests_total{upstream=\"\",status=\"404\",listener=\"http-public\",method=\"GET\",error_kind=\"no_route\"} 1"'
   text=$(metrics)
-  grep -qx 'gatekeeper_requests_total{upstream="",status="404"} 1' <<<"$text"
+  grep -qx 'gatekeeper_requests_total{upstream="",status="404",listener="http-public",method="GET",error_kind="no_route"} 1' <<<"$text"
   grep -q '^gatekeeper_request_duration_seconds_bucket{le="+Inf",upstream="pool"} 5$' <<<"$text"
   grep -q '^gatekeeper_request_duration_seconds_count{upstream="pool"} 5$' <<<"$text"
   grep -Eq '^gatekeeper_plugin_calls_total\{plugin="request-id"\} [1-9]' <<<"$text"
@@ -258,6 +259,6 @@ picks() {
   # A drained backend reads as not healthy; the admin socket serves the same metrics.
   ctl drain pool 0
   metrics | grep -q '^gatekeeper_backend_healthy{upstream="pool",backend="0"} 0$'
-  ctl metrics | grep -q '^gatekeeper_requests_total{upstream="pool",status="200"} 5$'
+  ctl metrics | grep -q '^gatekeeper_requests_total{upstream="pool",status="200",listener="http-public",method="GET",error_kind=""} 5$'
   [ "$(http_code "http://127.0.0.1:$METRICS_PORT/other")" = 404 ]
 }

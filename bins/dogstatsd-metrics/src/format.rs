@@ -228,6 +228,7 @@ mod tests {
             client: None,
             query: None,
             version: None,
+            ..RequestMetric::default()
         }
     }
 

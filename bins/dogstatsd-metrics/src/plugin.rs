@@ -235,6 +235,7 @@ mod tests {
             client: None,
             query: None,
             version: None,
+            ..RequestMetric::default()
         }
     }
 

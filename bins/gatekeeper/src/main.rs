@@ -11,6 +11,7 @@ mod ctl;
 mod logging;
 mod notify;
 mod plugins;
+mod process_metrics;
 mod prometheus;
 mod reload;
 mod run;

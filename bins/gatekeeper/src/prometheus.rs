@@ -2,12 +2,19 @@
 //! as `GET /metrics` in the OpenMetrics text format.
 //!
 //! Per-request data comes from the metrics pipeline: [`PrometheusExporter`] is one more
-//! [`MetricsExporter`] that takes the batched `request_metric` records and updates
-//! `gatekeeper_requests_total{upstream,status}` and
-//! `gatekeeper_request_duration_seconds{upstream}`. Everything else is read at scrape time:
-//! plugin counters (calls, errors, timeouts, bad results, retries, restarts, recycles) and
-//! gauges (up, spares ready, instances per state) from the [`PluginHandle`]s, backend health and in-flight requests from the
-//! registry, dropped metric records from the pipeline.
+//! [`MetricsExporter`] that takes the batched `request_metric` and `upstream_metric` records
+//! and updates `gatekeeper_requests_total{upstream,status,listener,method,error_kind}`,
+//! `gatekeeper_request_duration_seconds{upstream}`, `gatekeeper_retries_total{upstream}` and
+//! the per-backend families (`gatekeeper_backend_requests_total`, `_errors_total`,
+//! `_response_seconds`). Reloads are counted as they happen ([`Prometheus::count_reload`]).
+//! Everything else is read at scrape time: plugin counters (calls, errors, timeouts, bad
+//! results, retries, restarts, recycles) and gauges (up, spares ready, instances per state)
+//! from the [`PluginHandle`]s, backend health and in-flight requests from the registry, dropped
+//! metric records and the listeners' connection counters from the pipeline, `process_*` from
+//! `/proc` ([`crate::process_metrics`]), and `gatekeeper_build_info`.
+//!
+//! Label values come from bounded sets only (no paths, hosts or client addresses): methods
+//! other than the standard ones are `OTHER`.
 
 use std::sync::Arc;
 
@@ -16,7 +23,7 @@ use arc_swap::ArcSwapOption;
 use futures::future::BoxFuture;
 use gatekeeper_plugin_host::{PluginHandle, PluginStatus};
 use gatekeeper_proxy::{MetricKind, Metrics, MetricsExporter, Registry as Upstreams};
-use gatekeeper_rpc::metrics::RequestMetric;
+use gatekeeper_rpc::metrics::{RequestMetric, UpstreamMetric};
 
 use crate::admin::routes::status_word;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -24,8 +31,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+mod listeners;
 
 /// The content type of [`Prometheus::render`]'s text.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -38,6 +47,46 @@ struct RequestLabels {
     upstream: String,
     /// The status sent to the client.
     status: String,
+    /// The listener's name.
+    listener: String,
+    /// The method: a standard one, else `OTHER` ([`method_label`]).
+    method: String,
+    /// The proxy's error kind; empty when there was none.
+    error_kind: String,
+}
+
+/// Labels of `gatekeeper_backend_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendErrorLabels {
+    upstream: String,
+    backend: String,
+    /// `unreachable`, `timeout`, `failed` (no answer), or `status_5xx`.
+    error_kind: String,
+}
+
+/// Labels of `gatekeeper_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    /// `ok` or `failed`.
+    result: String,
+}
+
+/// Labels of `gatekeeper_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// The method as a label: a standard method's name, else `OTHER` (a bounded set).
+fn method_label(method: &str) -> &str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    if STANDARD.contains(&method) {
+        method
+    } else {
+        "OTHER"
+    }
 }
 
 /// Labels of per-upstream metrics.
@@ -70,9 +119,15 @@ struct InstanceLabels {
 /// Every instance state, as [`status_word`] writes it.
 const STATE_WORDS: [&str; 5] = ["running", "starting", "restarting", "backoff", "stopped"];
 
-/// Request duration buckets: 0.5 ms to about 16 s, doubling.
+/// Latency buckets, seconds: the usual SLO edges (Prometheus' defaults, 5 ms to 10 s) with
+/// 0.5, 1 and 2.5 ms below them for a proxy's fast answers.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with [`LATENCY_BUCKETS`].
 fn duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// What is read at scrape time, known once gatekeeper is ready.
@@ -87,6 +142,11 @@ pub struct Prometheus {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    retries: Family<UpstreamLabels, Counter>,
+    backend_requests: Family<BackendLabels, Counter>,
+    backend_errors: Family<BackendErrorLabels, Counter>,
+    backend_latency: Family<BackendLabels, Histogram, fn() -> Histogram>,
+    reloads: Family<ReloadLabels, Counter>,
     sources: ArcSwapOption<Sources>,
 }
 
@@ -115,12 +175,77 @@ impl Prometheus {
             "Time from a request's arrival until its response body was sent",
             durations.clone(),
         );
+        let retries = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "gatekeeper_retries",
+            "Requests sent again to another backend after a connect failure",
+            retries.clone(),
+        );
+        let backend_requests = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "gatekeeper_backend_requests",
+            "Requests sent to a backend (each attempt)",
+            backend_requests.clone(),
+        );
+        let backend_errors = Family::<BackendErrorLabels, Counter>::default();
+        registry.register(
+            "gatekeeper_backend_errors",
+            "Requests to a backend that got no answer (unreachable, timeout, failed) or a 5xx",
+            backend_errors.clone(),
+        );
+        let backend_latency =
+            Family::<BackendLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register(
+            "gatekeeper_backend_response_seconds",
+            "Time from sending a request to a backend until its response head (or failure)",
+            backend_latency.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        for result in ["ok", "failed"] {
+            // Both series exist from the start, at 0.
+            let _ = reloads.get_or_create(&ReloadLabels {
+                result: result.into(),
+            });
+        }
+        registry.register(
+            "gatekeeper_reloads",
+            "Configuration reloads (SIGHUP): ok, or failed (nothing or not everything applied)",
+            reloads.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "gatekeeper_build_info",
+            "1, labelled with the running gatekeeper's version",
+            build_info,
+        );
         Prometheus {
             registry,
             requests,
             durations,
+            retries,
+            backend_requests,
+            backend_errors,
+            backend_latency,
+            reloads,
             sources: ArcSwapOption::empty(),
         }
+    }
+
+    /// Counts a configuration reload: `ok` when everything was applied.
+    pub fn count_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Gatekeeper is ready (or reloaded): the registry, plugins and pipeline to read at scrape
@@ -133,19 +258,53 @@ impl Prometheus {
         })));
     }
 
-    /// Counts finished requests.
+    /// Counts finished (and refused) requests.
     fn record(&self, batch: &[RequestMetric]) {
         for request in batch {
-            let upstream = request.upstream.clone().unwrap_or_default();
+            let upstream = UpstreamLabels {
+                upstream: request.upstream.clone().unwrap_or_default(),
+            };
             self.durations
-                .get_or_create(&UpstreamLabels {
-                    upstream: upstream.clone(),
-                })
+                .get_or_create(&upstream)
                 .observe(request.phases.total_us as f64 / 1e6);
+            if request.retries > 0 {
+                self.retries
+                    .get_or_create(&upstream)
+                    .inc_by(u64::from(request.retries));
+            }
             self.requests
                 .get_or_create(&RequestLabels {
-                    upstream,
+                    upstream: upstream.upstream,
                     status: request.status.to_string(),
+                    listener: request.listener.clone(),
+                    method: method_label(&request.method).to_owned(),
+                    error_kind: request.error.clone().unwrap_or_default(),
+                })
+                .inc();
+        }
+    }
+
+    /// Counts the requests sent to backends, their failures and latencies.
+    fn record_backends(&self, batch: &[UpstreamMetric]) {
+        for attempt in batch {
+            let labels = BackendLabels {
+                upstream: attempt.upstream.clone(),
+                backend: attempt.backend.clone(),
+            };
+            self.backend_latency
+                .get_or_create(&labels)
+                .observe(attempt.latency_us as f64 / 1e6);
+            self.backend_requests.get_or_create(&labels).inc();
+            let error_kind = match (&attempt.error, attempt.status) {
+                (Some(error), _) => error.clone(),
+                (None, Some(status)) if status >= 500 => "status_5xx".to_owned(),
+                _ => continue,
+            };
+            self.backend_errors
+                .get_or_create(&BackendErrorLabels {
+                    upstream: labels.upstream,
+                    backend: labels.backend,
+                    error_kind,
                 })
                 .inc();
         }
@@ -158,6 +317,10 @@ impl Prometheus {
         if let Some(sources) = self.sources.load().as_deref() {
             encode_registry(&mut text, &scraped(sources))?;
         }
+        let mut process = Registry::default();
+        let stats = crate::process_metrics::read(std::path::Path::new("/proc"));
+        crate::process_metrics::register(&mut process, &stats);
+        encode_registry(&mut text, &process)?;
         encode_eof(&mut text)?;
         Ok(text)
     }
@@ -308,6 +471,7 @@ fn scraped(sources: &Sources) -> Registry {
         "Metric records dropped because the pipeline's buffers were full",
         dropped,
     );
+    listeners::register(&mut registry, &sources.metrics);
     registry
 }
 
@@ -325,79 +489,19 @@ impl PrometheusExporter {
 
 impl MetricsExporter for PrometheusExporter {
     fn wants(&self, kind: MetricKind) -> bool {
-        kind == MetricKind::Request
+        matches!(kind, MetricKind::Request | MetricKind::Upstream)
     }
 
     fn export_requests(&self, batch: Vec<RequestMetric>) -> BoxFuture<'static, ()> {
         self.prometheus.record(&batch);
         Box::pin(async {})
     }
+
+    fn export_upstream_metrics(&self, batch: Vec<UpstreamMetric>) -> BoxFuture<'static, ()> {
+        self.prometheus.record_backends(&batch);
+        Box::pin(async {})
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use gatekeeper_rpc::metrics::Phases;
-
-    use super::*;
-
-    fn request(upstream: Option<&str>, status: u16, total_us: u64) -> RequestMetric {
-        RequestMetric {
-            time_ms: 0,
-            listener: "http-public".into(),
-            method: "GET".into(),
-            host: "h".into(),
-            path: "/".into(),
-            status,
-            upstream: upstream.map(str::to_owned),
-            backend: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            error: None,
-            client: None,
-            query: None,
-            version: None,
-            phases: Phases {
-                router_us: 0,
-                loadbalancer_us: 0,
-                modifiers: Vec::new(),
-                upstream_connect_us: 0,
-                upstream_response_us: 0,
-                total_us,
-            },
-        }
-    }
-
-    #[tokio::test]
-    async fn request_records_become_counters_and_histograms() {
-        let prometheus = Arc::new(Prometheus::new());
-        let exporter = PrometheusExporter::new(prometheus.clone());
-        assert!(exporter.wants(MetricKind::Request) && !exporter.wants(MetricKind::Plugin));
-        exporter
-            .export_requests(vec![
-                request(Some("echo"), 200, 1_000),
-                request(Some("echo"), 200, 3_000),
-                request(None, 404, 10),
-            ])
-            .await;
-        let text = prometheus.render().unwrap();
-        assert!(
-            text.contains("gatekeeper_requests_total{upstream=\"echo\",status=\"200\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("gatekeeper_requests_total{upstream=\"\",status=\"404\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("gatekeeper_request_duration_seconds_count{upstream=\"echo\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "gatekeeper_request_duration_seconds_bucket{le=\"0.001\",upstream=\"echo\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(text.ends_with("# EOF\n"));
-    }
-}
+mod tests;

@@ -88,6 +88,7 @@ impl Reloader {
         let new = match loaded {
             Ok(Ok(settings)) => settings,
             Ok(Err(errors)) => {
+                self.operations.count_reload(false);
                 for error in &errors {
                     tracing::error!(%error, "SIGHUP: configuration error");
                 }
@@ -101,6 +102,7 @@ impl Reloader {
                 );
             }
             Err(e) => {
+                self.operations.count_reload(false);
                 tracing::error!(error = %e, "SIGHUP: reload failed; nothing changed");
                 return "serving; last reload failed".into();
             }
@@ -144,6 +146,7 @@ impl Reloader {
             .map(|p| p.setting.clone())
             .collect();
         self.operations.set_config(&self.running);
+        self.operations.count_reload(all_applied);
         // One summary line per reload.
         if !all_applied {
             tracing::warn!(
@@ -207,11 +210,12 @@ impl Reloader {
     /// Opens the access log of `new` (the same file again: it may have been rotated); false if
     /// it cannot be opened (the old one stays).
     fn reopen_access_log(&mut self, new: &Settings) -> bool {
-        match AccessLog::open(new.access_log, &new.access_log_file) {
+        match AccessLog::open(new.access_log, &new.access_log_fields, &new.access_log_file) {
             Ok(access_log) => {
                 self.access_log = access_log.map(Arc::new);
                 self.running.access_log = new.access_log;
                 self.running.access_log_file = new.access_log_file.clone();
+                self.running.access_log_fields = new.access_log_fields.clone();
                 true
             }
             Err(e) => {
@@ -243,12 +247,13 @@ fn log_plugin_changes(changes: &Reconciled) {
 }
 
 /// The settings that a reload applies (compared elsewhere).
-const APPLIED: [&str; 5] = [
+const APPLIED: [&str; 6] = [
     "listeners",
     "tls",
     "plugins",
     "access_log",
     "access_log_file",
+    "access_log_fields",
 ];
 
 /// The changes from `running` to `new` that a reload does not apply.

@@ -47,14 +47,18 @@ pub async fn run(settings: Settings) -> Result<()> {
     // plugin inherits a listening socket systemd passed (it could accept clients, or keep the
     // port after gatekeeper exits).
     let passed_sockets = activation::passed_sockets(&settings.proxy.listeners);
-    let access_log = AccessLog::open(settings.access_log, &settings.access_log_file)
-        .with_context(|| {
-            format!(
-                "access_log_file: cannot open {}",
-                settings.access_log_file.display()
-            )
-        })?
-        .map(Arc::new);
+    let access_log = AccessLog::open(
+        settings.access_log,
+        &settings.access_log_fields,
+        &settings.access_log_file,
+    )
+    .with_context(|| {
+        format!(
+            "access_log_file: cannot open {}",
+            settings.access_log_file.display()
+        )
+    })?
+    .map(Arc::new);
     let registry = Arc::new(Registry::new());
     let registry_changes = registry.subscribe();
     let operations = Arc::new(crate::admin::Operations::start(&settings, &registry).await?);

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 /// What the request path knows about the connection a request came on.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionInfo {
@@ -15,9 +17,22 @@ pub(crate) struct ConnectionInfo {
     #[allow(dead_code)] // for X-Forwarded-Proto and plugins
     pub(crate) tls: bool,
     /// The SNI name the client asked for (TLS only).
-    #[allow(dead_code)] // for X-Forwarded-Host and plugins
     pub(crate) sni: Option<Arc<str>>,
     /// The subject of the client certificate the handshake verified (mTLS listeners only; as
     /// the `x-client-cert-subject` request header carries it).
     pub(crate) client_cert_subject: Option<http::HeaderValue>,
+    /// The TLS version negotiated (`TLSv1_3`, …; TLS only).
+    pub(crate) tls_version: Option<&'static str>,
+    /// The TLS cipher suite negotiated (TLS only).
+    pub(crate) tls_cipher: Option<&'static str>,
+    /// Turns true when the listener stops (shutdown or reload): a request cut after that was
+    /// cut by the shutdown grace period.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl ConnectionInfo {
+    /// Whether the listener is stopping.
+    pub(crate) fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
 }

@@ -57,7 +57,7 @@ pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use gatekeeper_rpc::warnings::WARNING_INTERVAL;
 pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};
 pub use listener::{BoundProxy, ListenerChanges, ListenerControl, ListenerError};
-pub use metrics::{MetricKind, Metrics, MetricsConfig, MetricsExporter};
+pub use metrics::{ListenerStats, MetricKind, Metrics, MetricsConfig, MetricsExporter};
 pub use modifier::DEFAULT_MAX_PLUGIN_BODY;
 pub use port::policy::HookFailure;
 pub use port::{FailurePolicy, HookError, Parsed, Plugin, RawCall};

@@ -19,6 +19,11 @@
 //! current exporters (one atomic flag per kind, read where records are made), so while nobody
 //! wants request, upstream or event records the proxy takes its fast path; only
 //! [`Metrics::disabled`] has no pipeline and can never get exporters.
+//!
+//! Every handle also carries the connection counters of the listeners ([`listener_stats`]),
+//! which are kept whatever the exporters want and read at scrape time.
+
+pub(crate) mod listener_stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +37,9 @@ use gatekeeper_rpc::metrics::{
 use gatekeeper_rpc::types::Object;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+
+pub use self::listener_stats::ListenerStats;
+use self::listener_stats::{ListenerCounters, ListenerTable};
 
 /// The kinds of metric records, one per metric hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -227,6 +235,8 @@ impl Inner {
 #[derive(Clone, Default)]
 pub struct Metrics {
     inner: Option<Arc<Inner>>,
+    /// The listeners' connection counters (kept even when disabled).
+    listeners: Arc<ListenerTable>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -277,6 +287,7 @@ impl Metrics {
         let interval = config.flush_interval.max(Duration::from_millis(1));
         let task = tokio::spawn(flusher.run(wake.clone(), stop_rx, interval));
         Metrics {
+            listeners: Arc::default(),
             inner: Some(Arc::new(Inner {
                 events,
                 profiles,
@@ -299,7 +310,17 @@ impl Metrics {
     /// A handle that records nothing (no task, no buffers), and never will:
     /// [`set_exporters`](Self::set_exporters) does nothing on it.
     pub fn disabled() -> Self {
-        Metrics { inner: None }
+        Metrics::default()
+    }
+
+    /// The connection counters of listener `name`.
+    pub(crate) fn listener_counters(&self, name: &str) -> Arc<ListenerCounters> {
+        self.listeners.counters(name)
+    }
+
+    /// The connection counters of every listener that accepted a connection, by name.
+    pub fn listener_stats(&self) -> Vec<(String, ListenerStats)> {
+        self.listeners.stats()
     }
 
     /// Replaces the exporters while the pipeline runs (e.g. at a reload). The flusher delivers

@@ -50,7 +50,7 @@ use gatekeeper_rpc::metrics::Phases;
 use gatekeeper_rpc::types::{HttpRequest, Object};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 pub(crate) use self::checks::request_checks;
@@ -60,9 +60,10 @@ use crate::hooks::ActiveHooks;
 use crate::metrics::micros;
 use crate::port::policy::HookFailure;
 use crate::registry::{Snapshot, UpstreamEntry};
+use crate::request_checks::Rejection;
 use crate::router::{prefixless, request_host};
 use crate::service::Shared;
-use crate::timing::RequestRecord;
+use crate::timing::{RequestRecord, X_REQUEST_ID};
 use crate::upgrade::UpgradeRequest;
 use crate::view::{headers_from_view, headers_to_view, Kind};
 
@@ -74,17 +75,38 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
+    let measure = shared.metrics.measures_requests();
     let upgrade = match request_checks(shared, connection, &mut parts) {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.response(),
+        Err(rejection) => return refused(shared, connection, &parts, rejection, measure),
     };
     // The request keeps this snapshot until it is answered, across awaits.
     let hooks = arc_swap::Guard::into_inner(shared.hooks.load());
-    let measure = shared.metrics.measures_requests();
-    let (listener, remote) = (&connection.listener, connection.remote);
-    Exchange::new(shared, &hooks, measure, listener, remote, parts, upgrade)
+    Exchange::new(shared, &hooks, measure, connection, parts, upgrade)
         .run(body)
         .await
+}
+
+/// The answer to a request the request checks refused: recorded (when measured), and with the
+/// client's `X-Request-Id`.
+fn refused(
+    shared: &Shared,
+    connection: &ConnectionInfo,
+    parts: &Parts,
+    rejection: Rejection,
+    measure: bool,
+) -> Response<ProxyBody> {
+    let mut response = rejection.response();
+    if let Some(id) = parts.headers.get(X_REQUEST_ID) {
+        response.headers_mut().insert(X_REQUEST_ID, id.clone());
+    }
+    if measure {
+        let mut record = RequestRecord::start(&shared.metrics, connection, parts);
+        record.status = response.status().as_u16();
+        record.error = Some(rejection.error_kind());
+        response.body_mut().set_record(record);
+    }
+    response
 }
 
 /// Why a request is answered without (further) forwarding.
@@ -100,6 +122,7 @@ pub(crate) struct Exchange<'a> {
     shared: &'a Shared,
     /// The hooks this request uses from start to end.
     hooks: &'a ActiveHooks,
+    connection: &'a ConnectionInfo,
     listener: &'a str,
     remote: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -120,6 +143,33 @@ pub(crate) struct Exchange<'a> {
     record: Option<Box<RequestRecord>>,
     /// The protocol switch the client asked for, if any.
     upgrade: Option<UpgradeRequest>,
+    /// The request's `X-Request-Id` as it was forwarded (kept once the parts are gone).
+    request_id: Option<HeaderValue>,
+    /// The answer is an error of the proxy's own (it gets the request's `X-Request-Id`).
+    proxy_error: bool,
+}
+
+impl Drop for Exchange<'_> {
+    /// A request dropped before it was answered (the client went away, or the shutdown grace
+    /// period cut its connection) is recorded with status 499 and `client_closed` or
+    /// `grace_cut`.
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.status = 499;
+            record.error = Some(if self.connection.stopping() {
+                "grace_cut"
+            } else {
+                "client_closed"
+            });
+            if let Some(upstream) = &self.upstream {
+                record.upstream = Some(upstream.upstream.id.clone());
+            }
+            if let Some(id) = self.request_id() {
+                record.request_id = id.to_str().ok().map(str::to_string);
+            }
+            record.finish(0);
+        }
+    }
 }
 
 impl<'a> Exchange<'a> {
@@ -128,18 +178,17 @@ impl<'a> Exchange<'a> {
         shared: &'a Shared,
         hooks: &'a ActiveHooks,
         measure: bool,
-        listener: &'a str,
-        remote: SocketAddr,
+        connection: &'a ConnectionInfo,
         parts: Parts,
         upgrade: Option<UpgradeRequest>,
     ) -> Self {
-        let record =
-            measure.then(|| RequestRecord::start(&shared.metrics, listener, remote, &parts));
+        let record = measure.then(|| RequestRecord::start(&shared.metrics, connection, &parts));
         Exchange {
             shared,
             hooks,
-            listener,
-            remote,
+            connection,
+            listener: &connection.listener,
+            remote: connection.remote,
             snapshot: shared.registry.snapshot(),
             parts,
             context: Object::new(),
@@ -149,14 +198,29 @@ impl<'a> Exchange<'a> {
             sent: None,
             record,
             upgrade,
+            request_id: None,
+            proxy_error: false,
         }
     }
 
     /// Runs the phases after the request checks; the response body finishes the record.
     pub(crate) async fn run(mut self, body: Incoming) -> Response<ProxyBody> {
         let counter = self.record.as_ref().map(|r| r.bytes_in.clone());
-        let response = self.phases(RequestBody::new(body, counter)).await;
+        let mut response = self.phases(RequestBody::new(body, counter)).await;
+        if self.proxy_error && !response.headers().contains_key(X_REQUEST_ID) {
+            if let Some(id) = self.request_id() {
+                response.headers_mut().insert(X_REQUEST_ID, id);
+            }
+        }
         self.record(response)
+    }
+
+    /// The request's `X-Request-Id`: as forwarded, else as the parts have it now (the client's,
+    /// or one a plugin set).
+    fn request_id(&self) -> Option<HeaderValue> {
+        self.request_id
+            .clone()
+            .or_else(|| self.parts.headers.get(X_REQUEST_ID).cloned())
     }
 
     async fn phases(&mut self, body: RequestBody) -> Response<ProxyBody> {

@@ -45,6 +45,15 @@ impl Rejection {
         }
     }
 
+    /// The error kind recorded (access log, metrics): `bad_request` or
+    /// `unsupported_transfer_coding`.
+    pub(crate) fn error_kind(self) -> &'static str {
+        match self {
+            Rejection::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            _ => "bad_request",
+        }
+    }
+
     /// The answer: 400 or 501, plain text, `Connection: close`.
     pub(crate) fn response(self) -> Response<ProxyBody> {
         let (status, text) = match self {

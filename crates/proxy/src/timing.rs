@@ -1,19 +1,75 @@
 //! What the proxy measures about one request while metrics are enabled: [`RequestRecord`],
 //! started when the request arrives, filled in by the lifecycle, and finished by the response
 //! body ([`ProxyBody`](crate::body::ProxyBody)) when it has been sent or dropped.
-
-use std::net::SocketAddr;
+//!
+//! Requests refused before the pipeline runs are recorded here too: by the request checks
+//! (a record started and finished with the refusal), and by hyper or the head timer on the
+//! connection ([`record_refused`], with what the connection knows).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use gatekeeper_rpc::metrics::{events, now_ms, Phases, RequestMetric, UpstreamMetric};
 use gatekeeper_rpc::types::Object;
+use http::header::{REFERER, USER_AGENT};
 use http::request::Parts;
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
+use crate::connection_info::ConnectionInfo;
 use crate::metrics::{micros, MetricKind, Metrics};
 use crate::router::request_host;
+
+/// The request id header: recorded, and put on the proxy's own error answers.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A header's value as text, if present and visible ASCII.
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Records a request refused on the connection before any handler ran (hyper could not parse
+/// it, or its head did not arrive in time): `status` and `error` kind, with what the
+/// connection knows (no method or path: `-`).
+pub(crate) fn record_refused(
+    metrics: &Metrics,
+    connection: &ConnectionInfo,
+    status: u16,
+    error: &'static str,
+) {
+    if !metrics.measures_requests() {
+        return;
+    }
+    let record = RequestRecord {
+        metrics: metrics.clone(),
+        start: Instant::now(),
+        time_ms: now_ms(),
+        listener: connection.listener.to_string(),
+        method: "-".into(),
+        host: String::new(),
+        path: "-".into(),
+        client: connection.remote.ip().to_string(),
+        query: None,
+        version: "-".into(),
+        user_agent: None,
+        referer: None,
+        sni: connection.sni.as_deref().map(str::to_string),
+        tls_version: connection.tls_version,
+        tls_cipher: connection.tls_cipher,
+        phases: Phases::default(),
+        upstream: None,
+        backend: None,
+        error: Some(error),
+        status,
+        request_id: None,
+        retries: 0,
+        bytes_in: Arc::default(),
+    };
+    Box::new(record).finish(0);
+}
 
 /// The measurements of one request.
 #[derive(Debug)]
@@ -28,6 +84,11 @@ pub(crate) struct RequestRecord {
     client: String,
     query: Option<String>,
     version: String,
+    user_agent: Option<String>,
+    referer: Option<String>,
+    sni: Option<String>,
+    tls_version: Option<&'static str>,
+    tls_cipher: Option<&'static str>,
     /// Latencies so far (`total_us` is set by [`finish`](Self::finish)).
     pub(crate) phases: Phases,
     /// The upstream's id, once routed.
@@ -38,6 +99,10 @@ pub(crate) struct RequestRecord {
     pub(crate) error: Option<&'static str>,
     /// The status sent to the client.
     pub(crate) status: u16,
+    /// The request's `X-Request-Id` (the client's or a plugin's).
+    pub(crate) request_id: Option<String>,
+    /// Times the request was sent again to another backend.
+    pub(crate) retries: u32,
     /// Request body bytes, counted by [`RequestBody`](crate::body::RequestBody).
     pub(crate) bytes_in: Arc<AtomicU64>,
 }
@@ -46,26 +111,33 @@ impl RequestRecord {
     /// Starts measuring a request that just arrived (and records `request_accepted`).
     pub(crate) fn start(
         metrics: &Metrics,
-        listener: &str,
-        remote: SocketAddr,
+        connection: &ConnectionInfo,
         parts: &Parts,
     ) -> Box<Self> {
+        let headers = &parts.headers;
         let record = RequestRecord {
             metrics: metrics.clone(),
             start: Instant::now(),
             time_ms: now_ms(),
-            listener: listener.to_string(),
+            listener: connection.listener.to_string(),
             method: parts.method.as_str().to_string(),
             host: request_host(parts).unwrap_or_default().to_string(),
             path: parts.uri.path().to_string(),
-            client: remote.ip().to_string(),
+            client: connection.remote.ip().to_string(),
             query: parts.uri.query().map(str::to_string),
             version: format!("{:?}", parts.version),
+            user_agent: header_text(headers, &USER_AGENT),
+            referer: header_text(headers, &REFERER),
+            sni: connection.sni.as_deref().map(str::to_string),
+            tls_version: connection.tls_version,
+            tls_cipher: connection.tls_cipher,
             phases: Phases::default(),
             upstream: None,
             backend: None,
             error: None,
             status: 0,
+            request_id: header_text(headers, &X_REQUEST_ID),
+            retries: 0,
             bytes_in: Arc::default(),
         };
         if metrics.wants(MetricKind::Event) {
@@ -140,6 +212,13 @@ impl RequestRecord {
             client: Some(this.client),
             query: this.query,
             version: Some(this.version),
+            request_id: this.request_id,
+            user_agent: this.user_agent,
+            referer: this.referer,
+            sni: this.sni,
+            tls_version: this.tls_version.map(str::to_string),
+            tls_cipher: this.tls_cipher.map(str::to_string),
+            retries: this.retries,
         });
     }
 }

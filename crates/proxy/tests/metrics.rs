@@ -264,3 +264,117 @@ async fn a_full_buffer_drops_without_blocking() {
     assert_eq!(lb_only.dropped(), 0);
     lb_only.shutdown().await;
 }
+
+/// Sends raw bytes on a new connection and reads until the proxy closes it (5 s at most).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    let _ = read.await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn refused_requests_are_recorded_and_errors_carry_the_request_id() {
+    let collector = Arc::new(Collector::default());
+    let metrics = Metrics::new(fast_config(), vec![collector.clone()]);
+    let m = metrics.clone();
+    let (proxy, _) = setup_with(vec![], move |p| p.with_metrics(m)).await;
+
+    // hyper cannot parse it: 400, recorded with what the connection knows.
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let r = eventually(|| collector.requests().pop()).await;
+    assert_eq!(
+        (r.status, r.error.as_deref(), r.method.as_str()),
+        (400, Some("malformed_request"), "-")
+    );
+    assert_eq!(
+        (r.listener.as_str(), r.client.as_deref()),
+        ("http", Some("127.0.0.1"))
+    );
+
+    // The request checks refuse it: 501, recorded with its kind and request id.
+    let answer = raw_exchange(
+        proxy.addr,
+        b"POST /api/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nX-Request-Id: r-1\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-request-id: r-1"),
+        "{answer}"
+    );
+    let r = eventually(|| collector.requests().into_iter().find(|r| r.status == 501)).await;
+    assert_eq!(r.error.as_deref(), Some("unsupported_transfer_coding"));
+    assert_eq!(r.request_id.as_deref(), Some("r-1"));
+
+    // The proxy's own 404 carries the client's request id; the record has it and the user agent.
+    let headers = [("x-request-id", "n-1"), ("user-agent", "probe/1")];
+    let (status, answer_headers, _) = send(proxy.addr, "GET", "/nope", &headers, "").await;
+    assert_eq!(status, 404);
+    assert_eq!(answer_headers["x-request-id"], "n-1");
+    let r = eventually(|| collector.requests().into_iter().find(|r| r.status == 404)).await;
+    assert_eq!(
+        (r.request_id.as_deref(), r.user_agent.as_deref()),
+        (Some("n-1"), Some("probe/1"))
+    );
+    // Without one, none is added.
+    let (status, answer_headers, _) = send(proxy.addr, "GET", "/nope", &[], "").await;
+    assert_eq!(status, 404);
+    assert!(!answer_headers.contains_key("x-request-id"));
+
+    // The listener's connections were counted: 4 accepted, the malformed one counted.
+    let stats = eventually(|| {
+        let stats = metrics.listener_stats();
+        stats
+            .into_iter()
+            .find(|(name, s)| name == "http" && s.connections >= 4)
+    })
+    .await
+    .1;
+    assert_eq!(stats.malformed_requests, 1);
+    assert!(
+        stats.bytes_received > 0 && stats.bytes_sent > 0,
+        "{stats:?}"
+    );
+    metrics.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_the_client_abandons_is_recorded_as_client_closed() {
+    use tokio::io::AsyncWriteExt;
+    let collector = Arc::new(Collector::default());
+    let metrics = Metrics::new(fast_config(), vec![collector.clone()]);
+    let m = metrics.clone();
+    let proxy = start_proxy_with(vec![], move |p| p.with_metrics(m)).await;
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backend_addr = start_backend(hits.clone()).await;
+    let registry = &proxy.registry;
+    registry
+        .add_upstream(upstream("long", "long", Some(10_000)))
+        .unwrap();
+    registry
+        .add_backend("long", backend("b", backend_addr))
+        .unwrap();
+
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let request = b"GET /long/slow HTTP/1.1\r\nHost: a\r\nX-Request-Id: gone-1\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    // The backend has it (it answers after 3 s): the client goes away.
+    eventually(|| (hits.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())).await;
+    drop(stream);
+    let r = eventually(|| collector.requests().pop()).await;
+    assert_eq!(
+        (r.status, r.error.as_deref(), r.request_id.as_deref()),
+        (499, Some("client_closed"), Some("gone-1"))
+    );
+    assert_eq!(r.upstream.as_deref(), Some("long"));
+    metrics.shutdown().await;
+}

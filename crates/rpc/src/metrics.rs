@@ -126,7 +126,12 @@ pub struct Phases {
 }
 
 /// One request, recorded when its response body has been sent (or the client went away).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// Requests the proxy refused before routing are recorded too: a malformed request hyper
+/// answered itself (method and path `-`, `error` `malformed_request`, `headers_too_large` or
+/// `uri_too_long`), a request the request checks refused, and a request cut before it was
+/// answered (status 499, `error` `client_closed` or `grace_cut`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RequestMetric {
     /// When the request arrived, Unix milliseconds.
     pub time_ms: u64,
@@ -164,6 +169,32 @@ pub struct RequestMetric {
     /// The request's HTTP version (`HTTP/1.1`, `HTTP/2.0`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The request's `X-Request-Id` (the client's, or the one a plugin gave it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The request's `User-Agent`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The request's `Referer`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referer: Option<String>,
+    /// The server name the client asked for in the TLS handshake (SNI), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// The TLS version of the client connection (`TLSv1_3`, …), on TLS listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    /// The TLS cipher suite of the client connection, on TLS listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cipher: Option<String>,
+    /// Times the request was sent again to another backend (after a connect failure).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+/// Whether a count is zero (for `skip_serializing_if`).
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The outcome of one request to a backend.

@@ -392,6 +392,7 @@ async fn a_metric_plugin_receives_every_kind_of_batch() {
             client: None,
             query: None,
             version: None,
+            ..RequestMetric::default()
         }],
     };
     p.request::<RequestMetricHook>(&requests, CALL)

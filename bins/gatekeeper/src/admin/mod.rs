@@ -136,6 +136,13 @@ impl Operations {
             .store(Arc::new(serde_json::to_value(settings).unwrap_or_default()));
     }
 
+    /// Counts a configuration reload in the Prometheus metrics: `ok` when everything applied.
+    pub fn count_reload(&self, ok: bool) {
+        if let Some(prometheus) = &self.admin.prometheus {
+            prometheus.count_reload(ok);
+        }
+    }
+
     /// Gatekeeper is ready, or a reload changed what runs: these are its plugins, listeners and
     /// metrics pipeline.
     pub fn ready(

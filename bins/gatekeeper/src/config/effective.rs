@@ -15,7 +15,7 @@ use serde::{Serialize, Serializer};
 
 use super::{PluginConfig, Settings};
 use crate::logging::LogFormat;
-use crate::wiring::access_log::AccessLogFormat;
+use crate::wiring::access_log::{AccessLogField, AccessLogFormat};
 
 /// A duration as `"30s"`.
 #[derive(Serialize)]
@@ -105,6 +105,7 @@ struct Effective<'a> {
     log_format: LogFormat,
     access_log: AccessLogFormat,
     access_log_file: &'a Path,
+    access_log_fields: &'a [AccessLogField],
     admin_socket: Option<&'a PathBuf>,
     metrics_listen: Option<SocketAddr>,
     shutdown_grace: Humantime,
@@ -179,6 +180,7 @@ impl Serialize for Settings {
             log_format: self.log_format,
             access_log: self.access_log,
             access_log_file: &self.access_log_file,
+            access_log_fields: &self.access_log_fields,
             admin_socket: self.admin_socket.as_ref().map(|s| &s.path),
             metrics_listen: self.metrics_listen,
             shutdown_grace: Humantime(proxy.shutdown_grace),

@@ -18,7 +18,7 @@ use toml::Table;
 
 use super::plugins::PluginConfig;
 use crate::logging::LogFormat;
-use crate::wiring::access_log::{AccessLogFormat, STDOUT};
+use crate::wiring::access_log::{AccessLogField, AccessLogFormat, STDOUT};
 
 /// The keys only gatekeeper itself reads (logging, workers, admin socket, Prometheus).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub struct OwnConfig {
     pub access_log: Option<AccessLogFormat>,
     /// Where the access log goes (`-`: stdout, the default).
     pub access_log_file: PathBuf,
+    /// The fields of a `json` or `text` access log line, in order (default:
+    /// [`crate::wiring::access_log::DEFAULT_FIELDS`]).
+    pub access_log_fields: Option<Vec<AccessLogField>>,
     /// The admin socket (`""`: none; default: see [`super::admin_socket_path`]).
     pub admin_socket: Option<PathBuf>,
     /// The admin socket's mode, `"0600"` (the default: gatekeeper's user only) or `"0660"`
@@ -55,6 +58,7 @@ impl Default for OwnConfig {
             log_format: None,
             access_log: None,
             access_log_file: PathBuf::from(STDOUT),
+            access_log_fields: None,
             admin_socket: None,
             admin_socket_mode: None,
             admin_socket_group: None,

@@ -33,7 +33,7 @@ pub use plugins::PluginConfig;
 
 use crate::cli::Cli;
 use crate::logging::LogFormat;
-use crate::wiring::access_log::AccessLogFormat;
+use crate::wiring::access_log::{AccessLogField, AccessLogFormat, DEFAULT_FIELDS};
 use file::FileConfig;
 
 /// Everything gatekeeper needs to start.
@@ -57,6 +57,8 @@ pub struct Settings {
     pub access_log: AccessLogFormat,
     /// Where the access log goes (`-`: stdout).
     pub access_log_file: PathBuf,
+    /// The fields of a `json` or `text` access log line, in order.
+    pub access_log_fields: Vec<AccessLogField>,
     /// The admin socket, its mode and group (`None`: disabled with `admin_socket = ""`).
     pub admin_socket: Option<AdminSocket>,
     /// Where Prometheus metrics are served (`GET /metrics`); `None`: not served.
@@ -118,6 +120,7 @@ impl Settings {
             log_format: own.log_format.unwrap_or_else(LogFormat::detect),
             access_log: own.access_log.unwrap_or_default(),
             access_log_file: access_log_file(own.access_log_file)?,
+            access_log_fields: access_log_fields(own.access_log_fields)?,
             admin_socket,
             metrics_listen,
         })
@@ -139,6 +142,22 @@ fn access_log_file(file: PathBuf) -> Result<PathBuf> {
         bail!("access_log_file: must be a file or \"-\" (stdout)");
     }
     Ok(file)
+}
+
+/// `access_log_fields`: at least one field, each once (default: [`DEFAULT_FIELDS`]).
+fn access_log_fields(fields: Option<Vec<AccessLogField>>) -> Result<Vec<AccessLogField>> {
+    let Some(fields) = fields else {
+        return Ok(DEFAULT_FIELDS.to_vec());
+    };
+    if fields.is_empty() {
+        bail!("access_log_fields: must name at least one field");
+    }
+    for (i, field) in fields.iter().enumerate() {
+        if fields[..i].contains(field) {
+            bail!("access_log_fields: `{}` is listed twice", field.name());
+        }
+    }
+    Ok(fields)
 }
 
 /// `metrics_listen`: `IP:PORT`, or `""` (not served).

@@ -328,7 +328,7 @@ fn the_example_config_has_every_key_and_parses() {
         .filter(|key| !shown.contains(key))
         .collect();
     assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
-    assert_eq!(file_keys().len(), 28, "{:?}", file_keys());
+    assert_eq!(file_keys().len(), 29, "{:?}", file_keys());
 
     // Every key of a [[plugin]] table is set in the example's first one; those without a
     // default value (max_memory, recycle_after) are shown commented out.
@@ -382,6 +382,31 @@ fn log_and_access_log_settings() {
     assert!(err("", "gk --log-format xml").starts_with("--log-format: "));
     assert!(err("access_log = \"combined\"", "gk").starts_with("access_log: "));
     assert!(err("access_log_file = \"\"", "gk").starts_with("access_log_file: "));
+}
+
+#[test]
+fn access_log_fields() {
+    use crate::wiring::access_log::{AccessLogField, DEFAULT_FIELDS};
+    assert_eq!(merge("gk", "").unwrap().access_log_fields, DEFAULT_FIELDS);
+    let s = merge(
+        "gk",
+        "access_log_fields = [\"status\", \"request_id\", \"sni\"]",
+    )
+    .unwrap();
+    let chosen = [
+        AccessLogField::Status,
+        AccessLogField::RequestId,
+        AccessLogField::Sni,
+    ];
+    assert_eq!(s.access_log_fields, chosen);
+    let unknown = err("access_log_fields = [\"status\", \"colour\"]", "gk");
+    assert!(
+        unknown.starts_with("access_log_fields") && unknown.contains("colour"),
+        "{unknown}"
+    );
+    let twice = err("access_log_fields = [\"status\", \"status\"]", "gk");
+    assert!(twice.contains("`status` is listed twice"), "{twice}");
+    assert!(err("access_log_fields = []", "gk").starts_with("access_log_fields: "));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The access log: one line per finished request, in Common Log Format or as a JSON object,
-//! written to a file or stdout. It is a [`MetricsExporter`] of request records, so it rides the
+//! The access log: one line per finished or refused request, in Common Log Format, as a JSON
+//! object or as `key=value` text (those two with the fields of `access_log_fields`, see
+//! [`fields`]), written to a file or stdout. It is a [`MetricsExporter`] of request records, so it rides the
 //! batched metrics pipeline: the request path never waits for the disk, and a full buffer drops
 //! lines (counted as dropped metrics) instead of slowing requests.
 
@@ -17,6 +18,10 @@ use serde::Serialize;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+pub mod fields;
+
+pub use self::fields::{AccessLogField, DEFAULT_FIELDS};
+
 /// What the access log writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -26,8 +31,11 @@ pub enum AccessLogFormat {
     Off,
     /// Common Log Format: `client - - [time] "METHOD /path?query VERSION" status bytes`.
     Common,
-    /// One JSON object per request.
+    /// One JSON object per request, with the fields of `access_log_fields`.
     Json,
+    /// One line of `key=value` pairs per request (logfmt), with the fields of
+    /// `access_log_fields`.
+    Text,
 }
 
 impl FromStr for AccessLogFormat {
@@ -38,7 +46,10 @@ impl FromStr for AccessLogFormat {
             "off" => Ok(AccessLogFormat::Off),
             "common" => Ok(AccessLogFormat::Common),
             "json" => Ok(AccessLogFormat::Json),
-            other => Err(format!("`{other}` must be \"off\", \"common\" or \"json\"")),
+            "text" => Ok(AccessLogFormat::Text),
+            other => Err(format!(
+                "`{other}` must be \"off\", \"common\", \"json\" or \"text\""
+            )),
         }
     }
 }
@@ -49,12 +60,18 @@ pub const STDOUT: &str = "-";
 /// Writes request records as access log lines.
 pub struct AccessLog {
     format: AccessLogFormat,
+    fields: Vec<AccessLogField>,
     out: Arc<Mutex<Box<dyn Write + Send>>>,
 }
 
 impl AccessLog {
-    /// The access log of this format, appending to `file` (`-`: stdout); `None` when `off`.
-    pub fn open(format: AccessLogFormat, file: &Path) -> std::io::Result<Option<AccessLog>> {
+    /// The access log of this format (`json` and `text` with these fields), appending to
+    /// `file` (`-`: stdout); `None` when `off`.
+    pub fn open(
+        format: AccessLogFormat,
+        fields: &[AccessLogField],
+        file: &Path,
+    ) -> std::io::Result<Option<AccessLog>> {
         if format == AccessLogFormat::Off {
             return Ok(None);
         }
@@ -65,6 +82,7 @@ impl AccessLog {
         };
         Ok(Some(AccessLog {
             format,
+            fields: fields.to_vec(),
             out: Arc::new(Mutex::new(out)),
         }))
     }
@@ -75,7 +93,8 @@ impl AccessLog {
         for record in batch {
             match self.format {
                 AccessLogFormat::Common => common_line(record, &mut text),
-                AccessLogFormat::Json => json_line(record, &mut text),
+                AccessLogFormat::Json => fields::json_line(&self.fields, record, &mut text),
+                AccessLogFormat::Text => fields::text_line(&self.fields, record, &mut text),
                 AccessLogFormat::Off => {}
             }
         }
@@ -134,54 +153,6 @@ fn common_line(r: &RequestMetric, out: &mut String) {
     out.push('\n');
 }
 
-/// One JSON access log line.
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    /// Arrival time, RFC 3339 UTC with milliseconds.
-    time: String,
-    client: Option<&'a str>,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    query: Option<&'a str>,
-    version: Option<&'a str>,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_us: u64,
-    listener: &'a str,
-    upstream: Option<&'a str>,
-    backend: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-}
-
-fn json_line(r: &RequestMetric, out: &mut String) {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.time_ms);
-    let line = JsonLine {
-        time: humantime::format_rfc3339_millis(time).to_string(),
-        client: r.client.as_deref(),
-        method: &r.method,
-        host: &r.host,
-        path: &r.path,
-        query: r.query.as_deref(),
-        version: r.version.as_deref(),
-        status: r.status,
-        bytes_in: r.bytes_in,
-        bytes_out: r.bytes_out,
-        duration_us: r.phases.total_us,
-        listener: &r.listener,
-        upstream: r.upstream.as_deref(),
-        backend: r.backend.as_deref(),
-        error: r.error.as_deref(),
-    };
-    if let Ok(json) = serde_json::to_string(&line) {
-        out.push_str(&json);
-        out.push('\n');
-    }
-}
-
 impl MetricsExporter for AccessLog {
     fn wants(&self, kind: MetricKind) -> bool {
         kind == MetricKind::Request
@@ -232,6 +203,7 @@ mod tests {
             client: Some("127.0.0.1".into()),
             query: Some("q=1".into()),
             version: Some("HTTP/1.1".into()),
+            ..RequestMetric::default()
         }
     }
 
@@ -258,7 +230,7 @@ mod tests {
     #[test]
     fn json_lines() {
         let mut line = String::new();
-        json_line(&record(), &mut line);
+        fields::json_line(&DEFAULT_FIELDS, &record(), &mut line);
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["time"], "2026-11-25T10:00:00.123Z");
         assert_eq!(value["path"], "/a\"b");
@@ -273,5 +245,6 @@ mod tests {
         assert_eq!("common".parse(), Ok(AccessLogFormat::Common));
         assert_eq!("off".parse(), Ok(AccessLogFormat::Off));
         assert!("combined".parse::<AccessLogFormat>().is_err());
+        assert_eq!("text".parse(), Ok(AccessLogFormat::Text));
     }
 }

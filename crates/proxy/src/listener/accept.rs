@@ -48,6 +48,8 @@ pub(crate) async fn accept_loop(
         .map(|a| a.to_string())
         .unwrap_or_default();
     listener_event(metrics, events::LISTENER_STARTED, &name, &address);
+    // The listener's connection counters exist (at 0) from its start.
+    let _ = metrics.listener_counters(&name);
     let mut connections = JoinSet::new();
     'serving: loop {
         let accepted = loop {

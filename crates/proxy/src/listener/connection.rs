@@ -10,6 +10,11 @@
 //! - **idle keep-alive**: a connection with no request in flight and no new bytes for
 //!   `keepalive_idle` is closed. On HTTP/2 a connection is idle while it has no open stream.
 //! - while a request is in flight, and after a protocol upgrade (`101`), neither timer runs.
+//!
+//! Recording: the connection is counted on its listener ([`ListenerCounters`]: open and
+//! accepted connections, failed TLS handshakes, bytes read and written), and the requests
+//! refused before any handler ran (hyper's own 400/414/431 answers to a malformed head, the
+//! 408 of the head timer) are recorded as requests ([`record_refused`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,7 +39,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 
 use crate::connection_info::ConnectionInfo;
+use crate::metrics::listener_stats::{ListenerCounters, OpenConnection};
 use crate::service::Shared;
+use crate::timing::record_refused;
 use crate::tls::client_cert::{set_client_cert_header, subject_of};
 use crate::tls::TlsListener;
 use crate::ProxyConfig;
@@ -107,6 +114,7 @@ pub(crate) async fn serve_connection(
 ) {
     let listener = context.name.clone();
     let (shared, protocols) = (context.shared.clone(), &context.protocols);
+    let open = shared.metrics.listener_counters(&listener).open();
     let Some(tls) = context.tls.as_ref() else {
         let info = ConnectionInfo {
             listener,
@@ -114,8 +122,11 @@ pub(crate) async fn serve_connection(
             tls: false,
             sni: None,
             client_cert_subject: None,
+            tls_version: None,
+            tls_cipher: None,
+            shutdown: shutdown.clone(),
         };
-        let io = WatchedIo::new(stream, Protocol::Http1, permit, protocols);
+        let io = WatchedIo::new(stream, Protocol::Http1, permit, open, protocols);
         return serve_http(io, info, None, shared, protocols, shutdown).await;
     };
     // The handshake has the head's time limit: a client that stalls in it is dropped.
@@ -125,10 +136,12 @@ pub(crate) async fn serve_connection(
         result = handshake => match result {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
+                open.counters().tls_handshake_failed();
                 tracing::debug!(%remote, %listener, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
+                open.counters().tls_handshake_failed();
                 tracing::debug!(%remote, %listener, "TLS handshake timed out");
                 return;
             }
@@ -149,9 +162,32 @@ pub(crate) async fn serve_connection(
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(subject_of),
+        tls_version: session.protocol_version().and_then(|v| v.as_str()),
+        tls_cipher: session
+            .negotiated_cipher_suite()
+            .and_then(|suite| suite.suite().as_str()),
+        shutdown: shutdown.clone(),
     };
-    let io = WatchedIo::new(stream, protocol, permit, protocols);
+    let io = WatchedIo::new(stream, protocol, permit, open, protocols);
     serve_http(io, info, Some(tls.clone()), shared, protocols, shutdown).await;
+}
+
+/// The status hyper answered a request it could not parse with, and the error kind recorded
+/// for it; `None` when hyper sent no answer (not a parse error, or an HTTP/2 preface).
+fn refused_by_hyper(error: &hyper::Error) -> Option<(u16, &'static str)> {
+    if !error.is_parse() || error.is_parse_version_h2() {
+        return None;
+    }
+    let message = error.to_string();
+    if error.is_parse_too_large() {
+        return Some(if message.contains("URI") {
+            (414, "uri_too_long")
+        } else {
+            (431, "headers_too_large")
+        });
+    }
+    // hyper's internal parse error gets no answer; the others a 400.
+    (!message.contains("internal")).then_some((400, "malformed_request"))
 }
 
 /// Serves HTTP on `io`; `tls` (on TLS listeners) adds its static headers to every response.
@@ -168,8 +204,11 @@ async fn serve_http<I>(
     let remote = info.remote;
     let protocol = io.protocol;
     let activity = io.activity.clone();
+    let counters = io.counters.clone();
+    let metrics = shared.metrics.clone();
     let io = TokioIo::new(io);
     let info = Arc::new(info);
+    let recorded = (activity.clone(), info.clone());
     let service = service_fn(move |mut request: Request<Incoming>| {
         if request.version() == Version::HTTP_2 {
             host_from_authority(&mut request);
@@ -207,8 +246,17 @@ async fn serve_http<I>(
             until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await
         }
     };
+    let (activity, info) = recorded;
+    if activity.head_timed_out.load(Ordering::Acquire) {
+        counters.malformed_request();
+        record_refused(&metrics, &info, 408, "request_timeout");
+    }
     if let Err(e) = result {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
+        if let Some((status, kind)) = refused_by_hyper(&e) {
+            counters.malformed_request();
+            record_refused(&metrics, &info, status, kind);
+        }
     }
 }
 
@@ -256,6 +304,8 @@ struct Activity {
     started: AtomicU64,
     /// The connection was upgraded (`101 Switching Protocols`): no more timers.
     upgraded: AtomicBool,
+    /// A request head began but did not arrive in time: the connection answered 408.
+    head_timed_out: AtomicBool,
     /// The reader, woken when the last request in flight ends, so that it arms the idle timer.
     reader: AtomicWaker,
 }
@@ -344,6 +394,10 @@ struct WatchedIo<I> {
     expired: bool,
     /// The connection's place under `max_connections`, given back when the stream is dropped.
     _permit: OwnedSemaphorePermit,
+    /// The connection counted open on its listener until the stream is dropped.
+    _open: OpenConnection,
+    /// The listener's counters (bytes read and written).
+    counters: Arc<ListenerCounters>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
@@ -351,9 +405,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
         inner: I,
         protocol: Protocol,
         permit: OwnedSemaphorePermit,
+        open: OpenConnection,
         protocols: &Protocols,
     ) -> Self {
         let now = Instant::now();
+        let counters = open.shared_counters();
         WatchedIo {
             inner,
             protocol,
@@ -373,6 +429,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
             write_pending: false,
             expired: false,
             _permit: permit,
+            _open: open,
+            counters,
         }
     }
 
@@ -458,6 +516,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
                 got_bytes: true, ..
             } if !self.write_pending => {
                 tracing::debug!("request head not received in time: 408");
+                self.activity.head_timed_out.store(true, Ordering::Release);
                 // Best effort: the socket's buffer is empty, so this normally completes at once.
                 if let Poll::Ready(Ok(_)) =
                     Pin::new(&mut self.inner).poll_write(cx, REQUEST_TIMEOUT)
@@ -491,7 +550,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for WatchedIo<I> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
+                let read = buf.filled().len() - before;
+                if read > 0 {
+                    this.counters.received(read);
                     this.on_bytes();
                 }
                 Poll::Ready(Ok(()))
@@ -510,6 +571,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = poll {
+            this.counters.sent(written);
+        }
         this.track_write(poll)
     }
 
@@ -520,6 +584,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = poll {
+            this.counters.sent(written);
+        }
         this.track_write(poll)
     }
 

@@ -50,6 +50,8 @@ impl Exchange<'_> {
             // Response and error hooks see the request once its parts are gone.
             self.sent = Some(self.request_view(None));
         }
+        // The request id the backend gets, for the proxy's own error answers and the record.
+        self.request_id = self.request_id();
         let mut parts = std::mem::replace(&mut self.parts, Request::new(()).into_parts().0);
         // The client's URI stays here: a retry aims it at another backend.
         let client_uri = std::mem::take(&mut parts.uri);
@@ -88,6 +90,8 @@ impl Exchange<'_> {
                     .get::<ConnectTime>()
                     .map_or(0, ConnectTime::take);
             }
+            let attempts = forwarded.attempts.iter().count();
+            record.retries = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
             for attempt in forwarded.attempts.iter() {
                 let latency = micros(attempt.elapsed);
                 record.record_upstream(&attempt.backend.backend.id, latency, attempt.outcome);

@@ -30,6 +30,7 @@ impl Exchange<'_> {
         if let Some(record) = &mut self.record {
             record.error = Some(kind);
         }
+        self.proxy_error = true;
         let (response, error) = match reject {
             Reject::Error(kind, message) => {
                 tracing::debug!(kind = kind.as_str(), %message, "error response");
