@@ -18,7 +18,7 @@ use crate::process::{self, describe, kill, Spawned};
 use crate::session::{Authenticated, SessionContext};
 use crate::socket_dir::SocketDir;
 use crate::spec::PluginSpec;
-use crate::supervisor::starter::{accept, ProcessSocket};
+use crate::supervisor::starter::{accept, handshaken, ProcessSocket};
 
 /// Why a plugin's config did not pass [`check_plugin`].
 #[derive(Debug, thiserror::Error)]
@@ -127,14 +127,8 @@ async fn configure_checking(
     context: &Arc<SessionContext>,
     authenticated: &mut mpsc::UnboundedReceiver<Authenticated>,
 ) -> Result<Checked, StartError> {
+    let first = handshaken(spec, &mut spawned.child, socket, context, authenticated).await?;
     let child = &mut spawned.child;
-    let first = loop {
-        tokio::select! {
-            status = child.wait() => return Err(StartError::Exited { status: describe(status), stderr: Vec::new() }),
-            accepted = socket.listener.accept() => accept(accepted.map(|(s, _)| s), context, spec.start_timeout).await,
-            Some(event) = authenticated.recv() => break event,
-        }
-    };
     let control = first.peer;
     let params = ConfigureParams {
         config: spec.config.clone(),

@@ -184,14 +184,8 @@ impl Starter {
         pid: Option<u32>,
         replay: Option<ReplayFor>,
     ) -> Result<BroughtUp, StartError> {
+        let first = handshaken(spec, &mut spawned.child, socket, context, authenticated).await?;
         let child = &mut spawned.child;
-        let first = loop {
-            tokio::select! {
-                status = child.wait() => return Err(StartError::Exited { status: describe(status), stderr: Vec::new() }),
-                accepted = socket.listener.accept() => accept(accepted.map(|(s, _)| s), context, spec.start_timeout).await,
-                Some(event) = authenticated.recv() => break event,
-            }
-        };
         let control = first.peer;
         let hooks = Arc::new(first.hooks);
         let calls = async {
@@ -261,6 +255,24 @@ async fn initialize(spec: &PluginSpec, control: &Peer) -> Result<(), StartError>
         .await
         .map_err(StartError::Start)?;
     Ok(())
+}
+
+/// Serves the plugin's connections until its control connection has handshaken (and returns
+/// it); an error when the process exits first. (The caller bounds the time.)
+pub(crate) async fn handshaken(
+    spec: &PluginSpec,
+    child: &mut Child,
+    socket: &ProcessSocket,
+    context: &Arc<SessionContext>,
+    authenticated: &mut mpsc::UnboundedReceiver<Authenticated>,
+) -> Result<Authenticated, StartError> {
+    loop {
+        tokio::select! {
+            status = child.wait() => return Err(StartError::Exited { status: describe(status), stderr: Vec::new() }),
+            accepted = socket.listener.accept() => accept(accepted.map(|(s, _)| s), context, spec.start_timeout).await,
+            Some(event) = authenticated.recv() => return Ok(event),
+        }
+    }
 }
 
 /// Serves a new connection (see [`session::serve`]).
