@@ -92,7 +92,7 @@ YAML
   done
 }
 
-@test "an unknown backend_protocol is refused with -32012" {
+@test "an unknown backend_protocol is refused: static-upstreams names the file, line and key; exit 2" {
   cat >"$UPSTREAMS" <<YAML
 bad:
   prefixes: [bad]
@@ -100,9 +100,9 @@ bad:
 YAML
   run timeout 20 gatekeeper --listen "127.0.0.1:$(free_port)" --socket-dir "$BATS_TEST_TMPDIR" \
     --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS"
-  [ "$status" -eq 1 ]
-  grep -q 'unknown backend_protocol `h3`' <<<"$output"
-  grep -q -- '-32012' <<<"$output"
+  # A config error (the plugin refused its config): exit 2, which the unit does not restart.
+  [ "$status" -eq 2 ]
+  grep -q "$UPSTREAMS:3: bad.backend_protocol: unknown backend protocol \`h3\`" <<<"$output"
 }
 
 @test "retry: every GET succeeds with one dead and one live backend; a POST with a body is not retried" {

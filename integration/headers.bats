@@ -171,7 +171,7 @@ check_host() {
   check_host
 }
 
-@test "an invalid host_header is refused by the registry" {
+@test "an invalid host_header is refused: static-upstreams names the file, line and key; exit 2" {
   cat >>"$UPSTREAMS" <<YAML
 broken:
   prefixes: [broken]
@@ -179,11 +179,12 @@ broken:
   backends: [http://127.0.0.1:$BACKEND_PORT]
 YAML
   static_upstreams_table >"$BATS_TEST_TMPDIR/gk.toml"
-  # static-upstreams fails its start when an upstream is refused, so gatekeeper does not start.
+  # static-upstreams refuses its config (checked before anything is pushed), so gatekeeper
+  # does not start; a config error exits 2.
   run timeout 20 gatekeeper --listen "127.0.0.1:$(free_port)" --socket-dir "$BATS_TEST_TMPDIR" \
     --config "$BATS_TEST_TMPDIR/gk.toml"
-  [ "$status" -eq 1 ]
-  [[ $output == *'host_header `not a host`'*'-32012'* ]]
+  [ "$status" -eq 2 ]
+  [[ $output == *'broken.host_header: host_header `not a host` is not'* ]]
 }
 
 # check_duplicates: repeated request and response headers arrive all, in order.
