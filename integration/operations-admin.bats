@@ -227,6 +227,9 @@ picks() {
   [ "$(gatekeeper ctl --socket "$BATS_TEST_TMPDIR/flag.sock" status | jq -r .ready)" = true ]
   effective=$(gatekeeper --check --config "$BATS_TEST_TMPDIR/gk.toml" --admin-socket /run/x.sock 2>/dev/null)
   [ "$(jq -r .admin_socket <<<"$effective")" = /run/x.sock ]
+  # An empty --admin-socket disables it, as admin_socket = "" does.
+  effective=$(gatekeeper --check --config "$BATS_TEST_TMPDIR/gk.toml" --admin-socket "")
+  [ "$(jq -r .admin_socket <<<"$effective")" = null ]
 }
 
 @test "/metrics counts requests by upstream and status, with histograms, plugin and backend metrics" {

@@ -86,8 +86,9 @@ pub struct Cli {
 
     /// The admin socket `gatekeeper ctl` talks to (like the `admin_socket` key; `""` disables
     /// it; `gatekeeper ctl --socket PATH` finds it).
-    #[arg(long, value_name = "PATH")]
-    pub admin_socket: Option<PathBuf>,
+    // Read as an OsString: clap's PathBuf parser refuses the empty value that disables it.
+    #[arg(long, value_name = "PATH", value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub admin_socket: Option<std::ffi::OsString>,
 
     /// Time a backend has to answer with headers when its upstream sets no timeout (e.g. `30s`).
     #[arg(long, value_name = "DURATION")]

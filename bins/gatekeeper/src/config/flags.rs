@@ -63,7 +63,7 @@ pub fn apply_to_own(cli: &Cli, own: &mut OwnConfig) -> Result<()> {
         own.workers = Some(workers);
     }
     if let Some(socket) = &cli.admin_socket {
-        own.admin_socket = Some(socket.clone());
+        own.admin_socket = Some(PathBuf::from(socket));
     }
     if let Some(format) = &cli.log_format {
         own.log_format = Some(
