@@ -243,6 +243,39 @@ client_auth = \"optional\""
   [ -z "$(response_header "$headers" x-frame-options)" ]
 }
 
+@test "top-level response_headers go on every listener's responses, plain too; a TLS table's on top" {
+  cat >"$CONFIG" <<TOML
+listen = ["https-public=127.0.0.1:$TLS_PORT"]
+response_headers = { "x-frame-options" = "DENY", "x-content-type-options" = "nosniff" }
+
+[[tls]]
+listener = "https-public"
+cert = $(toml_string "$CERTS/a.test.crt")
+key = $(toml_string "$CERTS/a.test.key")
+response_headers = { "x-frame-options" = "SAMEORIGIN" }
+TOML
+  start_tls
+  local headers="$BATS_TEST_TMPDIR/headers"
+  # The plain listener (no [[tls]] table): the top-level headers, on a proxied response and on
+  # the proxy's own 404; a backend's header of that name is replaced.
+  curl -sS --max-time 5 -o /dev/null -D "$headers" "$GK_URL/pool/hdr/respond?h=X-Frame-Options:ALLOW"
+  [ "$(response_header "$headers" x-frame-options)" = DENY ]
+  [ "$(grep -ci '^x-frame-options:' "$headers")" -eq 1 ]
+  [ "$(response_header "$headers" x-content-type-options)" = nosniff ]
+  run curl -sS --max-time 5 -o /dev/null -D "$headers" -w '%{http_code}' "$GK_URL/nowhere"
+  [ "$output" = 404 ]
+  [ "$(response_header "$headers" x-content-type-options)" = nosniff ]
+  # The TLS listener: both, its own table winning.
+  https pool/x -o /dev/null -D "$headers"
+  [ "$(response_header "$headers" x-frame-options)" = SAMEORIGIN ]
+  [ "$(response_header "$headers" x-content-type-options)" = nosniff ]
+  # A header the proxy manages is refused by check, with its key.
+  printf 'response_headers = { "content-length" = "1" }\n' >"$BATS_TEST_TMPDIR/bad.toml"
+  run gatekeeper check --no-plugins --config "$BATS_TEST_TMPDIR/bad.toml"
+  [ "$status" -eq 1 ]
+  [[ $output == *"response_headers.content-length: "* ]]
+}
+
 @test "flags: --tls-min-version, --tls-client-ca, --tls-ocsp, --tls-response-header" {
   start_gatekeeper --listen "https-public=127.0.0.1:$TLS_PORT" \
     --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \

@@ -7,10 +7,11 @@
 //! Keys are those of the gatekeeper config file: `listen`, `[[tls]]`, `default_timeout`,
 //! `connect_timeout`, `header_read_timeout`, `keepalive_idle`, `max_header_bytes`,
 //! `max_connections`, `shutdown_grace`, `passive_health_failures`, `passive_health_cooldown`,
-//! `max_plugin_body`, `forwarded_headers`, `via` ([`ProxyConfig`]); `metrics_batch_size`,
+//! `max_plugin_body`, `forwarded_headers`, `via`, `response_headers` ([`ProxyConfig`]); `metrics_batch_size`,
 //! `metrics_flush_interval`, `metrics_buffer` ([`crate::MetricsConfig`]); `failure`,
 //! `failure_status` in a `[[plugin]]` table ([`FailureConfig`], in `failure`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -128,6 +129,12 @@ pub struct ProxyConfig {
     /// `Via: 1.1 gatekeeper`). Keys `forwarded_headers` and `via`.
     #[serde(flatten)]
     pub forwarded: ForwardedConfig,
+    /// Headers set on every response of every listener, the proxy's own error answers
+    /// included, replacing a backend's header of the same name (e.g.
+    /// `{ "x-frame-options" = "DENY" }`); a TLS listener's `response_headers` are set after
+    /// these. Headers the proxy manages (`content-length`, `connection`, …) are refused.
+    /// Default: none.
+    pub response_headers: BTreeMap<String, String>,
 }
 
 impl Default for ProxyConfig {
@@ -146,6 +153,7 @@ impl Default for ProxyConfig {
             passive_health_cooldown: health::DEFAULT_PASSIVE_COOLDOWN,
             max_plugin_body: DEFAULT_MAX_PLUGIN_BODY,
             forwarded: ForwardedConfig::default(),
+            response_headers: BTreeMap::new(),
         }
     }
 }
@@ -202,6 +210,8 @@ impl ProxyConfig {
             return Err(ConfigError::MaxPluginBody(self.max_plugin_body));
         }
         positive("passive_health_cooldown", self.passive_health_cooldown)?;
+        crate::tls::settings::response_headers(&self.response_headers)
+            .map_err(|(key, error)| ConfigError::ResponseHeader { key, error })?;
         let via = &self.forwarded.via;
         if !via.is_empty() && !valid_via_name(via) {
             return Err(ConfigError::Via(via.clone()));
@@ -256,6 +266,14 @@ pub enum ConfigError {
     /// A listener given twice.
     #[error("listen: `{0}` is given twice")]
     DuplicateListener(String),
+    /// A `response_headers` entry that cannot be set.
+    #[error("{key}: {error}")]
+    ResponseHeader {
+        /// `response_headers.NAME`.
+        key: String,
+        /// What is wrong.
+        error: crate::tls::settings::TlsSettingError,
+    },
     /// Two listeners with one name.
     #[error("listen: the name `{0}` is given to two listeners (names must be unique)")]
     DuplicateListenerName(String),

@@ -21,6 +21,7 @@ use crate::hooks::SwappableHooks;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, UpstreamEntry};
 use crate::retry::Sending;
+use crate::tls::settings::ResponseHeaders;
 use crate::view::Kind;
 
 pub(crate) fn forward_error_kind(e: &ForwardError) -> Kind {
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) forwarded: ForwardedHeaders,
     /// The upgraded (WebSocket) connections being spliced, waited for at shutdown.
     pub(crate) upgraded: TaskTracker,
+    /// Headers set on every response (`response_headers`).
+    pub(crate) response_headers: ResponseHeaders,
 }
 
 impl Shared {
@@ -69,12 +72,19 @@ impl Shared {
             connect_timeout,
             forwarded: ForwardedHeaders::default(),
             upgraded: TaskTracker::new(),
+            response_headers: ResponseHeaders::new(),
         }
     }
 
     /// Sets the forwarding headers to add (default: [`crate::ForwardedConfig::default`]).
     pub(crate) fn with_forwarded(mut self, forwarded: ForwardedHeaders) -> Self {
         self.forwarded = forwarded;
+        self
+    }
+
+    /// Sets the headers added to every response (default: none).
+    pub(crate) fn with_response_headers(mut self, headers: ResponseHeaders) -> Self {
+        self.response_headers = headers;
         self
     }
 

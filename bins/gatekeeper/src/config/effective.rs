@@ -3,6 +3,7 @@
 //! setting). The shape and key order are the ones these outputs have always had: listeners as
 //! `{name, addr}`, `metrics` and `passive_health` as objects, durations as `"30s"`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -109,6 +110,7 @@ struct Effective<'a> {
     admin_socket: Option<&'a PathBuf>,
     metrics_listen: Option<SocketAddr>,
     shutdown_grace: Humantime,
+    response_headers: &'a BTreeMap<String, String>,
 }
 
 fn plugin(p: &PluginConfig) -> Plugin<'_> {
@@ -184,6 +186,7 @@ impl Serialize for Settings {
             admin_socket: self.admin_socket.as_ref().map(|s| &s.path),
             metrics_listen: self.metrics_listen,
             shutdown_grace: Humantime(proxy.shutdown_grace),
+            response_headers: &proxy.response_headers,
         }
         .serialize(s)
     }

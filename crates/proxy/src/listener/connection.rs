@@ -221,6 +221,9 @@ async fn serve_http<I>(
         let tls = tls.clone();
         async move {
             let mut response = crate::pipeline::handle(&shared, &info, request).await;
+            for (name, value) in &shared.response_headers {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
             if let Some(tls) = &tls {
                 tls.add_response_headers(response.headers_mut());
             }

@@ -54,6 +54,9 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
                 other => ProxyError::Listeners(other),
             })?;
     let forwarded = ForwardedHeaders::new(&config.forwarded)?;
+    // Checked by `ProxyConfig::validate`; a config that skipped it sets none.
+    let response_headers =
+        crate::tls::settings::response_headers(&config.response_headers).unwrap_or_default();
     Ok(BoundProxy {
         listeners,
         shared: Arc::new(
@@ -66,7 +69,8 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
                 config.default_timeout,
                 config.connect_timeout,
             )
-            .with_forwarded(forwarded),
+            .with_forwarded(forwarded)
+            .with_response_headers(response_headers),
         ),
         protocols: Arc::new(Protocols::new(&config)),
         max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
