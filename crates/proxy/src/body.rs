@@ -219,6 +219,12 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        // Still holding the record: the body did not reach its end while being sent.
+        if !self.is_end_stream() {
+            if let Some(record) = self.record.as_mut() {
+                record.response_cut();
+            }
+        }
         self.finish();
     }
 }

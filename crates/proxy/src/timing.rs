@@ -171,6 +171,16 @@ impl RequestRecord {
         }
     }
 
+    /// The response body was dropped before its end (the client went away, or the shutdown
+    /// grace period cut the connection, while it streamed): recorded with the error kind
+    /// `response_cut` and the status already sent. Not for a HEAD request (whose body is never
+    /// sent) or when an error kind is set already.
+    pub(crate) fn response_cut(&mut self) {
+        if self.error.is_none() && self.method != "HEAD" {
+            self.error = Some("response_cut");
+        }
+    }
+
     /// Records the request (and `request_failed` when the proxy answered with an error of its
     /// own or the status is 5xx, else `request_succeeded`) once its response body has been sent
     /// (or dropped) after `bytes_out` bytes.

@@ -378,3 +378,49 @@ async fn a_request_the_client_abandons_is_recorded_as_client_closed() {
     assert_eq!(r.upstream.as_deref(), Some("long"));
     metrics.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_response_cut_while_its_body_streams_is_recorded_as_response_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let collector = Arc::new(Collector::default());
+    let metrics = Metrics::new(fast_config(), vec![collector.clone()]);
+    let m = metrics.clone();
+    let proxy = start_proxy_with(vec![], move |p| p.with_metrics(m)).await;
+    // A backend that sends its head and part of a 100-byte body, then stalls.
+    let stalling = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = stalling.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = stalling.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+        stream.write_all(head).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    });
+    let registry = &proxy.registry;
+    registry
+        .add_upstream(upstream("stall", "stall", Some(10_000)))
+        .unwrap();
+    registry
+        .add_backend("stall", backend("b", backend_addr))
+        .unwrap();
+
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /stall/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // The head and the first bytes arrive; then the client goes away.
+    let mut read = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&read).contains("hello") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&read));
+        read.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    let r = eventually(|| collector.requests().pop()).await;
+    assert_eq!((r.status, r.error.as_deref()), (200, Some("response_cut")));
+    assert_eq!(r.upstream.as_deref(), Some("stall"));
+    metrics.shutdown().await;
+}
