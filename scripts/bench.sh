@@ -5,15 +5,31 @@
 #   plugins · gatekeeper with one Rust modifier hook per request · gatekeeper with request-id
 #   (two hooks per request: modify_request and modify_response) · gatekeeper with a Python and a
 #   Node modifier (one hook per request, scripts/bench-plugins).
+# And the yardstick (bench/yardstick): a minimal reverse proxy on hyper 1, the bar gatekeeper is
+# judged against (column vs_yard).
 # Then the same at concurrency 1, to show what one hook adds to the median latency.
+# The floor: a small message ping-ponged between two processes over a Unix socket (bench/yardstick's
+# uds-pingpong), blocking and busy-polling; what one hook adds is printed as a multiple of it.
 # Then TLS (no plugins): HTTPS with HTTP/1.1 (wrk) and HTTP/2 (h2load, 10 streams per
 # connection) for nginx, haproxy and gatekeeper, each terminating TLS with the same certificate.
-# ONLY=tls runs only the TLS cases; ONLY=plain skips them.
+# Then syscalls per request: strace -c -f on each server process (and each plugin process apart)
+# while h2load sends SYSCALL_REQUESTS requests on one keep-alive connection; top 5 syscalls.
+# c4000 (only when asked): wrk with 4,000 connections against nginx, gatekeeper and the
+# yardstick: req/s, p99, max latency, requests over wrk's 2 s timeout, and the peak RSS of each
+# server process (sampled VmRSS every 100 ms, and VmHWM) as a ratio to nginx's.
 # Every proxy gets one worker: nginx worker_processes 1, haproxy nbthread 1, gatekeeper --workers 1.
-# Installs wrk, nginx-light and haproxy when missing. Every process it starts, it stops.
+# Installs wrk, nginx-light, haproxy, h2load and strace when missing. Every process it starts, it
+# stops.
+#
+# ONLY picks what runs, a comma-separated list of: plain (the wrk rows without TLS, c1 rows and
+# the floor), floor (the floor alone), tls, syscalls, c4000, all (plain, tls and syscalls with
+# SYSCALL_REQUESTS=500 unless set; the default). c4000 is never part of all: ONLY=all,c4000.
 #
 #   scripts/bench.sh                      # 10 s per case, 50 connections, 2 wrk threads
 #   DURATION=5s CONNECTIONS=100 scripts/bench.sh
+#   ONLY=syscalls SYSCALL_REQUESTS=2000 scripts/bench.sh
+#   ONLY=c4000 DURATION=10s scripts/bench.sh
+#   FLOOR_COUNT=20000 ONLY=floor scripts/bench.sh  # round trips per floor measurement
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -23,6 +39,37 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ONLY=${ONLY:-all}
+FLOOR_COUNT=${FLOOR_COUNT:-20000}
+C4000_CONNECTIONS=4000
+
+# wants PART: whether ONLY asks for PART (plain, floor, tls, syscalls or c4000).
+wants() {
+  local part
+  for part in ${ONLY//,/ }; do
+    case $part in
+      "$1") return 0 ;;
+      all) [[ $1 == plain || $1 == floor || $1 == tls || $1 == syscalls ]] && return 0 ;;
+      plain) [[ $1 == floor ]] && return 0 ;;
+      floor | tls | syscalls | c4000) ;;
+      *) echo "ONLY: unknown part $part (plain, floor, tls, syscalls, c4000, all)" >&2; exit 2 ;;
+    esac
+  done
+  return 1
+}
+wants nothing || true # checks ONLY's spelling before anything starts
+if [[ ,$ONLY, == *,all,* ]]; then SYSCALL_REQUESTS=${SYSCALL_REQUESTS:-500}; fi
+SYSCALL_REQUESTS=${SYSCALL_REQUESTS:-2000}
+# 4,000 client connections and as many to the backend need more descriptors than the default
+# 1024; nginx's workers also get more connection slots then (worker_connections).
+NGINX_WORKER_CONNECTIONS=4096
+if wants c4000; then
+  ulimit -n "$(ulimit -Hn)"
+  if (($(ulimit -n) < 3 * C4000_CONNECTIONS)); then
+    echo "c4000 needs ulimit -n >= $((3 * C4000_CONNECTIONS)), the hard limit is $(ulimit -Hn)" >&2
+    exit 1
+  fi
+  NGINX_WORKER_CONNECTIONS=$((2 * C4000_CONNECTIONS + 1000))
+fi
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -31,6 +78,7 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v python3 >/dev/null || missing+=(python3)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v strace >/dev/null || missing+=(strace)
 install_missing "${missing[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
@@ -60,7 +108,7 @@ worker_processes 1;
 daemon off;
 pid $WORK/nginx-$1.pid;
 error_log $WORK/nginx-$1.err warn;
-events { worker_connections 4096; }
+events { worker_connections $NGINX_WORKER_CONNECTIONS; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -69,7 +117,9 @@ $2
 CONF
   "$NGINX" -p "$WORK" -c "$WORK/$1.conf" &
   PIDS+=($!)
+  NGINX_MASTER[$1]=$!
 }
+declare -A NGINX_MASTER
 
 BACKEND_PORT=$(free_port)
 GK_PORT=$(free_port)
@@ -84,6 +134,7 @@ GK_NODE_PORT=$(free_port)
 NGINX_TLS_PORT=$(free_port)
 HAPROXY_TLS_PORT=$(free_port)
 GK_TLS_PORT=$(free_port)
+YARD_PORT=$(free_port)
 
 # One self-signed certificate for every TLS terminator (RSA 2048, as most sites still serve).
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.test \
@@ -180,6 +231,7 @@ YAML
   --tls-cert "https-public=$WORK/tls.crt" --tls-key "https-public=$WORK/tls.key" --log warn --workers 1 \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" &
 PIDS+=($!)
+GK_PID=$!
 "$BIN/gatekeeper" --listen "127.0.0.1:$GK_RID_PORT" --log warn --workers 1 \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/request-id" &
@@ -198,11 +250,16 @@ PIDS+=($!)
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/test-modifier --hooks modify_request" &
 PIDS+=($!)
+GK_HOOK_PID=$!
+# The yardstick: a minimal hyper reverse proxy (bench/yardstick), one current-thread runtime.
+"$BIN/yardstick" "127.0.0.1:$YARD_PORT" "127.0.0.1:$BACKEND_PORT" &
+PIDS+=($!)
+YARD_PID=$!
 
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AUTH_PORT" "$NGINX_AUTH_PORT" \
   "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" \
-  "$NGINX_TLS_PORT" "$HAPROXY_TLS_PORT" "$GK_TLS_PORT"; do wait_port "$port"; done
-for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT"; do
+  "$NGINX_TLS_PORT" "$HAPROXY_TLS_PORT" "$GK_TLS_PORT" "$YARD_PORT"; do wait_port "$port"; done
+for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" "$YARD_PORT"; do
   url="http://127.0.0.1:$port/b/"
   for ((i = 0; i < 50; i++)); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] && break
@@ -250,10 +307,86 @@ run_h2() {
   CASES+=("$name")
 }
 
-if [[ $ONLY != tls ]]; then
+# nginx_worker NAME: the pid of the one worker of the nginx started as NAME.
+nginx_worker() {
+  child_pids "${NGINX_MASTER[$1]}" | head -n1
+}
+
+declare -A FLOOR_P50 FLOOR_P99
+# run_floor MODE [ARGS...]: the Unix-socket round trip between two processes, FLOOR_COUNT times.
+run_floor() {
+  local mode=$1 out
+  shift
+  echo "==> floor $mode: uds-pingpong --count $FLOOR_COUNT $*" >&2
+  out=$("$BIN/uds-pingpong" --count "$FLOOR_COUNT" "$@")
+  FLOOR_P50[$mode]=$(tr ' ' '\n' <<<"$out" | awk -F= '$1 == "p50_us" { print $2 }')
+  FLOOR_P99[$mode]=$(tr ' ' '\n' <<<"$out" | awk -F= '$1 == "p99_us" { print $2 }')
+}
+
+SYSCALL_LINES=()
+# run_syscalls NAME URL PID...: strace -c -f on each PID (each counted apart) while h2load sends
+# SYSCALL_REQUESTS requests over one keep-alive connection to URL.
+run_syscalls() {
+  local name=$1 url=$2 out pid tracer tracers=() files=() names=() i
+  shift 2
+  echo "==> syscalls $name: strace -c -f -p $* during h2load --h1 -n$SYSCALL_REQUESTS -c1 $url" >&2
+  timeout 60 h2load --h1 -n200 -c1 "$url" >/dev/null 2>&1 || true # warm-up
+  for pid in "$@"; do
+    names+=("$(process_name "$pid")")
+    files+=("$WORK/strace-$pid.$RANDOM")
+    strace -c -f -S calls -o "${files[-1]}" -p "$pid" 2>/dev/null &
+    tracer=$!
+    tracers+=("$tracer")
+    PIDS+=("$tracer")
+  done
+  sleep 1 # strace attaches to every thread of each process
+  out=$(timeout 300 h2load --h1 -n"$SYSCALL_REQUESTS" -c1 "$url" 2>&1 || true)
+  if ! grep -q "^status codes: $SYSCALL_REQUESTS 2xx" <<<"$out"; then
+    echo "$out" >&2; echo "syscalls $name: not every request got a 2xx" >&2
+    exit 1
+  fi
+  for tracer in "${tracers[@]}"; do kill -INT "$tracer" 2>/dev/null || true; done
+  for tracer in "${tracers[@]}"; do wait "$tracer" 2>/dev/null || true; done
+  for i in "${!files[@]}"; do
+    SYSCALL_LINES+=("$(printf '%-24s %-18s %s' "$name" "${names[$i]}" "$(syscall_summary "${files[$i]}" "$SYSCALL_REQUESTS")")")
+  done
+}
+
+C4000_LINES=()
+declare -A C4000_RSS
+# run_c4000 NAME URL PID...: wrk with C4000_CONNECTIONS connections for DURATION while the summed
+# VmRSS of the PIDs is sampled; one result line with the peak RSS and the PIDs' VmHWM.
+run_c4000() {
+  local name=$1 url=$2 out flag="$WORK/sampling-$1" hwm=0 pid kb
+  shift 2
+  echo "==> c4000 $name: wrk -t$THREADS -c$C4000_CONNECTIONS -d$DURATION $url (RSS of $*)" >&2
+  touch "$flag"
+  peak_rss_while "$flag" "$@" &
+  PIDS+=($!)
+  local sampler=$!
+  out=$(wrk -t"$THREADS" -c"$C4000_CONNECTIONS" -d"$DURATION" --latency "$url")
+  rm -f "$flag"
+  wait "$sampler" || true
+  for pid in "$@"; do
+    kb=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    hwm=$((hwm + ${kb:-0}))
+  done
+  C4000_RSS[$name]=$(cat "$flag.peak")
+  local rps p99 max timeouts errors non2xx
+  rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+  p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  max=$(to_us "$(awk '$1 == "Latency" { print $4; exit }' <<<"$out")")
+  timeouts=$(awk '/Socket errors/ { gsub(",", ""); print $NF; exit }' <<<"$out")
+  errors=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8; exit }' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
+  C4000_LINES+=("$name ${rps:-0} $p99 $max ${timeouts:-0} ${errors:-0} ${non2xx:-0} ${C4000_RSS[$name]} $hwm")
+}
+
+if wants plain; then
   run_case direct "http://127.0.0.1:$BACKEND_PORT/"
   run_case nginx "http://127.0.0.1:$NGINX_PORT/b/"
   run_case haproxy "http://127.0.0.1:$HAPROXY_PORT/b/"
+  run_case yardstick "http://127.0.0.1:$YARD_PORT/b/"
   run_case nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/"
   run_case gatekeeper "http://127.0.0.1:$GK_PORT/b/"
   run_case gatekeeper+1hook "http://127.0.0.1:$GK_HOOK_PORT/b/"
@@ -261,11 +394,16 @@ if [[ $ONLY != tls ]]; then
   run_case gatekeeper+python-hook "http://127.0.0.1:$GK_PY_PORT/b/"
   run_case gatekeeper+node-hook "http://127.0.0.1:$GK_NODE_PORT/b/"
   run_case c1:nginx "http://127.0.0.1:$NGINX_PORT/b/" 1 1
+  run_case c1:yardstick "http://127.0.0.1:$YARD_PORT/b/" 1 1
   run_case c1:nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/" 1 1
   run_case c1:gatekeeper "http://127.0.0.1:$GK_PORT/b/" 1 1
   run_case c1:gatekeeper+1hook "http://127.0.0.1:$GK_HOOK_PORT/b/" 1 1
 fi
-if [[ $ONLY != plain ]]; then
+if wants floor; then
+  run_floor blocking
+  run_floor busy-poll --busy-poll
+fi
+if wants tls; then
   # wrk and h2load do not check certificates; SNI is sent only for names, and every server here
   # has one certificate, so the address is enough.
   run_case tls:nginx "https://127.0.0.1:$NGINX_TLS_PORT/b/"
@@ -275,22 +413,84 @@ if [[ $ONLY != plain ]]; then
   run_h2 h2:haproxy "https://127.0.0.1:$HAPROXY_TLS_PORT/b/"
   run_h2 h2:gatekeeper "https://127.0.0.1:$GK_TLS_PORT/b/"
 fi
+if wants syscalls; then
+  # Each process is counted apart: nginx's worker (and the auth service's), gatekeeper, and the
+  # plugin processes gatekeeper started (static-upstreams, test-modifier).
+  run_syscalls nginx "http://127.0.0.1:$NGINX_PORT/b/" "$(nginx_worker proxy)"
+  run_syscalls nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/" \
+    "$(nginx_worker auth)" "$(nginx_worker authsvc)"
+  run_syscalls yardstick "http://127.0.0.1:$YARD_PORT/b/" "$YARD_PID"
+  # shellcheck disable=SC2046 # one argument per plugin process
+  run_syscalls gatekeeper "http://127.0.0.1:$GK_PORT/b/" "$GK_PID" $(child_pids "$GK_PID")
+  # shellcheck disable=SC2046
+  run_syscalls gatekeeper+1hook "http://127.0.0.1:$GK_HOOK_PORT/b/" "$GK_HOOK_PID" $(child_pids "$GK_HOOK_PID")
+fi
+if wants c4000; then
+  run_c4000 nginx "http://127.0.0.1:$NGINX_PORT/b/" "$(nginx_worker proxy)"
+  run_c4000 gatekeeper "http://127.0.0.1:$GK_PORT/b/" "$GK_PID"
+  run_c4000 yardstick "http://127.0.0.1:$YARD_PORT/b/" "$YARD_PID"
+fi
 
-echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores (c1: one connection; tls: HTTPS with HTTP/1.1;"
-echo "h2: h2load, HTTP/2 over TLS, 10 streams per connection, where p50/p99 show the mean/max request time)"
-echo "backend: nginx returning 200 \"ok\"; ratios compare rows of the same kind (c1 with c1, h2 with h2)"
-printf '%-24s %12s %10s %10s %9s %9s %9s\n' case req/s p50_us p99_us vs_nginx vs_gk vs_auth
-for name in "${CASES[@]}"; do
-  prefix=""; [[ $name == *:* ]] && prefix="${name%%:*}:"
-  ng=${RPS[${prefix}nginx]:-}; gk=${RPS[${prefix}gatekeeper]:-}; au=${RPS[${prefix}nginx+auth_request]:-}
-  awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" \
-      -v ng="$ng" -v gk="$gk" -v au="$au" '
-    function ratio(x) { return x > 0 ? sprintf("%8.2fx", r / x) : sprintf("%9s", "-") }
-    BEGIN { printf "%-24s %12.0f %10.0f %10.0f %s %s %s\n", n, r, a, b, ratio(ng), ratio(gk), ratio(au) }'
-done
+if ((${#CASES[@]})); then
+  echo
+  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores (c1: one connection; tls: HTTPS with HTTP/1.1;"
+  echo "h2: h2load, HTTP/2 over TLS, 10 streams per connection, where p50/p99 show the mean/max request time)"
+  echo "backend: nginx returning 200 \"ok\"; ratios compare rows of the same kind (c1 with c1, h2 with h2);"
+  echo "yardstick: a minimal hyper 1 reverse proxy (bench/yardstick)"
+  printf '%-24s %12s %10s %10s %9s %9s %9s %9s\n' case req/s p50_us p99_us vs_nginx vs_gk vs_auth vs_yard
+  for name in "${CASES[@]}"; do
+    prefix=""; [[ $name == *:* ]] && prefix="${name%%:*}:"
+    ng=${RPS[${prefix}nginx]:-}; gk=${RPS[${prefix}gatekeeper]:-}; au=${RPS[${prefix}nginx+auth_request]:-}
+    yd=${RPS[${prefix}yardstick]:-}
+    awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" \
+        -v ng="$ng" -v gk="$gk" -v au="$au" -v yd="$yd" '
+      function ratio(x) { return x > 0 ? sprintf("%8.2fx", r / x) : sprintf("%9s", "-") }
+      BEGIN { printf "%-24s %12.0f %10.0f %10.0f %s %s %s %s\n", n, r, a, b, ratio(ng), ratio(gk), ratio(au), ratio(yd) }'
+  done
+fi
 if [[ -n ${P50[c1:gatekeeper+1hook]:-} ]]; then
   echo
   awk -v with="${P50[c1:gatekeeper+1hook]}" -v without="${P50[c1:gatekeeper]}" \
     'BEGIN { printf "one modify_request hook adds %.0f us at p50 (concurrency 1)\n", with - without }'
+  if [[ -n ${P50[c1:nginx+auth_request]:-} ]]; then
+    awk -v with="${P50[c1:nginx+auth_request]}" -v without="${P50[c1:nginx]}" \
+      'BEGIN { printf "nginx auth_request adds %.0f us at p50 (concurrency 1)\n", with - without }'
+  fi
+fi
+if [[ -n ${FLOOR_P50[blocking]:-} ]]; then
+  echo
+  echo "floor: a ${FLOOR_COUNT}-times ping-pong of 64 bytes between two processes over a Unix socket"
+  for mode in blocking busy-poll; do
+    printf '  %-10s round trip p50 %8s us   p99 %8s us\n' "$mode" "${FLOOR_P50[$mode]}" "${FLOOR_P99[$mode]}"
+  done
+  if [[ -n ${P50[c1:gatekeeper+1hook]:-} ]]; then
+    awk -v with="${P50[c1:gatekeeper+1hook]}" -v without="${P50[c1:gatekeeper]}" \
+      -v floor="${FLOOR_P50[blocking]}" -v busy="${FLOOR_P50[busy-poll]}" 'BEGIN {
+        added = with - without
+        printf "one hook adds %.0f us = %.2fx the blocking round trip (target <= 1.0x); %.1fx the busy-poll one\n",
+          added, added / floor, added / busy
+      }'
+  fi
+fi
+if ((${#SYSCALL_LINES[@]})); then
+  echo
+  echo "syscalls per request: strace -c -f on each process during h2load --h1 -n$SYSCALL_REQUESTS -c1"
+  echo "(one keep-alive connection; each process counted apart; top 5 by count, per request)"
+  printf '%-24s %-18s %s\n' case process syscalls
+  printf '%s\n' "${SYSCALL_LINES[@]}"
+fi
+if ((${#C4000_LINES[@]})); then
+  echo
+  echo "c4000: wrk -t$THREADS -c$C4000_CONNECTIONS -d$DURATION, one worker each; timeouts: requests over wrk's 2 s;"
+  echo "peak_rss: highest summed VmRSS sampled every 100 ms during the run; hwm: VmHWM (peak since start)"
+  printf '%-12s %10s %10s %10s %9s %7s %7s %12s %10s %10s\n' \
+    case req/s p99_us max_us timeouts errors non2xx peak_rss_MB hwm_MB rss_vs_ng
+  for line in "${C4000_LINES[@]}"; do
+    awk -v ng="${C4000_RSS[nginx]:-0}" -v fields="$line" 'BEGIN {
+      split(fields, f, " ")
+      ratio = ng > 0 ? sprintf("%9.2fx", f[8] / ng) : sprintf("%10s", "-")
+      printf "%-12s %10.0f %10.0f %10.0f %9d %7d %7d %12.1f %10.1f %s\n",
+        f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8] / 1024, f[9] / 1024, ratio
+    }'
+  done
 fi

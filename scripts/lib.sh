@@ -1,5 +1,6 @@
 # Shell helpers shared by scripts/bench.sh and scripts/chaos.sh (sourced, not run):
-# installing missing Debian packages, picking free loopback ports, waiting for a port to open.
+# installing missing Debian packages, picking free loopback ports, waiting for a port to open,
+# and the measuring helpers bench.sh uses (child processes, strace -c summaries, peak RSS).
 
 # install_missing PACKAGE...: apt-get installs the packages given (nothing when none).
 install_missing() {
@@ -21,4 +22,60 @@ wait_port() {
   done
   echo "port $1 did not open" >&2
   return 1
+}
+
+# child_pids PID: the process ids whose parent is PID, one a line (none: nothing).
+child_pids() {
+  local status
+  for status in /proc/[0-9]*/status; do
+    awk -v parent="$1" '$1 == "PPid:" && $2 == parent { split(FILENAME, part, "/"); print part[3] }' \
+      "$status" 2>/dev/null || true
+  done
+}
+
+# process_name PID: the command name of PID (its /proc comm), "?" once it is gone.
+process_name() {
+  cat "/proc/$1/comm" 2>/dev/null || echo "?"
+}
+
+# syscall_summary FILE REQUESTS: one line from an `strace -c` table in FILE: system calls per
+# request in total and the five most frequent, each per request.
+syscall_summary() {
+  awk -v requests="$2" '
+    /^------/ { dashes++; next }
+    dashes == 1 && NF >= 5 { calls[$NF] += $4; total += $4 }
+    END {
+      line = sprintf("%7.1f syscalls/request; top:", total / requests)
+      for (shown = 0; shown < 5; shown++) {
+        best = ""
+        for (name in calls) if (best == "" || calls[name] > calls[best]) best = name
+        if (best == "") break
+        line = line sprintf(" %s %.2f", best, calls[best] / requests)
+        delete calls[best]
+      }
+      print line
+    }' "$1"
+}
+
+# rss_kb PID...: the sum of the resident set sizes (VmRSS) of the PIDs, in KiB.
+rss_kb() {
+  local pid total=0 kb
+  for pid in "$@"; do
+    kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
+# peak_rss_while FILE PID...: samples rss_kb PID... every 100 ms while FILE exists and then
+# writes the highest sample to FILE.peak (run it in the background; remove FILE to stop it).
+peak_rss_while() {
+  local flag=$1 peak=0 now
+  shift
+  while [[ -e $flag ]]; do
+    now=$(rss_kb "$@")
+    ((now > peak)) && peak=$now
+    sleep 0.1
+  done
+  echo "$peak" >"$flag.peak"
 }
