@@ -94,7 +94,7 @@ cleanup() {
   sleep 0.3
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   for pidfile in "$WORK"/nginx-*.pid; do
-    [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    if [[ -f $pidfile ]]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
   done
   rm -rf "$WORK"
 }
@@ -324,15 +324,17 @@ run_floor() {
 }
 
 SYSCALL_LINES=()
-# run_syscalls NAME URL PID...: strace -c -f on each PID (each counted apart) while h2load sends
-# SYSCALL_REQUESTS requests over one keep-alive connection to URL.
+# run_syscalls NAME URL [LABEL=]PID...: strace -c -f on each PID (each counted apart, shown as
+# LABEL or its command name) while h2load sends SYSCALL_REQUESTS requests over one keep-alive
+# connection to URL.
 run_syscalls() {
-  local name=$1 url=$2 out pid tracer tracers=() files=() names=() i
+  local name=$1 url=$2 out arg pid tracer tracers=() files=() names=() i
   shift 2
   echo "==> syscalls $name: strace -c -f -p $* during h2load --h1 -n$SYSCALL_REQUESTS -c1 $url" >&2
   timeout 60 h2load --h1 -n200 -c1 "$url" >/dev/null 2>&1 || true # warm-up
-  for pid in "$@"; do
-    names+=("$(process_name "$pid")")
+  for arg in "$@"; do
+    pid=${arg##*=}
+    if [[ $arg == *=* ]]; then names+=("${arg%%=*}"); else names+=("$(process_name "$pid")"); fi
     files+=("$WORK/strace-$pid.$RANDOM")
     strace -c -f -S calls -o "${files[-1]}" -p "$pid" 2>/dev/null &
     tracer=$!
@@ -418,7 +420,7 @@ if wants syscalls; then
   # plugin processes gatekeeper started (static-upstreams, test-modifier).
   run_syscalls nginx "http://127.0.0.1:$NGINX_PORT/b/" "$(nginx_worker proxy)"
   run_syscalls nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/" \
-    "$(nginx_worker auth)" "$(nginx_worker authsvc)"
+    "nginx=$(nginx_worker auth)" "nginx-authsvc=$(nginx_worker authsvc)"
   run_syscalls yardstick "http://127.0.0.1:$YARD_PORT/b/" "$YARD_PID"
   # shellcheck disable=SC2046 # one argument per plugin process
   run_syscalls gatekeeper "http://127.0.0.1:$GK_PORT/b/" "$GK_PID" $(child_pids "$GK_PID")

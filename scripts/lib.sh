@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by scripts/bench.sh and scripts/chaos.sh (sourced, not run):
 # installing missing Debian packages, picking free loopback ports, waiting for a port to open,
 # and the measuring helpers bench.sh uses (child processes, strace -c summaries, peak RSS).
@@ -39,7 +40,7 @@ process_name() {
 }
 
 # syscall_summary FILE REQUESTS: one line from an `strace -c` table in FILE: system calls per
-# request in total and the five most frequent, each per request.
+# request in total and the five most frequent, each per request (those under 0.005 left out).
 syscall_summary() {
   awk -v requests="$2" '
     /^------/ { dashes++; next }
@@ -49,7 +50,7 @@ syscall_summary() {
       for (shown = 0; shown < 5; shown++) {
         best = ""
         for (name in calls) if (best == "" || calls[name] > calls[best]) best = name
-        if (best == "") break
+        if (best == "" || calls[best] / requests < 0.005) break
         line = line sprintf(" %s %.2f", best, calls[best] / requests)
         delete calls[best]
       }
