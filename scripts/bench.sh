@@ -228,25 +228,25 @@ b:
   backends: [http://127.0.0.1:$BACKEND_PORT]
 YAML
 "$BIN/gatekeeper" --listen "127.0.0.1:$GK_PORT" --listen "https-public=127.0.0.1:$GK_TLS_PORT" \
-  --tls-cert "https-public=$WORK/tls.crt" --tls-key "https-public=$WORK/tls.key" --log warn --workers 1 \
+  --tls-cert "https-public=$WORK/tls.crt" --tls-key "https-public=$WORK/tls.key" --log warn --workers 1 --admin-socket "" \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" &
 PIDS+=($!)
 GK_PID=$!
-"$BIN/gatekeeper" --listen "127.0.0.1:$GK_RID_PORT" --log warn --workers 1 \
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_RID_PORT" --log warn --workers 1 --admin-socket "" \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/request-id" &
 PIDS+=($!)
 # One hook per request in Python and in Node (scripts/bench-plugins, written with the SDKs).
-"$BIN/gatekeeper" --listen "127.0.0.1:$GK_PY_PORT" --log warn --workers 1 \
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_PY_PORT" --log warn --workers 1 --admin-socket "" \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "python3 $PWD/scripts/bench-plugins/add_header.py" &
 PIDS+=($!)
-"$BIN/gatekeeper" --listen "127.0.0.1:$GK_NODE_PORT" --log warn --workers 1 \
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_NODE_PORT" --log warn --workers 1 --admin-socket "" \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "node $PWD/scripts/bench-plugins/add-header.mjs" &
 PIDS+=($!)
 # One hook per request, like auth_request: a Rust modifier declaring only modify_request.
-"$BIN/gatekeeper" --listen "127.0.0.1:$GK_HOOK_PORT" --log warn --workers 1 \
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_HOOK_PORT" --log warn --workers 1 --admin-socket "" \
   --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
   --modifier-plugin "$BIN/test-modifier --hooks modify_request" &
 PIDS+=($!)
