@@ -367,6 +367,7 @@ mod tests {
     async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_unchanged() {
         let mut blind = Fake::new(false);
         blind.on_request = Box::new(|p| ModifyRequestResult {
+            cache: None,
             request: Some(p.request.clone()),
             response: None,
         });
@@ -377,6 +378,7 @@ mod tests {
             let body = decode_body(request.body_base64.as_deref().unwrap()).unwrap();
             request.body_base64 = Some(encode_body(&body.to_ascii_uppercase()));
             ModifyRequestResult {
+                cache: None,
                 request: Some(request),
                 response: None,
             }

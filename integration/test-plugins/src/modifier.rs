@@ -191,6 +191,7 @@ impl ModifierPlugin for TestModifier {
                 .insert(key.clone(), json!(format!("set-by-{}", self.name)));
         }
         Ok(ModifyRequestResult {
+            cache: None,
             request: Some(request),
             response: None,
         })

@@ -288,6 +288,7 @@ impl ModifierPlugin for Conformance {
                 HookError::invalid_params(format!("{RESPOND_HEADER} is not a status: `{status}`"))
             })?;
             return Ok(ModifyRequestResult {
+                cache: None,
                 request: None,
                 response: Some(HttpResponse {
                     status,
@@ -304,6 +305,7 @@ impl ModifierPlugin for Conformance {
             Value::String(format!("seen by {sdk}")),
         );
         Ok(ModifyRequestResult {
+            cache: None,
             request: Some(request),
             response: None,
         })
