@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use gatekeeper_rpc::methods::{
     Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
-    ModifyResponse, ModifyResponseParams, ModifyResponseResult,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::ModifierPhase;
 use gatekeeper_rpc::types::{encode_body, HttpRequest, HttpResponse, ProxyError};
 
+use crate::decision_cache::change::{Decision, RequestChange};
 use crate::metrics::micros;
 use crate::port::policy::{HookFailure, HookedPlugin};
 use crate::port::Plugin;
@@ -74,6 +75,15 @@ fn merge_response(current: &mut HttpResponse, mut new: HttpResponse) {
     }
     new.body_omitted = current.body_omitted && new.body.is_none() && new.body_base64.is_none();
     *current = new;
+}
+
+/// A `modify_request` result as a decision that can be replayed on another request.
+fn decision_of(sent: &HttpRequest, result: &ModifyRequestResult) -> Decision {
+    match (&result.response, &result.request) {
+        (Some(response), _) => Decision::Respond(response.clone()),
+        (None, Some(returned)) => Decision::Change(RequestChange::between(sent, returned)),
+        (None, None) => Decision::Unchanged,
+    }
 }
 
 /// What the `modify_request` hooks decided.
@@ -200,6 +210,20 @@ impl Chain {
             if !m.plugin().has_hook(ModifyRequest::NAME) {
                 continue;
             }
+            let cache = m.plugin().decision_cache();
+            if let Some(decision) = cache.and_then(|c| c.lookup(ModifyRequest::NAME, &request)) {
+                match decision {
+                    Decision::Unchanged => {}
+                    Decision::Change(change) => {
+                        change.apply(&mut request);
+                        changed = true;
+                    }
+                    Decision::Respond(response) => {
+                        return RequestOutcome::Respond { request, response }
+                    }
+                }
+                continue;
+            }
             let wants_body = m.plugin().wants_body(ModifyRequest::NAME);
             let params = ModifyRequestParams {
                 request: request_for(&mut request, wants_body),
@@ -207,6 +231,10 @@ impl Chain {
             let call = m.call::<ModifyRequest>(&params);
             match timed(&mut phases, m, ModifyRequest::NAME, call).await {
                 Ok(Some(result)) => {
+                    if let (Some(cache), Some(instruction)) = (cache, &result.cache) {
+                        let decision = decision_of(&params.request, &result);
+                        cache.insert(ModifyRequest::NAME, &params.request, instruction, decision);
+                    }
                     if let Some(mut new) = result.request {
                         if new.body_base64.is_none() {
                             new.body_base64 = request.body_base64.take();
@@ -292,10 +320,10 @@ mod tests {
     use std::sync::Mutex;
 
     use futures::future::BoxFuture;
-    use gatekeeper_rpc::methods::ModifyRequestResult;
     use gatekeeper_rpc::types::decode_body;
 
     use super::*;
+    use crate::decision_cache::DecisionCache;
     use crate::port::{FailurePolicy, HookError, Parsed, RawCall};
 
     type Answer<P, R> = Box<dyn Fn(&P) -> R + Send + Sync>;
@@ -307,6 +335,7 @@ mod tests {
         on_response: Answer<ModifyResponseParams, ModifyResponseResult>,
         requests: Mutex<Vec<ModifyRequestParams>>,
         responses: Mutex<Vec<ModifyResponseParams>>,
+        cache: Option<DecisionCache>,
     }
 
     impl Fake {
@@ -317,6 +346,7 @@ mod tests {
                 on_response: Box::new(|_| ModifyResponseResult::default()),
                 requests: Mutex::default(),
                 responses: Mutex::default(),
+                cache: None,
             }
         }
     }
@@ -333,6 +363,9 @@ mod tests {
         }
         fn failure_policy(&self) -> FailurePolicy {
             FailurePolicy::Open
+        }
+        fn decision_cache(&self) -> Option<&DecisionCache> {
+            self.cache.as_ref()
         }
         fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
             let answer = if call.is::<ModifyRequest>() {
@@ -462,5 +495,98 @@ mod tests {
         merge_response(&mut current, replaced);
         assert_eq!(current.body_base64.as_deref(), Some(""));
         assert!(!current.body_omitted);
+    }
+
+    fn with_token(token: &str, path: &str) -> HttpRequest {
+        HttpRequest {
+            method: "GET".into(),
+            path: path.into(),
+            headers: vec![("authorization".into(), token.into())],
+            ..HttpRequest::default()
+        }
+    }
+
+    fn forward(outcome: RequestOutcome) -> HttpRequest {
+        match outcome {
+            RequestOutcome::Forward { request, changed } => {
+                assert!(changed);
+                request
+            }
+            other => panic!("expected Forward, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_change_is_replayed_on_the_next_request_without_a_call() {
+        use gatekeeper_rpc::methods::{CacheInstruction, CacheKeyPart};
+        let mut auth = Fake::new(false);
+        auth.cache = Some(DecisionCache::default());
+        auth.on_request = Box::new(|p| {
+            let token = gatekeeper_rpc::types::header(&p.request.headers, "authorization");
+            let cache = Some(CacheInstruction {
+                ttl_ms: 60_000,
+                key: vec![CacheKeyPart::Header("authorization".into())],
+            });
+            if token == Some("bad") {
+                return ModifyRequestResult {
+                    request: None,
+                    response: Some(HttpResponse::new(401, Vec::new())),
+                    cache,
+                };
+            }
+            let mut request = p.request.clone();
+            request
+                .headers
+                .push(("x-user".into(), format!("user-of-{}", token.unwrap_or("-"))));
+            ModifyRequestResult {
+                request: Some(request),
+                response: None,
+                cache,
+            }
+        });
+        let auth = Arc::new(auth);
+        let chain = Chain::new(vec![auth.clone()]);
+        let calls = || auth.requests.lock().unwrap().len();
+
+        let first = forward(chain.modify_request(with_token("t1", "/a"), None).await);
+        let second = forward(chain.modify_request(with_token("t1", "/b"), None).await);
+        assert_eq!(calls(), 1, "the second request is answered from the cache");
+        assert_eq!(second.path, "/b", "the old request's path is not replayed");
+        assert_eq!(first.headers, second.headers);
+        assert_eq!(
+            gatekeeper_rpc::types::header(&second.headers, "x-user"),
+            Some("user-of-t1")
+        );
+
+        let other = forward(chain.modify_request(with_token("t2", "/a"), None).await);
+        assert_eq!(calls(), 2, "another token calls again");
+        assert_eq!(
+            gatekeeper_rpc::types::header(&other.headers, "x-user"),
+            Some("user-of-t2")
+        );
+
+        for _ in 0..2 {
+            let outcome = chain.modify_request(with_token("bad", "/"), None).await;
+            let RequestOutcome::Respond { response, .. } = outcome else {
+                panic!("expected Respond");
+            };
+            assert_eq!(response.status, 401);
+        }
+        assert_eq!(calls(), 3, "the 401 is replayed");
+        let stats = auth.cache.as_ref().unwrap().stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (2, 2, 3));
+    }
+
+    #[tokio::test]
+    async fn without_a_cache_instruction_every_request_calls() {
+        let auth = Arc::new(Fake {
+            cache: Some(DecisionCache::default()),
+            ..Fake::new(false)
+        });
+        let chain = Chain::new(vec![auth.clone()]);
+        for _ in 0..3 {
+            chain.modify_request(with_token("t1", "/"), None).await;
+        }
+        assert_eq!(auth.requests.lock().unwrap().len(), 3);
     }
 }
