@@ -256,6 +256,56 @@ pub enum CacheKeyPart {
     Context(String),
 }
 
+impl ModifyRequestResult {
+    /// `{}`: the request goes on unchanged.
+    pub fn unchanged() -> Self {
+        ModifyRequestResult::default()
+    }
+
+    /// Replaces the request with `request` (the proxy applies what changed).
+    pub fn forward(request: HttpRequest) -> Self {
+        ModifyRequestResult {
+            request: Some(request),
+            ..ModifyRequestResult::default()
+        }
+    }
+
+    /// Answers the client with `response` directly.
+    pub fn respond(response: HttpResponse) -> Self {
+        ModifyRequestResult {
+            response: Some(response),
+            ..ModifyRequestResult::default()
+        }
+    }
+
+    /// Lets the proxy reuse this decision for `ttl` (millisecond precision, capped at one hour
+    /// by the proxy) on requests whose `key` parts are equal, without calling the plugin:
+    /// `ModifyRequestResult::unchanged().cached(Duration::from_secs(30), [CacheKeyPart::header("authorization")])`.
+    pub fn cached(
+        mut self,
+        ttl: std::time::Duration,
+        key: impl IntoIterator<Item = CacheKeyPart>,
+    ) -> Self {
+        self.cache = Some(CacheInstruction {
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            key: key.into_iter().collect(),
+        });
+        self
+    }
+}
+
+impl CacheKeyPart {
+    /// `header:NAME`: all values of a header (the name is compared case-insensitively).
+    pub fn header(name: &str) -> Self {
+        CacheKeyPart::Header(name.to_ascii_lowercase())
+    }
+
+    /// `context:KEY`: a context value.
+    pub fn context(key: &str) -> Self {
+        CacheKeyPart::Context(key.to_owned())
+    }
+}
+
 impl TryFrom<String> for CacheKeyPart {
     type Error = String;
 
@@ -458,7 +508,15 @@ mod tests {
                 "{bad}"
             );
         }
-        let text = serde_json::to_string(&CacheKeyPart::Header("x-a".into())).unwrap();
+        let text = serde_json::to_string(&CacheKeyPart::header("X-A")).unwrap();
         assert_eq!(text, r#""header:x-a""#);
+        let built = ModifyRequestResult::unchanged().cached(
+            std::time::Duration::from_secs(30),
+            [CacheKeyPart::header("Authorization"), CacheKeyPart::Method],
+        );
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            serde_json::json!({"cache": {"ttl_ms": 30000, "key": ["header:authorization", "method"]}})
+        );
     }
 }
