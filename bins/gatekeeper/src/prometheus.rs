@@ -416,7 +416,7 @@ fn scraped(sources: &Sources) -> Registry {
     let cache_misses = counter(
         &mut registry,
         "gatekeeper_plugin_cache_misses",
-        "Requests that called a plugin that caches decisions because none cached applied",
+        "Requests that called a plugin because no cached modify_request decision applied",
     );
     let cache_entries = Family::<PluginLabels, Gauge>::default();
     registry.register(

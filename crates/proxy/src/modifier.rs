@@ -574,7 +574,7 @@ mod tests {
         }
         assert_eq!(calls(), 3, "the 401 is replayed");
         let stats = auth.cache.as_ref().unwrap().stats();
-        assert_eq!((stats.hits, stats.misses, stats.entries), (2, 2, 3));
+        assert_eq!((stats.hits, stats.misses, stats.entries), (2, 3, 3));
     }
 
     #[tokio::test]
