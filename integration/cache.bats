@@ -135,3 +135,37 @@ get() {
   [ "$(get after x alpha)" = 200 ]
   [ "$(auth_field .calls)" = 2 ]
 }
+
+@test "a plugin that crashes is restarted with an empty cache" {
+  start_auth 60
+  [ "$(get first x alpha)" = 200 ]
+  [ "$(get cached x alpha)" = 200 ]
+  [ "$(auth_field .calls)" = 1 ]
+  local old
+  old=$(plugin_pid auth)
+  kill -9 "$old"
+  wait_for_restart auth "$old" >/dev/null
+  [ "$(get after x alpha)" = 200 ]
+  [ "$(auth_field .calls)" = 2 ]
+  [ "$(auth_field .cache.entries)" = 1 ]
+}
+
+@test "a reload that changes the plugin's settings empties its cache; one that keeps them does not" {
+  start_auth 60
+  [ "$(get first x alpha)" = 200 ]
+  [ "$(auth_field .calls)" = 1 ]
+  # The same config: the plugin keeps its processes and its cache.
+  local before
+  before=$(gk_log | grep -c "SIGHUP: configuration reloaded" || true)
+  kill -HUP "$GK_PID"
+  eventually 150 '[ "$(gk_log | grep -c "SIGHUP: configuration reloaded" || true)" -gt "$before" ]'
+  [ "$(get kept x alpha)" = 200 ]
+  [ "$(auth_field .calls)" = 1 ]
+  # A new cache_ttl replaces the plugin (make before break): its successor starts empty.
+  sed -i 's/cache_ttl = 60/cache_ttl = 61/' "$BATS_TEST_TMPDIR/gk.toml"
+  before=$(gk_log | grep -c "SIGHUP: configuration reloaded" || true)
+  kill -HUP "$GK_PID"
+  eventually 150 '[ "$(gk_log | grep -c "SIGHUP: configuration reloaded" || true)" -gt "$before" ]'
+  [ "$(get replaced x alpha)" = 200 ]
+  [ "$(auth_field .cache | jq -c '[.hits, .misses, .entries]')" = "[0,1,1]" ]
+}
