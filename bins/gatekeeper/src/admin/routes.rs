@@ -264,9 +264,6 @@ fn restart_plugin(admin: &Admin, name: &str) -> Reply {
         return error(StatusCode::NOT_FOUND, format!("no plugin `{name}`"));
     };
     let asked = handle.restart();
-    if let Some(cache) = live.as_deref().and_then(|live| live.caches.of(name)) {
-        cache.clear();
-    }
     if asked == 0 {
         return error(
             StatusCode::CONFLICT,
@@ -275,6 +272,10 @@ fn restart_plugin(admin: &Admin, name: &str) -> Reply {
                 status_word(handle.state().status)
             ),
         );
+    }
+    // Its decisions are the old processes': the restarted ones decide anew.
+    if let Some(cache) = live.as_deref().and_then(|live| live.caches.of(name)) {
+        cache.clear();
     }
     tracing::info!(
         plugin = name,
