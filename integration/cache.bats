@@ -169,3 +169,29 @@ get() {
   [ "$(get replaced x alpha)" = 200 ]
   [ "$(auth_field .cache | jq -c '[.hits, .misses, .entries]')" = "[0,1,1]" ]
 }
+
+@test "the plugin's own record: one modify_request call for many requests with one key" {
+  MODS="$BATS_TEST_TMPDIR/mods.jsonl"
+  cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
+$(static_upstreams_table)
+
+[[plugin]]
+name = "mod"
+type = "modifier"
+command = "test-modifier"
+args = ["--hooks", "modify_request"]
+config = { file = $(toml_string "$MODS"), cache_ms = "60000", cache_key = "header:authorization,method" }
+TOML
+  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
+  local pid i
+  pid=$(plugin_pid mod)
+  for i in 1 2 3 4 5; do
+    # The header the plugin set (its pid) is replayed onto every request.
+    [ "$(curl -sS --max-time 5 -H 'Authorization: Bearer a' "$GK_URL/echo/$i" | jq -r '.headers["x-test-modifier"]')" = "$pid" ]
+  done
+  [ "$(count_records "$MODS" 'select(.method == "modify_request")')" = 1 ]
+  # Another value of a key part (the method) is another decision.
+  curl -sS --max-time 5 -o /dev/null -X POST -H 'Authorization: Bearer a' "$GK_URL/echo/x"
+  curl -sS --max-time 5 -o /dev/null -H 'Authorization: Bearer b' "$GK_URL/echo/x"
+  [ "$(count_records "$MODS" 'select(.method == "modify_request")')" = 3 ]
+}
