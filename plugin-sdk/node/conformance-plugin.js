@@ -15,6 +15,7 @@ import { appendFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import {
+  cached,
   header,
   LoadBalancerPlugin,
   MetricPlugin,
@@ -88,17 +89,20 @@ class ConformanceModifier extends conforming(ModifierPlugin) {
 
   async modifyRequest(request) {
     const { sdk } = this.settings;
+    const cacheMs = header(request.headers, 'x-conformance-cache');
+    const maybeCached = (result) =>
+      cacheMs === undefined ? result : cached(result, Number(cacheMs), ['header:x-conformance-cache']);
     const respond = header(request.headers, 'x-conformance-respond');
     if (respond !== undefined) {
       const status = Number(respond.trim());
       if (!Number.isInteger(status)) {
         throw RpcError.invalidParams(`x-conformance-respond must be a status code, not \`${respond}\``);
       }
-      return { response: { status, headers: [['x-conformance-sdk', sdk]], body: `answered by ${sdk}` } };
+      return maybeCached({ response: { status, headers: [['x-conformance-sdk', sdk]], body: `answered by ${sdk}` } });
     }
     setHeader(request.headers, 'x-conformance-sdk', sdk);
     request.context.conformance = `seen by ${sdk}`;
-    return { request };
+    return maybeCached({ request });
   }
 
   async modifyResponse(request, response) {

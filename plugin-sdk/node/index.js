@@ -41,4 +41,4 @@ export {
 } from './src/plugins.js';
 export { bodyHooksOf, hooksOf, methodsOfKind, PROTOCOL, validate } from './src/protocol.js';
 export { connect, PROTOCOL_VERSION, readEnv, run, serve } from './src/serve.js';
-export { bodyBytes, header, removeHeader, setBodyBytes, setHeader } from './src/types.js';
+export { bodyBytes, cached, header, removeHeader, setBodyBytes, setHeader } from './src/types.js';

@@ -44,6 +44,7 @@ from gatekeeper_plugin import (  # noqa: E402 - after the path set-up
     Upstream,
     UpstreamMetric,
     UpstreamPlugin,
+    cached,
     header,
     serve,
     set_header,
@@ -97,18 +98,27 @@ class ConformanceModifier(Conformance, ModifierPlugin):
         """Answers directly when ``x-conformance-respond: N`` is present; otherwise marks the
         request with a header and a context value."""
         headers = request.setdefault("headers", [])
+        cache_ms = header(headers, "x-conformance-cache")
+
+        def maybe_cached(result: ModifyRequestResult) -> ModifyRequestResult:
+            if cache_ms is None:
+                return result
+            return cached(result, int(cache_ms), ["header:x-conformance-cache"])
+
         respond = header(headers, "x-conformance-respond")
         if respond is not None:
-            return {
-                "response": {
-                    "status": int(respond),
-                    "headers": [["x-conformance-sdk", self.sdk]],
-                    "body": f"answered by {self.sdk}",
+            return maybe_cached(
+                {
+                    "response": {
+                        "status": int(respond),
+                        "headers": [["x-conformance-sdk", self.sdk]],
+                        "body": f"answered by {self.sdk}",
+                    }
                 }
-            }
+            )
         set_header(headers, "x-conformance-sdk", self.sdk)
         request.setdefault("context", {})["conformance"] = f"seen by {self.sdk}"
-        return {"request": request}
+        return maybe_cached({"request": request})
 
     async def modify_response(self, request: Request, response: Response) -> ModifyResponseResult:
         """Reports the context value and the status it saw in response headers."""

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use gatekeeper_plugin_host::{
     HostError, LaunchOptions, Manager, PluginEvent, PluginHandle, PluginHost, PluginSpec,
 };
-use gatekeeper_proxy::{Hooks, MetricKind, Metrics, MetricsExporter, Plugin, Registry};
+use gatekeeper_proxy::{
+    DecisionCache, Hooks, MetricKind, Metrics, MetricsExporter, Plugin, Registry,
+};
 use gatekeeper_rpc::methods::PluginType;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -44,6 +46,9 @@ pub struct RunningPlugin {
     pub setting: PluginConfig,
     /// Its handle.
     pub handle: PluginHandle,
+    /// Its cache of `modify_request` decisions: new with each process settings (a replacement
+    /// starts empty), cleared when the plugin restarts.
+    pub cache: Arc<DecisionCache>,
 }
 
 /// The running plugins and what launching one needs.
@@ -53,6 +58,18 @@ pub struct PluginSet {
     manager: Arc<RegistryManager>,
     events: UnboundedSender<PluginEvent>,
     running: Vec<RunningPlugin>,
+}
+
+/// The running plugins' decision caches, by plugin name (for `ctl plugins`, `/metrics` and
+/// `ctl restart-plugin`).
+#[derive(Clone, Default)]
+pub struct PluginCaches(Vec<(String, Arc<DecisionCache>)>);
+
+impl PluginCaches {
+    /// The cache of the plugin named `name`.
+    pub fn of(&self, name: &str) -> Option<&DecisionCache> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| &**c)
+    }
 }
 
 /// What a reload changed in the plugin set.
@@ -156,6 +173,16 @@ impl PluginSet {
         self.running.iter().map(|p| p.handle.clone()).collect()
     }
 
+    /// Their decision caches, by plugin name.
+    pub fn caches(&self) -> PluginCaches {
+        PluginCaches(
+            self.running
+                .iter()
+                .map(|p| (p.setting.spec.name.clone(), p.cache.clone()))
+                .collect(),
+        )
+    }
+
     fn options(&self, plugin_type: PluginType) -> LaunchOptions {
         let options = LaunchOptions::default().with_events(self.events.clone());
         let replay = |follows| Arc::new(RegistryReplay::new(self.registry.clone(), follows));
@@ -194,6 +221,7 @@ impl PluginSet {
                 self.running.push(RunningPlugin {
                     setting: setting.clone(),
                     handle,
+                    cache: Arc::default(),
                 });
             }
         }
@@ -244,6 +272,7 @@ impl PluginSet {
                             next.push(RunningPlugin {
                                 setting: setting.clone(),
                                 handle,
+                                cache: Arc::default(),
                             });
                         }
                         Err(e) => report
@@ -256,6 +285,7 @@ impl PluginSet {
                         next.push(RunningPlugin {
                             setting: setting.clone(),
                             handle: old.handle,
+                            cache: old.cache,
                         });
                     }
                     Some(old) => match self.replace(&old, setting, &mut retired).await {
@@ -264,6 +294,7 @@ impl PluginSet {
                             next.push(RunningPlugin {
                                 setting: setting.clone(),
                                 handle,
+                                cache: Arc::default(),
                             });
                         }
                         Err(e) => {
@@ -352,6 +383,7 @@ impl PluginSet {
             Arc::new(PluginHook::new(
                 MeteredPlugin::new(p.handle.clone(), metrics.clone()),
                 p.setting.failure,
+                p.cache.clone(),
             ))
         };
         let of_type = |t: PluginType| {

@@ -26,6 +26,7 @@ use gatekeeper_proxy::{MetricKind, Metrics, MetricsExporter, Registry as Upstrea
 use gatekeeper_rpc::metrics::{RequestMetric, UpstreamMetric};
 
 use crate::admin::routes::status_word;
+use crate::plugins::PluginCaches;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -134,6 +135,7 @@ fn duration_histogram() -> Histogram {
 struct Sources {
     upstreams: Arc<Upstreams>,
     plugins: Vec<PluginHandle>,
+    caches: PluginCaches,
     metrics: Metrics,
 }
 
@@ -250,10 +252,17 @@ impl Prometheus {
 
     /// Gatekeeper is ready (or reloaded): the registry, plugins and pipeline to read at scrape
     /// time.
-    pub fn attach(&self, upstreams: Arc<Upstreams>, plugins: Vec<PluginHandle>, metrics: Metrics) {
+    pub fn attach(
+        &self,
+        upstreams: Arc<Upstreams>,
+        plugins: Vec<PluginHandle>,
+        caches: PluginCaches,
+        metrics: Metrics,
+    ) {
         self.sources.store(Some(Arc::new(Sources {
             upstreams,
             plugins,
+            caches,
             metrics,
         })));
     }
@@ -399,8 +408,35 @@ fn scraped(sources: &Sources) -> Registry {
         "1 while a plugin reports that it rejected a change of its config (config_status) and keeps its last good one",
         config_rejected.clone(),
     );
+    let cache_hits = counter(
+        &mut registry,
+        "gatekeeper_plugin_cache_hits",
+        "Requests given a plugin's cached modify_request decision without a call",
+    );
+    let cache_misses = counter(
+        &mut registry,
+        "gatekeeper_plugin_cache_misses",
+        "Requests that called a plugin because no cached modify_request decision applied",
+    );
+    let cache_entries = Family::<PluginLabels, Gauge>::default();
+    registry.register(
+        "gatekeeper_plugin_cache_entries",
+        "Decisions a plugin's cache keeps now (at most 10,000)",
+        cache_entries.clone(),
+    );
     for plugin in &sources.plugins {
         let state = plugin.state();
+        if let Some(cache) = sources.caches.of(plugin.name()) {
+            let labels = PluginLabels {
+                plugin: plugin.name().to_owned(),
+            };
+            let stats = cache.stats();
+            cache_hits.get_or_create(&labels).inc_by(stats.hits);
+            cache_misses.get_or_create(&labels).inc_by(stats.misses);
+            cache_entries
+                .get_or_create(&labels)
+                .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        }
         for word in STATE_WORDS {
             let in_state = state
                 .instances

@@ -133,6 +133,7 @@ impl Reloader {
         retired.finish().await;
         self.operations.ready(
             self.plugins.handles(),
+            self.plugins.caches(),
             self.listeners.local_addrs(),
             self.metrics.clone(),
         );

@@ -115,7 +115,12 @@ pub async fn run(settings: Settings) -> Result<()> {
         object(json!({ "listeners": addresses })),
     );
     tracing::info!(listeners = %addresses.join(","), plugins = settings.plugins.len(), "gatekeeper ready");
-    operations.ready(plugins.handles(), listeners.local_addrs(), metrics.clone());
+    operations.ready(
+        plugins.handles(),
+        plugins.caches(),
+        listeners.local_addrs(),
+        metrics.clone(),
+    );
     notify::ready(&format!("serving on {}", addresses.join(", ")));
     let watchdog = notify::spawn_watchdog();
 

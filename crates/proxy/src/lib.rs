@@ -28,6 +28,7 @@ mod body;
 pub mod config;
 mod connect;
 mod connection_info;
+pub mod decision_cache;
 pub mod forward;
 pub mod forwarded;
 pub mod health;
@@ -53,6 +54,7 @@ use std::sync::Arc;
 
 pub use balancer::{Balancer, BalancerKind, BuiltinBalancer, RandomBalancer};
 pub use config::{addresses_clash, ConfigError, FailureConfig, ListenerConfig, ProxyConfig};
+pub use decision_cache::{DecisionCache, DecisionCacheStats};
 pub use forwarded::{ForwardedConfig, ForwardedMode, HostHeader};
 pub use gatekeeper_rpc::warnings::WARNING_INTERVAL;
 pub use hooks::{Hooks, HooksSwitch, ReplacedHooks};

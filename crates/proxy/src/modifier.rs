@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use gatekeeper_rpc::methods::{
     Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest, ModifyRequestParams,
-    ModifyResponse, ModifyResponseParams, ModifyResponseResult,
+    ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::ModifierPhase;
 use gatekeeper_rpc::types::{encode_body, HttpRequest, HttpResponse, ProxyError};
 
+use crate::decision_cache::change::{Decision, RequestChange};
 use crate::metrics::micros;
 use crate::port::policy::{HookFailure, HookedPlugin};
 use crate::port::Plugin;
@@ -74,6 +75,15 @@ fn merge_response(current: &mut HttpResponse, mut new: HttpResponse) {
     }
     new.body_omitted = current.body_omitted && new.body.is_none() && new.body_base64.is_none();
     *current = new;
+}
+
+/// A `modify_request` result as a decision that can be replayed on another request.
+fn decision_of(sent: &HttpRequest, result: &ModifyRequestResult) -> Decision {
+    match (&result.response, &result.request) {
+        (Some(response), _) => Decision::Respond(response.clone()),
+        (None, Some(returned)) => Decision::Change(RequestChange::between(sent, returned)),
+        (None, None) => Decision::Unchanged,
+    }
 }
 
 /// What the `modify_request` hooks decided.
@@ -200,6 +210,20 @@ impl Chain {
             if !m.plugin().has_hook(ModifyRequest::NAME) {
                 continue;
             }
+            let cache = m.plugin().decision_cache();
+            if let Some(decision) = cache.and_then(|c| c.lookup(ModifyRequest::NAME, &request)) {
+                match decision {
+                    Decision::Unchanged => {}
+                    Decision::Change(change) => {
+                        change.apply(&mut request);
+                        changed = true;
+                    }
+                    Decision::Respond(response) => {
+                        return RequestOutcome::Respond { request, response }
+                    }
+                }
+                continue;
+            }
             let wants_body = m.plugin().wants_body(ModifyRequest::NAME);
             let params = ModifyRequestParams {
                 request: request_for(&mut request, wants_body),
@@ -207,6 +231,10 @@ impl Chain {
             let call = m.call::<ModifyRequest>(&params);
             match timed(&mut phases, m, ModifyRequest::NAME, call).await {
                 Ok(Some(result)) => {
+                    if let (Some(cache), Some(instruction)) = (cache, &result.cache) {
+                        let decision = decision_of(&params.request, &result);
+                        cache.insert(ModifyRequest::NAME, &params.request, instruction, decision);
+                    }
                     if let Some(mut new) = result.request {
                         if new.body_base64.is_none() {
                             new.body_base64 = request.body_base64.take();
@@ -288,177 +316,4 @@ impl Chain {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use futures::future::BoxFuture;
-    use gatekeeper_rpc::methods::ModifyRequestResult;
-    use gatekeeper_rpc::types::decode_body;
-
-    use super::*;
-    use crate::port::{FailurePolicy, HookError, Parsed, RawCall};
-
-    type Answer<P, R> = Box<dyn Fn(&P) -> R + Send + Sync>;
-
-    /// A modifier that records the params of its calls and answers with closures.
-    struct Fake {
-        wants_body: bool,
-        on_request: Answer<ModifyRequestParams, ModifyRequestResult>,
-        on_response: Answer<ModifyResponseParams, ModifyResponseResult>,
-        requests: Mutex<Vec<ModifyRequestParams>>,
-        responses: Mutex<Vec<ModifyResponseParams>>,
-    }
-
-    impl Fake {
-        fn new(wants_body: bool) -> Self {
-            Fake {
-                wants_body,
-                on_request: Box::new(|_| ModifyRequestResult::default()),
-                on_response: Box::new(|_| ModifyResponseResult::default()),
-                requests: Mutex::default(),
-                responses: Mutex::default(),
-            }
-        }
-    }
-
-    impl Plugin for Fake {
-        fn name(&self) -> &str {
-            "fake"
-        }
-        fn has_hook(&self, _hook: &str) -> bool {
-            true
-        }
-        fn wants_body(&self, _hook: &str) -> bool {
-            self.wants_body
-        }
-        fn failure_policy(&self) -> FailurePolicy {
-            FailurePolicy::Open
-        }
-        fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
-            let answer = if call.is::<ModifyRequest>() {
-                call.params::<ModifyRequest>().and_then(|params| {
-                    let result = (self.on_request)(&params);
-                    self.requests.lock().unwrap().push(params);
-                    call.answer::<ModifyRequest>(&result)
-                })
-            } else if call.is::<ModifyResponse>() {
-                call.params::<ModifyResponse>().and_then(|params| {
-                    let result = (self.on_response)(&params);
-                    self.responses.lock().unwrap().push(params);
-                    call.answer::<ModifyResponse>(&result)
-                })
-            } else {
-                call.answer::<ModifyErrorResponse>(&ModifyResponseResult::default())
-            };
-            Box::pin(async move { answer })
-        }
-    }
-
-    fn request_with_body(body: &[u8]) -> HttpRequest {
-        HttpRequest {
-            method: "POST".into(),
-            path: "/".into(),
-            body_base64: Some(encode_body(body)),
-            ..HttpRequest::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_unchanged() {
-        let mut blind = Fake::new(false);
-        blind.on_request = Box::new(|p| ModifyRequestResult {
-            request: Some(p.request.clone()),
-            response: None,
-        });
-        let blind = Arc::new(blind);
-        let mut reader = Fake::new(true);
-        reader.on_request = Box::new(|p| {
-            let mut request = p.request.clone();
-            let body = decode_body(request.body_base64.as_deref().unwrap()).unwrap();
-            request.body_base64 = Some(encode_body(&body.to_ascii_uppercase()));
-            ModifyRequestResult {
-                request: Some(request),
-                response: None,
-            }
-        });
-        let reader = Arc::new(reader);
-        let chain = Chain::new(vec![blind.clone(), reader.clone()]);
-        assert!(chain.wants_body(ModifyRequest::NAME));
-        assert!(!Chain::new(vec![blind.clone()]).wants_body(ModifyRequest::NAME));
-
-        let outcome = chain.modify_request(request_with_body(b"abc"), None).await;
-        let RequestOutcome::Forward { request, changed } = outcome else {
-            panic!("expected Forward");
-        };
-        assert!(changed);
-        assert_eq!(request.body_base64, Some(encode_body(b"ABC")));
-        assert_eq!(blind.requests.lock().unwrap()[0].request.body_base64, None);
-        assert_eq!(
-            reader.requests.lock().unwrap()[0].request.body_base64,
-            Some(encode_body(b"abc"))
-        );
-    }
-
-    #[tokio::test]
-    async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_their_body() {
-        let mut blind = Fake::new(false);
-        blind.on_response = Box::new(|p| {
-            let mut response = p.response.clone();
-            response.headers.push(("x-blind".into(), "1".into()));
-            ModifyResponseResult {
-                response: Some(response),
-            }
-        });
-        let blind = Arc::new(blind);
-        let mut reader = Fake::new(true);
-        reader.on_response = Box::new(|p| {
-            // Sets a text body while echoing the body_base64 it got: the text wins.
-            let mut response = p.response.clone();
-            response.body = Some("replaced".into());
-            ModifyResponseResult {
-                response: Some(response),
-            }
-        });
-        let reader = Arc::new(reader);
-        let chain = Chain::new(vec![blind.clone(), reader.clone()]);
-        let mut response = HttpResponse::new(200, Vec::new());
-        response.body = Some("original".into());
-
-        let request = request_with_body(b"request body");
-        let (out, changed) = chain
-            .modify_response(&request, response, None)
-            .await
-            .unwrap();
-        assert!(changed);
-        assert_eq!(out.body.as_deref(), Some("replaced"));
-        assert_eq!(out.body_base64, None);
-        assert_eq!(out.headers, vec![("x-blind".into(), "1".into())]);
-
-        let blind_saw = &blind.responses.lock().unwrap()[0];
-        assert_eq!(blind_saw.response.body.as_deref(), Some("original"));
-        assert_eq!(blind_saw.response.body_base64, None);
-        assert_eq!(blind_saw.request.body_base64, None);
-        let reader_saw = &reader.responses.lock().unwrap()[0];
-        assert_eq!(reader_saw.response.body, None);
-        assert_eq!(
-            reader_saw.response.body_base64,
-            Some(encode_body(b"original"))
-        );
-        assert_eq!(reader_saw.request.body_base64, None);
-    }
-
-    #[test]
-    fn merging_a_response_without_body_fields_keeps_the_current_body() {
-        let mut current = HttpResponse::new(200, Vec::new());
-        current.body_base64 = Some(encode_body(b"kept"));
-        current.body_omitted = true;
-        merge_response(&mut current, HttpResponse::new(201, Vec::new()));
-        assert_eq!(current.status, 201);
-        assert_eq!(current.body_base64, Some(encode_body(b"kept")));
-        let mut replaced = HttpResponse::new(201, Vec::new());
-        replaced.body_base64 = Some(String::new());
-        merge_response(&mut current, replaced);
-        assert_eq!(current.body_base64.as_deref(), Some(""));
-        assert!(!current.body_omitted);
-    }
-}
+mod tests;

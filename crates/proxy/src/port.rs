@@ -34,6 +34,8 @@ use futures::future::BoxFuture;
 use gatekeeper_rpc::methods::Method;
 use serde_json::value::RawValue;
 
+use crate::decision_cache::DecisionCache;
+
 /// What the proxy does when a plugin's hook fails (error, timeout, plugin down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailurePolicy {
@@ -198,6 +200,11 @@ pub trait Plugin: Send + Sync + 'static {
     }
     /// What to do when a hook fails or the plugin is not available.
     fn failure_policy(&self) -> FailurePolicy;
+    /// The plugin's cache of `modify_request` decisions ([`crate::decision_cache`]), if its
+    /// results' `cache` instructions are honoured. Default: none (every request calls).
+    fn decision_cache(&self) -> Option<&DecisionCache> {
+        None
+    }
     /// Calls a method: `call.method()` with `call.params_json()`, the result read with
     /// [`RawCall::parse`] (a result that does not parse is a [`HookError::BadResult`]).
     fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>>;

@@ -155,11 +155,13 @@ impl TestModifier {
                     set_header(&mut params.request.headers, "x-added", "yes");
                     set_header(&mut params.request.headers, "bad header", "ignored");
                     Ok(ModifyRequestResult {
+                        cache: None,
                         request: Some(params.request),
                         response: None,
                     })
                 }
                 Behaviour::Deny => Ok(ModifyRequestResult {
+                    cache: None,
                     request: None,
                     response: Some(HttpResponse {
                         status: 401,

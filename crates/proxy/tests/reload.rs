@@ -98,12 +98,14 @@ impl Tagger {
                 let mut response = HttpResponse::new(203, Default::default());
                 response.body = Some(format!("answered by {name}"));
                 return Ok(ModifyRequestResult {
+                    cache: None,
                     request: None,
                     response: Some(response),
                 });
             }
             set_header(&mut params.request.headers, "x-added", name);
             Ok(ModifyRequestResult {
+                cache: None,
                 request: Some(params.request),
                 response: None,
             })

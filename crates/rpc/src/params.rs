@@ -212,6 +212,158 @@ pub struct ModifyRequestResult {
     /// and the backend are skipped; `modify_response` hooks still run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
+    /// Lets the proxy reuse this decision, without calling the plugin, for requests whose
+    /// named parts equal this request's, for `ttl_ms` (see [`CacheInstruction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheInstruction>,
+}
+
+/// A `modify_request` result's `cache`: "for the next `ttl_ms`, a request whose `key` parts are
+/// equal to this one's may get this same decision without calling me". What is reused is the
+/// decision: unchanged, the same direct `response`, or the changes the returned `request` made
+/// (headers set or removed, method, path, query, host, upstream, context), applied to the new
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheInstruction {
+    /// How long the decision may be reused, in milliseconds (the proxy caps it at one hour;
+    /// `0` means "do not cache").
+    pub ttl_ms: u64,
+    /// The request parts the decision depends on; two requests with equal values of these parts
+    /// get the same decision. A part the request lacks counts as "absent".
+    pub key: Vec<CacheKeyPart>,
+}
+
+/// One part of a [`CacheInstruction`]'s key: `method`, `path`, `query`, `host`, `client` (the
+/// client's IP address), `header:NAME` (all values of that header, name case-insensitive) or
+/// `context:KEY` (a context value).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CacheKeyPart {
+    /// The method.
+    Method,
+    /// The path as sent to the plugin.
+    Path,
+    /// The query string.
+    Query,
+    /// The Host.
+    Host,
+    /// The client's IP address (without the port).
+    Client,
+    /// All values of a header, the name lowercased.
+    Header(String),
+    /// A context value.
+    Context(String),
+}
+
+impl ModifyRequestResult {
+    /// `{}`: the request goes on unchanged.
+    pub fn unchanged() -> Self {
+        ModifyRequestResult::default()
+    }
+
+    /// Replaces the request with `request` (the proxy applies what changed).
+    pub fn forward(request: HttpRequest) -> Self {
+        ModifyRequestResult {
+            request: Some(request),
+            ..ModifyRequestResult::default()
+        }
+    }
+
+    /// Answers the client with `response` directly.
+    pub fn respond(response: HttpResponse) -> Self {
+        ModifyRequestResult {
+            response: Some(response),
+            ..ModifyRequestResult::default()
+        }
+    }
+
+    /// Lets the proxy reuse this decision for `ttl` (millisecond precision, capped at one hour
+    /// by the proxy) on requests whose `key` parts are equal, without calling the plugin:
+    /// `ModifyRequestResult::unchanged().cached(Duration::from_secs(30), [CacheKeyPart::header("authorization")])`.
+    pub fn cached(
+        mut self,
+        ttl: std::time::Duration,
+        key: impl IntoIterator<Item = CacheKeyPart>,
+    ) -> Self {
+        self.cache = Some(CacheInstruction {
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            key: key.into_iter().collect(),
+        });
+        self
+    }
+}
+
+impl CacheKeyPart {
+    /// `header:NAME`: all values of a header (the name is compared case-insensitively).
+    pub fn header(name: &str) -> Self {
+        CacheKeyPart::Header(name.to_ascii_lowercase())
+    }
+
+    /// `context:KEY`: a context value.
+    pub fn context(key: &str) -> Self {
+        CacheKeyPart::Context(key.to_owned())
+    }
+}
+
+impl TryFrom<String> for CacheKeyPart {
+    type Error = String;
+
+    fn try_from(part: String) -> Result<Self, Self::Error> {
+        let named = |prefix: &str| {
+            part.strip_prefix(prefix)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+        };
+        Ok(match part.as_str() {
+            "method" => CacheKeyPart::Method,
+            "path" => CacheKeyPart::Path,
+            "query" => CacheKeyPart::Query,
+            "host" => CacheKeyPart::Host,
+            "client" => CacheKeyPart::Client,
+            _ => {
+                if let Some(name) = named("header:") {
+                    CacheKeyPart::Header(name.to_ascii_lowercase())
+                } else if let Some(key) = named("context:") {
+                    CacheKeyPart::Context(key)
+                } else {
+                    return Err(format!(
+                        "unknown cache key part `{part}` (method, path, query, host, client, \
+                         header:NAME or context:KEY)"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+impl From<CacheKeyPart> for String {
+    fn from(part: CacheKeyPart) -> String {
+        match part {
+            CacheKeyPart::Method => "method".into(),
+            CacheKeyPart::Path => "path".into(),
+            CacheKeyPart::Query => "query".into(),
+            CacheKeyPart::Host => "host".into(),
+            CacheKeyPart::Client => "client".into(),
+            CacheKeyPart::Header(name) => format!("header:{name}"),
+            CacheKeyPart::Context(key) => format!("context:{key}"),
+        }
+    }
+}
+
+impl JsonSchema for CacheKeyPart {
+    fn schema_name() -> Cow<'static, str> {
+        "CacheKeyPart".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A request part a cached decision depends on: method, path, query, \
+                host, client (IP address), header:NAME (case-insensitive) or context:KEY.",
+            "type": "string",
+            "pattern": "^(method|path|query|host|client|header:.+|context:.+)$"
+        })
+    }
 }
 
 /// Params of `modify_response`.
@@ -319,4 +471,52 @@ pub struct RequestMetricParams {
 pub struct UpstreamMetricParams {
     /// The batch, oldest first.
     pub metrics: Vec<UpstreamMetric>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn cache_key_parts_parse_by_name_and_a_wrong_shape_is_refused() {
+        let result: ModifyRequestResult = serde_json::from_str(
+            r#"{"cache": {"ttl_ms": 500, "key": ["method", "header:Authorization", "context:user"]}}"#,
+        )
+        .unwrap();
+        let cache = result.cache.unwrap();
+        assert_eq!(cache.ttl_ms, 500);
+        assert_eq!(
+            cache.key,
+            [
+                CacheKeyPart::Method,
+                CacheKeyPart::Header("authorization".into()),
+                CacheKeyPart::Context("user".into())
+            ]
+        );
+        for bad in [
+            r#"{"cache": {"ttl_ms": 5, "key": ["cookie"]}}"#,
+            r#"{"cache": {"ttl_ms": 5, "key": ["header:"]}}"#,
+            r#"{"cache": {"ttl_ms": -1, "key": []}}"#,
+            r#"{"cache": {"ttl_ms": 5}}"#,
+            r#"{"cache": {"ttl_ms": 5, "key": [], "extra": 1}}"#,
+            r#"{"cache": 5}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ModifyRequestResult>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let text = serde_json::to_string(&CacheKeyPart::header("X-A")).unwrap();
+        assert_eq!(text, r#""header:x-a""#);
+        let built = ModifyRequestResult::unchanged().cached(
+            std::time::Duration::from_secs(30),
+            [CacheKeyPart::header("Authorization"), CacheKeyPart::Method],
+        );
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            serde_json::json!({"cache": {"ttl_ms": 30000, "key": ["header:authorization", "method"]}})
+        );
+    }
 }

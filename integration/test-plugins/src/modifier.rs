@@ -19,6 +19,8 @@
 //! | `header` | `x-test-modifier` | request header set to the pid |
 //! | `context_key` | none | see above |
 //! | `file` | none | record to it |
+//! | `cache_ms` | none | `modify_request` results carry `cache: {"ttl_ms": cache_ms, "key": cache_key}` |
+//! | `cache_key` | `header:authorization` | comma list of cache key parts (with `cache_ms`) |
 //!
 //! Records, one per hook call, on arrival (before the delay):
 //! `{"method":HOOK,"pid":PID,"name":NAME,"context":{…the request context as received…}}`.
@@ -27,9 +29,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use gatekeeper_plugin_sdk::{
-    set_header, HookError, HttpRequest, ModifierPlugin, ModifyErrorResponseParams,
-    ModifyRequestParams, ModifyRequestResult, ModifyResponseParams, ModifyResponseResult, Object,
-    Plugin, MODIFIER_HOOKS,
+    set_header, CacheInstruction, CacheKeyPart, HookError, HttpRequest, ModifierPlugin,
+    ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
+    ModifyResponseResult, Object, Plugin, MODIFIER_HOOKS,
 };
 use serde_json::{json, Value};
 
@@ -59,6 +61,25 @@ pub fn parse_hooks(list: &str) -> Result<Vec<&'static str>, String> {
     Ok(hooks)
 }
 
+/// The `cache` of `modify_request` results: `cache_ms` and `cache_key` (none without `cache_ms`).
+fn cache_instruction(settings: &Settings) -> Result<Option<CacheInstruction>, HookError> {
+    if settings.get("cache_ms").is_none() {
+        return Ok(None);
+    }
+    let ttl = settings.millis("cache_ms")?;
+    let key = settings
+        .get("cache_key")
+        .unwrap_or("header:authorization")
+        .split(',')
+        .map(|part| CacheKeyPart::try_from(part.trim().to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(HookError::invalid_params)?;
+    Ok(Some(CacheInstruction {
+        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        key,
+    }))
+}
+
 /// What `configure` decided.
 #[derive(Debug, Clone, Default)]
 struct Behaviour {
@@ -66,6 +87,7 @@ struct Behaviour {
     fail: bool,
     header: String,
     context_key: Option<String>,
+    cache: Option<CacheInstruction>,
 }
 
 /// The modifier.
@@ -159,6 +181,7 @@ impl Plugin for TestModifier {
             fail: settings.flag("fail"),
             header: settings.get("header").unwrap_or(DEFAULT_HEADER).to_owned(),
             context_key: settings.get("context_key").map(str::to_owned),
+            cache: cache_instruction(&settings)?,
         };
         self.recorder.open(settings.get("file"))?;
         *self
@@ -191,6 +214,7 @@ impl ModifierPlugin for TestModifier {
                 .insert(key.clone(), json!(format!("set-by-{}", self.name)));
         }
         Ok(ModifyRequestResult {
+            cache: behaviour.cache.clone(),
             request: Some(request),
             response: None,
         })

@@ -9,6 +9,11 @@ at the file's mtime, size and inode and reads it again if any of them changed. N
 watcher. With ``strip = true`` the Authorization header is removed before the request is
 forwarded.
 
+Decisions are cached by gatekeeper: each result says "the same Authorization header gets the
+same decision for ``cache_ttl`` seconds" (default 30; 0 turns caching off), so a client sending
+the same token again is answered without calling the plugin. A token removed from the file is
+therefore refused within ``cache_ttl`` (plus ``reload_interval``) seconds.
+
 See README.md for the config keys and how to run it.
 """
 
@@ -27,7 +32,7 @@ _SDK = Path(__file__).resolve().parents[2] / "python"
 if _SDK.is_dir():
     sys.path.insert(0, str(_SDK))
 
-from gatekeeper_plugin import ModifierPlugin, RpcError, header, remove_header, serve  # noqa: E402
+from gatekeeper_plugin import ModifierPlugin, RpcError, cached, header, remove_header, serve  # noqa: E402
 
 log = logging.getLogger("token-auth")
 
@@ -129,6 +134,7 @@ class TokenAuth(ModifierPlugin):
         super().__init__()
         self.file: TokenFile | None = None
         self.strip = False
+        self.cache_ms = 30_000
 
     async def configure(self, config: dict) -> None:
         path = config.get("tokens_file")
@@ -140,6 +146,12 @@ class TokenAuth(ModifierPlugin):
         except (TypeError, ValueError):
             raise RpcError.invalid_params(f"config `reload_interval` must be a number of seconds, not {interval!r}") from None
         self.strip = parse_bool(config.get("strip", False), "strip")
+        cache_ttl = config.get("cache_ttl", 30)
+        try:
+            cache_ttl = float(cache_ttl)
+        except (TypeError, ValueError):
+            raise RpcError.invalid_params(f"config `cache_ttl` must be a number of seconds, not {cache_ttl!r}") from None
+        self.cache_ms = int(max(cache_ttl, 0.0) * 1000)
         self.file = TokenFile(path, max(interval, 0.0))
         try:
             self.file.load()
@@ -147,6 +159,13 @@ class TokenAuth(ModifierPlugin):
             raise RpcError.invalid_params(f"cannot read tokens_file {path}: {exc}") from None
 
     async def modify_request(self, request):
+        decision = self.decide(request)
+        if self.cache_ms <= 0:
+            return decision
+        # The decision depends on the Authorization header only: gatekeeper may reuse it.
+        return cached(decision, self.cache_ms, ["header:authorization"])
+
+    def decide(self, request):
         token = bearer_token(header(request["headers"], "authorization"))
         if token is None:
             return unauthorized("Bearer")

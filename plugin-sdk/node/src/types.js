@@ -88,7 +88,15 @@
  * What `modifyRequest` returns: `{}` (or nothing) leaves the request unchanged, `{request}`
  * replaces it, `{response}` answers the client directly.
  *
- * @typedef {{request?: Request, response?: Response}} ModifyRequestResult
+ * @typedef {{request?: Request, response?: Response, cache?: CacheInstruction}} ModifyRequestResult
+ */
+
+/**
+ * A `modifyRequest` result's `cache`: gatekeeper may reuse the decision for `ttl_ms` on requests
+ * whose `key` parts are equal (`method`, `path`, `query`, `host`, `client`, `header:NAME`,
+ * `context:KEY`), without calling the plugin. See {@link cached}.
+ *
+ * @typedef {{ttl_ms: number, key: string[]}} CacheInstruction
  */
 
 /**
@@ -202,4 +210,19 @@ export function removeHeader(headers, name) {
   }
   headers.length = kept;
   return headers;
+}
+
+/**
+ * A `modifyRequest` result with a cache instruction: gatekeeper may give the same decision,
+ * without calling the plugin, for `ttlMs` milliseconds (capped at one hour) to requests whose
+ * `key` parts equal this one's, e.g. `cached({}, 30000, ['header:authorization'])`.
+ *
+ * @param {ModifyRequestResult} result `{}`, `{request}` or `{response}`
+ * @param {number} ttlMs
+ * @param {string[]} key
+ * @returns {ModifyRequestResult} a copy of `result` with `cache`
+ */
+export function cached(result, ttlMs, key) {
+  if (!Array.isArray(key)) throw new TypeError("key is an array of parts, e.g. ['header:authorization']");
+  return { ...(result ?? {}), cache: { ttl_ms: Math.trunc(ttlMs), key: [...key] } };
 }

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 
 import {
   bodyBytes,
+  cached,
   codes,
   createLogger,
   EnvError,
@@ -246,4 +247,12 @@ test('bodyBytes and setBodyBytes round-trip binary bodies; a text body wins', ()
   assert.deepEqual(bodyBytes(response), Buffer.alloc(0));
   assert.equal(bodyBytes({ status: 200, body_omitted: true }), undefined);
   assert.throws(() => bodyBytes({ body_base64: 'not base64!' }), /base64/);
+});
+
+test('cached adds a cache instruction to a modifyRequest result and keeps the decision', () => {
+  const denied = { response: { status: 401, headers: [] } };
+  const result = cached(denied, 30000, ['header:authorization', 'method']);
+  assert.deepEqual(result, { ...denied, cache: { ttl_ms: 30000, key: ['header:authorization', 'method'] } });
+  assert.equal(denied.cache, undefined);
+  assert.throws(() => cached({}, 1000, 'header:authorization'), TypeError);
 });

@@ -34,7 +34,9 @@ A plugin declares (and is called for) the hooks its class overrides, unless it s
 (``bodies = ("modify_request",)``) and reads and replaces them with :func:`body_bytes` and
 :func:`set_body_bytes`. Requests, responses, upstreams and backends are plain dicts (see the
 ``TypedDict`` shapes :class:`Request`, :class:`Response`, :class:`Upstream`, :class:`Backend`);
-:func:`header`, :func:`set_header` and :func:`remove_header` handle header lists.
+:func:`header`, :func:`set_header` and :func:`remove_header` handle header lists. A
+``modify_request`` result wrapped in :func:`cached` (``cached({}, 30_000,
+["header:authorization"])``) lets gatekeeper reuse the decision without calling the plugin.
 
 Example -- a modifier that adds a header to every response::
 
@@ -64,6 +66,7 @@ from .models import (
     ROUTER_HOOKS,
     UPSTREAM_HOOKS,
     Backend,
+    CacheInstruction,
     EventMetric,
     GetBackendResult,
     Headers,
@@ -82,6 +85,7 @@ from .models import (
     Upstream,
     UpstreamMetric,
     body_bytes,
+    cached,
     header,
     remove_header,
     set_body_bytes,
@@ -102,6 +106,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "CacheInstruction",
     "DEFAULT_MANAGER_TIMEOUT",
     "DEFAULT_MAX_LINE_BYTES",
     "EnvError",
@@ -143,6 +148,7 @@ __all__ = [
     "UpstreamMetric",
     "UpstreamPlugin",
     "body_bytes",
+    "cached",
     "codes",
     "protocol",
     "header",

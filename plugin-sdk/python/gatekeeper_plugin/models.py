@@ -120,12 +120,23 @@ class Backend(TypedDict, total=False):
     """Free-form."""
 
 
+class CacheInstruction(TypedDict):
+    """A ``modify_request`` result's ``cache``: the proxy may reuse the decision for ``ttl_ms``
+    on requests whose ``key`` parts are equal (``method``, ``path``, ``query``, ``host``,
+    ``client``, ``header:NAME``, ``context:KEY``), without calling the plugin."""
+
+    ttl_ms: int
+    key: list[str]
+
+
 class ModifyRequestResult(TypedDict, total=False):
     """What ``modify_request`` returns: ``{}`` (unchanged), ``{"request": ...}`` (replace it) or
-    ``{"response": ...}`` (answer the client directly)."""
+    ``{"response": ...}`` (answer the client directly); any of them with ``cache`` (see
+    :func:`cached`)."""
 
     request: Request
     response: Response
+    cache: CacheInstruction
 
 
 class ModifyResponseResult(TypedDict, total=False):
@@ -308,3 +319,18 @@ def remove_header(headers: Headers, name: str) -> None:
     """Removes every value of header ``name`` (compared case-insensitively) in place."""
     wanted = name.lower()
     headers[:] = [pair for pair in headers if pair[0].lower() != wanted]
+
+
+def cached(result: ModifyRequestResult, ttl_ms: int, key: list[str] | tuple[str, ...]) -> ModifyRequestResult:
+    """``result`` with a ``cache`` instruction: gatekeeper may give the same decision, without
+    calling the plugin, for ``ttl_ms`` milliseconds (capped at one hour) to requests whose
+    ``key`` parts are equal to this one's.
+
+    >>> cached({}, 30_000, ["header:authorization"])
+    {'cache': {'ttl_ms': 30000, 'key': ['header:authorization']}}
+    """
+    if isinstance(key, str):
+        raise TypeError("key is a list of parts, e.g. ['header:authorization']")
+    out = dict(result)
+    out["cache"] = {"ttl_ms": int(ttl_ms), "key": list(key)}
+    return out  # type: ignore[return-value]

@@ -16,6 +16,7 @@ from gatekeeper_plugin import (
     UPSTREAM_HOOKS,
     Headers,
     body_bytes,
+    cached,
     header,
     remove_header,
     set_body_bytes,
@@ -42,6 +43,17 @@ class BodyHelpers(unittest.TestCase):
         self.assertIsNone(body_bytes({"status": 200, "body_omitted": True}))
         with self.assertRaises(ValueError):
             body_bytes({"body_base64": "not base64!"})
+
+
+class CacheHelper(unittest.TestCase):
+    def test_cached_adds_the_instruction_and_keeps_the_decision(self) -> None:
+        denied = {"response": {"status": 401, "headers": []}}
+        result = cached(denied, 30_000, ("header:authorization", "method"))
+        self.assertEqual(result["response"], denied["response"])
+        self.assertEqual(result["cache"], {"ttl_ms": 30000, "key": ["header:authorization", "method"]})
+        self.assertNotIn("cache", denied)
+        with self.assertRaises(TypeError):
+            cached({}, 1000, "header:authorization")
 
 
 class HeaderHelpers(unittest.TestCase):

@@ -27,7 +27,8 @@
 //! - **modifier** (all three hooks): `modify_request` answers directly with status `N`, header
 //!   `x-conformance-sdk: SDK` and body `answered by SDK` when the request has
 //!   `x-conformance-respond: N`; otherwise it adds request header `x-conformance-sdk: SDK` and
-//!   sets `context["conformance"] = "seen by SDK"`. `modify_response` adds
+//!   sets `context["conformance"] = "seen by SDK"`. With `x-conformance-cache: N`, either result
+//!   carries `cache: {"ttl_ms": N, "key": ["header:x-conformance-cache"]}`. `modify_response` adds
 //!   `x-conformance-context` (the value of `context["conformance"]`, or `none`) and
 //!   `x-conformance-status` (the status it saw). `modify_error_response` keeps the status and
 //!   replaces headers and body with `content-type: application/json` and
@@ -51,12 +52,12 @@ use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use gatekeeper_rpc::methods::{
-    AddBackendParams, AddUpstreamParams, EventMetricHook, EventMetricParams, GetBackendParams,
-    GetBackendResult, Method, ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult,
-    ModifyResponseParams, ModifyResponseResult, PluginMetricHook, PluginMetricParams, PluginType,
-    ProfilingMetricHook, ProfilingMetricParams, RemoveBackendParams, RemoveUpstreamParams,
-    RequestMetricHook, RequestMetricParams, RouteRequestParams, RouteRequestResult,
-    UpstreamMetricHook, UpstreamMetricParams,
+    AddBackendParams, AddUpstreamParams, CacheKeyPart, EventMetricHook, EventMetricParams,
+    GetBackendParams, GetBackendResult, Method, ModifyErrorResponseParams, ModifyRequestParams,
+    ModifyRequestResult, ModifyResponseParams, ModifyResponseResult, PluginMetricHook,
+    PluginMetricParams, PluginType, ProfilingMetricHook, ProfilingMetricParams,
+    RemoveBackendParams, RemoveUpstreamParams, RequestMetricHook, RequestMetricParams,
+    RouteRequestParams, RouteRequestResult, UpstreamMetricHook, UpstreamMetricParams,
 };
 use gatekeeper_rpc::types::{header, set_header, Backend, HttpResponse, Object, Upstream};
 use serde_json::Value;
@@ -79,6 +80,9 @@ pub const DEFAULT_SDK: &str = "rust";
 
 /// Request header: answer directly with this status.
 pub const RESPOND_HEADER: &str = "x-conformance-respond";
+/// The request header whose value (milliseconds) makes `modify_request` results cacheable, keyed
+/// by this header.
+pub const CACHE_HEADER: &str = "x-conformance-cache";
 /// Request header: the upstream a router picks.
 pub const UPSTREAM_HEADER: &str = "x-conformance-upstream";
 /// Request header: the backend a loadbalancer picks.
@@ -283,30 +287,37 @@ impl ModifierPlugin for Conformance {
     ) -> Result<ModifyRequestResult, HookError> {
         let sdk = self.sdk();
         let mut request = params.request;
+        let cache_ms = match header(&request.headers, CACHE_HEADER) {
+            Some(ms) => Some(ms.trim().parse::<u64>().map_err(|_| {
+                HookError::invalid_params(format!("{CACHE_HEADER} is not a number: `{ms}`"))
+            })?),
+            None => None,
+        };
+        let cached = |result: ModifyRequestResult| match cache_ms {
+            Some(ms) => result.cached(
+                std::time::Duration::from_millis(ms),
+                [CacheKeyPart::header(CACHE_HEADER)],
+            ),
+            None => result,
+        };
         if let Some(status) = header(&request.headers, RESPOND_HEADER) {
             let status: u16 = status.trim().parse().map_err(|_| {
                 HookError::invalid_params(format!("{RESPOND_HEADER} is not a status: `{status}`"))
             })?;
-            return Ok(ModifyRequestResult {
-                request: None,
-                response: Some(HttpResponse {
-                    status,
-                    headers: vec![(SDK_HEADER.to_owned(), sdk.clone())],
-                    body: Some(format!("answered by {sdk}")),
-                    body_base64: None,
-                    body_omitted: false,
-                }),
-            });
+            return Ok(cached(ModifyRequestResult::respond(HttpResponse {
+                status,
+                headers: vec![(SDK_HEADER.to_owned(), sdk.clone())],
+                body: Some(format!("answered by {sdk}")),
+                body_base64: None,
+                body_omitted: false,
+            })));
         }
         set_header(&mut request.headers, SDK_HEADER, sdk.clone());
         request.context.insert(
             CONTEXT_KEY.to_owned(),
             Value::String(format!("seen by {sdk}")),
         );
-        Ok(ModifyRequestResult {
-            request: Some(request),
-            response: None,
-        })
+        Ok(cached(ModifyRequestResult::forward(request)))
     }
 
     async fn modify_response(

@@ -64,6 +64,7 @@ impl ModifierPlugin for Tagger {
             .unwrap_or_default();
         set_header(&mut request.headers, "x-tag", tag);
         Ok(ModifyRequestResult {
+            cache: None,
             request: Some(request),
             response: None,
         })
@@ -340,6 +341,7 @@ impl ModifierPlugin for Upper {
         };
         request.set_body_bytes(&body.to_ascii_uppercase());
         Ok(ModifyRequestResult {
+            cache: None,
             request: Some(request),
             response: None,
         })

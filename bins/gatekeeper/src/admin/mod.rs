@@ -27,12 +27,15 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 use crate::config::{AdminSocket, Settings};
+use crate::plugins::PluginCaches;
 use crate::prometheus::{Prometheus, PrometheusExporter};
 
 /// What exists once gatekeeper is ready.
 pub struct Live {
     /// Every plugin, in the configured order.
     pub plugins: Vec<PluginHandle>,
+    /// The plugins' decision caches.
+    pub caches: PluginCaches,
     /// Every listener's name and bound address.
     pub listeners: Vec<(String, SocketAddr)>,
     /// The metrics pipeline (for its dropped-records count).
@@ -148,6 +151,7 @@ impl Operations {
     pub fn ready(
         &self,
         plugins: Vec<PluginHandle>,
+        caches: PluginCaches,
         listeners: Vec<(String, SocketAddr)>,
         metrics: Metrics,
     ) {
@@ -155,11 +159,13 @@ impl Operations {
             prometheus.attach(
                 self.admin.registry.clone(),
                 plugins.clone(),
+                caches.clone(),
                 metrics.clone(),
             );
         }
         self.admin.live.store(Some(Arc::new(Live {
             plugins,
+            caches,
             listeners,
             metrics,
         })));

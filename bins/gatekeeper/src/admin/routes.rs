@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use gatekeeper_plugin_host::{PluginHandle, PluginStatus};
 use gatekeeper_proxy::registry::BackendEntry;
+use gatekeeper_proxy::DecisionCache;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -187,8 +188,9 @@ pub fn status_word(status: PluginStatus) -> &'static str {
     }
 }
 
-fn plugin_json(handle: &PluginHandle) -> Value {
+fn plugin_json(handle: &PluginHandle, cache: Option<&DecisionCache>) -> Value {
     let state = handle.state();
+    let cache = cache.map(DecisionCache::stats).unwrap_or_default();
     let mean_latency_us = state.latency_us_total.checked_div(state.calls).unwrap_or(0);
     json!({
         "name": handle.name(),
@@ -205,6 +207,7 @@ fn plugin_json(handle: &PluginHandle) -> Value {
         "bad_results": state.bad_results,
         "retries": state.retries,
         "mean_latency_us": mean_latency_us,
+        "cache": { "hits": cache.hits, "misses": cache.misses, "entries": cache.entries },
         "config_error": state.config_error.as_ref().map(|r| r.message.clone()),
         "config_error_since": state.config_error.as_ref().and_then(|r| r.at.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
         "processes": state.instances.iter().map(|instance| json!({
@@ -221,7 +224,12 @@ fn plugins(admin: &Admin) -> Value {
         .live
         .load()
         .as_deref()
-        .map(|live| live.plugins.iter().map(plugin_json).collect())
+        .map(|live| {
+            live.plugins
+                .iter()
+                .map(|p| plugin_json(p, live.caches.of(p.name())))
+                .collect()
+        })
         .unwrap_or_else(|| json!([]))
 }
 
@@ -264,6 +272,10 @@ fn restart_plugin(admin: &Admin, name: &str) -> Reply {
                 status_word(handle.state().status)
             ),
         );
+    }
+    // Its decisions are the old processes': the restarted ones decide anew.
+    if let Some(cache) = live.as_deref().and_then(|live| live.caches.of(name)) {
+        cache.clear();
     }
     tracing::info!(
         plugin = name,

@@ -1,8 +1,10 @@
 //! Modifier, router and loadbalancer plugins as the proxy's plugin port: [`PluginHook`]
 //! implements [`Plugin`] once, whatever the plugin's type, on top of the plugin host.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
-use gatekeeper_proxy::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
+use gatekeeper_proxy::{DecisionCache, FailurePolicy, HookError, Parsed, Plugin, RawCall};
 
 use super::MeteredPlugin;
 
@@ -10,12 +12,17 @@ use super::MeteredPlugin;
 pub struct PluginHook {
     plugin: MeteredPlugin,
     failure: FailurePolicy,
+    cache: Arc<DecisionCache>,
 }
 
 impl PluginHook {
-    /// Wraps a running plugin.
-    pub fn new(plugin: MeteredPlugin, failure: FailurePolicy) -> Self {
-        PluginHook { plugin, failure }
+    /// Wraps a running plugin, with its decision cache.
+    pub fn new(plugin: MeteredPlugin, failure: FailurePolicy, cache: Arc<DecisionCache>) -> Self {
+        PluginHook {
+            plugin,
+            failure,
+            cache,
+        }
     }
 }
 
@@ -38,6 +45,13 @@ impl Plugin for PluginHook {
 
     fn failure_policy(&self) -> FailurePolicy {
         self.failure
+    }
+
+    /// The plugin's decision cache, cleared first if the plugin restarted since the last call.
+    fn decision_cache(&self) -> Option<&DecisionCache> {
+        self.cache
+            .clear_on_new_epoch(self.plugin.handle().restarts());
+        Some(&self.cache)
     }
 
     fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {

@@ -282,6 +282,7 @@ pub struct FakePlugin {
     policy: gatekeeper_proxy::FailurePolicy,
     available: bool,
     hooks: Vec<(&'static str, FakeHook)>,
+    cache: Option<Arc<gatekeeper_proxy::DecisionCache>>,
 }
 
 impl FakePlugin {
@@ -292,6 +293,7 @@ impl FakePlugin {
             policy,
             available: true,
             hooks: Vec::new(),
+            cache: None,
         }
     }
 
@@ -323,6 +325,12 @@ impl FakePlugin {
         self
     }
 
+    /// Honours its results' `cache` instructions in `cache` (default: no decision cache).
+    pub fn with_decision_cache(mut self, cache: Arc<gatekeeper_proxy::DecisionCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// The plugin, for a hooks snapshot.
     pub fn build(self) -> Arc<dyn Plugin> {
         Arc::new(self)
@@ -344,6 +352,10 @@ impl Plugin for FakePlugin {
 
     fn failure_policy(&self) -> gatekeeper_proxy::FailurePolicy {
         self.policy
+    }
+
+    fn decision_cache(&self) -> Option<&gatekeeper_proxy::DecisionCache> {
+        self.cache.as_deref()
     }
 
     fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {

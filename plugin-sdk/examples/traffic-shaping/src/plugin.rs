@@ -225,11 +225,13 @@ impl ModifierPlugin for TrafficShaping {
                     .context
                     .insert(CONTEXT_KEY.to_owned(), Value::String(marker));
                 Ok(ModifyRequestResult {
+                    cache: None,
                     request: Some(request),
                     response: None,
                 })
             }
             None => Ok(ModifyRequestResult {
+                cache: None,
                 request: None,
                 response: Some(busy()),
             }),

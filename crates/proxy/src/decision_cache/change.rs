@@ -1,0 +1,197 @@
+//! A cached `modify_request` decision and how it is replayed: unchanged, the same direct
+//! answer, or the *changes* a modifier made to the request ([`RequestChange`], computed by
+//! comparing the request sent with the one returned) applied to another request, never the
+//! old request's other parts.
+
+use gatekeeper_rpc::types::{HttpRequest, HttpResponse};
+use serde_json::Value;
+
+/// What a modifier decided, in a form that can be replayed on another request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Decision {
+    /// `{}`: the request goes on unchanged.
+    Unchanged,
+    /// A direct answer (e.g. a 401).
+    Respond(HttpResponse),
+    /// The changes the returned request made.
+    Change(RequestChange),
+}
+
+/// The changes a modifier made to a request: each field is `Some` when it changed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct RequestChange {
+    method: Option<String>,
+    host: Option<String>,
+    path: Option<String>,
+    prefixless_path: Option<String>,
+    query: Option<Option<String>>,
+    upstream: Option<Option<String>>,
+    /// Headers whose values changed: the lowercased name and its new values (none: removed).
+    headers: Vec<(String, Vec<String>)>,
+    /// Context keys set (`Some`) or removed (`None`).
+    context: Vec<(String, Option<Value>)>,
+    body_base64: Option<String>,
+}
+
+/// `new` if it differs from `old`.
+fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+    (old != new).then(|| new.clone())
+}
+
+/// The values of a header, in order (name compared case-insensitively).
+fn values_of(headers: &[(String, String)], name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+impl RequestChange {
+    /// What changed from `sent` to `returned`.
+    pub(crate) fn between(sent: &HttpRequest, returned: &HttpRequest) -> Self {
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in sent.headers.iter().chain(&returned.headers) {
+            let lower = name.to_ascii_lowercase();
+            if !names.contains(&lower) {
+                names.push(lower);
+            }
+        }
+        let headers = names
+            .into_iter()
+            .filter_map(|name| {
+                let new = values_of(&returned.headers, &name);
+                (values_of(&sent.headers, &name) != new).then_some((name, new))
+            })
+            .collect();
+        let mut context: Vec<(String, Option<Value>)> = returned
+            .context
+            .iter()
+            .filter(|(key, value)| sent.context.get(*key) != Some(*value))
+            .map(|(key, value)| (key.clone(), Some(value.clone())))
+            .collect();
+        context.extend(
+            sent.context
+                .keys()
+                .filter(|key| !returned.context.contains_key(*key))
+                .map(|key| (key.clone(), None)),
+        );
+        let body_base64 = match &returned.body_base64 {
+            Some(body) if sent.body_base64.as_ref() != Some(body) => Some(body.clone()),
+            _ => None,
+        };
+        RequestChange {
+            method: changed(&sent.method, &returned.method),
+            host: changed(&sent.host, &returned.host),
+            path: changed(&sent.path, &returned.path),
+            prefixless_path: changed(&sent.prefixless_path, &returned.prefixless_path),
+            query: changed(&sent.query, &returned.query),
+            upstream: changed(&sent.upstream, &returned.upstream),
+            headers,
+            context,
+            body_base64,
+        }
+    }
+
+    /// Applies the changes to `request`; its other parts stay as they are.
+    pub(crate) fn apply(&self, request: &mut HttpRequest) {
+        let set = |target: &mut String, value: &Option<String>| {
+            if let Some(value) = value {
+                target.clone_from(value);
+            }
+        };
+        set(&mut request.method, &self.method);
+        set(&mut request.host, &self.host);
+        set(&mut request.path, &self.path);
+        set(&mut request.prefixless_path, &self.prefixless_path);
+        if let Some(query) = &self.query {
+            request.query.clone_from(query);
+        }
+        if let Some(upstream) = &self.upstream {
+            request.upstream.clone_from(upstream);
+        }
+        for (name, values) in &self.headers {
+            request
+                .headers
+                .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            request
+                .headers
+                .extend(values.iter().map(|v| (name.clone(), v.clone())));
+        }
+        for (key, value) in &self.context {
+            match value {
+                Some(value) => {
+                    request.context.insert(key.clone(), value.clone());
+                }
+                None => {
+                    request.context.remove(key);
+                }
+            }
+        }
+        if let Some(body) = &self.body_base64 {
+            request.body_base64 = Some(body.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            method: "GET".into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..HttpRequest::default()
+        }
+    }
+
+    #[test]
+    fn a_change_replays_only_what_the_modifier_changed() {
+        let mut sent = request("/a", &[("authorization", "t1"), ("x-drop", "1")]);
+        sent.context.insert("gone".into(), json!(1));
+        let mut returned = sent.clone();
+        returned.headers.retain(|(n, _)| n != "x-drop");
+        returned.headers.push(("x-user".into(), "alice".into()));
+        returned.context.remove("gone");
+        returned.context.insert("user".into(), json!("alice"));
+        returned.query = Some("v=1".into());
+        let change = RequestChange::between(&sent, &returned);
+
+        let mut other = request(
+            "/b",
+            &[("authorization", "t1"), ("X-Drop", "2"), ("x-keep", "k")],
+        );
+        other.context.insert("gone".into(), json!(2));
+        change.apply(&mut other);
+        assert_eq!(other.path, "/b", "the old request's path is not replayed");
+        assert_eq!(other.query.as_deref(), Some("v=1"));
+        assert_eq!(
+            other.headers,
+            vec![
+                ("authorization".to_owned(), "t1".to_owned()),
+                ("x-keep".to_owned(), "k".to_owned()),
+                ("x-user".to_owned(), "alice".to_owned()),
+            ]
+        );
+        assert_eq!(other.context.get("user"), Some(&json!("alice")));
+        assert!(!other.context.contains_key("gone"));
+    }
+
+    #[test]
+    fn an_identical_request_is_an_empty_change() {
+        let sent = request("/a", &[("a", "1"), ("a", "2")]);
+        let change = RequestChange::between(&sent, &sent.clone());
+        assert_eq!(change, RequestChange::default());
+        let mut other = request("/b", &[("A", "3")]);
+        let before = other.clone();
+        change.apply(&mut other);
+        assert_eq!(other, before);
+    }
+}
