@@ -4,7 +4,8 @@
 #   loopback auth service (nginx's one-external-hook-per-request path) · gatekeeper without
 #   plugins · gatekeeper with one Rust modifier hook per request · gatekeeper with request-id
 #   (two hooks per request: modify_request and modify_response) · gatekeeper with a Python and a
-#   Node modifier (one hook per request, scripts/bench-plugins).
+#   Node modifier (one hook per request, scripts/bench-plugins) · the token-auth example with
+#   1,000 tokens, without and with the decision cache (and the cache's hit ratio).
 # And the yardstick (bench/yardstick): a minimal reverse proxy on hyper 1, the bar gatekeeper is
 # judged against (column vs_yard).
 # Then the same at concurrency 1, to show what one hook adds to the median latency.
@@ -135,6 +136,9 @@ NGINX_TLS_PORT=$(free_port)
 HAPROXY_TLS_PORT=$(free_port)
 GK_TLS_PORT=$(free_port)
 YARD_PORT=$(free_port)
+GK_AUTH_PORT=$(free_port)
+GK_AUTH_CACHED_PORT=$(free_port)
+GK_AUTH_METRICS_PORT=$(free_port)
 
 # One self-signed certificate for every TLS terminator (RSA 2048, as most sites still serve).
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.test \
@@ -256,9 +260,37 @@ GK_HOOK_PID=$!
 PIDS+=($!)
 YARD_PID=$!
 
+# Decision caching: the token-auth example (Python) checking one of 1,000 bearer tokens per
+# request, without the cache (cache_ttl 0: every request calls the plugin) and with it
+# (cache_ttl 30 s: gatekeeper reuses a decision per Authorization header). The cached one's
+# /metrics gives the hit ratio.
+for ((i = 1; i <= 1000; i++)); do printf 'bench-token-%04d\n' "$i"; done >"$WORK/tokens.txt"
+cat >"$WORK/tokens.lua" <<'LUA'
+-- Each request carries one of 1,000 valid tokens, spread evenly (a stride through them).
+local n = 0
+request = function()
+  n = n + 1
+  local token = string.format("bench-token-%04d", (n * 7919) % 1000 + 1)
+  return wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. token })
+end
+LUA
+printf 'metrics_listen = "127.0.0.1:%s"\n' "$GK_AUTH_METRICS_PORT" >"$WORK/auth-cached.toml"
+for variant in uncached cached; do
+  port=$GK_AUTH_PORT ttl=0 config=()
+  if [[ $variant == cached ]]; then
+    port=$GK_AUTH_CACHED_PORT ttl=30 config=(--config "$WORK/auth-cached.toml")
+  fi
+  "$BIN/gatekeeper" "${config[@]}" --listen "127.0.0.1:$port" --log warn --workers 1 --admin-socket "" \
+    --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
+    --modifier-plugin "python3 $PWD/plugin-sdk/examples/token-auth/token_auth.py" \
+    --modifier-tokens_file "$WORK/tokens.txt" --modifier-cache_ttl "$ttl" &
+  PIDS+=($!)
+done
+
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AUTH_PORT" "$NGINX_AUTH_PORT" \
   "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" \
-  "$NGINX_TLS_PORT" "$HAPROXY_TLS_PORT" "$GK_TLS_PORT" "$YARD_PORT"; do wait_port "$port"; done
+  "$NGINX_TLS_PORT" "$HAPROXY_TLS_PORT" "$GK_TLS_PORT" "$YARD_PORT" "$GK_AUTH_PORT" \
+  "$GK_AUTH_CACHED_PORT"; do wait_port "$port"; done
 for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" "$YARD_PORT"; do
   url="http://127.0.0.1:$port/b/"
   for ((i = 0; i < 50; i++)); do
@@ -281,8 +313,10 @@ CASES=()
 run_case() {
   local name=$1 url=$2 connections=${3:-$CONNECTIONS} threads=${4:-$THREADS} out
   echo "==> $name: wrk -t$threads -c$connections -d$DURATION $url" >&2
-  wrk -t"$threads" -c"$connections" -d2s --latency "$url" >/dev/null 2>&1 || true # warm-up
-  out=$(wrk -t"$threads" -c"$connections" -d"$DURATION" --latency "$url")
+  local script=()
+  [[ -n ${WRK_SCRIPT:-} ]] && script=(-s "$WRK_SCRIPT")
+  wrk -t"$threads" -c"$connections" -d2s --latency "${script[@]}" "$url" >/dev/null 2>&1 || true # warm-up
+  out=$(wrk -t"$threads" -c"$connections" -d"$DURATION" --latency "${script[@]}" "$url")
   if grep -q 'Non-2xx' <<<"$out"; then echo "$out" >&2; echo "$name: non-2xx responses" >&2; exit 1; fi
   RPS[$name]=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
   P50[$name]=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -395,6 +429,9 @@ if wants plain; then
   run_case gatekeeper+request-id "http://127.0.0.1:$GK_RID_PORT/b/"
   run_case gatekeeper+python-hook "http://127.0.0.1:$GK_PY_PORT/b/"
   run_case gatekeeper+node-hook "http://127.0.0.1:$GK_NODE_PORT/b/"
+  WRK_SCRIPT=$WORK/tokens.lua run_case gatekeeper+token-auth "http://127.0.0.1:$GK_AUTH_PORT/b/"
+  WRK_SCRIPT=$WORK/tokens.lua run_case gatekeeper+token-auth+cache "http://127.0.0.1:$GK_AUTH_CACHED_PORT/b/"
+  CACHE_METRICS=$(curl -s "http://127.0.0.1:$GK_AUTH_METRICS_PORT/metrics")
   run_case c1:nginx "http://127.0.0.1:$NGINX_PORT/b/" 1 1
   run_case c1:yardstick "http://127.0.0.1:$YARD_PORT/b/" 1 1
   run_case c1:nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/" 1 1
@@ -439,7 +476,7 @@ if ((${#CASES[@]})); then
   echo "h2: h2load, HTTP/2 over TLS, 10 streams per connection, where p50/p99 show the mean/max request time)"
   echo "backend: nginx returning 200 \"ok\"; ratios compare rows of the same kind (c1 with c1, h2 with h2);"
   echo "yardstick: a minimal hyper 1 reverse proxy (bench/yardstick)"
-  printf '%-24s %12s %10s %10s %9s %9s %9s %9s\n' case req/s p50_us p99_us vs_nginx vs_gk vs_auth vs_yard
+  printf '%-28s %12s %10s %10s %9s %9s %9s %9s\n' case req/s p50_us p99_us vs_nginx vs_gk vs_auth vs_yard
   for name in "${CASES[@]}"; do
     prefix=""; [[ $name == *:* ]] && prefix="${name%%:*}:"
     ng=${RPS[${prefix}nginx]:-}; gk=${RPS[${prefix}gatekeeper]:-}; au=${RPS[${prefix}nginx+auth_request]:-}
@@ -447,7 +484,7 @@ if ((${#CASES[@]})); then
     awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" \
         -v ng="$ng" -v gk="$gk" -v au="$au" -v yd="$yd" '
       function ratio(x) { return x > 0 ? sprintf("%8.2fx", r / x) : sprintf("%9s", "-") }
-      BEGIN { printf "%-24s %12.0f %10.0f %10.0f %s %s %s %s\n", n, r, a, b, ratio(ng), ratio(gk), ratio(au), ratio(yd) }'
+      BEGIN { printf "%-28s %12.0f %10.0f %10.0f %s %s %s %s\n", n, r, a, b, ratio(ng), ratio(gk), ratio(au), ratio(yd) }'
   done
 fi
 if [[ -n ${P50[c1:gatekeeper+1hook]:-} ]]; then
@@ -458,6 +495,12 @@ if [[ -n ${P50[c1:gatekeeper+1hook]:-} ]]; then
     awk -v with="${P50[c1:nginx+auth_request]}" -v without="${P50[c1:nginx]}" \
       'BEGIN { printf "nginx auth_request adds %.0f us at p50 (concurrency 1)\n", with - without }'
   fi
+fi
+if [[ -n ${CACHE_METRICS:-} ]]; then
+  echo
+  awk '$1 ~ /^gatekeeper_plugin_cache_hits_total/ { hits += $2 }
+       $1 ~ /^gatekeeper_plugin_cache_misses_total/ { misses += $2 }
+       END { if (hits + misses > 0) printf "token-auth+cache (1,000 tokens, warm-up included): %d hits, %d misses, hit ratio %.4f\n", hits, misses, hits / (hits + misses) }' <<<"$CACHE_METRICS"
 fi
 if [[ -n ${FLOOR_P50[blocking]:-} ]]; then
   echo
