@@ -13,7 +13,7 @@
 pub(crate) mod change;
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,6 @@ struct Store {
     entries: LruCache<EntryKey, Entry>,
     /// The keys the plugin named, most recent first.
     shapes: Vec<(&'static str, Arc<[CacheKeyPart]>)>,
-    epoch: u64,
 }
 
 /// Counts of a plugin's decision cache.
@@ -73,6 +72,12 @@ pub struct DecisionCache {
     store: Mutex<Store>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The epoch (the plugin's restart count) the entries belong to; read without the lock on
+    /// every call, so a cache that need not be cleared is not locked.
+    epoch: AtomicU64,
+    /// Whether any decision was kept since the last clear: while not, a lookup is a miss
+    /// without taking the lock (the common case: a plugin that never asks for caching).
+    holds_decisions: AtomicBool,
 }
 
 impl Default for DecisionCache {
@@ -125,10 +130,11 @@ impl DecisionCache {
             store: Mutex::new(Store {
                 entries: LruCache::new(capacity),
                 shapes: Vec::new(),
-                epoch: 0,
             }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            holds_decisions: AtomicBool::new(false),
         }
     }
 
@@ -141,16 +147,14 @@ impl DecisionCache {
         let mut store = self.store();
         store.entries.clear();
         store.shapes.clear();
+        self.holds_decisions.store(false, Ordering::Release);
     }
 
     /// Clears the cache when `epoch` (e.g. the plugin's restart count) differs from the one
     /// last given.
     pub fn clear_on_new_epoch(&self, epoch: u64) {
-        let mut store = self.store();
-        if store.epoch != epoch {
-            store.epoch = epoch;
-            store.entries.clear();
-            store.shapes.clear();
+        if self.epoch.swap(epoch, Ordering::AcqRel) != epoch {
+            self.clear();
         }
     }
 
@@ -175,16 +179,15 @@ impl DecisionCache {
         request: &HttpRequest,
         now: Instant,
     ) -> Option<Decision> {
+        if !self.holds_decisions.load(Ordering::Acquire) {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         let mut store = self.store();
-        let shapes: Vec<Arc<[CacheKeyPart]>> = store
-            .shapes
-            .iter()
-            .filter(|(h, _)| *h == hook)
-            .map(|(_, parts)| parts.clone())
-            .collect();
-        for parts in &shapes {
+        let Store { entries, shapes } = &mut *store;
+        for (_, parts) in shapes.iter().filter(|(h, _)| *h == hook) {
             let key = key_of(hook, parts, request);
-            let expired = match store.entries.get(&key) {
+            let expired = match entries.get(&key) {
                 Some(entry) if entry.expires > now => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     return Some(entry.decision.clone());
@@ -193,7 +196,7 @@ impl DecisionCache {
                 None => false,
             };
             if expired {
-                store.entries.pop(&key);
+                entries.pop(&key);
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -246,6 +249,7 @@ impl DecisionCache {
         let key = key_of(hook, &parts, request);
         let expires = now + ttl;
         store.entries.put(key, Entry { decision, expires });
+        self.holds_decisions.store(true, Ordering::Release);
     }
 }
 
