@@ -44,29 +44,9 @@ pub(crate) fn record_refused(
         return;
     }
     let record = RequestRecord {
-        metrics: metrics.clone(),
-        start: Instant::now(),
-        time_ms: now_ms(),
-        listener: connection.listener.to_string(),
-        method: "-".into(),
-        host: String::new(),
-        path: "-".into(),
-        client: connection.remote.ip().to_string(),
-        query: None,
-        version: "-".into(),
-        user_agent: None,
-        referer: None,
-        sni: connection.sni.as_deref().map(str::to_string),
-        tls_version: connection.tls_version,
-        tls_cipher: connection.tls_cipher,
-        phases: Phases::default(),
-        upstream: None,
-        backend: None,
         error: Some(error),
         status,
-        request_id: None,
-        retries: 0,
-        bytes_in: Arc::default(),
+        ..RequestRecord::of_connection(metrics, connection, ["-".into(), "-".into(), "-".into()])
     };
     Box::new(record).finish(0);
 }
@@ -108,26 +88,26 @@ pub(crate) struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// Starts measuring a request that just arrived (and records `request_accepted`).
-    pub(crate) fn start(
+    /// A record started now with what the connection knows, and the request line's `method`,
+    /// `path` and `version` (`-` when there is no request).
+    fn of_connection(
         metrics: &Metrics,
         connection: &ConnectionInfo,
-        parts: &Parts,
-    ) -> Box<Self> {
-        let headers = &parts.headers;
-        let record = RequestRecord {
+        [method, path, version]: [String; 3],
+    ) -> Self {
+        RequestRecord {
             metrics: metrics.clone(),
             start: Instant::now(),
             time_ms: now_ms(),
             listener: connection.listener.to_string(),
-            method: parts.method.as_str().to_string(),
-            host: request_host(parts).unwrap_or_default().to_string(),
-            path: parts.uri.path().to_string(),
+            method,
+            host: String::new(),
+            path,
             client: connection.remote.ip().to_string(),
-            query: parts.uri.query().map(str::to_string),
-            version: format!("{:?}", parts.version),
-            user_agent: header_text(headers, &USER_AGENT),
-            referer: header_text(headers, &REFERER),
+            query: None,
+            version,
+            user_agent: None,
+            referer: None,
             sni: connection.sni.as_deref().map(str::to_string),
             tls_version: connection.tls_version,
             tls_cipher: connection.tls_cipher,
@@ -136,9 +116,31 @@ impl RequestRecord {
             backend: None,
             error: None,
             status: 0,
-            request_id: header_text(headers, &X_REQUEST_ID),
+            request_id: None,
             retries: 0,
             bytes_in: Arc::default(),
+        }
+    }
+
+    /// Starts measuring a request that just arrived (and records `request_accepted`).
+    pub(crate) fn start(
+        metrics: &Metrics,
+        connection: &ConnectionInfo,
+        parts: &Parts,
+    ) -> Box<Self> {
+        let headers = &parts.headers;
+        let request_line = [
+            parts.method.as_str().to_string(),
+            parts.uri.path().to_string(),
+            format!("{:?}", parts.version),
+        ];
+        let record = RequestRecord {
+            host: request_host(parts).unwrap_or_default().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            user_agent: header_text(headers, &USER_AGENT),
+            referer: header_text(headers, &REFERER),
+            request_id: header_text(headers, &X_REQUEST_ID),
+            ..RequestRecord::of_connection(metrics, connection, request_line)
         };
         if metrics.wants(MetricKind::Event) {
             let mut attributes = Object::new();
