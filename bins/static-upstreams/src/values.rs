@@ -193,26 +193,7 @@ impl Visitor<'_> for ExpectedStatusVisitor {
 }
 
 fn check_expected_status(text: &str) -> Result<(), String> {
-    let status = |s: &str| -> Result<u16, String> {
-        s.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|n| (100..=599).contains(n))
-            .ok_or_else(|| format!("`{}` is not a status from 100 to 599", s.trim()))
-    };
-    for part in text.split(',') {
-        let part = part.trim();
-        if let Some(class) = part.strip_suffix("xx") {
-            status(&format!("{class}00"))?;
-        } else if let Some((first, last)) = part.split_once('-') {
-            if status(first)? > status(last)? {
-                return Err(format!("empty status range `{part}`"));
-            }
-        } else {
-            status(part)?;
-        }
-    }
-    Ok(())
+    gatekeeper_plugin_sdk::rpc::types::parse_expected_status(text).map(drop)
 }
 
 /// A duration in humantime syntax, more than 0. Parsed in the visitor so a bad value's error

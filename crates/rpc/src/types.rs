@@ -118,6 +118,37 @@ pub struct HealthCheck {
     pub expected_status: Option<String>,
 }
 
+/// Reads a [`HealthCheck::expected_status`]: comma-separated codes (`204`), ranges (`200-299`)
+/// and classes (`2xx`), statuses from 100 to 599. The one reading of the format: the proxy
+/// checks with it, and an upstream plugin can check its input with it before pushing.
+pub fn parse_expected_status(text: &str) -> Result<Vec<std::ops::RangeInclusive<u16>>, String> {
+    let status = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n))
+            .ok_or_else(|| format!("`{}` is not a status from 100 to 599", s.trim()))
+    };
+    let mut ranges = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let range = if let Some(class) = part.strip_suffix("xx").or(part.strip_suffix("XX")) {
+            let first = status(&format!("{class}00"))?;
+            first..=first + 99
+        } else if let Some((low, high)) = part.split_once('-') {
+            let (low, high) = (status(low)?, status(high)?);
+            if low > high {
+                return Err(format!("empty status range `{part}`"));
+            }
+            low..=high
+        } else {
+            let n = status(part)?;
+            n..=n
+        };
+        ranges.push(range);
+    }
+    Ok(ranges)
+}
+
 /// One instance of an upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Backend {

@@ -61,31 +61,7 @@ impl Default for ExpectedStatus {
 impl ExpectedStatus {
     /// Parses a comma-separated list of codes (`204`), ranges (`200-299`) and classes (`2xx`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let status = |s: &str| {
-            s.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|n| (100..=599).contains(n))
-                .ok_or_else(|| format!("`{}` is not a status from 100 to 599", s.trim()))
-        };
-        let mut ranges = Vec::new();
-        for part in text.split(',').map(str::trim) {
-            let range = if let Some(class) = part.strip_suffix("xx").or(part.strip_suffix("XX")) {
-                let first = status(&format!("{class}00"))?;
-                first..=first + 99
-            } else if let Some((low, high)) = part.split_once('-') {
-                let (low, high) = (status(low)?, status(high)?);
-                if low > high {
-                    return Err(format!("empty status range `{part}`"));
-                }
-                low..=high
-            } else {
-                let n = status(part)?;
-                n..=n
-            };
-            ranges.push(range);
-        }
-        Ok(ExpectedStatus(ranges))
+        gatekeeper_rpc::types::parse_expected_status(text).map(ExpectedStatus)
     }
 
     /// Whether `status` is expected.
