@@ -7,7 +7,6 @@
 //! Connections are strict peers ([`PeerConfig::close_on_violation`]): a protocol violation closes
 //! the connection and is logged with the plugin's name.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::config_status::ConfigStatus;
 use crate::manager::{is_manager_method, ManagerService};
 use crate::process::token_matches;
-use crate::state::Declared;
+use crate::state::{Declared, HookSet};
 
 /// A connection that passed its handshake.
 #[derive(Debug)]
@@ -134,7 +133,7 @@ impl Session {
             ));
         }
         let valid = hooks_of(context.plugin_type);
-        let mut hooks = HashSet::new();
+        let mut hooks = HookSet::default();
         for hook in params.hooks {
             if valid.contains(&hook.as_str()) {
                 hooks.insert(hook);
@@ -175,13 +174,9 @@ impl Session {
 
 /// The hooks of `bodies` that are valid body hooks of the plugin's type and declared in `hooks`;
 /// others are ignored with a warning.
-fn declared_bodies(
-    context: &SessionContext,
-    hooks: &HashSet<String>,
-    bodies: Vec<String>,
-) -> HashSet<String> {
+fn declared_bodies(context: &SessionContext, hooks: &HookSet, bodies: Vec<String>) -> HookSet {
     let valid = body_hooks_of(context.plugin_type);
-    let mut wanted = HashSet::new();
+    let mut wanted = HookSet::default();
     for hook in bodies {
         if valid.contains(&hook.as_str()) && hooks.contains(&hook) {
             wanted.insert(hook);
@@ -194,12 +189,8 @@ fn declared_bodies(
 
 /// The hooks of `no_retry` that are declared in `hooks` (so valid for the plugin's type); others
 /// are ignored with a warning.
-fn declared_no_retry(
-    context: &SessionContext,
-    hooks: &HashSet<String>,
-    no_retry: Vec<String>,
-) -> HashSet<String> {
-    let mut kept = HashSet::new();
+fn declared_no_retry(context: &SessionContext, hooks: &HookSet, no_retry: Vec<String>) -> HookSet {
+    let mut kept = HookSet::default();
     for hook in no_retry {
         if hooks.contains(&hook) {
             kept.insert(hook);

@@ -3,7 +3,6 @@
 //! answered-call counter), status, pid, current socket, restart and recycle counts; per plugin, the round-robin cursor and the call counters. Everything is atomics, so the
 //! call path takes no lock.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,11 +21,41 @@ use gatekeeper_rpc::warnings::RateLimitedWarning;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Declared {
     /// The hooks it implements (valid for its type).
-    pub(crate) hooks: HashSet<String>,
+    pub(crate) hooks: HookSet,
     /// The declared hooks that want the body (valid for its type).
-    pub(crate) bodies: HashSet<String>,
+    pub(crate) bodies: HookSet,
     /// The declared hooks not to retry after a crash or a stall (valid for its type).
-    pub(crate) no_retry: HashSet<String>,
+    pub(crate) no_retry: HookSet,
+}
+
+/// A few hook names. Asked on every request (whether a plugin has a hook, wants its body), so
+/// a short list compared by value: a plugin declares a handful at most, and hashing a name
+/// (SipHash) cost more than comparing them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HookSet(Vec<String>);
+
+impl HookSet {
+    /// Whether `hook` is in the set.
+    pub(crate) fn contains(&self, hook: &str) -> bool {
+        self.0.iter().any(|name| name == hook)
+    }
+
+    /// Adds `hook` unless it is there already.
+    pub(crate) fn insert(&mut self, hook: String) {
+        if !self.contains(&hook) {
+            self.0.push(hook);
+        }
+    }
+}
+
+impl FromIterator<String> for HookSet {
+    fn from_iter<I: IntoIterator<Item = String>>(hooks: I) -> Self {
+        let mut set = HookSet::default();
+        for hook in hooks {
+            set.insert(hook);
+        }
+        set
+    }
 }
 
 impl Declared {

@@ -13,6 +13,8 @@ pub(crate) struct ConnectionInfo {
     pub(crate) listener: Arc<str>,
     /// The client's address.
     pub(crate) remote: SocketAddr,
+    /// `remote` as text (`ip:port`), formatted once per connection for the plugins' views.
+    pub(crate) remote_text: Arc<str>,
     /// Whether the connection is TLS.
     #[allow(dead_code)] // for X-Forwarded-Proto and plugins
     pub(crate) tls: bool,

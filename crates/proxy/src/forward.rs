@@ -84,7 +84,7 @@ impl BackendClient {
 }
 
 /// Headers that apply to one connection only and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -95,20 +95,28 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Removes hop-by-hop headers: the standard ones and every header named in `Connection`.
+///
+/// Every request and response passes here and most carry none of them, or only
+/// `Connection: keep-alive`: one pass over the names (cheap comparisons of standard names)
+/// finds those present, and only they are removed (a removal hashes the name; removing each
+/// standard name cost about 2,500 of gatekeeper's 51,000 instructions per proxied request).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
-        }
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
     }
-    for name in &HOP_BY_HOP {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || listed.contains(name))
+        .cloned()
+        .collect();
+    for name in present {
         headers.remove(name);
     }
 }
@@ -235,6 +243,27 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn hop_by_hop_removal_sees_every_value_and_leaves_other_headers() {
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("close"));
+        h.append("connection", HeaderValue::from_static("x-one"));
+        h.append("x-one", HeaderValue::from_static("1"));
+        h.append("x-one", HeaderValue::from_static("2"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-two", HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-two"]);
+
+        // Nothing hop-by-hop: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("host", HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -28,17 +28,6 @@ use crate::port::Plugin;
 /// The default of `max_plugin_body`: the largest body sent to a plugin (1 MiB).
 pub const DEFAULT_MAX_PLUGIN_BODY: usize = 1024 * 1024;
 
-/// The request as a modifier's hook gets it: without `body_base64` unless it wants the body.
-fn request_for(request: &mut HttpRequest, wants_body: bool) -> HttpRequest {
-    if wants_body {
-        return request.clone();
-    }
-    let body = request.body_base64.take();
-    let sent = request.clone();
-    request.body_base64 = body;
-    sent
-}
-
 /// The request as response hooks get it: the request body only travels in `modify_request`.
 fn without_body(request: &HttpRequest) -> HttpRequest {
     let mut sent = request.clone();
@@ -224,17 +213,29 @@ impl Chain {
                 }
                 continue;
             }
+            // The request itself is sent (no copy), without its body unless the hook wants
+            // it, and taken back after the call.
             let wants_body = m.plugin().wants_body(ModifyRequest::NAME);
-            let params = ModifyRequestParams {
-                request: request_for(&mut request, wants_body),
+            let kept_body = if wants_body {
+                None
+            } else {
+                request.body_base64.take()
             };
+            let params = ModifyRequestParams { request };
             let call = m.call::<ModifyRequest>(&params);
-            match timed(&mut phases, m, ModifyRequest::NAME, call).await {
+            let outcome = timed(&mut phases, m, ModifyRequest::NAME, call).await;
+            if let (Ok(Some(result)), Some(cache)) = (&outcome, cache) {
+                if let Some(instruction) = &result.cache {
+                    let decision = decision_of(&params.request, result);
+                    cache.insert(ModifyRequest::NAME, &params.request, instruction, decision);
+                }
+            }
+            request = params.request;
+            if kept_body.is_some() {
+                request.body_base64 = kept_body;
+            }
+            match outcome {
                 Ok(Some(result)) => {
-                    if let (Some(cache), Some(instruction)) = (cache, &result.cache) {
-                        let decision = decision_of(&params.request, &result);
-                        cache.insert(ModifyRequest::NAME, &params.request, instruction, decision);
-                    }
                     if let Some(mut new) = result.request {
                         if new.body_base64.is_none() {
                             new.body_base64 = request.body_base64.take();

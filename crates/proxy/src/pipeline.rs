@@ -42,7 +42,6 @@ mod record;
 mod respond;
 mod route;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -82,9 +81,11 @@ pub(crate) async fn handle(
     };
     // The request keeps this snapshot until it is answered, across awaits.
     let hooks = arc_swap::Guard::into_inner(shared.hooks.load());
-    Exchange::new(shared, &hooks, measure, connection, parts, upgrade)
-        .run(body)
-        .await
+    // The exchange lives in this future and the phases borrow it: one copy of it, not one per
+    // nested future (every nested future is copied when first polled).
+    let mut exchange = Exchange::new(shared, &hooks, measure, connection, parts, upgrade);
+    let response = exchange.answer(body).await;
+    exchange.record(response)
 }
 
 /// The answer to a request the request checks refused: recorded (when measured), and with the
@@ -124,7 +125,6 @@ pub(crate) struct Exchange<'a> {
     hooks: &'a ActiveHooks,
     connection: &'a ConnectionInfo,
     listener: &'a str,
-    remote: SocketAddr,
     snapshot: Arc<Snapshot>,
     /// The request: the only copy (its URI is the client's until forwarded).
     parts: Parts,
@@ -188,7 +188,6 @@ impl<'a> Exchange<'a> {
             hooks,
             connection,
             listener: &connection.listener,
-            remote: connection.remote,
             snapshot: shared.registry.snapshot(),
             parts,
             context: Object::new(),
@@ -203,8 +202,9 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Runs the phases after the request checks; the response body finishes the record.
-    pub(crate) async fn run(mut self, body: Incoming) -> Response<ProxyBody> {
+    /// Runs the phases after the request checks: the answer, which [`Exchange::record`] then
+    /// hands the record to (the response body finishes it).
+    pub(crate) async fn answer(&mut self, body: Incoming) -> Response<ProxyBody> {
         let counter = self.record.as_ref().map(|r| r.bytes_in.clone());
         let mut response = self.phases(RequestBody::new(body, counter)).await;
         if self.proxy_error && !response.headers().contains_key(X_REQUEST_ID) {
@@ -212,7 +212,7 @@ impl<'a> Exchange<'a> {
                 response.headers_mut().insert(X_REQUEST_ID, id);
             }
         }
-        self.record(response)
+        response
     }
 
     /// The request's `X-Request-Id`: as forwarded, else as the parts have it now (the client's,
@@ -223,32 +223,36 @@ impl<'a> Exchange<'a> {
             .or_else(|| self.parts.headers.get(X_REQUEST_ID).cloned())
     }
 
+    /// The error and direct-answer paths are boxed (allocated only when taken), as is the
+    /// forwarding, so that this future stays small (measured with `-Zprint-type-sizes`).
     async fn phases(&mut self, body: RequestBody) -> Response<ProxyBody> {
         if self.parts.method == Method::CONNECT {
             let reject = Reject::Error(Kind::BadRequest, "CONNECT is not supported".into());
-            return self.modify_error(reject).await;
+            return Box::pin(self.modify_error(reject)).await;
         }
         let started = self.now();
         let routed = self.route().await;
         self.phase(started, |p, us| p.router_us = us);
         if let Err(reject) = routed {
-            return self.modify_error(reject).await;
+            return Box::pin(self.modify_error(reject)).await;
         }
         let body = match self.modify_request(body).await {
             Ok(Ok(body)) => body,
-            Ok(Err(answer)) => return self.respond(answer).await,
-            Err(reject) => return self.modify_error(reject).await,
+            Ok(Err(answer)) => return Box::pin(self.respond(answer)).await,
+            Err(reject) => return Box::pin(self.modify_error(reject)).await,
         };
         let started = self.now();
         let picked = self.pick_backend().await;
         self.phase(started, |p, us| p.loadbalancer_us = us);
         let (upstream, backend) = match picked {
             Ok(picked) => picked,
-            Err(reject) => return self.modify_error(reject).await,
+            Err(reject) => return Box::pin(self.modify_error(reject)).await,
         };
-        match self.forward(&upstream, backend, body).await {
+        // Boxed: forwarding (with retries and timeouts) is the largest phase; boxing it keeps
+        // the request's own future, which hyper moves into place, small.
+        match Box::pin(self.forward(&upstream, backend, body)).await {
             Ok(forwarded) => self.modify_response(&upstream, forwarded).await,
-            Err(reject) => self.modify_error(reject).await,
+            Err(reject) => Box::pin(self.modify_error(reject)).await,
         }
     }
 
@@ -279,7 +283,7 @@ impl<'a> Exchange<'a> {
         let path = parts.uri.path();
         HttpRequest {
             listener: self.listener.to_string(),
-            remote_addr: self.remote.to_string(),
+            remote_addr: self.connection.remote_text.to_string(),
             method: parts.method.as_str().to_string(),
             host: request_host(parts).unwrap_or_default().to_string(),
             path: path.to_string(),

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: panicking is how they fail
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::{PluginHandle, PluginStatus};
 use crate::error::PluginCallError;
-use crate::state::{Connections, Declared, Instance, Shared};
+use crate::state::{Connections, Declared, HookSet, Instance, Shared};
 
 /// Answers every request with a fixed result.
 struct Answers(&'static str);
@@ -61,7 +60,7 @@ fn publish(plugin: &PluginHandle, index: usize, result: &'static str) -> Peer {
     );
     let _plugin_side = Peer::spawn(theirs, Arc::new(Answers(result)), PeerConfig::default());
     let declared = Arc::new(Declared {
-        hooks: HashSet::from(["modify_request".to_owned()]),
+        hooks: HookSet::from_iter(["modify_request".to_owned()]),
         ..Declared::default()
     });
     let instance = &plugin.shared.instances[index];

@@ -119,6 +119,7 @@ pub(crate) async fn serve_connection(
         let info = ConnectionInfo {
             listener,
             remote,
+            remote_text: Arc::from(remote.to_string()),
             tls: false,
             sni: None,
             client_cert_subject: None,
@@ -156,6 +157,7 @@ pub(crate) async fn serve_connection(
     let info = ConnectionInfo {
         listener,
         remote,
+        remote_text: Arc::from(remote.to_string()),
         tls: true,
         sni: session.server_name().map(Arc::from),
         client_cert_subject: session
@@ -289,7 +291,10 @@ where
     C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(conn);
+    // Biased: the connection first, without a random draw per wake-up; the shutdown signal is
+    // still seen at the next wake-up.
     tokio::select! {
+        biased;
         result = conn.as_mut() => result,
         _ = stopped(&mut shutdown) => {
             graceful(conn.as_mut());

@@ -27,14 +27,26 @@ pub(super) type Answer = (HttpRequest, HttpResponse);
 
 impl Exchange<'_> {
     /// Runs the `modify_request` hooks: the body to forward, or a modifier's direct answer.
+    ///
+    /// The hook calls are boxed: their state (views, the chain's futures) then lives apart from
+    /// the request's future, which stays small for requests without such hooks (each nested
+    /// await copies its future, and every request's future is moved into hyper's slot).
     pub(super) async fn modify_request(
+        &mut self,
+        body: RequestBody,
+    ) -> Result<Result<RequestBody, Answer>, Reject> {
+        if !self.hooks.chain.has_hook(ModifyRequest::NAME) {
+            return Ok(Ok(body));
+        }
+        Box::pin(self.call_request_modifiers(body)).await
+    }
+
+    /// Calls the `modify_request` hooks and applies what they returned.
+    async fn call_request_modifiers(
         &mut self,
         mut body: RequestBody,
     ) -> Result<Result<RequestBody, Answer>, Reject> {
         let hooks = self.hooks;
-        if !hooks.chain.has_hook(ModifyRequest::NAME) {
-            return Ok(Ok(body));
-        }
         let sent_body = self.read_request_body(&mut body).await?;
         let view = self.request_view(sent_body.clone());
         let phases = self.record.as_mut().map(|r| &mut r.phases.modifiers);

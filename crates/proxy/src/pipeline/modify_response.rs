@@ -36,10 +36,21 @@ impl Exchange<'_> {
             Forwarded::Switched(switched) => return switched,
             Forwarded::Response(parts, body) => (parts, body),
         };
-        let hooks = self.hooks;
-        if !hooks.chain.has_hook(ModifyResponse::NAME) {
+        if !self.hooks.chain.has_hook(ModifyResponse::NAME) {
             return Response::from_parts(parts, body);
         }
+        // Boxed, as in `modify_request`: the hooks' state stays out of the request's future.
+        Box::pin(self.call_response_modifiers(upstream, parts, body)).await
+    }
+
+    /// Calls the `modify_response` hooks and applies what they returned.
+    async fn call_response_modifiers(
+        &mut self,
+        upstream: &Arc<UpstreamEntry>,
+        parts: response::Parts,
+        body: ProxyBody,
+    ) -> Response<ProxyBody> {
+        let hooks = self.hooks;
         let mut view = HttpResponse::new(parts.status.as_u16(), headers_to_view(&parts.headers));
         let timeout = self.shared.timeout(upstream);
         let body = match self.read_response_body(body, &mut view, timeout).await {
