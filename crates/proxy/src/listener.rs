@@ -40,6 +40,7 @@ mod control;
 mod error;
 mod plan;
 mod proxy;
+mod tls_connection;
 
 pub use control::ListenerControl;
 pub use error::ListenerError;

@@ -1,4 +1,5 @@
-//! One client connection: the TLS handshake on TLS listeners, HTTP/1.1 or HTTP/2 (by ALPN; plain
+//! One client connection: HTTP/1.1 or HTTP/2 (by ALPN, after the TLS handshake of
+//! `tls_connection` on TLS listeners; plain
 //! listeners speak HTTP/1.1), the connection's timers, and graceful shutdown.
 //!
 //! The timers live in [`WatchedIo`], a wrapper around the connection's byte stream that sees
@@ -42,13 +43,13 @@ use crate::connection_info::ConnectionInfo;
 use crate::metrics::listener_stats::{ListenerCounters, OpenConnection};
 use crate::service::Shared;
 use crate::timing::record_refused;
-use crate::tls::client_cert::{set_client_cert_header, subject_of};
+use crate::tls::client_cert::set_client_cert_header;
 use crate::tls::TlsListener;
 use crate::ProxyConfig;
 
 /// The HTTP versions a connection can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(super) enum Protocol {
     Http1,
     Http2,
 }
@@ -60,7 +61,7 @@ const HYPER_DEFAULT_MAX_BUF: usize = 8192 + 4096 * 100;
 pub(crate) struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-    header_read_timeout: Duration,
+    pub(super) header_read_timeout: Duration,
     keepalive_idle: Duration,
 }
 
@@ -110,7 +111,7 @@ pub(crate) async fn serve_connection(
     remote: SocketAddr,
     context: Arc<ListenerContext>,
     permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let listener = context.name.clone();
     let (shared, protocols) = (context.shared.clone(), &context.protocols);
@@ -130,48 +131,19 @@ pub(crate) async fn serve_connection(
         let io = WatchedIo::new(stream, Protocol::Http1, permit, open, protocols);
         return serve_http(io, info, None, shared, protocols, shutdown).await;
     };
-    // The handshake has the head's time limit: a client that stalls in it is dropped.
-    let handshake =
-        tokio::time::timeout(protocols.header_read_timeout, tls.acceptor().accept(stream));
-    let stream = tokio::select! {
-        result = handshake => match result {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                open.counters().tls_handshake_failed();
-                tracing::debug!(%remote, %listener, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                open.counters().tls_handshake_failed();
-                tracing::debug!(%remote, %listener, "TLS handshake timed out");
-                return;
-            }
-        },
-        _ = stopped(&mut shutdown) => return,
-    };
-    let (_, session) = stream.get_ref();
-    let protocol = match session.alpn_protocol() {
-        Some(b"h2") => Protocol::Http2,
-        _ => Protocol::Http1,
-    };
-    let info = ConnectionInfo {
-        listener,
+    // Boxed: the TLS handshake and stream make the connection's task about twice as large,
+    // and plain connections should not carry that (measured with `-Zprint-type-sizes`).
+    let connection = super::tls_connection::TlsConnection {
+        stream,
         remote,
-        remote_text: Arc::from(remote.to_string()),
-        tls: true,
-        sni: session.server_name().map(Arc::from),
-        client_cert_subject: session
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(subject_of),
-        tls_version: session.protocol_version().and_then(|v| v.as_str()),
-        tls_cipher: session
-            .negotiated_cipher_suite()
-            .and_then(|suite| suite.suite().as_str()),
-        shutdown: shutdown.clone(),
+        listener,
+        permit,
+        open,
     };
-    let io = WatchedIo::new(stream, protocol, permit, open, protocols);
-    serve_http(io, info, Some(tls.clone()), shared, protocols, shutdown).await;
+    Box::pin(super::tls_connection::serve_tls(
+        connection, tls, shared, protocols, shutdown,
+    ))
+    .await;
 }
 
 /// The status hyper answered a request it could not parse with, and the error kind recorded
@@ -193,7 +165,7 @@ fn refused_by_hyper(error: &hyper::Error) -> Option<(u16, &'static str)> {
 }
 
 /// Serves HTTP on `io`; `tls` (on TLS listeners) adds its static headers to every response.
-async fn serve_http<I>(
+pub(super) async fn serve_http<I>(
     io: WatchedIo<I>,
     info: ConnectionInfo,
     tls: Option<TlsListener>,
@@ -386,14 +358,14 @@ const REQUEST_TIMEOUT: &[u8] =
 
 /// A connection's byte stream with its head and idle timers (see the module docs). When a timer
 /// expires, reads return end-of-file, which makes hyper close the connection.
-struct WatchedIo<I> {
+pub(super) struct WatchedIo<I> {
     inner: I,
     protocol: Protocol,
     activity: Arc<Activity>,
     phase: Phase,
     /// `activity.started` when the phase was last updated.
     seen_started: u64,
-    header_read_timeout: Duration,
+    pub(super) header_read_timeout: Duration,
     keepalive_idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<Instant>,
@@ -409,7 +381,7 @@ struct WatchedIo<I> {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
-    fn new(
+    pub(super) fn new(
         inner: I,
         protocol: Protocol,
         permit: OwnedSemaphorePermit,
