@@ -552,7 +552,7 @@ if [[ -n ${FLOOR_P50[blocking]:-} ]]; then
   fi
   if [[ -n ${BUSY_SPINS:-} ]]; then
     read -r found gave_up <<<"$BUSY_SPINS"
-    echo "  its spins in gatekeeper during the c1 run: $found found the answer, $gave_up timed out"
+    echo "  its spins in gatekeeper during that c1 case (its 2 s warm-up included): $found found the answer, $gave_up timed out"
   fi
 fi
 if ((${#SYSCALL_LINES[@]})); then
