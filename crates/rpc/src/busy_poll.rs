@@ -88,6 +88,9 @@ pub struct SpinState {
     pub stats: Arc<BusyPollStats>,
     outstanding: AtomicUsize,
     answering: AtomicUsize,
+    /// Set when a request arrived while another was being answered (the peer is under load),
+    /// until no request is being answered.
+    crowded: AtomicBool,
     answered: AtomicBool,
     writing: AtomicBool,
 }
@@ -101,6 +104,7 @@ impl SpinState {
             stats,
             outstanding: AtomicUsize::new(0),
             answering: AtomicUsize::new(0),
+            crowded: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             writing: AtomicBool::new(false),
         }
@@ -113,13 +117,20 @@ impl SpinState {
 
     /// A request arrived and is being answered.
     pub fn answering(&self) {
-        self.answering.fetch_add(1, Ordering::AcqRel);
+        if self.answering.fetch_add(1, Ordering::AcqRel) > 0 {
+            self.crowded.store(true, Ordering::Release);
+        }
     }
 
-    /// The answer to a request is queued for writing.
+    /// The answer to a request is queued for writing. Once every request is answered, answers
+    /// were "just written" (a spin for the next request is worth it) only if the requests came
+    /// one at a time: requests overlapping mean load, where the next one comes soon anyway and
+    /// a spin would take a core from the other side.
     pub fn answered(&self) {
-        self.answered.store(true, Ordering::Release);
-        self.answering.fetch_sub(1, Ordering::AcqRel);
+        if self.answering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let crowded = self.crowded.swap(false, Ordering::AcqRel);
+            self.answered.store(!crowded, Ordering::Release);
+        }
     }
 
     /// The writer took lines and is writing them (`true`), or is done (`false`).
@@ -130,7 +141,8 @@ impl SpinState {
     /// Whether a spin is worth starting now: nothing left to write (`queue_empty` and the writer
     /// idle) and no request being answered (on a single-threaded runtime the spin would hold
     /// both up), and either one call (up to [`MAX_OUTSTANDING_TO_SPIN`]) waiting for its answer
-    /// or answers just written with no call outstanding (waiting for the next request). With
+    /// or, with no call outstanding, the answer to a lone request just written (waiting for the
+    /// next request; see [`SpinState::answered`]). With
     /// `consume`, "answers just written" is used up: it starts one spin only.
     pub fn worth_spinning(&self, queue_empty: bool, consume: bool) -> bool {
         if !queue_empty
@@ -398,5 +410,64 @@ mod tests {
             gate.data.load(Ordering::Relaxed) + gate.timed_out.load(Ordering::Relaxed),
             0
         );
+    }
+
+    fn state() -> SpinState {
+        SpinState::new(Duration::from_micros(200), Arc::default())
+    }
+
+    #[test]
+    fn a_caller_spins_only_with_one_call_outstanding_and_nothing_to_write() {
+        let spin = state();
+        assert!(!spin.worth_spinning(true, true), "nothing outstanding");
+        spin.set_outstanding(1);
+        assert!(spin.worth_spinning(true, true));
+        assert!(
+            spin.worth_spinning(true, true),
+            "not used up: the call is still outstanding"
+        );
+        assert!(
+            !spin.worth_spinning(false, true),
+            "a line waits to be written"
+        );
+        spin.set_writing(true);
+        assert!(!spin.worth_spinning(true, true), "the writer is writing");
+        assert!(!spin.keep_spinning(true));
+        spin.set_writing(false);
+        spin.set_outstanding(2);
+        assert!(!spin.worth_spinning(true, true), "under load");
+        assert!(!spin.keep_spinning(true));
+        spin.set_outstanding(0);
+        assert!(!spin.worth_spinning(true, true));
+    }
+
+    #[test]
+    fn an_answerer_spins_once_after_answering_a_lone_request() {
+        let spin = state();
+        spin.answering();
+        assert!(!spin.worth_spinning(true, false), "still answering");
+        spin.answered();
+        assert!(
+            spin.worth_spinning(true, false),
+            "a look does not use it up"
+        );
+        assert!(spin.worth_spinning(true, true));
+        assert!(!spin.worth_spinning(true, true), "one spin per answer");
+        assert!(spin.keep_spinning(true), "a spin under way goes on");
+    }
+
+    #[test]
+    fn an_answerer_does_not_spin_after_overlapping_requests() {
+        let spin = state();
+        spin.answering();
+        spin.answering();
+        spin.answered();
+        assert!(!spin.worth_spinning(true, true), "one still being answered");
+        spin.answered();
+        assert!(!spin.worth_spinning(true, true), "they overlapped: load");
+        // The next lone request is worth a spin again.
+        spin.answering();
+        spin.answered();
+        assert!(spin.worth_spinning(true, true));
     }
 }

@@ -130,7 +130,8 @@ pub struct PeerConfig {
     /// for at most this long instead of going to sleep, while it is worth it: while exactly
     /// one call this peer made waits for its answer (never with none, and not under load, when
     /// more are outstanding: see [`crate::busy_poll::MAX_OUTSTANDING_TO_SPIN`]), or right after
-    /// it wrote answers with no request left to answer (waiting for the next one). Each spin
+    /// it wrote the answer to a request that came alone, with no request left to answer
+    /// (waiting for the next one; not after requests that overlapped, a sign of load). Each spin
     /// holds the thread it runs on for up to this long. Only [`Peer::spawn_unix`] spins;
     /// `None` or zero (the default): never.
     pub busy_poll: Option<Duration>,
