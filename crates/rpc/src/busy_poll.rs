@@ -32,10 +32,11 @@ use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::unix::OwnedReadHalf;
 
-/// A calling peer spins only while at most this many of its calls are outstanding. One: at
-/// concurrency 1 each call waits alone for its answer, which is what a spin saves a wake-up
-/// for; with more calls in flight the peer is under load, its writer and reader batch, and a
-/// spin would only hold the thread the other calls' tasks need.
+/// A calling peer spins only while at most this many of its calls are outstanding, and only if
+/// no more were since it last had none ([`SpinState::set_outstanding`]). One: at concurrency 1
+/// each call waits alone for its answer, which is what a spin saves a wake-up for; with more
+/// calls in flight the peer is under load, its writer and reader batch, and a spin would only
+/// hold the thread the other calls' tasks need.
 pub const MAX_OUTSTANDING_TO_SPIN: usize = 1;
 
 /// Non-blocking read attempts between two looks at the clock (and at the gate).
@@ -87,6 +88,9 @@ pub struct SpinState {
     /// Where spins are counted.
     pub stats: Arc<BusyPollStats>,
     outstanding: AtomicUsize,
+    /// Set when more than [`MAX_OUTSTANDING_TO_SPIN`] calls were outstanding (the peer is
+    /// under load), until none is.
+    calls_crowded: AtomicBool,
     answering: AtomicUsize,
     /// Set when a request arrived while another was being answered (the peer is under load),
     /// until no request is being answered.
@@ -103,6 +107,7 @@ impl SpinState {
             kick: Arc::new(AtomicWaker::new()),
             stats,
             outstanding: AtomicUsize::new(0),
+            calls_crowded: AtomicBool::new(false),
             answering: AtomicUsize::new(0),
             crowded: AtomicBool::new(false),
             answered: AtomicBool::new(false),
@@ -110,8 +115,16 @@ impl SpinState {
         }
     }
 
-    /// The number of calls made and not answered yet changed.
+    /// The number of calls made and not answered yet changed (called under the lock of the
+    /// calls, so the updates come in order). Calls that overlapped beyond
+    /// [`MAX_OUTSTANDING_TO_SPIN`] mean load: no call spins until none is outstanding again,
+    /// even when their number drops back to one meanwhile.
     pub fn set_outstanding(&self, calls: usize) {
+        if calls > MAX_OUTSTANDING_TO_SPIN {
+            self.calls_crowded.store(true, Ordering::Release);
+        } else if calls == 0 {
+            self.calls_crowded.store(false, Ordering::Release);
+        }
         self.outstanding.store(calls, Ordering::Release);
     }
 
@@ -154,7 +167,9 @@ impl SpinState {
         match self.outstanding.load(Ordering::Acquire) {
             0 if consume => self.answered.swap(false, Ordering::AcqRel),
             0 => self.answered.load(Ordering::Acquire),
-            calls => calls <= MAX_OUTSTANDING_TO_SPIN,
+            calls => {
+                calls <= MAX_OUTSTANDING_TO_SPIN && !self.calls_crowded.load(Ordering::Acquire)
+            }
         }
     }
 
@@ -165,6 +180,7 @@ impl SpinState {
             && !self.writing.load(Ordering::Acquire)
             && self.answering.load(Ordering::Acquire) == 0
             && self.outstanding.load(Ordering::Acquire) <= MAX_OUTSTANDING_TO_SPIN
+            && !self.calls_crowded.load(Ordering::Acquire)
     }
 }
 
@@ -437,8 +453,15 @@ mod tests {
         spin.set_outstanding(2);
         assert!(!spin.worth_spinning(true, true), "under load");
         assert!(!spin.keep_spinning(true));
+        spin.set_outstanding(1);
+        assert!(
+            !spin.worth_spinning(true, true),
+            "back to one, but they overlapped: still load"
+        );
         spin.set_outstanding(0);
         assert!(!spin.worth_spinning(true, true));
+        spin.set_outstanding(1);
+        assert!(spin.worth_spinning(true, true), "a lone call again");
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub struct PeerConfig {
     /// The opt-in low-latency mode: when a read finds nothing, keep trying non-blocking reads
     /// for at most this long instead of going to sleep, while it is worth it: while exactly
     /// one call this peer made waits for its answer (never with none, and not under load, when
-    /// more are outstanding: see [`crate::busy_poll::MAX_OUTSTANDING_TO_SPIN`]), or right after
+    /// more are or were outstanding: see [`crate::busy_poll::MAX_OUTSTANDING_TO_SPIN`]), or right after
     /// it wrote the answer to a request that came alone, with no request left to answer
     /// (waiting for the next one; not after requests that overlapped, a sign of load). Each spin
     /// holds the thread it runs on for up to this long. Only [`Peer::spawn_unix`] spins;
