@@ -308,7 +308,7 @@ impl Peer {
         config: PeerConfig,
     ) -> Peer {
         let (reader, writer) = stream.into_split();
-        let (peer, queue) = Peer::new(config);
+        let (peer, queue) = Peer::new(config, true);
         let Some(spin) = &peer.shared.spin else {
             peer.start(queue, reader, writer, handler);
             return peer;
@@ -335,15 +335,18 @@ impl Peer {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (peer, queue) = Peer::new(config);
+        let (peer, queue) = Peer::new(config, false);
         peer.start(queue, reader, writer, handler);
         peer
     }
 
-    /// A peer whose tasks are not started yet, and its write queue's receiving end.
-    fn new(config: PeerConfig) -> (Peer, mpsc::Receiver<Outgoing>) {
+    /// A peer whose tasks are not started yet, and its write queue's receiving end. In busy-poll
+    /// mode if its config asks for it and its reader `can_spin` (a Unix socket's).
+    fn new(config: PeerConfig, can_spin: bool) -> (Peer, mpsc::Receiver<Outgoing>) {
         let (writes, queue) = mpsc::channel(config.write_queue.max(1));
-        let busy_poll = config.busy_poll.filter(|budget| !budget.is_zero());
+        let busy_poll = config
+            .busy_poll
+            .filter(|budget| can_spin && !budget.is_zero());
         let busy_poll_stats = config.busy_poll_stats.clone().unwrap_or_default();
         let shared = Arc::new(Shared {
             next_id: AtomicI64::new(1),
@@ -701,6 +704,17 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// A request being answered, for the busy-poll gate: [`SpinState::answered`] when dropped.
+struct Answering<'a>(&'a Peer);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Some(spin) = &self.0.shared.spin {
+            spin.answered();
+        }
+    }
+}
+
 /// Locks a mutex, recovering the data if a holder panicked (the data stays consistent: every
 /// critical section here is a single map operation).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -757,6 +771,8 @@ where
                     spin.answering();
                 }
                 tokio::spawn(async move {
+                    // Tells the busy-poll gate once the answer is queued, however the task ends.
+                    let _answering = Answering(&peer);
                     let id = request.id;
                     let incoming = IncomingRequest {
                         method: request.method,
@@ -768,9 +784,6 @@ where
                     drop(permit);
                     let succeeded = outcome.is_ok();
                     peer.respond(Some(id), outcome).await;
-                    if let Some(spin) = &peer.shared.spin {
-                        spin.answered();
-                    }
                     handler.after_reply(&method, succeeded, &peer);
                 });
             }
