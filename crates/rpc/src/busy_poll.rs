@@ -15,15 +15,17 @@
 //! budget is checked every [`TRIES_PER_CLOCK_CHECK`] tries, so a spin never runs much longer
 //! than its budget, and it never spins twice in one `poll_read`.
 //!
-//! The reader also owns a *kick*: an [`AtomicWaker`] holding its task's waker while it waits.
-//! Whoever makes a spin worth it (the peer's writer, after writing a call or an answer) wakes
-//! it through [`BusyPollReader::kick`], so the reader polls again and starts spinning right
-//! then instead of sleeping until the answer (or the next request) wakes it.
+//! The reader also has a *kick*: an [`AtomicWaker`] holding its task's waker while it waits.
+//! The peer's writer, after writing a call or an answer that makes a spin worth it, arms the
+//! spin and wakes the reader through the kick ([`SpinState::arm_after_write`]), so the reader
+//! polls again and starts spinning right then instead of sleeping until the answer (or the next
+//! request) wakes it. Which spins are worth it, and the backoff after spins that found nothing,
+//! are [`SpinState`]'s.
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,6 +40,10 @@ use tokio::net::unix::OwnedReadHalf;
 /// calls in flight the peer is under load, its writer and reader batch, and a spin would only
 /// hold the thread the other calls' tasks need.
 pub const MAX_OUTSTANDING_TO_SPIN: usize = 1;
+
+/// The most chances to spin skipped after spins that timed out in a row (the backoff doubles
+/// from 1 up to this; a spin that finds data ends it). One spin in this many still probes.
+pub const MAX_SKIPPED_AFTER_TIMEOUTS: u32 = 64;
 
 /// Non-blocking read attempts between two looks at the clock (and at the gate).
 pub const TRIES_PER_CLOCK_CHECK: u32 = 8;
@@ -97,6 +103,11 @@ pub struct SpinState {
     crowded: AtomicBool,
     answered: AtomicBool,
     writing: AtomicBool,
+    /// Set by the writer for one spin of the reader.
+    armed: AtomicBool,
+    /// Chances to spin still to skip, and the skip after the next timed-out spin / 2.
+    skip: AtomicU32,
+    backoff: AtomicU32,
 }
 
 impl SpinState {
@@ -112,6 +123,9 @@ impl SpinState {
             crowded: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             writing: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            skip: AtomicU32::new(0),
+            backoff: AtomicU32::new(0),
         }
     }
 
@@ -151,13 +165,51 @@ impl SpinState {
         self.writing.store(writing, Ordering::Release);
     }
 
-    /// Whether a spin is worth starting now: nothing left to write (`queue_empty` and the writer
-    /// idle) and no request being answered (on a single-threaded runtime the spin would hold
-    /// both up), and either one call (up to [`MAX_OUTSTANDING_TO_SPIN`]) waiting for its answer
-    /// or, with no call outstanding, the answer to a lone request just written (waiting for the
-    /// next request; see [`SpinState::answered`]). With
-    /// `consume`, "answers just written" is used up: it starts one spin only.
-    pub fn worth_spinning(&self, queue_empty: bool, consume: bool) -> bool {
+    /// The writer wrote a batch: whether the reader should spin now for what comes back, and
+    /// if so arms it ([`SpinState::start`]) — the caller then wakes the reader with
+    /// [`SpinState::kick`]. Worth it when nothing is left to write (`queue_empty`, the writer
+    /// idle) and no request is being answered (on a single-threaded runtime the spin would hold
+    /// both up), and either one call ([`MAX_OUTSTANDING_TO_SPIN`]) waits for its answer or, with
+    /// no call outstanding, the answer to a lone request was just written (waiting for the next
+    /// request; see [`SpinState::answered`]). And not while backing off: after a spin that
+    /// timed out the next chance is skipped, after two in a row the next two, doubling up to
+    /// [`MAX_SKIPPED_AFTER_TIMEOUTS`], until a spin finds data; so spins that do not pay (the
+    /// other side busy, or answering slower than the budget) cost little CPU.
+    pub fn arm_after_write(&self, queue_empty: bool) -> bool {
+        if !self.worth_spinning(queue_empty) {
+            return false;
+        }
+        let skip = self.skip.load(Ordering::Acquire);
+        if skip > 0 {
+            self.skip.store(skip - 1, Ordering::Release);
+            return false;
+        }
+        self.armed.store(true, Ordering::Release);
+        true
+    }
+
+    /// The reader found nothing to read: whether to spin now. Only once per arming
+    /// ([`SpinState::arm_after_write`]), and only while [`SpinState::keep_spinning`].
+    pub fn start(&self, queue_empty: bool) -> bool {
+        self.armed.swap(false, Ordering::AcqRel) && self.keep_spinning(queue_empty)
+    }
+
+    /// Counts how a spin ended and adapts the backoff ([`SpinState::arm_after_write`]).
+    pub fn record(&self, outcome: SpinOutcome) {
+        self.stats.record(outcome);
+        match outcome {
+            SpinOutcome::Data => self.backoff.store(0, Ordering::Release),
+            SpinOutcome::TimedOut => {
+                let backoff =
+                    (self.backoff.load(Ordering::Acquire) * 2).clamp(1, MAX_SKIPPED_AFTER_TIMEOUTS);
+                self.backoff.store(backoff, Ordering::Release);
+                self.skip.store(backoff, Ordering::Release);
+            }
+        }
+    }
+
+    /// See [`SpinState::arm_after_write`]; uses up "a lone request was just answered".
+    fn worth_spinning(&self, queue_empty: bool) -> bool {
         if !queue_empty
             || self.writing.load(Ordering::Acquire)
             || self.answering.load(Ordering::Acquire) > 0
@@ -165,8 +217,7 @@ impl SpinState {
             return false;
         }
         match self.outstanding.load(Ordering::Acquire) {
-            0 if consume => self.answered.swap(false, Ordering::AcqRel),
-            0 => self.answered.load(Ordering::Acquire),
+            0 => self.answered.swap(false, Ordering::AcqRel),
             calls => {
                 calls <= MAX_OUTSTANDING_TO_SPIN && !self.calls_crowded.load(Ordering::Acquire)
             }
@@ -174,7 +225,7 @@ impl SpinState {
     }
 
     /// Whether a spin under way may go on: still nothing to write, nothing being answered, and
-    /// not more calls outstanding than [`MAX_OUTSTANDING_TO_SPIN`].
+    /// no more calls outstanding than [`MAX_OUTSTANDING_TO_SPIN`] (nor were since none was).
     pub fn keep_spinning(&self, queue_empty: bool) -> bool {
         queue_empty
             && !self.writing.load(Ordering::Acquire)
@@ -432,51 +483,50 @@ mod tests {
         SpinState::new(Duration::from_micros(200), Arc::default())
     }
 
+    /// What happens after the writer wrote a batch: armed, and the reader starts its spin.
+    fn spins_after_write(spin: &SpinState, queue_empty: bool) -> bool {
+        spin.arm_after_write(queue_empty) && spin.start(queue_empty)
+    }
+
     #[test]
     fn a_caller_spins_only_with_one_call_outstanding_and_nothing_to_write() {
         let spin = state();
-        assert!(!spin.worth_spinning(true, true), "nothing outstanding");
+        assert!(!spins_after_write(&spin, true), "nothing outstanding");
         spin.set_outstanding(1);
-        assert!(spin.worth_spinning(true, true));
+        assert!(!spin.start(true), "not armed by a write");
+        assert!(spins_after_write(&spin, true));
+        assert!(!spin.start(true), "one spin per arming");
         assert!(
-            spin.worth_spinning(true, true),
-            "not used up: the call is still outstanding"
-        );
-        assert!(
-            !spin.worth_spinning(false, true),
+            !spins_after_write(&spin, false),
             "a line waits to be written"
         );
         spin.set_writing(true);
-        assert!(!spin.worth_spinning(true, true), "the writer is writing");
+        assert!(!spins_after_write(&spin, true), "the writer is writing");
         assert!(!spin.keep_spinning(true));
         spin.set_writing(false);
         spin.set_outstanding(2);
-        assert!(!spin.worth_spinning(true, true), "under load");
+        assert!(!spins_after_write(&spin, true), "under load");
         assert!(!spin.keep_spinning(true));
         spin.set_outstanding(1);
         assert!(
-            !spin.worth_spinning(true, true),
+            !spins_after_write(&spin, true),
             "back to one, but they overlapped: still load"
         );
         spin.set_outstanding(0);
-        assert!(!spin.worth_spinning(true, true));
+        assert!(!spins_after_write(&spin, true));
         spin.set_outstanding(1);
-        assert!(spin.worth_spinning(true, true), "a lone call again");
+        assert!(spins_after_write(&spin, true), "a lone call again");
     }
 
     #[test]
     fn an_answerer_spins_once_after_answering_a_lone_request() {
         let spin = state();
         spin.answering();
-        assert!(!spin.worth_spinning(true, false), "still answering");
+        assert!(!spins_after_write(&spin, true), "still answering");
         spin.answered();
-        assert!(
-            spin.worth_spinning(true, false),
-            "a look does not use it up"
-        );
-        assert!(spin.worth_spinning(true, true));
-        assert!(!spin.worth_spinning(true, true), "one spin per answer");
+        assert!(spins_after_write(&spin, true));
         assert!(spin.keep_spinning(true), "a spin under way goes on");
+        assert!(!spins_after_write(&spin, true), "one spin per answer");
     }
 
     #[test]
@@ -485,12 +535,38 @@ mod tests {
         spin.answering();
         spin.answering();
         spin.answered();
-        assert!(!spin.worth_spinning(true, true), "one still being answered");
+        assert!(!spins_after_write(&spin, true), "one still being answered");
         spin.answered();
-        assert!(!spin.worth_spinning(true, true), "they overlapped: load");
+        assert!(!spins_after_write(&spin, true), "they overlapped: load");
         // The next lone request is worth a spin again.
         spin.answering();
         spin.answered();
-        assert!(spin.worth_spinning(true, true));
+        assert!(spins_after_write(&spin, true));
+    }
+
+    #[test]
+    fn spins_that_time_out_back_off_and_one_that_finds_data_ends_the_backoff() {
+        let spin = state();
+        spin.set_outstanding(1);
+        // Chances taken until the next spin, after each timed-out spin: 1, 2, 4, … up to the
+        // most, then it stays there.
+        let mut skipped = Vec::new();
+        assert!(spins_after_write(&spin, true));
+        for _ in 0..9 {
+            spin.record(SpinOutcome::TimedOut);
+            let mut chances = 0;
+            while !spins_after_write(&spin, true) {
+                chances += 1;
+                assert!(chances <= MAX_SKIPPED_AFTER_TIMEOUTS, "never spins again");
+            }
+            skipped.push(chances);
+        }
+        assert_eq!(skipped, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        // The spin just started finds data: no more skipping.
+        spin.record(SpinOutcome::Data);
+        assert!(spins_after_write(&spin, true));
+        assert!(spins_after_write(&spin, true));
+        assert_eq!(spin.stats.timed_out.load(Ordering::Relaxed), 9);
+        assert_eq!(spin.stats.data.load(Ordering::Relaxed), 1);
     }
 }

@@ -131,7 +131,9 @@ pub struct PeerConfig {
     /// one call this peer made waits for its answer (never with none, and not under load, when
     /// more are or were outstanding: see [`crate::busy_poll::MAX_OUTSTANDING_TO_SPIN`]), or right after
     /// it wrote the answer to a request that came alone, with no request left to answer
-    /// (waiting for the next one; not after requests that overlapped, a sign of load). Each spin
+    /// (waiting for the next one; not after requests that overlapped, a sign of load). After
+    /// spins that found nothing, the next chances are skipped, more after each (see
+    /// [`crate::busy_poll::SpinState::arm_after_write`]). Each spin
     /// holds the thread it runs on for up to this long. Only [`Peer::spawn_unix`] spins;
     /// `None` or zero (the default): never.
     pub busy_poll: Option<Duration>,
@@ -259,7 +261,7 @@ impl SpinGate for PeerGate {
             && shared
                 .spin
                 .as_ref()
-                .is_some_and(|spin| spin.worth_spinning(shared.write_queue_empty(), true))
+                .is_some_and(|spin| spin.start(shared.write_queue_empty()))
     }
 
     fn keep_going(&self) -> bool {
@@ -272,7 +274,9 @@ impl SpinGate for PeerGate {
     }
 
     fn record(&self, outcome: SpinOutcome) {
-        self.0.stats.busy_poll.record(outcome);
+        if let Some(spin) = &self.0.spin {
+            spin.record(outcome);
+        }
     }
 }
 
@@ -872,7 +876,7 @@ where
         if let Some(spin) = &peer.shared.spin {
             spin.set_writing(false);
             // A call or an answer just went out: let the reader spin for what comes back.
-            if spin.worth_spinning(peer.shared.write_queue_empty(), false) {
+            if spin.arm_after_write(peer.shared.write_queue_empty()) {
                 spin.kick.wake();
             }
         }
