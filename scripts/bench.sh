@@ -8,7 +8,9 @@
 #   1,000 tokens, without and with the decision cache (and the cache's hit ratio).
 # And the yardstick (bench/yardstick): a minimal reverse proxy on hyper 1, the bar gatekeeper is
 # judged against (column vs_yard).
-# Then the same at concurrency 1, to show what one hook adds to the median latency.
+# Then the same at concurrency 1, to show what one hook adds to the median latency, also with the
+# low-latency mode (the same Rust hook with busy_poll_us = BUSY_POLL_US, default 200: gatekeeper
+# and the plugin busy-poll the socket while a call is outstanding), with its spin counts.
 # The floor: a small message ping-ponged between two processes over a Unix socket (bench/yardstick's
 # uds-pingpong), blocking and busy-polling; what one hook adds is printed as a multiple of it.
 # Then TLS (no plugins): HTTPS with HTTP/1.1 (wrk) and HTTP/2 (h2load, 10 streams per
@@ -31,6 +33,7 @@
 #   ONLY=syscalls SYSCALL_REQUESTS=2000 scripts/bench.sh
 #   ONLY=c4000 DURATION=10s scripts/bench.sh
 #   FLOOR_COUNT=20000 ONLY=floor scripts/bench.sh  # round trips per floor measurement
+#   BUSY_POLL_US=500 ONLY=plain scripts/bench.sh    # the low-latency row's busy_poll_us
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -41,6 +44,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ONLY=${ONLY:-all}
 FLOOR_COUNT=${FLOOR_COUNT:-20000}
+BUSY_POLL_US=${BUSY_POLL_US:-200}
 C4000_CONNECTIONS=4000
 
 # wants PART: whether ONLY asks for PART (plain, floor, tls, syscalls or c4000).
@@ -139,6 +143,7 @@ YARD_PORT=$(free_port)
 GK_AUTH_PORT=$(free_port)
 GK_AUTH_CACHED_PORT=$(free_port)
 GK_AUTH_METRICS_PORT=$(free_port)
+GK_BUSY_PORT=$(free_port)
 
 # One self-signed certificate for every TLS terminator (RSA 2048, as most sites still serve).
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.test \
@@ -255,6 +260,11 @@ PIDS+=($!)
   --modifier-plugin "$BIN/test-modifier --hooks modify_request" &
 PIDS+=($!)
 GK_HOOK_PID=$!
+# The same hook in the low-latency mode (busy_poll_us); its admin socket gives the spin counts.
+"$BIN/gatekeeper" --listen "127.0.0.1:$GK_BUSY_PORT" --log warn --workers 1 --admin-socket "$WORK/busy-admin.sock" \
+  --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
+  --modifier-plugin "$BIN/test-modifier --hooks modify_request" --modifier-busy-poll-us "$BUSY_POLL_US" &
+PIDS+=($!)
 # The yardstick: a minimal hyper reverse proxy (bench/yardstick), one current-thread runtime.
 "$BIN/yardstick" "127.0.0.1:$YARD_PORT" "127.0.0.1:$BACKEND_PORT" &
 PIDS+=($!)
@@ -290,8 +300,8 @@ done
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AUTH_PORT" "$NGINX_AUTH_PORT" \
   "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" \
   "$NGINX_TLS_PORT" "$HAPROXY_TLS_PORT" "$GK_TLS_PORT" "$YARD_PORT" "$GK_AUTH_PORT" \
-  "$GK_AUTH_CACHED_PORT"; do wait_port "$port"; done
-for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" "$YARD_PORT"; do
+  "$GK_AUTH_CACHED_PORT" "$GK_BUSY_PORT"; do wait_port "$port"; done
+for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" "$YARD_PORT" "$GK_BUSY_PORT"; do
   url="http://127.0.0.1:$port/b/"
   for ((i = 0; i < 50; i++)); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] && break
@@ -347,6 +357,15 @@ nginx_worker() {
 }
 
 declare -A FLOOR_P50 FLOOR_P99
+# busy_poll_spins [BEFORE]: the low-latency gatekeeper's proxy-side spins as "DATA TIMEOUT" (from
+# `ctl plugins`), minus BEFORE (an earlier "DATA TIMEOUT").
+busy_poll_spins() {
+  local now
+  now=$("$BIN/gatekeeper" ctl --socket "$WORK/busy-admin.sock" plugins |
+    jq -r '[.[] | select(.type == "modifier") | .busy_poll] | "\(map(.data) | add // 0) \(map(.timeout) | add // 0)"')
+  awk -v now="$now" -v before="${1:-0 0}" 'BEGIN { split(now, n, " "); split(before, b, " "); print n[1] - b[1], n[2] - b[2] }'
+}
+
 # run_floor MODE [ARGS...]: the Unix-socket round trip between two processes, FLOOR_COUNT times.
 run_floor() {
   local mode=$1 out
@@ -437,6 +456,9 @@ if wants plain; then
   run_case c1:nginx+auth_request "http://127.0.0.1:$NGINX_AUTH_PORT/b/" 1 1
   run_case c1:gatekeeper "http://127.0.0.1:$GK_PORT/b/" 1 1
   run_case c1:gatekeeper+1hook "http://127.0.0.1:$GK_HOOK_PORT/b/" 1 1
+  busy_spins_before=$(busy_poll_spins)
+  run_case c1:gatekeeper+1hook+busy-poll "http://127.0.0.1:$GK_BUSY_PORT/b/" 1 1
+  BUSY_SPINS=$(busy_poll_spins "$busy_spins_before")
 fi
 if wants floor; then
   run_floor blocking
@@ -476,7 +498,7 @@ if ((${#CASES[@]})); then
   echo "h2: h2load, HTTP/2 over TLS, 10 streams per connection, where p50/p99 show the mean/max request time)"
   echo "backend: nginx returning 200 \"ok\"; ratios compare rows of the same kind (c1 with c1, h2 with h2);"
   echo "yardstick: a minimal hyper 1 reverse proxy (bench/yardstick)"
-  printf '%-28s %12s %10s %10s %9s %9s %9s %9s\n' case req/s p50_us p99_us vs_nginx vs_gk vs_auth vs_yard
+  printf '%-30s %12s %10s %10s %9s %9s %9s %9s\n' case req/s p50_us p99_us vs_nginx vs_gk vs_auth vs_yard
   for name in "${CASES[@]}"; do
     prefix=""; [[ $name == *:* ]] && prefix="${name%%:*}:"
     ng=${RPS[${prefix}nginx]:-}; gk=${RPS[${prefix}gatekeeper]:-}; au=${RPS[${prefix}nginx+auth_request]:-}
@@ -484,13 +506,17 @@ if ((${#CASES[@]})); then
     awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" \
         -v ng="$ng" -v gk="$gk" -v au="$au" -v yd="$yd" '
       function ratio(x) { return x > 0 ? sprintf("%8.2fx", r / x) : sprintf("%9s", "-") }
-      BEGIN { printf "%-28s %12.0f %10.0f %10.0f %s %s %s %s\n", n, r, a, b, ratio(ng), ratio(gk), ratio(au), ratio(yd) }'
+      BEGIN { printf "%-30s %12.0f %10.0f %10.0f %s %s %s %s\n", n, r, a, b, ratio(ng), ratio(gk), ratio(au), ratio(yd) }'
   done
 fi
 if [[ -n ${P50[c1:gatekeeper+1hook]:-} ]]; then
   echo
   awk -v with="${P50[c1:gatekeeper+1hook]}" -v without="${P50[c1:gatekeeper]}" \
     'BEGIN { printf "one modify_request hook adds %.0f us at p50 (concurrency 1)\n", with - without }'
+  if [[ -n ${P50[c1:gatekeeper+1hook+busy-poll]:-} ]]; then
+    awk -v with="${P50[c1:gatekeeper+1hook+busy-poll]}" -v without="${P50[c1:gatekeeper]}" -v us="$BUSY_POLL_US" \
+      'BEGIN { printf "the same hook with busy_poll_us = %d adds %.0f us at p50 (concurrency 1)\n", us, with - without }'
+  fi
   if [[ -n ${P50[c1:nginx+auth_request]:-} ]]; then
     awk -v with="${P50[c1:nginx+auth_request]}" -v without="${P50[c1:nginx]}" \
       'BEGIN { printf "nginx auth_request adds %.0f us at p50 (concurrency 1)\n", with - without }'
@@ -515,6 +541,18 @@ if [[ -n ${FLOOR_P50[blocking]:-} ]]; then
         printf "one hook adds %.0f us = %.2fx the blocking round trip (target <= 1.0x); %.1fx the busy-poll one\n",
           added, added / floor, added / busy
       }'
+  fi
+  if [[ -n ${P50[c1:gatekeeper+1hook+busy-poll]:-} ]]; then
+    awk -v with="${P50[c1:gatekeeper+1hook+busy-poll]}" -v without="${P50[c1:gatekeeper]}" \
+      -v floor="${FLOOR_P50[blocking]}" -v busy="${FLOOR_P50[busy-poll]}" -v us="$BUSY_POLL_US" 'BEGIN {
+        added = with - without
+        printf "one hook with busy_poll_us = %d adds %.0f us (target <= 15 us) = %.2fx the blocking round trip; %.1fx the busy-poll one\n",
+          us, added, added / floor, added / busy
+      }'
+  fi
+  if [[ -n ${BUSY_SPINS:-} ]]; then
+    read -r found gave_up <<<"$BUSY_SPINS"
+    echo "  its spins in gatekeeper during that c1 case (its 2 s warm-up included): $found found the answer, $gave_up timed out"
   fi
 fi
 if ((${#SYSCALL_LINES[@]})); then

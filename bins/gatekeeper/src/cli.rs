@@ -142,7 +142,10 @@ Plugin flags:
                           `--modifier-instances 2`).
   --<type>-standby N      Not a config key: keeps N spare processes (0 to 64) of every plugin of
                           that type started and ready to take over when one dies, like
-                          `standby = N` (e.g. `--modifier-standby 1`; not for upstream plugins).";
+                          `standby = N` (e.g. `--modifier-standby 1`; not for upstream plugins).
+  --<type>-busy-poll-us N Not a config key: the low-latency mode for every plugin of that type,
+                          like `busy_poll_us = N` (0, off, to 1000 microseconds; e.g.
+                          `--modifier-busy-poll-us 200`).";
 
 /// One pass-through flag: `--upstream-file x` → `{type: upstream, key: "file", value: "x"}`.
 #[derive(Debug, Clone, PartialEq)]

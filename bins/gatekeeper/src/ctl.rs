@@ -53,7 +53,8 @@ enum Command {
     Backends,
     /// Every plugin: type, state (`running`, `starting`, `restarting`, `backoff`, `stopped`),
     /// pid, restarts, recycles, spares ready, calls, errors, timeouts, bad results, retries, mean
-    /// latency, and each instance's process (state, pid, restarts, recycles).
+    /// latency, decision cache, low-latency mode (`busy_poll_us`, and how its spins ended:
+    /// found data or timed out), and each instance's process (state, pid, restarts, recycles).
     Plugins,
     /// The effective settings (as `gatekeeper --check` prints them).
     Config,

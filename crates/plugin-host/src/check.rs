@@ -84,6 +84,8 @@ pub async fn check_plugin(
         manager: None,
         config_status: Arc::new(ConfigStatus::default()),
         events: authenticated_tx,
+        busy_poll: spec.busy_poll(),
+        busy_poll_stats: Arc::default(),
     });
     let mut spawned =
         process::spawn(spec, &label, 0, &socket.path, &context.token).map_err(start_error)?;

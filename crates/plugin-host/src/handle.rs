@@ -90,6 +90,13 @@ pub struct PluginState {
     /// with its last good config), until it reports the config accepted again or a new process
     /// of it starts.
     pub config_error: Option<crate::ConfigRejection>,
+    /// The low-latency mode's budget its last started process runs with (`busy_poll_us`; 0:
+    /// off).
+    pub busy_poll_us: u32,
+    /// Busy-poll spins of its connections that found the answer (or request) they waited for.
+    pub busy_poll_data: u64,
+    /// Busy-poll spins of its connections that gave up with nothing read.
+    pub busy_poll_timeouts: u64,
 }
 
 /// A handle on one launched plugin. Cheap to clone; all clones see the same plugin.
@@ -218,6 +225,9 @@ impl PluginHandle {
             retries: self.shared.retries.load(Ordering::Relaxed),
             latency_us_total: self.shared.latency_us.load(Ordering::Relaxed),
             config_error: self.shared.config_status.rejection(),
+            busy_poll_us: self.shared.busy_poll_us.load(Ordering::Relaxed),
+            busy_poll_data: self.shared.busy_poll.data.load(Ordering::Relaxed),
+            busy_poll_timeouts: self.shared.busy_poll.timed_out.load(Ordering::Relaxed),
         }
     }
 

@@ -124,6 +124,7 @@ pub(crate) fn spawn(
         .env(env::PLUGIN_NAME, &spec.name)
         .env(env::PLUGIN_INSTANCE, instance.to_string())
         .env(env::PLUGIN_TYPE, spec.plugin_type.as_str())
+        .env(env::BUSY_POLL_US, spec.busy_poll_us.to_string())
         .env(
             env::PROTOCOL_VERSION,
             gatekeeper_rpc::PROTOCOL_VERSION.to_string(),

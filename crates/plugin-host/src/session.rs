@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use gatekeeper_rpc::busy_poll::BusyPollStats;
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::message::to_raw;
 use gatekeeper_rpc::methods::{
@@ -55,6 +56,10 @@ pub(crate) struct SessionContext {
     pub(crate) config_status: Arc<ConfigStatus>,
     /// Where authenticated connections are announced.
     pub(crate) events: mpsc::UnboundedSender<Authenticated>,
+    /// The busy-poll budget of the connections (the spec's `busy_poll_us`), `None` when off.
+    pub(crate) busy_poll: Option<Duration>,
+    /// Where the connections count their spins: one set of counters per plugin.
+    pub(crate) busy_poll_stats: Arc<BusyPollStats>,
 }
 
 /// Serves a new connection of a plugin instance: a strict peer whose handler checks the
@@ -66,6 +71,8 @@ pub(crate) fn serve(stream: UnixStream, context: &Arc<SessionContext>, handshake
     let config = PeerConfig {
         name: label.to_string(),
         close_on_violation: true,
+        busy_poll: context.busy_poll,
+        busy_poll_stats: Some(context.busy_poll_stats.clone()),
         ..PeerConfig::default()
     };
     let peer = Peer::spawn_unix(stream, session.clone(), config);

@@ -3,7 +3,8 @@
 //! table of the config file (keys `name`, `type`, `command`, `args`, `config`, `hook_timeout`,
 //! `heartbeat_interval`, `instances`, `standby`, `restart_after_timeouts`,
 //! `restart_after_errors`, `healthy_after`, `restart_backoff_min`, `restart_backoff_max`,
-//! `start_attempts`, `max_memory`, `recycle_after`; the other timings are not configurable) and
+//! `start_attempts`, `max_memory`, `recycle_after`, `busy_poll_us`; the other timings are not
+//! configurable) and
 //! checked by [`PluginSpec::validate`].
 
 use std::path::PathBuf;
@@ -82,6 +83,12 @@ pub struct PluginSpec {
     /// string, `"1h"`) is replaced make-before-break. Default: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recycle_after: Option<RecycleAfter>,
+    /// The low-latency mode: microseconds the proxy's connection to the plugin, and the plugin
+    /// (told in `GATEKEEPER_BUSY_POLL_US`), may spin on the socket instead of sleeping while a
+    /// call waits for its answer (see [`gatekeeper_rpc::PeerConfig::busy_poll`]). 0 (the
+    /// default): off; at most [`PluginSpec::MAX_BUSY_POLL_US`].
+    #[serde(default, with = "busy_poll_us")]
+    pub busy_poll_us: u32,
     /// Time a `heartbeat` may take before it counts as missed. Default 2 s.
     #[serde(skip, default = "defaults::heartbeat_timeout")]
     pub heartbeat_timeout: Duration,
@@ -170,6 +177,9 @@ pub enum ConfigError {
     /// A count that must be more than 0 is 0.
     #[error("{0}: must be at least 1")]
     ZeroCount(&'static str),
+    /// `busy_poll_us` is not from 0 to [`PluginSpec::MAX_BUSY_POLL_US`].
+    #[error("busy_poll_us: {0} must be from 0 (off) to {max} microseconds", max = PluginSpec::MAX_BUSY_POLL_US)]
+    BusyPoll(i64),
 }
 
 impl PluginSpec {
@@ -192,6 +202,7 @@ impl PluginSpec {
             start_attempts: defaults::start_attempts(),
             max_memory: None,
             recycle_after: None,
+            busy_poll_us: 0,
             hook_timeout: defaults::hook_timeout(),
             heartbeat_interval: defaults::heartbeat_interval(),
             restart_after_timeouts: defaults::restart_after_timeouts(),
@@ -206,6 +217,15 @@ impl PluginSpec {
 
     /// The most `instances` a config file may ask for.
     pub const MAX_INSTANCES: usize = 64;
+
+    /// The most `busy_poll_us` a config file may ask for: a spin holds a core for up to this
+    /// long per call.
+    pub const MAX_BUSY_POLL_US: u32 = 1000;
+
+    /// The busy-poll budget of the plugin's connections (`busy_poll_us`), `None` when off.
+    pub fn busy_poll(&self) -> Option<Duration> {
+        (self.busy_poll_us > 0).then(|| Duration::from_micros(u64::from(self.busy_poll_us)))
+    }
 
     /// Checks the configurable values; the error names the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -226,6 +246,9 @@ impl PluginSpec {
         }
         if self.start_attempts == 0 {
             return Err(ConfigError::ZeroCount("start_attempts"));
+        }
+        if self.busy_poll_us > Self::MAX_BUSY_POLL_US {
+            return Err(ConfigError::BusyPoll(i64::from(self.busy_poll_us)));
         }
         if self.max_memory == Some(0) {
             return Err(ConfigError::Zero("max_memory"));
@@ -359,6 +382,31 @@ mod bytes {
     }
 }
 
+/// `busy_poll_us = 200`: a whole number of microseconds; a negative or fractional one is refused
+/// with the key's own message (the upper bound is [`PluginSpec::validate`]'s).
+mod busy_poll_us {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{ConfigError, PluginSpec};
+
+    pub fn serialize<S: Serializer>(us: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(*us)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let value = i64::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "busy_poll_us: expected a whole number of microseconds from 0 (off) to {}",
+                PluginSpec::MAX_BUSY_POLL_US
+            ))
+        })?;
+        u32::try_from(value)
+            .ok()
+            .filter(|us| *us <= PluginSpec::MAX_BUSY_POLL_US)
+            .ok_or_else(|| serde::de::Error::custom(ConfigError::BusyPoll(value)))
+    }
+}
+
 /// `type = "modifier"`, with the message of [`PluginType`]'s `FromStr`.
 mod plugin_type {
     use gatekeeper_rpc::methods::PluginType;
@@ -479,6 +527,42 @@ mod tests {
         let back: PluginSpec =
             serde_json::from_value(serde_json::to_value(&timed).unwrap()).unwrap();
         assert_eq!(back, timed);
+    }
+
+    #[test]
+    fn busy_poll_us_is_off_by_default_and_bounded() {
+        let parse = |extra: serde_json::Value| {
+            let mut table = serde_json::json!({"type": "modifier", "command": "x"});
+            if let (Some(table), Some(extra)) = (table.as_object_mut(), extra.as_object()) {
+                table.extend(extra.clone());
+            }
+            serde_json::from_value::<PluginSpec>(table)
+        };
+        let off = parse(serde_json::json!({})).unwrap();
+        assert_eq!((off.busy_poll_us, off.busy_poll()), (0, None));
+        let on = parse(serde_json::json!({"busy_poll_us": 200})).unwrap();
+        on.validate().unwrap();
+        assert_eq!(on.busy_poll(), Some(Duration::from_micros(200)));
+        let back: PluginSpec = serde_json::from_value(serde_json::to_value(&on).unwrap()).unwrap();
+        assert_eq!(back, on);
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!(1001),
+            serde_json::json!("x"),
+        ] {
+            let message = parse(serde_json::json!({ "busy_poll_us": bad }))
+                .unwrap_err()
+                .to_string();
+            assert!(message.starts_with("busy_poll_us: "), "{bad}: {message}");
+        }
+        let built = PluginSpec {
+            busy_poll_us: 5000,
+            ..PluginSpec::new("a", PluginType::Modifier, "x")
+        };
+        assert_eq!(
+            built.validate().unwrap_err().to_string(),
+            "busy_poll_us: 5000 must be from 0 (off) to 1000 microseconds"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use gatekeeper_rpc::busy_poll::BusyPollStats;
 use gatekeeper_rpc::methods::PluginType;
 use gatekeeper_rpc::Peer;
 
@@ -207,6 +208,10 @@ pub(crate) struct Shared {
     pub(crate) hung_warning: RateLimitedWarning,
     /// The config state the plugin last reported with `config_status`.
     pub(crate) config_status: Arc<ConfigStatus>,
+    /// The `busy_poll_us` its last started process runs with.
+    pub(crate) busy_poll_us: AtomicU32,
+    /// How the busy-poll spins of all its connections ended.
+    pub(crate) busy_poll: Arc<BusyPollStats>,
 }
 
 impl Shared {
@@ -237,6 +242,8 @@ impl Shared {
             bad_result_warning: RateLimitedWarning::default(),
             hung_warning: RateLimitedWarning::default(),
             config_status: Arc::new(ConfigStatus::default()),
+            busy_poll_us: AtomicU32::new(0),
+            busy_poll: Arc::default(),
         }
     }
 }

@@ -16,3 +16,7 @@ pub const MAX_LINE_BYTES: &str = "GATEKEEPER_MAX_LINE_BYTES";
 /// runs several processes (`instances = N`); `0` for a plugin with one. Every instance gets the
 /// same name, type and config.
 pub const PLUGIN_INSTANCE: &str = "GATEKEEPER_PLUGIN_INSTANCE";
+/// The low-latency mode's budget, in microseconds, as a decimal integer (`0`: off): how long the
+/// plugin may busy-poll its socket instead of sleeping right after it answered, waiting for
+/// the next request (the plugin's `busy_poll_us`). Optional: a plugin may ignore it.
+pub const BUSY_POLL_US: &str = "GATEKEEPER_BUSY_POLL_US";

@@ -5,6 +5,7 @@
 //!
 //! - [`message`]: the JSON-RPC 2.0 message model (request, notification, response, error);
 //! - [`framing`]: newline-delimited framing with a maximum line length;
+//! - [`busy_poll`]: the opt-in low-latency mode's bounded busy-polling reader;
 //! - [`peer`]: a bidirectional, pipelined [`Peer`]: either side calls or notifies the other, many
 //!   calls in flight, responses correlated by id, a timeout per call, one batching writer task;
 //! - [`methods`]: the protocol table, the one list of methods (name, kind, plugin types, bodies,
@@ -16,6 +17,7 @@
 //!
 //! docs/protocol.md is the human-readable spec of the same protocol and must stay true to this crate.
 
+pub mod busy_poll;
 pub mod dispatch;
 pub mod env;
 pub mod error;

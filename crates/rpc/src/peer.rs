@@ -13,6 +13,10 @@
 //! [`PeerConfig::close_on_violation`], an unknown id or a line that is not a JSON-RPC message
 //! (after its parse error is answered) closes the connection with
 //! [`CloseReason::ProtocolViolation`]; without it, both are logged, counted and ignored.
+//!
+//! With [`PeerConfig::busy_poll`], a peer served over a Unix socket ([`Peer::spawn_unix`])
+//! busy-polls its socket for a bounded time instead of sleeping while one call waits for its
+//! answer, or right after it answered (see [`crate::busy_poll`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -29,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
+use crate::busy_poll::{BusyPollReader, BusyPollStats, SpinGate, SpinOutcome, SpinState};
 use crate::error::{codes, error_object, CallError, ErrorObject};
 use crate::framing;
 use crate::message::{self, Message, RequestId};
@@ -121,6 +126,20 @@ pub struct PeerConfig {
     /// issued (a numeric id we have not used yet, or an id that is not a number). Late responses
     /// are not violations. Default false: violations are logged, counted and ignored.
     pub close_on_violation: bool,
+    /// The opt-in low-latency mode: when a read finds nothing, keep trying non-blocking reads
+    /// for at most this long instead of going to sleep, while it is worth it: while exactly
+    /// one call this peer made waits for its answer (never with none, and not under load, when
+    /// more are or were outstanding: see [`crate::busy_poll::MAX_OUTSTANDING_TO_SPIN`]), or right after
+    /// it wrote the answer to a request that came alone, with no request left to answer
+    /// (waiting for the next one; not after requests that overlapped, a sign of load). After
+    /// spins that found nothing, the next chances are skipped, more after each (see
+    /// [`crate::busy_poll::SpinState::arm_after_write`]). Each spin
+    /// holds the thread it runs on for up to this long. Only [`Peer::spawn_unix`] spins;
+    /// `None` or zero (the default): never.
+    pub busy_poll: Option<Duration>,
+    /// Where this peer counts its spins ([`PeerStats::busy_poll`]); give several peers the same
+    /// counters to add them up (e.g. every connection of one plugin). `None`: its own.
+    pub busy_poll_stats: Option<Arc<BusyPollStats>>,
 }
 
 impl Default for PeerConfig {
@@ -131,6 +150,8 @@ impl Default for PeerConfig {
             write_queue: 4096,
             name: "peer".to_owned(),
             close_on_violation: false,
+            busy_poll: None,
+            busy_poll_stats: None,
         }
     }
 }
@@ -147,6 +168,9 @@ pub struct PeerStats {
     /// Responses to calls we made but no longer wait for (they timed out, or their caller went
     /// away). Not a violation.
     pub late_responses: AtomicU64,
+    /// How the busy-poll spins ended ([`PeerConfig::busy_poll`]); shared with other peers if
+    /// [`PeerConfig::busy_poll_stats`] said so.
+    pub busy_poll: Arc<BusyPollStats>,
 }
 
 /// Why the connection ended.
@@ -209,6 +233,51 @@ struct Shared {
     shutdown: CancellationToken,
     close_reason: Mutex<Option<CloseReason>>,
     stats: PeerStats,
+    /// `Some` in busy-poll mode.
+    spin: Option<SpinState>,
+}
+
+impl Shared {
+    /// Nothing queued for the writer (no permit taken either).
+    fn write_queue_empty(&self) -> bool {
+        self.writes.capacity() == self.writes.max_capacity()
+    }
+
+    /// Publishes the number of outstanding calls to the busy-poll gate, if any.
+    fn outstanding_changed(&self, calls: usize) {
+        if let Some(spin) = &self.spin {
+            spin.set_outstanding(calls);
+        }
+    }
+}
+
+/// The busy-poll gate of a peer's reader: asks the peer's [`SpinState`].
+struct PeerGate(Arc<Shared>);
+
+impl SpinGate for PeerGate {
+    fn start(&self) -> bool {
+        let shared = &self.0;
+        !shared.shutdown.is_cancelled()
+            && shared
+                .spin
+                .as_ref()
+                .is_some_and(|spin| spin.start(shared.write_queue_empty()))
+    }
+
+    fn keep_going(&self) -> bool {
+        let shared = &self.0;
+        !shared.shutdown.is_cancelled()
+            && shared
+                .spin
+                .as_ref()
+                .is_some_and(|spin| spin.keep_spinning(shared.write_queue_empty()))
+    }
+
+    fn record(&self, outcome: SpinOutcome) {
+        if let Some(spin) = &self.0.spin {
+            spin.record(outcome);
+        }
+    }
 }
 
 /// One end of a JSON-RPC connection. Cheap to clone; all clones share the connection.
@@ -243,7 +312,20 @@ impl Peer {
         config: PeerConfig,
     ) -> Peer {
         let (reader, writer) = stream.into_split();
-        Peer::spawn_halves(reader, writer, handler, config)
+        let (peer, queue) = Peer::new(config, true);
+        let Some(spin) = &peer.shared.spin else {
+            peer.start(queue, reader, writer, handler);
+            return peer;
+        };
+        let gate = PeerGate(peer.shared.clone());
+        match BusyPollReader::new(reader, spin.budget, gate, spin.kick.clone()) {
+            Ok(reader) => peer.start(queue, reader, writer, handler),
+            Err((error, reader)) => {
+                tracing::warn!(peer = %peer.name(), %error, "cannot busy-poll this connection: reading it the usual way");
+                peer.start(queue, reader, writer, handler);
+            }
+        }
+        peer
     }
 
     /// Starts serving a connection given as separate read and write halves.
@@ -257,7 +339,19 @@ impl Peer {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
+        let (peer, queue) = Peer::new(config, false);
+        peer.start(queue, reader, writer, handler);
+        peer
+    }
+
+    /// A peer whose tasks are not started yet, and its write queue's receiving end. In busy-poll
+    /// mode if its config asks for it and its reader `can_spin` (a Unix socket's).
+    fn new(config: PeerConfig, can_spin: bool) -> (Peer, mpsc::Receiver<Outgoing>) {
         let (writes, queue) = mpsc::channel(config.write_queue.max(1));
+        let busy_poll = config
+            .busy_poll
+            .filter(|budget| can_spin && !budget.is_zero());
+        let busy_poll_stats = config.busy_poll_stats.clone().unwrap_or_default();
         let shared = Arc::new(Shared {
             next_id: AtomicI64::new(1),
             pending: Mutex::new(Pending {
@@ -267,13 +361,29 @@ impl Peer {
             writes,
             shutdown: CancellationToken::new(),
             close_reason: Mutex::new(None),
-            stats: PeerStats::default(),
+            stats: PeerStats {
+                busy_poll: busy_poll_stats.clone(),
+                ..PeerStats::default()
+            },
+            spin: busy_poll.map(|budget| SpinState::new(budget, busy_poll_stats)),
             config,
         });
-        let peer = Peer { shared };
-        tokio::spawn(write_loop(peer.clone(), writer, queue));
-        tokio::spawn(read_loop(peer.clone(), reader, handler));
-        peer
+        (Peer { shared }, queue)
+    }
+
+    /// Spawns the reader and writer tasks on the current runtime.
+    fn start<R, W>(
+        &self,
+        queue: mpsc::Receiver<Outgoing>,
+        reader: R,
+        writer: W,
+        handler: Arc<dyn Handler>,
+    ) where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        tokio::spawn(write_loop(self.clone(), writer, queue));
+        tokio::spawn(read_loop(self.clone(), reader, handler));
     }
 
     /// Calls `method` on the other side and waits up to `timeout` for its result.
@@ -337,6 +447,7 @@ impl Peer {
                 });
             }
             pending.calls.insert(id, tx);
+            self.shared.outstanding_changed(pending.calls.len());
         }
         // Removes the pending entry however this future ends (timeout, caller dropped it).
         let guard = PendingGuard { peer: self, id };
@@ -481,6 +592,7 @@ impl Peer {
         let calls = {
             let mut pending = self.pending();
             pending.closed = true;
+            self.shared.outstanding_changed(0);
             std::mem::take(&mut pending.calls)
         };
         // Dropping the senders wakes every waiting call with `Closed`.
@@ -512,7 +624,12 @@ impl Peer {
                 };
             }
         };
-        let sender = self.pending().calls.remove(&n);
+        let sender = {
+            let mut pending = self.pending();
+            let sender = pending.calls.remove(&n);
+            self.shared.outstanding_changed(pending.calls.len());
+            sender
+        };
         if let Some(sender) = sender {
             // The caller may have given up in the meantime; nothing to do then.
             let _ = sender.send(outcome);
@@ -584,7 +701,21 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.peer.pending().calls.remove(&self.id);
+        let mut pending = self.peer.pending();
+        if pending.calls.remove(&self.id).is_some() {
+            self.peer.shared.outstanding_changed(pending.calls.len());
+        }
+    }
+}
+
+/// A request being answered, for the busy-poll gate: [`SpinState::answered`] when dropped.
+struct Answering<'a>(&'a Peer);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Some(spin) = &self.0.shared.spin {
+            spin.answered();
+        }
     }
 }
 
@@ -640,7 +771,12 @@ where
                 };
                 let peer = peer.clone();
                 let handler = handler.clone();
+                if let Some(spin) = &peer.shared.spin {
+                    spin.answering();
+                }
                 tokio::spawn(async move {
+                    // Tells the busy-poll gate once the answer is queued, however the task ends.
+                    let _answering = Answering(&peer);
                     let id = request.id;
                     let incoming = IncomingRequest {
                         method: request.method,
@@ -705,6 +841,9 @@ where
         if received == 0 {
             break;
         }
+        if let Some(spin) = &peer.shared.spin {
+            spin.set_writing(true);
+        }
         buffer.clear();
         let mut close_after = false;
         for outgoing in lines.drain(..) {
@@ -733,6 +872,13 @@ where
         if close_after {
             peer.finish(CloseReason::Local);
             break;
+        }
+        if let Some(spin) = &peer.shared.spin {
+            spin.set_writing(false);
+            // A call or an answer just went out: let the reader spin for what comes back.
+            if spin.arm_after_write(peer.shared.write_queue_empty()) {
+                spin.kick.wake();
+            }
         }
     }
     let _ = writer.shutdown().await;

@@ -317,6 +317,7 @@ mod tests {
                 plugin_type: PluginType::Modifier,
                 protocol_version: PROTOCOL_VERSION,
                 max_line_bytes: LIMIT,
+                busy_poll: None,
             };
             let args = Settings::from_args(["--mode".to_owned(), mode.to_owned()]).unwrap();
             let plugin = tokio::spawn(async move { run(plugin, &env, &args).await });

@@ -1,7 +1,9 @@
 //! The environment gatekeeper gives a plugin process: where to connect, the token to prove,
-//! the plugin's name and type, the protocol version and the line limit.
+//! the plugin's name and type, the protocol version, the line limit and the low-latency mode's
+//! budget.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use gatekeeper_rpc::env as vars;
 use gatekeeper_rpc::framing::DEFAULT_MAX_LINE_BYTES;
@@ -25,6 +27,9 @@ pub struct PluginEnv {
     /// The longest line the proxy accepts (`GATEKEEPER_MAX_LINE_BYTES`); defaults to the
     /// protocol's default when unset.
     pub max_line_bytes: usize,
+    /// How long to busy-poll the socket after answering, waiting for the next request
+    /// (`GATEKEEPER_BUSY_POLL_US`, microseconds); `None` when unset or 0 (off).
+    pub busy_poll: Option<Duration>,
 }
 
 impl PluginEnv {
@@ -37,7 +42,8 @@ impl PluginEnv {
     ///
     /// `GATEKEEPER_SOCKET`, `GATEKEEPER_TOKEN`, `GATEKEEPER_PLUGIN_TYPE` and
     /// `GATEKEEPER_PROTOCOL_VERSION` are required; `GATEKEEPER_PLUGIN_NAME` defaults to the type
-    /// and `GATEKEEPER_MAX_LINE_BYTES` to the protocol's default.
+    /// and `GATEKEEPER_MAX_LINE_BYTES` to the protocol's default; `GATEKEEPER_BUSY_POLL_US` is
+    /// optional (off when unset).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ServeError> {
         let required = |var: &'static str| {
             lookup(var)
@@ -61,6 +67,11 @@ impl PluginEnv {
             Some(value) => parse_number(vars::MAX_LINE_BYTES, value)?,
             None => DEFAULT_MAX_LINE_BYTES,
         };
+        let busy_poll = match lookup(vars::BUSY_POLL_US).filter(|v| !v.is_empty()) {
+            Some(value) => parse_number::<u64>(vars::BUSY_POLL_US, value)?,
+            None => 0,
+        };
+        let busy_poll = (busy_poll > 0).then(|| Duration::from_micros(busy_poll));
         let name = lookup(vars::PLUGIN_NAME)
             .filter(|value| !value.is_empty())
             .unwrap_or_else(|| plugin_type.as_str().to_owned());
@@ -71,6 +82,7 @@ impl PluginEnv {
             plugin_type,
             protocol_version,
             max_line_bytes,
+            busy_poll,
         })
     }
 }
@@ -121,6 +133,23 @@ mod tests {
         assert_eq!(env.plugin_type, PluginType::Modifier);
         assert_eq!(env.protocol_version, 1);
         assert_eq!(env.max_line_bytes, 1024);
+        assert_eq!(env.busy_poll, None);
+    }
+
+    #[test]
+    fn busy_poll_is_read_in_microseconds_and_zero_is_off() {
+        let with = |value: &'static str| {
+            let mut pairs = FULL.to_vec();
+            pairs.push((vars::BUSY_POLL_US, value));
+            PluginEnv::from_lookup(lookup(&pairs))
+        };
+        assert_eq!(
+            with("200").unwrap().busy_poll,
+            Some(Duration::from_micros(200))
+        );
+        assert_eq!(with("0").unwrap().busy_poll, None);
+        let message = with("-1").unwrap_err().to_string();
+        assert!(message.contains("GATEKEEPER_BUSY_POLL_US"), "{message}");
     }
 
     #[test]

@@ -149,7 +149,11 @@ pub async fn connect(plugin_type: PluginType) -> Result<(PluginEnv, UnixStream),
 async fn serve<D: Dispatch>(dispatch: D) -> ExitCode {
     let outcome = async {
         let (env, io) = connect(D::TYPE).await?;
-        run(dispatch, io, &env).await
+        // Over the Unix socket itself, so the peer can busy-poll it when asked to.
+        run_with(dispatch, &env, |handler, config| {
+            Peer::spawn_unix(io, handler, config)
+        })
+        .await
     }
     .await;
     match outcome {
@@ -180,6 +184,19 @@ async fn run<D, IO>(dispatch: D, io: IO, env: &PluginEnv) -> Result<(), ServeErr
 where
     D: Dispatch,
     IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    run_with(dispatch, env, |handler, config| {
+        Peer::spawn(io, handler, config)
+    })
+    .await
+}
+
+/// [`run`] with the connection's peer started by `spawn` (e.g. [`Peer::spawn_unix`], which can
+/// busy-poll: the environment's `GATEKEEPER_BUSY_POLL_US` is in the config it is given).
+async fn run_with<D, S>(dispatch: D, env: &PluginEnv, spawn: S) -> Result<(), ServeError>
+where
+    D: Dispatch,
+    S: FnOnce(Arc<dyn Handler>, PeerConfig) -> Peer,
 {
     check_type(env, D::TYPE)?;
     if env.protocol_version != PROTOCOL_VERSION {
@@ -222,9 +239,10 @@ where
     let config = PeerConfig {
         max_line_bytes: env.max_line_bytes,
         name: env.name.clone(),
+        busy_poll: env.busy_poll,
         ..PeerConfig::default()
     };
-    let peer = Peer::spawn(io, Arc::new(handler), config);
+    let peer = spawn(Arc::new(handler), config);
     dispatch
         .plugin()
         .config_reporter(ConfigReporter::new(peer.clone()));

@@ -100,6 +100,7 @@ async fn run_case(case: &Value, step: Arc<AtomicUsize>) -> Result<(), String> {
         plugin_type,
         protocol_version: PROTOCOL_VERSION,
         max_line_bytes: 16 << 20,
+        busy_poll: None,
     };
     let (proxy_io, plugin_io) = tokio::io::duplex(1 << 20);
     let serving = tokio::spawn(async move { conformance::run(plugin_io, &env).await });

@@ -208,6 +208,8 @@ fn plugin_json(handle: &PluginHandle, cache: Option<&DecisionCache>) -> Value {
         "retries": state.retries,
         "mean_latency_us": mean_latency_us,
         "cache": { "hits": cache.hits, "misses": cache.misses, "entries": cache.entries },
+        "busy_poll_us": state.busy_poll_us,
+        "busy_poll": { "data": state.busy_poll_data, "timeout": state.busy_poll_timeouts },
         "config_error": state.config_error.as_ref().map(|r| r.message.clone()),
         "config_error_since": state.config_error.as_ref().and_then(|r| r.at.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
         "processes": state.instances.iter().map(|instance| json!({

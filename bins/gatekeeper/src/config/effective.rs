@@ -69,6 +69,8 @@ struct Plugin<'a> {
     max_memory: Option<u64>,
     /// A number of calls or a duration; `null`: never.
     recycle_after: Option<RecycleAfter>,
+    /// Microseconds; 0: off.
+    busy_poll_us: u32,
 }
 
 #[derive(Serialize)]
@@ -134,6 +136,7 @@ fn plugin(p: &PluginConfig) -> Plugin<'_> {
         start_attempts: spec.start_attempts,
         max_memory: spec.max_memory,
         recycle_after: spec.recycle_after,
+        busy_poll_us: spec.busy_poll_us,
     }
 }
 

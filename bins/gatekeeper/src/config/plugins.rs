@@ -1,7 +1,8 @@
 //! The plugins to run: the `[[plugin]]` tables, then the `--TYPE-plugin` flags, each with its
 //! command resolved to a file and a unique name; the pass-through `--TYPE-KEY` flags go into
-//! the config map of every plugin of that type, except `--TYPE-instances N` and
-//! `--TYPE-standby N`, which set those settings of every plugin of that type.
+//! the config map of every plugin of that type, except `--TYPE-instances N`,
+//! `--TYPE-standby N` and `--TYPE-busy-poll-us N`, which set those settings of every plugin of
+//! that type.
 
 use std::path::{Path, PathBuf};
 
@@ -86,8 +87,9 @@ fn from_flag(plugin_type: PluginType, spec: &str, taken: &[PluginConfig]) -> Res
     })
 }
 
-/// The pass-through keys that are plugin settings rather than config-map keys.
-pub const SETTING_FLAGS: [&str; 2] = ["instances", "standby"];
+/// The pass-through keys that are plugin settings rather than config-map keys
+/// (`busy_poll_us` in either spelling).
+pub const SETTING_FLAGS: [&str; 4] = ["instances", "standby", "busy-poll-us", "busy_poll_us"];
 
 /// `--upstream-file x`: `file = "x"` in the config map of every upstream plugin;
 /// `--modifier-instances 2`: `instances = 2` for every modifier plugin.
@@ -123,25 +125,49 @@ fn apply_pass_through_flags(cli: &Cli, plugins: &mut [PluginConfig]) -> Result<(
     Ok(())
 }
 
-/// `--TYPE-instances N` or `--TYPE-standby N` on one plugin, checked; the error names the flag.
+/// `--TYPE-instances N`, `--TYPE-standby N` or `--TYPE-busy-poll-us N` on one plugin, checked;
+/// the error names the flag.
 fn apply_setting_flag(flag: &PluginFlag, spec: &mut PluginSpec) -> Result<()> {
     let name = format!("--{}-{}", flag.plugin_type, flag.key);
-    let count: usize = flag
-        .value
-        .as_str()
-        .and_then(|text| text.trim().parse().ok())
-        .ok_or_else(|| anyhow!("{name}: expected a number, got {}", flag.value))?;
-    match flag.key.as_str() {
-        "instances" => spec.instances = count,
-        _ => spec.standby = count,
+    let number = |value: &serde_json::Value| -> Result<i64> {
+        value
+            .as_str()
+            .and_then(|text| text.trim().parse().ok())
+            .ok_or_else(|| anyhow!("{name}: expected a number, got {value}"))
+    };
+    let setting = flag.key.replace('-', "_");
+    match setting.as_str() {
+        "busy_poll_us" => {
+            let us = number(&flag.value)?;
+            spec.busy_poll_us =
+                u32::try_from(us).map_err(|_| anyhow!("{name}: {}", busy_poll_range(us)))?;
+        }
+        _ => {
+            let count = usize::try_from(number(&flag.value)?)
+                .map_err(|_| anyhow!("{name}: expected a number, got {}", flag.value))?;
+            if setting == "instances" {
+                spec.instances = count;
+            } else {
+                spec.standby = count;
+            }
+        }
     }
     spec.validate().map_err(|e| {
         let message = e.to_string();
         let what = message
-            .strip_prefix(&format!("{}: ", flag.key))
+            .strip_prefix(&format!("{setting}: "))
             .unwrap_or(&message);
         anyhow!("{name}: {what}")
     })
+}
+
+/// The range message of `busy_poll_us` for `value`, without the key.
+fn busy_poll_range(value: i64) -> String {
+    let message = gatekeeper_plugin_host::spec::ConfigError::BusyPoll(value).to_string();
+    message
+        .strip_prefix("busy_poll_us: ")
+        .unwrap_or(&message)
+        .to_owned()
 }
 
 fn at_most_one_router_and_loadbalancer(plugins: &[PluginConfig]) -> Result<()> {

@@ -639,6 +639,60 @@ fn instances_and_standby_by_flag() {
 }
 
 #[test]
+fn busy_poll_us_is_read_from_the_file_and_the_flag_and_checked() {
+    let plugin = "[[plugin]]\ntype = \"modifier\"\ncommand = \"/bin/sh\"\n";
+    assert_eq!(merge("gk", plugin).unwrap().plugins[0].spec.busy_poll_us, 0);
+    let s = merge("gk", &format!("{plugin}busy_poll_us = 200")).unwrap();
+    assert_eq!(s.plugins[0].spec.busy_poll_us, 200);
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["plugins"][0]["busy_poll_us"], 200);
+    for (value, expected) in [
+        (
+            "-1",
+            "plugin[0].busy_poll_us: -1 must be from 0 (off) to 1000 microseconds",
+        ),
+        (
+            "1001",
+            "plugin[0].busy_poll_us: 1001 must be from 0 (off) to 1000 microseconds",
+        ),
+        (
+            "2.5",
+            "plugin[0].busy_poll_us: expected a whole number of microseconds",
+        ),
+    ] {
+        let error = err(&format!("{plugin}busy_poll_us = {value}"), "gk");
+        assert!(error.starts_with(expected), "{value}: {error}");
+    }
+    let s = merge(
+        "gk --modifier-plugin /bin/sh --modifier-busy-poll-us 150",
+        plugin,
+    )
+    .unwrap();
+    assert!(s.plugins.iter().all(|p| p.spec.busy_poll_us == 150));
+    assert!(!s.plugins[0].spec.config.contains_key("busy-poll-us"));
+    let s = merge(
+        "gk --modifier-plugin /bin/sh --modifier-busy_poll_us=50",
+        "",
+    )
+    .unwrap();
+    assert_eq!(s.plugins[0].spec.busy_poll_us, 50);
+    assert_eq!(
+        err(
+            "",
+            "gk --modifier-plugin /bin/sh --modifier-busy-poll-us 5000"
+        ),
+        "--modifier-busy-poll-us: 5000 must be from 0 (off) to 1000 microseconds"
+    );
+    assert_eq!(
+        err(
+            "",
+            "gk --modifier-plugin /bin/sh --modifier-busy-poll-us -3"
+        ),
+        "--modifier-busy-poll-us: -3 must be from 0 (off) to 1000 microseconds"
+    );
+}
+
+#[test]
 fn tls_listener_settings_are_read_and_bad_ones_name_their_key() {
     let listen = "listen = [\"https=127.0.0.1:1\"]\n";
     let table = |extra: &str| {

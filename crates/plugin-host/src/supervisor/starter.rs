@@ -118,6 +118,9 @@ impl Starter {
         replay: Option<ReplayFor>,
     ) -> Result<Running, StartError> {
         let (authenticated_tx, mut authenticated) = mpsc::unbounded_channel();
+        self.plugin
+            .busy_poll_us
+            .store(spec.busy_poll_us, std::sync::atomic::Ordering::Relaxed);
         let context = Arc::new(SessionContext {
             name: self.plugin.name.clone(),
             label: label.clone(),
@@ -126,6 +129,8 @@ impl Starter {
             manager: self.manager.clone(),
             config_status: self.plugin.config_status.clone(),
             events: authenticated_tx,
+            busy_poll: spec.busy_poll(),
+            busy_poll_stats: self.plugin.busy_poll.clone(),
         });
         let deadline = Instant::now() + spec.start_timeout;
         let mut spawned = process::spawn(spec, label, env_instance, &socket.path, &context.token)?;

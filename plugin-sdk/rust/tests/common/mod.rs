@@ -71,6 +71,7 @@ pub fn env(plugin_type: PluginType, token: &str) -> PluginEnv {
         plugin_type,
         protocol_version: PROTOCOL_VERSION,
         max_line_bytes: 1 << 20,
+        busy_poll: None,
     }
 }
 
