@@ -143,6 +143,7 @@ impl ModifierPlugin for RequestId {
         set_header(&mut response.headers, &name, id);
         Ok(ModifyResponseResult {
             response: Some(response),
+            patch: None,
         })
     }
 }

@@ -184,6 +184,7 @@ impl TestModifier {
             set_header(&mut params.response.headers, "x-resp", "1");
             Ok(ModifyResponseResult {
                 response: Some(params.response),
+                patch: None,
             })
         })
     }
@@ -196,6 +197,7 @@ impl TestModifier {
             params.response.body = Some(format!("custom {}", params.error.kind));
             Ok(ModifyResponseResult {
                 response: Some(params.response),
+                patch: None,
             })
         })
     }

@@ -120,6 +120,7 @@ impl Tagger {
             set_header(&mut params.response.headers, "x-tagged-by", name);
             Ok(ModifyResponseResult {
                 response: Some(params.response),
+                patch: None,
             })
         })
     }

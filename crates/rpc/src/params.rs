@@ -10,6 +10,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
+use crate::patch::{RequestPatch, ResponsePatch};
 use crate::types::{Backend, HttpRequest, HttpResponse, Object, ProxyError, Upstream};
 
 /// An empty params object or result (`{}`); also accepts `null`.
@@ -202,12 +203,17 @@ pub struct ModifyRequestParams {
     pub request: HttpRequest,
 }
 
-/// Result of `modify_request`: `{}` leaves the request as it is.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+/// Result of `modify_request`: `{}` leaves the request as it is. `request` and `patch` together
+/// are a bad result.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct ModifyRequestResult {
     /// The changed request, replacing the one sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<HttpRequest>,
+    /// The changes to make to the request, instead of the whole `request` (see
+    /// [`RequestPatch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<RequestPatch>,
     /// A response to send to the client instead of forwarding (e.g. a 401). Later modifiers
     /// and the backend are skipped; `modify_response` hooks still run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +272,14 @@ impl ModifyRequestResult {
     pub fn forward(request: HttpRequest) -> Self {
         ModifyRequestResult {
             request: Some(request),
+            ..ModifyRequestResult::default()
+        }
+    }
+
+    /// Changes the request by `patch` (only what it names).
+    pub fn patch(patch: RequestPatch) -> Self {
+        ModifyRequestResult {
+            patch: Some(patch),
             ..ModifyRequestResult::default()
         }
     }
@@ -376,11 +390,71 @@ pub struct ModifyResponseParams {
 }
 
 /// Result of `modify_response` and `modify_error_response`: `{}` leaves the response as it is.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+/// `response` and `patch` together are a bad result.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct ModifyResponseResult {
     /// The changed response, replacing the one sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
+    /// Status and header changes, instead of the whole `response` (see [`ResponsePatch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<ResponsePatch>,
+}
+
+/// The members of a [`ModifyRequestResult`] as read, before the check that `request` and
+/// `patch` do not come together.
+#[derive(Deserialize)]
+struct ModifyRequestResultFields {
+    #[serde(default)]
+    request: Option<HttpRequest>,
+    #[serde(default)]
+    patch: Option<RequestPatch>,
+    #[serde(default)]
+    response: Option<HttpResponse>,
+    #[serde(default)]
+    cache: Option<CacheInstruction>,
+}
+
+impl<'de> Deserialize<'de> for ModifyRequestResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = ModifyRequestResultFields::deserialize(deserializer)?;
+        if fields.request.is_some() && fields.patch.is_some() {
+            return Err(serde::de::Error::custom(
+                "a modify_request result carries `request` or `patch`, not both",
+            ));
+        }
+        Ok(ModifyRequestResult {
+            request: fields.request,
+            patch: fields.patch,
+            response: fields.response,
+            cache: fields.cache,
+        })
+    }
+}
+
+/// The members of a [`ModifyResponseResult`] as read, before the check that `response` and
+/// `patch` do not come together.
+#[derive(Deserialize)]
+struct ModifyResponseResultFields {
+    #[serde(default)]
+    response: Option<HttpResponse>,
+    #[serde(default)]
+    patch: Option<ResponsePatch>,
+}
+
+impl<'de> Deserialize<'de> for ModifyResponseResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = ModifyResponseResultFields::deserialize(deserializer)?;
+        if fields.response.is_some() && fields.patch.is_some() {
+            return Err(serde::de::Error::custom(
+                "a modify_response result carries `response` or `patch`, not both",
+            ));
+        }
+        Ok(ModifyResponseResult {
+            response: fields.response,
+            patch: fields.patch,
+        })
+    }
 }
 
 /// Params of `modify_error_response`.

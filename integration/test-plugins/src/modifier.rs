@@ -246,6 +246,7 @@ impl ModifierPlugin for TestModifier {
         }
         Ok(ModifyResponseResult {
             response: Some(response),
+            patch: None,
         })
     }
 

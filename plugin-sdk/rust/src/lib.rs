@@ -73,7 +73,7 @@
 //!     ) -> Result<ModifyResponseResult, HookError> {
 //!         let mut response = params.response;
 //!         set_header(&mut response.headers, "x-powered-by", "gatekeeper");
-//!         Ok(ModifyResponseResult { response: Some(response) })
+//!         Ok(ModifyResponseResult { response: Some(response), patch: None })
 //!     }
 //! }
 //!

@@ -125,6 +125,7 @@ async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_t
         response.headers.push(("x-blind".into(), "1".into()));
         ModifyResponseResult {
             response: Some(response),
+            patch: None,
         }
     });
     let blind = Arc::new(blind);
@@ -135,6 +136,7 @@ async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_t
         response.body = Some("replaced".into());
         ModifyResponseResult {
             response: Some(response),
+            patch: None,
         }
     });
     let reader = Arc::new(reader);
