@@ -68,22 +68,40 @@ fn merge_response(current: &mut HttpResponse, mut new: HttpResponse) {
 
 /// A `modify_request` result as a decision that can be replayed on another request.
 fn decision_of(sent: &HttpRequest, result: &ModifyRequestResult) -> Decision {
-    match (&result.response, &result.request) {
-        (Some(response), _) => Decision::Respond(response.clone()),
-        (None, Some(returned)) => Decision::Change(RequestChange::between(sent, returned)),
-        (None, None) => Decision::Unchanged,
+    match (&result.response, &result.request, &result.patch) {
+        (Some(response), _, _) => Decision::Respond(response.clone()),
+        (None, Some(returned), _) => Decision::Change(RequestChange::between(sent, returned)),
+        (None, None, Some(patch)) => Decision::Change(RequestChange::of_patch(patch)),
+        (None, None, None) => Decision::Unchanged,
+    }
+}
+
+/// Takes a modifier's response patch or returned response as the current response.
+fn apply_response_result(current: &mut HttpResponse, result: ModifyResponseResult) -> bool {
+    match (result.response, result.patch) {
+        (Some(new), _) => {
+            merge_response(current, new);
+            true
+        }
+        (None, Some(patch)) => {
+            patch.apply(current);
+            !patch.is_empty()
+        }
+        (None, None) => false,
     }
 }
 
 /// What the `modify_request` hooks decided.
 #[derive(Debug)]
 pub(crate) enum RequestOutcome {
-    /// Forward the request (`changed` is false when no modifier returned a request).
+    /// Forward the request (`changed` is false when no modifier returned a request or patch).
     Forward {
         /// The request as the last modifier left it.
         request: HttpRequest,
-        /// Whether any modifier returned a changed request.
+        /// Whether any modifier returned a changed request or a patch.
         changed: bool,
+        /// What the modifiers changed, in order: what the proxy applies to its request.
+        change: RequestChange,
     },
     /// Answer the client with this response (then run `modify_response` hooks on it).
     Respond {
@@ -195,6 +213,7 @@ impl Chain {
         mut phases: Option<&mut Vec<ModifierPhase>>,
     ) -> RequestOutcome {
         let mut changed = false;
+        let mut total = RequestChange::default();
         for m in &self.modifiers {
             if !m.plugin().has_hook(ModifyRequest::NAME) {
                 continue;
@@ -205,6 +224,7 @@ impl Chain {
                     Decision::Unchanged => {}
                     Decision::Change(change) => {
                         change.apply(&mut request);
+                        total.then(change);
                         changed = true;
                     }
                     Decision::Respond(response) => {
@@ -240,7 +260,13 @@ impl Chain {
                         if new.body_base64.is_none() {
                             new.body_base64 = request.body_base64.take();
                         }
+                        total.then(RequestChange::between(&request, &new));
                         request = new;
+                        changed = true;
+                    } else if let Some(patch) = &result.patch {
+                        let change = RequestChange::of_patch(patch);
+                        change.apply(&mut request);
+                        total.then(change);
                         changed = true;
                     }
                     if let Some(response) = result.response {
@@ -251,7 +277,11 @@ impl Chain {
                 Err(failure) => return RequestOutcome::Failed { request, failure },
             }
         }
-        RequestOutcome::Forward { request, changed }
+        RequestOutcome::Forward {
+            request,
+            changed,
+            change: total,
+        }
     }
 
     /// Runs the `modify_response` hooks. Returns the final response and whether any modifier
@@ -275,9 +305,8 @@ impl Chain {
             };
             let call = m.call::<ModifyResponse>(&params);
             let answer = timed(&mut phases, m, ModifyResponse::NAME, call).await?;
-            if let Some(new) = answer.and_then(|a| a.response) {
-                merge_response(&mut response, new);
-                changed = true;
+            if let Some(result) = answer {
+                changed |= apply_response_result(&mut response, result);
             }
         }
         Ok((response, changed))
@@ -305,10 +334,10 @@ impl Chain {
             };
             let call = m.call::<ModifyErrorResponse>(&params);
             match timed(&mut phases, m, ModifyErrorResponse::NAME, call).await {
-                Ok(Some(ModifyResponseResult {
-                    response: Some(new),
-                })) => merge_response(&mut response, new),
-                Ok(Some(ModifyResponseResult { response: None }) | None) => {}
+                Ok(Some(result)) => {
+                    apply_response_result(&mut response, result);
+                }
+                Ok(None) => {}
                 Err(failure) => return failure.response(),
             }
         }

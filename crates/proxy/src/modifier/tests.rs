@@ -83,6 +83,7 @@ fn request_with_body(body: &[u8]) -> HttpRequest {
 async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_unchanged() {
     let mut blind = Fake::new(false);
     blind.on_request = Box::new(|p| ModifyRequestResult {
+        patch: None,
         cache: None,
         request: Some(p.request.clone()),
         response: None,
@@ -94,6 +95,7 @@ async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_u
         let body = decode_body(request.body_base64.as_deref().unwrap()).unwrap();
         request.body_base64 = Some(encode_body(&body.to_ascii_uppercase()));
         ModifyRequestResult {
+            patch: None,
             cache: None,
             request: Some(request),
             response: None,
@@ -105,7 +107,10 @@ async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_u
     assert!(!Chain::new(vec![blind.clone()]).wants_body(ModifyRequest::NAME));
 
     let outcome = chain.modify_request(request_with_body(b"abc"), None).await;
-    let RequestOutcome::Forward { request, changed } = outcome else {
+    let RequestOutcome::Forward {
+        request, changed, ..
+    } = outcome
+    else {
         panic!("expected Forward");
     };
     assert!(changed);
@@ -193,7 +198,9 @@ fn with_token(token: &str, path: &str) -> HttpRequest {
 
 fn forward(outcome: RequestOutcome) -> HttpRequest {
     match outcome {
-        RequestOutcome::Forward { request, changed } => {
+        RequestOutcome::Forward {
+            request, changed, ..
+        } => {
             assert!(changed);
             request
         }
@@ -214,6 +221,7 @@ async fn a_cached_change_is_replayed_on_the_next_request_without_a_call() {
         });
         if token == Some("bad") {
             return ModifyRequestResult {
+                patch: None,
                 request: None,
                 response: Some(HttpResponse::new(401, Vec::new())),
                 cache,
@@ -224,6 +232,7 @@ async fn a_cached_change_is_replayed_on_the_next_request_without_a_call() {
             .headers
             .push(("x-user".into(), format!("user-of-{}", token.unwrap_or("-"))));
         ModifyRequestResult {
+            patch: None,
             request: Some(request),
             response: None,
             cache,
