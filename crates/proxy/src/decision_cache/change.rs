@@ -276,4 +276,42 @@ mod tests {
         change.apply(&mut other);
         assert_eq!(other, before);
     }
+
+    #[test]
+    fn a_patch_replays_as_its_operations_and_changes_compose_in_order() {
+        let patch: RequestPatch = serde_json::from_value(json!({
+            "remove_headers": ["x-drop"],
+            "set_headers": {"x-user": "alice"},
+            "append_headers": [["x-trace", "t"]],
+            "context": {"user": "alice", "gone": null},
+            "upstream": "api"
+        }))
+        .unwrap();
+        let mut change = RequestChange::of_patch(&patch);
+        let mut later = RequestChange::default();
+        later
+            .headers
+            .push(HeaderChange::Set("x-user".into(), vec!["bob".into()]));
+        later.upstream = Some(Some("other".into()));
+        change.then(later);
+
+        let mut other = request("/b", &[("x-drop", "1"), ("x-trace", "s")]);
+        other.context.insert("gone".into(), json!(2));
+        change.apply(&mut other);
+        assert_eq!(
+            other.headers,
+            vec![
+                ("x-trace".to_owned(), "s".to_owned()),
+                ("x-trace".to_owned(), "t".to_owned()),
+                ("x-user".to_owned(), "bob".to_owned()),
+            ]
+        );
+        assert_eq!(other.context.get("user"), Some(&json!("alice")));
+        assert!(!other.context.contains_key("gone"));
+        assert_eq!(
+            other.upstream.as_deref(),
+            Some("other"),
+            "the later change wins"
+        );
+    }
 }
