@@ -155,12 +155,14 @@ impl TestModifier {
                     set_header(&mut params.request.headers, "x-added", "yes");
                     set_header(&mut params.request.headers, "bad header", "ignored");
                     Ok(ModifyRequestResult {
+                        patch: None,
                         cache: None,
                         request: Some(params.request),
                         response: None,
                     })
                 }
                 Behaviour::Deny => Ok(ModifyRequestResult {
+                    patch: None,
                     cache: None,
                     request: None,
                     response: Some(HttpResponse {

@@ -129,6 +129,11 @@ pub use gatekeeper_rpc::metrics::{
     events, now_ms, EventMetric, ModifierPhase, Phases, PluginMetric, ProfilingMetric,
     RequestMetric, UpstreamMetric,
 };
+/// Patch results: the changes a modifier makes, instead of a whole request or response (the
+/// SDK sends returned whole values as patches by itself).
+pub use gatekeeper_rpc::patch::{
+    FieldName, FieldValue, FieldValues, PatchStatus, RequestPatch, ResponsePatch,
+};
 pub use gatekeeper_rpc::types::{
     header, set_header, Backend, Headers, HttpRequest, HttpResponse, Object, ProxyError, Upstream,
     BALANCERS,

@@ -64,6 +64,7 @@ impl ModifierPlugin for Tagger {
             .unwrap_or_default();
         set_header(&mut request.headers, "x-tag", tag);
         Ok(ModifyRequestResult {
+            patch: None,
             cache: None,
             request: Some(request),
             response: None,
@@ -120,9 +121,16 @@ async fn configure_delivers_the_map_and_modify_request_answers() {
         .request::<ModifyRequest>(&params, CALL)
         .await
         .unwrap();
-    let changed = result.request.expect("a changed request");
+    // The handler returned the whole request; the SDK sent only what changed, as a patch.
+    assert!(result.request.is_none(), "{result:?}");
+    let patch = result.patch.expect("a patch");
+    assert_eq!(
+        serde_json::to_value(&patch).unwrap(),
+        json!({"set_headers": {"x-tag": "blue"}})
+    );
+    let mut changed = params.request.clone();
+    patch.apply(&mut changed);
     assert_eq!(header(&changed.headers, "x-tag"), Some("blue"));
-    assert_eq!(changed.path, "/x");
     assert!(result.response.is_none());
 }
 
@@ -341,6 +349,7 @@ impl ModifierPlugin for Upper {
         };
         request.set_body_bytes(&body.to_ascii_uppercase());
         Ok(ModifyRequestResult {
+            patch: None,
             cache: None,
             request: Some(request),
             response: None,
