@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from .env import PluginEnv
 from .errors import EnvError, RpcError, ServeError
 from .manager import ConfigReporter, Manager
 from .models import LIFECYCLE_METHODS, PROTOCOL_VERSION, JsonObject
+from .patch import as_patch
 from .plugin import Plugin, UpstreamPlugin, hook_result
 
 logger = logging.getLogger("gatekeeper_plugin")
@@ -215,8 +217,12 @@ async def dispatch(
         if method not in declared:
             raise RpcError(codes.METHOD_NOT_FOUND, f"`{method}` was not declared in the handshake")
         args = read_params(method, hook.params, params)
+        sent = copy.deepcopy(args[hook.patch[0]]) if hook.patch is not None else None
         value = await getattr(plugin, method)(*args)
-        return hook_result(method, hook.check, value)
+        result = hook_result(method, hook.check, value)
+        if hook.patch is not None and sent is not None:
+            result = as_patch(hook.patch[1], sent, result)
+        return result
     if method == "configure":
         config = read_params(method, _config_params, params)[0]
         if params.get("check") is True:
