@@ -14,6 +14,7 @@ import { DEFAULT_MAX_LINE_BYTES, Peer } from './peer.js';
 import { HOOK_ARGUMENTS, HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf, REPORTER } from './plugins.js';
 import { hasEmptyResult, PROTOCOL, resultError } from './protocol.js';
 import * as check from './validate.js';
+import { asPatch, PATCHED_ARGUMENT } from './patch.js';
 
 /** The protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = PROTOCOL.protocol_version;
@@ -181,8 +182,11 @@ async function dispatch(context, method, params) {
         throw new RpcError(codes.METHOD_NOT_FOUND, `\`${method}\` was not declared in the handshake`);
       }
       const args = HOOK_ARGUMENTS[method](params);
+      const patched = type === 'modifier' ? PATCHED_ARGUMENT[method] : undefined;
+      const sent = patched === undefined ? undefined : structuredClone(args[patched[0]]);
       const value = await plugin[METHOD_NAMES[method]](...args, params);
-      return { result: resultOf(method, value) };
+      const result = resultOf(method, value);
+      return { result: patched === undefined ? result : asPatch(patched[1], sent, result) };
     }
     switch (method) {
       case 'configure': {

@@ -33,6 +33,7 @@ async function call(proxy, id, method, params) {
 
 class Thrower extends ModifierPlugin {
   async modifyRequest(request) {
+    this.seen = structuredClone(request);
     const mode = request.headers[0]?.[1];
     if (mode === 'rpc') throw new RpcError(codes.UNAVAILABLE, 'not now', { retry: true });
     if (mode === 'plain') throw new Error('kaput');
@@ -70,7 +71,8 @@ test('hook errors: RpcError keeps its code, other errors are -32603 and logged w
 });
 
 test('bad params are -32602 and name the field; the connection stays usable', T, async () => {
-  const s = await started(new Thrower());
+  const thrower = new Thrower();
+  const s = await started(thrower);
   try {
     const cases = [
       [{}, /`request` must be an object, but it is missing/],
@@ -92,7 +94,9 @@ test('bad params are -32602 and name the field; the connection stays usable', T,
     assert.deepEqual((await call(s.proxy, id++, 'heartbeat')).result, {});
     // Defaults are filled in for the plugin.
     const filled = await call(s.proxy, id++, 'modify_request', { request: { method: 'GET', path: '/p' } });
-    assert.deepEqual(filled.result.request, {
+    // The request came back unchanged: nothing to patch.
+    assert.deepEqual(filled.result, {});
+    assert.deepEqual(thrower.seen, {
       method: 'GET',
       path: '/p',
       listener: '',
