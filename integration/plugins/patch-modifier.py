@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""A modifier plugin written from docs/protocol.md alone, with no SDK, that answers with patches
+(patch.bats). Its first argument is the mode:
+
+- `good`: modify_request answers `{"patch": ...}` setting `x-patched: yes` (replacing any),
+  appending `x-multi: b`, removing `x-drop` and setting `context.user`; modify_response answers
+  a patch setting `x-seen-user` to that context value and the status to 203.
+- `bad`: modify_request answers a patch with an invalid header name (a bad result).
+"""
+import json, os, socket, sys
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "good"
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(os.environ["GATEKEEPER_SOCKET"])
+reader, writer = sock.makefile("r"), sock.makefile("w")
+
+def send(message):
+    writer.write(json.dumps(message, separators=(",", ":")) + "\n")
+    writer.flush()
+
+send({"jsonrpc": "2.0", "id": 1, "method": "handshake",
+      "params": {"token": os.environ["GATEKEEPER_TOKEN"], "protocol_version": 1,
+                 "hooks": ["modify_request", "modify_response"]}})
+
+for line in reader:
+    message = json.loads(line)
+    if "method" not in message:          # a response to our handshake
+        continue
+    method, params = message["method"], message.get("params", {})
+    result = {}
+    if method == "modify_request" and mode == "good":
+        result = {"patch": {"set_headers": {"x-patched": "yes"},
+                            "append_headers": [["x-multi", "b"]],
+                            "remove_headers": ["x-drop"],
+                            "context": {"user": "alice"}}}
+    elif method == "modify_request":
+        result = {"patch": {"set_headers": {"bad name": "x"}}}
+    elif method == "modify_response":
+        user = params["request"]["context"].get("user", "none")
+        result = {"patch": {"status": 203, "set_headers": {"x-seen-user": user}}}
+    send({"jsonrpc": "2.0", "id": message["id"], "result": result})
+    if method == "stop":
+        break
