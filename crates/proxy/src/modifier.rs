@@ -18,9 +18,10 @@ use gatekeeper_rpc::methods::{
     ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::ModifierPhase;
+use gatekeeper_rpc::patch::ResponsePatch;
 use gatekeeper_rpc::types::{encode_body, HttpRequest, HttpResponse, ProxyError};
 
-use crate::decision_cache::change::{Decision, RequestChange};
+use crate::decision_cache::change::{Decision, HeaderChange, RequestChange};
 use crate::metrics::micros;
 use crate::port::policy::{HookFailure, HookedPlugin};
 use crate::port::Plugin;
@@ -76,18 +77,70 @@ fn decision_of(sent: &HttpRequest, result: &ModifyRequestResult) -> Decision {
     }
 }
 
-/// Takes a modifier's response patch or returned response as the current response.
-fn apply_response_result(current: &mut HttpResponse, result: ModifyResponseResult) -> bool {
+/// What the `modify_response` hooks changed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) enum ResponseChange {
+    /// Nothing: the backend's response goes on as it is.
+    #[default]
+    Unchanged,
+    /// Only patches: the status (if set) and these header changes, in order, to apply to the
+    /// response's parts.
+    Patched {
+        /// The new status, if a patch set one.
+        status: Option<u16>,
+        /// The header operations, in order.
+        headers: Vec<HeaderChange>,
+    },
+    /// A whole response was returned: the final view replaces status, headers (and body).
+    Whole,
+}
+
+impl ResponseChange {
+    /// Adds a patch: still a patch unless a whole response came before.
+    fn then_patch(&mut self, patch: &ResponsePatch) {
+        if patch.is_empty() {
+            return;
+        }
+        let changes = HeaderChange::of_patch(
+            &patch.remove_headers,
+            &patch.set_headers,
+            &patch.append_headers,
+        );
+        match self {
+            ResponseChange::Whole => {}
+            ResponseChange::Unchanged => {
+                *self = ResponseChange::Patched {
+                    status: patch.status.map(|s| s.get()),
+                    headers: changes,
+                }
+            }
+            ResponseChange::Patched { status, headers } => {
+                if let Some(new) = patch.status {
+                    *status = Some(new.get());
+                }
+                headers.extend(changes);
+            }
+        }
+    }
+}
+
+/// Takes a modifier's response patch or returned response as the current response, and notes
+/// what changed in `change`.
+fn apply_response_result(
+    current: &mut HttpResponse,
+    result: ModifyResponseResult,
+    change: &mut ResponseChange,
+) {
     match (result.response, result.patch) {
         (Some(new), _) => {
             merge_response(current, new);
-            true
+            *change = ResponseChange::Whole;
         }
         (None, Some(patch)) => {
             patch.apply(current);
-            !patch.is_empty()
+            change.then_patch(&patch);
         }
-        (None, None) => false,
+        (None, None) => {}
     }
 }
 
@@ -284,16 +337,16 @@ impl Chain {
         }
     }
 
-    /// Runs the `modify_response` hooks. Returns the final response and whether any modifier
-    /// changed it, or the failure of a fail-closed modifier. With `phases`, each hook call's
+    /// Runs the `modify_response` hooks. Returns the final response and what the modifiers
+    /// changed, or the failure of a fail-closed modifier. With `phases`, each hook call's
     /// latency is appended to it.
     pub(crate) async fn modify_response(
         &self,
         request: &HttpRequest,
         mut response: HttpResponse,
         mut phases: Option<&mut Vec<ModifierPhase>>,
-    ) -> Result<(HttpResponse, bool), HookFailure> {
-        let mut changed = false;
+    ) -> Result<(HttpResponse, ResponseChange), HookFailure> {
+        let mut changed = ResponseChange::Unchanged;
         for m in &self.modifiers {
             if !m.plugin().has_hook(ModifyResponse::NAME) {
                 continue;
@@ -306,7 +359,7 @@ impl Chain {
             let call = m.call::<ModifyResponse>(&params);
             let answer = timed(&mut phases, m, ModifyResponse::NAME, call).await?;
             if let Some(result) = answer {
-                changed |= apply_response_result(&mut response, result);
+                apply_response_result(&mut response, result, &mut changed);
             }
         }
         Ok((response, changed))
@@ -335,7 +388,7 @@ impl Chain {
             let call = m.call::<ModifyErrorResponse>(&params);
             match timed(&mut phases, m, ModifyErrorResponse::NAME, call).await {
                 Ok(Some(result)) => {
-                    apply_response_result(&mut response, result);
+                    apply_response_result(&mut response, result, &mut ResponseChange::Whole);
                 }
                 Ok(None) => {}
                 Err(failure) => return failure.response(),

@@ -8,7 +8,9 @@
 //! sees ([`RequestChange::apply`]) and to hyper's request parts (the pipeline's
 //! `Exchange::apply_change`), touching only the headers it names.
 
-use gatekeeper_rpc::patch::RequestPatch;
+use std::collections::BTreeMap;
+
+use gatekeeper_rpc::patch::{FieldName, FieldValue, FieldValues, RequestPatch};
 use gatekeeper_rpc::types::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
@@ -30,6 +32,31 @@ pub(crate) enum HeaderChange {
     Set(String, Vec<String>),
     /// A value is added after the existing ones.
     Append(String, String),
+}
+
+impl HeaderChange {
+    /// The operations of a patch's header members, in the order they apply: removals, then
+    /// replacements, then appends.
+    pub(crate) fn of_patch(
+        remove: &[FieldName],
+        set: &BTreeMap<FieldName, FieldValues>,
+        append: &[(FieldName, FieldValue)],
+    ) -> Vec<HeaderChange> {
+        let mut headers: Vec<HeaderChange> = remove
+            .iter()
+            .map(|name| HeaderChange::Set(name.as_str().to_owned(), Vec::new()))
+            .collect();
+        headers.extend(set.iter().map(|(name, values)| {
+            let values = values.as_slice().iter().map(|v| v.as_str().to_owned());
+            HeaderChange::Set(name.as_str().to_owned(), values.collect())
+        }));
+        headers.extend(
+            append
+                .iter()
+                .map(|(n, v)| HeaderChange::Append(n.as_str().to_owned(), v.as_str().to_owned())),
+        );
+        headers
+    }
 }
 
 /// The changes a modifier made to a request: each field is `Some` when it changed; header
@@ -111,20 +138,10 @@ impl RequestChange {
 
     /// The changes a patch makes (removals, then replacements, then appends).
     pub(crate) fn of_patch(patch: &RequestPatch) -> Self {
-        let mut headers: Vec<HeaderChange> = patch
-            .remove_headers
-            .iter()
-            .map(|name| HeaderChange::Set(name.as_str().to_owned(), Vec::new()))
-            .collect();
-        headers.extend(patch.set_headers.iter().map(|(name, values)| {
-            let values = values.as_slice().iter().map(|v| v.as_str().to_owned());
-            HeaderChange::Set(name.as_str().to_owned(), values.collect())
-        }));
-        headers.extend(
-            patch
-                .append_headers
-                .iter()
-                .map(|(n, v)| HeaderChange::Append(n.as_str().to_owned(), v.as_str().to_owned())),
+        let headers = HeaderChange::of_patch(
+            &patch.remove_headers,
+            &patch.set_headers,
+            &patch.append_headers,
         );
         let context = patch
             .context

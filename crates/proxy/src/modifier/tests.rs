@@ -154,7 +154,7 @@ async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_t
         .modify_response(&request, response, None)
         .await
         .unwrap();
-    assert!(changed);
+    assert_eq!(changed, ResponseChange::Whole);
     assert_eq!(out.body.as_deref(), Some("replaced"));
     assert_eq!(out.body_base64, None);
     assert_eq!(out.headers, vec![("x-blind".into(), "1".into())]);
@@ -282,4 +282,53 @@ async fn without_a_cache_instruction_every_request_calls() {
         chain.modify_request(with_token("t1", "/"), None).await;
     }
     assert_eq!(auth.requests.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn response_patches_compose_and_a_whole_response_wins() {
+    use gatekeeper_rpc::patch::ResponsePatch;
+    let patcher = |status: u16, name: &'static str| {
+        let mut fake = Fake::new(false);
+        fake.on_response = Box::new(move |_| {
+            let patch: ResponsePatch = serde_json::from_value(serde_json::json!({
+                "status": status, "append_headers": [[name, "1"]]
+            }))
+            .unwrap();
+            ModifyResponseResult {
+                response: None,
+                patch: Some(patch),
+            }
+        });
+        Arc::new(fake)
+    };
+    let chain = Chain::new(vec![patcher(201, "x-a"), patcher(202, "x-b")]);
+    let request = request_with_body(b"");
+    let (out, change) = chain
+        .modify_response(&request, HttpResponse::new(200, Vec::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(out.status, 202);
+    assert_eq!(
+        change,
+        ResponseChange::Patched {
+            status: Some(202),
+            headers: vec![
+                HeaderChange::Append("x-a".into(), "1".into()),
+                HeaderChange::Append("x-b".into(), "1".into()),
+            ],
+        }
+    );
+
+    let mut whole = Fake::new(false);
+    whole.on_response = Box::new(|p| ModifyResponseResult {
+        response: Some(p.response.clone()),
+        patch: None,
+    });
+    let chain = Chain::new(vec![Arc::new(whole), patcher(201, "x-a")]);
+    let (out, change) = chain
+        .modify_response(&request, HttpResponse::new(200, Vec::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(change, ResponseChange::Whole);
+    assert_eq!(out.headers, vec![("x-a".to_owned(), "1".to_owned())]);
 }
