@@ -18,12 +18,14 @@ use gatekeeper_rpc::methods::{
     ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::ModifierPhase;
+use gatekeeper_rpc::parts::{PartialModifyRequestParams, PartialRequest};
 use gatekeeper_rpc::patch::ResponsePatch;
 use gatekeeper_rpc::types::{encode_body, HttpRequest, HttpResponse, ProxyError};
 
 use crate::decision_cache::change::{Decision, HeaderChange, RequestChange};
 use crate::metrics::micros;
 use crate::port::policy::{HookFailure, HookedPlugin};
+use crate::port::HookError;
 use crate::port::Plugin;
 
 /// The default of `max_plugin_body`: the largest body sent to a plugin (1 MiB).
@@ -141,6 +143,22 @@ fn apply_response_result(
             change.then_patch(&patch);
         }
         (None, None) => {}
+    }
+}
+
+/// The params of a `modify_request` call: the whole request, or only the parts the plugin
+/// declared.
+enum SentParams<'a> {
+    Whole(&'a ModifyRequestParams),
+    Partial(PartialModifyRequestParams<'a>),
+}
+
+impl serde::Serialize for SentParams<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SentParams::Whole(params) => params.serialize(serializer),
+            SentParams::Partial(params) => params.serialize(serializer),
+        }
     }
 }
 
@@ -295,8 +313,27 @@ impl Chain {
                 request.body_base64.take()
             };
             let params = ModifyRequestParams { request };
-            let call = m.call::<ModifyRequest>(&params);
-            let outcome = timed(&mut phases, m, ModifyRequest::NAME, call).await;
+            let parts = m.plugin().request_parts(ModifyRequest::NAME);
+            let sent = match &parts {
+                None => SentParams::Whole(&params),
+                Some(parts) => SentParams::Partial(PartialModifyRequestParams {
+                    request: PartialRequest {
+                        request: &params.request,
+                        parts,
+                    },
+                }),
+            };
+            let call = m.call_with::<ModifyRequest>(&sent);
+            let mut outcome = timed(&mut phases, m, ModifyRequest::NAME, call).await;
+            if parts.is_some() && matches!(&outcome, Ok(Some(result)) if result.request.is_some()) {
+                // It was not sent the whole request, so it cannot return one.
+                let what = "returned a whole `request` from a hook that declared its parts \
+                            (answer with a `patch`)"
+                    .to_string();
+                outcome = m
+                    .failed(ModifyRequest::NAME, HookError::BadResult { what })
+                    .map(|()| None);
+            }
             if let (Ok(Some(result)), Some(cache)) = (&outcome, cache) {
                 if let Some(instruction) = &result.cache {
                     let decision = decision_of(&params.request, result);

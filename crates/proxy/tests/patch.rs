@@ -16,6 +16,7 @@ use common::*;
 use futures::future::BoxFuture;
 use gatekeeper_proxy::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
 use gatekeeper_rpc::methods::{ModifyRequest, ModifyRequestParams, ModifyRequestResult};
+use gatekeeper_rpc::parts::RequestPart;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -23,11 +24,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// A modifier that answers `hook` with this JSON result text, whatever the request.
+/// A modifier that answers `hook` with this JSON result text, whatever the request; with
+/// `parts`, it declared those request parts, and it records the params it was sent.
 struct JsonAnswer {
     hook: &'static str,
     result: &'static str,
     policy: FailurePolicy,
+    parts: Option<Arc<[RequestPart]>>,
+    sent: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Plugin for JsonAnswer {
@@ -43,7 +47,13 @@ impl Plugin for JsonAnswer {
         self.policy
     }
 
+    fn request_parts(&self, hook: &str) -> Option<Arc<[RequestPart]>> {
+        self.parts.clone().filter(|_| hook == self.hook)
+    }
+
     fn call_raw(&self, call: RawCall) -> BoxFuture<'static, Result<Parsed, HookError>> {
+        let params = serde_json::from_str(call.params_json().get()).unwrap();
+        self.sent.lock().unwrap().push(params);
         let parsed = call.parse(self.result).map_err(|e| HookError::BadResult {
             what: e.to_string(),
         });
@@ -56,6 +66,8 @@ fn answering(hook: &'static str, result: &'static str, policy: FailurePolicy) ->
         hook,
         result,
         policy,
+        parts: None,
+        sent: Arc::default(),
     })
 }
 
@@ -202,4 +214,43 @@ async fn a_response_patch_sets_the_status_and_headers_and_keeps_the_body() {
     let proxy = proxy_with(vec![answering("modify_response", bad, CLOSED)]).await;
     let (status, _, _) = send(proxy.addr, "GET", "/api/x", &[], "").await;
     assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn a_hook_that_declared_its_parts_is_sent_only_those_and_answers_with_a_patch() {
+    let parts: Arc<[RequestPart]> = Arc::from(vec![RequestPart::Header("authorization".into())]);
+    let sent: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let plugin = Arc::new(JsonAnswer {
+        hook: "modify_request",
+        result: r#"{"patch": {"set_headers": {"x-user": "alice"}}}"#,
+        policy: CLOSED,
+        parts: Some(parts.clone()),
+        sent: sent.clone(),
+    });
+    let proxy = proxy_with(vec![plugin]).await;
+    let headers = [("authorization", "Bearer t"), ("x-other", "o")];
+    let (status, _, body) = send(proxy.addr, "GET", "/api/x?q=1", &headers, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("x-user: alice"), "{body}");
+    assert!(
+        body.contains("x-other: o"),
+        "the headers not sent are kept: {body}"
+    );
+    assert_eq!(
+        sent.lock().unwrap()[0],
+        serde_json::json!({"request": {"method": "GET", "path": "/api/x",
+            "headers": [["authorization", "Bearer t"]]}})
+    );
+
+    // A whole request from such a hook is a bad result.
+    let whole = Arc::new(JsonAnswer {
+        hook: "modify_request",
+        result: r#"{"request": {"method": "GET", "path": "/api/x"}}"#,
+        policy: CLOSED,
+        parts: Some(parts),
+        sent: Arc::default(),
+    });
+    let proxy = proxy_with(vec![whole]).await;
+    let (status, _, body) = send(proxy.addr, "GET", "/api/x", &headers, "").await;
+    assert_eq!(status, 503, "{body}");
 }

@@ -5,11 +5,13 @@
 //! descriptions in the generated JSON Schema (`plugin-sdk/protocol.json`).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
+use crate::parts::RequestPart;
 use crate::patch::{RequestPatch, ResponsePatch};
 use crate::types::{Backend, HttpRequest, HttpResponse, Object, ProxyError, Upstream};
 
@@ -113,6 +115,12 @@ pub struct HandshakeParams {
     /// retried (the call fails under the plugin's failure policy instead). Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_retry: Vec<String>,
+    /// The request parts a declared hook needs, by hook (only `modify_request` takes parts):
+    /// the proxy then sends only those parts (and `method`, `path`, and the body when the hook
+    /// wants it), and the hook answers with a `patch`, a `response` or `{}`. Default: none
+    /// (the whole request is sent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Vec<RequestPart>>,
 }
 
 /// Result of `handshake`.
