@@ -131,6 +131,8 @@ pub use gatekeeper_rpc::metrics::{
 };
 /// Patch results: the changes a modifier makes, instead of a whole request or response (the
 /// SDK sends returned whole values as patches by itself).
+/// The request parts a hook may declare it needs ([`ModifierPlugin::request_parts`]).
+pub use gatekeeper_rpc::parts::RequestPart;
 pub use gatekeeper_rpc::patch::{
     FieldName, FieldValue, FieldValues, PatchStatus, RequestPatch, ResponsePatch,
 };

@@ -167,6 +167,18 @@ pub trait ModifierPlugin: Plugin {
         &[]
     }
 
+    /// The parts of the request [`modify_request`](Self::modify_request) needs, sent in the
+    /// handshake (`parts`): `method`, `path`, `query`, `host`, `headers` (all), `header:NAME`,
+    /// `client`, `context`, `upstream`. gatekeeper then sends only those (with `method` and
+    /// `path`; the body follows [`bodies`](Self::bodies)), which saves it building and writing
+    /// the rest; the hook must then answer with a patch, a response or nothing (a returned
+    /// request is sent as a patch by the SDK; one whose body changed cannot be).
+    ///
+    /// Default: none declared (the whole request is sent).
+    fn request_parts(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Runs for every request after routing, before a backend is picked. Return a changed
     /// `request` to replace it, or a `response` to answer the client directly (later modifiers
     /// and the backend are then skipped). The SDK sends a returned request as a `patch` of what
@@ -280,7 +292,7 @@ fn response_as_patch(
 
 adapter!(
     /// A [`ModifierPlugin`] being served.
-    AsModifier: ModifierPlugin as PluginType::Modifier, bodies: bodies, {
+    AsModifier: ModifierPlugin as PluginType::Modifier, bodies: bodies, parts: request_parts, {
         ModifyRequest => answer(modify_request_as_patch),
         ModifyResponse => answer(modify_response_as_patch),
         ModifyErrorResponse => answer(modify_error_response_as_patch),
