@@ -147,6 +147,20 @@ function declaredBodies(plugin, hooks, log) {
 }
 
 /**
+ * The handshake's `parts`: the request parts `modifyRequest` needs (`requestParts()`), if any
+ * and if `modify_request` is declared.
+ *
+ * @returns {{parts?: {modify_request: string[]}}}
+ */
+function requestPartsOf(plugin, hooks) {
+  const parts = typeof plugin.requestParts === 'function' ? plugin.requestParts() : [];
+  if (!Array.isArray(parts) || parts.some((part) => typeof part !== 'string')) {
+    throw new TypeError('requestParts() must return an array of part names');
+  }
+  return parts.length > 0 && hooks.includes('modify_request') ? { parts: { modify_request: [...parts] } } : {};
+}
+
+/**
  * The hooks `plugin` does not want sent twice: its `noRetry()` (or a `noRetry` array property),
  * if any.
  *
@@ -277,10 +291,12 @@ export async function run(plugin, socket, env = {}, options = {}) {
   let hooks;
   let bodies;
   let noRetry;
+  let parts;
   try {
     hooks = declaredHooks(plugin, type, log);
     bodies = declaredBodies(plugin, hooks, log);
     noRetry = declaredNoRetry(plugin, hooks, log);
+    parts = requestPartsOf(plugin, hooks);
   } catch (error) {
     socket.destroy();
     throw error;
@@ -308,6 +324,7 @@ export async function run(plugin, socket, env = {}, options = {}) {
         hooks,
         ...(bodies.length > 0 ? { bodies } : {}),
         ...(noRetry.length > 0 ? { no_retry: noRetry } : {}),
+        ...parts,
       },
       HANDSHAKE_TIMEOUT_MS,
     );

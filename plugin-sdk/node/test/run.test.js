@@ -134,6 +134,29 @@ test('bodies() is sent in the handshake as `bodies`', T, async () => {
   }
 });
 
+test('requestParts() is sent in the handshake as `parts`; a partial request gets a patch', T, async () => {
+  class NeedsAuthorization extends ModifierPlugin {
+    async modifyRequest(request) {
+      const token = request.headers.find(([name]) => name === 'authorization')[1];
+      request.headers.push(['x-user', token]);
+      return { request };
+    }
+
+    requestParts() {
+      return ['header:authorization'];
+    }
+  }
+  const s = await started(new NeedsAuthorization(), { pluginType: 'modifier' });
+  try {
+    assert.deepEqual(s.handshake.params.parts, { modify_request: ['header:authorization'] });
+    const partial = { method: 'GET', path: '/x', headers: [['authorization', 'alice']] };
+    const answer = await call(s.proxy, 1, 'modify_request', { request: partial });
+    assert.deepEqual(answer.result, { patch: { set_headers: { 'x-user': 'alice' } } });
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('noRetry() is sent in the handshake as `no_retry`', T, async () => {
   class ChargesOnce extends ModifierPlugin {
     async modifyRequest(request) {

@@ -317,6 +317,14 @@ class ModifierPlugin(Plugin):
         ),
     }
 
+    request_parts: Sequence[str] = ()
+    """The parts of the request :meth:`modify_request` needs, sent in the handshake (``parts``):
+    ``method``, ``path``, ``query``, ``host``, ``headers`` (all), ``header:NAME``, ``client``,
+    ``context``, ``upstream`` (``request_parts = ("header:authorization",)``). gatekeeper then
+    sends only those (with ``method`` and ``path``; the body follows :attr:`bodies`), and the
+    hook must answer with a patch, a response or nothing (a returned request is sent as a patch;
+    one whose body changed cannot be). Default: none (the whole request is sent)."""
+
     async def modify_request(self, request: Request) -> ModifyRequestResult | None:
         """Runs for every request, after routing and before a backend is picked.
 

@@ -138,6 +138,9 @@ async def serve_async(
         handshake_params["bodies"] = bodies
     if no_retry:
         handshake_params["no_retry"] = no_retry
+    request_parts = [str(part) for part in getattr(plugin, "request_parts", ())]
+    if request_parts and "modify_request" in hooks:
+        handshake_params["parts"] = {"modify_request": request_parts}
     if reader is None or writer is None:
         try:
             reader, writer = await asyncio.open_unix_connection(

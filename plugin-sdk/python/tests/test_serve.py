@@ -131,6 +131,39 @@ class DeclaredHooks(unittest.TestCase):
 
         run(test)
 
+    def test_declared_request_parts_go_in_the_handshake_and_a_partial_request_gets_a_patch(
+        self,
+    ) -> None:
+        class NeedsAuthorization(ModifierPlugin):
+            request_parts = ("header:authorization",)
+
+            async def modify_request(self, request: Request) -> Any:
+                token = next(v for n, v in request["headers"] if n == "authorization")
+                request["headers"].append(["x-user", token])
+                return {"request": request}
+
+        async def test() -> None:
+            proxy = await FakeProxy.start(NeedsAuthorization())
+            try:
+                message = await proxy.handshake()
+                self.assertEqual(
+                    message["params"]["parts"], {"modify_request": ["header:authorization"]}
+                )
+                partial = {"method": "GET", "path": "/x", "headers": [["authorization", "alice"]]}
+                answer = await proxy.call(1, "modify_request", {"request": partial})
+                self.assertEqual(
+                    answer["result"], {"patch": {"set_headers": {"x-user": "alice"}}}
+                )
+            finally:
+                await proxy.shutdown()
+            proxy = await FakeProxy.start(Echo())
+            try:
+                self.assertNotIn("parts", (await proxy.handshake())["params"])
+            finally:
+                await proxy.shutdown()
+
+        run(test)
+
     def test_the_handshake_names_the_hooks_not_to_retry(self) -> None:
         class ChargesOnce(Echo):
             no_retry = ("modify_request",)
