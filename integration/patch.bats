@@ -52,3 +52,19 @@ TOML
   [ "$(http_code "$GK_URL/echo/hdr/list")" = 599 ]
   wait_for_log 'bad result'
 }
+
+@test "a hook that declared its parts is sent only those and its patch applies" {
+  start_patcher parts
+  run curl -sS --max-time 5 -H 'Authorization: alice' -H 'X-Kept: k' "$GK_URL/echo/hdr/list"
+  [ "$status" -eq 0 ]
+  headers=$(jq -c .headers <<<"$output")
+  [ "$(jq -r '.[] | select(.[0] == "x-user") | .[1]' <<<"$headers")" = alice ]
+  [ "$(jq -r '.[] | select(.[0] == "x-seen") | .[1]' <<<"$headers")" = headers,method,path ]
+  [ "$(jq -r '.[] | select(.[0] == "x-kept") | .[1]' <<<"$headers")" = k ]
+}
+
+@test "a hook that declared its parts and answers a whole request gets the failure policy" {
+  start_patcher parts-whole
+  [ "$(http_code "$GK_URL/echo/hdr/list")" = 599 ]
+  wait_for_log 'declared its parts'
+}

@@ -6,6 +6,10 @@
   appending `x-multi: b`, removing `x-drop` and setting `context.user`; modify_response answers
   a patch setting `x-seen-user` to that context value and the status to 203.
 - `bad`: modify_request answers a patch with an invalid header name (a bad result).
+- `parts`: declares that modify_request needs only the `authorization` header (handshake
+  `parts`) and answers a patch setting `x-user` to its value and `x-seen` to the members of the
+  request it was sent, sorted and comma-separated.
+- `parts-whole`: declares the same parts but answers with the whole request (a bad result).
 """
 import json, os, socket, sys
 
@@ -18,9 +22,12 @@ def send(message):
     writer.write(json.dumps(message, separators=(",", ":")) + "\n")
     writer.flush()
 
-send({"jsonrpc": "2.0", "id": 1, "method": "handshake",
-      "params": {"token": os.environ["GATEKEEPER_TOKEN"], "protocol_version": 1,
-                 "hooks": ["modify_request", "modify_response"]}})
+handshake = {"token": os.environ["GATEKEEPER_TOKEN"], "protocol_version": 1,
+             "hooks": ["modify_request", "modify_response"]}
+if mode.startswith("parts"):
+    handshake["hooks"] = ["modify_request"]
+    handshake["parts"] = {"modify_request": ["header:authorization"]}
+send({"jsonrpc": "2.0", "id": 1, "method": "handshake", "params": handshake})
 
 for line in reader:
     message = json.loads(line)
@@ -33,6 +40,13 @@ for line in reader:
                             "append_headers": [["x-multi", "b"]],
                             "remove_headers": ["x-drop"],
                             "context": {"user": "alice"}}}
+    elif method == "modify_request" and mode == "parts":
+        request = params["request"]
+        user = [v for n, v in request.get("headers", []) if n == "authorization"]
+        result = {"patch": {"set_headers": {"x-user": user,
+                                            "x-seen": ",".join(sorted(request))}}}
+    elif method == "modify_request" and mode == "parts-whole":
+        result = {"request": params["request"]}
     elif method == "modify_request":
         result = {"patch": {"set_headers": {"bad name": "x"}}}
     elif method == "modify_response":
