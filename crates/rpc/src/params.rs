@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
+mod checked;
+
 use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
 use crate::parts::RequestPart;
 use crate::patch::{RequestPatch, ResponsePatch};
@@ -407,62 +409,6 @@ pub struct ModifyResponseResult {
     /// Status and header changes, instead of the whole `response` (see [`ResponsePatch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<ResponsePatch>,
-}
-
-/// The members of a [`ModifyRequestResult`] as read, before the check that `request` and
-/// `patch` do not come together.
-#[derive(Deserialize)]
-struct ModifyRequestResultFields {
-    #[serde(default)]
-    request: Option<HttpRequest>,
-    #[serde(default)]
-    patch: Option<RequestPatch>,
-    #[serde(default)]
-    response: Option<HttpResponse>,
-    #[serde(default)]
-    cache: Option<CacheInstruction>,
-}
-
-impl<'de> Deserialize<'de> for ModifyRequestResult {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let fields = ModifyRequestResultFields::deserialize(deserializer)?;
-        if fields.request.is_some() && fields.patch.is_some() {
-            return Err(serde::de::Error::custom(
-                "a modify_request result carries `request` or `patch`, not both",
-            ));
-        }
-        Ok(ModifyRequestResult {
-            request: fields.request,
-            patch: fields.patch,
-            response: fields.response,
-            cache: fields.cache,
-        })
-    }
-}
-
-/// The members of a [`ModifyResponseResult`] as read, before the check that `response` and
-/// `patch` do not come together.
-#[derive(Deserialize)]
-struct ModifyResponseResultFields {
-    #[serde(default)]
-    response: Option<HttpResponse>,
-    #[serde(default)]
-    patch: Option<ResponsePatch>,
-}
-
-impl<'de> Deserialize<'de> for ModifyResponseResult {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let fields = ModifyResponseResultFields::deserialize(deserializer)?;
-        if fields.response.is_some() && fields.patch.is_some() {
-            return Err(serde::de::Error::custom(
-                "a modify_response result carries `response` or `patch`, not both",
-            ));
-        }
-        Ok(ModifyResponseResult {
-            response: fields.response,
-            patch: fields.patch,
-        })
-    }
 }
 
 /// Params of `modify_error_response`.
