@@ -39,6 +39,7 @@ export {
   UPSTREAM_HOOKS,
   UpstreamPlugin,
 } from './src/plugins.js';
+export { patch } from './src/patch.js';
 export { bodyHooksOf, hooksOf, methodsOfKind, PROTOCOL, validate } from './src/protocol.js';
 export { connect, PROTOCOL_VERSION, readEnv, run, serve } from './src/serve.js';
 export { bodyBytes, cached, header, removeHeader, setBodyBytes, setHeader } from './src/types.js';

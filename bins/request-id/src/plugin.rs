@@ -114,6 +114,7 @@ impl ModifierPlugin for RequestId {
             .context
             .insert(CONTEXT_KEY.to_owned(), Value::String(id));
         Ok(ModifyRequestResult {
+            patch: None,
             cache: None,
             request: Some(request),
             response: None,
@@ -143,6 +144,7 @@ impl ModifierPlugin for RequestId {
         set_header(&mut response.headers, &name, id);
         Ok(ModifyResponseResult {
             response: Some(response),
+            patch: None,
         })
     }
 }

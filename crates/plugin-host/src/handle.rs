@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use gatekeeper_rpc::methods::{Configure, Heartbeat, PluginType, Start, Stop};
+use gatekeeper_rpc::parts::RequestPart;
 #[cfg(doc)]
 use gatekeeper_rpc::CallError;
 use gatekeeper_rpc::Method;
@@ -136,6 +137,23 @@ impl PluginHandle {
     /// [`has_hook`](Self::has_hook) for which declaration counts while the plugin is down).
     pub fn wants_body(&self, hook: &str) -> bool {
         self.declares(|declared| declared.wants_body(hook))
+    }
+
+    /// The request parts the plugin declared `hook` needs (`None`: the whole request), by a
+    /// ready instance's declaration or, while none is ready, the last declaration seen.
+    pub fn request_parts(&self, hook: &str) -> Option<Arc<[RequestPart]>> {
+        let instances = &self.shared.instances;
+        let ready = instances.iter().find_map(|instance| {
+            let connections = instance.connections.load();
+            connections.as_ref().map(|c| c.hooks.parts(hook))
+        });
+        match ready {
+            Some(parts) => parts,
+            None => instances
+                .iter()
+                .find_map(|instance| instance.declared.load().as_ref().map(|d| d.parts(hook)))
+                .flatten(),
+        }
     }
 
     /// Whether `test` holds for a ready instance's declaration or, while none is ready, for the

@@ -7,6 +7,7 @@
 //! Connections are strict peers ([`PeerConfig::close_on_violation`]): a protocol violation closes
 //! the connection and is logged with the plugin's name.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +18,9 @@ use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::message::to_raw;
 use gatekeeper_rpc::methods::{
     body_hooks_of, hooks_of, ConfigStatus as ConfigStatusMethod, ConfigStatusParams, Handshake,
-    HandshakeParams, HandshakeResult, PluginType,
+    HandshakeParams, HandshakeResult, ModifyRequest, PluginType,
 };
+use gatekeeper_rpc::parts::RequestPart;
 use gatekeeper_rpc::peer::CloseReason;
 use gatekeeper_rpc::{
     codes, Handler, IncomingRequest, Method, Peer, PeerConfig, Reply, PROTOCOL_VERSION,
@@ -150,6 +152,7 @@ impl Session {
         }
         let bodies = declared_bodies(context, &hooks, params.bodies);
         let no_retry = declared_no_retry(context, &hooks, params.no_retry);
+        let parts = declared_parts(context, &hooks, params.parts);
         *self
             .accepted_hooks
             .lock()
@@ -157,6 +160,7 @@ impl Session {
             hooks,
             bodies,
             no_retry,
+            parts,
         });
         to_raw(&HandshakeResult {
             protocol_version: PROTOCOL_VERSION,
@@ -192,6 +196,24 @@ fn declared_bodies(context: &SessionContext, hooks: &HookSet, bodies: Vec<String
         }
     }
     wanted
+}
+
+/// The `parts` of declared hooks that take parts (`modify_request`); others are ignored with a
+/// warning.
+fn declared_parts(
+    context: &SessionContext,
+    hooks: &HookSet,
+    parts: BTreeMap<String, Vec<RequestPart>>,
+) -> Vec<(String, Arc<[RequestPart]>)> {
+    let mut kept = Vec::new();
+    for (hook, parts) in parts {
+        if hook == ModifyRequest::NAME && hooks.contains(&hook) {
+            kept.push((hook, Arc::from(parts)));
+        } else {
+            tracing::warn!(plugin = %context.label, %hook, "ignoring `parts` for a hook that is not declared or takes no parts (only modify_request does)");
+        }
+    }
+    kept
 }
 
 /// The hooks of `no_retry` that are declared in `hooks` (so valid for the plugin's type); others

@@ -11,6 +11,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use gatekeeper_rpc::busy_poll::BusyPollStats;
 use gatekeeper_rpc::methods::PluginType;
+use gatekeeper_rpc::parts::RequestPart;
 use gatekeeper_rpc::Peer;
 
 use crate::config_status::ConfigStatus;
@@ -27,6 +28,8 @@ pub(crate) struct Declared {
     pub(crate) bodies: HookSet,
     /// The declared hooks not to retry after a crash or a stall (valid for its type).
     pub(crate) no_retry: HookSet,
+    /// The request parts a declared hook needs (`parts`; only `modify_request` takes them).
+    pub(crate) parts: Vec<(String, Arc<[RequestPart]>)>,
 }
 
 /// A few hook names. Asked on every request (whether a plugin has a hook, wants its body), so
@@ -68,6 +71,14 @@ impl Declared {
     /// Whether `hook` was declared and wants the body.
     pub(crate) fn wants_body(&self, hook: &str) -> bool {
         self.bodies.contains(hook) && self.hooks.contains(hook)
+    }
+
+    /// The request parts `hook` needs, when it declared them (else it gets the whole request).
+    pub(crate) fn parts(&self, hook: &str) -> Option<Arc<[RequestPart]>> {
+        self.parts
+            .iter()
+            .find(|(name, _)| name == hook)
+            .map(|(_, parts)| parts.clone())
     }
 
     /// Whether a call of `hook` may be sent a second time (to another process, after the first

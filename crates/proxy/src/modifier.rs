@@ -18,11 +18,14 @@ use gatekeeper_rpc::methods::{
     ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult,
 };
 use gatekeeper_rpc::metrics::ModifierPhase;
+use gatekeeper_rpc::parts::{PartialModifyRequestParams, PartialRequest};
+use gatekeeper_rpc::patch::ResponsePatch;
 use gatekeeper_rpc::types::{encode_body, HttpRequest, HttpResponse, ProxyError};
 
-use crate::decision_cache::change::{Decision, RequestChange};
+use crate::decision_cache::change::{Decision, HeaderChange, RequestChange};
 use crate::metrics::micros;
 use crate::port::policy::{HookFailure, HookedPlugin};
+use crate::port::HookError;
 use crate::port::Plugin;
 
 /// The default of `max_plugin_body`: the largest body sent to a plugin (1 MiB).
@@ -68,22 +71,108 @@ fn merge_response(current: &mut HttpResponse, mut new: HttpResponse) {
 
 /// A `modify_request` result as a decision that can be replayed on another request.
 fn decision_of(sent: &HttpRequest, result: &ModifyRequestResult) -> Decision {
-    match (&result.response, &result.request) {
-        (Some(response), _) => Decision::Respond(response.clone()),
-        (None, Some(returned)) => Decision::Change(RequestChange::between(sent, returned)),
-        (None, None) => Decision::Unchanged,
+    match (&result.response, &result.request, &result.patch) {
+        (Some(response), _, _) => Decision::Respond(response.clone()),
+        (None, Some(returned), _) => Decision::Change(RequestChange::between(sent, returned)),
+        (None, None, Some(patch)) => Decision::Change(RequestChange::of_patch(patch)),
+        (None, None, None) => Decision::Unchanged,
+    }
+}
+
+/// What the `modify_response` hooks changed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) enum ResponseChange {
+    /// Nothing: the backend's response goes on as it is.
+    #[default]
+    Unchanged,
+    /// Only patches: the status (if set) and these header changes, in order, to apply to the
+    /// response's parts.
+    Patched {
+        /// The new status, if a patch set one.
+        status: Option<u16>,
+        /// The header operations, in order.
+        headers: Vec<HeaderChange>,
+    },
+    /// A whole response was returned: the final view replaces status, headers (and body).
+    Whole,
+}
+
+impl ResponseChange {
+    /// Adds a patch: still a patch unless a whole response came before.
+    fn then_patch(&mut self, patch: &ResponsePatch) {
+        if patch.is_empty() {
+            return;
+        }
+        let changes = HeaderChange::of_patch(
+            &patch.remove_headers,
+            &patch.set_headers,
+            &patch.append_headers,
+        );
+        match self {
+            ResponseChange::Whole => {}
+            ResponseChange::Unchanged => {
+                *self = ResponseChange::Patched {
+                    status: patch.status.map(|s| s.get()),
+                    headers: changes,
+                }
+            }
+            ResponseChange::Patched { status, headers } => {
+                if let Some(new) = patch.status {
+                    *status = Some(new.get());
+                }
+                headers.extend(changes);
+            }
+        }
+    }
+}
+
+/// Takes a modifier's response patch or returned response as the current response, and notes
+/// what changed in `change`.
+fn apply_response_result(
+    current: &mut HttpResponse,
+    result: ModifyResponseResult,
+    change: &mut ResponseChange,
+) {
+    match (result.response, result.patch) {
+        (Some(new), _) => {
+            merge_response(current, new);
+            *change = ResponseChange::Whole;
+        }
+        (None, Some(patch)) => {
+            patch.apply(current);
+            change.then_patch(&patch);
+        }
+        (None, None) => {}
+    }
+}
+
+/// The params of a `modify_request` call: the whole request, or only the parts the plugin
+/// declared.
+enum SentParams<'a> {
+    Whole(&'a ModifyRequestParams),
+    Partial(PartialModifyRequestParams<'a>),
+}
+
+impl serde::Serialize for SentParams<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SentParams::Whole(params) => params.serialize(serializer),
+            SentParams::Partial(params) => params.serialize(serializer),
+        }
     }
 }
 
 /// What the `modify_request` hooks decided.
 #[derive(Debug)]
 pub(crate) enum RequestOutcome {
-    /// Forward the request (`changed` is false when no modifier returned a request).
+    /// Forward the request (`changed` is false when no modifier returned a request or patch).
     Forward {
         /// The request as the last modifier left it.
         request: HttpRequest,
-        /// Whether any modifier returned a changed request.
+        /// Whether any modifier returned a changed request or a patch.
         changed: bool,
+        /// What the modifiers changed, in order: what the proxy applies to its request.
+        change: RequestChange,
     },
     /// Answer the client with this response (then run `modify_response` hooks on it).
     Respond {
@@ -195,6 +284,7 @@ impl Chain {
         mut phases: Option<&mut Vec<ModifierPhase>>,
     ) -> RequestOutcome {
         let mut changed = false;
+        let mut total = RequestChange::default();
         for m in &self.modifiers {
             if !m.plugin().has_hook(ModifyRequest::NAME) {
                 continue;
@@ -205,6 +295,7 @@ impl Chain {
                     Decision::Unchanged => {}
                     Decision::Change(change) => {
                         change.apply(&mut request);
+                        total.then(change);
                         changed = true;
                     }
                     Decision::Respond(response) => {
@@ -222,8 +313,27 @@ impl Chain {
                 request.body_base64.take()
             };
             let params = ModifyRequestParams { request };
-            let call = m.call::<ModifyRequest>(&params);
-            let outcome = timed(&mut phases, m, ModifyRequest::NAME, call).await;
+            let parts = m.plugin().request_parts(ModifyRequest::NAME);
+            let sent = match &parts {
+                None => SentParams::Whole(&params),
+                Some(parts) => SentParams::Partial(PartialModifyRequestParams {
+                    request: PartialRequest {
+                        request: &params.request,
+                        parts,
+                    },
+                }),
+            };
+            let call = m.call_with::<ModifyRequest>(&sent);
+            let mut outcome = timed(&mut phases, m, ModifyRequest::NAME, call).await;
+            if parts.is_some() && matches!(&outcome, Ok(Some(result)) if result.request.is_some()) {
+                // It was not sent the whole request, so it cannot return one.
+                let what = "returned a whole `request` from a hook that declared its parts \
+                            (answer with a `patch`)"
+                    .to_string();
+                outcome = m
+                    .failed(ModifyRequest::NAME, HookError::BadResult { what })
+                    .map(|()| None);
+            }
             if let (Ok(Some(result)), Some(cache)) = (&outcome, cache) {
                 if let Some(instruction) = &result.cache {
                     let decision = decision_of(&params.request, result);
@@ -240,7 +350,13 @@ impl Chain {
                         if new.body_base64.is_none() {
                             new.body_base64 = request.body_base64.take();
                         }
+                        total.then(RequestChange::between(&request, &new));
                         request = new;
+                        changed = true;
+                    } else if let Some(patch) = &result.patch {
+                        let change = RequestChange::of_patch(patch);
+                        change.apply(&mut request);
+                        total.then(change);
                         changed = true;
                     }
                     if let Some(response) = result.response {
@@ -251,19 +367,23 @@ impl Chain {
                 Err(failure) => return RequestOutcome::Failed { request, failure },
             }
         }
-        RequestOutcome::Forward { request, changed }
+        RequestOutcome::Forward {
+            request,
+            changed,
+            change: total,
+        }
     }
 
-    /// Runs the `modify_response` hooks. Returns the final response and whether any modifier
-    /// changed it, or the failure of a fail-closed modifier. With `phases`, each hook call's
+    /// Runs the `modify_response` hooks. Returns the final response and what the modifiers
+    /// changed, or the failure of a fail-closed modifier. With `phases`, each hook call's
     /// latency is appended to it.
     pub(crate) async fn modify_response(
         &self,
         request: &HttpRequest,
         mut response: HttpResponse,
         mut phases: Option<&mut Vec<ModifierPhase>>,
-    ) -> Result<(HttpResponse, bool), HookFailure> {
-        let mut changed = false;
+    ) -> Result<(HttpResponse, ResponseChange), HookFailure> {
+        let mut changed = ResponseChange::Unchanged;
         for m in &self.modifiers {
             if !m.plugin().has_hook(ModifyResponse::NAME) {
                 continue;
@@ -275,9 +395,8 @@ impl Chain {
             };
             let call = m.call::<ModifyResponse>(&params);
             let answer = timed(&mut phases, m, ModifyResponse::NAME, call).await?;
-            if let Some(new) = answer.and_then(|a| a.response) {
-                merge_response(&mut response, new);
-                changed = true;
+            if let Some(result) = answer {
+                apply_response_result(&mut response, result, &mut changed);
             }
         }
         Ok((response, changed))
@@ -305,10 +424,10 @@ impl Chain {
             };
             let call = m.call::<ModifyErrorResponse>(&params);
             match timed(&mut phases, m, ModifyErrorResponse::NAME, call).await {
-                Ok(Some(ModifyResponseResult {
-                    response: Some(new),
-                })) => merge_response(&mut response, new),
-                Ok(Some(ModifyResponseResult { response: None }) | None) => {}
+                Ok(Some(result)) => {
+                    apply_response_result(&mut response, result, &mut ResponseChange::Whole);
+                }
+                Ok(None) => {}
                 Err(failure) => return failure.response(),
             }
         }

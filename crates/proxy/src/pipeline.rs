@@ -23,7 +23,8 @@
 //! ([`HttpRequest`]) is built from them ([`Exchange::request_view`]) only when a hook is about to
 //! be called, with what only plugins see (the context map, the upstream id, the prefix and
 //! prefixless path, the body when a modifier wants it); what the hook returns is applied back to
-//! the parts at once ([`Exchange::apply_request`]).
+//! the parts at once ([`Exchange::apply_request`] for a router's whole request; for modifiers,
+//! only what they changed, `Exchange::apply_change`).
 //!
 //! The path without plugins is this pipeline with no hooks: every phase then takes its
 //! default, no view is built (no JSON-related work) and, without metrics, nothing is timed.
@@ -32,6 +33,7 @@
 //! arrived, from route to `modify_response` / `modify_error_response`, even if the hooks are
 //! replaced meanwhile; whether it is measured is likewise decided once, when it starts.
 
+mod apply_change;
 mod checks;
 mod forward;
 mod modify_error;
@@ -297,7 +299,7 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Applies a request a plugin returned to the parts: method, headers, path and query,
+    /// Applies a request a router plugin returned to the parts: method, headers, path and query,
     /// the backend path (`prefixless_path`), the context, and the upstream when it names
     /// another one.
     fn apply_request(&mut self, view: HttpRequest) -> Result<(), Reject> {

@@ -28,10 +28,12 @@
 pub mod policy;
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use gatekeeper_rpc::methods::Method;
+use gatekeeper_rpc::parts::RequestPart;
 use serde_json::value::RawValue;
 
 use crate::decision_cache::DecisionCache;
@@ -130,6 +132,17 @@ impl RawCall {
     where
         M::Result: 'static,
     {
+        Self::with_params::<M>(params)
+    }
+
+    /// A call of `M` whose params are written by `params`, another shape of `M`'s params (e.g.
+    /// a request with only the parts a plugin declared).
+    pub fn with_params<M: Method>(
+        params: &(impl serde::Serialize + ?Sized),
+    ) -> Result<Self, HookError>
+    where
+        M::Result: 'static,
+    {
         let params =
             serde_json::value::to_raw_value(params).map_err(|e| HookError::Unavailable {
                 reason: format!("cannot encode the params of `{}`: {e}", M::NAME),
@@ -192,6 +205,12 @@ pub trait Plugin: Send + Sync + 'static {
     fn wants_body(&self, _hook: &str) -> bool {
         false
     }
+    /// The request parts the plugin declared this hook needs (`parts` in the handshake; only
+    /// `modify_request` takes them): it is then sent only those, and must answer with a patch,
+    /// a response or `{}`. Default: none declared (the whole request is sent).
+    fn request_parts(&self, _hook: &str) -> Option<Arc<[RequestPart]>> {
+        None
+    }
     /// Whether a call can be answered now or soon (false while the plugin is down with nothing
     /// coming, e.g. in a restart backoff: the failure policy then applies without a call; a
     /// plugin being restarted is available, its calls wait for it). Default: yes.
@@ -216,7 +235,18 @@ impl dyn Plugin {
     where
         M::Result: 'static,
     {
-        let parsed = self.call_raw(RawCall::new::<M>(params)?).await?;
+        self.call_with::<M>(params).await
+    }
+
+    /// Calls `M` with params of another shape than `M::Params` (see [`RawCall::with_params`]).
+    pub async fn call_with<M: Method>(
+        &self,
+        params: &(impl serde::Serialize + ?Sized),
+    ) -> Result<M::Result, HookError>
+    where
+        M::Result: 'static,
+    {
+        let parsed = self.call_raw(RawCall::with_params::<M>(params)?).await?;
         parsed
             .downcast::<M::Result>()
             .map(|result| *result)

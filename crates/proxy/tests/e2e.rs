@@ -155,12 +155,14 @@ impl TestModifier {
                     set_header(&mut params.request.headers, "x-added", "yes");
                     set_header(&mut params.request.headers, "bad header", "ignored");
                     Ok(ModifyRequestResult {
+                        patch: None,
                         cache: None,
                         request: Some(params.request),
                         response: None,
                     })
                 }
                 Behaviour::Deny => Ok(ModifyRequestResult {
+                    patch: None,
                     cache: None,
                     request: None,
                     response: Some(HttpResponse {
@@ -184,6 +186,7 @@ impl TestModifier {
             set_header(&mut params.response.headers, "x-resp", "1");
             Ok(ModifyResponseResult {
                 response: Some(params.response),
+                patch: None,
             })
         })
     }
@@ -196,6 +199,7 @@ impl TestModifier {
             params.response.body = Some(format!("custom {}", params.error.kind));
             Ok(ModifyResponseResult {
                 response: Some(params.response),
+                patch: None,
             })
         })
     }

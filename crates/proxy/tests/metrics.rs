@@ -71,6 +71,7 @@ fn add_header() -> Arc<dyn Plugin> {
             Box::pin(async move {
                 set_header(&mut params.request.headers, "x-added", "yes");
                 Ok(ModifyRequestResult {
+                    patch: None,
                     cache: None,
                     request: Some(params.request),
                     response: None,

@@ -98,6 +98,7 @@ impl Tagger {
                 let mut response = HttpResponse::new(203, Default::default());
                 response.body = Some(format!("answered by {name}"));
                 return Ok(ModifyRequestResult {
+                    patch: None,
                     cache: None,
                     request: None,
                     response: Some(response),
@@ -105,6 +106,7 @@ impl Tagger {
             }
             set_header(&mut params.request.headers, "x-added", name);
             Ok(ModifyRequestResult {
+                patch: None,
                 cache: None,
                 request: Some(params.request),
                 response: None,
@@ -120,6 +122,7 @@ impl Tagger {
             set_header(&mut params.response.headers, "x-tagged-by", name);
             Ok(ModifyResponseResult {
                 response: Some(params.response),
+                patch: None,
             })
         })
     }

@@ -10,6 +10,9 @@
 //!   calls in flight, responses correlated by id, a timeout per call, one batching writer task;
 //! - [`methods`]: the protocol table, the one list of methods (name, kind, plugin types, bodies,
 //!   params and result types), with [`types`] and [`metrics`] the data they carry;
+//! - [`parts`]: the request parts a hook declares it needs, and the partial request sent to it;
+//! - [`patch`]: patch results, the changes a modifier hook makes instead of a whole request or
+//!   response;
 //! - [`dispatch`]: typed dispatch of incoming calls from that table (proxy's manager, Rust SDK);
 //! - [`schema`]: the generated machine-readable protocol, `plugin-sdk/protocol.json`;
 //! - [`env`](mod@crate::env): the environment variables the proxy sets for a plugin process;
@@ -26,6 +29,8 @@ pub mod message;
 pub mod methods;
 pub mod metrics;
 mod params;
+pub mod parts;
+pub mod patch;
 pub mod peer;
 pub mod schema;
 pub mod types;

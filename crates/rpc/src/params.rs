@@ -5,11 +5,16 @@
 //! descriptions in the generated JSON Schema (`plugin-sdk/protocol.json`).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
+mod checked;
+
 use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
+use crate::parts::RequestPart;
+use crate::patch::{RequestPatch, ResponsePatch};
 use crate::types::{Backend, HttpRequest, HttpResponse, Object, ProxyError, Upstream};
 
 /// An empty params object or result (`{}`); also accepts `null`.
@@ -112,6 +117,12 @@ pub struct HandshakeParams {
     /// retried (the call fails under the plugin's failure policy instead). Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_retry: Vec<String>,
+    /// The request parts a declared hook needs, by hook (only `modify_request` takes parts):
+    /// the proxy then sends only those parts (and `method`, `path`, and the body when the hook
+    /// wants it), and the hook answers with a `patch`, a `response` or `{}`. Default: none
+    /// (the whole request is sent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Vec<RequestPart>>,
 }
 
 /// Result of `handshake`.
@@ -202,12 +213,17 @@ pub struct ModifyRequestParams {
     pub request: HttpRequest,
 }
 
-/// Result of `modify_request`: `{}` leaves the request as it is.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+/// Result of `modify_request`: `{}` leaves the request as it is. `request` and `patch` together
+/// are a bad result.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct ModifyRequestResult {
     /// The changed request, replacing the one sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<HttpRequest>,
+    /// The changes to make to the request, instead of the whole `request` (see
+    /// [`RequestPatch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<RequestPatch>,
     /// A response to send to the client instead of forwarding (e.g. a 401). Later modifiers
     /// and the backend are skipped; `modify_response` hooks still run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +282,14 @@ impl ModifyRequestResult {
     pub fn forward(request: HttpRequest) -> Self {
         ModifyRequestResult {
             request: Some(request),
+            ..ModifyRequestResult::default()
+        }
+    }
+
+    /// Changes the request by `patch` (only what it names).
+    pub fn patch(patch: RequestPatch) -> Self {
+        ModifyRequestResult {
+            patch: Some(patch),
             ..ModifyRequestResult::default()
         }
     }
@@ -376,11 +400,15 @@ pub struct ModifyResponseParams {
 }
 
 /// Result of `modify_response` and `modify_error_response`: `{}` leaves the response as it is.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+/// `response` and `patch` together are a bad result.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct ModifyResponseResult {
     /// The changed response, replacing the one sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
+    /// Status and header changes, instead of the whole `response` (see [`ResponsePatch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<ResponsePatch>,
 }
 
 /// Params of `modify_error_response`.

@@ -137,6 +137,7 @@ where
         hooks: vec![ModifyRequest::NAME.to_owned()],
         bodies: Vec::new(),
         no_retry: Vec::new(),
+        parts: Default::default(),
     };
     let line = encode_call(
         Some(&RequestId::Number(HANDSHAKE_ID)),

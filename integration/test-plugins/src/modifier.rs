@@ -218,6 +218,7 @@ impl ModifierPlugin for TestModifier {
                 .insert(key.clone(), json!(format!("set-by-{}", self.name)));
         }
         Ok(ModifyRequestResult {
+            patch: None,
             cache: behaviour.cache.clone(),
             request: Some(request),
             response: None,
@@ -246,6 +247,7 @@ impl ModifierPlugin for TestModifier {
         }
         Ok(ModifyResponseResult {
             response: Some(response),
+            patch: None,
         })
     }
 

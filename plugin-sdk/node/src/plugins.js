@@ -313,6 +313,21 @@ export class ModifierPlugin extends Plugin {
   static pluginType = 'modifier';
 
   /**
+   * The parts of the request `modifyRequest` needs, sent in the handshake (`parts`): `method`,
+   * `path`, `query`, `host`, `headers` (all), `header:NAME`, `client`, `context`, `upstream`.
+   * gatekeeper then sends only those (with `method` and `path`; the body follows `bodies()`),
+   * and the hook must answer with a patch, a response or nothing (a returned request is sent as
+   * a patch; one whose body changed cannot be).
+   *
+   * Default: none (the whole request is sent).
+   *
+   * @returns {string[]} e.g. `['header:authorization']`
+   */
+  requestParts() {
+    return [];
+  }
+
+  /**
    * Wire `modify_request`. Runs for every request after routing, before a backend is picked.
    * Return `{request}` (the complete new request: its `method`, `prefixless_path`, `query`,
    * `headers`, `context` and `upstream` are used) to replace it, or `{response}` to answer the

@@ -14,6 +14,7 @@ import { DEFAULT_MAX_LINE_BYTES, Peer } from './peer.js';
 import { HOOK_ARGUMENTS, HOOKS, MANAGER, METHOD_NAMES, pluginTypeOf, REPORTER } from './plugins.js';
 import { hasEmptyResult, PROTOCOL, resultError } from './protocol.js';
 import * as check from './validate.js';
+import { asPatch, PATCHED_ARGUMENT } from './patch.js';
 
 /** The protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = PROTOCOL.protocol_version;
@@ -146,6 +147,20 @@ function declaredBodies(plugin, hooks, log) {
 }
 
 /**
+ * The handshake's `parts`: the request parts `modifyRequest` needs (`requestParts()`), if any
+ * and if `modify_request` is declared.
+ *
+ * @returns {{parts?: {modify_request: string[]}}}
+ */
+function requestPartsOf(plugin, hooks) {
+  const parts = typeof plugin.requestParts === 'function' ? plugin.requestParts() : [];
+  if (!Array.isArray(parts) || parts.some((part) => typeof part !== 'string')) {
+    throw new TypeError('requestParts() must return an array of part names');
+  }
+  return parts.length > 0 && hooks.includes('modify_request') ? { parts: { modify_request: [...parts] } } : {};
+}
+
+/**
  * The hooks `plugin` does not want sent twice: its `noRetry()` (or a `noRetry` array property),
  * if any.
  *
@@ -181,8 +196,11 @@ async function dispatch(context, method, params) {
         throw new RpcError(codes.METHOD_NOT_FOUND, `\`${method}\` was not declared in the handshake`);
       }
       const args = HOOK_ARGUMENTS[method](params);
+      const patched = type === 'modifier' ? PATCHED_ARGUMENT[method] : undefined;
+      const sent = patched === undefined ? undefined : structuredClone(args[patched[0]]);
       const value = await plugin[METHOD_NAMES[method]](...args, params);
-      return { result: resultOf(method, value) };
+      const result = resultOf(method, value);
+      return { result: patched === undefined ? result : asPatch(patched[1], sent, result) };
     }
     switch (method) {
       case 'configure': {
@@ -273,10 +291,12 @@ export async function run(plugin, socket, env = {}, options = {}) {
   let hooks;
   let bodies;
   let noRetry;
+  let parts;
   try {
     hooks = declaredHooks(plugin, type, log);
     bodies = declaredBodies(plugin, hooks, log);
     noRetry = declaredNoRetry(plugin, hooks, log);
+    parts = requestPartsOf(plugin, hooks);
   } catch (error) {
     socket.destroy();
     throw error;
@@ -304,6 +324,7 @@ export async function run(plugin, socket, env = {}, options = {}) {
         hooks,
         ...(bodies.length > 0 ? { bodies } : {}),
         ...(noRetry.length > 0 ? { no_retry: noRetry } : {}),
+        ...parts,
       },
       HANDSHAKE_TIMEOUT_MS,
     );

@@ -86,9 +86,10 @@
 
 /**
  * What `modifyRequest` returns: `{}` (or nothing) leaves the request unchanged, `{request}`
- * replaces it, `{response}` answers the client directly.
+ * replaces it (the SDK sends a patch of what changed), `{patch}` changes only the parts it names
+ * (see `patch`), `{response}` answers the client directly.
  *
- * @typedef {{request?: Request, response?: Response, cache?: CacheInstruction}} ModifyRequestResult
+ * @typedef {{request?: Request, patch?: object, response?: Response, cache?: CacheInstruction}} ModifyRequestResult
  */
 
 /**
@@ -101,9 +102,9 @@
 
 /**
  * What `modifyResponse` / `modifyErrorResponse` return: `{}` (or nothing) leaves the response
- * unchanged, `{response}` replaces it.
+ * unchanged, `{response}` replaces it, `{patch}` changes its status and headers.
  *
- * @typedef {{response?: Response}} ModifyResponseResult
+ * @typedef {{response?: Response, patch?: object}} ModifyResponseResult
  */
 
 /**

@@ -33,6 +33,7 @@ async function call(proxy, id, method, params) {
 
 class Thrower extends ModifierPlugin {
   async modifyRequest(request) {
+    this.seen = structuredClone(request);
     const mode = request.headers[0]?.[1];
     if (mode === 'rpc') throw new RpcError(codes.UNAVAILABLE, 'not now', { retry: true });
     if (mode === 'plain') throw new Error('kaput');
@@ -70,7 +71,8 @@ test('hook errors: RpcError keeps its code, other errors are -32603 and logged w
 });
 
 test('bad params are -32602 and name the field; the connection stays usable', T, async () => {
-  const s = await started(new Thrower());
+  const thrower = new Thrower();
+  const s = await started(thrower);
   try {
     const cases = [
       [{}, /`request` must be an object, but it is missing/],
@@ -92,7 +94,9 @@ test('bad params are -32602 and name the field; the connection stays usable', T,
     assert.deepEqual((await call(s.proxy, id++, 'heartbeat')).result, {});
     // Defaults are filled in for the plugin.
     const filled = await call(s.proxy, id++, 'modify_request', { request: { method: 'GET', path: '/p' } });
-    assert.deepEqual(filled.result.request, {
+    // The request came back unchanged: nothing to patch.
+    assert.deepEqual(filled.result, {});
+    assert.deepEqual(thrower.seen, {
       method: 'GET',
       path: '/p',
       listener: '',
@@ -125,6 +129,29 @@ test('bodies() is sent in the handshake as `bodies`', T, async () => {
       hooks: ['modify_request'],
       bodies: ['modify_request'],
     });
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('requestParts() is sent in the handshake as `parts`; a partial request gets a patch', T, async () => {
+  class NeedsAuthorization extends ModifierPlugin {
+    async modifyRequest(request) {
+      const token = request.headers.find(([name]) => name === 'authorization')[1];
+      request.headers.push(['x-user', token]);
+      return { request };
+    }
+
+    requestParts() {
+      return ['header:authorization'];
+    }
+  }
+  const s = await started(new NeedsAuthorization(), { pluginType: 'modifier' });
+  try {
+    assert.deepEqual(s.handshake.params.parts, { modify_request: ['header:authorization'] });
+    const partial = { method: 'GET', path: '/x', headers: [['authorization', 'alice']] };
+    const answer = await call(s.proxy, 1, 'modify_request', { request: partial });
+    assert.deepEqual(answer.result, { patch: { set_headers: { 'x-user': 'alice' } } });
   } finally {
     await s.cleanup();
   }

@@ -37,6 +37,8 @@ A plugin declares (and is called for) the hooks its class overrides, unless it s
 :func:`header`, :func:`set_header` and :func:`remove_header` handle header lists. A
 ``modify_request`` result wrapped in :func:`cached` (``cached({}, 30_000,
 ["header:authorization"])``) lets gatekeeper reuse the decision without calling the plugin.
+A returned request or response is sent as a ``patch`` of what changed; :func:`patch`
+(``patch(set_headers={"x-user": "alice"})``) returns one explicitly.
 
 Example -- a modifier that adds a header to every response::
 
@@ -100,6 +102,7 @@ from .plugin import (
     RouterPlugin,
     UpstreamPlugin,
 )
+from .patch import patch
 from .serve import init_logging, serve, serve_async
 
 __version__ = "0.1.0"
@@ -149,6 +152,7 @@ __all__ = [
     "UpstreamPlugin",
     "body_bytes",
     "cached",
+    "patch",
     "codes",
     "protocol",
     "header",

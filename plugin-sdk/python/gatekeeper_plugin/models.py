@@ -130,20 +130,23 @@ class CacheInstruction(TypedDict):
 
 
 class ModifyRequestResult(TypedDict, total=False):
-    """What ``modify_request`` returns: ``{}`` (unchanged), ``{"request": ...}`` (replace it) or
-    ``{"response": ...}`` (answer the client directly); any of them with ``cache`` (see
-    :func:`cached`)."""
+    """What ``modify_request`` returns: ``{}`` (unchanged), ``{"request": ...}`` (replace it; the
+    SDK sends a patch of what changed), ``{"patch": ...}`` (change only these parts, see
+    :func:`gatekeeper_plugin.patch`) or ``{"response": ...}`` (answer the client directly); any
+    of them with ``cache`` (see :func:`cached`)."""
 
     request: Request
+    patch: JsonObject
     response: Response
     cache: CacheInstruction
 
 
 class ModifyResponseResult(TypedDict, total=False):
-    """What ``modify_response`` / ``modify_error_response`` return: ``{}`` or
-    ``{"response": ...}``."""
+    """What ``modify_response`` / ``modify_error_response`` return: ``{}``,
+    ``{"response": ...}`` or ``{"patch": ...}`` (status and headers)."""
 
     response: Response
+    patch: JsonObject
 
 
 class RouteResult(TypedDict, total=False):

@@ -88,7 +88,11 @@ def _list(params: JsonObject, name: str) -> list[Any]:
 
 
 def _check_modify_request(result: JsonObject) -> None:
-    if not result.keys() & {"request", "response"} and "method" in result and "path" in result:
+    if (
+        not result.keys() & {"request", "response", "patch"}
+        and "method" in result
+        and "path" in result
+    ):
         raise InvalidResult(
             "modify_request returned a request: return {'request': request} to replace it"
         )
@@ -96,7 +100,7 @@ def _check_modify_request(result: JsonObject) -> None:
 
 def _check_modify_response(method: str) -> Callable[[JsonObject], None]:
     def check(result: JsonObject) -> None:
-        if "response" not in result and "status" in result:
+        if not result.keys() & {"response", "patch"} and "status" in result:
             raise InvalidResult(
                 f"{method} returned a response: return {{'response': response}} to replace it"
             )
@@ -117,6 +121,10 @@ class Hook(NamedTuple):
 
     params: Callable[[JsonObject], tuple[Any, ...]]
     check: Callable[[JsonObject], None] | None
+    patch: tuple[int, str] | None = None
+    """For modifier hooks: which argument (index) is the request or response the hook may
+    return changed, and its result key (``"request"``, ``"response"``); the SDK then sends a
+    patch of what changed instead (:func:`gatekeeper_plugin.patch.as_patch`)."""
 
 
 def _request_params(params: JsonObject) -> tuple[Any, ...]:
@@ -288,22 +296,34 @@ class ModifierPlugin(Plugin):
 
     Modifiers run in gatekeeper's configured order; each hook sees what the previous modifier
     returned. A hook returns only what it changes: ``{}`` (or ``None``) leaves things as they
-    are. The dicts it receives are its own: change them in place and return them.
+    are. The dicts it receives are its own: change them in place and return them. The SDK sends
+    a returned request or response as a ``patch`` of what changed (whole when the body or
+    another part a patch cannot carry changed); :func:`patch` returns one explicitly.
     """
 
     plugin_type: ClassVar[str] = "modifier"
     type_hooks: ClassVar[tuple[str, ...]] = MODIFIER_HOOKS
     hook_table: ClassVar[Mapping[str, Hook]] = {
-        "modify_request": Hook(_request_params, _check_modify_request),
+        "modify_request": Hook(_request_params, _check_modify_request, (0, "request")),
         "modify_response": Hook(
             lambda p: (_obj(p, "request"), _obj(p, "response")),
             _check_modify_response("modify_response"),
+            (1, "response"),
         ),
         "modify_error_response": Hook(
             lambda p: (_obj(p, "request"), _obj(p, "response"), _obj(p, "error")),
             _check_modify_response("modify_error_response"),
+            (1, "response"),
         ),
     }
+
+    request_parts: Sequence[str] = ()
+    """The parts of the request :meth:`modify_request` needs, sent in the handshake (``parts``):
+    ``method``, ``path``, ``query``, ``host``, ``headers`` (all), ``header:NAME``, ``client``,
+    ``context``, ``upstream`` (``request_parts = ("header:authorization",)``). gatekeeper then
+    sends only those (with ``method`` and ``path``; the body follows :attr:`bodies`), and the
+    hook must answer with a patch, a response or nothing (a returned request is sent as a patch;
+    one whose body changed cannot be). Default: none (the whole request is sent)."""
 
     async def modify_request(self, request: Request) -> ModifyRequestResult | None:
         """Runs for every request, after routing and before a backend is picked.

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from .env import PluginEnv
 from .errors import EnvError, RpcError, ServeError
 from .manager import ConfigReporter, Manager
 from .models import LIFECYCLE_METHODS, PROTOCOL_VERSION, JsonObject
+from .patch import as_patch
 from .plugin import Plugin, UpstreamPlugin, hook_result
 
 logger = logging.getLogger("gatekeeper_plugin")
@@ -136,6 +138,9 @@ async def serve_async(
         handshake_params["bodies"] = bodies
     if no_retry:
         handshake_params["no_retry"] = no_retry
+    request_parts = [str(part) for part in getattr(plugin, "request_parts", ())]
+    if request_parts and "modify_request" in hooks:
+        handshake_params["parts"] = {"modify_request": request_parts}
     if reader is None or writer is None:
         try:
             reader, writer = await asyncio.open_unix_connection(
@@ -215,8 +220,12 @@ async def dispatch(
         if method not in declared:
             raise RpcError(codes.METHOD_NOT_FOUND, f"`{method}` was not declared in the handshake")
         args = read_params(method, hook.params, params)
+        sent = copy.deepcopy(args[hook.patch[0]]) if hook.patch is not None else None
         value = await getattr(plugin, method)(*args)
-        return hook_result(method, hook.check, value)
+        result = hook_result(method, hook.check, value)
+        if hook.patch is not None and sent is not None:
+            result = as_patch(hook.patch[1], sent, result)
+        return result
     if method == "configure":
         config = read_params(method, _config_params, params)[0]
         if params.get("check") is True:

@@ -44,6 +44,16 @@ class Echo(ModifierPlugin):
         return {"request": request}
 
 
+class Renamer(ModifierPlugin):
+    """Sets ``x-name`` to its value with ``!`` added."""
+
+    async def modify_request(self, request: Request) -> Any:
+        for header in request["headers"]:
+            if header[0] == "x-name":
+                header[1] += "!"
+        return {"request": request}
+
+
 class DeclaredHooks(unittest.TestCase):
     def test_default_is_the_overridden_hooks(self) -> None:
         class ResponsesOnly(ModifierPlugin):
@@ -116,6 +126,39 @@ class DeclaredHooks(unittest.TestCase):
                 message = await proxy.handshake()
                 self.assertEqual(message["params"]["hooks"], ["modify_request"])
                 self.assertEqual(message["params"]["bodies"], ["modify_request"])
+            finally:
+                await proxy.shutdown()
+
+        run(test)
+
+    def test_declared_request_parts_go_in_the_handshake_and_a_partial_request_gets_a_patch(
+        self,
+    ) -> None:
+        class NeedsAuthorization(ModifierPlugin):
+            request_parts = ("header:authorization",)
+
+            async def modify_request(self, request: Request) -> Any:
+                token = next(v for n, v in request["headers"] if n == "authorization")
+                request["headers"].append(["x-user", token])
+                return {"request": request}
+
+        async def test() -> None:
+            proxy = await FakeProxy.start(NeedsAuthorization())
+            try:
+                message = await proxy.handshake()
+                self.assertEqual(
+                    message["params"]["parts"], {"modify_request": ["header:authorization"]}
+                )
+                partial = {"method": "GET", "path": "/x", "headers": [["authorization", "alice"]]}
+                answer = await proxy.call(1, "modify_request", {"request": partial})
+                self.assertEqual(
+                    answer["result"], {"patch": {"set_headers": {"x-user": "alice"}}}
+                )
+            finally:
+                await proxy.shutdown()
+            proxy = await FakeProxy.start(Echo())
+            try:
+                self.assertNotIn("parts", (await proxy.handshake())["params"])
             finally:
                 await proxy.shutdown()
 
@@ -270,12 +313,14 @@ class Lifecycle(unittest.TestCase):
 
     def test_text_is_utf8_both_ways(self) -> None:
         async def test() -> None:
-            proxy = await FakeProxy.start(Echo())
+            proxy = await FakeProxy.start(Renamer())
             try:
                 await proxy.handshake()
                 request = {**REQUEST, "headers": [["x-name", "Zoë 🚀"]]}
                 answer = await proxy.call(1, "modify_request", {"request": request})
-                self.assertEqual(answer["result"]["request"]["headers"], [["x-name", "Zoë 🚀"]])
+                self.assertEqual(
+                    answer["result"], {"patch": {"set_headers": {"x-name": "Zoë 🚀!"}}}
+                )
             finally:
                 await proxy.shutdown()
 
@@ -551,8 +596,8 @@ class EntryPoint(unittest.TestCase):
                     }
                 )
                 answer = await read()
-                self.assertIn(
-                    ["x-conformance-sdk", "python"], answer["result"]["request"]["headers"]
+                self.assertEqual(
+                    answer["result"]["patch"]["set_headers"]["x-conformance-sdk"], "python"
                 )
                 await send({"jsonrpc": "2.0", "id": 3, "method": "stop", "params": {}})
                 self.assertEqual(await read(), {"jsonrpc": "2.0", "id": 3, "result": {}})

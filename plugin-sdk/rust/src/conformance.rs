@@ -335,6 +335,7 @@ impl ModifierPlugin for Conformance {
         set_header(&mut response.headers, STATUS_HEADER, status);
         Ok(ModifyResponseResult {
             response: Some(response),
+            patch: None,
         })
     }
 
@@ -361,6 +362,7 @@ impl ModifierPlugin for Conformance {
                 body_base64: None,
                 body_omitted: false,
             }),
+            patch: None,
         })
     }
 }

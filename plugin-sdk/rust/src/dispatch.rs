@@ -39,6 +39,12 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
         &[]
     }
 
+    /// The request parts `modify_request` needs (`parts` in the handshake). Default: none
+    /// declared (the whole request).
+    fn request_parts(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Answers a call of one of this type's hooks; `None` when the method is not one of them.
     fn hook<'a>(&'a self, request: &'a IncomingRequest) -> Option<BoxFuture<'a, Reply>>;
 
@@ -121,6 +127,7 @@ pub(crate) use hooks;
 macro_rules! adapter {
     ($(#[$doc:meta])* $name:ident: $plugin_trait:ident as $plugin_type:expr,
      $(bodies: $bodies:ident,)?
+     $(parts: $parts:ident,)?
      { $($method:ident => $answer:ident($call:ident)),+ $(,)? }) => {
         $(#[$doc])*
         pub(crate) struct $name<P>(pub(crate) P);
@@ -140,6 +147,12 @@ macro_rules! adapter {
             $(
                 fn bodies(&self) -> &'static [&'static str] {
                     self.0.$bodies()
+                }
+            )?
+
+            $(
+                fn request_parts(&self) -> &'static [&'static str] {
+                    self.0.$parts()
                 }
             )?
 

@@ -73,7 +73,7 @@
 //!     ) -> Result<ModifyResponseResult, HookError> {
 //!         let mut response = params.response;
 //!         set_header(&mut response.headers, "x-powered-by", "gatekeeper");
-//!         Ok(ModifyResponseResult { response: Some(response) })
+//!         Ok(ModifyResponseResult { response: Some(response), patch: None })
 //!     }
 //! }
 //!
@@ -128,6 +128,13 @@ pub use gatekeeper_rpc::methods::*;
 pub use gatekeeper_rpc::metrics::{
     events, now_ms, EventMetric, ModifierPhase, Phases, PluginMetric, ProfilingMetric,
     RequestMetric, UpstreamMetric,
+};
+/// Patch results: the changes a modifier makes, instead of a whole request or response (the
+/// SDK sends returned whole values as patches by itself).
+/// The request parts a hook may declare it needs ([`ModifierPlugin::request_parts`]).
+pub use gatekeeper_rpc::parts::RequestPart;
+pub use gatekeeper_rpc::patch::{
+    FieldName, FieldValue, FieldValues, PatchStatus, RequestPatch, ResponsePatch,
 };
 pub use gatekeeper_rpc::types::{
     header, set_header, Backend, Headers, HttpRequest, HttpResponse, Object, ProxyError, Upstream,

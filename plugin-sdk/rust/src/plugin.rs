@@ -15,7 +15,8 @@ use gatekeeper_rpc::methods::{
     ModifyRequestResult, ModifyResponse, ModifyResponseParams, ModifyResponseResult, PluginType,
     UpstreamMetricHook, UpstreamMetricParams,
 };
-use gatekeeper_rpc::types::Object;
+use gatekeeper_rpc::patch::{RequestPatch, ResponsePatch};
+use gatekeeper_rpc::types::{HttpResponse, Object};
 use gatekeeper_rpc::{IncomingRequest, Reply};
 
 use crate::dispatch::{adapter, Dispatch};
@@ -166,9 +167,22 @@ pub trait ModifierPlugin: Plugin {
         &[]
     }
 
+    /// The parts of the request [`modify_request`](Self::modify_request) needs, sent in the
+    /// handshake (`parts`): `method`, `path`, `query`, `host`, `headers` (all), `header:NAME`,
+    /// `client`, `context`, `upstream`. gatekeeper then sends only those (with `method` and
+    /// `path`; the body follows [`bodies`](Self::bodies)), which saves it building and writing
+    /// the rest; the hook must then answer with a patch, a response or nothing (a returned
+    /// request is sent as a patch by the SDK; one whose body changed cannot be).
+    ///
+    /// Default: none declared (the whole request is sent).
+    fn request_parts(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Runs for every request after routing, before a backend is picked. Return a changed
     /// `request` to replace it, or a `response` to answer the client directly (later modifiers
-    /// and the backend are then skipped).
+    /// and the backend are then skipped). The SDK sends a returned request as a `patch` of what
+    /// changed; return [`ModifyRequestResult::patch`] to say the changes yourself.
     ///
     /// Default: leaves the request unchanged.
     fn modify_request(
@@ -183,7 +197,8 @@ pub trait ModifierPlugin: Plugin {
 
     /// Runs for every response (status and headers; the body only if declared in
     /// [`bodies`](Self::bodies), else it streams past) before the client gets it, including
-    /// responses a modifier gave directly.
+    /// responses a modifier gave directly. The SDK sends a returned response whose body did
+    /// not change as a `patch` of its status and headers.
     ///
     /// Default: leaves the response unchanged.
     fn modify_response(
@@ -211,12 +226,76 @@ pub trait ModifierPlugin: Plugin {
     }
 }
 
+/// How the SDK sends a modifier's results: a returned whole request or response becomes a
+/// `patch` of what changed (the proxy then re-reads only that), unless it changed what a patch
+/// cannot carry (a body, the host, ...). Plugin authors return whole values or patches alike.
+trait SendsPatches: ModifierPlugin {
+    /// [`ModifierPlugin::modify_request`], its returned request sent as a patch when it can be.
+    fn modify_request_as_patch(
+        &self,
+        params: ModifyRequestParams,
+    ) -> impl Future<Output = Result<ModifyRequestResult, HookError>> + Send {
+        async move {
+            let sent = params.request.clone();
+            let mut result = self.modify_request(params).await?;
+            if let (Some(returned), None) = (&result.request, &result.patch) {
+                if let Some(patch) = RequestPatch::between(&sent, returned) {
+                    result.request = None;
+                    result.patch = (!patch.is_empty()).then_some(patch);
+                }
+            }
+            Ok(result)
+        }
+    }
+
+    /// [`ModifierPlugin::modify_response`], its returned response sent as a patch when it can be.
+    fn modify_response_as_patch(
+        &self,
+        params: ModifyResponseParams,
+    ) -> impl Future<Output = Result<ModifyResponseResult, HookError>> + Send {
+        async move {
+            let sent = params.response.clone();
+            let result = self.modify_response(params).await?;
+            Ok(response_as_patch(&sent, result))
+        }
+    }
+
+    /// [`ModifierPlugin::modify_error_response`], its returned response sent as a patch when it
+    /// can be.
+    fn modify_error_response_as_patch(
+        &self,
+        params: ModifyErrorResponseParams,
+    ) -> impl Future<Output = Result<ModifyResponseResult, HookError>> + Send {
+        async move {
+            let sent = params.response.clone();
+            let result = self.modify_error_response(params).await?;
+            Ok(response_as_patch(&sent, result))
+        }
+    }
+}
+
+impl<P: ModifierPlugin> SendsPatches for P {}
+
+/// A returned whole response as a patch of its status and headers, when the body is unchanged.
+fn response_as_patch(
+    sent: &HttpResponse,
+    mut result: ModifyResponseResult,
+) -> ModifyResponseResult {
+    if let (Some(returned), None) = (&result.response, &result.patch) {
+        if let Some(patch) = ResponsePatch::between(sent, returned) {
+            result.response = None;
+            result.patch = (!patch.is_empty()).then_some(patch);
+        }
+    }
+    result
+}
+
 adapter!(
     /// A [`ModifierPlugin`] being served.
-    AsModifier: ModifierPlugin as PluginType::Modifier, bodies: bodies, {
-        ModifyRequest => answer(modify_request),
-        ModifyResponse => answer(modify_response),
-        ModifyErrorResponse => answer(modify_error_response),
+    AsModifier: ModifierPlugin as PluginType::Modifier, bodies: bodies, parts: request_parts, {
+        ModifyRequest => answer(modify_request_as_patch),
+        ModifyResponse => answer(modify_response_as_patch),
+        ModifyErrorResponse => answer(modify_error_response_as_patch),
     }
 );
 

@@ -4,12 +4,16 @@
 //! Every plugin type is served the same way; the `serve_*` and `run_*` functions differ only in
 //! the [`Dispatch`] adapter that maps the type's hooks to its trait.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use gatekeeper_rpc::methods::{hooks_of, Handshake, HandshakeParams, Method, PluginType, Stop};
+use gatekeeper_rpc::methods::{
+    hooks_of, Handshake, HandshakeParams, Method, ModifyRequest, PluginType, Stop,
+};
+use gatekeeper_rpc::parts::RequestPart;
 use gatekeeper_rpc::peer::CloseReason;
 use gatekeeper_rpc::{Handler, IncomingRequest, Peer, PeerConfig, Reply, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -230,6 +234,7 @@ where
             "`no_retry` for a hook that is not declared; gatekeeper ignores it"
         );
     }
+    let parts = declared_parts(dispatch.request_parts(), &hooks);
     let stopped = Arc::new(Notify::new());
     let dispatch = Arc::new(dispatch);
     let handler = PluginHandler {
@@ -252,6 +257,7 @@ where
         hooks,
         bodies: dispatch_bodies,
         no_retry,
+        parts,
     };
     let accepted = match peer.request::<Handshake>(&params, HANDSHAKE_TIMEOUT).await {
         Ok(accepted) => accepted,
@@ -313,4 +319,26 @@ impl<D: Dispatch> Handler for PluginHandler<D> {
             self.stopped.notify_one();
         }
     }
+}
+
+/// The handshake's `parts`: `modify_request`'s, when it is declared and every part is known (an
+/// unknown one is logged and the whole request asked for instead).
+fn declared_parts(names: &[&str], hooks: &[String]) -> BTreeMap<String, Vec<RequestPart>> {
+    let mut parts = BTreeMap::new();
+    if names.is_empty() || !hooks.iter().any(|h| h == ModifyRequest::NAME) {
+        return parts;
+    }
+    match names
+        .iter()
+        .map(|name| RequestPart::try_from((*name).to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(list) => {
+            parts.insert(ModifyRequest::NAME.to_owned(), list);
+        }
+        Err(error) => {
+            tracing::error!(%error, "request_parts: asking for the whole request instead");
+        }
+    }
+    parts
 }

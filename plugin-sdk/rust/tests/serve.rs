@@ -64,6 +64,7 @@ impl ModifierPlugin for Tagger {
             .unwrap_or_default();
         set_header(&mut request.headers, "x-tag", tag);
         Ok(ModifyRequestResult {
+            patch: None,
             cache: None,
             request: Some(request),
             response: None,
@@ -120,9 +121,16 @@ async fn configure_delivers_the_map_and_modify_request_answers() {
         .request::<ModifyRequest>(&params, CALL)
         .await
         .unwrap();
-    let changed = result.request.expect("a changed request");
+    // The handler returned the whole request; the SDK sent only what changed, as a patch.
+    assert!(result.request.is_none(), "{result:?}");
+    let patch = result.patch.expect("a patch");
+    assert_eq!(
+        serde_json::to_value(&patch).unwrap(),
+        json!({"set_headers": {"x-tag": "blue"}})
+    );
+    let mut changed = params.request.clone();
+    patch.apply(&mut changed);
     assert_eq!(header(&changed.headers, "x-tag"), Some("blue"));
-    assert_eq!(changed.path, "/x");
     assert!(result.response.is_none());
 }
 
@@ -341,6 +349,7 @@ impl ModifierPlugin for Upper {
         };
         request.set_body_bytes(&body.to_ascii_uppercase());
         Ok(ModifyRequestResult {
+            patch: None,
             cache: None,
             request: Some(request),
             response: None,
@@ -396,4 +405,57 @@ async fn a_plugin_marks_the_hooks_not_to_retry_in_the_handshake() {
     );
     let mut h = modifier(Tagger::default(), TOKEN);
     assert!(h.handshake().await.no_retry.is_empty(), "none by default");
+}
+
+/// Needs only the Authorization header, and sets `x-user` from it.
+struct NeedsAuthorization;
+
+impl Plugin for NeedsAuthorization {}
+
+impl ModifierPlugin for NeedsAuthorization {
+    fn hooks(&self) -> &'static [&'static str] {
+        &["modify_request"]
+    }
+
+    fn request_parts(&self) -> &'static [&'static str] {
+        &["header:Authorization"]
+    }
+
+    async fn modify_request(
+        &self,
+        params: ModifyRequestParams,
+    ) -> Result<ModifyRequestResult, HookError> {
+        let mut request = params.request;
+        let user = header(&request.headers, "authorization")
+            .unwrap_or("-")
+            .to_owned();
+        set_header(&mut request.headers, "x-user", user);
+        Ok(ModifyRequestResult::forward(request))
+    }
+}
+
+#[tokio::test]
+async fn a_modifier_declares_the_request_parts_it_needs_and_answers_a_partial_request_with_a_patch()
+{
+    let mut h = modifier(NeedsAuthorization, TOKEN);
+    let handshake = h.handshake().await;
+    assert_eq!(
+        serde_json::to_value(&handshake.parts).unwrap(),
+        json!({"modify_request": ["header:authorization"]})
+    );
+    // What gatekeeper sends such a hook: method, path and the declared header only.
+    let params: ModifyRequestParams = serde_json::from_value(json!({"request": {
+        "method": "GET", "path": "/x", "headers": [["authorization", "alice"]]}}))
+    .unwrap();
+    let result = h
+        .proxy
+        .request::<ModifyRequest>(&params, CALL)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&result).unwrap(),
+        json!({"patch": {"set_headers": {"x-user": "alice"}}})
+    );
+    let mut h = modifier(Tagger::default(), TOKEN);
+    assert!(h.handshake().await.parts.is_empty(), "none by default");
 }

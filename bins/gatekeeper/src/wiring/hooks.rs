@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use gatekeeper_proxy::{DecisionCache, FailurePolicy, HookError, Parsed, Plugin, RawCall};
+use gatekeeper_rpc::parts::RequestPart;
 
 use super::MeteredPlugin;
 
@@ -37,6 +38,10 @@ impl Plugin for PluginHook {
 
     fn wants_body(&self, hook: &str) -> bool {
         self.plugin.handle().wants_body(hook)
+    }
+
+    fn request_parts(&self, hook: &str) -> Option<Arc<[RequestPart]>> {
+        self.plugin.handle().request_parts(hook)
     }
 
     fn is_available(&self) -> bool {

@@ -2,7 +2,15 @@
 //! answer, or the *changes* a modifier made to the request ([`RequestChange`], computed by
 //! comparing the request sent with the one returned) applied to another request, never the
 //! old request's other parts.
+//!
+//! A [`RequestChange`] is also how the proxy applies what a `modify_request` hook returned,
+//! whether a whole request (compared with the one sent) or a patch: to the view the next hook
+//! sees ([`RequestChange::apply`]) and to hyper's request parts (the pipeline's
+//! `Exchange::apply_change`), touching only the headers it names.
 
+use std::collections::BTreeMap;
+
+use gatekeeper_rpc::patch::{FieldName, FieldValue, FieldValues, RequestPatch};
 use gatekeeper_rpc::types::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
@@ -17,20 +25,55 @@ pub(crate) enum Decision {
     Change(RequestChange),
 }
 
-/// The changes a modifier made to a request: each field is `Some` when it changed.
+/// One header operation of a [`RequestChange`], names lowercased.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum HeaderChange {
+    /// Every value of the header is replaced by these (none: the header is removed).
+    Set(String, Vec<String>),
+    /// A value is added after the existing ones.
+    Append(String, String),
+}
+
+impl HeaderChange {
+    /// The operations of a patch's header members, in the order they apply: removals, then
+    /// replacements, then appends.
+    pub(crate) fn of_patch(
+        remove: &[FieldName],
+        set: &BTreeMap<FieldName, FieldValues>,
+        append: &[(FieldName, FieldValue)],
+    ) -> Vec<HeaderChange> {
+        let mut headers: Vec<HeaderChange> = remove
+            .iter()
+            .map(|name| HeaderChange::Set(name.as_str().to_owned(), Vec::new()))
+            .collect();
+        headers.extend(set.iter().map(|(name, values)| {
+            let values = values.as_slice().iter().map(|v| v.as_str().to_owned());
+            HeaderChange::Set(name.as_str().to_owned(), values.collect())
+        }));
+        headers.extend(
+            append
+                .iter()
+                .map(|(n, v)| HeaderChange::Append(n.as_str().to_owned(), v.as_str().to_owned())),
+        );
+        headers
+    }
+}
+
+/// The changes a modifier made to a request: each field is `Some` when it changed; header
+/// and context changes apply in order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct RequestChange {
-    method: Option<String>,
-    host: Option<String>,
-    path: Option<String>,
-    prefixless_path: Option<String>,
-    query: Option<Option<String>>,
-    upstream: Option<Option<String>>,
-    /// Headers whose values changed: the lowercased name and its new values (none: removed).
-    headers: Vec<(String, Vec<String>)>,
-    /// Context keys set (`Some`) or removed (`None`).
-    context: Vec<(String, Option<Value>)>,
-    body_base64: Option<String>,
+    pub(crate) method: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) prefixless_path: Option<String>,
+    pub(crate) query: Option<Option<String>>,
+    pub(crate) upstream: Option<Option<String>>,
+    /// Header operations, in order.
+    pub(crate) headers: Vec<HeaderChange>,
+    /// Context keys set (`Some`) or removed (`None`), in order.
+    pub(crate) context: Vec<(String, Option<Value>)>,
+    pub(crate) body_base64: Option<String>,
 }
 
 /// `new` if it differs from `old`.
@@ -61,7 +104,7 @@ impl RequestChange {
             .into_iter()
             .filter_map(|name| {
                 let new = values_of(&returned.headers, &name);
-                (values_of(&sent.headers, &name) != new).then_some((name, new))
+                (values_of(&sent.headers, &name) != new).then_some(HeaderChange::Set(name, new))
             })
             .collect();
         let mut context: Vec<(String, Option<Value>)> = returned
@@ -93,6 +136,55 @@ impl RequestChange {
         }
     }
 
+    /// The changes a patch makes (removals, then replacements, then appends).
+    pub(crate) fn of_patch(patch: &RequestPatch) -> Self {
+        let headers = HeaderChange::of_patch(
+            &patch.remove_headers,
+            &patch.set_headers,
+            &patch.append_headers,
+        );
+        let context = patch
+            .context
+            .iter()
+            .map(|(key, value)| (key.clone(), (!value.is_null()).then(|| value.clone())))
+            .collect();
+        RequestChange {
+            method: patch.method.clone(),
+            host: None,
+            path: patch.path.clone(),
+            prefixless_path: patch.prefixless_path.clone(),
+            query: patch.query.clone(),
+            upstream: patch.upstream.clone().map(Some),
+            headers,
+            context,
+            body_base64: None,
+        }
+    }
+
+    /// Whether it changes nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == RequestChange::default()
+    }
+
+    /// Adds the changes of a later modifier: its fields win, its header and context changes
+    /// apply after these.
+    pub(crate) fn then(&mut self, later: RequestChange) {
+        fn newer<T>(current: &mut Option<T>, later: Option<T>) {
+            if later.is_some() {
+                *current = later;
+            }
+        }
+        newer(&mut self.method, later.method);
+        newer(&mut self.host, later.host);
+        newer(&mut self.path, later.path);
+        newer(&mut self.prefixless_path, later.prefixless_path);
+        newer(&mut self.query, later.query);
+        newer(&mut self.upstream, later.upstream);
+        newer(&mut self.body_base64, later.body_base64);
+        self.headers.extend(later.headers);
+        self.context.extend(later.context);
+    }
+
     /// Applies the changes to `request`; its other parts stay as they are.
     pub(crate) fn apply(&self, request: &mut HttpRequest) {
         let set = |target: &mut String, value: &Option<String>| {
@@ -110,13 +202,20 @@ impl RequestChange {
         if let Some(upstream) = &self.upstream {
             request.upstream.clone_from(upstream);
         }
-        for (name, values) in &self.headers {
-            request
-                .headers
-                .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            request
-                .headers
-                .extend(values.iter().map(|v| (name.clone(), v.clone())));
+        for change in &self.headers {
+            match change {
+                HeaderChange::Set(name, values) => {
+                    request
+                        .headers
+                        .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                    request
+                        .headers
+                        .extend(values.iter().map(|v| (name.clone(), v.clone())));
+                }
+                HeaderChange::Append(name, value) => {
+                    request.headers.push((name.clone(), value.clone()));
+                }
+            }
         }
         for (key, value) in &self.context {
             match value {
@@ -193,5 +292,43 @@ mod tests {
         let before = other.clone();
         change.apply(&mut other);
         assert_eq!(other, before);
+    }
+
+    #[test]
+    fn a_patch_replays_as_its_operations_and_changes_compose_in_order() {
+        let patch: RequestPatch = serde_json::from_value(json!({
+            "remove_headers": ["x-drop"],
+            "set_headers": {"x-user": "alice"},
+            "append_headers": [["x-trace", "t"]],
+            "context": {"user": "alice", "gone": null},
+            "upstream": "api"
+        }))
+        .unwrap();
+        let mut change = RequestChange::of_patch(&patch);
+        let mut later = RequestChange::default();
+        later
+            .headers
+            .push(HeaderChange::Set("x-user".into(), vec!["bob".into()]));
+        later.upstream = Some(Some("other".into()));
+        change.then(later);
+
+        let mut other = request("/b", &[("x-drop", "1"), ("x-trace", "s")]);
+        other.context.insert("gone".into(), json!(2));
+        change.apply(&mut other);
+        assert_eq!(
+            other.headers,
+            vec![
+                ("x-trace".to_owned(), "s".to_owned()),
+                ("x-trace".to_owned(), "t".to_owned()),
+                ("x-user".to_owned(), "bob".to_owned()),
+            ]
+        );
+        assert_eq!(other.context.get("user"), Some(&json!("alice")));
+        assert!(!other.context.contains_key("gone"));
+        assert_eq!(
+            other.upstream.as_deref(),
+            Some("other"),
+            "the later change wins"
+        );
     }
 }

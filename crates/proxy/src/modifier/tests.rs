@@ -83,6 +83,7 @@ fn request_with_body(body: &[u8]) -> HttpRequest {
 async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_unchanged() {
     let mut blind = Fake::new(false);
     blind.on_request = Box::new(|p| ModifyRequestResult {
+        patch: None,
         cache: None,
         request: Some(p.request.clone()),
         response: None,
@@ -94,6 +95,7 @@ async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_u
         let body = decode_body(request.body_base64.as_deref().unwrap()).unwrap();
         request.body_base64 = Some(encode_body(&body.to_ascii_uppercase()));
         ModifyRequestResult {
+            patch: None,
             cache: None,
             request: Some(request),
             response: None,
@@ -105,7 +107,10 @@ async fn the_request_body_goes_only_to_modifiers_that_want_it_and_absent_means_u
     assert!(!Chain::new(vec![blind.clone()]).wants_body(ModifyRequest::NAME));
 
     let outcome = chain.modify_request(request_with_body(b"abc"), None).await;
-    let RequestOutcome::Forward { request, changed } = outcome else {
+    let RequestOutcome::Forward {
+        request, changed, ..
+    } = outcome
+    else {
         panic!("expected Forward");
     };
     assert!(changed);
@@ -125,6 +130,7 @@ async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_t
         response.headers.push(("x-blind".into(), "1".into()));
         ModifyResponseResult {
             response: Some(response),
+            patch: None,
         }
     });
     let blind = Arc::new(blind);
@@ -135,6 +141,7 @@ async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_t
         response.body = Some("replaced".into());
         ModifyResponseResult {
             response: Some(response),
+            patch: None,
         }
     });
     let reader = Arc::new(reader);
@@ -147,7 +154,7 @@ async fn response_bodies_text_converts_for_readers_text_wins_and_requests_lose_t
         .modify_response(&request, response, None)
         .await
         .unwrap();
-    assert!(changed);
+    assert_eq!(changed, ResponseChange::Whole);
     assert_eq!(out.body.as_deref(), Some("replaced"));
     assert_eq!(out.body_base64, None);
     assert_eq!(out.headers, vec![("x-blind".into(), "1".into())]);
@@ -191,7 +198,9 @@ fn with_token(token: &str, path: &str) -> HttpRequest {
 
 fn forward(outcome: RequestOutcome) -> HttpRequest {
     match outcome {
-        RequestOutcome::Forward { request, changed } => {
+        RequestOutcome::Forward {
+            request, changed, ..
+        } => {
             assert!(changed);
             request
         }
@@ -212,6 +221,7 @@ async fn a_cached_change_is_replayed_on_the_next_request_without_a_call() {
         });
         if token == Some("bad") {
             return ModifyRequestResult {
+                patch: None,
                 request: None,
                 response: Some(HttpResponse::new(401, Vec::new())),
                 cache,
@@ -222,6 +232,7 @@ async fn a_cached_change_is_replayed_on_the_next_request_without_a_call() {
             .headers
             .push(("x-user".into(), format!("user-of-{}", token.unwrap_or("-"))));
         ModifyRequestResult {
+            patch: None,
             request: Some(request),
             response: None,
             cache,
@@ -271,4 +282,53 @@ async fn without_a_cache_instruction_every_request_calls() {
         chain.modify_request(with_token("t1", "/"), None).await;
     }
     assert_eq!(auth.requests.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn response_patches_compose_and_a_whole_response_wins() {
+    use gatekeeper_rpc::patch::ResponsePatch;
+    let patcher = |status: u16, name: &'static str| {
+        let mut fake = Fake::new(false);
+        fake.on_response = Box::new(move |_| {
+            let patch: ResponsePatch = serde_json::from_value(serde_json::json!({
+                "status": status, "append_headers": [[name, "1"]]
+            }))
+            .unwrap();
+            ModifyResponseResult {
+                response: None,
+                patch: Some(patch),
+            }
+        });
+        Arc::new(fake)
+    };
+    let chain = Chain::new(vec![patcher(201, "x-a"), patcher(202, "x-b")]);
+    let request = request_with_body(b"");
+    let (out, change) = chain
+        .modify_response(&request, HttpResponse::new(200, Vec::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(out.status, 202);
+    assert_eq!(
+        change,
+        ResponseChange::Patched {
+            status: Some(202),
+            headers: vec![
+                HeaderChange::Append("x-a".into(), "1".into()),
+                HeaderChange::Append("x-b".into(), "1".into()),
+            ],
+        }
+    );
+
+    let mut whole = Fake::new(false);
+    whole.on_response = Box::new(|p| ModifyResponseResult {
+        response: Some(p.response.clone()),
+        patch: None,
+    });
+    let chain = Chain::new(vec![Arc::new(whole), patcher(201, "x-a")]);
+    let (out, change) = chain
+        .modify_response(&request, HttpResponse::new(200, Vec::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(change, ResponseChange::Whole);
+    assert_eq!(out.headers, vec![("x-a".to_owned(), "1".to_owned())]);
 }

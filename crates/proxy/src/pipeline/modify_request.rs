@@ -1,8 +1,9 @@
 //! Phase 3, **modify request**: runs after routing, when some modifier declared
 //! `modify_request`. The modifiers are called in their configured order, each seeing the
 //! previous one's output ([`crate::modifier::Chain`]); any may answer the request directly
-//! (then `modify_response` runs on that answer and nothing is forwarded). What the last one
-//! returned is applied to the parts at once: method, headers, path and query, backend path,
+//! (then `modify_response` runs on that answer and nothing is forwarded). What they changed
+//! (patches, or the differences between the request sent and a whole one returned) is applied
+//! to the parts at once, touching only the headers named: method, headers, path and query, backend path,
 //! context, upstream. A failing modifier follows its failure policy ([`crate::port`]).
 //!
 //! Bodies: when a modifier wants the request body, it is read into memory first (at most
@@ -51,11 +52,14 @@ impl Exchange<'_> {
         let view = self.request_view(sent_body.clone());
         let phases = self.record.as_mut().map(|r| &mut r.phases.modifiers);
         match hooks.chain.modify_request(view, phases).await {
-            RequestOutcome::Forward { request, changed } => {
-                let mut request = request;
+            RequestOutcome::Forward {
+                mut request,
+                changed,
+                change,
+            } => {
                 let new_body = request.body_base64.take();
-                if changed {
-                    self.apply_request(request)?;
+                if changed && !change.is_empty() {
+                    self.apply_change(&change)?;
                 }
                 self.replace_request_body(&mut body, new_body, sent_body)?;
                 Ok(Ok(body))

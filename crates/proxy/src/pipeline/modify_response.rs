@@ -2,7 +2,8 @@
 //! when some modifier declared `modify_response`. The modifiers are called in order, each
 //! seeing the previous one's output, with the request as it was forwarded (no body). They may
 //! change the status and headers, or replace the body (the backend's is then dropped); an
-//! invalid status is a 500. A failing modifier follows its failure policy ([`crate::port`]).
+//! invalid status is a 500. When they all answered with patches, only the headers the patches
+//! name are touched on the response. A failing modifier follows its failure policy ([`crate::port`]).
 //!
 //! Bodies: when a modifier wants the response body, it is read into memory (at most
 //! `max_plugin_body` and the upstream's `timeout`; a larger one streams on, with
@@ -18,9 +19,12 @@ use gatekeeper_rpc::types::{encode_body, HttpResponse};
 use http::{response, Response};
 use hyper::body::Body as _;
 
+use super::apply_change::apply_header_changes;
 use super::forward::Forwarded;
 use super::{Exchange, Reject};
 use crate::body::ProxyBody;
+use crate::decision_cache::change::HeaderChange;
+use crate::modifier::ResponseChange;
 use crate::registry::UpstreamEntry;
 use crate::view::{headers_from_view, headers_to_view};
 use crate::view::{plain, response_from_view, valid_status, Kind};
@@ -65,9 +69,37 @@ impl Exchange<'_> {
         self.sent = Some(request);
         match modified {
             Err(failure) => self.modify_error(Reject::Failed(failure)).await,
-            Ok((_, false)) => Response::from_parts(parts, body),
-            Ok((new, true)) => self.apply_response(parts, body, new, sent_body).await,
+            Ok((_, ResponseChange::Unchanged)) => Response::from_parts(parts, body),
+            Ok((_, ResponseChange::Patched { status, headers })) => {
+                self.apply_response_patch(parts, body, status, &headers)
+                    .await
+            }
+            Ok((new, ResponseChange::Whole)) => {
+                self.apply_response(parts, body, new, sent_body).await
+            }
         }
+    }
+
+    /// Applies what response patches changed to the parts: the status, and only the headers
+    /// they name (the header map is not rebuilt).
+    async fn apply_response_patch(
+        &mut self,
+        mut parts: response::Parts,
+        body: ProxyBody,
+        status: Option<u16>,
+        headers: &[HeaderChange],
+    ) -> Response<ProxyBody> {
+        if let Some(status) = status {
+            let Some(valid) = valid_status(status) else {
+                let message = format!("a plugin set the invalid status {status}");
+                return self
+                    .modify_error(Reject::Error(Kind::Internal, message))
+                    .await;
+            };
+            parts.status = valid;
+        }
+        apply_header_changes(&mut parts.headers, headers);
+        Response::from_parts(parts, body)
     }
 
     /// Applies the response the modifiers returned.

@@ -75,6 +75,18 @@ impl HookedPlugin {
     where
         M::Result: 'static,
     {
+        self.call_with::<M>(params).await
+    }
+
+    /// [`HookedPlugin::call`] with params of another shape than `M::Params` (a request with
+    /// only the declared parts).
+    pub(crate) async fn call_with<M: Method>(
+        &self,
+        params: &(impl serde::Serialize + Sync + ?Sized),
+    ) -> Result<Option<M::Result>, HookFailure>
+    where
+        M::Result: 'static,
+    {
         let outcome = if !self.plugin.is_available() {
             Err(HookError::Unavailable {
                 reason: "the plugin is down or restarting".into(),
@@ -84,7 +96,7 @@ impl HookedPlugin {
                 reason: format!("the plugin did not declare `{}`", M::NAME),
             })
         } else {
-            self.plugin.call::<M>(params).await
+            self.plugin.call_with::<M>(params).await
         };
         match outcome {
             Ok(result) => Ok(Some(result)),

@@ -224,6 +224,7 @@ impl ModifierPlugin for RateLimit {
         Ok(match decision {
             Decision::Allow => ModifyRequestResult::default(),
             Decision::Deny { retry_after_secs } => ModifyRequestResult {
+                patch: None,
                 cache: None,
                 request: None,
                 response: Some(too_many(retry_after_secs)),

@@ -225,12 +225,14 @@ impl ModifierPlugin for TrafficShaping {
                     .context
                     .insert(CONTEXT_KEY.to_owned(), Value::String(marker));
                 Ok(ModifyRequestResult {
+                    patch: None,
                     cache: None,
                     request: Some(request),
                     response: None,
                 })
             }
             None => Ok(ModifyRequestResult {
+                patch: None,
                 cache: None,
                 request: None,
                 response: Some(busy()),
