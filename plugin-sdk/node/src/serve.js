@@ -199,8 +199,26 @@ async function dispatch(context, method, params) {
       const patched = type === 'modifier' ? PATCHED_ARGUMENT[method] : undefined;
       const sent = patched === undefined ? undefined : structuredClone(args[patched[0]]);
       const value = await plugin[METHOD_NAMES[method]](...args, params);
-      const result = resultOf(method, value);
-      return { result: patched === undefined ? result : asPatch(patched[1], sent, result) };
+      if (patched !== undefined && check.isObject(value)) {
+        // Turned into a patch first, then checked: the small patch instead of the whole
+        // returned request (its unchanged parts were valid when sent). A value too malformed to
+        // compare, or a patch that fails the check, is checked whole below, so the error names
+        // what the hook returned.
+        let converted = value;
+        try {
+          converted = asPatch(patched[1], sent, value);
+        } catch {
+          converted = value;
+        }
+        if (converted !== value) {
+          try {
+            return { result: resultOf(method, converted) };
+          } catch {
+            // checked whole below
+          }
+        }
+      }
+      return { result: resultOf(method, value) };
     }
     switch (method) {
       case 'configure': {

@@ -10,6 +10,7 @@ returns a patch explicitly.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -123,6 +124,23 @@ def response_patch(sent: JsonObject, returned: JsonObject) -> JsonObject | None:
     return patch
 
 
+def snapshot(value: Any) -> Any:
+    """What a hook was given, kept to diff its answer against: the request or response object
+    copied one level down (its header pairs as tuples; the context deep-copied only when it has
+    keys). A handler that changes the object in place leaves the snapshot as it was; a deep copy
+    of the whole object cost several times the rest of the SDK's work per call."""
+    if not isinstance(value, dict):
+        return copy.deepcopy(value)
+    kept = dict(value)
+    headers = value.get("headers")
+    if isinstance(headers, list):
+        kept["headers"] = [tuple(pair) if isinstance(pair, list) else pair for pair in headers]
+    context = value.get("context")
+    if isinstance(context, dict):
+        kept["context"] = copy.deepcopy(context) if context else {}
+    return kept
+
+
 def as_patch(kind: str, sent: JsonObject, result: JsonObject) -> JsonObject:
     """``result`` with its whole ``kind`` (``"request"`` or ``"response"``) replaced by a patch
     of what changed from ``sent``, when a patch can say it; else ``result`` itself."""
@@ -150,4 +168,4 @@ def patch(**changes: Any) -> JsonObject:
     return {"patch": dict(changes)}
 
 
-__all__ = ["as_patch", "patch", "request_patch", "response_patch"]
+__all__ = ["as_patch", "patch", "request_patch", "response_patch", "snapshot"]

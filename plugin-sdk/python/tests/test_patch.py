@@ -80,3 +80,38 @@ class ResponsePatches(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SnapshotsAndChecks(unittest.TestCase):
+    """What the SDK keeps of the request it gave a hook, and how the hook's answer is checked."""
+
+    def test_a_snapshot_does_not_see_changes_made_in_place(self) -> None:
+        from gatekeeper_plugin.patch import snapshot
+
+        request = copy.deepcopy(REQUEST)
+        request["context"] = {}
+        kept = snapshot(request)
+        request["headers"][0][1] = "changed in place"
+        request["headers"].append(["new", "n"])
+        request["context"]["k"] = "v"
+        self.assertEqual(
+            request_patch(kept, request),
+            {"set_headers": {"a": "changed in place", "new": "n"}, "context": {"k": "v"}},
+        )
+
+    def test_a_bad_field_in_a_returned_request_is_named_as_returned(self) -> None:
+        import asyncio
+
+        from gatekeeper_plugin import ModifierPlugin
+        from gatekeeper_plugin.plugin import InvalidResult
+        from gatekeeper_plugin.serve import dispatch
+
+        class BadPath(ModifierPlugin):
+            async def modify_request(self, request):  # type: ignore[no-untyped-def]
+                request["path"] = 42
+                return {"request": request}
+
+        params = {"request": copy.deepcopy(REQUEST)}
+        with self.assertRaises(InvalidResult) as caught:
+            asyncio.run(dispatch(BadPath(), frozenset(["modify_request"]), "modify_request", params))
+        self.assertIn("request.path", str(caught.exception))
