@@ -325,8 +325,13 @@ impl<'a> Exchange<'a> {
             self.backend_path = Some(view.prefixless_path);
         }
         self.context = view.context;
+        self.choose_upstream(view.upstream.as_deref())
+    }
+
+    /// Routes to the upstream `id` a plugin chose, when it names another one than the current.
+    fn choose_upstream(&mut self, id: Option<&str>) -> Result<(), Reject> {
         let current = self.upstream.as_ref().map(|u| u.upstream.id.as_str());
-        if let Some(id) = view.upstream.as_deref().filter(|id| Some(*id) != current) {
+        if let Some(id) = id.filter(|id| Some(*id) != current) {
             match self.snapshot.upstream(id) {
                 Some(upstream) => self.upstream = Some(upstream.clone()),
                 None => {

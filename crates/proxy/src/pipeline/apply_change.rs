@@ -114,17 +114,6 @@ impl Exchange<'_> {
             }
         }
         apply_context_changes(&mut self.context, &change.context);
-        let current = self.upstream.as_ref().map(|u| u.upstream.id.as_str());
-        let chosen = change.upstream.as_ref().and_then(Option::as_deref);
-        if let Some(id) = chosen.filter(|id| Some(*id) != current) {
-            match self.snapshot.upstream(id) {
-                Some(upstream) => self.upstream = Some(upstream.clone()),
-                None => {
-                    let message = format!("a plugin chose the unknown upstream `{id}`");
-                    return Err(Reject::Error(Kind::NoRoute, message));
-                }
-            }
-        }
-        Ok(())
+        self.choose_upstream(change.upstream.as_ref().and_then(Option::as_deref))
     }
 }
