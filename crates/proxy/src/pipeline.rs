@@ -23,8 +23,8 @@
 //! ([`HttpRequest`]) is built from them ([`Exchange::request_view`]) only when a hook is about to
 //! be called, with what only plugins see (the context map, the upstream id, the prefix and
 //! prefixless path, the body when a modifier wants it); what the hook returns is applied back to
-//! the parts at once ([`Exchange::apply_request`] for a router's whole request; for modifiers,
-//! only what they changed, `Exchange::apply_change`).
+//! the parts at once: only what changed from the view sent (`Exchange::apply_change`, for a
+//! router's returned request and for the modifiers' results alike).
 //!
 //! The path without plugins is this pipeline with no hooks: every phase then takes its
 //! default, no view is built (no JSON-related work) and, without metrics, nothing is timed.
@@ -66,7 +66,7 @@ use crate::router::{prefixless, request_host};
 use crate::service::Shared;
 use crate::timing::{RequestRecord, X_REQUEST_ID};
 use crate::upgrade::UpgradeRequest;
-use crate::view::{headers_from_view, headers_to_view, Kind};
+use crate::view::{headers_to_view, Kind};
 
 /// Handles one request that arrived on `connection`: the request checks, then the rest of
 /// the pipeline ([`Exchange`]) with the hooks snapshot and metrics setting of this moment.
@@ -297,35 +297,6 @@ impl<'a> Exchange<'a> {
             context: self.context.clone(),
             body_base64,
         }
-    }
-
-    /// Applies a request a router plugin returned to the parts: method, headers, path and query,
-    /// the backend path (`prefixless_path`), the context, and the upstream when it names
-    /// another one.
-    fn apply_request(&mut self, view: HttpRequest) -> Result<(), Reject> {
-        match Method::from_bytes(view.method.as_bytes()) {
-            Ok(method) => self.parts.method = method,
-            Err(_) => {
-                let method = view.method.escape_debug();
-                let message = format!("a plugin set the invalid method `{method}`");
-                return Err(Reject::Error(Kind::Internal, message));
-            }
-        }
-        self.parts.headers = headers_from_view(&view.headers);
-        let uri = &self.parts.uri;
-        if view.path != uri.path() || view.query.as_deref() != uri.query() {
-            self.parts.uri =
-                with_path_and_query(uri, &view.path, view.query.as_deref()).map_err(|e| {
-                    let message = format!("a plugin set an invalid path or query: {e}");
-                    Reject::Error(Kind::Internal, message)
-                })?;
-        }
-        self.backend_path = None;
-        if view.prefixless_path != self.backend_path() {
-            self.backend_path = Some(view.prefixless_path);
-        }
-        self.context = view.context;
-        self.choose_upstream(view.upstream.as_deref())
     }
 
     /// Routes to the upstream `id` a plugin chose, when it names another one than the current.

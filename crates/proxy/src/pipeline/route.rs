@@ -11,8 +11,10 @@
 //! May change: the upstream, the backend path, and (router plugin) the whole request.
 
 use gatekeeper_rpc::methods::{RouteRequest, RouteRequestParams, RouteRequestResult};
+use gatekeeper_rpc::types::HttpRequest;
 
 use super::{Exchange, Reject};
+use crate::decision_cache::change::RequestChange;
 use crate::router;
 use crate::router::request_host;
 use crate::view::Kind;
@@ -29,7 +31,7 @@ impl Exchange<'_> {
                 .await
                 .map_err(Reject::Failed)?;
             if let Some(result) = routed {
-                return self.apply_route(router.name(), result);
+                return self.apply_route(router.name(), &params.request, result);
             }
         }
         let routed = router::route(
@@ -47,8 +49,14 @@ impl Exchange<'_> {
         Ok(())
     }
 
-    /// Applies a router plugin's decision.
-    fn apply_route(&mut self, plugin: &str, result: RouteRequestResult) -> Result<(), Reject> {
+    /// Applies a router plugin's decision; a request it returned is applied as what changed
+    /// from `sent` (as modifiers' results are).
+    fn apply_route(
+        &mut self,
+        plugin: &str,
+        sent: &HttpRequest,
+        result: RouteRequestResult,
+    ) -> Result<(), Reject> {
         let Some(id) = result.upstream else {
             let message = format!("router `{plugin}` found no upstream");
             return Err(Reject::Error(Kind::NoRoute, message));
@@ -64,7 +72,7 @@ impl Exchange<'_> {
         if let Some(mut request) = result.request {
             request.upstream = Some(id);
             request.prefixless_path = path.clone();
-            self.apply_request(request)?;
+            self.apply_change(&RequestChange::between(sent, &request))?;
         }
         self.upstream = Some(upstream);
         self.backend_path = None;
