@@ -63,7 +63,10 @@ pub use metrics::{ListenerStats, MetricKind, Metrics, MetricsConfig, MetricsExpo
 pub use modifier::DEFAULT_MAX_PLUGIN_BODY;
 pub use port::policy::HookFailure;
 pub use port::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
-pub use registry::{Registry, RegistryChange, RegistryError, Snapshot};
+pub use registry::{
+    BatchError, BatchSummary, RefusedOp, Registry, RegistryChange, RegistryError, RegistryOp,
+    Snapshot,
+};
 pub use tls::client_cert::CLIENT_CERT_SUBJECT;
 pub use tls::settings::{ClientAuth, TlsMinVersion, TlsSettingError, TlsSettings};
 pub use tls::{check_certificates, TlsCertificate, TlsError};

@@ -1,9 +1,11 @@
 //! The registry of upstreams and their backends.
 //!
-//! Writers (the manager methods called by upstream plugins) serialize on a mutex, build a new
-//! immutable [`Snapshot`] and publish it with [`arc_swap::ArcSwap`]. The request path only calls
-//! [`Registry::snapshot`], an atomic load: it never takes a lock and never sees a half-applied
-//! change.
+//! Writers (the manager methods called by upstream plugins) serialize on a mutex, apply a change
+//! or a whole batch ([`Registry::apply_batch`]) and publish one new immutable [`Snapshot`] with
+//! [`arc_swap::ArcSwap`]. The request path only calls [`Registry::snapshot`], an atomic load: it
+//! never takes a lock and never sees a half-applied change or batch. A change costs in proportion
+//! to what it changes, not to the registry's size (persistent maps, see `writer`): a snapshot
+//! shares everything a change did not touch with the one before.
 //!
 //! Adding is idempotent: the same upstream or backend again is a no-op, while the same id with
 //! different content is a [`RegistryError::Conflict`] (remove it first). Every applied change is
@@ -11,13 +13,15 @@
 //! loadbalancer plugins are kept in step with it, and [`Snapshot::iter`] / [`Snapshot::replay`]
 //! list the whole registry for a plugin that restarted.
 
+#[cfg(test)]
+mod batch_tests;
 mod entry;
 mod health_state;
 #[cfg(test)]
 mod settings_tests;
+mod writer;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicUsize;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -29,6 +33,7 @@ pub use entry::{BackendEntry, InFlight, UpstreamEntry};
 pub use health_state::{BackendHealth, HealthState, Transition};
 
 use crate::upstream_settings::{PassivePolicy, UpstreamSettings};
+use writer::{Applied, Data, PreparedOp, Published};
 
 /// Why a registry change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,18 +130,83 @@ pub enum RegistryChange {
     },
 }
 
-/// An immutable view of the registry, with lookup maps for routing.
-#[derive(Debug, Default)]
+/// One change of a batch ([`Registry::apply_batch`]): the manager methods as values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryOp {
+    /// As [`Registry::add_upstream`].
+    AddUpstream(Upstream),
+    /// As [`Registry::remove_upstream`].
+    RemoveUpstream {
+        /// The upstream id.
+        id: String,
+    },
+    /// As [`Registry::add_backend`].
+    AddBackend {
+        /// The upstream id.
+        upstream_id: String,
+        /// The backend.
+        backend: Backend,
+    },
+    /// As [`Registry::remove_backend`].
+    RemoveBackend {
+        /// The upstream id.
+        upstream_id: String,
+        /// The backend id.
+        backend_id: String,
+    },
+}
+
+/// What an applied batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Upstreams added.
+    pub upstreams_added: usize,
+    /// Upstreams removed (with their backends, not counted in `backends_removed`).
+    pub upstreams_removed: usize,
+    /// Backends added.
+    pub backends_added: usize,
+    /// Backends removed by `RemoveBackend`.
+    pub backends_removed: usize,
+    /// Adds of an upstream or backend that was already there, the same.
+    pub unchanged: usize,
+}
+
+/// One refused change of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedOp {
+    /// Its position in the batch (from 0).
+    pub index: usize,
+    /// Why it was refused.
+    pub error: RegistryError,
+}
+
+/// A batch was refused: nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} of {total} changes refused, nothing applied; change {}: {}", .refused.len(), .refused[0].index, .refused[0].error)]
+pub struct BatchError {
+    /// How many changes the batch had.
+    pub total: usize,
+    /// The refused changes, in batch order (at least one; at most [`BatchError::MAX_LISTED`]).
+    pub refused: Vec<RefusedOp>,
+}
+
+impl BatchError {
+    /// At most this many refused changes are listed.
+    pub const MAX_LISTED: usize = 100;
+}
+
+/// An immutable view of the registry, with lookup maps for routing. Persistent maps: cloning a
+/// snapshot, or publishing the next one, shares what did not change.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    /// Incremented on every published change (0 for the empty initial snapshot).
+    /// Incremented on every published change or batch (0 for the empty initial snapshot).
     pub version: u64,
-    /// Upstreams by id.
-    pub upstreams: HashMap<String, Arc<UpstreamEntry>>,
+    /// Upstreams by id, ordered by id.
+    pub upstreams: imbl::OrdMap<String, Arc<UpstreamEntry>>,
     /// Prefix segment → the upstreams having it (at most one per listener), ordered by id.
-    pub by_prefix: HashMap<String, Vec<Arc<UpstreamEntry>>>,
+    pub by_prefix: imbl::HashMap<String, Vec<Arc<UpstreamEntry>>>,
     /// Lower-cased hostname (no port) → the upstreams having it, ordered by id.
-    pub by_hostname: HashMap<String, Vec<Arc<UpstreamEntry>>>,
-    ordered: Vec<Arc<UpstreamEntry>>,
+    pub by_hostname: imbl::HashMap<String, Vec<Arc<UpstreamEntry>>>,
 }
 
 impl Snapshot {
@@ -147,7 +217,17 @@ impl Snapshot {
 
     /// Every upstream (each with its backends), ordered by id.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<UpstreamEntry>> + '_ {
-        self.ordered.iter()
+        self.upstreams.values()
+    }
+
+    /// How many upstreams there are.
+    pub fn len(&self) -> usize {
+        self.upstreams.len()
+    }
+
+    /// Whether there is no upstream.
+    pub fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
     }
 
     /// The changes that rebuild this snapshot from an empty registry: for each upstream (by
@@ -155,7 +235,7 @@ impl Snapshot {
     /// or loadbalancer plugin up to date.
     pub fn replay(&self) -> Vec<RegistryChange> {
         let mut changes = Vec::new();
-        for entry in &self.ordered {
+        for entry in self.iter() {
             changes.push(RegistryChange::UpstreamAdded(entry.upstream.clone()));
             for b in &entry.backends {
                 changes.push(RegistryChange::BackendAdded {
@@ -168,90 +248,21 @@ impl Snapshot {
     }
 }
 
-/// An upstream in the writer state.
-#[derive(Debug)]
-struct UpstreamState {
-    upstream: Upstream,
-    /// The upstream's fields, parsed.
-    settings: UpstreamSettings,
-    round_robin: Arc<AtomicUsize>,
-    backends: BTreeMap<String, Arc<BackendEntry>>,
-    /// The entry snapshots share, built on the first snapshot after this upstream changed
-    /// (`None` since then), so that a change rebuilds only its own upstream's entry.
-    entry: Option<Arc<UpstreamEntry>>,
-}
-
-impl UpstreamState {
-    /// The snapshots' entry of this upstream (built once per change).
-    fn entry(&mut self, passive_defaults: PassivePolicy) -> Arc<UpstreamEntry> {
-        if let Some(entry) = &self.entry {
-            return entry.clone();
-        }
-        let entry = Arc::new(UpstreamEntry::with_settings(
-            self.upstream.clone(),
-            self.backends.values().cloned().collect(),
-            &self.settings,
-            passive_defaults,
-            self.round_robin.clone(),
-        ));
-        self.entry = Some(entry.clone());
-        entry
-    }
-}
-
-/// The mutable state behind the writer mutex: the source of truth snapshots are built from.
+/// The state behind the writer mutex.
 #[derive(Debug, Default)]
 struct State {
     version: u64,
-    upstreams: BTreeMap<String, UpstreamState>,
+    /// The source of truth snapshots are built from.
+    data: Data,
+    /// The routing maps of the last published snapshot.
+    published: Published,
     subscribers: Vec<mpsc::UnboundedSender<RegistryChange>>,
     passive_defaults: PassivePolicy,
-    /// (upstream id, backend id) of drained backends that were removed: an operator's drain
-    /// holds when the backend comes back (an upstream plugin changing it removes and adds it).
-    drained_removed: HashSet<(String, String)>,
 }
 
 impl State {
-    /// Remembers the drain of a backend being removed.
-    fn forget_backend(&mut self, upstream_id: &str, entry: &BackendEntry) {
-        if entry.is_drained() {
-            self.drained_removed
-                .insert((upstream_id.to_owned(), entry.backend.id.clone()));
-        }
-    }
-
-    /// The snapshot of the current state: the entries of unchanged upstreams are reused, the
-    /// lookup maps are built anew.
-    fn build(&mut self) -> Snapshot {
-        let mut snap = Snapshot {
-            version: self.version,
-            upstreams: HashMap::with_capacity(self.upstreams.len()),
-            ordered: Vec::with_capacity(self.upstreams.len()),
-            ..Snapshot::default()
-        };
-        let passive_defaults = self.passive_defaults;
-        for (id, u) in &mut self.upstreams {
-            let entry = u.entry(passive_defaults);
-            for prefix in &u.upstream.prefixes {
-                snap.by_prefix
-                    .entry(prefix.clone())
-                    .or_default()
-                    .push(entry.clone());
-            }
-            for host in &u.upstream.hostnames {
-                snap.by_hostname
-                    .entry(host.clone())
-                    .or_default()
-                    .push(entry.clone());
-            }
-            snap.upstreams.insert(id.clone(), entry.clone());
-            snap.ordered.push(entry);
-        }
-        snap
-    }
-
     /// Sends changes to every subscriber, forgetting those that went away.
-    fn publish(&mut self, changes: &[RegistryChange]) {
+    fn notify(&mut self, changes: &[RegistryChange]) {
         self.subscribers
             .retain(|s| changes.iter().all(|c| s.send(c.clone()).is_ok()));
     }
@@ -262,10 +273,6 @@ impl State {
 pub struct Registry {
     current: ArcSwap<Snapshot>,
     state: Mutex<State>,
-}
-
-fn overlap(a: &[String], b: &[String]) -> bool {
-    a.is_empty() || b.is_empty() || a.iter().any(|x| b.contains(x))
 }
 
 fn normalize(mut upstream: Upstream) -> Result<(Upstream, UpstreamSettings), RegistryError> {
@@ -298,33 +305,23 @@ fn normalize(mut upstream: Upstream) -> Result<(Upstream, UpstreamSettings), Reg
     Ok((upstream, settings))
 }
 
-/// The conflict of `upstream` with another upstream's prefix or hostname, if any.
-fn route_conflict(state: &State, upstream: &Upstream) -> Option<RegistryError> {
-    for other in state.upstreams.values().map(|u| &u.upstream) {
-        if other.id == upstream.id || !overlap(&upstream.protocols, &other.protocols) {
-            continue;
+/// Validates a change and parses its fields (no lock needed).
+fn prepare(op: RegistryOp) -> Result<PreparedOp, RegistryError> {
+    Ok(match op {
+        RegistryOp::AddUpstream(upstream) => {
+            let (upstream, settings) = normalize(upstream)?;
+            PreparedOp::AddUpstream(upstream, settings)
         }
-        let clash = upstream
-            .prefixes
-            .iter()
-            .find(|p| other.prefixes.contains(p))
-            .map(|p| format!("prefix `{p}`"))
-            .or_else(|| {
-                upstream
-                    .hostnames
-                    .iter()
-                    .find(|h| other.hostnames.contains(h))
-                    .map(|h| format!("hostname `{h}`"))
-            });
-        if let Some(what) = clash {
-            return Some(RegistryError::Conflict {
-                id: upstream.id.clone(),
-                what,
-                other: format!("upstream `{}`", other.id),
-            });
-        }
-    }
-    None
+        RegistryOp::RemoveUpstream { id } => PreparedOp::RemoveUpstream(id),
+        RegistryOp::AddBackend {
+            upstream_id,
+            backend,
+        } => PreparedOp::AddBackend(upstream_id, BackendEntry::new(backend)?),
+        RegistryOp::RemoveBackend {
+            upstream_id,
+            backend_id,
+        } => PreparedOp::RemoveBackend(upstream_id, backend_id),
+    })
 }
 
 impl Registry {
@@ -340,7 +337,7 @@ impl Registry {
 
     /// A feed of every later change, in the order they were applied. Several subscribers may
     /// exist; one that drops its receiver is forgotten. Changes are never coalesced, and the
-    /// channel is unbounded (registry changes are rare and small).
+    /// channel is unbounded (each change is small; a batch sends one per item).
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<RegistryChange> {
         self.subscribe_with_snapshot().1
     }
@@ -363,10 +360,8 @@ impl Registry {
         let mut state = self.lock();
         if state.passive_defaults != defaults {
             state.passive_defaults = defaults;
-            for upstream in state.upstreams.values_mut() {
-                upstream.entry = None;
-            }
-            self.current.store(Arc::new(state.build()));
+            let all: Vec<String> = state.data.upstreams.keys().cloned().collect();
+            self.publish(&mut state, all);
         }
     }
 
@@ -376,20 +371,82 @@ impl Registry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies `f` under the writer lock; when it reports changes, publishes a new snapshot and
-    /// then sends the changes to subscribers (still under the lock, so they arrive in order).
-    fn write(
-        &self,
-        f: impl FnOnce(&mut State) -> Result<Vec<RegistryChange>, RegistryError>,
-    ) -> Result<(), RegistryError> {
+    /// Publishes the snapshot with the `dirty` upstreams' entries rebuilt.
+    fn publish(&self, state: &mut State, dirty: impl IntoIterator<Item = String>) {
+        state.version += 1;
+        let State {
+            version,
+            data,
+            published,
+            passive_defaults,
+            ..
+        } = state;
+        let snapshot = published.update(data, dirty, *passive_defaults, *version);
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// Applies one change; when something changed, publishes a new snapshot and then sends the
+    /// change to subscribers (still under the lock, so they arrive in order).
+    fn write(&self, op: RegistryOp) -> Result<(), RegistryError> {
+        let op = prepare(op)?;
         let mut state = self.lock();
-        let changes = f(&mut state)?;
-        if !changes.is_empty() {
-            state.version += 1;
-            self.current.store(Arc::new(state.build()));
-            state.publish(&changes);
+        let (mut changes, mut dirty) = (Vec::new(), BTreeSet::new());
+        if state.data.apply(op, &mut changes, &mut dirty)? == Applied::Changed {
+            self.publish(&mut state, dirty);
+            state.notify(&changes);
         }
         Ok(())
+    }
+
+    /// Applies many changes at once, in order, as one: either all of them (one snapshot
+    /// published, their changes sent to subscribers in order) or, when any is refused, none
+    /// (the error lists every refused change, up to [`BatchError::MAX_LISTED`]; later changes
+    /// are checked against the state the accepted earlier ones would have left). Each change
+    /// behaves as the method of the same name. An empty batch changes nothing.
+    pub fn apply_batch(&self, ops: Vec<RegistryOp>) -> Result<BatchSummary, BatchError> {
+        let total = ops.len();
+        let mut refused = Vec::new();
+        let mut prepared = Vec::with_capacity(total);
+        for (index, op) in ops.into_iter().enumerate() {
+            match prepare(op) {
+                Ok(op) => prepared.push((index, op)),
+                Err(error) if refused.len() < BatchError::MAX_LISTED => {
+                    refused.push(RefusedOp { index, error })
+                }
+                Err(_) => {}
+            }
+        }
+        let mut state = self.lock();
+        let saved = state.data.clone();
+        let (mut changes, mut dirty) = (Vec::new(), BTreeSet::new());
+        let mut summary = BatchSummary::default();
+        for (index, op) in prepared {
+            let counter = match &op {
+                PreparedOp::AddUpstream(..) => &mut summary.upstreams_added,
+                PreparedOp::RemoveUpstream(_) => &mut summary.upstreams_removed,
+                PreparedOp::AddBackend(..) => &mut summary.backends_added,
+                PreparedOp::RemoveBackend(..) => &mut summary.backends_removed,
+            };
+            match state.data.apply(op, &mut changes, &mut dirty) {
+                Ok(Applied::Changed) => *counter += 1,
+                Ok(Applied::Unchanged) => summary.unchanged += 1,
+                Err(error) => {
+                    if refused.len() < BatchError::MAX_LISTED {
+                        refused.push(RefusedOp { index, error });
+                    }
+                }
+            }
+        }
+        if !refused.is_empty() {
+            state.data = saved;
+            refused.sort_by_key(|r| r.index);
+            return Err(BatchError { total, refused });
+        }
+        if !changes.is_empty() {
+            self.publish(&mut state, dirty);
+            state.notify(&changes);
+        }
+        Ok(summary)
     }
 
     /// Adds an upstream. Adding an identical upstream again is a no-op; an upstream with the
@@ -397,112 +454,29 @@ impl Registry {
     /// prefix or hostname already used by another upstream on an overlapping set of listeners.
     /// An unknown `balancer` or invalid health settings are a [`RegistryError::InvalidUpstream`].
     pub fn add_upstream(&self, upstream: Upstream) -> Result<(), RegistryError> {
-        let (upstream, settings) = normalize(upstream)?;
-        self.write(|state| {
-            if let Some(existing) = state.upstreams.get(&upstream.id) {
-                if existing.upstream == upstream {
-                    return Ok(Vec::new());
-                }
-                return Err(RegistryError::Conflict {
-                    id: upstream.id.clone(),
-                    what: "the id".into(),
-                    other: "an upstream with different content (remove it first)".into(),
-                });
-            }
-            if let Some(conflict) = route_conflict(state, &upstream) {
-                return Err(conflict);
-            }
-            state.upstreams.insert(
-                upstream.id.clone(),
-                UpstreamState {
-                    upstream: upstream.clone(),
-                    settings,
-                    round_robin: Arc::default(),
-                    backends: BTreeMap::new(),
-                    entry: None,
-                },
-            );
-            Ok(vec![RegistryChange::UpstreamAdded(upstream)])
-        })
+        self.write(RegistryOp::AddUpstream(upstream))
     }
 
     /// Removes an upstream and its backends (subscribers get a `BackendRemoved` for each
     /// backend, then `UpstreamRemoved`).
     pub fn remove_upstream(&self, id: &str) -> Result<(), RegistryError> {
-        self.write(|state| {
-            let Some(removed) = state.upstreams.remove(id) else {
-                return Err(RegistryError::UnknownUpstream(id.to_string()));
-            };
-            for entry in removed.backends.values() {
-                state.forget_backend(id, entry);
-            }
-            let mut changes: Vec<RegistryChange> = removed
-                .backends
-                .into_keys()
-                .map(|backend_id| RegistryChange::BackendRemoved {
-                    upstream_id: id.to_string(),
-                    backend_id,
-                })
-                .collect();
-            changes.push(RegistryChange::UpstreamRemoved { id: id.to_string() });
-            Ok(changes)
-        })
+        self.write(RegistryOp::RemoveUpstream { id: id.to_owned() })
     }
 
     /// Adds a backend to an upstream. Adding an identical backend again is a no-op; a backend
     /// with the same id but a different address, `weight` or `extra` is a [`RegistryError::Conflict`].
     pub fn add_backend(&self, upstream_id: &str, backend: Backend) -> Result<(), RegistryError> {
-        let entry = BackendEntry::new(backend)?;
-        self.write(|state| {
-            let Some(upstream) = state.upstreams.get_mut(upstream_id) else {
-                return Err(RegistryError::UnknownUpstream(upstream_id.to_string()));
-            };
-            if let Some(existing) = upstream.backends.get(&entry.backend.id) {
-                if existing.backend == entry.backend {
-                    return Ok(Vec::new());
-                }
-                return Err(RegistryError::Conflict {
-                    id: upstream_id.to_string(),
-                    what: format!("backend id `{}`", entry.backend.id),
-                    other: "a backend with a different address, weight or extra (remove it first)"
-                        .into(),
-                });
-            }
-            let backend = entry.backend.clone();
-            let entry = entry.with_connection_limit(upstream.settings.max_connections_per_backend);
-            let key = (upstream_id.to_owned(), backend.id.clone());
-            if state.drained_removed.remove(&key) {
-                entry.set_drained(true);
-            }
-            upstream
-                .backends
-                .insert(entry.backend.id.clone(), Arc::new(entry));
-            upstream.entry = None;
-            Ok(vec![RegistryChange::BackendAdded {
-                upstream_id: upstream_id.to_string(),
-                backend,
-            }])
+        self.write(RegistryOp::AddBackend {
+            upstream_id: upstream_id.to_owned(),
+            backend,
         })
     }
 
     /// Removes a backend from an upstream.
     pub fn remove_backend(&self, upstream_id: &str, backend_id: &str) -> Result<(), RegistryError> {
-        self.write(|state| {
-            let Some(upstream) = state.upstreams.get_mut(upstream_id) else {
-                return Err(RegistryError::UnknownUpstream(upstream_id.to_string()));
-            };
-            let Some(removed) = upstream.backends.remove(backend_id) else {
-                return Err(RegistryError::UnknownBackend {
-                    upstream: upstream_id.to_string(),
-                    backend: backend_id.to_string(),
-                });
-            };
-            upstream.entry = None;
-            state.forget_backend(upstream_id, &removed);
-            Ok(vec![RegistryChange::BackendRemoved {
-                upstream_id: upstream_id.to_string(),
-                backend_id: backend_id.to_string(),
-            }])
+        self.write(RegistryOp::RemoveBackend {
+            upstream_id: upstream_id.to_owned(),
+            backend_id: backend_id.to_owned(),
         })
     }
 }

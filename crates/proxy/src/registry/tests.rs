@@ -22,7 +22,7 @@ pub(crate) fn upstream(id: &str, prefixes: &[&str], hostnames: &[&str]) -> Upstr
     }
 }
 
-fn backend(id: &str, address: &str) -> Backend {
+pub(crate) fn backend(id: &str, address: &str) -> Backend {
     Backend {
         id: id.into(),
         address: address.into(),
