@@ -139,3 +139,67 @@ YAML
   [ "$(http_code "http://127.0.0.1:$internal_port/echo/x")" = 404 ]
   [ "$(http_code "http://127.0.0.1:$internal_port/slow/slow?ms=1")" = 200 ]
 }
+
+@test "idle keep-alive connections give back their buffers after keepalive_release_after and keep working" {
+  METRICS_PORT=$(free_port)
+  start_limited 'keepalive_release_after = "300ms"' 'keepalive_idle = "60s"' \
+    "metrics_listen = \"127.0.0.1:$METRICS_PORT\""
+  # 20 connections, one request each, then idle: after the release time all are parked;
+  # a parked connection serves its next request (and a pipelined pair) on the same socket.
+  raw_client "
+conns = [connect() for _ in range(20)]
+for s in conns:
+    assert request(s) == 'HTTP/1.1 200 OK'
+time.sleep(1.5)
+import subprocess
+print(subprocess.run(['bash', '-c', 'source $REPO_ROOT/integration/limits_parked.sh; parked_count $METRICS_PORT'], capture_output=True, text=True).stdout.strip())
+for s in conns:
+    assert request(s) == 'HTTP/1.1 200 OK'
+s = conns[0]
+time.sleep(1)
+s.sendall(b'GET /echo/a HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/b HTTP/1.1\r\nHost: x\r\n\r\n')
+print(rawhttp.read_response(s)[0], rawhttp.read_response(s)[0])
+# A head sent in two parts, with a pause longer than the release time between them.
+time.sleep(1)
+s.sendall(b'GET /echo/c HTTP/1.1\r\nHo')
+time.sleep(1)
+s.sendall(b'st: x\r\n\r\n')
+status, body = rawhttp.read_response(s)
+print(status, b'/c' in body)
+" >"$BATS_TEST_TMPDIR/out"
+  run cat "$BATS_TEST_TMPDIR/out"
+  [ "${lines[0]}" = 20 ]
+  [ "${lines[1]}" = "HTTP/1.1 200 OK HTTP/1.1 200 OK" ]
+  [ "${lines[2]}" = "HTTP/1.1 200 OK True" ]
+  # Without a release (the time is not below keepalive_idle), idle connections are not parked.
+  stop_gatekeeper
+  start_limited 'keepalive_release_after = "60s"' 'keepalive_idle = "60s"' \
+    "metrics_listen = \"127.0.0.1:$METRICS_PORT\""
+  run raw_client "
+conns = [connect() for _ in range(5)]
+for s in conns:
+    assert request(s) == 'HTTP/1.1 200 OK'
+time.sleep(1)
+import subprocess
+print(subprocess.run(['bash', '-c', 'source $REPO_ROOT/integration/limits_parked.sh; parked_count $METRICS_PORT'], capture_output=True, text=True).stdout.strip())
+"
+  [ "$output" = 0 ]
+}
+
+@test "keepalive_release_after = 0s: every pause parks the connection, and nothing sent is lost" {
+  start_limited 'keepalive_release_after = "0s"'
+  run raw_client "
+s = connect()
+ok = 0
+for i in range(30):
+    ok += request(s) == 'HTTP/1.1 200 OK'
+    if i % 10 == 0:
+        time.sleep(0.1)
+s.sendall(b''.join(b'GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n' % i for i in range(5)))
+for i in range(5):
+    status, body = rawhttp.read_response(s)
+    ok += status == 'HTTP/1.1 200 OK' and (b'/%d' % i) in body
+print(ok)
+"
+  [ "$output" = 35 ]
+}

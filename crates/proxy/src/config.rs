@@ -5,7 +5,8 @@
 //! its values (`validate`, errors that name their key).
 //!
 //! Keys are those of the gatekeeper config file: `listen`, `[[tls]]`, `default_timeout`,
-//! `connect_timeout`, `header_read_timeout`, `keepalive_idle`, `max_header_bytes`,
+//! `connect_timeout`, `header_read_timeout`, `keepalive_idle`, `keepalive_release_after`,
+//! `max_header_bytes`,
 //! `max_connections`, `shutdown_grace`, `passive_health_failures`, `passive_health_cooldown`,
 //! `max_plugin_body`, `forwarded_headers`, `via`, `response_headers` ([`ProxyConfig`]); `metrics_batch_size`,
 //! `metrics_flush_interval`, `metrics_buffer` ([`crate::MetricsConfig`]); `failure`,
@@ -104,6 +105,11 @@ pub struct ProxyConfig {
     /// A client connection with no request in flight for this long is closed (default 60s).
     #[serde(with = "duration")]
     pub keepalive_idle: Duration,
+    /// An HTTP/1 client connection on a plain listener idle for this long gives back its HTTP
+    /// state and buffers (about 20 KiB) until the client sends again; it stays open until
+    /// `keepalive_idle`. `0s`: as soon as it is idle (default 1s).
+    #[serde(with = "duration")]
+    pub keepalive_release_after: Duration,
     /// Largest request head (request line and headers) in bytes; larger ones get 431
     /// (default 64 KiB).
     pub max_header_bytes: usize,
@@ -146,6 +152,7 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
+            keepalive_release_after: Duration::from_secs(1),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),

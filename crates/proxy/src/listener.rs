@@ -10,7 +10,9 @@
 //!   start, removed ones close and drain, changed ones are rebound.
 //! - [`accept`]: one listener's accept loop, at most `max_connections` connections at once over
 //!   all listeners, and the drain of its connections when it stops.
-//! - [`connection`]: one client connection (TLS handshake, HTTP/1.1 or HTTP/2, timers).
+//! - [`connection`]: one client connection (TLS handshake, HTTP/1.1 or HTTP/2), with
+//!   `watched_io` (its timers), `activity` (its requests as the timers see them), `http1` (the
+//!   HTTP/1 driver that parks idle connections without buffers) and `prefixed`.
 //! - [`proxy`]: [`BoundProxy`], from binding to the end of shutdown.
 //!
 //! Every listener's accept loop runs as its own task in a set that
@@ -35,12 +37,16 @@
 //! here: they keep their socket (and their TLS-ness) and the changes say so in a warning.
 
 mod accept;
+mod activity;
 mod connection;
 mod control;
 mod error;
+mod http1;
 mod plan;
+mod prefixed;
 mod proxy;
 mod tls_connection;
+mod watched_io;
 
 pub use control::ListenerControl;
 pub use error::ListenerError;

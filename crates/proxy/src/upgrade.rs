@@ -8,6 +8,8 @@
 //! `h2c` upgrades (deprecated by RFC 9113) are not passed through: the request is forwarded as a
 //! plain HTTP/1.1 request.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -15,6 +17,8 @@ use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
@@ -23,12 +27,49 @@ use crate::registry::InFlight;
 
 const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 
+/// A client's byte stream after a `101`.
+pub(crate) trait UpgradedStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpgradedStream for T {}
+
+/// The client's connection handed over after a `101` (with any bytes the client sent after its
+/// request first).
+pub(crate) type ClientConnection = Box<dyn UpgradedStream>;
+
+/// The request extension through which a client's HTTP/1 connection is handed over after the
+/// `101` is written (the listener's HTTP/1 driver puts it into requests that ask to upgrade;
+/// hyper's own upgrade machinery is not used, because the driver takes the connection back from
+/// hyper itself).
+/// (An extension must be `Clone`: the receiver is shared, and taken by the first to use it.)
+#[derive(Clone)]
+pub(crate) struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<ClientConnection>>>>);
+
+impl std::fmt::Debug for ClientUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientUpgrade")
+    }
+}
+
+impl ClientUpgrade {
+    /// Resolves to what the receiver's sender sends.
+    pub(crate) fn new(receiver: oneshot::Receiver<ClientConnection>) -> Self {
+        ClientUpgrade(Arc::new(Mutex::new(Some(receiver))))
+    }
+
+    /// The client's connection once it is handed over; `None` if the connection ended first
+    /// (or this was awaited already).
+    async fn connection(self) -> Option<ClientConnection> {
+        let receiver = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        receiver.await.ok()
+    }
+}
+
 /// A client's request to switch protocols, and the client's connection once it is switched.
 pub(crate) struct UpgradeRequest {
     /// The client's `Upgrade` header.
     protocol: HeaderValue,
     /// Resolves to the client's connection after the 101 is written.
-    client: OnUpgrade,
+    client: ClientUpgrade,
 }
 
 impl std::fmt::Debug for UpgradeRequest {
@@ -66,7 +107,7 @@ impl UpgradeRequest {
             return None;
         }
         let protocol = protocol.clone();
-        let client = parts.extensions.remove::<OnUpgrade>()?;
+        let client = parts.extensions.remove::<ClientUpgrade>()?;
         Some(UpgradeRequest { protocol, client })
     }
 
@@ -113,16 +154,20 @@ pub(crate) fn switch(
 
 /// Copies bytes both ways between the upgraded connections until both directions ended (or
 /// either failed).
-async fn splice(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight) {
+async fn splice(client: ClientUpgrade, backend: OnUpgrade, in_flight: InFlight) {
     let backend_id = &in_flight.backend().backend.id;
-    let (client, backend) = match tokio::try_join!(client, backend) {
-        Ok(both) => both,
-        Err(e) => {
+    let (client, backend) = tokio::join!(client.connection(), backend);
+    let (mut client, backend) = match (client, backend) {
+        (Some(client), Ok(backend)) => (client, backend),
+        (None, _) => {
+            tracing::debug!(backend = %backend_id, "upgrade failed: the client's connection ended before the 101 was sent");
+            return;
+        }
+        (_, Err(e)) => {
             tracing::debug!(backend = %backend_id, error = %e, "upgrade failed");
             return;
         }
     };
-    let mut client = TokioIo::new(client);
     let mut backend = TokioIo::new(backend);
     match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
         Ok((up, down)) => {
@@ -147,10 +192,9 @@ mod tests {
             request = request.header(*name, *value);
         }
         let mut parts = request.body(()).unwrap().into_parts().0;
-        // Stands for the one hyper's server puts into upgrade requests.
-        parts
-            .extensions
-            .insert(hyper::upgrade::on(Request::new(())));
+        // Stands for the one the listener puts into upgrade requests.
+        let (_sender, receiver) = oneshot::channel();
+        parts.extensions.insert(ClientUpgrade::new(receiver));
         parts
     }
 
@@ -162,7 +206,7 @@ mod tests {
         ];
         let mut p = parts(Version::HTTP_11, &ws);
         let upgrade = UpgradeRequest::detect(&mut p).unwrap();
-        assert!(p.extensions.get::<OnUpgrade>().is_none());
+        assert!(p.extensions.get::<ClientUpgrade>().is_none());
         let mut out = HeaderMap::new();
         upgrade.prepare(&mut out);
         assert_eq!(out[header::UPGRADE], "websocket");

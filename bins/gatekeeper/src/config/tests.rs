@@ -328,7 +328,7 @@ fn the_example_config_has_every_key_and_parses() {
         .filter(|key| !shown.contains(key))
         .collect();
     assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
-    assert_eq!(file_keys().len(), 30, "{:?}", file_keys());
+    assert_eq!(file_keys().len(), 31, "{:?}", file_keys());
 
     // Every key of a [[plugin]] table is set in the example's first one; those without a
     // default value (max_memory, recycle_after) are shown commented out.

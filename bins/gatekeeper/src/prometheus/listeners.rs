@@ -1,5 +1,5 @@
 //! The per-listener families, read at scrape time from the pipeline's connection counters:
-//! connections open and accepted, failed TLS handshakes, malformed requests, bytes.
+//! connections open, parked and accepted, failed TLS handshakes, malformed requests, bytes.
 
 use gatekeeper_proxy::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,6 +21,12 @@ pub(super) fn register(registry: &mut Registry, metrics: &Metrics) {
         "gatekeeper_connections_open",
         "Client connections open now (TLS handshakes under way included)",
         open.clone(),
+    );
+    let parked = Family::<ListenerLabels, Gauge>::default();
+    registry.register(
+        "gatekeeper_connections_parked",
+        "Of the open client connections, those waiting for their next bytes without HTTP state or buffers (new ones before their first bytes; idle HTTP/1 ones after keepalive_release_after)",
+        parked.clone(),
     );
     let counter = |registry: &mut Registry, name: &str, help: &str| {
         let family = Family::<ListenerLabels, Counter>::default();
@@ -56,6 +62,9 @@ pub(super) fn register(registry: &mut Registry, metrics: &Metrics) {
         let labels = ListenerLabels { listener };
         open.get_or_create(&labels)
             .set(i64::try_from(stats.open_connections).unwrap_or(i64::MAX));
+        parked
+            .get_or_create(&labels)
+            .set(i64::try_from(stats.parked_connections).unwrap_or(i64::MAX));
         accepted.get_or_create(&labels).inc_by(stats.connections);
         handshakes
             .get_or_create(&labels)

@@ -2,14 +2,18 @@
 //! `tls_connection` on TLS listeners; plain
 //! listeners speak HTTP/1.1), the connection's timers, and graceful shutdown.
 //!
-//! The timers live in [`WatchedIo`], a wrapper around the connection's byte stream that sees
-//! every read and knows (through [`Activity`]) whether a request is in flight:
+//! HTTP/1 connections are driven by `http1`, which parks idle keep-alive connections without
+//! their buffers and performs upgrades. The timers live in [`WatchedIo`] (`watched_io`), a
+//! wrapper around the connection's byte stream that sees every read and knows (through
+//! [`Activity`]) whether a request is in flight:
 //!
 //! - **request head**: from the first byte of a request (for the first request: from the
 //!   connection's start) the whole head must arrive within `header_read_timeout`; otherwise the
 //!   client gets `408 Request Timeout` (if it sent anything) and the connection is closed.
 //! - **idle keep-alive**: a connection with no request in flight and no new bytes for
 //!   `keepalive_idle` is closed. On HTTP/2 a connection is idle while it has no open stream.
+//! - **buffer release**: a plain HTTP/1 connection idle for `keepalive_release_after` gives back
+//!   hyper's state and buffers until the client sends again (`http1`).
 //! - while a request is in flight, and after a protocol upgrade (`101`), neither timer runs.
 //!
 //! Recording: the connection is counted on its listener ([`ListenerCounters`]: open and
@@ -19,33 +23,30 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::task::AtomicWaker;
 use http::{header, HeaderValue, Request, StatusCode, Version};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
-use tokio::time::{Instant, Sleep};
 
 use crate::connection_info::ConnectionInfo;
-use crate::metrics::listener_stats::{ListenerCounters, OpenConnection};
 use crate::service::Shared;
 use crate::timing::record_refused;
 use crate::tls::client_cert::set_client_cert_header;
 use crate::tls::TlsListener;
 use crate::ProxyConfig;
+
+use super::activity::{RequestGuard, TrackedBody};
+use super::watched_io::ClientStream;
+pub(super) use super::watched_io::WatchedIo;
 
 /// The HTTP versions a connection can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,10 +60,11 @@ const HYPER_DEFAULT_MAX_BUF: usize = 8192 + 4096 * 100;
 
 /// How connections are served: the HTTP builders and the timers, shared by all connections.
 pub(crate) struct Protocols {
-    http1: http1::Builder,
+    pub(super) http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     pub(super) header_read_timeout: Duration,
-    keepalive_idle: Duration,
+    pub(super) keepalive_idle: Duration,
+    pub(super) keepalive_release_after: Duration,
 }
 
 impl Protocols {
@@ -86,6 +88,7 @@ impl Protocols {
             http2,
             header_read_timeout: config.header_read_timeout,
             keepalive_idle: config.keepalive_idle,
+            keepalive_release_after: config.keepalive_release_after,
         }
     }
 }
@@ -165,27 +168,28 @@ fn refused_by_hyper(error: &hyper::Error) -> Option<(u16, &'static str)> {
 }
 
 /// Serves HTTP on `io`; `tls` (on TLS listeners) adds its static headers to every response.
-pub(super) async fn serve_http<I>(
+pub(super) async fn serve_http<I: ClientStream>(
     io: WatchedIo<I>,
     info: ConnectionInfo,
     tls: Option<TlsListener>,
     shared: Arc<Shared>,
     protocols: &Protocols,
     shutdown: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let remote = info.remote;
     let protocol = io.protocol;
     let activity = io.activity.clone();
     let counters = io.counters.clone();
     let metrics = shared.metrics.clone();
-    let io = TokioIo::new(io);
     let info = Arc::new(info);
     let recorded = (activity.clone(), info.clone());
     let service = service_fn(move |mut request: Request<Incoming>| {
         if request.version() == Version::HTTP_2 {
             host_from_authority(&mut request);
+        } else if request.headers().contains_key(header::UPGRADE) {
+            // The HTTP/1 driver hands the connection over through this after a 101.
+            let upgrade = activity.expect_upgrade();
+            request.extensions_mut().insert(upgrade);
         }
         // Only the proxy says which client certificate was presented.
         set_client_cert_header(request.headers_mut(), info.client_cert_subject.as_ref());
@@ -193,7 +197,9 @@ pub(super) async fn serve_http<I>(
         let shared = shared.clone();
         let info = info.clone();
         let tls = tls.clone();
-        async move {
+        // Boxed: the HTTP/1 driver takes the stream back from hyper, which needs an `Unpin`
+        // future; it also keeps hyper's per-connection slot for it small.
+        Box::pin(async move {
             let mut response = crate::pipeline::handle(&shared, &info, request).await;
             for (name, value) in &shared.response_headers {
                 response.headers_mut().insert(name.clone(), value.clone());
@@ -208,19 +214,15 @@ pub(super) async fn serve_http<I>(
                 body,
                 _guard: guard,
             }))
-        }
+        })
     });
     let result = match protocol {
-        Protocol::Http1 => {
-            let conn = protocols
-                .http1
-                .serve_connection(io, service)
-                .with_upgrades();
-            until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await
-        }
+        Protocol::Http1 => super::http1::serve_http1(io, service, protocols, shutdown).await,
         Protocol::Http2 => {
-            let conn = protocols.http2.serve_connection(io, service);
-            until_shutdown(conn, |c| c.graceful_shutdown(), shutdown).await
+            // Boxed: hyper's HTTP/2 state would otherwise size every connection's task,
+            // parked HTTP/1 ones included (about 3.6 KiB of 4.5; `-Zprint-type-sizes`).
+            let conn = protocols.http2.serve_connection(TokioIo::new(io), service);
+            Box::pin(until_shutdown(conn, |c| c.graceful_shutdown(), shutdown)).await
         }
     };
     let (activity, info) = recorded;
@@ -272,318 +274,5 @@ where
             graceful(conn.as_mut());
             conn.await
         }
-    }
-}
-
-/// A connection's requests, as its [`WatchedIo`] needs to know them.
-#[derive(Debug, Default)]
-struct Activity {
-    /// Requests whose response has not been sent completely.
-    in_flight: AtomicUsize,
-    /// Requests started so far.
-    started: AtomicU64,
-    /// The connection was upgraded (`101 Switching Protocols`): no more timers.
-    upgraded: AtomicBool,
-    /// A request head began but did not arrive in time: the connection answered 408.
-    head_timed_out: AtomicBool,
-    /// The reader, woken when the last request in flight ends, so that it arms the idle timer.
-    reader: AtomicWaker,
-}
-
-/// Counts a request as in flight until dropped (with its response body, or earlier if the
-/// request is abandoned).
-struct RequestGuard(Arc<Activity>);
-
-impl RequestGuard {
-    fn start(activity: &Arc<Activity>) -> Self {
-        activity.started.fetch_add(1, Ordering::AcqRel);
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestGuard(activity.clone())
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.reader.wake();
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as in flight until it is done.
-    struct TrackedBody<B> {
-        #[pin]
-        body: B,
-        _guard: RequestGuard,
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for TrackedBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Where a connection is between requests, as [`WatchedIo`] sees it.
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    /// A request head is expected (`got_bytes`: part of it arrived) since `since`.
-    Head { since: Instant, got_bytes: bool },
-    /// No request in flight and no bytes since `since`.
-    Idle { since: Instant },
-    /// A request is in flight.
-    Busy,
-    /// Upgraded: the bytes are no longer HTTP.
-    Upgraded,
-}
-
-/// The answer to a request head that did not arrive in time.
-const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-
-/// A connection's byte stream with its head and idle timers (see the module docs). When a timer
-/// expires, reads return end-of-file, which makes hyper close the connection.
-pub(super) struct WatchedIo<I> {
-    inner: I,
-    protocol: Protocol,
-    activity: Arc<Activity>,
-    phase: Phase,
-    /// `activity.started` when the phase was last updated.
-    seen_started: u64,
-    pub(super) header_read_timeout: Duration,
-    keepalive_idle: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    timer_deadline: Option<Instant>,
-    /// hyper has bytes it could not write yet (a 408 must not cut into them).
-    write_pending: bool,
-    expired: bool,
-    /// The connection's place under `max_connections`, given back when the stream is dropped.
-    _permit: OwnedSemaphorePermit,
-    /// The connection counted open on its listener until the stream is dropped.
-    _open: OpenConnection,
-    /// The listener's counters (bytes read and written).
-    counters: Arc<ListenerCounters>,
-}
-
-impl<I: AsyncRead + AsyncWrite + Unpin> WatchedIo<I> {
-    pub(super) fn new(
-        inner: I,
-        protocol: Protocol,
-        permit: OwnedSemaphorePermit,
-        open: OpenConnection,
-        protocols: &Protocols,
-    ) -> Self {
-        let now = Instant::now();
-        let counters = open.shared_counters();
-        WatchedIo {
-            inner,
-            protocol,
-            activity: Arc::default(),
-            phase: match protocol {
-                Protocol::Http1 => Phase::Head {
-                    since: now,
-                    got_bytes: false,
-                },
-                Protocol::Http2 => Phase::Idle { since: now },
-            },
-            seen_started: 0,
-            header_read_timeout: protocols.header_read_timeout,
-            keepalive_idle: protocols.keepalive_idle,
-            timer: None,
-            timer_deadline: None,
-            write_pending: false,
-            expired: false,
-            _permit: permit,
-            _open: open,
-            counters,
-        }
-    }
-
-    /// Brings the phase up to date with the requests.
-    fn refresh(&mut self) {
-        if matches!(self.phase, Phase::Upgraded) {
-            return;
-        }
-        if self.activity.upgraded.load(Ordering::Acquire) {
-            self.phase = Phase::Upgraded;
-            return;
-        }
-        let started = self.activity.started.load(Ordering::Acquire);
-        if self.activity.in_flight.load(Ordering::Acquire) > 0 {
-            self.phase = Phase::Busy;
-        } else if started != self.seen_started || matches!(self.phase, Phase::Busy) {
-            self.phase = Phase::Idle {
-                since: Instant::now(),
-            };
-        }
-        self.seen_started = started;
-    }
-
-    fn on_bytes(&mut self) {
-        self.refresh();
-        match self.phase {
-            Phase::Idle { .. } if self.protocol == Protocol::Http1 => {
-                self.phase = Phase::Head {
-                    since: Instant::now(),
-                    got_bytes: true,
-                }
-            }
-            Phase::Head { since, .. } => {
-                self.phase = Phase::Head {
-                    since,
-                    got_bytes: true,
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Called when a read would block: arms the phase's timer, or acts on its expiry.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.refresh();
-        let deadline = match self.phase {
-            Phase::Head { since, .. } => since + self.header_read_timeout,
-            Phase::Idle { since } => since + self.keepalive_idle,
-            Phase::Busy => {
-                // Woken when the last request ends, to arm the idle timer.
-                self.activity.reader.register(cx.waker());
-                // It may have ended between the check and the registration.
-                if self.activity.in_flight.load(Ordering::Acquire) == 0 {
-                    cx.waker().wake_by_ref();
-                }
-                return Poll::Pending;
-            }
-            Phase::Upgraded => return Poll::Pending,
-        };
-        let timer = match &mut self.timer {
-            Some(timer) => {
-                if self.timer_deadline != Some(deadline) {
-                    timer.as_mut().reset(deadline);
-                }
-                timer
-            }
-            None => self
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        self.timer_deadline = Some(deadline);
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        self.expire(cx);
-        Poll::Ready(Ok(()))
-    }
-
-    fn expire(&mut self, cx: &mut Context<'_>) {
-        self.expired = true;
-        match self.phase {
-            Phase::Head {
-                got_bytes: true, ..
-            } if !self.write_pending => {
-                tracing::debug!("request head not received in time: 408");
-                self.activity.head_timed_out.store(true, Ordering::Release);
-                // Best effort: the socket's buffer is empty, so this normally completes at once.
-                if let Poll::Ready(Ok(_)) =
-                    Pin::new(&mut self.inner).poll_write(cx, REQUEST_TIMEOUT)
-                {
-                    let _ = Pin::new(&mut self.inner).poll_flush(cx);
-                }
-            }
-            Phase::Head { .. } => tracing::debug!("no request head in time: closing"),
-            _ => tracing::debug!("idle keep-alive connection: closing"),
-        }
-    }
-
-    fn track_write<T>(&mut self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if poll.is_pending() {
-            self.write_pending = true;
-        }
-        poll
-    }
-}
-
-impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for WatchedIo<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.expired {
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let read = buf.filled().len() - before;
-                if read > 0 {
-                    this.counters.received(read);
-                    this.on_bytes();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.poll_deadline(cx),
-        }
-    }
-}
-
-impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = poll {
-            this.counters.sent(written);
-        }
-        this.track_write(poll)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(written)) = poll {
-            this.counters.sent(written);
-        }
-        this.track_write(poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = poll {
-            this.write_pending = false;
-        }
-        this.track_write(poll)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

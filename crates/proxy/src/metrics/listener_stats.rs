@@ -1,4 +1,4 @@
-//! Connection counters per listener: connections open and accepted, TLS handshakes that
+//! Connection counters per listener: connections open, parked and accepted, TLS handshakes that
 //! failed, malformed requests hyper answered itself, and the bytes read from and written to
 //! clients. They are plain atomics kept whatever the metrics exporters want (one add per
 //! connection event or per read/write), and read at scrape time ([`Metrics::listener_stats`]).
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub(crate) struct ListenerCounters {
     open: AtomicU64,
+    parked: AtomicU64,
     accepted: AtomicU64,
     tls_handshake_failures: AtomicU64,
     malformed_requests: AtomicU64,
@@ -25,6 +26,9 @@ pub(crate) struct ListenerCounters {
 pub struct ListenerStats {
     /// Client connections open now (TLS handshakes under way included).
     pub open_connections: u64,
+    /// Of the open connections, those waiting for their client's next bytes without HTTP state
+    /// or buffers (new ones before their first bytes, idle ones after `keepalive_release_after`).
+    pub parked_connections: u64,
     /// Client connections accepted so far.
     pub connections: u64,
     /// TLS handshakes that failed or timed out.
@@ -44,6 +48,12 @@ impl ListenerCounters {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenConnection(self.clone())
+    }
+
+    /// Counts a connection as parked until the guard is dropped.
+    pub(crate) fn parked(self: &Arc<Self>) -> ParkedConnection {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        ParkedConnection(self.clone())
     }
 
     pub(crate) fn tls_handshake_failed(&self) {
@@ -66,6 +76,7 @@ impl ListenerCounters {
     fn stats(&self) -> ListenerStats {
         ListenerStats {
             open_connections: self.open.load(Ordering::Relaxed),
+            parked_connections: self.parked.load(Ordering::Relaxed),
             connections: self.accepted.load(Ordering::Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed),
             malformed_requests: self.malformed_requests.load(Ordering::Relaxed),
@@ -94,6 +105,16 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One parked connection: counted in `parked` until dropped.
+#[derive(Debug)]
+pub(crate) struct ParkedConnection(Arc<ListenerCounters>);
+
+impl Drop for ParkedConnection {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
