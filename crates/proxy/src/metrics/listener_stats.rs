@@ -160,6 +160,7 @@ mod tests {
         second.counters().sent(5);
         counters.tls_handshake_failed();
         counters.malformed_request();
+        let parked = counters.parked();
         drop(first);
         let stats = table.stats();
         assert_eq!(
@@ -168,6 +169,7 @@ mod tests {
                 "a".to_string(),
                 ListenerStats {
                     open_connections: 1,
+                    parked_connections: 1,
                     connections: 2,
                     tls_handshake_failures: 1,
                     malformed_requests: 1,
@@ -176,7 +178,9 @@ mod tests {
                 }
             )]
         );
+        drop(parked);
         drop(second);
         assert_eq!(table.stats()[0].1.open_connections, 0);
+        assert_eq!(table.stats()[0].1.parked_connections, 0);
     }
 }
