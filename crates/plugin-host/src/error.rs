@@ -79,8 +79,8 @@ pub enum StartError {
     /// spec's `start_timeout`.
     #[error("not started within {0:?}")]
     Timeout(Duration),
-    /// The process made no call (handshake, manager call, `config_status`) for the spec's
-    /// `start_timeout` while starting.
+    /// The process made no call (a manager call, `config_status`) for the spec's
+    /// `start_timeout` while starting (from its spawn, or its last call).
     #[error("no manager call (nor any other call) from the plugin for {} during start (start_timeout)", humantime::format_duration(*.0))]
     Silent(Duration),
     /// The start still ran after the spec's `start_max`, though the plugin kept calling.

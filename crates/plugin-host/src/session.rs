@@ -266,9 +266,6 @@ impl Handler for Session {
     fn handle_request(&self, request: IncomingRequest) -> BoxFuture<'static, Reply> {
         if request.method == Handshake::NAME {
             let reply = self.handshake(&request);
-            if reply.is_ok() {
-                self.context.activity.touch();
-            }
             return Box::pin(async move { reply });
         }
         if !self.is_authenticated() {
@@ -278,7 +275,8 @@ impl Handler for Session {
             ));
             return Box::pin(async move { reply });
         }
-        // Any call of an authenticated connection is progress (see `start_timeout`).
+        // Any call of an authenticated connection but the handshake is progress (see
+        // `start_timeout`): a plugin making none fails at spawn + `start_timeout`, as always.
         self.context.activity.touch();
         if request.method == ConfigStatusMethod::NAME {
             let reply = self.config_status(&request);

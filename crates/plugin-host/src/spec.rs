@@ -97,9 +97,10 @@ pub struct PluginSpec {
     #[serde(skip, default = "defaults::missed_heartbeats_allowed")]
     pub missed_heartbeats_allowed: u32,
     /// The silence allowed while a process starts (spawn, handshake, `configure`, `start`):
-    /// each call the plugin makes on any of its connections (a manager call, `config_status`,
-    /// a handshake) restarts this timer, so a plugin pushing a big registry inside `start` is
-    /// not cut off; one that makes no call for this long fails to start. Default 10 s.
+    /// each call the plugin makes on any of its connections (a manager call, `config_status`;
+    /// not the handshake) restarts this timer, so a plugin pushing a big registry inside `start`
+    /// is not cut off; one that makes no call for this long fails to start (one that makes none
+    /// at all: this long after its spawn). Default 10 s.
     #[serde(default = "defaults::start_timeout", with = "duration")]
     pub start_timeout: Duration,
     /// The most a start may take however busy the plugin is (from spawning the process to the

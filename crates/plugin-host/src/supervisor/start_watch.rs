@@ -1,5 +1,6 @@
 //! The limits of one start: [`StartActivity`] records when the starting process last made a
-//! call (any request on any of its connections: a handshake, a manager call, `config_status`),
+//! call (any request but the handshake on any of its connections: a manager call,
+//! `config_status`; a plugin making none thus fails at spawn + `start_timeout`, as it always did),
 //! and [`start_limits`] fails the start when the process was silent for `start_timeout` or the
 //! start still runs after `start_max`. A plugin pushing a big registry inside `start` thus keeps
 //! starting as long as it keeps calling, but never longer than `start_max`.
