@@ -40,6 +40,7 @@ a first run. `modify_request` echoes the request with `context.pid`, `context.co
                    then answers start
   trickles_in_start upstream: inside start, calls add_upstream every 0.1 s forever; never
                    answers start
+  logs_in_start    inside start, writes a stderr line every 0.1 s forever; never answers start
 """
 import itertools
 import json
@@ -69,6 +70,12 @@ def record(obj):
     if PATH:
         with open(PATH, "a") as f:
             f.write(json.dumps(obj) + "\n")
+
+
+def log_forever():
+    while True:
+        log("still starting")
+        time.sleep(0.1)
 
 
 class Conn:
@@ -154,6 +161,9 @@ class Conn:
                 return
             if MODE in ("pushes_in_start", "trickles_in_start"):
                 threading.Thread(target=self.push_in_start, args=(msg,), daemon=True).start()
+                return
+            if MODE == "logs_in_start":
+                threading.Thread(target=log_forever, daemon=True).start()
                 return
             self.reply(msg)
             if MODE == "garbage":

@@ -1,7 +1,8 @@
 //! A start is bounded by the plugin's silence, not by a stopwatch: an upstream plugin pushing
 //! its registry with manager calls inside `start` for longer than `start_timeout` starts; a
-//! silent one fails with the silence limit; one that calls forever fails at `start_max`; a
-//! restart of a pushing plugin is wrapped in the manager's `restarting`/`restarted`.
+//! silent one (log lines do not count) fails with the silence limit; one that calls forever
+//! fails at `start_max`; a restart of a pushing plugin is wrapped in the manager's
+//! `restarting`/`restarted`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panicking is how it fails
 
@@ -10,7 +11,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, init_logs, kill9, spec};
+use common::{eventually, init_logs, kill9, logged, spec};
 use gatekeeper_plugin_host::{HostError, LaunchOptions, Manager, PluginHost, StartError};
 use gatekeeper_rpc::methods::{
     AddBackendParams, AddUpstreamParams, PluginType, RemoveBackendParams, RemoveUpstreamParams,
@@ -110,6 +111,31 @@ async fn a_silent_start_fails_with_the_silence_limit() {
             .contains("no manager call (nor any other call) from the plugin for 1s during start (start_timeout)"),
         "{error}"
     );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn log_lines_are_not_progress() {
+    init_logs();
+    let host = PluginHost::new(None).unwrap();
+    let error = host
+        .launch(
+            pushing_spec("chatty", "logs_in_start"),
+            LaunchOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            HostError::Start {
+                source: StartError::Silent(_),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(logged(&["chatty", "still starting"]));
     host.shutdown().await;
 }
 
