@@ -87,6 +87,11 @@ ctl() {
   curl -sS --max-time 5 --unix-socket "$BATS_TEST_TMPDIR/admin.sock" -D "$BATS_TEST_TMPDIR/headers" \
     -o /dev/null "http://gatekeeper/backends"
   [ "$(response_header "$BATS_TEST_TMPDIR/headers" gatekeeper-next)" = svc00499/1 ]
+  # --table prints a page's rows, the cursor on stderr.
+  ctl --table upstreams --limit 2 >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err"
+  [ "$(wc -l <"$BATS_TEST_TMPDIR/out")" = 3 ]
+  [ "$(awk 'NR == 1 { print $1 } NR > 1 { print $1 }' "$BATS_TEST_TMPDIR/out" | paste -sd ' ')" = "ID svc00000 svc00001" ]
+  grep -q "more follow: --after svc00001" "$BATS_TEST_TMPDIR/err"
   # A bad parameter is refused, naming it.
   run ctl upstreams --limit 0
   [ "$status" -eq 1 ]
