@@ -11,6 +11,7 @@ Settings, from the configure map, overridden by `--key VALUE` on its command lin
             for its answer, before `start` is answered
   commands  file polled every `poll_ms` (default 50) milliseconds once started: each new
             complete line is a call as above
+  start_pause_ms  milliseconds to wait before each call of `start` (default 0): a slow push
 
 It answers `configure`, `start`, `heartbeat` and `stop` (and `{}` to anything else), and reads
 and writes concurrently: a reader thread dispatches answers to the waiting callers.
@@ -76,10 +77,11 @@ def run_step(line):
     record(entry)
 
 
-def run_file(path):
+def run_file(path, pause_ms=0):
     with open(path) as f:
         for line in f:
             if line.strip():
+                time.sleep(pause_ms / 1000)
                 run_step(line)
 
 
@@ -101,7 +103,7 @@ def watch_commands(path):
 
 def on_start(request_id):
     if settings.get("start"):
-        run_file(settings["start"])
+        run_file(settings["start"], int(settings.get("start_pause_ms", 0)))
     send({"jsonrpc": "2.0", "id": request_id, "result": {}})
     if settings.get("commands"):
         threading.Thread(target=watch_commands, args=(settings["commands"],), daemon=True).start()

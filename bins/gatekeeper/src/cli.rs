@@ -145,7 +145,10 @@ Plugin flags:
                           `standby = N` (e.g. `--modifier-standby 1`; not for upstream plugins).
   --<type>-busy-poll-us N Not a config key: the low-latency mode for every plugin of that type,
                           like `busy_poll_us = N` (0, off, to 1000 microseconds; e.g.
-                          `--modifier-busy-poll-us 200`).";
+                          `--modifier-busy-poll-us 200`).
+  --<type>-start-timeout D, --<type>-start-max D
+                          Not config keys: the start limits of every plugin of that type, like
+                          `start_timeout`/`start_max` (e.g. `--upstream-start-timeout 30s`).";
 
 /// One pass-through flag: `--upstream-file x` → `{type: upstream, key: "file", value: "x"}`.
 #[derive(Debug, Clone, PartialEq)]

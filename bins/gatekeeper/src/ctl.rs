@@ -1,6 +1,11 @@
 //! `gatekeeper ctl`: a client of the admin socket. Prints the answers as pretty JSON (for jq) or,
 //! with `--table`, as aligned columns. Exit codes: 0 ok, 1 the request failed (e.g. an unknown
 //! backend) or `wait-ready` timed out, 2 usage error, 3 the socket cannot be reached.
+//!
+//! `upstreams` and `backends` take filters and paging (`--upstream`, `--prefix`, `--limit`,
+//! `--after`; see [`crate::admin::listing`]): with `--limit` or `--after` the answer is a page
+//! object with `next`; without, the list, at most 1000 items, and a note on stderr when more
+//! follow.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +19,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
+use crate::admin::listing::DEFAULT_LIMIT;
+use crate::admin::routes::NEXT_HEADER;
 use crate::config::admin_socket_candidates;
 
 /// Time allowed for one admin request.
@@ -47,10 +54,11 @@ struct Ctl {
 enum Command {
     /// Version, uptime, readiness, listeners and counts.
     Status,
-    /// Every upstream with its backends.
-    Upstreams,
-    /// Every backend: upstream, id, address, weight, in-flight requests, health.
-    Backends,
+    /// Upstreams with their backends, ordered by id (the first 1000 without --limit).
+    Upstreams(UpstreamsArgs),
+    /// Backends, ordered by upstream then id: upstream, id, address, weight, in-flight requests,
+    /// health (the first 1000 without --limit).
+    Backends(BackendsArgs),
     /// Every plugin: type, state (`running`, `starting`, `restarting`, `backoff`, `stopped`),
     /// pid, restarts, recycles, spares ready, calls, errors, timeouts, bad results, retries, mean
     /// latency, decision cache, low-latency mode (`busy_poll_us`, and how its spins ended:
@@ -85,6 +93,60 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+}
+
+/// Filters and paging of `ctl upstreams`.
+#[derive(Debug, clap::Args)]
+struct UpstreamsArgs {
+    /// Only the upstream with this id.
+    #[arg(long, value_name = "ID")]
+    upstream: Option<String>,
+    /// Only the upstreams routing this path prefix (one segment, as in `prefixes`).
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// A page of at most N upstreams (1 to 10000), printed as {"upstreams": [...], "next":
+    /// cursor or null}.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// The page after this upstream id (the previous page's `next`).
+    #[arg(long, value_name = "ID")]
+    after: Option<String>,
+}
+
+/// Filters and paging of `ctl backends`.
+#[derive(Debug, clap::Args)]
+struct BackendsArgs {
+    /// Only the backends of the upstream with this id.
+    #[arg(long, value_name = "ID")]
+    upstream: Option<String>,
+    /// A page of at most N backends (1 to 10000), printed as {"backends": [...], "next":
+    /// cursor or null}.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// The page after this backend (the previous page's `next`: UPSTREAM/BACKEND).
+    #[arg(long, value_name = "UPSTREAM/BACKEND")]
+    after: Option<String>,
+}
+
+/// `PATH?key=value&…` with the given parameters, values escaped.
+fn with_query(path: &str, parameters: &[(&str, Option<String>)]) -> String {
+    let query: Vec<String> = parameters
+        .iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key}={}", escape(v))))
+        .collect();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// An answer of the admin socket.
+struct Answer {
+    status: StatusCode,
+    /// The [`NEXT_HEADER`] header: more items follow this unpaged list.
+    next: Option<String>,
+    body: Bytes,
 }
 
 /// Why a request got no answer.
@@ -140,8 +202,29 @@ pub fn main(args: Vec<String>) -> ExitCode {
 async fn run(ctl: &Ctl, socket: &Path) -> ExitCode {
     let (method, path) = match &ctl.command {
         Command::Status => (Method::GET, "/status".to_owned()),
-        Command::Upstreams => (Method::GET, "/upstreams".to_owned()),
-        Command::Backends => (Method::GET, "/backends".to_owned()),
+        Command::Upstreams(args) => (
+            Method::GET,
+            with_query(
+                "/upstreams",
+                &[
+                    ("upstream", args.upstream.clone()),
+                    ("prefix", args.prefix.clone()),
+                    ("limit", args.limit.map(|n| n.to_string())),
+                    ("after", args.after.clone()),
+                ],
+            ),
+        ),
+        Command::Backends(args) => (
+            Method::GET,
+            with_query(
+                "/backends",
+                &[
+                    ("upstream", args.upstream.clone()),
+                    ("limit", args.limit.map(|n| n.to_string())),
+                    ("after", args.after.clone()),
+                ],
+            ),
+        ),
         Command::Plugins => (Method::GET, "/plugins".to_owned()),
         Command::Config => (Method::GET, "/config".to_owned()),
         Command::Metrics => (Method::GET, "/metrics".to_owned()),
@@ -170,7 +253,12 @@ async fn run(ctl: &Ctl, socket: &Path) -> ExitCode {
             eprintln!("gatekeeper ctl: {e}");
             ExitCode::FAILURE
         }
-        Ok((status, body)) => print_answer(ctl, status, &body),
+        Ok(answer) => {
+            if let Some(next) = &answer.next {
+                eprintln!("gatekeeper ctl: only the first {DEFAULT_LIMIT} are shown; more follow: add --limit N --after {next}");
+            }
+            print_answer(ctl, answer.status, &answer.body)
+        }
     }
 }
 
@@ -195,7 +283,19 @@ fn print_answer(ctl: &Ctl, status: StatusCode, body: &[u8]) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if ctl.table {
-        print!("{}", table(&value));
+        // A page: its items as a table, and where the next page starts.
+        let page = ["upstreams", "backends"]
+            .iter()
+            .find_map(|key| value.get(*key).map(|items| (items, value.get("next"))));
+        match page {
+            Some((items, next)) => {
+                print!("{}", table(items));
+                if let Some(Value::String(next)) = next {
+                    eprintln!("gatekeeper ctl: more follow: --after {next}");
+                }
+            }
+            None => print!("{}", table(&value)),
+        }
     } else {
         match serde_json::to_string_pretty(&value) {
             Ok(text) => println!("{text}"),
@@ -214,7 +314,7 @@ async fn wait_ready(socket: &Path, timeout: Duration) -> ExitCode {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match request(socket, Method::GET, "/status").await {
-            Ok((status, body)) if status.is_success() => {
+            Ok(Answer { status, body, .. }) if status.is_success() => {
                 let ready = serde_json::from_slice::<Value>(&body)
                     .ok()
                     .and_then(|v| v.get("ready").and_then(Value::as_bool))
@@ -225,7 +325,7 @@ async fn wait_ready(socket: &Path, timeout: Duration) -> ExitCode {
                 }
                 "not ready yet".to_owned()
             }
-            Ok((status, _)) => format!("/status answered {status}"),
+            Ok(Answer { status, .. }) => format!("/status answered {status}"),
             Err(Failure::Connect(e) | Failure::Exchange(e)) => e,
         };
         if Instant::now() + POLL_INTERVAL > deadline {
@@ -240,11 +340,7 @@ async fn wait_ready(socket: &Path, timeout: Duration) -> ExitCode {
 }
 
 /// One request over a fresh connection to the admin socket.
-async fn request(
-    socket: &Path,
-    method: Method,
-    path: &str,
-) -> Result<(StatusCode, Bytes), Failure> {
+async fn request(socket: &Path, method: Method, path: &str) -> Result<Answer, Failure> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
@@ -264,13 +360,17 @@ async fn request(
             .await
             .map_err(|e| Failure::Exchange(format!("request failed: {e}")))?;
         let status = response.status();
+        let next = response
+            .headers()
+            .get(NEXT_HEADER)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| Failure::Exchange(format!("reading the answer failed: {e}")))?
             .to_bytes();
-        Ok((status, body))
+        Ok(Answer { status, next, body })
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
@@ -437,6 +537,47 @@ mod tests {
             {"state": "backoff", "pid": null, "restarts": 3, "recycles": 0},
         ]);
         assert_eq!(cell(&processes), "running:12,backoff:-");
+    }
+
+    #[test]
+    fn filters_and_paging_become_query_parameters() {
+        assert_eq!(with_query("/upstreams", &[("limit", None)]), "/upstreams");
+        assert_eq!(
+            with_query(
+                "/backends",
+                &[
+                    ("upstream", Some("a b".to_owned())),
+                    ("limit", Some("10".to_owned())),
+                    ("after", Some("a%2Fb/c".to_owned())),
+                ]
+            ),
+            "/backends?upstream=a%20b&limit=10&after=a%252Fb%2Fc"
+        );
+        let parsed = Ctl::try_parse_from([
+            "ctl",
+            "upstreams",
+            "--upstream",
+            "u",
+            "--prefix",
+            "api",
+            "--limit",
+            "5",
+            "--after",
+            "t",
+        ])
+        .unwrap();
+        let Command::Upstreams(args) = parsed.command else {
+            panic!("not upstreams: {parsed:?}");
+        };
+        assert_eq!(
+            (args.upstream, args.prefix, args.limit, args.after),
+            (
+                Some("u".into()),
+                Some("api".into()),
+                Some(5),
+                Some("t".into())
+            )
+        );
     }
 
     #[test]

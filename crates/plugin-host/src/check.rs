@@ -18,6 +18,7 @@ use crate::process::{self, describe, kill, Spawned};
 use crate::session::{Authenticated, SessionContext};
 use crate::socket_dir::SocketDir;
 use crate::spec::PluginSpec;
+use crate::supervisor::start_watch::StartActivity;
 use crate::supervisor::starter::{accept, handshaken, ProcessSocket};
 
 /// Why a plugin's config did not pass [`check_plugin`].
@@ -86,6 +87,7 @@ pub async fn check_plugin(
         events: authenticated_tx,
         busy_poll: spec.busy_poll(),
         busy_poll_stats: Arc::default(),
+        activity: Arc::new(StartActivity::new()),
     });
     let mut spawned =
         process::spawn(spec, &label, 0, &socket.path, &context.token).map_err(start_error)?;

@@ -75,9 +75,17 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
-    /// The whole start took longer than the spec's `start_timeout`.
+    /// A step of the start with its own bound (the before-ready replay) took longer than the
+    /// spec's `start_timeout`.
     #[error("not started within {0:?}")]
     Timeout(Duration),
+    /// The process made no call (a manager call, `config_status`) for the spec's
+    /// `start_timeout` while starting (from its spawn, or its last call).
+    #[error("no manager call (nor any other call) from the plugin for {} during start (start_timeout)", humantime::format_duration(*.0))]
+    Silent(Duration),
+    /// The start still ran after the spec's `start_max`, though the plugin kept calling.
+    #[error("start still running after {} (start_max)", humantime::format_duration(*.0))]
+    StillStarting(Duration),
     /// The process exited before it was ready.
     #[error(
         "the process exited before it was ready ({status}){}",

@@ -15,8 +15,8 @@ use crate::state::Declared;
 /// Runs on every start of every instance, after `start` and before the instance is ready, and
 /// when a standby spare takes an instance over (at the takeover, so it gets the current state).
 ///
-/// An error (or running past the spec's `start_timeout`, which covers the whole start) fails
-/// the start: the process is killed and started again (the first start up to
+/// An error (or running past the spec's `start_timeout`, which bounds the replay on its own)
+/// fails the start: the process is killed and started again (the first start up to
 /// `start_attempts` times; a failed takeover falls back to a normal restart).
 /// Closures `Fn(InstanceConnection) -> BoxFuture<'static, Result<(), CallError>>` implement it.
 pub trait BeforeReady: Send + Sync + 'static {

@@ -32,6 +32,7 @@ use crate::config_status::ConfigStatus;
 use crate::manager::{is_manager_method, ManagerService};
 use crate::process::token_matches;
 use crate::state::{Declared, HookSet};
+use crate::supervisor::start_watch::StartActivity;
 
 /// A connection that passed its handshake.
 #[derive(Debug)]
@@ -62,6 +63,8 @@ pub(crate) struct SessionContext {
     pub(crate) busy_poll: Option<Duration>,
     /// Where the connections count their spins: one set of counters per plugin.
     pub(crate) busy_poll_stats: Arc<BusyPollStats>,
+    /// When the process last made a call (its start is bounded by its silence).
+    pub(crate) activity: Arc<StartActivity>,
 }
 
 /// Serves a new connection of a plugin instance: a strict peer whose handler checks the
@@ -272,6 +275,9 @@ impl Handler for Session {
             ));
             return Box::pin(async move { reply });
         }
+        // Any call of an authenticated connection but the handshake is progress (see
+        // `start_timeout`): a plugin making none fails at spawn + `start_timeout`, as always.
+        self.context.activity.touch();
         if request.method == ConfigStatusMethod::NAME {
             let reply = self.config_status(&request);
             return Box::pin(async move { reply });

@@ -3,8 +3,8 @@
 //! table of the config file (keys `name`, `type`, `command`, `args`, `config`, `hook_timeout`,
 //! `heartbeat_interval`, `instances`, `standby`, `restart_after_timeouts`,
 //! `restart_after_errors`, `healthy_after`, `restart_backoff_min`, `restart_backoff_max`,
-//! `start_attempts`, `max_memory`, `recycle_after`, `busy_poll_us`; the other timings are not
-//! configurable) and
+//! `start_attempts`, `start_timeout`, `start_max`, `max_memory`, `recycle_after`,
+//! `busy_poll_us`; the other timings are not configurable) and
 //! checked by [`PluginSpec::validate`].
 
 use std::path::PathBuf;
@@ -96,10 +96,18 @@ pub struct PluginSpec {
     /// Default 2.
     #[serde(skip, default = "defaults::missed_heartbeats_allowed")]
     pub missed_heartbeats_allowed: u32,
-    /// Time allowed from spawning the process to a successful `start` (spawn, handshake,
-    /// `configure`, `start`). Default 10 s.
-    #[serde(skip, default = "defaults::start_timeout")]
+    /// The silence allowed while a process starts (spawn, handshake, `configure`, `start`):
+    /// each call the plugin makes on any of its connections (a manager call, `config_status`;
+    /// not the handshake) restarts this timer, so a plugin pushing a big registry inside `start`
+    /// is not cut off; one that makes no call for this long fails to start (one that makes none
+    /// at all: this long after its spawn). Default 10 s.
+    #[serde(default = "defaults::start_timeout", with = "duration")]
     pub start_timeout: Duration,
+    /// The most a start may take however busy the plugin is (from spawning the process to the
+    /// answer to `start`): a plugin that keeps calling but never finishes `start` fails after
+    /// this long. At least `start_timeout`. Default 5 min.
+    #[serde(default = "defaults::start_max", with = "duration")]
+    pub start_max: Duration,
     /// Time allowed for `stop` to be answered, then again for the process to exit, before it is
     /// killed. Default 3 s.
     #[serde(skip, default = "defaults::stop_timeout")]
@@ -130,6 +138,9 @@ mod defaults {
     }
     pub fn start_timeout() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn start_max() -> Duration {
+        Duration::from_secs(5 * 60)
     }
     pub fn stop_timeout() -> Duration {
         Duration::from_secs(3)
@@ -177,6 +188,9 @@ pub enum ConfigError {
     /// A count that must be more than 0 is 0.
     #[error("{0}: must be at least 1")]
     ZeroCount(&'static str),
+    /// `start_max` is less than `start_timeout`.
+    #[error("start_max: must not be less than start_timeout")]
+    StartMax,
     /// `busy_poll_us` is not from 0 to [`PluginSpec::MAX_BUSY_POLL_US`].
     #[error("busy_poll_us: {0} must be from 0 (off) to {max} microseconds", max = PluginSpec::MAX_BUSY_POLL_US)]
     BusyPoll(i64),
@@ -209,6 +223,7 @@ impl PluginSpec {
             heartbeat_timeout: defaults::heartbeat_timeout(),
             missed_heartbeats_allowed: defaults::missed_heartbeats_allowed(),
             start_timeout: defaults::start_timeout(),
+            start_max: defaults::start_max(),
             stop_timeout: defaults::stop_timeout(),
             restart_backoff_min: defaults::restart_backoff_min(),
             restart_backoff_max: defaults::restart_backoff_max(),
@@ -246,6 +261,12 @@ impl PluginSpec {
         }
         if self.start_attempts == 0 {
             return Err(ConfigError::ZeroCount("start_attempts"));
+        }
+        if self.start_timeout.is_zero() {
+            return Err(ConfigError::Zero("start_timeout"));
+        }
+        if self.start_max < self.start_timeout {
+            return Err(ConfigError::StartMax);
         }
         if self.busy_poll_us > Self::MAX_BUSY_POLL_US {
             return Err(ConfigError::BusyPoll(i64::from(self.busy_poll_us)));
@@ -499,6 +520,7 @@ mod tests {
             "restart_after_timeouts": 4, "restart_after_errors": 7,
             "healthy_after": "2s", "restart_backoff_min": "50ms", "restart_backoff_max": "3s",
             "start_attempts": 5, "max_memory": "256MiB", "recycle_after": 1000,
+            "start_timeout": "2s", "start_max": "1m",
         });
         let spec: PluginSpec = serde_json::from_value(table).unwrap();
         spec.validate().unwrap();
@@ -509,6 +531,10 @@ mod tests {
             (Duration::from_millis(50), Duration::from_secs(3))
         );
         assert_eq!(spec.start_attempts, 5);
+        assert_eq!(
+            (spec.start_timeout, spec.start_max),
+            (Duration::from_secs(2), Duration::from_secs(60))
+        );
         assert_eq!(spec.max_memory, Some(256 << 20));
         assert_eq!(spec.recycle_after, Some(RecycleAfter::Calls(1000)));
         let back: PluginSpec =
@@ -583,6 +609,16 @@ mod tests {
         for (extra, key) in [
             (serde_json::json!({"standby": 65}), "standby: "),
             (serde_json::json!({"start_attempts": 0}), "start_attempts: "),
+            (
+                serde_json::json!({"start_timeout": "0s"}),
+                "start_timeout: ",
+            ),
+            (
+                serde_json::json!({"start_timeout": "1m", "start_max": "30s"}),
+                "start_max: ",
+            ),
+            // The default start_max (5 min) is less than this start_timeout.
+            (serde_json::json!({"start_timeout": "10m"}), "start_max: "),
             (serde_json::json!({"max_memory": 0}), "max_memory: "),
             (serde_json::json!({"recycle_after": 0}), "recycle_after: "),
             (

@@ -36,6 +36,11 @@ a first run. `modify_request` echoes the request with `context.pid`, `context.co
                    the config, answers configure with the error `cfg.yml:3: bad: <value>`
   reports_config   after start, sends config_status with an error twice; once PATH.ok exists,
                    sends config_status with a null error
+  pushes_in_start  upstream: inside start, calls add_upstream (`push0` ..) every 0.3 s for 3 s,
+                   then answers start
+  trickles_in_start upstream: inside start, calls add_upstream every 0.1 s forever; never
+                   answers start
+  logs_in_start    inside start, writes a stderr line every 0.1 s forever; never answers start
 """
 import itertools
 import json
@@ -65,6 +70,12 @@ def record(obj):
     if PATH:
         with open(PATH, "a") as f:
             f.write(json.dumps(obj) + "\n")
+
+
+def log_forever():
+    while True:
+        log("still starting")
+        time.sleep(0.1)
 
 
 class Conn:
@@ -148,6 +159,12 @@ class Conn:
         elif method == "start":
             if MODE == "slow_start":
                 return
+            if MODE in ("pushes_in_start", "trickles_in_start"):
+                threading.Thread(target=self.push_in_start, args=(msg,), daemon=True).start()
+                return
+            if MODE == "logs_in_start":
+                threading.Thread(target=log_forever, daemon=True).start()
+                return
             self.reply(msg)
             if MODE == "garbage":
                 self.call("add_upstream", {"upstream": {"id": "nope"}})
@@ -209,6 +226,16 @@ class Conn:
             self.reply(msg, {"upstream": UPSTREAMS[0]} if UPSTREAMS else {})
         else:
             self.reply(msg, error={"code": -32601, "message": f"no {method}"})
+
+    def push_in_start(self, start):
+        calls = 10 if MODE == "pushes_in_start" else None
+        every = 0.3 if MODE == "pushes_in_start" else 0.1
+        made = 0
+        while calls is None or made < calls:
+            time.sleep(every)
+            self.call("add_upstream", {"upstream": {"id": f"push{made}"}})
+            made += 1
+        self.reply(start)
 
     def report_ok_later(self):
         for _ in range(400):

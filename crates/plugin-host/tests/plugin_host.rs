@@ -212,7 +212,7 @@ async fn a_start_that_takes_too_long_fails_the_launch() {
         matches!(
             error,
             HostError::Start {
-                source: StartError::Timeout(_),
+                source: StartError::Silent(_),
                 ..
             }
         ),

@@ -1,6 +1,6 @@
 //! The small HTTP/1.1 server the admin socket and the metrics listener share: every request is
-//! answered synchronously by a [`Handler`] from its method and path (bodies are ignored), with a
-//! bounded time to send the request head.
+//! answered synchronously by a [`Handler`] from its method, path and query (bodies are ignored),
+//! with a bounded time to send the request head.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,8 +19,9 @@ use tokio::net::{TcpListener, UnixListener};
 /// Time a client has to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Answers one request from its method and path (the path still percent-encoded).
-pub type Handler = Arc<dyn Fn(&Method, &str) -> Response<Full<Bytes>> + Send + Sync>;
+/// Answers one request from its method, path and query (both still percent-encoded; the query
+/// is empty without one).
+pub type Handler = Arc<dyn Fn(&Method, &str, &str) -> Response<Full<Bytes>> + Send + Sync>;
 
 /// A JSON response (one line, ending with a newline).
 pub fn json(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
@@ -84,7 +85,12 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let response = handler(request.method(), request.uri().path());
+        let uri = request.uri();
+        let response = handler(
+            request.method(),
+            uri.path(),
+            uri.query().unwrap_or_default(),
+        );
         async move { Ok::<_, Infallible>(response) }
     });
     let served = hyper::server::conn::http1::Builder::new()

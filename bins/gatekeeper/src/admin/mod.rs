@@ -5,9 +5,11 @@
 //! dropped.
 //!
 //! - [`routes`]: what each admin path answers;
+//! - [`listing`]: upstreams and backends a page at a time (filters, limit, cursor);
 //! - [`http`]: the small HTTP server both endpoints use.
 
 pub mod http;
+pub mod listing;
 pub mod routes;
 
 use std::fs::Permissions;
@@ -89,8 +91,9 @@ impl Operations {
             let path = &socket.path;
             match bind_admin_socket(socket).await {
                 Ok(listener) => {
-                    let handler: http::Handler =
-                        Arc::new(move |method, path| routes::handle(&admin, method, path));
+                    let handler: http::Handler = Arc::new(move |method, path, query| {
+                        routes::handle(&admin, method, path, query)
+                    });
                     operations
                         .tasks
                         .push(tokio::spawn(http::serve_unix(listener, handler)));
@@ -111,8 +114,9 @@ impl Operations {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("metrics_listen: cannot listen on {addr}"))?;
-            let handler: http::Handler =
-                Arc::new(move |method, path| routes::metrics_only(&prometheus, method, path));
+            let handler: http::Handler = Arc::new(move |method, path, _query| {
+                routes::metrics_only(&prometheus, method, path)
+            });
             operations
                 .tasks
                 .push(tokio::spawn(http::serve_tcp(listener, handler)));

@@ -1,25 +1,36 @@
 //! What each admin path answers: `GET /status`, `/upstreams`, `/backends`, `/plugins`,
 //! `/config`, `/metrics`; `POST /backends/{upstream}/{backend}/drain` and `/enable`,
 //! `POST /plugins/{name}/restart`. Errors are `{"error": "..."}` with 404 (unknown path, upstream,
-//! backend or plugin), 405 (wrong method), 400 (bad escape in the path) or 409 (a plugin that is
-//! not running cannot be restarted).
+//! backend or plugin), 405 (wrong method), 400 (bad escape in the path, bad query parameter) or
+//! 409 (a plugin that is not running cannot be restarted).
+//!
+//! `/upstreams` (`?upstream=ID&prefix=P&limit=N&after=ID`) and `/backends`
+//! (`?upstream=ID&limit=N&after=UPSTREAM/BACKEND`) list a page ([`listing`]): with `limit` or
+//! `after`, a page object `{"upstreams"|"backends": [...], "next": cursor or null}`; without
+//! them, the list as is, at most [`listing::DEFAULT_LIMIT`] items, with the cursor of what
+//! follows in the [`NEXT_HEADER`] header.
 
 use bytes::Bytes;
 use gatekeeper_plugin_host::{PluginHandle, PluginStatus};
-use gatekeeper_proxy::registry::BackendEntry;
+use gatekeeper_proxy::registry::{BackendEntry, UpstreamEntry};
 use gatekeeper_proxy::DecisionCache;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
 use super::http::{error, json as json_response, percent_decode, respond};
+use super::listing::{self, Page, Query};
 use super::Admin;
 use crate::prometheus::{Prometheus, OPENMETRICS_CONTENT_TYPE};
 
 type Reply = Response<Full<Bytes>>;
 
-/// Answers one admin request.
-pub fn handle(admin: &Admin, method: &Method, path: &str) -> Reply {
+/// The header carrying the cursor of the next page when an unpaged list was cut at
+/// [`listing::DEFAULT_LIMIT`].
+pub const NEXT_HEADER: &str = "gatekeeper-next";
+
+/// Answers one admin request (`query` is the part after `?`, empty without one).
+pub fn handle(admin: &Admin, method: &Method, path: &str, query: &str) -> Reply {
     let Some(segments) = path
         .trim_matches('/')
         .split('/')
@@ -33,8 +44,8 @@ pub fn handle(admin: &Admin, method: &Method, path: &str) -> Reply {
     let post = method == Method::POST;
     match (segments.as_slice(), get, post) {
         (["status"], true, _) => json_response(StatusCode::OK, &status(admin)),
-        (["upstreams"], true, _) => json_response(StatusCode::OK, &upstreams(admin)),
-        (["backends"], true, _) => json_response(StatusCode::OK, &backends(admin)),
+        (["upstreams"], true, _) => upstreams(admin, query),
+        (["backends"], true, _) => backends(admin, query),
         (["plugins"], true, _) => json_response(StatusCode::OK, &plugins(admin)),
         (["config"], true, _) => json_response(StatusCode::OK, &admin.config.load()),
         (["metrics"], true, _) => match &admin.prometheus {
@@ -107,7 +118,7 @@ fn status(admin: &Admin) -> Value {
         "ready": live.is_some() && !draining,
         "draining": draining,
         "listeners": listeners,
-        "upstreams": snapshot.iter().count(),
+        "upstreams": snapshot.len(),
         "backends": backends,
         "plugins": live.map_or(0, |l| l.plugins.len()),
         "metrics_dropped": live.map_or(0, |l| l.metrics.dropped()),
@@ -145,36 +156,63 @@ fn backend_json(upstream: &str, backend: &BackendEntry) -> Value {
     })
 }
 
-fn upstreams(admin: &Admin) -> Value {
-    let snapshot = admin.registry.snapshot();
-    snapshot
-        .iter()
-        .map(|u| {
-            let up = &u.upstream;
-            json!({
-                "id": up.id,
-                "name": up.name,
-                "prefixes": up.prefixes,
-                "hostnames": up.hostnames,
-                "protocols": up.protocols,
-                "balancer": up.balancer.as_deref().unwrap_or("random"),
-                "backends": u.backends.iter().map(|b| backend_json(&up.id, b)).collect::<Vec<_>>(),
-            })
-        })
-        .collect()
+fn upstream_json(entry: &UpstreamEntry) -> Value {
+    let up = &entry.upstream;
+    json!({
+        "id": up.id,
+        "name": up.name,
+        "prefixes": up.prefixes,
+        "hostnames": up.hostnames,
+        "protocols": up.protocols,
+        "balancer": up.balancer.as_deref().unwrap_or("random"),
+        "backends": entry.backends.iter().map(|b| backend_json(&up.id, b)).collect::<Vec<_>>(),
+    })
 }
 
-fn backends(admin: &Admin) -> Value {
+fn upstreams(admin: &Admin, query: &str) -> Reply {
+    let query = match Query::parse(query, &["upstream", "prefix", "limit", "after"]) {
+        Ok(query) => query,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     let snapshot = admin.registry.snapshot();
-    snapshot
+    let page = listing::upstreams(&snapshot, &query);
+    let items = page
+        .items
         .iter()
-        .flat_map(|u| {
-            u.backends
-                .iter()
-                .map(|b| backend_json(&u.upstream.id, b))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+        .map(|entry| upstream_json(entry))
+        .collect();
+    page_reply("upstreams", &query, items, page.next)
+}
+
+fn backends(admin: &Admin, query: &str) -> Reply {
+    let query = match Query::parse(query, &["upstream", "limit", "after"]) {
+        Ok(query) => query,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let snapshot = admin.registry.snapshot();
+    let page: Page<_> = match listing::backends(&snapshot, &query) {
+        Ok(page) => page,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let items = page
+        .items
+        .iter()
+        .map(|(upstream, backend)| backend_json(upstream, backend))
+        .collect();
+    page_reply("backends", &query, items, page.next)
+}
+
+/// A page as asked: a page object `{KEY: items, "next": cursor}` when the query paged, else the
+/// bare list with the next cursor (if any) in the [`NEXT_HEADER`] header.
+fn page_reply(key: &str, query: &Query, items: Vec<Value>, next: Option<String>) -> Reply {
+    if query.paged {
+        return json_response(StatusCode::OK, &json!({ key: items, "next": next }));
+    }
+    let mut reply = json_response(StatusCode::OK, &Value::Array(items));
+    if let Some(value) = next.and_then(|next| http::HeaderValue::from_bytes(next.as_bytes()).ok()) {
+        reply.headers_mut().insert(NEXT_HEADER, value);
+    }
+    reply
 }
 
 /// A plugin's state in one word, as `ctl plugins` shows it.

@@ -65,6 +65,8 @@ struct Plugin<'a> {
     restart_backoff_min: Humantime,
     restart_backoff_max: Humantime,
     start_attempts: u32,
+    start_timeout: Humantime,
+    start_max: Humantime,
     /// Bytes; `null`: no limit.
     max_memory: Option<u64>,
     /// A number of calls or a duration; `null`: never.
@@ -135,6 +137,8 @@ fn plugin(p: &PluginConfig) -> Plugin<'_> {
         restart_backoff_min: Humantime(spec.restart_backoff_min),
         restart_backoff_max: Humantime(spec.restart_backoff_max),
         start_attempts: spec.start_attempts,
+        start_timeout: Humantime(spec.start_timeout),
+        start_max: Humantime(spec.start_max),
         max_memory: spec.max_memory,
         recycle_after: spec.recycle_after,
         busy_poll_us: spec.busy_poll_us,

@@ -1,8 +1,8 @@
 //! The plugins to run: the `[[plugin]]` tables, then the `--TYPE-plugin` flags, each with its
 //! command resolved to a file and a unique name; the pass-through `--TYPE-KEY` flags go into
 //! the config map of every plugin of that type, except `--TYPE-instances N`,
-//! `--TYPE-standby N` and `--TYPE-busy-poll-us N`, which set those settings of every plugin of
-//! that type.
+//! `--TYPE-standby N`, `--TYPE-busy-poll-us N`, `--TYPE-start-timeout D` and
+//! `--TYPE-start-max D`, which set those settings of every plugin of that type.
 
 use std::path::{Path, PathBuf};
 
@@ -87,9 +87,18 @@ fn from_flag(plugin_type: PluginType, spec: &str, taken: &[PluginConfig]) -> Res
     })
 }
 
-/// The pass-through keys that are plugin settings rather than config-map keys
-/// (`busy_poll_us` in either spelling).
-pub const SETTING_FLAGS: [&str; 4] = ["instances", "standby", "busy-poll-us", "busy_poll_us"];
+/// The pass-through keys that are plugin settings rather than config-map keys (those with an
+/// underscore in either spelling).
+pub const SETTING_FLAGS: [&str; 8] = [
+    "instances",
+    "standby",
+    "busy-poll-us",
+    "busy_poll_us",
+    "start-timeout",
+    "start_timeout",
+    "start-max",
+    "start_max",
+];
 
 /// `--upstream-file x`: `file = "x"` in the config map of every upstream plugin;
 /// `--modifier-instances 2`: `instances = 2` for every modifier plugin.
@@ -125,8 +134,8 @@ fn apply_pass_through_flags(cli: &Cli, plugins: &mut [PluginConfig]) -> Result<(
     Ok(())
 }
 
-/// `--TYPE-instances N`, `--TYPE-standby N` or `--TYPE-busy-poll-us N` on one plugin, checked;
-/// the error names the flag.
+/// `--TYPE-instances N`, `--TYPE-standby N`, `--TYPE-busy-poll-us N`, `--TYPE-start-timeout D`
+/// or `--TYPE-start-max D` on one plugin, checked; the error names the flag.
 fn apply_setting_flag(flag: &PluginFlag, spec: &mut PluginSpec) -> Result<()> {
     let name = format!("--{}-{}", flag.plugin_type, flag.key);
     let number = |value: &serde_json::Value| -> Result<i64> {
@@ -136,7 +145,17 @@ fn apply_setting_flag(flag: &PluginFlag, spec: &mut PluginSpec) -> Result<()> {
             .ok_or_else(|| anyhow!("{name}: expected a number, got {value}"))
     };
     let setting = flag.key.replace('-', "_");
+    let duration = |value: &serde_json::Value| -> Result<std::time::Duration> {
+        value
+            .as_str()
+            .and_then(|text| humantime::parse_duration(text.trim()).ok())
+            .ok_or_else(|| {
+                anyhow!("{name}: expected a duration (examples: 500ms, 5s, 1m), got {value}")
+            })
+    };
     match setting.as_str() {
+        "start_timeout" => spec.start_timeout = duration(&flag.value)?,
+        "start_max" => spec.start_max = duration(&flag.value)?,
         "busy_poll_us" => {
             let us = number(&flag.value)?;
             spec.busy_poll_us =

@@ -693,6 +693,63 @@ fn busy_poll_us_is_read_from_the_file_and_the_flag_and_checked() {
 }
 
 #[test]
+fn start_limits_are_read_from_the_file_and_the_flags_and_checked() {
+    let plugin = "[[plugin]]\ntype = \"upstream\"\ncommand = \"/bin/sh\"\n";
+    let spec = merge("gk", plugin).unwrap().plugins[0].spec.clone();
+    assert_eq!(
+        (spec.start_timeout, spec.start_max),
+        (Duration::from_secs(10), Duration::from_secs(300))
+    );
+    let s = merge(
+        "gk",
+        &format!("{plugin}start_timeout = \"2s\"\nstart_max = \"1m\""),
+    )
+    .unwrap();
+    let spec = &s.plugins[0].spec;
+    assert_eq!(
+        (spec.start_timeout, spec.start_max),
+        (Duration::from_secs(2), Duration::from_secs(60))
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["plugins"][0]["start_timeout"], "2s");
+    assert_eq!(json["plugins"][0]["start_max"], "1m");
+    assert_eq!(
+        err(&format!("{plugin}start_timeout = \"0s\""), "gk"),
+        "plugin[0].start_timeout: must be more than 0"
+    );
+    assert_eq!(
+        err(
+            &format!("{plugin}start_timeout = \"1m\"\nstart_max = \"30s\""),
+            "gk"
+        ),
+        "plugin[0].start_max: must not be less than start_timeout"
+    );
+    assert!(err(&format!("{plugin}start_max = \"later\""), "gk")
+        .starts_with("plugin[0].start_max: `later` is not a duration"));
+    // The flags set them for every plugin of the type (not as config-map keys).
+    let s = merge(
+        "gk --upstream-plugin /bin/sh --upstream-start-timeout 500ms --upstream-start_max=20s",
+        plugin,
+    )
+    .unwrap();
+    for plugin in &s.plugins {
+        assert_eq!(
+            (plugin.spec.start_timeout, plugin.spec.start_max),
+            (Duration::from_millis(500), Duration::from_secs(20))
+        );
+        assert!(plugin.spec.config.is_empty(), "{:?}", plugin.spec.config);
+    }
+    assert_eq!(
+        err("", "gk --upstream-plugin /bin/sh --upstream-start-max soon"),
+        "--upstream-start-max: expected a duration (examples: 500ms, 5s, 1m), got \"soon\""
+    );
+    assert_eq!(
+        err("", "gk --upstream-plugin /bin/sh --upstream-start-max 1s"),
+        "--upstream-start-max: must not be less than start_timeout"
+    );
+}
+
+#[test]
 fn tls_listener_settings_are_read_and_bad_ones_name_their_key() {
     let listen = "listen = [\"https=127.0.0.1:1\"]\n";
     let table = |extra: &str| {

@@ -20,6 +20,7 @@
 
 pub(crate) mod recycle;
 pub(crate) mod standby;
+pub(crate) mod start_watch;
 pub(crate) mod starter;
 
 use std::fmt;

@@ -2,7 +2,9 @@
 //! the process is gone), spawn it, wait for the handshake, `configure`, `start` and, for a process
 //! that is to serve an instance at once, the caller's [`BeforeReady`] replay. A [`Running`]
 //! process is what comes out: the supervisor of an instance publishes it, the standby pool keeps
-//! it as a spare.
+//! it as a spare. Up to the answer to `start`, the start is bounded by [`start_limits`]: the
+//! process may not be silent for `start_timeout`, nor start for longer than `start_max`; the
+//! replay then has `start_timeout` of its own.
 
 use std::io;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use gatekeeper_rpc::Peer;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::Child;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StartError;
@@ -26,6 +28,8 @@ use crate::session::{self, Authenticated, SessionContext};
 use crate::socket_dir::bind_socket;
 use crate::spec::PluginSpec;
 use crate::state::{Declared, Shared};
+
+use super::start_watch::{start_limits, StartActivity};
 
 /// The listening socket of one process; the file is removed when this is dropped.
 #[derive(Debug)]
@@ -108,7 +112,7 @@ type BroughtUp = (Peer, Arc<Declared>, Vec<Authenticated>);
 impl Starter {
     /// Spawns a process listening on `socket` and brings it up (handshake, `configure`,
     /// `start`, and the replay if `replay` says for which instance), within the spec's start
-    /// timeout. `env_instance` is the instance number the process is told.
+    /// limits (see the module docs). `env_instance` is the instance number the process is told.
     pub(crate) async fn start(
         &self,
         spec: &PluginSpec,
@@ -131,14 +135,13 @@ impl Starter {
             events: authenticated_tx,
             busy_poll: spec.busy_poll(),
             busy_poll_stats: self.plugin.busy_poll.clone(),
+            activity: Arc::new(StartActivity::new()),
         });
-        let deadline = Instant::now() + spec.start_timeout;
         let mut spawned = process::spawn(spec, label, env_instance, &socket.path, &context.token)?;
         let pid = spawned.child.id();
         let outcome = tokio::select! {
             biased;
             () = self.cancel.cancelled() => Err(StartError::ShutDown),
-            () = sleep_until(deadline) => Err(StartError::Timeout(spec.start_timeout)),
             outcome = self.bring_up(spec, &mut spawned, &socket, &context, &mut authenticated, pid, replay) => outcome,
         };
         match outcome {
@@ -189,12 +192,18 @@ impl Starter {
         pid: Option<u32>,
         replay: Option<ReplayFor>,
     ) -> Result<BroughtUp, StartError> {
-        let first = handshaken(spec, &mut spawned.child, socket, context, authenticated).await?;
+        let first = tokio::select! {
+            error = start_limits(spec, &context.activity) => return Err(error),
+            first = handshaken(spec, &mut spawned.child, socket, context, authenticated) => first?,
+        };
         let child = &mut spawned.child;
         let control = first.peer;
         let hooks = Arc::new(first.hooks);
         let calls = async {
-            initialize(spec, &control).await?;
+            tokio::select! {
+                error = start_limits(spec, &context.activity) => return Err(error),
+                started = initialize(spec, &control) => started?,
+            }
             if let Some(replay) = replay {
                 self.replay(spec, &control, &hooks, pid, replay).await?;
             }
@@ -244,9 +253,10 @@ impl Starter {
     }
 }
 
-/// `configure`, then `start`.
+/// `configure`, then `start`; each call may last up to `start_max` (the caller ends it sooner
+/// when the plugin is silent for `start_timeout`).
 async fn initialize(spec: &PluginSpec, control: &Peer) -> Result<(), StartError> {
-    let limit = spec.start_timeout;
+    let limit = spec.start_max.max(spec.start_timeout);
     let params = ConfigureParams {
         config: spec.config.clone(),
         check: false,
