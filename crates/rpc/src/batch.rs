@@ -12,6 +12,7 @@ use crate::error::{error_object, ErrorObject};
 use crate::params::{
     AddBackendParams, AddUpstreamParams, RemoveBackendParams, RemoveUpstreamParams,
 };
+use crate::types::{Backend, Upstream};
 
 /// Params of `apply_batch`: many manager changes applied as one, all or none.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -52,6 +53,32 @@ pub const MANAGER_CHANGE_METHODS: [&str; 4] = [
 ];
 
 impl BatchChange {
+    /// `{"add_upstream": {"upstream": …}}`.
+    pub fn add_upstream(upstream: Upstream) -> Self {
+        BatchChange::AddUpstream(AddUpstreamParams { upstream })
+    }
+
+    /// `{"remove_upstream": {"id": …}}`.
+    pub fn remove_upstream(id: impl Into<String>) -> Self {
+        BatchChange::RemoveUpstream(RemoveUpstreamParams { id: id.into() })
+    }
+
+    /// `{"add_backend": {"upstream_id": …, "backend": …}}`.
+    pub fn add_backend(upstream_id: impl Into<String>, backend: Backend) -> Self {
+        BatchChange::AddBackend(AddBackendParams {
+            upstream_id: upstream_id.into(),
+            backend,
+        })
+    }
+
+    /// `{"remove_backend": {"upstream_id": …, "backend_id": …}}`.
+    pub fn remove_backend(upstream_id: impl Into<String>, backend_id: impl Into<String>) -> Self {
+        BatchChange::RemoveBackend(RemoveBackendParams {
+            upstream_id: upstream_id.into(),
+            backend_id: backend_id.into(),
+        })
+    }
+
     /// The manager method this change stands for (its key on the wire).
     pub fn method(&self) -> &'static str {
         match self {
@@ -135,6 +162,14 @@ pub struct ApplyBatchRefused {
     pub total: usize,
     /// The refused changes in batch order (at least one; the first 100 at most).
     pub refused: Vec<RefusedChange>,
+}
+
+impl ApplyBatchRefused {
+    /// The refused changes an `apply_batch` error carries in its `data`, if it has them (a
+    /// malformed batch's invalid-params error has none).
+    pub fn from_error(error: &ErrorObject) -> Option<Self> {
+        serde_json::from_str(error.data()?.get()).ok()
+    }
 }
 
 /// The error a refused `apply_batch` answers with: the first refused change's code, a message
