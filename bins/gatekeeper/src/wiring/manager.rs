@@ -219,7 +219,16 @@ impl Manager for RegistryManager {
             Ok(summary) => summary,
             Err(error) => {
                 let refused = plan.refused(&error);
-                tracing::warn!(plugin, total, refused = refused.len(), first = %error, "apply_batch refused: nothing applied");
+                if let Some(first) = refused.first() {
+                    tracing::warn!(
+                        plugin,
+                        total,
+                        refused = refused.len(),
+                        first.index,
+                        first.message,
+                        "apply_batch refused: nothing applied"
+                    );
+                }
                 return Err(batch_refused_error(total, refused));
             }
         };
