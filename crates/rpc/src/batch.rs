@@ -251,6 +251,47 @@ mod tests {
         assert!(parse(json!({})).is_err());
     }
 
+    /// 10,000 upstreams with 10 backends each (ids and addresses as static-upstreams makes
+    /// them: the id is the URL) fit in one `apply_batch` line, with room to spare.
+    #[test]
+    fn a_batch_of_100_000_backends_fits_in_one_line() {
+        let mut changes = Vec::new();
+        for u in 0..10_000 {
+            let id = format!("service-{u:05}");
+            let upstream = serde_json::from_value(json!({
+                "id": id, "prefixes": [id], "timeout_ms": 5000
+            }))
+            .unwrap();
+            changes.push(BatchChange::add_upstream(upstream));
+            for b in 0..10 {
+                let address = format!("http://10.{}.{}.{b}:8080", u / 256, u % 256);
+                changes.push(BatchChange::add_backend(
+                    &id,
+                    Backend {
+                        id: address.clone(),
+                        address,
+                        weight: None,
+                        extra: Default::default(),
+                    },
+                ));
+            }
+        }
+        let params = ApplyBatchParams {
+            changes,
+            replace: true,
+        };
+        let line = serde_json::to_vec(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "apply_batch", "params": params}),
+        )
+        .unwrap();
+        // 13.3 MiB (14.0 MB) of the 16 MiB limit; short backend ids (`"0"`…) make it 10.6 MiB.
+        assert!(
+            line.len() < crate::framing::DEFAULT_MAX_LINE_BYTES,
+            "{} bytes",
+            line.len()
+        );
+    }
+
     #[test]
     fn a_refusal_carries_every_refused_change() {
         let refused = vec![
