@@ -284,7 +284,7 @@ mod tests {
             &json!({"jsonrpc": "2.0", "id": 1, "method": "apply_batch", "params": params}),
         )
         .unwrap();
-        // 13.3 MiB (14.0 MB) of the 16 MiB limit; short backend ids (`"0"`…) make it 10.6 MiB.
+        // 13.3 MiB (14.0 MB) of the 16 MiB limit; short backend ids (`"0"`…) save about 2 MiB.
         assert!(
             line.len() < crate::framing::DEFAULT_MAX_LINE_BYTES,
             "{} bytes",
