@@ -4,7 +4,7 @@
  * name, whose value is that method's params:
  *
  * ```js
- * import { batch } from 'gatekeeper-plugin';
+ * import { batch } from 'gatekeeper-plugin-sdk';
  * await manager.applyBatch([
  *   batch.addUpstream({ id: 'api', prefixes: ['api'] }),
  *   batch.addBackend('api', { id: 'api-1', address: 'http://10.0.0.1:8080' }),
