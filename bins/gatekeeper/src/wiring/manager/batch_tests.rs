@@ -132,7 +132,7 @@ fn replace_removes_what_is_missing_replaces_what_changed_and_leaves_other_plugin
 }
 
 #[test]
-fn replace_does_not_take_over_another_plugins_upstream() {
+fn replace_does_not_change_another_plugins_upstream() {
     let (registry, manager) = manager();
     batch(
         &manager,
@@ -145,9 +145,11 @@ fn replace_does_not_take_over_another_plugins_upstream() {
     let error = batch(&manager, "files", true, json!([upstream("z", "other")])).unwrap_err();
     assert_eq!(error.code(), codes::CONFLICT);
     assert_eq!(state(&registry), ["z:z[z1@9]"]);
-    // The same content is accepted and its backends are not pruned.
+    // The same content is accepted and its backends are not pruned; as after add_upstream, it
+    // is the declaring plugin's from then on.
     batch(&manager, "files", true, json!([upstream("z", "z")])).unwrap();
     assert_eq!(state(&registry), ["z:z[z1@9]"]);
+    assert!(manager.sweep("consul", u64::MAX).is_empty());
 }
 
 #[test]
