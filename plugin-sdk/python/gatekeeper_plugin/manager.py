@@ -28,7 +28,8 @@ class Manager:
     the proxy answers them while it waits for ``start``) and from background tasks the plugin
     starts. Calls may run concurrently.
 
-    Every method returns ``None`` on success and raises :class:`~gatekeeper_plugin.RpcError` on
+    Every method returns ``None`` on success (:meth:`apply_batch`: the counts of what changed)
+    and raises :class:`~gatekeeper_plugin.RpcError` on
     failure: with the proxy's code (``codes.INVALID_PARAMS``, ``codes.UNKNOWN_UPSTREAM``,
     ``codes.CONFLICT``, ``codes.INVALID_VALUE``, ``codes.UNKNOWN_BACKEND``), or with
     ``codes.INTERNAL_ERROR`` when no answer came within :attr:`timeout` or the connection
