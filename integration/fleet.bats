@@ -3,7 +3,7 @@
 # in one batch at start and routes to its first and last upstream; a rewrite with half of them
 # removes the others; a version with one item the proxy refuses changes nothing (the old routes
 # keep answering) and shows as the plugin's config error; a plugin written from the docs alone
-# gets every refused change's index in the error's `data`.
+# gets every refused change's index in the error's `data`; each SDK's manager sends one.
 
 load helpers
 
@@ -133,4 +133,26 @@ TOML
   [ "$(jq .code <<<"$malformed")" = -32602 ]
   jq -r .message <<<"$malformed" | grep -q 'change 1: '
   [ "$(http_code "$GK_URL/two/x")" = 200 ]
+}
+
+@test "every SDK's manager pushes a whole state with apply_batch through gatekeeper" {
+  local sdk command
+  for sdk in rust python node; do
+    case $sdk in
+      rust) command="command = $(toml_string "$BIN_DIR/conformance-plugin")" ;;
+      python) command=$(printf 'command = "python3"\nargs = [%s]' "$(toml_string "$REPO_ROOT/plugin-sdk/python/conformance_plugin.py")") ;;
+      node) command=$(printf 'command = "node"\nargs = [%s]' "$(toml_string "$REPO_ROOT/plugin-sdk/node/conformance-plugin.js")") ;;
+    esac
+    cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
+[[plugin]]
+name = "discovery"
+type = "upstream"
+$command
+config = { upstream_id = "found", prefix = "found", backends = "http://127.0.0.1:$BACKEND_PORT", batch = "replace" }
+TOML
+    start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
+    gk_log | grep -q 'apply_batch applied plugin="discovery" total=2 replace=true'
+    [ "$(http_code "$GK_URL/found/x")" = 200 ]
+    stop_gatekeeper
+  done
 }
