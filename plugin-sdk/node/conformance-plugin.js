@@ -5,7 +5,8 @@
  *
  * Config: `sdk` (the name it reports; default `node`), `file` (a path to append JSON lines to)
  * and, for the upstream role, `upstream_id` (default `conformance`), `prefix` (default: the
- * upstream id) and `backends` (comma-separated URLs).
+ * upstream id) and `backends` (comma-separated URLs); with `batch`, the upstream role pushes them
+ * in one `apply_batch` (`replace` when `batch` is `replace`).
  *
  * Run: `node plugin-sdk/node/conformance-plugin.js` (from gatekeeper). Tests import
  * {@link createConformancePlugin} and serve it in memory.
@@ -15,6 +16,7 @@ import { appendFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import {
+  batch,
   cached,
   header,
   LoadBalancerPlugin,
@@ -188,11 +190,14 @@ class ConformanceUpstream extends conforming(UpstreamPlugin) {
   prefix = undefined;
   /** @type {string[]} */
   addresses = [];
+  /** @type {string | undefined} */
+  batch = undefined;
 
   async configure(config) {
     this.settings.read(config);
     if (config.upstream_id !== undefined && config.upstream_id !== null) this.upstreamId = String(config.upstream_id);
     if (config.prefix !== undefined && config.prefix !== null) this.prefix = String(config.prefix);
+    if (config.batch !== undefined && config.batch !== null) this.batch = String(config.batch);
     if (config.backends !== undefined && config.backends !== null) {
       this.addresses = String(config.backends)
         .split(',')
@@ -203,9 +208,22 @@ class ConformanceUpstream extends conforming(UpstreamPlugin) {
 
   async startUpstreams(manager) {
     const id = this.upstreamId;
-    await manager.addUpstream({ id, name: id, prefixes: [this.prefix ?? id] });
-    for (const [index, address] of this.addresses.entries()) {
-      await manager.addBackend(id, { id: String(index), address });
+    const upstream = { id, name: id, prefixes: [this.prefix ?? id] };
+    const backends = this.addresses.map((address, index) => ({ id: String(index), address }));
+    if (this.batch !== undefined) {
+      const changes = [batch.addUpstream(upstream), ...backends.map((b) => batch.addBackend(id, b))];
+      try {
+        await manager.applyBatch(changes, { replace: this.batch === 'replace' });
+      } catch (error) {
+        const [first] = batch.refused(error);
+        if (first === undefined) throw error;
+        throw new RpcError(error.code, `apply_batch refused change ${first.index}: ${first.message}`);
+      }
+      return;
+    }
+    await manager.addUpstream(upstream);
+    for (const backend of backends) {
+      await manager.addBackend(id, backend);
     }
   }
 }

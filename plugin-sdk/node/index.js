@@ -18,6 +18,7 @@
  * @module gatekeeper-plugin-sdk
  */
 
+export * as batch from './src/batch.js';
 export { codes, EnvError, isRpcError, RpcError } from './src/errors.js';
 export { createLogger, silentLogger } from './src/log.js';
 export { ConfigReporter, DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './src/manager.js';

@@ -7,7 +7,8 @@ conformance plugin shares, written with the SDK.
 
 Config keys: ``sdk`` (the name it reports, default ``python``), ``file`` (a path to append JSON
 lines to), and for the upstream role ``upstream_id``, ``prefix`` (default: ``upstream_id``) and
-``backends`` (comma-separated URLs).
+``backends`` (comma-separated URLs); with ``batch``, the upstream role pushes them in one
+``apply_batch`` (``replace`` when ``batch`` is ``replace``).
 
 The SDK is imported from beside this file, so the program runs without installing the package.
 """
@@ -44,6 +45,7 @@ from gatekeeper_plugin import (  # noqa: E402 - after the path set-up
     Upstream,
     UpstreamMetric,
     UpstreamPlugin,
+    batch,
     cached,
     header,
     serve,
@@ -204,12 +206,30 @@ class ConformanceUpstream(Conformance, UpstreamPlugin):
         await super().start()
         upstream_id = str(self.config.get("upstream_id") or "conformance")
         prefix = str(self.config.get("prefix") or upstream_id)
-        await self.manager.add_upstream(
-            {"id": upstream_id, "name": upstream_id, "prefixes": [prefix]}
-        )
+        upstream: Upstream = {"id": upstream_id, "name": upstream_id, "prefixes": [prefix]}
         addresses = [a.strip() for a in str(self.config.get("backends") or "").split(",")]
-        for index, address in enumerate(a for a in addresses if a):
-            await self.manager.add_backend(upstream_id, {"id": str(index), "address": address})
+        backends: list[Backend] = [
+            {"id": str(index), "address": address}
+            for index, address in enumerate(a for a in addresses if a)
+        ]
+        mode = self.config.get("batch")
+        if mode is not None:
+            changes = [batch.add_upstream(upstream)]
+            changes += [batch.add_backend(upstream_id, b) for b in backends]
+            try:
+                await self.manager.apply_batch(changes, replace=mode == "replace")
+            except RpcError as exc:
+                refused = batch.refused(exc)
+                if not refused:
+                    raise
+                first = refused[0]
+                raise RpcError(
+                    exc.code, f"apply_batch refused change {first['index']}: {first['message']}"
+                ) from None
+            return
+        await self.manager.add_upstream(upstream)
+        for backend in backends:
+            await self.manager.add_backend(upstream_id, backend)
 
 
 class ConformanceMetric(Conformance, MetricPlugin):

@@ -1,5 +1,7 @@
-//! The difference between two versions of the upstreams file, as the manager calls that turn
-//! the proxy's registry from one into the other.
+//! The difference between two versions of the upstreams file, as the manager calls that would
+//! turn the proxy's registry from one into the other. The plugin pushes whole versions (the proxy
+//! computes the same difference, see [`crate::push`]); this one tells whether a new version
+//! changes anything and what (logged).
 //!
 //! The registry refuses to replace an upstream or backend in place (an existing id with other
 //! content is a conflict, `-32011`), so a changed one is removed and added again. The calls come
@@ -55,7 +57,9 @@ pub enum Change {
 }
 
 impl Change {
-    /// Records the effect of this change, once the proxy accepted it, in `state`.
+    /// Records the effect of this change in `state` (for tests: applying the difference to the
+    /// old version gives the new one).
+    #[cfg(test)]
     pub fn apply_to(&self, state: &mut State) {
         match self {
             Change::RemoveUpstream(id) => {

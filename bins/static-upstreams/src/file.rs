@@ -41,7 +41,7 @@
 //! ([`crate::values`]). An error names the file, the line and the key:
 //! `upstreams.yml:4: api.balancer: unknown balancer `round_robbin`, expected one of …`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -353,10 +353,32 @@ pub fn parse(text: &str, ids: BackendIds) -> Result<Vec<StaticUpstream>, ParseEr
 
 /// Two upstreams that may serve the same listener (`protocols` absent means every listener)
 /// must not share a prefix or a hostname: the proxy refuses the second one.
+/// Only upstreams sharing a prefix or hostname are compared (through an index of them), so a
+/// file of many upstreams is checked in time proportional to its size.
 fn check_routes_are_distinct(upstreams: &[StaticUpstream]) -> Result<(), ParseError> {
+    // Lower-cased prefix or hostname (tagged, as they do not clash with each other) → the
+    // positions of the upstreams having it.
+    let mut having: HashMap<(bool, String), Vec<usize>> = HashMap::new();
     for (i, later) in upstreams.iter().enumerate() {
         let later = &later.upstream;
-        for earlier in upstreams[..i].iter().map(|u| &u.upstream) {
+        let routes = (later.prefixes.iter().map(|p| (true, p)))
+            .chain(later.hostnames.iter().map(|h| (false, h)))
+            .map(|(is_prefix, route)| (is_prefix, route.to_ascii_lowercase()));
+        let mut candidates = Vec::new();
+        for route in routes {
+            let seen = having.entry(route).or_default();
+            candidates.extend(seen.iter().copied().filter(|&j| j < i));
+            if seen.last() != Some(&i) {
+                seen.push(i);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for earlier in candidates
+            .iter()
+            .filter_map(|&j| upstreams.get(j))
+            .map(|u| &u.upstream)
+        {
             let overlap = earlier.protocols.is_empty()
                 || later.protocols.is_empty()
                 || earlier

@@ -1,8 +1,9 @@
 //! `static-upstreams`: a gatekeeper upstream plugin that reads upstreams and backends from a YAML
-//! file (config key `file`, e.g. gatekeeper's `--upstream-file`), pushes them all at start, and
-//! pushes the changes whenever the file changes ([`watch`]). At a start after a restart, an
-//! upstream or backend the proxy still holds with other content (the file changed meanwhile) is
-//! removed and pushed again.
+//! file (config key `file`, e.g. gatekeeper's `--upstream-file`), pushes them all at start in
+//! one `apply_batch` with `replace: true` ([`push`]), and pushes each new version of the file the
+//! same way ([`watch`]): the proxy applies a version whole or not at all, replaces what changed
+//! and removes what the file no longer has (also at a start after a restart, when the file
+//! changed meanwhile).
 //!
 //! Config keys:
 //!
@@ -16,6 +17,7 @@
 mod diff;
 mod file;
 mod plugin;
+mod push;
 mod values;
 mod watch;
 

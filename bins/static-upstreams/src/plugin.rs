@@ -1,14 +1,15 @@
 //! The plugin: `configure` loads the file named by the config key `file`, `start` pushes every
-//! upstream and backend in it through the manager, then watches the file and pushes its changes
-//! ([`crate::watch`]).
+//! upstream and backend in it in one `apply_batch` ([`crate::push`]), then watches the file and
+//! pushes each new version the same way ([`crate::watch`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use gatekeeper_plugin_sdk::{codes, CallError, HookError, Manager, Object, Plugin, UpstreamPlugin};
+use gatekeeper_plugin_sdk::{HookError, Manager, Object, Plugin, UpstreamPlugin};
 
 use crate::diff::index;
 use crate::file::{self, BackendIds, StaticUpstream};
+use crate::push::push;
 use crate::watch::{self, Reloader};
 
 /// The config key naming the upstreams file (gatekeeper's `--upstream-file`). A relative path is
@@ -107,11 +108,12 @@ impl Plugin for StaticUpstreams {
 }
 
 impl UpstreamPlugin for StaticUpstreams {
-    /// Pushes every upstream, then its backends; the first error the proxy returns fails `start`.
-    /// An upstream or backend that the proxy still holds with other content (this plugin
-    /// restarted after the file changed) is removed and pushed again.
-    /// Then starts watching the file (a watch that cannot be set up is logged, and the plugin
-    /// goes on serving what it pushed).
+    /// Pushes every upstream and backend in one `apply_batch` with `replace: true`: the proxy
+    /// applies all of it or, refusing an item, none of it (that fails `start` with the refused
+    /// items). An upstream or backend that the proxy still holds with other content (this plugin
+    /// restarted after the file changed) is replaced, and what it added before that the file no
+    /// longer has is removed, in the same batch. Then starts watching the file (a watch that
+    /// cannot be set up is logged, and the plugin goes on serving what it pushed).
     async fn start_upstreams(&self, manager: Manager) -> Result<(), HookError> {
         let Loaded {
             path,
@@ -121,47 +123,21 @@ impl UpstreamPlugin for StaticUpstreams {
         } = self
             .loaded()
             .ok_or_else(|| HookError::unavailable("`start` before a successful `configure`"))?;
-        let applied = index(upstreams.clone());
-        let mut backends = 0;
-        for StaticUpstream {
-            upstream,
-            backends: list,
-        } in upstreams
-        {
-            let id = upstream.id.clone();
-            if let Err(e) = manager.add_upstream(upstream.clone()).await {
-                if !is_conflict(&e) {
-                    return Err(e.into());
-                }
-                tracing::info!(upstream = %id, "the proxy holds another version of it: replacing it");
-                manager.remove_upstream(id.as_str()).await?;
-                manager.add_upstream(upstream).await?;
-            }
-            for backend in list {
-                if let Err(e) = manager.add_backend(id.as_str(), backend.clone()).await {
-                    if !is_conflict(&e) {
-                        return Err(e.into());
-                    }
-                    let backend_id = backend.id.clone();
-                    tracing::info!(upstream = %id, backend = %backend_id, "the proxy holds another version of it: replacing it");
-                    manager.remove_backend(id.as_str(), backend_id).await?;
-                    manager.add_backend(id.as_str(), backend).await?;
-                }
-                backends += 1;
-            }
-        }
-        tracing::info!(backends, "pushed every upstream and backend");
+        let applied = index(upstreams);
+        let result = push(&manager, &applied)
+            .await
+            .map_err(|e| HookError::new(e.code(), e.to_string()))?;
+        tracing::info!(
+            upstreams = applied.len(),
+            ?result,
+            "pushed every upstream and backend in one batch"
+        );
         let shown = path.display().to_string();
         if let Err(e) = watch::spawn(Reloader::new(path, ids, manager, applied, text)) {
             tracing::error!(file = %shown, "cannot watch the upstreams file, changes will not be applied: {e}");
         }
         Ok(())
     }
-}
-
-/// Whether the proxy refused a call because it holds something else under the same id.
-fn is_conflict(error: &CallError) -> bool {
-    matches!(error, CallError::Remote { error, .. } if error.code() == codes::CONFLICT)
 }
 
 #[cfg(test)]

@@ -10,26 +10,30 @@
 //! Only changes count: reading the file (which inotify reports too, as an access) does not, and
 //! a file whose content is the same as at the last read is not looked at again.
 //!
-//! A reload parses and checks the whole file, then pushes only the difference ([`crate::diff`])
-//! through the manager. A file that does not check (or cannot be read) changes nothing: the last
-//! good state keeps serving, the error (file, line and key) is logged once per change of the
-//! file, and reported to the proxy with `config_status` (shown by `gatekeeper ctl plugins` and
-//! its metrics); a later good version applies and clears it. A manager call that fails is logged
-//! and not recorded as applied, so the next reload tries it again.
+//! A reload parses and checks the whole file and, if it differs from what the proxy has
+//! ([`crate::diff`], logged), pushes it whole in one `apply_batch` with `replace: true`
+//! ([`crate::push`]): the proxy applies it all or nothing. A file that does not check (or cannot
+//! be read), or that the proxy refuses (an item it does not accept, e.g. an `https://` backend,
+//! or a prefix another plugin's upstream holds), changes nothing: the last good state keeps
+//! serving, the error (file, line and key; or the refused items) is logged once per change of
+//! the file, and reported to the proxy with `config_status` (shown by `gatekeeper ctl plugins`
+//! and its metrics); a later good version applies and clears it. A push that got no answer is
+//! tried again at the next event, even if the file is the same.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gatekeeper_plugin_sdk::{codes, CallError, Manager};
+use gatekeeper_plugin_sdk::Manager;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::diff::{diff, index, Change, State};
+use crate::diff::{diff, index, State};
 use crate::file::{self, BackendIds};
+use crate::push::{push, PushError};
 
 /// How long the file must be quiet before it is read again.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -40,7 +44,7 @@ pub struct Reloader {
     path: PathBuf,
     ids: BackendIds,
     manager: Manager,
-    /// What the proxy has from this plugin: every change it accepted.
+    /// What the proxy has from this plugin: the last version it accepted.
     applied: State,
     /// What the last read found: the file's text, or why it could not be read. A read that finds
     /// the same is not acted on again.
@@ -80,9 +84,21 @@ impl Reloader {
         self.last_read = Some(read.clone());
         let checked = read
             .and_then(|text| file::check(&self.path, &text, self.ids).map_err(|e| e.to_string()));
+        let checked = match checked {
+            Ok(upstreams) => match self.apply(index(upstreams)).await {
+                Ok(()) => Ok(()),
+                Err(PushError::NotAnswered(e)) => {
+                    // Not a verdict on the file: try again at the next event.
+                    tracing::error!("upstreams file not applied (gatekeeper did not answer), keeping the last good state: {e}");
+                    self.last_read = None;
+                    return;
+                }
+                Err(refused) => Err(refused.to_string()),
+            },
+            Err(message) => Err(message),
+        };
         match checked {
-            Ok(upstreams) => {
-                self.apply(&index(upstreams)).await;
+            Ok(()) => {
                 if self.rejected {
                     self.report(None).await;
                 }
@@ -111,70 +127,27 @@ impl Reloader {
         }
     }
 
-    /// Pushes the changes from what the proxy has to `target`, recording each one it accepts.
-    async fn apply(&mut self, target: &State) {
-        let changes = diff(&self.applied, target);
+    /// Pushes `target` as the whole state if it differs from what the proxy has, and records it
+    /// once the proxy accepted it.
+    async fn apply(&mut self, target: State) -> Result<(), PushError> {
+        let changes = diff(&self.applied, &target);
         if changes.is_empty() {
             tracing::debug!(file = %self.path.display(), "upstreams file read: no change");
-            return;
+            return Ok(());
         }
-        let mut failed = 0;
         for change in &changes {
-            if let Change::AddBackend { upstream_id, .. } = change {
-                if !self.applied.contains_key(upstream_id) {
-                    // Its add_upstream failed (and was logged).
-                    failed += 1;
-                    continue;
-                }
-            }
-            match self.call(change).await {
-                Ok(()) => {
-                    tracing::info!("{change}");
-                    change.apply_to(&mut self.applied);
-                }
-                Err(e) if already_gone(change, &e) => change.apply_to(&mut self.applied),
-                Err(e) => {
-                    failed += 1;
-                    tracing::error!("{change} failed: {e}");
-                }
-            }
+            tracing::debug!("{change}");
         }
+        let result = push(&self.manager, &target).await?;
+        self.applied = target;
         tracing::info!(
             file = %self.path.display(),
             changes = changes.len(),
-            failed,
             upstreams = self.applied.len(),
-            "applied the changes of the upstreams file"
+            ?result,
+            "applied the upstreams file"
         );
-    }
-
-    async fn call(&self, change: &Change) -> Result<(), CallError> {
-        match change.clone() {
-            Change::RemoveUpstream(id) => self.manager.remove_upstream(id).await,
-            Change::AddUpstream(upstream) => self.manager.add_upstream(upstream).await,
-            Change::AddBackend {
-                upstream_id,
-                backend,
-            } => self.manager.add_backend(upstream_id, backend).await,
-            Change::RemoveBackend {
-                upstream_id,
-                backend_id,
-            } => self.manager.remove_backend(upstream_id, backend_id).await,
-        }
-    }
-}
-
-/// Whether `error` says that what `change` removes is not there anyway.
-fn already_gone(change: &Change, error: &CallError) -> bool {
-    let CallError::Remote { error, .. } = error else {
-        return false;
-    };
-    match change {
-        Change::RemoveUpstream(_) => error.code() == codes::UNKNOWN_UPSTREAM,
-        Change::RemoveBackend { .. } => {
-            error.code() == codes::UNKNOWN_UPSTREAM || error.code() == codes::UNKNOWN_BACKEND
-        }
-        _ => false,
+        Ok(())
     }
 }
 

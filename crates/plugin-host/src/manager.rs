@@ -1,16 +1,18 @@
 //! The manager: the methods upstream plugins call to feed the proxy's registry (the protocol
 //! table's [`MANAGER_METHODS`]: `add_upstream`, `remove_upstream`, `add_backend`,
-//! `remove_backend`). The caller implements [`Manager`]; this module answers a plugin's calls
+//! `remove_backend`, and `apply_batch`, many of those as one). The caller implements [`Manager`]; this module answers a plugin's calls
 //! with it through the protocol's typed [`Dispatcher`]: params parsed once into their Rust type,
 //! the result encoded once.
 
 use std::sync::Arc;
 
 use gatekeeper_rpc::dispatch::{method_not_found, Dispatcher};
+use gatekeeper_rpc::methods::Method;
 pub use gatekeeper_rpc::methods::{is_manager_method, MANAGER_METHODS};
 use gatekeeper_rpc::methods::{
-    AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, Empty, RemoveBackend,
-    RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
+    AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, ApplyBatch, ApplyBatchParams,
+    ApplyBatchResult, Empty, RemoveBackend, RemoveBackendParams, RemoveUpstream,
+    RemoveUpstreamParams,
 };
 use gatekeeper_rpc::{ErrorObject, Reply};
 use serde_json::value::RawValue;
@@ -34,6 +36,18 @@ pub trait Manager: Send + Sync + 'static {
     fn add_backend(&self, plugin: &str, params: AddBackendParams) -> Result<(), ErrorObject>;
     /// Removes a backend from an upstream.
     fn remove_backend(&self, plugin: &str, params: RemoveBackendParams) -> Result<(), ErrorObject>;
+    /// Applies many changes as one, in order, all or none (with `replace`, the batch is the
+    /// plugin's whole desired state). A refused batch changes nothing and is answered with
+    /// [`gatekeeper_rpc::methods::batch_refused_error`] (every refused change listed in its
+    /// `data`). Default: `method not found` (a manager that cannot apply changes atomically
+    /// must not pretend to).
+    fn apply_batch(
+        &self,
+        _plugin: &str,
+        _params: ApplyBatchParams,
+    ) -> Result<ApplyBatchResult, ErrorObject> {
+        Err(method_not_found(ApplyBatch::NAME))
+    }
     /// A process of `plugin` is about to be started again after its previous one went down
     /// (called before its handshake; not on the launch's first start). Default: nothing.
     fn restarting(&self, _plugin: &str) {}
@@ -89,6 +103,7 @@ impl ManagerService {
             .on::<RemoveUpstream, _>(|p| empty(manager.remove_upstream(plugin, p)))
             .on::<AddBackend, _>(|p| empty(manager.add_backend(plugin, p)))
             .on::<RemoveBackend, _>(|p| empty(manager.remove_backend(plugin, p)))
+            .on::<ApplyBatch, _>(|p| manager.apply_batch(plugin, p))
             .finish()
             .unwrap_or_else(|| Err(method_not_found(method)))
     }
@@ -131,6 +146,77 @@ mod tests {
         fn remove_backend(&self, _: &str, _: RemoveBackendParams) -> Result<(), ErrorObject> {
             Err(error_object(codes::UNKNOWN_UPSTREAM, "no such upstream"))
         }
+        fn apply_batch(
+            &self,
+            plugin: &str,
+            p: ApplyBatchParams,
+        ) -> Result<ApplyBatchResult, ErrorObject> {
+            self.0.lock().map_err(internal)?.push(format!(
+                "{plugin} batch of {} replace={}",
+                p.changes.len(),
+                p.replace
+            ));
+            Ok(ApplyBatchResult {
+                upstreams_added: p.changes.len() as u64,
+                ..ApplyBatchResult::default()
+            })
+        }
+    }
+
+    /// A manager that does not implement `apply_batch`.
+    struct SingleCallsOnly;
+
+    impl Manager for SingleCallsOnly {
+        fn add_upstream(&self, _: &str, _: AddUpstreamParams) -> Result<(), ErrorObject> {
+            Ok(())
+        }
+        fn remove_upstream(&self, _: &str, _: RemoveUpstreamParams) -> Result<(), ErrorObject> {
+            Ok(())
+        }
+        fn add_backend(&self, _: &str, _: AddBackendParams) -> Result<(), ErrorObject> {
+            Ok(())
+        }
+        fn remove_backend(&self, _: &str, _: RemoveBackendParams) -> Result<(), ErrorObject> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn forwards_batches_and_names_a_malformed_change() {
+        let recorder = Arc::new(Recorder::default());
+        let service = ManagerService::new("up", recorder.clone());
+        let params = to_raw(&serde_json::json!({"changes": [
+            {"add_upstream": {"upstream": {"id": "a"}}},
+            {"remove_upstream": {"id": "b"}},
+        ], "replace": true}))
+        .unwrap();
+        let result = service.call("apply_batch", Some(&params)).unwrap();
+        let result: ApplyBatchResult = serde_json::from_str(result.get()).unwrap();
+        assert_eq!(result.upstreams_added, 2);
+        assert_eq!(
+            recorder.0.lock().unwrap().as_slice(),
+            ["up batch of 2 replace=true"]
+        );
+
+        let params = to_raw(&serde_json::json!({"changes": [
+            {"remove_upstream": {"id": "b"}},
+            {"remove_upstream": {"id": "b"}, "add_upstream": {"upstream": {"id": "a"}}},
+        ]}))
+        .unwrap();
+        let error = service.call("apply_batch", Some(&params)).unwrap_err();
+        assert_eq!(error.code(), codes::INVALID_PARAMS);
+        assert!(
+            error.message().contains("change 1: "),
+            "{}",
+            error.message()
+        );
+        assert_eq!(recorder.0.lock().unwrap().len(), 1);
+
+        let params = to_raw(&serde_json::json!({"changes": []})).unwrap();
+        let error = ManagerService::new("up", Arc::new(SingleCallsOnly))
+            .call("apply_batch", Some(&params))
+            .unwrap_err();
+        assert_eq!(error.code(), codes::METHOD_NOT_FOUND);
     }
 
     #[test]

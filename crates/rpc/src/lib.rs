@@ -20,6 +20,7 @@
 //!
 //! docs/protocol.md is the human-readable spec of the same protocol and must stay true to this crate.
 
+mod batch;
 pub mod busy_poll;
 pub mod dispatch;
 pub mod env;

@@ -193,6 +193,12 @@ protocol! {
     RemoveBackend "remove_backend" (RemoveBackendParams => Empty) {
         kind: Manager, declared_by: [Loadbalancer], called_by: [Upstream], bodies: false,
     }
+    /// upstream plugin → proxy: many `add_upstream`, `remove_upstream`, `add_backend` and
+    /// `remove_backend` changes applied as one, in order, all or none (or, with `replace`, the
+    /// plugin's whole desired state). Routers and loadbalancers still get the single changes.
+    ApplyBatch "apply_batch" (ApplyBatchParams => ApplyBatchResult) {
+        kind: Manager, declared_by: [], called_by: [Upstream], bodies: false,
+    }
     /// proxy → plugin: change the request before it is forwarded, or answer it directly.
     ModifyRequest "modify_request" (ModifyRequestParams => ModifyRequestResult) {
         kind: Hook, declared_by: [Modifier], called_by: [], bodies: true,
@@ -389,9 +395,12 @@ mod tests {
                 "add_upstream",
                 "remove_upstream",
                 "add_backend",
-                "remove_backend"
+                "remove_backend",
+                "apply_batch"
             ]
         );
+        // A batch's changes are the other manager methods.
+        assert_eq!(MANAGER_CHANGE_METHODS, MANAGER_METHODS[..4]);
         assert_eq!(body_hooks_of(PluginType::Modifier), MODIFIER_HOOKS);
         assert!(body_hooks_of(PluginType::Router).is_empty());
     }

@@ -204,6 +204,8 @@ pub struct RemoveBackendParams {
     pub backend_id: String,
 }
 
+pub use crate::batch::*;
+
 // ---- proxy → plugin: modifier hooks ------------------------------------------------------------
 
 /// Params of `modify_request`.

@@ -10,7 +10,7 @@ use schemars::generate::SchemaSettings;
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
-use crate::methods::{MethodInfo, PluginType, METHODS};
+use crate::methods::{ApplyBatchRefused, MethodInfo, PluginType, METHODS};
 use crate::metrics::{EventMetric, PluginMetric, ProfilingMetric, RequestMetric, UpstreamMetric};
 use crate::types::{Backend, HttpRequest, HttpResponse, ProxyError, Upstream};
 use crate::PROTOCOL_VERSION;
@@ -39,6 +39,7 @@ pub fn protocol_document() -> Value {
         generator.subschema_for::<PluginMetric>(),
         generator.subschema_for::<RequestMetric>(),
         generator.subschema_for::<UpstreamMetric>(),
+        generator.subschema_for::<ApplyBatchRefused>(),
     ] {
         drop(shared);
     }

@@ -16,7 +16,8 @@ export const DEFAULT_MANAGER_TIMEOUT_MS = 10_000;
 
 /**
  * Adds and removes upstreams and backends in the proxy: the `add_upstream`, `remove_upstream`,
- * `add_backend` and `remove_backend` methods, called by the plugin on the proxy. Adding is
+ * `add_backend` and `remove_backend` methods, called by the plugin on the proxy, one at a time
+ * or many as one ({@link Manager#applyBatch}). Adding is
  * idempotent (the same content again succeeds); to change an upstream or backend, remove it and
  * add it again.
  *
@@ -39,12 +40,13 @@ export class Manager {
 
   /**
    * Checks `params` against the method's schema (`protocol.json`): a mistake throws a `-32602`
-   * {@link RpcError} here, as the proxy would answer it; then calls the proxy.
+   * {@link RpcError} here, as the proxy would answer it; then calls the proxy and returns its
+   * result.
    */
   async #send(method, params, timeoutMs) {
     const error = paramsError(method, params);
     if (error !== undefined) throw RpcError.invalidParams(error);
-    await this.peer.request(method, params, timeoutMs);
+    return this.peer.request(method, params, timeoutMs);
   }
 
   /**
@@ -87,6 +89,27 @@ export class Manager {
    */
   async removeBackend(upstreamId, backendId) {
     await this.#send('remove_backend', { upstream_id: upstreamId, backend_id: backendId }, this.timeoutMs);
+  }
+
+  /**
+   * Applies many changes as one (wire `apply_batch`), in order, all or none: the proxy's
+   * readers never see half of it. Build the changes with `batch` (`batch.addUpstream(...)`,
+   * `batch.addBackend(...)`, ...).
+   *
+   * With `replace: true` the changes are the plugin's whole desired state (adds only): the proxy
+   * removes the upstreams this plugin added that the batch does not have and the backends of its
+   * upstreams that it does not list, and replaces what changed.
+   *
+   * A refused batch changes nothing and rejects with an {@link RpcError} carrying the first
+   * refused change's code; `batch.refused(error)` lists every refused change with its index.
+   *
+   * @param {import('./batch.js').BatchChange[]} changes
+   * @param {{replace?: boolean}} [options]
+   * @returns {Promise<import('./batch.js').ApplyBatchResult>} the counts of what changed
+   */
+  async applyBatch(changes, { replace = false } = {}) {
+    const params = { changes: [...changes], replace: Boolean(replace) };
+    return /** @type {any} */ (await this.#send('apply_batch', params, this.timeoutMs));
   }
 }
 

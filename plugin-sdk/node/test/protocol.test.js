@@ -22,7 +22,7 @@ test('method lists come from protocol.json', () => {
   assert.deepEqual([...MODIFIER_HOOKS], ['modify_request', 'modify_response', 'modify_error_response']);
   assert.deepEqual([...bodyHooksOf('modifier')], [...MODIFIER_HOOKS]);
   assert.deepEqual([...bodyHooksOf('router')], []);
-  assert.deepEqual([...methodsOfKind('manager')], ['add_upstream', 'remove_upstream', 'add_backend', 'remove_backend']);
+  assert.deepEqual([...methodsOfKind('manager')], ['add_upstream', 'remove_upstream', 'add_backend', 'remove_backend', 'apply_batch']);
   assert.deepEqual(Object.keys(HOOKS), PROTOCOL.plugin_types);
   assert.deepEqual([...HOOKS.loadbalancer], ['add_backend', 'remove_backend', 'upstream_metric', 'get_backend']);
   assert.equal(METHOD_NAMES.modify_error_response, 'modifyErrorResponse');

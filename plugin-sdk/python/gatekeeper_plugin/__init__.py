@@ -20,7 +20,8 @@ Base classes, by plugin type, and the hooks each may declare (proxy -> plugin):
   the config), ``start``, ``heartbeat``, ``stop`` (always called); any plugin may report a
   config change it rejected with :meth:`Plugin.report_config_error` (``config_status``);
 * ``upstream``, :class:`UpstreamPlugin`: ``upstream_metric``; it calls the proxy through its
-  :class:`Manager` (``add_upstream``, ``remove_upstream``, ``add_backend``, ``remove_backend``);
+  :class:`Manager` (``add_upstream``, ``remove_upstream``, ``add_backend``, ``remove_backend``,
+  and ``apply_batch`` for many as one, with changes built by :mod:`gatekeeper_plugin.batch`);
 * ``modifier``, :class:`ModifierPlugin`: ``modify_request``, ``modify_response``,
   ``modify_error_response``;
 * ``router``, :class:`RouterPlugin`: ``add_upstream``, ``remove_upstream``, ``route_request``;
@@ -53,7 +54,8 @@ Example -- a modifier that adds a header to every response::
         serve(PoweredBy())
 """
 
-from . import codes, protocol
+from . import batch, codes, protocol
+from .batch import ApplyBatchResult, BatchChange, RefusedChange
 from .env import PluginEnv
 from .errors import EnvError, RpcError, ServeError
 from .manager import DEFAULT_MANAGER_TIMEOUT, ConfigReporter, Manager
@@ -108,7 +110,9 @@ from .serve import init_logging, serve, serve_async
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApplyBatchResult",
     "Backend",
+    "BatchChange",
     "CacheInstruction",
     "DEFAULT_MANAGER_TIMEOUT",
     "DEFAULT_MAX_LINE_BYTES",
@@ -138,6 +142,7 @@ __all__ = [
     "PluginMetric",
     "ProfilingMetric",
     "ProxyError",
+    "RefusedChange",
     "ROUTER_HOOKS",
     "Request",
     "RequestMetric",
@@ -150,6 +155,7 @@ __all__ = [
     "Upstream",
     "UpstreamMetric",
     "UpstreamPlugin",
+    "batch",
     "body_bytes",
     "cached",
     "patch",

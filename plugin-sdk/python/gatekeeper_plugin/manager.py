@@ -3,10 +3,11 @@ backends (docs/protocol.md, "Upstream plugins: the manager")."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, cast
 
 from . import protocol
+from .batch import ApplyBatchResult, BatchChange
 from .errors import RpcError
 from .models import Backend, JsonObject, Upstream
 
@@ -19,14 +20,16 @@ Caller = Callable[[str, JsonObject, float], Awaitable[Any]]
 
 class Manager:
     """Adds and removes upstreams and backends in the proxy, by calling the ``add_upstream``,
-    ``remove_upstream``, ``add_backend`` and ``remove_backend`` methods on it.
+    ``remove_upstream``, ``add_backend`` and ``remove_backend`` methods on it, or many of those
+    as one with :meth:`apply_batch`.
 
     An :class:`~gatekeeper_plugin.UpstreamPlugin` gets one as :attr:`UpstreamPlugin.manager`
     once it is served. Calls may be made from any hook (typically ``start``, before it returns:
     the proxy answers them while it waits for ``start``) and from background tasks the plugin
     starts. Calls may run concurrently.
 
-    Every method returns ``None`` on success and raises :class:`~gatekeeper_plugin.RpcError` on
+    Every method returns ``None`` on success (:meth:`apply_batch`: the counts of what changed)
+    and raises :class:`~gatekeeper_plugin.RpcError` on
     failure: with the proxy's code (``codes.INVALID_PARAMS``, ``codes.UNKNOWN_UPSTREAM``,
     ``codes.CONFLICT``, ``codes.INVALID_VALUE``, ``codes.UNKNOWN_BACKEND``), or with
     ``codes.INTERNAL_ERROR`` when no answer came within :attr:`timeout` or the connection
@@ -43,14 +46,15 @@ class Manager:
         self._call = call
         self.timeout = timeout
 
-    async def _send(self, method: str, params: JsonObject, timeout: float) -> None:
+    async def _send(self, method: str, params: JsonObject, timeout: float) -> Any:
         """Checks ``params`` against the method's schema (``protocol.json``): a mistake is
-        raised here as ``-32602``, as the proxy would answer it; then calls the proxy."""
+        raised here as ``-32602``, as the proxy would answer it; then calls the proxy and
+        returns its result."""
         try:
             protocol.check_params(method, params)
         except protocol.SchemaError as exc:
             raise RpcError.invalid_params(str(exc)) from None
-        await self._call(method, params, timeout)
+        return await self._call(method, params, timeout)
 
     async def add_upstream(self, upstream: Upstream) -> None:
         """Adds an upstream, e.g. ``{"id": "api", "prefixes": ["api"]}`` (see
@@ -73,6 +77,25 @@ class Manager:
         await self._send(
             "remove_backend", {"upstream_id": upstream_id, "backend_id": backend_id}, self.timeout
         )
+
+    async def apply_batch(
+        self, changes: Iterable[BatchChange], replace: bool = False
+    ) -> ApplyBatchResult:
+        """Applies many changes as one, in order, all or none: the proxy's readers never see
+        half of it. Build the changes with :mod:`gatekeeper_plugin.batch`
+        (``batch.add_upstream(...)``, ``batch.add_backend(...)``, ...).
+
+        With ``replace=True`` the changes are the plugin's whole desired state (adds only): the
+        proxy removes the upstreams this plugin added that the batch does not have and the
+        backends of its upstreams that it does not list, and replaces what changed.
+
+        Returns the counts (``upstreams_added``, ``upstreams_removed``, ``backends_added``,
+        ``backends_removed``, ``unchanged``). A refused batch changes nothing and raises
+        :class:`~gatekeeper_plugin.RpcError` with the first refused change's code;
+        :func:`gatekeeper_plugin.batch.refused` lists every refused change with its index.
+        """
+        params: JsonObject = {"changes": list(changes), "replace": bool(replace)}
+        return cast(ApplyBatchResult, await self._send("apply_batch", params, self.timeout))
 
 
 class ConfigReporter:

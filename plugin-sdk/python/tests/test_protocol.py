@@ -67,7 +67,7 @@ class ProtocolTest(unittest.TestCase):
         self.assertEqual(protocol.body_hooks_of("router"), ())
         self.assertEqual(
             protocol.methods_of_kind("manager"),
-            ("add_upstream", "remove_upstream", "add_backend", "remove_backend"),
+            ("add_upstream", "remove_upstream", "add_backend", "remove_backend", "apply_batch"),
         )
         for plugin_type, hooks in [
             ("upstream", UPSTREAM_HOOKS),

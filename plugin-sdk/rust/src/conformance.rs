@@ -21,6 +21,7 @@
 //! | `upstream_id`, `prefix`, `backends` | upstream type: what to register (`backends` is a comma-separated list of URLs) |
 //! | `invalid` | fails `configure` with this message (`-32602`); with `check: true`, with `checked: <message>` |
 //! | `report_config_error` | on `start`, reports it with `config_status`, then reports the config accepted |
+//! | `batch` | upstream type: push in one `apply_batch` instead (`replace: true` when it is `replace`) |
 //!
 //! # Behaviour
 //!
@@ -41,7 +42,9 @@
 //!   `{"method":"upstream_metric","count":N}` to `file`.
 //! - **upstream** (no hooks): on `start`, `add_upstream` `{"id": upstream_id, "name":
 //!   upstream_id, "prefixes": [prefix]}`, then `add_backend` for each backend with ids `"0"`,
-//!   `"1"`, …, one after the other.
+//!   `"1"`, …, one after the other. With `batch`, the same changes in one `apply_batch`; a
+//!   refused batch fails `start` with its code and the message `apply_batch refused change I:
+//!   MESSAGE` (the first refused change of the error's `data`).
 //! - **metric** (all five hooks): appends `{"method":"<hook>","count":<records>}` to `file` for
 //!   every batch.
 
@@ -52,14 +55,16 @@ use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use gatekeeper_rpc::methods::{
-    AddBackendParams, AddUpstreamParams, CacheKeyPart, EventMetricHook, EventMetricParams,
-    GetBackendParams, GetBackendResult, Method, ModifyErrorResponseParams, ModifyRequestParams,
-    ModifyRequestResult, ModifyResponseParams, ModifyResponseResult, PluginMetricHook,
-    PluginMetricParams, PluginType, ProfilingMetricHook, ProfilingMetricParams,
-    RemoveBackendParams, RemoveUpstreamParams, RequestMetricHook, RequestMetricParams,
-    RouteRequestParams, RouteRequestResult, UpstreamMetricHook, UpstreamMetricParams,
+    AddBackendParams, AddUpstreamParams, ApplyBatchRefused, BatchChange, CacheKeyPart,
+    EventMetricHook, EventMetricParams, GetBackendParams, GetBackendResult, Method,
+    ModifyErrorResponseParams, ModifyRequestParams, ModifyRequestResult, ModifyResponseParams,
+    ModifyResponseResult, PluginMetricHook, PluginMetricParams, PluginType, ProfilingMetricHook,
+    ProfilingMetricParams, RemoveBackendParams, RemoveUpstreamParams, RequestMetricHook,
+    RequestMetricParams, RouteRequestParams, RouteRequestResult, UpstreamMetricHook,
+    UpstreamMetricParams,
 };
 use gatekeeper_rpc::types::{header, set_header, Backend, HttpResponse, Object, Upstream};
+use gatekeeper_rpc::CallError;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -158,6 +163,8 @@ struct Config {
     backends: Vec<String>,
     /// `report_config_error`.
     report_config_error: Option<String>,
+    /// `batch`: push in one `apply_batch`, with `replace` when it is `replace`.
+    batch: Option<String>,
 }
 
 impl Conformance {
@@ -171,6 +178,7 @@ impl Conformance {
                 prefix: String::new(),
                 backends: Vec::new(),
                 report_config_error: None,
+                batch: None,
             }),
             file: Mutex::new(None),
             upstreams: Mutex::new(BTreeSet::new()),
@@ -219,6 +227,7 @@ impl Plugin for Conformance {
             return Err(HookError::invalid_params(message));
         }
         let report_config_error = string_setting(&config, "report_config_error")?;
+        let batch = string_setting(&config, "batch")?;
         let sdk = string_setting(&config, "sdk")?.unwrap_or_else(|| DEFAULT_SDK.to_owned());
         let upstream_id = string_setting(&config, "upstream_id")?.unwrap_or_default();
         let prefix = string_setting(&config, "prefix")?.unwrap_or_default();
@@ -254,6 +263,7 @@ impl Plugin for Conformance {
             prefix,
             backends,
             report_config_error,
+            batch,
         };
         Ok(())
     }
@@ -436,31 +446,56 @@ impl LoadBalancerPlugin for Conformance {
 impl UpstreamPlugin for Conformance {
     async fn start_upstreams(&self, manager: Manager) -> Result<(), HookError> {
         let config = lock(&self.config).clone();
-        manager
-            .add_upstream(Upstream {
-                id: config.upstream_id.clone(),
-                name: config.upstream_id.clone(),
-                timeout_ms: None,
-                protocols: Vec::new(),
-                hostnames: Vec::new(),
-                prefixes: vec![config.prefix.clone()],
-                balancer: None,
-                backend_protocol: None,
-                connect_timeout_ms: None,
-                max_connections_per_backend: None,
-                passive_health: None,
-                health_check: None,
-                host_header: None,
-                extra: Object::new(),
-            })
-            .await?;
-        for (n, address) in config.backends.iter().enumerate() {
-            let backend = Backend {
+        let upstream = Upstream {
+            id: config.upstream_id.clone(),
+            name: config.upstream_id.clone(),
+            timeout_ms: None,
+            protocols: Vec::new(),
+            hostnames: Vec::new(),
+            prefixes: vec![config.prefix.clone()],
+            balancer: None,
+            backend_protocol: None,
+            connect_timeout_ms: None,
+            max_connections_per_backend: None,
+            passive_health: None,
+            health_check: None,
+            host_header: None,
+            extra: Object::new(),
+        };
+        let backends = config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(n, address)| Backend {
                 id: n.to_string(),
                 address: address.clone(),
                 weight: None,
                 extra: Object::new(),
+            });
+        if let Some(batch) = &config.batch {
+            let mut changes = vec![BatchChange::add_upstream(upstream)];
+            changes.extend(backends.map(|b| BatchChange::add_backend(&config.upstream_id, b)));
+            return match manager.apply_batch(changes, batch == "replace").await {
+                Ok(_) => Ok(()),
+                Err(CallError::Remote { error, .. }) => {
+                    let first = ApplyBatchRefused::from_error(&error)
+                        .and_then(|data| data.refused.into_iter().next());
+                    Err(match first {
+                        Some(refused) => HookError::new(
+                            error.code(),
+                            format!(
+                                "apply_batch refused change {}: {}",
+                                refused.index, refused.message
+                            ),
+                        ),
+                        None => HookError::new(error.code(), error.message().to_owned()),
+                    })
+                }
+                Err(other) => Err(other.into()),
             };
+        }
+        manager.add_upstream(upstream).await?;
+        for backend in backends {
             manager
                 .add_backend(config.upstream_id.clone(), backend)
                 .await?;

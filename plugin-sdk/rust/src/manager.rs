@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use gatekeeper_rpc::methods::{
-    AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, ConfigStatus, ConfigStatusParams,
-    RemoveBackend, RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
+    AddBackend, AddBackendParams, AddUpstream, AddUpstreamParams, ApplyBatch, ApplyBatchParams,
+    ApplyBatchResult, BatchChange, ConfigStatus, ConfigStatusParams, RemoveBackend,
+    RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
 };
 use gatekeeper_rpc::types::{Backend, Upstream};
 use gatekeeper_rpc::{CallError, Peer};
@@ -13,7 +14,8 @@ use gatekeeper_rpc::{CallError, Peer};
 pub const DEFAULT_MANAGER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Adds and removes upstreams and backends in the proxy (the `add_upstream`, `remove_upstream`,
-/// `add_backend` and `remove_backend` methods, called by the plugin on the proxy).
+/// `add_backend` and `remove_backend` methods, called by the plugin on the proxy), one at a time
+/// or many as one ([`apply_batch`](Self::apply_batch)).
 ///
 /// Cheap to clone: keep a clone in a background task to push changes as they are discovered.
 /// Errors are the proxy's own (e.g. [`codes::UNKNOWN_UPSTREAM`](crate::codes::UNKNOWN_UPSTREAM),
@@ -109,6 +111,27 @@ impl Manager {
             .request::<RemoveBackend>(&params, self.timeout)
             .await
             .map(drop)
+    }
+
+    /// Applies many changes as one, in order, all or none: readers never see half of it. Build
+    /// the changes with [`BatchChange::add_upstream`], [`BatchChange::remove_upstream`],
+    /// [`BatchChange::add_backend`] and [`BatchChange::remove_backend`].
+    ///
+    /// With `replace`, the changes are the plugin's whole desired state (adds only): the proxy
+    /// removes the upstreams this plugin added that the batch does not have and the backends of
+    /// its upstreams that it does not list, and replaces what changed.
+    ///
+    /// A refused batch changes nothing; its [`CallError::Remote`] error has the first refused
+    /// change's code, and [`ApplyBatchRefused::from_error`](crate::ApplyBatchRefused::from_error)
+    /// lists every refused change with its index.
+    pub async fn apply_batch(
+        &self,
+        changes: Vec<BatchChange>,
+        replace: bool,
+    ) -> Result<ApplyBatchResult, CallError> {
+        self.peer
+            .request::<ApplyBatch>(&ApplyBatchParams { changes, replace }, self.timeout)
+            .await
     }
 }
 

@@ -4,6 +4,13 @@
 //! [`RegistryManager::sweep`]). The same mark and sweep follows a crash: when an upstream
 //! plugin's process is started again ([`Manager::restarting`]), what it does not push again
 //! during its `start` is removed once that start is done ([`Manager::restarted`]).
+//!
+//! `apply_batch` applies a plugin's batch as one registry batch (see `batch`): all or none, with
+//! the ownership recorded only for a batch that applied.
+
+mod batch;
+#[cfg(test)]
+mod batch_tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +19,8 @@ use gatekeeper_plugin_host::Manager;
 use gatekeeper_proxy::{Registry, RegistryError};
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::methods::{
-    AddBackendParams, AddUpstreamParams, RemoveBackendParams, RemoveUpstreamParams,
+    batch_refused_error, AddBackendParams, AddUpstreamParams, ApplyBatchParams, ApplyBatchResult,
+    RemoveBackendParams, RemoveUpstreamParams,
 };
 use gatekeeper_rpc::ErrorObject;
 
@@ -23,6 +31,9 @@ pub struct RegistryManager {
     /// Plugin → the mark taken when its process was started again after going down, swept
     /// once that process finished `start`.
     restart_marks: Mutex<HashMap<String, u64>>,
+    /// Held while a batch is planned from a snapshot and applied, so two batches do not plan
+    /// from the same snapshot.
+    batches: Mutex<()>,
 }
 
 /// Which plugin added each upstream last, and when (in that plugin's marks).
@@ -34,6 +45,28 @@ struct Owners {
     marks: HashMap<String, u64>,
 }
 
+impl Owners {
+    /// The plugin that added upstream `id` last.
+    fn owner(&self, id: &str) -> Option<&str> {
+        self.upstreams.get(id).map(|(owner, _)| owner.as_str())
+    }
+
+    /// Whether `plugin` added upstream `id` before its current mark (it is declaring it again
+    /// after a restart with new settings).
+    fn redeclares(&self, plugin: &str, id: &str) -> bool {
+        let mark = self.marks.get(plugin).copied().unwrap_or(0);
+        self.upstreams
+            .get(id)
+            .is_some_and(|(owner, added)| owner == plugin && *added < mark)
+    }
+
+    /// Records that `plugin` added upstream `id` now.
+    fn added(&mut self, plugin: &str, id: String) {
+        let mark = self.marks.get(plugin).copied().unwrap_or(0);
+        self.upstreams.insert(id, (plugin.to_owned(), mark));
+    }
+}
+
 impl RegistryManager {
     /// Serves `registry` to upstream plugins.
     pub fn new(registry: Arc<Registry>) -> Self {
@@ -41,6 +74,7 @@ impl RegistryManager {
             registry,
             owners: Mutex::new(Owners::default()),
             restart_marks: Mutex::new(HashMap::new()),
+            batches: Mutex::new(()),
         }
     }
 
@@ -59,17 +93,6 @@ impl RegistryManager {
         let mark = owners.marks.entry(plugin.to_owned()).or_insert(0);
         *mark += 1;
         *mark
-    }
-
-    /// Whether `plugin` added upstream `id` before its current mark (it is declaring it again
-    /// after a restart with new settings).
-    fn redeclares(&self, plugin: &str, id: &str) -> bool {
-        let owners = self.owners();
-        let mark = owners.marks.get(plugin).copied().unwrap_or(0);
-        owners
-            .upstreams
-            .get(id)
-            .is_some_and(|(owner, added)| owner == plugin && *added < mark)
     }
 
     /// Removes from the registry the upstreams `plugin` added last before `mark` (and has not
@@ -128,11 +151,11 @@ impl Manager for RegistryManager {
 
     fn add_upstream(&self, plugin: &str, params: AddUpstreamParams) -> Result<(), ErrorObject> {
         let id = params.upstream.id.clone();
-        if self.redeclares(plugin, &id) {
+        if self.owners().redeclares(plugin, &id) {
             // The plugin restarted with new settings (a reload) and declares one of its
             // upstreams anew, maybe changed: the new declaration replaces the old one.
             if let Some(existing) = self.registry.snapshot().upstream(&id) {
-                if existing.upstream != params.upstream {
+                if existing.upstream != batch::as_stored(&params.upstream) {
                     let _ = self.registry.remove_upstream(&id);
                 }
             }
@@ -140,12 +163,7 @@ impl Manager for RegistryManager {
         self.registry
             .add_upstream(params.upstream)
             .map_err(|e| refused(plugin, e))?;
-        let mut owners = self.owners();
-        let mark = owners.marks.get(plugin).copied().unwrap_or(0);
-        owners
-            .upstreams
-            .insert(id.clone(), (plugin.to_owned(), mark));
-        drop(owners);
+        self.owners().added(plugin, id.clone());
         tracing::debug!(plugin, upstream = %id, "add_upstream");
         Ok(())
     }
@@ -178,6 +196,68 @@ impl Manager for RegistryManager {
             .map_err(|e| refused(plugin, e))?;
         tracing::debug!(plugin, upstream = %params.upstream_id, backend = %params.backend_id, "remove_backend");
         Ok(())
+    }
+
+    fn apply_batch(
+        &self,
+        plugin: &str,
+        params: ApplyBatchParams,
+    ) -> Result<ApplyBatchResult, ErrorObject> {
+        let _batch = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.registry.snapshot();
+        let mut plan = batch::plan(
+            plugin,
+            params.changes,
+            params.replace,
+            &snapshot,
+            &self.owners(),
+        )?;
+        drop(snapshot);
+        let ownership = plan.ownership();
+        let total = plan.total;
+        let summary = match self.registry.apply_batch(std::mem::take(&mut plan.ops)) {
+            Ok(summary) => summary,
+            Err(error) => {
+                let refused = plan.refused(&error);
+                if let Some(first) = refused.first() {
+                    tracing::warn!(
+                        plugin,
+                        total,
+                        refused = refused.len(),
+                        first.index,
+                        first.message,
+                        "apply_batch refused: nothing applied"
+                    );
+                }
+                return Err(batch_refused_error(total, refused));
+            }
+        };
+        let mut owners = self.owners();
+        for change in ownership {
+            match change {
+                batch::Ownership::Added(id) => owners.added(plugin, id),
+                batch::Ownership::Removed(id) => {
+                    owners.upstreams.remove(&id);
+                }
+            }
+        }
+        drop(owners);
+        let count = |n: usize| n as u64;
+        let result = ApplyBatchResult {
+            upstreams_added: count(summary.upstreams_added),
+            upstreams_removed: count(summary.upstreams_removed),
+            backends_added: count(summary.backends_added),
+            backends_removed: count(summary.backends_removed),
+            unchanged: count(summary.unchanged),
+        };
+        tracing::info!(
+            plugin,
+            total,
+            replace = params.replace,
+            ?result,
+            "apply_batch applied"
+        );
+        Ok(result)
     }
 }
 

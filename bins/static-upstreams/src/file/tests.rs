@@ -312,4 +312,16 @@ fn upstreams_on_the_same_listeners_do_not_share_routes() {
     );
     let apart = "a:\n  prefixes: [api]\n  protocols: [http-public]\nb:\n  prefixes: [api]\n  protocols: [http-internal]\n";
     assert_eq!(parse(apart, BackendIds::Url).unwrap().len(), 2);
+    // The first upstream in file order is named, whichever route matched first.
+    assert_eq!(
+        error_of("a:\n  prefixes: [x]\nb:\n  prefixes: [y]\nc:\n  prefixes: [y, x]\n"),
+        "c.prefixes: prefix `x` is upstream `a`'s too (on the same listeners)"
+    );
+    // A route repeated within one upstream is not a clash.
+    assert_eq!(
+        parse("a:\n  prefixes: [x, x]\n", BackendIds::Url)
+            .unwrap()
+            .len(),
+        1
+    );
 }
