@@ -727,6 +727,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A connection's read buffer larger than this is released once it is empty.
+const KEPT_READ_BUFFER: usize = 1 << 20;
+
 async fn read_loop<R>(peer: Peer, reader: R, handler: Arc<dyn Handler>)
 where
     R: AsyncRead + Send + Unpin + 'static,
@@ -754,6 +757,11 @@ where
             }
             Some(Err(LinesCodecError::Io(e))) => break CloseReason::Io(e.to_string()),
         };
+        // After a large line (e.g. a batch of a whole registry), do not keep its buffer for the
+        // connection's life.
+        if lines.read_buffer().is_empty() && lines.read_buffer().capacity() > KEPT_READ_BUFFER {
+            *lines.read_buffer_mut() = Default::default();
+        }
         if line.trim().is_empty() {
             continue;
         }

@@ -190,13 +190,30 @@ fn event_attributes(change: &RegistryChange) -> (&'static str, Object) {
     (name, value.as_object().cloned().unwrap_or_default())
 }
 
+/// Up to this many changes arriving together are logged one line each at INFO; a larger burst
+/// (a batch) is logged as one INFO line with counts, its changes at DEBUG.
+const LOGGED_ONE_BY_ONE: usize = 10;
+
 /// Records every registry change as an event metric (and a log line) until the registry is
 /// dropped.
 pub async fn follow_registry(mut changes: UnboundedReceiver<RegistryChange>, metrics: Metrics) {
-    while let Some(change) = changes.recv().await {
-        let (name, attributes) = event_attributes(&change);
-        tracing::info!(event = name, details = %serde_json::Value::Object(attributes.clone()), "registry changed");
-        metrics.record_event(name, attributes);
+    let mut burst = Vec::new();
+    while changes.recv_many(&mut burst, 100_000).await > 0 {
+        let one_by_one = burst.len() <= LOGGED_ONE_BY_ONE;
+        let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
+        for change in burst.drain(..) {
+            let (name, attributes) = event_attributes(&change);
+            if one_by_one {
+                tracing::info!(event = name, details = %serde_json::Value::Object(attributes.clone()), "registry changed");
+            } else {
+                tracing::debug!(event = name, details = %serde_json::Value::Object(attributes.clone()), "registry changed");
+                *counts.entry(name).or_default() += 1;
+            }
+            metrics.record_event(name, attributes);
+        }
+        if !counts.is_empty() {
+            tracing::info!(changes = ?counts, "registry changed (many changes at once; each at debug level)");
+        }
     }
 }
 

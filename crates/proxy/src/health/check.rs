@@ -1,9 +1,10 @@
-//! Active health checks: a supervisor task follows the registry and runs one probing task per
-//! backend of every upstream that has a `health_check`. A probe is a plain HTTP/1.1 `GET` of the
+//! Active health checks: a supervisor task follows the registry (looking again only at the
+//! upstreams each burst of changes touched) and runs one probing task per backend of every
+//! upstream that has a `health_check`. A probe is a plain HTTP/1.1 `GET` of the
 //! check path on a new connection (`Connection: close`), bounded by the check's timeout; it
 //! succeeds when the status is an expected one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::{report, ActiveCheck};
 use crate::metrics::Metrics;
-use crate::registry::{BackendEntry, Registry, Snapshot};
+use crate::registry::{BackendEntry, Registry, RegistryChange, Snapshot};
 
 /// The running checker; dropping it stops every check.
 #[derive(Debug)]
@@ -48,71 +49,102 @@ struct Running {
     task: AbortHandle,
 }
 
+/// The checks running, by upstream id and backend id.
+type RunningChecks = HashMap<String, HashMap<String, Running>>;
+
+/// The upstream a registry change is about.
+fn upstream_of(change: &RegistryChange) -> &str {
+    match change {
+        RegistryChange::UpstreamAdded(upstream) => &upstream.id,
+        RegistryChange::UpstreamRemoved { id } => id,
+        RegistryChange::BackendAdded { upstream_id, .. }
+        | RegistryChange::BackendRemoved { upstream_id, .. } => upstream_id,
+    }
+}
+
 async fn supervise(registry: Arc<Registry>, metrics: Metrics) {
-    let (mut snapshot, mut changes) = registry.subscribe_with_snapshot();
-    let mut running: HashMap<(String, String), Running> = HashMap::new();
+    let (snapshot, mut changes) = registry.subscribe_with_snapshot();
+    let mut running = RunningChecks::new();
     let mut tasks = JoinSet::new();
+    let all: Vec<String> = snapshot.upstreams.keys().cloned().collect();
+    reconcile(&snapshot, all, &mut running, &mut tasks, &metrics);
     loop {
-        reconcile(&snapshot, &mut running, &mut tasks, &metrics);
         tokio::select! {
             change = changes.recv() => {
-                if change.is_none() {
+                let Some(change) = change else {
                     // The registry is gone: keep checking what there is until stopped.
                     std::future::pending::<()>().await;
+                    return;
+                };
+                // Only the upstreams the changes touched are looked at again: a registry of
+                // many upstreams under churn costs in proportion to the churn.
+                let mut touched = BTreeSet::from([upstream_of(&change).to_owned()]);
+                while let Ok(change) = changes.try_recv() {
+                    touched.insert(upstream_of(&change).to_owned());
                 }
-                while changes.try_recv().is_ok() {}
-                snapshot = registry.snapshot();
+                reconcile(&registry.snapshot(), touched, &mut running, &mut tasks, &metrics);
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
 }
 
-/// Starts checks for new backends (or backends whose upstream changed) and stops those of
-/// removed ones.
+/// For each of `upstreams`: starts checks for its new backends (or all of them when its check
+/// changed) and stops those of removed backends, or all of them when the upstream is gone or
+/// has no `health_check`.
 fn reconcile(
     snapshot: &Snapshot,
-    running: &mut HashMap<(String, String), Running>,
+    upstreams: impl IntoIterator<Item = String>,
+    running: &mut RunningChecks,
     tasks: &mut JoinSet<()>,
     metrics: &Metrics,
 ) {
-    let mut wanted = HashMap::new();
-    for upstream in snapshot.iter() {
-        let Some(check) = &upstream.health_check else {
-            continue;
+    for id in upstreams {
+        let entry = snapshot.upstream(&id);
+        let check = entry.and_then(|u| u.health_check.clone());
+        let wanted: HashMap<&str, &Arc<BackendEntry>> = match (entry, &check) {
+            (Some(upstream), Some(_)) => upstream
+                .backends
+                .iter()
+                .map(|b| (b.backend.id.as_str(), b))
+                .collect(),
+            _ => HashMap::new(),
         };
-        for backend in &upstream.backends {
-            let key = (upstream.upstream.id.clone(), backend.backend.id.clone());
-            wanted.insert(key, (backend.clone(), check.clone()));
+        let checks = running.entry(id.clone()).or_default();
+        checks.retain(|backend_id, r| {
+            let keep = wanted.get(backend_id.as_str()).is_some_and(|b| {
+                Arc::ptr_eq(b, &r.backend)
+                    && check.as_ref().is_some_and(|c| Arc::ptr_eq(c, &r.check))
+            });
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+        if let Some(check) = &check {
+            for (backend_id, backend) in wanted {
+                if checks.contains_key(backend_id) {
+                    continue;
+                }
+                let task = tasks.spawn(check_loop(
+                    id.clone(),
+                    backend.clone(),
+                    check.clone(),
+                    metrics.clone(),
+                ));
+                checks.insert(
+                    backend_id.to_owned(),
+                    Running {
+                        backend: backend.clone(),
+                        check: check.clone(),
+                        task,
+                    },
+                );
+            }
         }
-    }
-    running.retain(|key, r| {
-        let keep = wanted
-            .get(key)
-            .is_some_and(|(b, c)| Arc::ptr_eq(b, &r.backend) && Arc::ptr_eq(c, &r.check));
-        if !keep {
-            r.task.abort();
+        if checks.is_empty() {
+            running.remove(&id);
         }
-        keep
-    });
-    for (key, (backend, check)) in wanted {
-        if running.contains_key(&key) {
-            continue;
-        }
-        let task = tasks.spawn(check_loop(
-            key.0.clone(),
-            backend.clone(),
-            check.clone(),
-            metrics.clone(),
-        ));
-        running.insert(
-            key,
-            Running {
-                backend,
-                check,
-                task,
-            },
-        );
     }
 }
 

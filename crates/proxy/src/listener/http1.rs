@@ -115,13 +115,16 @@ where
     }
 }
 
-/// The bytes hyper read but did not parse, then those it did not read yet.
+/// The bytes hyper read but did not parse, then those it did not read yet. An empty result
+/// holds no memory (an empty slice of hyper's read buffer would keep the whole buffer alive
+/// while the connection is parked).
 fn join(read: Bytes, unread: Bytes) -> Bytes {
-    if unread.is_empty() {
-        return read;
-    }
-    if read.is_empty() {
-        return unread;
+    match (read.is_empty(), unread.is_empty()) {
+        (true, true) => return Bytes::new(),
+        (true, false) => return unread,
+        // Copied out: the slice would keep hyper's whole read buffer alive.
+        (false, true) => return Bytes::copy_from_slice(&read),
+        (false, false) => {}
     }
     let mut both = BytesMut::with_capacity(read.len() + unread.len());
     both.extend_from_slice(&read);
