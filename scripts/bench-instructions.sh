@@ -30,15 +30,7 @@ echo "==> cargo build --release" >&2
 cargo build --release --workspace --bins --quiet
 BIN=$PWD/target/release
 
-WORK=$(mktemp -d /tmp/gatekeeper-instructions.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+start_work instructions
 
 # The backend: nginx answering a fixed 2-byte body, as in scripts/bench.sh.
 BACKEND_PORT=$(free_port)

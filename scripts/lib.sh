@@ -1,7 +1,9 @@
 # shellcheck shell=bash
-# Shell helpers shared by scripts/bench.sh and scripts/chaos.sh (sourced, not run):
+# Shell helpers shared by the scripts that measure (bench.sh, bench-instructions.sh, scale.sh,
+# chaos.sh; sourced, not run):
 # installing missing Debian packages, picking free loopback ports, waiting for a port to open,
-# and the measuring helpers bench.sh uses (child processes, strace -c summaries, peak RSS).
+# the measuring helpers (child processes, strace -c summaries, peak RSS) and start_work (a temp
+# dir and the processes to stop on exit).
 
 # install_missing PACKAGE...: apt-get installs the packages given (nothing when none).
 install_missing() {
@@ -79,4 +81,20 @@ peak_rss_while() {
     sleep 0.1
   done
   echo "$peak" >"$flag.peak"
+}
+
+# start_work NAME: makes WORK, a temp dir /tmp/gatekeeper-NAME.XXXXXX, and an empty PIDS; on
+# exit every PID in PIDS is stopped (TERM, then KILL after 0.3 s) and WORK removed.
+start_work() {
+  WORK=$(mktemp -d "/tmp/gatekeeper-$1.XXXXXX")
+  PIDS=()
+  trap stop_work EXIT
+}
+
+# stop_work: what start_work runs on exit.
+stop_work() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
 }

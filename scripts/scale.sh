@@ -45,15 +45,7 @@ cargo build --release --workspace --bins --quiet
 cargo build --release -p gatekeeper-proxy --example registry_churn --quiet
 BIN=$PWD/target/release
 
-WORK=$(mktemp -d /tmp/gatekeeper-scale.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+start_work scale
 
 # stop PID: stops one process this script started, and waits for it.
 stop() {
