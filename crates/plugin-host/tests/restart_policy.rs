@@ -13,16 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    alive, count_logged, eventually, init_logs, kill9, logged, records, request, spec, Scratch,
+    alive, count_logged, eventually, init_logs, kill9, logged, records, request, spec, Journal,
+    Scratch,
 };
 use gatekeeper_plugin_host::{
-    HostError, LaunchOptions, Manager, PluginHandle, PluginHost, PluginStatus, StartError,
+    HostError, LaunchOptions, PluginHandle, PluginHost, PluginStatus, StartError,
 };
-use gatekeeper_rpc::methods::{
-    AddBackendParams, AddUpstreamParams, ModifyRequest, PluginType, RemoveBackendParams,
-    RemoveUpstreamParams,
-};
-use gatekeeper_rpc::ErrorObject;
+use gatekeeper_rpc::methods::{ModifyRequest, PluginType};
 use serde_json::Value;
 
 const BACK: Duration = Duration::from_secs(5);
@@ -201,41 +198,6 @@ async fn a_start_that_always_fails_reports_attempts_status_and_stderr() {
     }
     assert!(host.plugin("doomed").is_none());
     host.shutdown().await;
-}
-
-/// A manager that records the restart notifications and the upstreams pushed.
-#[derive(Default)]
-struct Journal(Mutex<Vec<String>>);
-
-impl Journal {
-    fn entries(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-    fn push(&self, entry: String) {
-        self.0.lock().unwrap().push(entry);
-    }
-}
-
-impl Manager for Journal {
-    fn add_upstream(&self, _: &str, params: AddUpstreamParams) -> Result<(), ErrorObject> {
-        self.push(format!("add {}", params.upstream.id));
-        Ok(())
-    }
-    fn remove_upstream(&self, _: &str, _: RemoveUpstreamParams) -> Result<(), ErrorObject> {
-        Ok(())
-    }
-    fn add_backend(&self, _: &str, _: AddBackendParams) -> Result<(), ErrorObject> {
-        Ok(())
-    }
-    fn remove_backend(&self, _: &str, _: RemoveBackendParams) -> Result<(), ErrorObject> {
-        Ok(())
-    }
-    fn restarting(&self, plugin: &str) {
-        self.push(format!("restarting {plugin}"));
-    }
-    fn restarted(&self, plugin: &str) {
-        self.push(format!("restarted {plugin}"));
-    }
 }
 
 #[tokio::test]

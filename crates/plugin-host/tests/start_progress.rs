@@ -8,50 +8,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, init_logs, kill9, logged, spec};
-use gatekeeper_plugin_host::{HostError, LaunchOptions, Manager, PluginHost, StartError};
-use gatekeeper_rpc::methods::{
-    AddBackendParams, AddUpstreamParams, PluginType, RemoveBackendParams, RemoveUpstreamParams,
-};
-use gatekeeper_rpc::ErrorObject;
-
-/// What the manager heard, in order.
-#[derive(Default)]
-struct Journal(Mutex<Vec<String>>);
-
-impl Journal {
-    fn entries(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-    fn push(&self, entry: String) {
-        self.0.lock().unwrap().push(entry);
-    }
-}
-
-impl Manager for Journal {
-    fn add_upstream(&self, _: &str, params: AddUpstreamParams) -> Result<(), ErrorObject> {
-        self.push(format!("add {}", params.upstream.id));
-        Ok(())
-    }
-    fn remove_upstream(&self, _: &str, _: RemoveUpstreamParams) -> Result<(), ErrorObject> {
-        Ok(())
-    }
-    fn add_backend(&self, _: &str, _: AddBackendParams) -> Result<(), ErrorObject> {
-        Ok(())
-    }
-    fn remove_backend(&self, _: &str, _: RemoveBackendParams) -> Result<(), ErrorObject> {
-        Ok(())
-    }
-    fn restarting(&self, _: &str) {
-        self.push("restarting".to_owned());
-    }
-    fn restarted(&self, _: &str) {
-        self.push("restarted".to_owned());
-    }
-}
+use common::{eventually, init_logs, kill9, logged, spec, Journal};
+use gatekeeper_plugin_host::{HostError, LaunchOptions, PluginHost, StartError};
+use gatekeeper_rpc::methods::PluginType;
 
 /// The fake plugin as an upstream plugin in `mode`, tried once, silent for at most 1 s.
 fn pushing_spec(name: &str, mode: &str) -> gatekeeper_plugin_host::PluginSpec {
@@ -187,13 +149,13 @@ async fn a_restarted_pusher_is_wrapped_in_restarting_and_restarted() {
     eventually(
         "the restarted process finished start",
         Duration::from_secs(10),
-        || journal.entries().contains(&"restarted".to_owned()),
+        || journal.entries().contains(&"restarted phoenix".to_owned()),
     )
     .await;
     let mut expected = pushes();
-    expected.push("restarting".to_owned());
+    expected.push("restarting phoenix".to_owned());
     expected.extend(pushes());
-    expected.push("restarted".to_owned());
+    expected.push("restarted phoenix".to_owned());
     assert_eq!(journal.entries(), expected);
     host.shutdown().await;
 }

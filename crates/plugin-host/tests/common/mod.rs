@@ -1,5 +1,5 @@
 //! Helpers shared by the plugin-host test crates: the fake plugin's specs, scratch directories,
-//! waiting, and a log capture to assert on log lines.
+//! waiting, a log capture to assert on log lines, and a manager that journals what it hears.
 
 #![allow(dead_code)] // each test crate uses its own subset
 
@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use gatekeeper_plugin_host::PluginSpec;
-use gatekeeper_rpc::methods::{ModifyRequestParams, PluginType};
+use gatekeeper_plugin_host::{Manager, PluginSpec};
+use gatekeeper_rpc::methods::{
+    AddBackendParams, AddUpstreamParams, ModifyRequestParams, PluginType, RemoveBackendParams,
+    RemoveUpstreamParams,
+};
 use gatekeeper_rpc::types::HttpRequest;
+use gatekeeper_rpc::ErrorObject;
 use serde_json::Value;
 
 /// Everything logged so far by every test of this crate.
@@ -142,5 +146,40 @@ pub fn request() -> ModifyRequestParams {
             path: "/hello".into(),
             ..HttpRequest::default()
         },
+    }
+}
+
+/// A manager that records the restart notifications and the upstreams pushed.
+#[derive(Default)]
+pub struct Journal(Mutex<Vec<String>>);
+
+impl Journal {
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn push(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+}
+
+impl Manager for Journal {
+    fn add_upstream(&self, _: &str, params: AddUpstreamParams) -> Result<(), ErrorObject> {
+        self.push(format!("add {}", params.upstream.id));
+        Ok(())
+    }
+    fn remove_upstream(&self, _: &str, _: RemoveUpstreamParams) -> Result<(), ErrorObject> {
+        Ok(())
+    }
+    fn add_backend(&self, _: &str, _: AddBackendParams) -> Result<(), ErrorObject> {
+        Ok(())
+    }
+    fn remove_backend(&self, _: &str, _: RemoveBackendParams) -> Result<(), ErrorObject> {
+        Ok(())
+    }
+    fn restarting(&self, plugin: &str) {
+        self.push(format!("restarting {plugin}"));
+    }
+    fn restarted(&self, plugin: &str) {
+        self.push(format!("restarted {plugin}"));
     }
 }
