@@ -186,6 +186,20 @@ print(subprocess.run(['bash', '-c', 'source $REPO_ROOT/integration/limits_parked
   [ "$output" = 0 ]
 }
 
+@test "a parked idle connection is still closed after keepalive_idle" {
+  start_limited 'keepalive_release_after = "200ms"' 'keepalive_idle = "1s"' 'header_read_timeout = "30s"'
+  run raw_client "
+s = connect()
+print(request(s))
+start = time.time()
+print('closed' if closed(s, wait=10) else 'open')
+print('late' if time.time() - start > 5 else 'in time')
+"
+  [ "${lines[0]}" = "HTTP/1.1 200 OK" ]
+  [ "${lines[1]}" = closed ]
+  [ "${lines[2]}" = "in time" ]
+}
+
 @test "keepalive_release_after = 0s: every pause parks the connection, and nothing sent is lost" {
   start_limited 'keepalive_release_after = "0s"'
   run raw_client "
