@@ -13,12 +13,7 @@ bats_require_minimum_version 1.5.0
 setup() {
   start_backend echo-backend
   UPSTREAMS="$BATS_TEST_TMPDIR/upstreams.yml"
-  cat >"$UPSTREAMS" <<YAML
-echo:
-  timeout: 5s
-  prefixes: [echo]
-  backends: [http://127.0.0.1:$BACKEND_PORT]
-YAML
+  write_upstreams "$UPSTREAMS" "$BACKEND_PORT"
 }
 
 teardown() {

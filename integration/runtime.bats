@@ -10,12 +10,7 @@ load helpers
 setup() {
   start_backend echo-backend
   UPSTREAMS="$BATS_TEST_TMPDIR/upstreams.yml"
-  cat >"$UPSTREAMS" <<YAML
-echo:
-  timeout: 5s
-  prefixes: [echo]
-  backends: [http://127.0.0.1:$BACKEND_PORT]
-YAML
+  write_upstreams "$UPSTREAMS" "$BACKEND_PORT"
   ACCESS="$BATS_TEST_TMPDIR/access.log"
 }
 

@@ -34,14 +34,6 @@ use super::watched_io::{ClientStream, WatchedIo};
 /// How long closing a finished connection may take (flushing and shutting down the socket).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Why hyper's connection ended.
-enum Ended {
-    /// The connection is done (closed by the client, keep-alive off, an upgrade, or shutdown).
-    Done,
-    /// It was idle and gave its stream back: park.
-    Released,
-}
-
 /// Serves HTTP/1 on `io` until the connection closes or shutdown asks it to.
 pub(super) async fn serve_http1<I, S, B>(
     mut io: WatchedIo<I>,
@@ -71,10 +63,12 @@ where
         // the connection's task while it is parked.
         let mut conn = Box::new(protocols.http1.serve_connection(stream, service.clone()));
         let mut stop = std::pin::pin!(stopped(&mut shutdown));
-        let (mut graceful, mut released, mut stopping) = (false, false, false);
+        // `released`: hyper gave the stream back because the connection was idle (park it);
+        // otherwise the connection is done (client closed, keep-alive off, upgrade, shutdown).
+        let (mut graceful, mut released) = (false, false);
         let result = poll_fn(|cx| {
             if !graceful && stop.as_mut().poll(cx).is_ready() {
-                (graceful, stopping) = (true, true);
+                graceful = true;
                 Pin::new(&mut *conn).graceful_shutdown();
             }
             loop {
@@ -92,11 +86,7 @@ where
             }
         })
         .await;
-        let ended = match result {
-            Ok(()) if released => Ended::Released,
-            Ok(()) => Ended::Done,
-            Err(e) => return Err(e),
-        };
+        result?;
         let parts = conn.into_parts();
         let (unread, watched) = parts.io.into_inner().into_parts();
         leftover = join(parts.read_buf, unread);
@@ -105,12 +95,9 @@ where
             activity.hand_over(Box::new(Prefixed::new(leftover, io)));
             return Ok(());
         }
-        match ended {
-            Ended::Released if !stopping => continue,
-            _ => {
-                close(io).await;
-                return Ok(());
-            }
+        if !released {
+            close(io).await;
+            return Ok(());
         }
     }
 }
@@ -119,13 +106,14 @@ where
 /// holds no memory (an empty slice of hyper's read buffer would keep the whole buffer alive
 /// while the connection is parked).
 fn join(read: Bytes, unread: Bytes) -> Bytes {
-    match (read.is_empty(), unread.is_empty()) {
-        (true, true) => return Bytes::new(),
-        (true, false) => return unread,
-        // Copied out: the slice would keep hyper's whole read buffer alive.
-        (false, true) => return Bytes::copy_from_slice(&read),
-        (false, false) => {}
+    if read.is_empty() {
+        return if unread.is_empty() {
+            Bytes::new()
+        } else {
+            unread
+        };
     }
+    // Copied out, not sliced: a slice would keep hyper's whole read buffer alive.
     let mut both = BytesMut::with_capacity(read.len() + unread.len());
     both.extend_from_slice(&read);
     both.extend_from_slice(&unread);

@@ -177,15 +177,15 @@ impl<I: ClientStream> WatchedIo<I> {
         let deadline = match self.phase {
             Phase::Head { since, .. } => since + self.header_read_timeout,
             Phase::Idle { since } if self.may_release(since) => {
-                let release_at = since + self.release_after;
-                if release_at <= Instant::now() {
-                    // Idle long enough: the driver parks the connection, without its buffers.
-                    self.released_for = Some(since);
-                    self.activity.release.store(true, Ordering::Release);
-                    cx.waker().wake_by_ref();
+                // (Released before the idle timer could close it: see `may_release`.)
+                if self.poll_timer(since + self.release_after, cx).is_pending() {
                     return Poll::Pending;
                 }
-                release_at.min(since + self.keepalive_idle)
+                // Idle long enough: the driver parks the connection, without its buffers.
+                self.released_for = Some(since);
+                self.activity.release.store(true, Ordering::Release);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             Phase::Idle { since } => since + self.keepalive_idle,
             Phase::Busy => {
@@ -200,11 +200,6 @@ impl<I: ClientStream> WatchedIo<I> {
             Phase::Upgraded => return Poll::Pending,
         };
         if self.poll_timer(deadline, cx).is_pending() {
-            return Poll::Pending;
-        }
-        if matches!(self.phase, Phase::Idle { since } if self.may_release(since)) {
-            // The release deadline passed, not the idle one: release at the next read.
-            cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         self.expire(cx);
@@ -250,22 +245,21 @@ impl<I: ClientStream> WatchedIo<I> {
             Phase::Busy | Phase::Upgraded => return true,
         };
         let _parked = self.counters.parked();
+        // Readable, or an error that the next read reports: serve (`true`). The timer: close.
         let readable = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = self.inner.poll_read_ready(cx) {
-                return Poll::Ready(Some(result.is_ok()));
+            if self.inner.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(true);
             }
-            self.poll_timer(deadline, cx).map(|()| None)
+            self.poll_timer(deadline, cx).map(|()| false)
         });
         tokio::select! {
             biased;
-            ready = readable => match ready {
-                // Readable, or an error that the next read reports.
-                Some(_) => true,
-                None => {
+            ready = readable => {
+                if !ready {
                     tracing::debug!("idle connection: closing");
-                    false
                 }
-            },
+                ready
+            }
             _ = super::connection::stopped(shutdown) => false,
         }
     }
