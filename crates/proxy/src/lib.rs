@@ -63,6 +63,7 @@ pub use metrics::{ListenerStats, MetricKind, Metrics, MetricsConfig, MetricsExpo
 pub use modifier::DEFAULT_MAX_PLUGIN_BODY;
 pub use port::policy::HookFailure;
 pub use port::{FailurePolicy, HookError, Parsed, Plugin, RawCall};
+pub use registry::stored_form;
 pub use registry::{
     BatchError, BatchSummary, RefusedOp, Registry, RegistryChange, RegistryError, RegistryOp,
     Snapshot,

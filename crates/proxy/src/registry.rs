@@ -275,7 +275,20 @@ pub struct Registry {
     state: Mutex<State>,
 }
 
-fn normalize(mut upstream: Upstream) -> Result<(Upstream, UpstreamSettings), RegistryError> {
+/// An upstream as the registry stores it (and as snapshots and subscribers see it): the name
+/// defaulted to the id, hostnames lower-cased. Compare with this to tell whether a declaration
+/// differs from what is stored.
+pub fn stored_form(mut upstream: Upstream) -> Upstream {
+    if upstream.name.is_empty() {
+        upstream.name = upstream.id.clone();
+    }
+    for host in &mut upstream.hostnames {
+        *host = host.to_ascii_lowercase();
+    }
+    upstream
+}
+
+fn normalize(upstream: Upstream) -> Result<(Upstream, UpstreamSettings), RegistryError> {
     let invalid = |id: &str, reason: String| RegistryError::InvalidUpstream {
         id: id.to_string(),
         reason,
@@ -291,17 +304,14 @@ fn normalize(mut upstream: Upstream) -> Result<(Upstream, UpstreamSettings), Reg
             ));
         }
     }
-    for host in &mut upstream.hostnames {
+    for host in &upstream.hostnames {
         if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
             return Err(invalid(&upstream.id, format!("invalid hostname `{host}`")));
         }
-        *host = host.to_ascii_lowercase();
     }
+    let upstream = stored_form(upstream);
     let settings =
         UpstreamSettings::parse(&upstream).map_err(|reason| invalid(&upstream.id, reason))?;
-    if upstream.name.is_empty() {
-        upstream.name = upstream.id.clone();
-    }
     Ok((upstream, settings))
 }
 

@@ -155,7 +155,7 @@ impl Manager for RegistryManager {
             // The plugin restarted with new settings (a reload) and declares one of its
             // upstreams anew, maybe changed: the new declaration replaces the old one.
             if let Some(existing) = self.registry.snapshot().upstream(&id) {
-                if existing.upstream != batch::as_stored(&params.upstream) {
+                if existing.upstream != gatekeeper_proxy::stored_form(params.upstream.clone()) {
                     let _ = self.registry.remove_upstream(&id);
                 }
             }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use gatekeeper_proxy::{BatchError, RegistryOp, Snapshot};
+use gatekeeper_proxy::{stored_form, BatchError, RegistryOp, Snapshot};
 use gatekeeper_rpc::codes;
 use gatekeeper_rpc::error::error_object;
 use gatekeeper_rpc::methods::{ApplyBatch, BatchChange, Method, RefusedChange};
@@ -69,24 +69,11 @@ impl Plan {
     }
 }
 
-/// An upstream as the registry stores it (name defaulted to the id, hostnames lower-cased), to
-/// compare a declaration with what is there.
-pub(super) fn as_stored(upstream: &Upstream) -> Upstream {
-    let mut stored = upstream.clone();
-    if stored.name.is_empty() {
-        stored.name = stored.id.clone();
-    }
-    for host in &mut stored.hostnames {
-        *host = host.to_ascii_lowercase();
-    }
-    stored
-}
-
 /// Whether the registry has upstream `upstream.id` with other content.
 fn differs(snapshot: &Snapshot, upstream: &Upstream) -> bool {
     snapshot
         .upstream(&upstream.id)
-        .is_some_and(|existing| existing.upstream != as_stored(upstream))
+        .is_some_and(|existing| existing.upstream != stored_form(upstream.clone()))
 }
 
 fn not_allowed_with_replace(index: usize, change: &BatchChange) -> ErrorObject {
@@ -190,7 +177,7 @@ pub(super) fn plan(
         let Some(existing) = snapshot.upstream(id).filter(|_| first && owned(id)) else {
             continue;
         };
-        if existing.upstream != as_stored(&p.upstream) {
+        if existing.upstream != stored_form(p.upstream.clone()) {
             plan.push(index, RegistryOp::RemoveUpstream { id: id.to_owned() });
             replaced.insert(id);
         } else {
