@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{alive, eventually, init_logs, kill9, logged, records, request, spec, Scratch};
+use common::{
+    alive, eventually, init_logs, kill9, logged, records, request, spec, stopped, Scratch,
+};
 use gatekeeper_plugin_host::{
     LaunchOptions, PluginCallError, PluginHandle, PluginHost, PluginSpec, PluginStatus,
 };
@@ -232,19 +234,20 @@ async fn a_stopped_instance_is_covered_by_the_other_and_restarted_as_hung() {
     spec.restart_after_timeouts = 3;
     spec.hook_timeout = Duration::from_millis(600);
     let plugin = launch(&host, spec).await;
-    let stopped = plugin.state().instances[0].pid.unwrap();
+    let stopped_pid = plugin.state().instances[0].pid.unwrap();
     let signal = |name: &str| {
         std::process::Command::new("kill")
-            .args([name, &stopped.to_string()])
+            .args([name, &stopped_pid.to_string()])
             .status()
             .unwrap()
     };
     assert!(signal("-STOP").success());
+    eventually("the process is stopped", BACK, || stopped(stopped_pid)).await;
     let mut answered_by_other = 0;
     for call in 0..12 {
         let outcome = answered_by(&plugin).await;
         let pid = outcome.unwrap_or_else(|e| panic!("call {call}: {e}"));
-        assert_ne!(pid, stopped);
+        assert_ne!(pid, stopped_pid);
         answered_by_other += 1;
     }
     assert_eq!(answered_by_other, 12);
@@ -256,14 +259,14 @@ async fn a_stopped_instance_is_covered_by_the_other_and_restarted_as_hung() {
     );
     eventually("the stopped process is restarted", BACK, || {
         plugin.state().instances[0].restarts == 1
-            && plugin.state().instances[0].pid != Some(stopped)
+            && plugin.state().instances[0].pid != Some(stopped_pid)
     })
     .await;
     let _ = signal("-CONT");
     assert!(logged(&["plugin=sleepy#0", "hung"]));
     assert!(!logged(&["plugin=sleepy#0", "broke the protocol"]));
     host.shutdown().await;
-    assert!(!alive(stopped));
+    assert!(!alive(stopped_pid));
 }
 
 #[tokio::test]

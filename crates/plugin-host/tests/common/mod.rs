@@ -131,6 +131,18 @@ pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Whether the process is stopped (state `T` in /proc/PID/stat). SIGSTOP is delivered
+/// asynchronously: `kill` returns before the target has stopped.
+pub fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat.rsplit_once(')')?.1;
+            after_name.split_whitespace().next().map(|state| state == "T")
+        })
+        .unwrap_or(false)
+}
+
 pub fn kill9(pid: u32) {
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
