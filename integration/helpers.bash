@@ -92,11 +92,20 @@ YAML
 
 # start_gatekeeper ARGS...: starts gatekeeper on a free port with ARGS, logs to $GK_LOG; waits
 # until it logs that it is ready. Sets GK_PORT, GK_PID, GK_URL.
+# With GK_NAME set (e.g. GK_NAME=gk2 start_gatekeeper ...), a test runs several gatekeepers: each
+# gets its own log ($BATS_TEST_TMPDIR/$GK_NAME.log) and socket directory; copy GK_URL, GK_PID and
+# GK_LOG aside after each start.
 start_gatekeeper() {
   GK_PORT=$(free_port)
-  GK_LOG="$BATS_TEST_TMPDIR/gatekeeper.log"
+  local socket_dir="$BATS_TEST_TMPDIR"
+  if [[ -n ${GK_NAME:-} ]]; then
+    GK_LOG="$BATS_TEST_TMPDIR/$GK_NAME.log"
+    socket_dir="$BATS_TEST_TMPDIR/$GK_NAME.sockets"
+  else
+    GK_LOG="$BATS_TEST_TMPDIR/gatekeeper.log"
+  fi
   GK_URL="http://127.0.0.1:$GK_PORT"
-  gatekeeper --listen "127.0.0.1:$GK_PORT" --socket-dir "$BATS_TEST_TMPDIR" "$@" >"$GK_LOG" 2>&1 &
+  gatekeeper --listen "127.0.0.1:$GK_PORT" --socket-dir "$socket_dir" "$@" >"$GK_LOG" 2>&1 &
   GK_PID=$!
   PIDS+=("$GK_PID")
   for ((i = 0; i < 150; i++)); do
