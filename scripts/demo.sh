@@ -14,6 +14,11 @@ for tool in curl python3; do
     echo "==> installing $tool"; apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null
   fi
 done
+# The etcd client crate (bins/etcd-upstreams) compiles etcd's protobuf files with protoc.
+if ! command -v protoc >/dev/null; then
+  echo "==> installing protobuf-compiler"
+  apt-get update -qq && apt-get install -y -qq protobuf-compiler >/dev/null
+fi
 
 echo "==> cargo build --release (first build takes a few minutes)"
 cargo build --release --workspace --bins --quiet

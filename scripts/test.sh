@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing (bats, curl, jq, python3, wrk, node, ss, pgrep), then fmt check,
+# Runs every test: installs what is missing (bats, curl, jq, python3, wrk, node, ss, pgrep, etcd,
+# etcdctl, redis-server, protoc), then fmt check,
 # clippy with -D warnings, cargo test, the Python and Node SDK tests, and the bats suites in
 # integration/ against the real binaries.
 set -euo pipefail
@@ -12,6 +13,12 @@ done
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+# etcd and Redis for the distributed suites (the tests start and stop their own servers on
+# loopback); protoc for the etcd client crate's build.
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
