@@ -1,12 +1,17 @@
-//! `rate-limit`: an example gatekeeper modifier plugin that limits how often each client (or
+//! `rate-limit`: a built-in gatekeeper modifier plugin that limits how often each client (or
 //! each value of a header, such as an API key) may send requests, with a token bucket per key.
 //! Requests over the limit are answered directly with `429 Too Many Requests` and a
-//! `Retry-After` header; the backend never sees them.
+//! `Retry-After` header; the backend never sees them. The buckets live in this process
+//! (`store = "memory"`) or in Redis (`store = "redis"`), where every gatekeeper and every plugin
+//! instance using the same Redis shares them.
 //!
-//! See README.md for the config keys and how to run it.
+//! See README.md for the config keys, the algorithm and what a Redis outage does.
 
 mod limiter;
 mod plugin;
+mod redis_store;
+mod settings;
+mod shared;
 
 use std::process::ExitCode;
 

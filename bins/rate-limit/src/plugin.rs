@@ -1,153 +1,29 @@
-//! The plugin: configuration, the key of a request, and `modify_request`, which passes the
-//! request on or answers `429 Too Many Requests` itself.
-//!
-//! Config keys (numbers may also be given as strings, as `--modifier-rate 5` does):
-//!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `key` | `"client"` | `"client"`: one bucket per client IP (the ip part of `remote_addr`); `"header:<name>"`: one bucket per value of that header (requests without it fall back to their client IP) |
-//! | `rate` | `10` | tokens added per second (a float; `0.5` is one request every 2 s) |
-//! | `burst` | `20` | bucket size: how many requests may arrive at once after a quiet period |
-//! | `max_keys` | `10000` | most buckets held at once |
+//! The plugin: `configure` (builds the memory or the Redis limits from [`Settings`]), `start`
+//! (connects to Redis), and `modify_request`, which passes the request on or answers it itself:
+//! `429 Too Many Requests` over the limit, `503 Service Unavailable` when Redis cannot decide
+//! and `on_store_error = "closed"`.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use gatekeeper_plugin_sdk::config::{invalid, number};
 use gatekeeper_plugin_sdk::{
-    header, HookError, HttpRequest, HttpResponse, Method, ModifierPlugin, ModifyRequest,
-    ModifyRequestParams, ModifyRequestResult, Object, Plugin,
+    HookError, HttpResponse, Method, ModifierPlugin, ModifyRequest, ModifyRequestParams,
+    ModifyRequestResult, Object, Plugin,
 };
-use serde_json::Value;
 
-use crate::limiter::{Clock, Decision, Limiter, SystemClock};
+use crate::limiter::{Clock, Limiter, SystemClock};
+use crate::redis_store::RedisStore;
+use crate::settings::{Settings, StoreKind};
+use crate::shared::{SharedLimits, Verdict};
 
-/// Default `rate`: tokens per second.
-pub const DEFAULT_RATE: f64 = 10.0;
-/// Default `burst`: bucket size.
-pub const DEFAULT_BURST: f64 = 20.0;
-/// Default `max_keys`: most buckets held.
-pub const DEFAULT_MAX_KEYS: usize = 10_000;
 /// The body of a 429.
 pub const TOO_MANY_BODY: &str = "too many requests\n";
+/// The body of a 503 (Redis failed, `on_store_error = "closed"`).
+pub const STORE_DOWN_BODY: &str = "rate limit store unavailable\n";
 
-/// What a request's bucket is chosen by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// The client's IP address.
-    Client,
-    /// The value of this header (lower-case name).
-    Header(String),
-}
-
-/// The validated configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// What picks the bucket.
-    pub key: KeySource,
-    /// Tokens per second.
-    pub rate: f64,
-    /// Bucket size.
-    pub burst: f64,
-    /// Most buckets held.
-    pub max_keys: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            key: KeySource::Client,
-            rate: DEFAULT_RATE,
-            burst: DEFAULT_BURST,
-            max_keys: DEFAULT_MAX_KEYS,
-        }
-    }
-}
-
-impl Settings {
-    /// Reads and checks the config map; unknown keys are ignored.
-    pub fn from_config(config: &Object) -> Result<Settings, HookError> {
-        let mut settings = Settings::default();
-        if let Some(value) = config.get("key") {
-            settings.key = parse_key(value)?;
-        }
-        if let Some(rate) = number(config, "rate")? {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(invalid(
-                    "rate",
-                    "a positive number of tokens per second",
-                    rate,
-                ));
-            }
-            settings.rate = rate;
-        }
-        if let Some(burst) = number(config, "burst")? {
-            if !(burst.is_finite() && burst >= 1.0) {
-                return Err(invalid("burst", "a number of at least 1", burst));
-            }
-            settings.burst = burst;
-        }
-        if let Some(max_keys) = number(config, "max_keys")? {
-            if !(max_keys.is_finite() && max_keys >= 1.0 && max_keys.fract() == 0.0) {
-                return Err(invalid(
-                    "max_keys",
-                    "a whole number of at least 1",
-                    max_keys,
-                ));
-            }
-            settings.max_keys = max_keys as usize;
-        }
-        Ok(settings)
-    }
-
-    /// The bucket key of `request`: `ip:<addr>` or `header:<value>`, so that a header value can
-    /// never share a bucket with an address.
-    pub fn key_of(&self, request: &HttpRequest) -> String {
-        if let KeySource::Header(name) = &self.key {
-            if let Some(value) = header(&request.headers, name) {
-                return format!("header:{value}");
-            }
-        }
-        format!("ip:{}", client_ip(&request.remote_addr))
-    }
-}
-
-fn parse_key(value: &Value) -> Result<KeySource, HookError> {
-    let text = value.as_str().unwrap_or_default();
-    if text == "client" {
-        return Ok(KeySource::Client);
-    }
-    if let Some(name) = text.strip_prefix("header:") {
-        if is_header_name(name) {
-            return Ok(KeySource::Header(name.to_ascii_lowercase()));
-        }
-    }
-    Err(HookError::invalid_params(format!(
-        "config key `key` must be \"client\" or \"header:<name>\", got {value}"
-    )))
-}
-
-/// Whether `name` can be an HTTP header name (an RFC 9110 token).
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// The ip part of an `ip:port` address (`[v6]:port` too); the whole string if it does not
-/// parse, so an odd address still gets a bucket of its own.
-fn client_ip(remote_addr: &str) -> String {
-    match remote_addr.parse::<SocketAddr>() {
-        Ok(addr) => addr.ip().to_string(),
-        Err(_) => remote_addr.to_owned(),
-    }
-}
-
-/// The 429 answer.
-fn too_many(retry_after_secs: u64) -> HttpResponse {
+/// The 429 or 503 answer.
+fn refusal(status: u16, retry_after_secs: u64, body: &str) -> HttpResponse {
     HttpResponse {
-        status: 429,
+        status,
         headers: vec![
             ("retry-after".to_owned(), retry_after_secs.to_string()),
             (
@@ -155,28 +31,75 @@ fn too_many(retry_after_secs: u64) -> HttpResponse {
                 "text/plain; charset=utf-8".to_owned(),
             ),
         ],
-        body: Some(TOO_MANY_BODY.to_owned()),
+        body: Some(body.to_owned()),
         body_base64: None,
         body_omitted: false,
     }
 }
 
-struct State {
-    settings: Settings,
-    limiter: Limiter,
+/// The hook's result for `verdict`.
+fn result_of(verdict: Verdict) -> ModifyRequestResult {
+    let response = match verdict {
+        Verdict::Pass => return ModifyRequestResult::default(),
+        Verdict::TooMany { retry_after_secs } => refusal(429, retry_after_secs, TOO_MANY_BODY),
+        Verdict::StoreDown { retry_after_secs } => refusal(503, retry_after_secs, STORE_DOWN_BODY),
+    };
+    ModifyRequestResult {
+        patch: None,
+        cache: None,
+        request: None,
+        response: Some(response),
+    }
 }
 
-impl State {
-    fn new(settings: Settings) -> Self {
-        let limiter = Limiter::new(settings.rate, settings.burst, settings.max_keys);
-        State { settings, limiter }
+/// Where the buckets are.
+enum Limits {
+    Memory(Mutex<Limiter>),
+    Redis(SharedLimits<RedisStore>),
+}
+
+/// The configured state: replaced whole by `configure`.
+struct Active {
+    settings: Settings,
+    limits: Limits,
+}
+
+impl Active {
+    fn new(settings: Settings, clock: &Arc<dyn Clock>) -> Result<Self, HookError> {
+        let limits = match settings.store {
+            StoreKind::Memory => Limits::Memory(Mutex::new(Limiter::new(
+                settings.rate,
+                settings.burst,
+                settings.max_keys,
+            ))),
+            StoreKind::Redis => {
+                let store = RedisStore::new(&settings, settings.redis.connect_timeout())
+                    .map_err(|err| HookError::invalid_params(err.to_string()))?;
+                Limits::Redis(SharedLimits::new(store, &settings, clock.clone()))
+            }
+        };
+        Ok(Active { settings, limits })
+    }
+
+    async fn check(&self, key: &str, clock: &dyn Clock) -> Verdict {
+        match &self.limits {
+            Limits::Memory(limiter) => {
+                let now = clock.now();
+                limiter
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .check(key, now)
+                    .into()
+            }
+            Limits::Redis(shared) => shared.check(key).await,
+        }
     }
 }
 
 /// The rate-limit modifier.
 pub struct RateLimit {
     clock: Arc<dyn Clock>,
-    state: Mutex<State>,
+    active: Mutex<Arc<Active>>,
 }
 
 impl Default for RateLimit {
@@ -186,21 +109,48 @@ impl Default for RateLimit {
 }
 
 impl RateLimit {
-    /// A plugin with the default settings that reads the time from `clock`.
+    /// A plugin with the default settings (memory store) that reads the time from `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let limits = Limits::Memory(Mutex::new(Limiter::new(
+            crate::settings::DEFAULT_RATE,
+            crate::settings::DEFAULT_BURST,
+            crate::settings::DEFAULT_MAX_KEYS,
+        )));
         RateLimit {
             clock,
-            state: Mutex::new(State::new(Settings::default())),
+            active: Mutex::new(Arc::new(Active {
+                settings: Settings::default(),
+                limits,
+            })),
         }
+    }
+
+    fn active(&self) -> Arc<Active> {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
 impl Plugin for RateLimit {
-    /// Reads `key`, `rate`, `burst` and `max_keys`; starts over with empty buckets.
+    /// Reads and checks every key; starts over with empty buckets. Connects to nothing (that is
+    /// `start`), so `gatekeeper check` runs it as it is.
     async fn configure(&self, config: Object) -> Result<(), HookError> {
         let settings = Settings::from_config(&config)?;
         tracing::info!(?settings, "rate limit configured");
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::new(settings);
+        let active = Active::new(settings, &self.clock)?;
+        *self.active.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(active);
+        Ok(())
+    }
+
+    /// With the Redis store: connects, waiting at most `max(redis_timeout, 1s)`. Redis being
+    /// down is logged, not an error: `on_store_error` applies until it answers.
+    async fn start(&self) -> Result<(), HookError> {
+        let active = self.active();
+        if let Limits::Redis(shared) = &active.limits {
+            shared.start().await;
+        }
         Ok(())
     }
 }
@@ -210,26 +160,15 @@ impl ModifierPlugin for RateLimit {
         &[ModifyRequest::NAME]
     }
 
-    /// Takes a token from the request's bucket, or answers 429 with `Retry-After`.
+    /// Takes a token from the request's bucket, or answers 429 with `Retry-After` (503 when
+    /// Redis cannot decide and `on_store_error = "closed"`).
     async fn modify_request(
         &self,
         params: ModifyRequestParams,
     ) -> Result<ModifyRequestResult, HookError> {
-        let now = self.clock.now();
-        let decision = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = state.settings.key_of(&params.request);
-            state.limiter.check(&key, now)
-        };
-        Ok(match decision {
-            Decision::Allow => ModifyRequestResult::default(),
-            Decision::Deny { retry_after_secs } => ModifyRequestResult {
-                patch: None,
-                cache: None,
-                request: None,
-                response: Some(too_many(retry_after_secs)),
-            },
-        })
+        let active = self.active();
+        let key = active.settings.key_of(&params.request);
+        Ok(result_of(active.check(&key, self.clock.as_ref()).await))
     }
 }
 
@@ -238,7 +177,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use serde_json::json;
+    use gatekeeper_plugin_sdk::{header, HttpRequest};
+    use serde_json::{json, Value};
 
     /// A clock that moves only when told to.
     struct ManualClock(Mutex<Instant>);
@@ -279,10 +219,12 @@ mod tests {
         let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
         let plugin = RateLimit::with_clock(clock.clone());
         plugin.configure(config(pairs)).await.unwrap();
+        plugin.start().await.unwrap();
         (plugin, clock)
     }
 
-    /// The status the plugin answers `request` with: 0 when it lets it pass.
+    /// The status the plugin answers `request` with (0 when it lets it pass) and its
+    /// Retry-After.
     async fn status(plugin: &RateLimit, request: HttpRequest) -> (u16, Option<String>) {
         let result = plugin
             .modify_request(ModifyRequestParams { request })
@@ -292,7 +234,12 @@ mod tests {
         match result.response {
             None => (0, None),
             Some(response) => {
-                assert_eq!(response.body.as_deref(), Some(TOO_MANY_BODY));
+                let expected = if response.status == 429 {
+                    TOO_MANY_BODY
+                } else {
+                    STORE_DOWN_BODY
+                };
+                assert_eq!(response.body.as_deref(), Some(expected));
                 let retry = header(&response.headers, "retry-after").map(str::to_owned);
                 (response.status, retry)
             }
@@ -304,56 +251,20 @@ mod tests {
         assert_eq!(RateLimit::default().hooks(), ["modify_request"]);
     }
 
-    #[test]
-    fn config_is_validated() {
-        let s = Settings::from_config(&config(&[
-            ("key", json!("header:X-Api-Key")),
-            ("rate", json!("0.5")),
-            ("burst", json!(3)),
-            ("max_keys", json!(7)),
-        ]))
-        .unwrap();
-        assert_eq!(s.key, KeySource::Header("x-api-key".into()));
-        assert_eq!((s.rate, s.burst, s.max_keys), (0.5, 3.0, 7));
-        assert_eq!(
-            Settings::from_config(&Object::new()).unwrap(),
-            Settings::default()
-        );
-
-        for (key, value, needle) in [
-            ("key", json!("ip"), "client"),
-            ("key", json!("header:"), "client"),
-            ("key", json!("header:bad name"), "client"),
-            ("key", json!(3), "client"),
-            ("rate", json!(0), "positive"),
-            ("rate", json!(-1.5), "positive"),
-            ("rate", json!("fast"), "number"),
-            ("burst", json!(0.5), "at least 1"),
-            ("burst", json!(true), "number"),
-            ("max_keys", json!(0), "whole number"),
-            ("max_keys", json!(2.5), "whole number"),
+    #[tokio::test]
+    async fn a_bad_config_fails_configure() {
+        let plugin = RateLimit::default();
+        for (key, value) in [
+            ("store", json!("disk")),
+            ("redis_url", json!("http://x")),
+            ("on_store_error", json!("maybe")),
         ] {
-            let err = Settings::from_config(&config(&[(key, value.clone())])).unwrap_err();
-            assert!(err.message().contains(needle), "{key}={value}: {err}");
-            assert!(err.message().contains(key), "{key}={value}: {err}");
+            let err = plugin
+                .configure(config(&[("store", json!("redis")), (key, value)]))
+                .await
+                .unwrap_err();
+            assert!(err.message().contains(key), "{err}");
         }
-    }
-
-    #[test]
-    fn keys_are_the_client_ip_or_the_header() {
-        let client = Settings::default();
-        assert_eq!(client.key_of(&request("10.0.0.1:5555", &[])), "ip:10.0.0.1");
-        assert_eq!(client.key_of(&request("[::1]:5555", &[])), "ip:::1");
-        assert_eq!(client.key_of(&request("odd", &[])), "ip:odd");
-        let by_header = Settings {
-            key: KeySource::Header("x-api-key".into()),
-            ..Settings::default()
-        };
-        assert_eq!(
-            by_header.key_of(&request("10.0.0.1:1", &[("X-Api-Key", "k1")])),
-            "header:k1"
-        );
-        assert_eq!(by_header.key_of(&request("10.0.0.1:1", &[])), "ip:10.0.0.1");
     }
 
     #[tokio::test]
@@ -413,5 +324,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(status(&plugin, request("127.0.0.1:1", &[])).await.0, 0);
+    }
+
+    /// A port nothing listens on (bound, then released).
+    fn dead_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn redis_down_at_start_does_not_fail_start_and_closed_answers_503() {
+        let url = format!("redis://127.0.0.1:{}", dead_port());
+        let (plugin, _clock) = plugin(&[
+            ("store", json!("redis")),
+            ("redis_url", json!(url)),
+            ("redis_retry_interval", json!("3s")),
+            ("on_store_error", json!("closed")),
+        ])
+        .await;
+        let (code, retry) = status(&plugin, request("127.0.0.1:1", &[])).await;
+        assert_eq!((code, retry.as_deref()), (503, Some("3")));
+    }
+
+    #[tokio::test]
+    async fn redis_down_with_local_limits_in_this_process() {
+        let url = format!("redis://127.0.0.1:{}", dead_port());
+        let (plugin, _clock) = plugin(&[
+            ("store", json!("redis")),
+            ("redis_url", json!(url)),
+            ("rate", json!(1)),
+            ("burst", json!(2)),
+        ])
+        .await;
+        assert_eq!(status(&plugin, request("127.0.0.1:1", &[])).await.0, 0);
+        assert_eq!(status(&plugin, request("127.0.0.1:1", &[])).await.0, 0);
+        assert_eq!(status(&plugin, request("127.0.0.1:1", &[])).await.0, 429);
     }
 }

@@ -1,0 +1,510 @@
+//! Limits kept in a shared store (Redis), and what happens when the store fails: the store's
+//! health (up, or skipped until a background probe reconnects), `on_store_error` (open, closed,
+//! or this process's own buckets), and warnings logged once per interval rather than per
+//! request. The store itself is behind [`BucketStore`], so the tests drive this logic with a
+//! fake one.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::limiter::{Clock, Decision, Limiter};
+use crate::settings::{OnStoreError, RedisSettings, Settings};
+
+/// The least time between two warnings about the store.
+pub const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why the store could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached (refused, dropped, not connected): skip it for a while.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The store answered this call with an error (e.g. a key of the wrong type); the next
+    /// call may well succeed.
+    #[error("answered with an error: {0}")]
+    Answered(String),
+}
+
+/// Token buckets kept outside the process.
+pub trait BucketStore: Send + Sync + 'static {
+    /// Takes a token from bucket `key`, or says how long to wait for one.
+    fn take(&self, key: &str) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// Makes a fresh connection and checks that the store answers on it; later calls use it.
+    fn connect(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It passes.
+    Pass,
+    /// It is over its limit: 429 with this `Retry-After`.
+    TooMany {
+        /// Seconds until the next token.
+        retry_after_secs: u64,
+    },
+    /// The store failed and `on_store_error = "closed"`: 503 with this `Retry-After`.
+    StoreDown {
+        /// Seconds until the store is tried again.
+        retry_after_secs: u64,
+    },
+}
+
+impl From<Decision> for Verdict {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Allow => Verdict::Pass,
+            Decision::Deny { retry_after_secs } => Verdict::TooMany { retry_after_secs },
+        }
+    }
+}
+
+/// Limits decided by a [`BucketStore`], with `on_store_error` when it fails.
+pub struct SharedLimits<S> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    settings: RedisSettings,
+    clock: Arc<dyn Clock>,
+    /// The `local` fallback's buckets.
+    local: Mutex<Limiter>,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug)]
+struct Health {
+    /// Requests go to the store.
+    up: bool,
+    /// A background task is reconnecting.
+    probing: bool,
+    /// When the last warning was logged.
+    last_warning: Option<Instant>,
+    /// Failures since then that logged nothing.
+    unlogged_failures: u64,
+}
+
+impl<S: BucketStore> SharedLimits<S> {
+    /// Limits in `store`, with `settings` (its `redis` part: timeouts and `on_store_error`;
+    /// `rate`, `burst` and `max_keys` for the local fallback). The store is not used before
+    /// [`start`](Self::start): until then it counts as down.
+    pub fn new(store: S, settings: &Settings, clock: Arc<dyn Clock>) -> Self {
+        SharedLimits {
+            inner: Arc::new(Inner {
+                store,
+                settings: settings.redis.clone(),
+                clock,
+                local: Mutex::new(Limiter::new(
+                    settings.rate,
+                    settings.burst,
+                    settings.max_keys,
+                )),
+                health: Mutex::new(Health {
+                    up: false,
+                    probing: false,
+                    last_warning: None,
+                    unlogged_failures: 0,
+                }),
+            }),
+        }
+    }
+
+    /// Connects to the store, waiting at most the connect timeout. A failure is logged and
+    /// leaves the store down (so `on_store_error` applies) while a background task keeps
+    /// trying; it is not an error.
+    pub async fn start(&self) {
+        let inner = &self.inner;
+        match tokio::time::timeout(inner.connect_timeout(), inner.store.connect()).await {
+            Ok(Ok(())) => {
+                inner.health().up = true;
+                tracing::info!(url = %inner.settings.redacted_url(), "connected to redis");
+            }
+            Ok(Err(err)) => Inner::mark_down(inner, &format!("at start: {err}")),
+            Err(_) => Inner::mark_down(
+                inner,
+                &format!(
+                    "at start: no connection within {}",
+                    humantime::format_duration(inner.connect_timeout())
+                ),
+            ),
+        }
+    }
+
+    /// Whether requests currently go to the store.
+    #[cfg(test)]
+    pub fn is_up(&self) -> bool {
+        self.inner.health().up
+    }
+
+    /// Decides for bucket `key`: by the store when it is up and answers within
+    /// `redis_timeout`, otherwise by `on_store_error` at once.
+    pub async fn check(&self, key: &str) -> Verdict {
+        let inner = &self.inner;
+        if !inner.health().up {
+            return inner.fallback(key);
+        }
+        match tokio::time::timeout(inner.settings.timeout, inner.store.take(key)).await {
+            Ok(Ok(decision)) => decision.into(),
+            Ok(Err(StoreError::Answered(message))) => {
+                inner.warn_failure(&format!("answered with an error: {message}"));
+                inner.fallback(key)
+            }
+            Ok(Err(StoreError::Unreachable(message))) => {
+                Inner::mark_down(inner, &message);
+                inner.fallback(key)
+            }
+            Err(_) => {
+                let waited = humantime::format_duration(inner.settings.timeout);
+                Inner::mark_down(inner, &format!("no answer within {waited}"));
+                inner.fallback(key)
+            }
+        }
+    }
+}
+
+impl<S: BucketStore> Inner<S> {
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.settings.connect_timeout()
+    }
+
+    /// What `on_store_error` gives a request the store could not decide.
+    fn fallback(&self, key: &str) -> Verdict {
+        match self.settings.on_error {
+            OnStoreError::Open => Verdict::Pass,
+            OnStoreError::Closed => Verdict::StoreDown {
+                retry_after_secs: self.settings.retry_interval.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            OnStoreError::Local => {
+                let now = self.clock.now();
+                self.local
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .check(key, now)
+                    .into()
+            }
+        }
+    }
+
+    /// Logs a failure, at most once per [`WARNING_INTERVAL`] (saying how many were not logged).
+    fn warn_failure(&self, what: &str) {
+        let now = Instant::now();
+        let unlogged = {
+            let mut health = self.health();
+            let due = health
+                .last_warning
+                .is_none_or(|last| now.duration_since(last) >= WARNING_INTERVAL);
+            if !due {
+                health.unlogged_failures += 1;
+                return;
+            }
+            health.last_warning = Some(now);
+            std::mem::take(&mut health.unlogged_failures)
+        };
+        tracing::warn!(
+            url = %self.settings.redacted_url(),
+            on_store_error = %self.settings.on_error,
+            unlogged_failures = unlogged,
+            "redis rate-limit store failed: {what}; requests get on_store_error = {} until it answers \
+             (next warning in {} at the earliest)",
+            self.settings.on_error,
+            humantime::format_duration(WARNING_INTERVAL),
+        );
+    }
+
+    /// The store failed: skip it from now on, warn (rate-limited), and start the background
+    /// probe unless one runs.
+    fn mark_down(this: &Arc<Self>, what: &str) {
+        let start_probe = {
+            let mut health = this.health();
+            health.up = false;
+            !std::mem::replace(&mut health.probing, true)
+        };
+        this.warn_failure(what);
+        if start_probe {
+            tokio::spawn(Self::probe(Arc::downgrade(this)));
+        }
+    }
+
+    /// Every `redis_retry_interval`, tries to reconnect; once it succeeds requests go to the
+    /// store again. Ends when the limits are dropped (the plugin was reconfigured or stops).
+    async fn probe(weak: Weak<Self>) {
+        let Some(interval) = weak.upgrade().map(|inner| inner.settings.retry_interval) else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let attempt = tokio::time::timeout(inner.connect_timeout(), inner.store.connect());
+            match attempt.await {
+                Ok(Ok(())) => {
+                    {
+                        let mut health = inner.health();
+                        health.up = true;
+                        health.probing = false;
+                    }
+                    tracing::info!(
+                        url = %inner.settings.redacted_url(),
+                        "redis rate-limit store answers again: limits are shared again"
+                    );
+                    return;
+                }
+                Ok(Err(err)) => inner.warn_failure(&format!("still unreachable: {err}")),
+                Err(_) => inner.warn_failure("still unreachable: connection timed out"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::limiter::SystemClock;
+
+    /// How the fake store answers `take` and `connect`.
+    #[derive(Debug, Clone)]
+    enum Behaviour {
+        /// `take` answers this decision (a missing script entry: Allow).
+        Answer,
+        /// Every call fails as unreachable.
+        Unreachable,
+        /// `take` answers an error.
+        Error,
+        /// `take` never answers.
+        Hang,
+    }
+
+    struct FakeStore {
+        behaviour: Mutex<Behaviour>,
+        decisions: Mutex<VecDeque<Decision>>,
+        takes: AtomicUsize,
+        connects: AtomicUsize,
+    }
+
+    impl FakeStore {
+        fn new(behaviour: Behaviour) -> Arc<Self> {
+            Arc::new(FakeStore {
+                behaviour: Mutex::new(behaviour),
+                decisions: Mutex::new(VecDeque::new()),
+                takes: AtomicUsize::new(0),
+                connects: AtomicUsize::new(0),
+            })
+        }
+        fn set(&self, behaviour: Behaviour) {
+            *self.behaviour.lock().unwrap() = behaviour;
+        }
+        fn takes(&self) -> usize {
+            self.takes.load(Ordering::SeqCst)
+        }
+        fn connects(&self) -> usize {
+            self.connects.load(Ordering::SeqCst)
+        }
+    }
+
+    impl BucketStore for Arc<FakeStore> {
+        async fn take(&self, _key: &str) -> Result<Decision, StoreError> {
+            self.takes.fetch_add(1, Ordering::SeqCst);
+            let behaviour = self.behaviour.lock().unwrap().clone();
+            match behaviour {
+                Behaviour::Answer => Ok(self
+                    .decisions
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or(Decision::Allow)),
+                Behaviour::Unreachable => Err(StoreError::Unreachable("refused".into())),
+                Behaviour::Error => Err(StoreError::Answered("WRONGTYPE".into())),
+                Behaviour::Hang => std::future::pending().await,
+            }
+        }
+        async fn connect(&self) -> Result<(), StoreError> {
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            let behaviour = self.behaviour.lock().unwrap().clone();
+            match behaviour {
+                Behaviour::Unreachable => Err(StoreError::Unreachable("refused".into())),
+                Behaviour::Hang => std::future::pending().await,
+                Behaviour::Answer | Behaviour::Error => Ok(()),
+            }
+        }
+    }
+
+    fn settings(on_error: OnStoreError) -> Settings {
+        Settings {
+            rate: 0.001,
+            burst: 2.0,
+            redis: RedisSettings {
+                on_error,
+                timeout: Duration::from_millis(50),
+                retry_interval: Duration::from_secs(1),
+                ..RedisSettings::default()
+            },
+            ..Settings::default()
+        }
+    }
+
+    async fn started(
+        behaviour: Behaviour,
+        on_error: OnStoreError,
+    ) -> (SharedLimits<Arc<FakeStore>>, Arc<FakeStore>) {
+        let store = FakeStore::new(behaviour);
+        let limits = SharedLimits::new(store.clone(), &settings(on_error), Arc::new(SystemClock));
+        limits.start().await;
+        (limits, store)
+    }
+
+    const TOO_MANY: Verdict = Verdict::TooMany {
+        retry_after_secs: 7,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn the_store_decides_while_it_answers() {
+        let (limits, store) = started(Behaviour::Answer, OnStoreError::Closed).await;
+        assert!(limits.is_up());
+        store.decisions.lock().unwrap().extend([
+            Decision::Allow,
+            Decision::Deny {
+                retry_after_secs: 7,
+            },
+        ]);
+        assert_eq!(limits.check("k").await, Verdict::Pass);
+        assert_eq!(limits.check("k").await, TOO_MANY);
+        assert_eq!(store.takes(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_passes_and_closed_refuses_when_unreachable() {
+        let (open, _) = started(Behaviour::Unreachable, OnStoreError::Open).await;
+        let (closed, _) = started(Behaviour::Unreachable, OnStoreError::Closed).await;
+        for _ in 0..5 {
+            assert_eq!(open.check("k").await, Verdict::Pass);
+            assert_eq!(
+                closed.check("k").await,
+                Verdict::StoreDown {
+                    retry_after_secs: 1
+                }
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn local_falls_back_to_this_process_buckets() {
+        let (limits, store) = started(Behaviour::Answer, OnStoreError::Local).await;
+        store.set(Behaviour::Unreachable);
+        // Burst 2: two pass, then 429 from the local bucket (rate 0.001: 1000 s to the next).
+        assert_eq!(limits.check("k").await, Verdict::Pass);
+        assert_eq!(limits.check("k").await, Verdict::Pass);
+        assert_eq!(
+            limits.check("k").await,
+            Verdict::TooMany {
+                retry_after_secs: 1000
+            }
+        );
+        // Another key has its own local bucket.
+        assert_eq!(limits.check("other").await, Verdict::Pass);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_store_is_skipped_until_the_probe_reconnects() {
+        let (limits, store) = started(Behaviour::Answer, OnStoreError::Open).await;
+        store.set(Behaviour::Unreachable);
+        assert_eq!(limits.check("k").await, Verdict::Pass);
+        assert!(!limits.is_up());
+        // While down, requests do not touch the store at all.
+        for _ in 0..10 {
+            assert_eq!(limits.check("k").await, Verdict::Pass);
+        }
+        assert_eq!(store.takes(), 1);
+        // The probe tries once per retry interval while it is still down...
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert_eq!(store.connects(), 1 + 3);
+        assert!(!limits.is_up());
+        // ...and brings it back once it answers.
+        store.set(Behaviour::Answer);
+        store.decisions.lock().unwrap().push_back(Decision::Deny {
+            retry_after_secs: 7,
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(limits.is_up());
+        assert_eq!(limits.check("k").await, TOO_MANY);
+        assert_eq!(store.takes(), 2);
+        // Only one probe ran: no more connects once up.
+        let connects = store.connects();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(store.connects(), connects);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_does_not_answer_in_time_counts_as_down() {
+        let (limits, store) = started(Behaviour::Answer, OnStoreError::Closed).await;
+        store.set(Behaviour::Hang);
+        let before = Instant::now();
+        assert!(matches!(limits.check("k").await, Verdict::StoreDown { .. }));
+        // It waited redis_timeout (paused clock: exactly), not longer.
+        assert_eq!(before.elapsed(), Duration::from_millis(50));
+        assert!(!limits.is_up());
+        // The next request does not wait at all.
+        let before = Instant::now();
+        assert!(matches!(limits.check("k").await, Verdict::StoreDown { .. }));
+        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_answer_applies_the_policy_to_that_request_only() {
+        let (limits, store) = started(Behaviour::Error, OnStoreError::Closed).await;
+        assert!(matches!(limits.check("k").await, Verdict::StoreDown { .. }));
+        assert!(limits.is_up());
+        store.set(Behaviour::Answer);
+        assert_eq!(limits.check("k").await, Verdict::Pass);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_down_at_start_does_not_fail_start_and_is_picked_up_later() {
+        let (limits, store) = started(Behaviour::Unreachable, OnStoreError::Closed).await;
+        assert!(!limits.is_up());
+        assert!(matches!(limits.check("k").await, Verdict::StoreDown { .. }));
+        assert_eq!(store.takes(), 0);
+        store.set(Behaviour::Answer);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(limits.is_up());
+        assert_eq!(limits.check("k").await, Verdict::Pass);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warnings_are_logged_once_per_interval() {
+        let (limits, _store) = started(Behaviour::Error, OnStoreError::Open).await;
+        for _ in 0..20 {
+            limits.check("k").await;
+        }
+        {
+            let health = limits.inner.health();
+            assert_eq!(health.unlogged_failures, 19);
+        }
+        tokio::time::sleep(WARNING_INTERVAL).await;
+        limits.check("k").await;
+        // That one was logged, with the 19 before it: the count starts over.
+        assert_eq!(limits.inner.health().unlogged_failures, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_probe_ends_when_the_limits_are_dropped() {
+        let (limits, store) = started(Behaviour::Unreachable, OnStoreError::Open).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let connects = store.connects();
+        drop(limits);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(store.connects() <= connects + 1);
+    }
+}
