@@ -196,12 +196,18 @@ impl<S: BucketStore> Inner<S> {
 
     /// Logs a failure, at most once per [`WARNING_INTERVAL`] (saying how many were not logged).
     fn warn_failure(&self, what: &str) {
+        self.warn(what, false);
+    }
+
+    /// Logs a failure: always when `force`, else at most once per [`WARNING_INTERVAL`].
+    fn warn(&self, what: &str, force: bool) {
         let now = Instant::now();
         let unlogged = {
             let mut health = self.health();
-            let due = health
-                .last_warning
-                .is_none_or(|last| now.duration_since(last) >= WARNING_INTERVAL);
+            let due = force
+                || health
+                    .last_warning
+                    .is_none_or(|last| now.duration_since(last) >= WARNING_INTERVAL);
             if !due {
                 health.unlogged_failures += 1;
                 return;
@@ -213,22 +219,27 @@ impl<S: BucketStore> Inner<S> {
             url = %self.settings.redacted_url(),
             on_store_error = %self.settings.on_error,
             unlogged_failures = unlogged,
-            "redis rate-limit store failed: {what}; requests get on_store_error = {} until it answers \
-             (next warning in {} at the earliest)",
+            "redis rate-limit store failed: {what}; on_store_error = {} applies to the requests \
+             it cannot decide",
             self.settings.on_error,
-            humantime::format_duration(WARNING_INTERVAL),
         );
     }
 
-    /// The store failed: skip it from now on, warn (rate-limited), and start the background
-    /// probe unless one runs.
+    /// The store failed: skip it from now on and start the background probe unless one runs.
+    /// The failure that takes the store down is always logged (at most one per
+    /// `redis_retry_interval`, since only the probe brings it back up); failures of calls that
+    /// were in flight with it are logged at most once per [`WARNING_INTERVAL`].
     fn mark_down(this: &Arc<Self>, what: &str) {
         let start_probe = {
             let mut health = this.health();
             health.up = false;
             !std::mem::replace(&mut health.probing, true)
         };
-        this.warn_failure(what);
+        let retry = humantime::format_duration(this.settings.retry_interval);
+        this.warn(
+            &format!("{what}; skipping it, reconnecting every {retry}"),
+            start_probe,
+        );
         if start_probe {
             tokio::spawn(Self::probe(Arc::downgrade(this)));
         }
