@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # The example plugins of plugin-sdk/examples, run as real binaries under gatekeeper:
-# rate-limit (modifier), least-latency (loadbalancer) and traffic-shaping (modifier).
+# least-latency (loadbalancer) and traffic-shaping (modifier); and the built-in rate-limit
+# (bins/rate-limit, once an example) with its memory store (redis-limits.bats: the Redis store).
 
 load helpers
 

@@ -19,7 +19,7 @@ SYSCONFDIR=${SYSCONFDIR:-/etc}
 UNITDIR=${UNITDIR:-/etc/systemd/system}
 DESTDIR=${DESTDIR:-}
 BIN_DIR=${BIN_DIR:-target/release}
-BINARIES=(gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics)
+BINARIES=(gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics rate-limit)
 EXAMPLE_CONFIG=scripts/gatekeeper.example.toml
 EXAMPLE_UPSTREAMS=scripts/upstreams.example.yml
 
