@@ -10,6 +10,7 @@ start_redis() {
     return 1
   fi
   REDIS_PORT=${1:-$(free_port)}
+  # shellcheck disable=SC2034 # read by the suites
   REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
   local dir="$BATS_TEST_TMPDIR/redis"
   mkdir -p "$dir"

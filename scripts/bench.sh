@@ -17,16 +17,23 @@
 # connection) for nginx, haproxy and gatekeeper, each terminating TLS with the same certificate.
 # Then syscalls per request: strace -c -f on each server process (and each plugin process apart)
 # while h2load sends SYSCALL_REQUESTS requests on one keep-alive connection; top 5 syscalls.
+# ratelimit: gatekeeper with the built-in rate-limit plugin, its memory store against its Redis
+# store (a redis-server the bench starts on a loopback port in its temp dir; burst and rate so
+# high that nothing is refused, on_store_error = closed so that a Redis failure shows as non-2xx
+# instead of being measured as the local fallback): req/s and latency of each, and their ratio.
 # c4000 (only when asked): wrk with 4,000 connections against nginx, gatekeeper and the
 # yardstick: req/s, p99, max latency, requests over wrk's 2 s timeout, and the peak RSS of each
 # server process (sampled VmRSS every 100 ms, and VmHWM) as a ratio to nginx's.
 # Every proxy gets one worker: nginx worker_processes 1, haproxy nbthread 1, gatekeeper --workers 1.
-# Installs wrk, nginx-light, haproxy, h2load and strace when missing. Every process it starts, it
+# Installs wrk, nginx-light, haproxy, h2load, strace and redis-server when missing. Every process it starts, it
 # stops.
 #
 # ONLY picks what runs, a comma-separated list of: plain (the wrk rows without TLS, c1 rows and
-# the floor), floor (the floor alone), tls, syscalls, c4000, all (plain, tls and syscalls with
-# SYSCALL_REQUESTS=500 unless set; the default). c4000 is never part of all: ONLY=all,c4000.
+# the floor), floor (the floor alone), tls, syscalls, ratelimit, c4000, all (plain, tls,
+# ratelimit and syscalls with SYSCALL_REQUESTS=500 unless set; the default). c4000 is never part
+# of all: ONLY=all,c4000.
+# BENCH_BIN=DIR uses the binaries in DIR as they are (no release build), e.g. for a quick check
+# of the script with BENCH_BIN=target/debug DURATION=1s ONLY=ratelimit.
 #
 #   scripts/bench.sh                      # 10 s per case, 50 connections, 2 wrk threads
 #   DURATION=5s CONNECTIONS=100 scripts/bench.sh
@@ -34,6 +41,7 @@
 #   ONLY=c4000 DURATION=10s scripts/bench.sh
 #   FLOOR_COUNT=20000 ONLY=floor scripts/bench.sh  # round trips per floor measurement
 #   BUSY_POLL_US=500 ONLY=plain scripts/bench.sh    # the low-latency row's busy_poll_us
+#   ONLY=ratelimit scripts/bench.sh                 # rate-limit: memory store vs Redis store
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -53,10 +61,10 @@ wants() {
   for part in ${ONLY//,/ }; do
     case $part in
       "$1") return 0 ;;
-      all) [[ $1 == plain || $1 == floor || $1 == tls || $1 == syscalls ]] && return 0 ;;
+      all) [[ $1 == plain || $1 == floor || $1 == tls || $1 == syscalls || $1 == ratelimit ]] && return 0 ;;
       plain) [[ $1 == floor ]] && return 0 ;;
-      floor | tls | syscalls | c4000) ;;
-      *) echo "ONLY: unknown part $part (plain, floor, tls, syscalls, c4000, all)" >&2; exit 2 ;;
+      floor | tls | syscalls | ratelimit | c4000) ;;
+      *) echo "ONLY: unknown part $part (plain, floor, tls, syscalls, ratelimit, c4000, all)" >&2; exit 2 ;;
     esac
   done
   return 1
@@ -84,13 +92,18 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v strace >/dev/null || missing+=(strace)
+if wants ratelimit; then command -v redis-server >/dev/null || missing+=(redis-server); fi
 install_missing "${missing[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-echo "==> cargo build --release"
-cargo build --release --workspace --bins --quiet
-BIN=$PWD/target/release
+if [[ -n ${BENCH_BIN:-} ]]; then
+  BIN=$(cd "$BENCH_BIN" && pwd)
+else
+  echo "==> cargo build --release"
+  cargo build --release --workspace --bins --quiet
+  BIN=$PWD/target/release
+fi
 
 WORK=$(mktemp -d /tmp/gatekeeper-bench.XXXXXX)
 PIDS=()
@@ -144,6 +157,9 @@ GK_AUTH_PORT=$(free_port)
 GK_AUTH_CACHED_PORT=$(free_port)
 GK_AUTH_METRICS_PORT=$(free_port)
 GK_BUSY_PORT=$(free_port)
+GK_RL_MEMORY_PORT=$(free_port)
+GK_RL_REDIS_PORT=$(free_port)
+REDIS_PORT=$(free_port)
 
 # One self-signed certificate for every TLS terminator (RSA 2048, as most sites still serve).
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.test \
@@ -297,11 +313,35 @@ for variant in uncached cached; do
   PIDS+=($!)
 done
 
+# The rate-limit plugin with each store, allowing everything (a billion tokens, a billion a
+# second), so each request costs one bucket update: in the plugin process, or one script run in
+# Redis (one hot key: every request comes from 127.0.0.1).
+RATELIMIT_PORTS=()
+if wants ratelimit; then
+  mkdir -p "$WORK/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/redis" \
+    --loglevel warning >"$WORK/redis/redis.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$REDIS_PORT"
+  for store in memory redis; do
+    port=$GK_RL_MEMORY_PORT
+    [[ $store == redis ]] && port=$GK_RL_REDIS_PORT
+    "$BIN/gatekeeper" --listen "127.0.0.1:$port" --log warn --workers 1 --admin-socket "" \
+      --upstream-plugin "$BIN/static-upstreams" --upstream-file "$WORK/upstreams.yml" \
+      --modifier-plugin "$BIN/rate-limit" --modifier-rate 1000000000 --modifier-burst 1000000000 \
+      --modifier-store "$store" --modifier-redis-url "redis://127.0.0.1:$REDIS_PORT" \
+      --modifier-redis-timeout 1s --modifier-on-store-error closed &
+    PIDS+=($!)
+    RATELIMIT_PORTS+=("$port")
+  done
+fi
+
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AUTH_PORT" "$NGINX_AUTH_PORT" \
   "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" \
   "$NGINX_TLS_PORT" "$HAPROXY_TLS_PORT" "$GK_TLS_PORT" "$YARD_PORT" "$GK_AUTH_PORT" \
-  "$GK_AUTH_CACHED_PORT" "$GK_BUSY_PORT"; do wait_port "$port"; done
-for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" "$YARD_PORT" "$GK_BUSY_PORT"; do
+  "$GK_AUTH_CACHED_PORT" "$GK_BUSY_PORT" "${RATELIMIT_PORTS[@]}"; do wait_port "$port"; done
+for port in "$GK_PORT" "$GK_RID_PORT" "$GK_HOOK_PORT" "$GK_PY_PORT" "$GK_NODE_PORT" "$YARD_PORT" "$GK_BUSY_PORT" \
+  "${RATELIMIT_PORTS[@]}"; do
   url="http://127.0.0.1:$port/b/"
   for ((i = 0; i < 50; i++)); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] && break
@@ -460,6 +500,10 @@ if wants plain; then
   run_case c1:gatekeeper+1hook+busy-poll "http://127.0.0.1:$GK_BUSY_PORT/b/" 1 1
   BUSY_SPINS=$(busy_poll_spins "$busy_spins_before")
 fi
+if wants ratelimit; then
+  run_case gatekeeper+rate-limit "http://127.0.0.1:$GK_RL_MEMORY_PORT/b/"
+  run_case gatekeeper+rate-limit+redis "http://127.0.0.1:$GK_RL_REDIS_PORT/b/"
+fi
 if wants floor; then
   run_floor blocking
   run_floor busy-poll --busy-poll
@@ -521,6 +565,14 @@ if [[ -n ${P50[c1:gatekeeper+1hook]:-} ]]; then
     awk -v with="${P50[c1:nginx+auth_request]}" -v without="${P50[c1:nginx]}" \
       'BEGIN { printf "nginx auth_request adds %.0f us at p50 (concurrency 1)\n", with - without }'
   fi
+fi
+if [[ -n ${RPS[gatekeeper+rate-limit+redis]:-} ]]; then
+  echo
+  awk -v mem="${RPS[gatekeeper+rate-limit]}" -v red="${RPS[gatekeeper+rate-limit+redis]}" \
+    -v mem50="${P50[gatekeeper+rate-limit]}" -v red50="${P50[gatekeeper+rate-limit+redis]}" 'BEGIN {
+      printf "rate-limit, Redis store vs memory store: %.0f vs %.0f req/s = %.2fx; p50 %+.0f us\n",
+        red, mem, (mem > 0 ? red / mem : 0), red50 - mem50
+    }'
 fi
 if [[ -n ${CACHE_METRICS:-} ]]; then
   echo
