@@ -1,0 +1,311 @@
+//! Following etcd: one range read of the prefix and a whole push, then a watch from the next
+//! revision, pushing the difference after each watch response.
+//!
+//! On a lost connection (any etcd error, a closed or canceled watch), the plugin reconnects with
+//! a backoff (100 ms, doubling, at most `reconnect_max`) to any endpoint and resumes the watch
+//! from the last revision seen, so no change is missed. When that revision has been compacted
+//! away, it reads the whole prefix again and pushes it whole (`replace: true`: the proxy applies
+//! only the difference). Meanwhile the proxy keeps the last state pushed, which keeps serving.
+//! The outage is logged when it starts, then once per `warn_interval` (with the attempts made),
+//! and when it ends; it is reported to gatekeeper meanwhile ([`crate::status`]).
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
+
+use crate::mirror::Mirror;
+use crate::push::{PushError, Pusher};
+use crate::settings::{call, Settings};
+use crate::status::Status;
+
+/// The first wait before reconnecting.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// How long the whole read of the prefix may take (reaching etcd is bounded by `dial_timeout`).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How soon a push the proxy did not answer is tried again.
+const PUSH_RETRY: Duration = Duration::from_secs(1);
+
+/// An outage in progress.
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    attempts: u32,
+    warned_at: Instant,
+}
+
+/// Follows the prefix and keeps the proxy's upstreams in step with it.
+#[derive(Debug)]
+pub struct Follower {
+    settings: Settings,
+    mirror: Mirror,
+    pusher: Pusher,
+    status: Status,
+    /// The revision of the last read or event seen (0: nothing read yet).
+    revision: i64,
+    /// Whether the prefix must be read whole again (the watch's revision was compacted).
+    resync: bool,
+    /// Whether a push the proxy did not answer must be tried again.
+    push_pending: bool,
+    outage: Option<Outage>,
+    backoff: Duration,
+}
+
+impl Follower {
+    /// A follower that has read nothing yet.
+    pub fn new(settings: Settings, pusher: Pusher) -> Self {
+        Follower {
+            mirror: Mirror::new(&settings.prefix),
+            settings,
+            pusher,
+            status: Status::default(),
+            revision: 0,
+            resync: false,
+            push_pending: false,
+            outage: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    /// The initial load, in `start`: connects, reads the prefix and pushes it whole. Returns the
+    /// client to watch with, or why etcd could not be read (then nothing was pushed).
+    pub async fn first_load(&mut self) -> Result<Client, String> {
+        let mut client = self.settings.connect().await.map_err(|e| e.to_string())?;
+        self.reload(&mut client).await?;
+        Ok(client)
+    }
+
+    /// Records that etcd could not be reached at start (logged by the caller).
+    pub async fn unreachable_at_start(&mut self, error: &str) {
+        self.begin_outage(error, false);
+        self.report().await;
+    }
+
+    /// Follows etcd for the life of the process, starting with `client` if the initial load
+    /// succeeded with it.
+    pub async fn run(mut self, mut client: Option<Client>) {
+        loop {
+            let error = self.session(client.take()).await;
+            if self.outage.is_none() {
+                self.begin_outage(&error, true);
+                self.report().await;
+            } else {
+                self.still_down(&error);
+            }
+            tokio::time::sleep(self.backoff).await;
+            self.backoff = (self.backoff * 2).min(self.settings.reconnect_max);
+        }
+    }
+
+    fn begin_outage(&mut self, error: &str, lost: bool) {
+        let now = Instant::now();
+        self.outage = Some(Outage {
+            since: now,
+            attempts: 1,
+            warned_at: now,
+        });
+        self.status.unreachable(error);
+        if lost {
+            tracing::warn!(
+                endpoints = %self.settings.endpoints_shown(),
+                upstreams = self.pusher.upstreams(),
+                "lost etcd ({error}): serving the last known state; reconnecting (every {} at most, resuming from revision {})",
+                humantime::format_duration(self.settings.reconnect_max),
+                self.revision
+            );
+        }
+    }
+
+    fn still_down(&mut self, error: &str) {
+        let Some(outage) = &mut self.outage else {
+            return;
+        };
+        outage.attempts += 1;
+        if outage.warned_at.elapsed() >= self.settings.warn_interval {
+            outage.warned_at = Instant::now();
+            tracing::warn!(
+                endpoints = %self.settings.endpoints_shown(),
+                attempts = outage.attempts,
+                upstreams = self.pusher.upstreams(),
+                "etcd still unreachable after {}: serving the last known state; last error: {error}",
+                humantime::format_duration(Duration::from_secs(outage.since.elapsed().as_secs()))
+            );
+        } else {
+            tracing::debug!(
+                attempts = outage.attempts,
+                "etcd still unreachable: {error}"
+            );
+        }
+    }
+
+    /// The watch is set up: ends an outage.
+    async fn connected(&mut self) {
+        self.backoff = BACKOFF_MIN;
+        if let Some(outage) = self.outage.take() {
+            tracing::info!(
+                endpoints = %self.settings.endpoints_shown(),
+                attempts = outage.attempts,
+                revision = self.revision,
+                "etcd reachable again after {}; following it",
+                humantime::format_duration(Duration::from_millis(
+                    u64::try_from(outage.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+                ))
+            );
+            self.status.reachable();
+            self.report().await;
+        }
+    }
+
+    async fn report(&mut self) {
+        let endpoints = self.settings.endpoints_shown();
+        let upstreams = self.pusher.upstreams();
+        self.status
+            .report(self.pusher.manager(), &endpoints, upstreams)
+            .await;
+    }
+
+    /// The range the plugin reads: every key under `PREFIX/`.
+    fn range(&self) -> String {
+        format!("{}/", self.settings.prefix)
+    }
+
+    /// Reads the whole prefix into a fresh mirror and pushes it whole.
+    async fn reload(&mut self, client: &mut Client) -> Result<(), String> {
+        let range = self.range();
+        // Reaching etcd is bounded by `dial_timeout`; reading everything may take longer.
+        let count_only = GetOptions::new().with_prefix().with_count_only();
+        call(
+            self.settings.dial_timeout,
+            "reaching etcd",
+            client.get(range.clone(), Some(count_only)),
+        )
+        .await?;
+        let response = call(
+            READ_TIMEOUT,
+            "reading the prefix",
+            client.get(range, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let mut mirror = Mirror::new(&self.settings.prefix);
+        for kv in response.kvs() {
+            mirror.put(&String::from_utf8_lossy(kv.key()), kv.value());
+        }
+        self.mirror = mirror;
+        self.revision = response.header().map_or(0, |h| h.revision());
+        tracing::info!(
+            keys = response.kvs().len(),
+            revision = self.revision,
+            prefix = %self.settings.prefix,
+            "read every key under the prefix"
+        );
+        self.pusher.push_whole_next();
+        self.push().await;
+        Ok(())
+    }
+
+    async fn push(&mut self) {
+        match self.pusher.push(&mut self.mirror).await {
+            Ok(()) => self.push_pending = false,
+            Err(PushError::NotAnswered(e)) => {
+                tracing::error!(
+                    "could not push the upstreams ({e}); trying again in {}",
+                    humantime::format_duration(PUSH_RETRY)
+                );
+                self.push_pending = true;
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                self.push_pending = false;
+            }
+        }
+        self.status.bad_values(self.mirror.bad_values());
+        self.report().await;
+    }
+
+    /// Connects (unless given a client), reads the prefix if needed, and watches until something
+    /// fails; returns what failed.
+    async fn session(&mut self, client: Option<Client>) -> String {
+        let mut client = match client {
+            Some(client) => client,
+            None => match self.settings.connect().await {
+                Ok(client) => client,
+                Err(e) => return e.to_string(),
+            },
+        };
+        loop {
+            if self.revision == 0 || self.resync {
+                if let Err(e) = self.reload(&mut client).await {
+                    return e;
+                }
+                self.resync = false;
+            }
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(self.revision + 1);
+            let watching = call(
+                self.settings.dial_timeout,
+                "watching the prefix",
+                client.watch(self.range(), Some(options)),
+            )
+            .await;
+            let mut stream = match watching {
+                Ok(stream) => stream,
+                Err(e) => return e,
+            };
+            loop {
+                let message = if self.push_pending {
+                    tokio::select! {
+                        message = stream.message() => message,
+                        () = tokio::time::sleep(PUSH_RETRY) => {
+                            self.push().await;
+                            continue;
+                        }
+                    }
+                } else {
+                    stream.message().await
+                };
+                let response = match message {
+                    Ok(Some(response)) => response,
+                    Ok(None) => return "etcd closed the watch".into(),
+                    Err(e) => return format!("watching the prefix: {e}"),
+                };
+                if response.created() {
+                    self.connected().await;
+                }
+                if response.compact_revision() > 0 {
+                    tracing::warn!(
+                        revision = self.revision + 1,
+                        compacted_to = response.compact_revision(),
+                        "etcd compacted the revisions this plugin had not seen: reading the whole prefix again"
+                    );
+                    self.resync = true;
+                    break;
+                }
+                if response.canceled() {
+                    return format!("etcd canceled the watch: {}", response.cancel_reason());
+                }
+                if self.apply(&response) {
+                    self.push().await;
+                }
+            }
+        }
+    }
+
+    /// Records a watch response's events; returns whether there were any.
+    fn apply(&mut self, response: &WatchResponse) -> bool {
+        let mut any = false;
+        for event in response.events() {
+            let Some(kv) = event.kv() else {
+                continue;
+            };
+            let key = String::from_utf8_lossy(kv.key());
+            match event.event_type() {
+                EventType::Put => self.mirror.put(&key, kv.value()),
+                EventType::Delete => self.mirror.delete(&key),
+            };
+            tracing::debug!(%key, revision = kv.mod_revision(), kind = ?event.event_type(), "etcd event");
+            self.revision = self.revision.max(kv.mod_revision());
+            any = true;
+        }
+        any
+    }
+}
