@@ -9,6 +9,7 @@
 //! The outage is logged when it starts, then once per `warn_interval` (with the attempts made),
 //! and when it ends; it is reported to gatekeeper meanwhile ([`crate::status`]).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
@@ -48,6 +49,8 @@ pub struct Follower {
     push_pending: bool,
     outage: Option<Outage>,
     backoff: Duration,
+    /// The waiting backend keys already logged (each is logged once while it waits).
+    waiting: BTreeSet<(String, String)>,
 }
 
 impl Follower {
@@ -63,6 +66,7 @@ impl Follower {
             push_pending: false,
             outage: None,
             backoff: BACKOFF_MIN,
+            waiting: BTreeSet::new(),
         }
     }
 
@@ -217,6 +221,11 @@ impl Follower {
                 self.push_pending = false;
             }
         }
+        let waiting = self.mirror.waiting_keys();
+        for (key, upstream) in waiting.difference(&self.waiting) {
+            tracing::info!(key, upstream, "backend waits for its upstream's key");
+        }
+        self.waiting = waiting;
         self.status.bad_values(self.mirror.bad_values());
         self.report().await;
     }

@@ -10,7 +10,7 @@
 //! value (it no longer fits, e.g. another upstream took its prefix) is dropped too. Deleting the
 //! key, or a new value, clears it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gatekeeper_plugin_sdk::{Backend, Upstream};
 
@@ -102,13 +102,6 @@ impl Mirror {
                         keep_last: true,
                     },
                 };
-                if !self.upstreams.contains_key(upstream) {
-                    tracing::info!(
-                        key,
-                        upstream = %self.key(&Item::Upstream(upstream.clone())),
-                        "backend waits for its upstream's key"
-                    );
-                }
                 self.backends
                     .entry(upstream.clone())
                     .or_default()
@@ -202,11 +195,26 @@ impl Mirror {
 
     /// How many backend keys wait for their upstream's key.
     pub fn waiting_backends(&self) -> usize {
+        self.waiting().map(|(_, backends)| backends.len()).sum()
+    }
+
+    /// The backend keys that wait for their upstream's key, with that key.
+    pub fn waiting_keys(&self) -> BTreeSet<(String, String)> {
+        self.waiting()
+            .flat_map(|(upstream, backends)| {
+                let upstream_key = self.key(&Item::Upstream(upstream.clone()));
+                backends.keys().map(move |id| {
+                    let key = self.key(&Item::Backend(upstream.clone(), id.clone()));
+                    (key, upstream_key.clone())
+                })
+            })
+            .collect()
+    }
+
+    fn waiting(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, Value<Backend>>)> {
         self.backends
             .iter()
             .filter(|(upstream, _)| !self.upstreams.contains_key(*upstream))
-            .map(|(_, backends)| backends.len())
-            .sum()
     }
 }
 
@@ -242,6 +250,14 @@ mod tests {
         );
         assert!(m.desired(&State::new()).is_empty());
         assert_eq!(m.waiting_backends(), 1);
+        let waiting: Vec<_> = m.waiting_keys().into_iter().collect();
+        assert_eq!(
+            waiting,
+            [(
+                "/gk/backends/api/b1".to_owned(),
+                "/gk/upstreams/api".to_owned()
+            )]
+        );
         m.put("/gk/upstreams/api", br#"{"prefixes":["api"]}"#);
         assert_eq!(
             ids(&m.desired(&State::new())),

@@ -138,7 +138,10 @@ pub fn stopped(pid: u32) -> bool {
         .ok()
         .and_then(|stat| {
             let after_name = stat.rsplit_once(')')?.1;
-            after_name.split_whitespace().next().map(|state| state == "T")
+            after_name
+                .split_whitespace()
+                .next()
+                .map(|state| state == "T")
         })
         .unwrap_or(false)
 }
