@@ -25,6 +25,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How soon a push the proxy did not answer is tried again.
 const PUSH_RETRY: Duration = Duration::from_secs(1);
+/// How often a bad state is reported again while it lasts (see [`crate::status`]).
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
 
 /// An outage in progress.
 #[derive(Debug)]
@@ -51,6 +53,8 @@ pub struct Follower {
     backoff: Duration,
     /// The waiting backend keys already logged (each is logged once while it waits).
     waiting: BTreeSet<(String, String)>,
+    /// When the state was last reported.
+    reported_at: Instant,
 }
 
 impl Follower {
@@ -67,6 +71,7 @@ impl Follower {
             outage: None,
             backoff: BACKOFF_MIN,
             waiting: BTreeSet::new(),
+            reported_at: Instant::now(),
         }
     }
 
@@ -94,6 +99,7 @@ impl Follower {
                 self.report().await;
             } else {
                 self.still_down(&error);
+                self.refresh_report().await;
             }
             tokio::time::sleep(self.backoff).await;
             self.backoff = (self.backoff * 2).min(self.settings.reconnect_max);
@@ -159,12 +165,25 @@ impl Follower {
         }
     }
 
+    /// Reports the state if it changed.
     async fn report(&mut self) {
+        self.send_report(false).await;
+    }
+
+    /// Reports a bad state again if it was last reported [`STATUS_REFRESH`] ago.
+    async fn refresh_report(&mut self) {
+        if self.status.is_bad() && self.reported_at.elapsed() >= STATUS_REFRESH {
+            self.send_report(true).await;
+        }
+    }
+
+    async fn send_report(&mut self, again: bool) {
         let endpoints = self.settings.endpoints_shown();
         let upstreams = self.pusher.upstreams();
         self.status
-            .report(self.pusher.manager(), &endpoints, upstreams)
+            .report(self.pusher.manager(), &endpoints, upstreams, again)
             .await;
+        self.reported_at = Instant::now();
     }
 
     /// The range the plugin reads: every key under `PREFIX/`.
@@ -261,16 +280,16 @@ impl Follower {
                 Err(e) => return e,
             };
             loop {
-                let message = if self.push_pending {
-                    tokio::select! {
-                        message = stream.message() => message,
-                        () = tokio::time::sleep(PUSH_RETRY) => {
+                let chores = self.push_pending || self.status.is_bad();
+                let message = tokio::select! {
+                    message = stream.message() => message,
+                    () = tokio::time::sleep(PUSH_RETRY), if chores => {
+                        if self.push_pending {
                             self.push().await;
-                            continue;
                         }
+                        self.refresh_report().await;
+                        continue;
                     }
-                } else {
-                    stream.message().await
                 };
                 let response = match message {
                     Ok(Some(response)) => response,

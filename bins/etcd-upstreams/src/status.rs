@@ -3,6 +3,10 @@
 //! state: gatekeeper logs a change once, and shows it in `gatekeeper ctl plugins` and in
 //! `/metrics` until cleared), only when the message changes.
 //!
+//! A bad state is sent again every few seconds while it lasts ([`Status::report`]'s `again`):
+//! gatekeeper clears the state when it gets the answer to `start`, so a report made during
+//! `start` (etcd unreachable, bad values in the initial load) would otherwise be lost.
+//!
 //! Not through `heartbeat`: a failed heartbeat counts as a missed one, and gatekeeper restarts a
 //! plugin that misses several, which would make an etcd outage worse (a restarted process has
 //! nothing to push until etcd answers again).
@@ -74,10 +78,25 @@ impl Status {
         (!parts.is_empty()).then(|| parts.join(" | "))
     }
 
-    /// Sends the current state to gatekeeper if it changed since the last report.
-    pub async fn report(&mut self, manager: &Manager, endpoints: &str, upstreams: usize) {
+    /// Whether something is wrong (the report is not "all is well").
+    pub fn is_bad(&self) -> bool {
+        self.unreachable.is_some() || !self.bad.is_empty()
+    }
+
+    /// Sends the current state to gatekeeper if it changed since the last report, or with
+    /// `again`, a bad state even if it did not (gatekeeper clears a plugin's state when the
+    /// process's `start` is answered, and logs only changes, so sending it again is cheap).
+    pub async fn report(
+        &mut self,
+        manager: &Manager,
+        endpoints: &str,
+        upstreams: usize,
+        again: bool,
+    ) {
         let message = self.message(endpoints, upstreams);
-        if self.sent.as_ref() == Some(&message) || (self.sent.is_none() && message.is_none()) {
+        let unchanged =
+            self.sent.as_ref() == Some(&message) || (self.sent.is_none() && message.is_none());
+        if unchanged && !(again && message.is_some()) {
             return;
         }
         let sent = match &message {
