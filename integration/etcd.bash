@@ -4,17 +4,19 @@
 # start_etcd [CLIENT_PORT]: starts etcd on $ETCD_DIR (created once per test) with client port
 # CLIENT_PORT (default $ETCD_PORT, chosen on the first call) and peer port $ETCD_PEER_PORT; waits
 # until `etcdctl endpoint health` passes. Sets ETCD_PID and ETCD_URL (the client URL).
+# ETCD_SCHEME=https and ETCD_ARGS=(--cert-file … ) serve clients over TLS (etcdctl then needs
+# ETCDCTL_CACERT, and ETCDCTL_CERT/ETCDCTL_KEY with --client-cert-auth, in its environment).
 start_etcd() {
   ETCD_DIR=${ETCD_DIR:-$BATS_TEST_TMPDIR/etcd}
   ETCD_PORT=${ETCD_PORT:-$(free_port)}
   ETCD_PEER_PORT=${ETCD_PEER_PORT:-$(free_port)}
   local port=${1:-$ETCD_PORT}
   local peer="http://127.0.0.1:$ETCD_PEER_PORT"
-  ETCD_URL="http://127.0.0.1:$port"
+  ETCD_URL="${ETCD_SCHEME:-http}://127.0.0.1:$port"
   etcd --name default --data-dir "$ETCD_DIR" \
     --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-    --initial-cluster "default=$peer" >>"$BATS_TEST_TMPDIR/etcd.log" 2>&1 &
+    --initial-cluster "default=$peer" "${ETCD_ARGS[@]}" >>"$BATS_TEST_TMPDIR/etcd.log" 2>&1 &
   ETCD_PID=$!
   PIDS+=("$ETCD_PID")
   for ((i = 0; i < 100; i++)); do
@@ -77,4 +79,23 @@ routes_within() {
   local url
   for url in "$@"; do echo "$url: $(http_code "$url") (wanted $code)" >&2; done
   return 1
+}
+
+# make_pki: a CA, and a server and a client certificate it signed (for 127.0.0.1), in
+# $BATS_TEST_TMPDIR/pki: ca.pem, server.pem, server-key.pem, client.pem, client-key.pem.
+make_pki() {
+  local d="$BATS_TEST_TMPDIR/pki" name
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=etcd test CA" -keyout "$d/ca-key.pem" -out "$d/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' \
+    >"$d/ext.cnf"
+  for name in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$name" \
+      -keyout "$d/$name-key.pem" -out "$d/$name.csr" 2>/dev/null
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" \
+      -CAcreateserial -days 2 -extfile "$d/ext.cnf" -out "$d/$name.pem" 2>/dev/null
+  done
 }

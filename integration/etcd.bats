@@ -5,7 +5,7 @@
 # stopped: both keep serving, and catch up after a restart with changes and a compaction made
 # meanwhile; etcd down at start: gatekeeper starts and catches up; a backend registered with
 # `etcd-upstreams register` routes on both and goes within its TTL when its helper is killed
-# (at once when it is stopped with TERM).
+# (at once when it is stopped with TERM); TLS with a client certificate, and authentication.
 
 load helpers
 load etcd
@@ -184,4 +184,51 @@ start_two() {
   [ -z "$(ectl get --prefix /gatekeeper/backends/reg/ --keys-only)" ]
   routes_within 10 503 "$GK1/reg/x" "$GK2/reg/x"
   grep -q 'lease revoked, key deleted' "$BATS_TEST_TMPDIR/register.log"
+}
+
+@test "TLS with a client certificate; without one etcd refuses and gatekeeper starts anyway" {
+  make_pki
+  pki="$BATS_TEST_TMPDIR/pki"
+  ETCD_SCHEME=https
+  ETCD_ARGS=(--cert-file "$pki/server.pem" --key-file "$pki/server-key.pem"
+    --trusted-ca-file "$pki/ca.pem" --client-cert-auth)
+  export ETCDCTL_CACERT="$pki/ca.pem" ETCDCTL_CERT="$pki/client.pem" ETCDCTL_KEY="$pki/client-key.pem"
+  start_etcd
+  [[ $ETCD_URL == https://* ]]
+  ectl put /gatekeeper/upstreams/api '{"prefixes": ["api"]}'
+  ectl put /gatekeeper/backends/api/b1 "$BACKEND"
+
+  start_follower gk1 --upstream-ca-file "$pki/ca.pem" --upstream-cert-file "$pki/client.pem" \
+    --upstream-key-file "$pki/client-key.pem"
+  [ "$(http_code "$GK_URL/api/x")" = 200 ]
+  ectl put /gatekeeper/upstreams/web '{"prefixes": ["web"]}'
+  ectl put /gatekeeper/backends/web/w1 "$BACKEND"
+  routes_within 10 200 "$GK_URL/web/x"
+
+  # Without the client certificate the TLS handshake fails: reported, not fatal.
+  start_follower gk2 --upstream-ca-file "$pki/ca.pem"
+  wait_for_log 'etcd unreachable at start'
+  [ "$(http_code "$GK_URL/api/x")" = 404 ]
+
+  # TLS files with an http:// endpoint: gatekeeper refuses to start, naming the keys.
+  run gatekeeper check --upstream-plugin etcd-upstreams --upstream-endpoints http://127.0.0.1:1 \
+    --upstream-ca-file "$pki/ca.pem"
+  [ "$status" -ne 0 ]
+  [[ $output == *'`ca_file`, `cert_file` and `key_file` need https:// endpoints'* ]]
+}
+
+@test "authentication: the right password reads, a wrong one is reported, not fatal" {
+  start_etcd
+  ectl user add root:rootpw >/dev/null
+  ectl auth enable >/dev/null
+  export ETCDCTL_USER=root:rootpw
+  ectl put /gatekeeper/upstreams/api '{"prefixes": ["api"]}'
+  ectl put /gatekeeper/backends/api/b1 "$BACKEND"
+
+  start_follower gk1 --upstream-username root --upstream-password rootpw
+  [ "$(http_code "$GK_URL/api/x")" = 200 ]
+
+  start_follower gk2 --upstream-username root --upstream-password wrong
+  wait_for_log 'etcd unreachable at start .*authentication failed'
+  [ "$(http_code "$GK_URL/api/x")" = 404 ]
 }
