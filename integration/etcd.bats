@@ -101,6 +101,7 @@ start_two() {
   ectl put /gatekeeper/backends/api/b1 "$BACKEND"
   start_two
   routes_within 10 200 "$GK1/api/x" "$GK2/api/x"
+  plugin=$(plugin_pid etcd-upstreams)
 
   stop_etcd
   GK_LOG=$LOG1 wait_for_log 'lost etcd'
@@ -122,6 +123,9 @@ start_two() {
   ectl compact "$(etcd_revision)"
   stop_etcd
   [ "$(http_code "$GK1/api/x")" = 200 ]
+  # Many reconnection attempts (every 300 ms at most), one warning (warn_interval is 30 s).
+  [ "$(grep -c 'lost etcd' "$LOG2")" = 1 ]
+  [ "$(grep -c 'etcd still unreachable' "$LOG2")" = 0 ]
 
   start_etcd
   routes_within 50 200 "$GK1/web/x" "$GK2/web/x"
@@ -132,6 +136,9 @@ start_two() {
   eventually 10 '[ "$(config_error gk1)" = null ]'
   eventually 10 '[ "$(config_error gk2)" = null ]'
 
+  # The plugin was not restarted for it (no heartbeat failures).
+  [ "$(plugin_pid etcd-upstreams)" = "$plugin" ]
+
   # And they follow again.
   ectl put /gatekeeper/upstreams/api '{"prefixes": ["api"]}'
   ectl put /gatekeeper/backends/api/b1 "$BACKEND"
@@ -141,8 +148,9 @@ start_two() {
 @test "etcd down at start: gatekeeper starts, says so, and routes once etcd answers" {
   ETCD_PORT=$(free_port)
   ETCD_URL="http://127.0.0.1:$ETCD_PORT"
-  start_follower gk1
+  start_follower gk1 --upstream-warn-interval 1s
   wait_for_log 'etcd unreachable at start .*: starting without its upstreams'
+  wait_for_log 'etcd still unreachable after [0-9]+s: serving the last known state.*attempts=[0-9]+'
   [ "$(http_code "$GK_URL/api/x")" = 404 ]
   eventually 30 'config_error gk1 | grep -q "^etcd unreachable"'
 
