@@ -5,7 +5,8 @@
 # stopped: both keep serving, and catch up after a restart with changes and a compaction made
 # meanwhile; etcd down at start: gatekeeper starts and catches up; a backend registered with
 # `etcd-upstreams register` routes on both and goes within its TTL when its helper is killed
-# (at once when it is stopped with TERM); TLS with a client certificate, and authentication.
+# (at once when it is stopped with TERM); TLS with a client certificate, and authentication; a
+# gatekeeper restarted while etcd is down serves the state of its cache_file.
 
 load helpers
 load etcd
@@ -149,7 +150,8 @@ start_two() {
   ETCD_PORT=$(free_port)
   ETCD_URL="http://127.0.0.1:$ETCD_PORT"
   start_follower gk1 --upstream-warn-interval 1s
-  wait_for_log 'etcd unreachable at start .*: starting without its upstreams'
+  wait_for_log 'etcd unreachable at start .*: retrying in the background'
+  wait_for_log 'starting with no upstreams from etcd'
   wait_for_log 'etcd still unreachable after [0-9]+s: serving the last known state.*attempts=[0-9]+'
   [ "$(http_code "$GK_URL/api/x")" = 404 ]
   eventually 30 'config_error gk1 | grep -q "^etcd unreachable"'
@@ -160,6 +162,33 @@ start_two() {
   routes_within 50 200 "$GK_URL/api/x"
   wait_for_log 'etcd reachable again'
   eventually 10 '[ "$(config_error gk1)" = null ]'
+}
+
+@test "cache_file: a gatekeeper restarted while etcd is down serves the last known state" {
+  cache="$BATS_TEST_TMPDIR/etcd-upstreams.json"
+  start_etcd
+  ectl put /gatekeeper/upstreams/api '{"prefixes": ["api"]}'
+  ectl put /gatekeeper/backends/api/b1 "$BACKEND"
+  start_follower gk1 --upstream-cache-file "$cache"
+  [ "$(http_code "$GK_URL/api/x")" = 200 ]
+  [ "$(jq -r '.upstreams[0].backends[0].id' "$cache")" = b1 ]
+
+  stop_gatekeeper
+  stop_etcd
+  start_follower gk1 --upstream-cache-file "$cache"
+  wait_for_log 'serving the last known state from the cache file until etcd answers.*upstreams=1'
+  [ "$(http_code "$GK_URL/api/x")" = 200 ]
+
+  # etcd back, changed meanwhile: its state replaces the cached one.
+  start_etcd "$(free_port)"
+  ectl del /gatekeeper/upstreams/api
+  ectl put /gatekeeper/upstreams/web '{"prefixes": ["web"]}'
+  ectl put /gatekeeper/backends/web/w1 "$BACKEND"
+  stop_etcd
+  start_etcd
+  routes_within 50 200 "$GK_URL/web/x"
+  routes_within 10 404 "$GK_URL/api/x"
+  eventually 10 '[ "$(jq -r ".upstreams[0].upstream.id" "$cache")" = web ]'
 }
 
 @test "a self-registered backend routes on both gatekeepers and goes within its TTL when its helper dies" {

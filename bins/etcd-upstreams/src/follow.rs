@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
 
+use crate::cache;
 use crate::mirror::Mirror;
 use crate::push::{PushError, Pusher};
 use crate::settings::{call, Settings};
@@ -55,6 +56,8 @@ pub struct Follower {
     waiting: BTreeSet<(String, String)>,
     /// When the state was last reported.
     reported_at: Instant,
+    /// Whether the last write of the cache file failed.
+    cache_failed: bool,
 }
 
 impl Follower {
@@ -72,6 +75,7 @@ impl Follower {
             backoff: BACKOFF_MIN,
             waiting: BTreeSet::new(),
             reported_at: Instant::now(),
+            cache_failed: false,
         }
     }
 
@@ -83,10 +87,48 @@ impl Follower {
         Ok(client)
     }
 
-    /// Records that etcd could not be reached at start (logged by the caller).
+    /// Records that etcd could not be reached at start (logged by the caller), and pushes the
+    /// cache file's state if there is one.
     pub async fn unreachable_at_start(&mut self, error: &str) {
         self.begin_outage(error, false);
+        if let Some(path) = self.settings.cache_file.clone() {
+            match cache::load(&path) {
+                Ok((state, revision)) => {
+                    let upstreams = state.len();
+                    match self.pusher.push_saved(state).await {
+                        Ok(()) => tracing::warn!(
+                            file = %path.display(),
+                            upstreams,
+                            revision,
+                            "serving the last known state from the cache file until etcd answers"
+                        ),
+                        Err(e) => {
+                            tracing::error!(file = %path.display(), "cannot push the cache file's state: {e}")
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("{e}; starting with no upstreams from etcd"),
+            }
+        } else {
+            tracing::info!("starting with no upstreams from etcd (a `cache_file` would serve the last known state here)");
+        }
         self.report().await;
+    }
+
+    /// Writes what the proxy has to the cache file, if there is one (a failure is logged once
+    /// until a write succeeds again).
+    fn save_cache(&mut self) {
+        let Some(path) = &self.settings.cache_file else {
+            return;
+        };
+        match cache::save(path, self.pusher.applied(), self.revision) {
+            Ok(()) => self.cache_failed = false,
+            Err(e) if !self.cache_failed => {
+                tracing::warn!("{e}");
+                self.cache_failed = true;
+            }
+            Err(_) => {}
+        }
     }
 
     /// Follows etcd for the life of the process, starting with `client` if the initial load
@@ -227,7 +269,12 @@ impl Follower {
 
     async fn push(&mut self) {
         match self.pusher.push(&mut self.mirror).await {
-            Ok(()) => self.push_pending = false,
+            Ok(applied) => {
+                self.push_pending = false;
+                if applied {
+                    self.save_cache();
+                }
+            }
             Err(PushError::NotAnswered(e)) => {
                 tracing::error!(
                     "could not push the upstreams ({e}); trying again in {}",

@@ -8,6 +8,7 @@
 //!
 //! Without a subcommand (as gatekeeper runs it) the program is the plugin.
 
+mod cache;
 mod diff;
 mod follow;
 mod keys;

@@ -1,12 +1,13 @@
 //! The plugin: `configure` reads and checks the settings ([`crate::settings`]); `start` reads
 //! etcd and pushes what it holds, then follows it on a task of its own ([`crate::follow`]).
 //!
-//! etcd unreachable at start does not fail `start`: gatekeeper starts and serves what it has
-//! (other plugins' upstreams; a fresh gatekeeper has none from etcd), the plugin logs a warning
-//! saying so, reports it (`ctl plugins`), and keeps trying in the background; the upstreams come
-//! as soon as etcd answers. (Caveat: a plugin process that gatekeeper restarts while etcd is down
-//! answers `start` without pushing, and gatekeeper then drops the upstreams the previous process
-//! pushed, until etcd answers again.)
+//! etcd unreachable at start does not fail `start`: gatekeeper starts and serves what it can,
+//! the plugin logs a warning saying so, reports it (`ctl plugins`), and keeps trying in the
+//! background; etcd's upstreams come as soon as it answers. Meanwhile the plugin serves the
+//! state saved in its `cache_file` ([`crate::cache`]) if it has one, and none otherwise: without
+//! a cache file, a gatekeeper or plugin process restarted while etcd is down has no upstreams
+//! from etcd until it answers (gatekeeper drops what a restarted upstream plugin does not push
+//! in `start`).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -58,7 +59,7 @@ impl UpstreamPlugin for EtcdUpstreams {
             Err(error) => {
                 tracing::warn!(
                     endpoints,
-                    "etcd unreachable at start ({error}): starting without its upstreams; retrying in the background (every {} at most) and pushing them as soon as etcd answers",
+                    "etcd unreachable at start ({error}): retrying in the background (every {} at most) and pushing its upstreams as soon as etcd answers",
                     humantime::format_duration(retry)
                 );
                 follower.unreachable_at_start(&error).await;

@@ -56,13 +56,33 @@ impl Pusher {
         self.applied.len()
     }
 
+    /// What the proxy has from this plugin.
+    pub fn applied(&self) -> &State {
+        &self.applied
+    }
+
+    /// Pushes a saved state whole (the cache file's, see [`crate::cache`]), as is.
+    pub async fn push_saved(&mut self, state: State) -> Result<(), PushError> {
+        match self.manager.apply_batch(whole_state(&state), true).await {
+            Ok(_) => {
+                self.applied = state;
+                Ok(())
+            }
+            Err(CallError::Remote { error, .. }) => {
+                Err(PushError::Refused(error.message().to_owned()))
+            }
+            Err(other) => Err(PushError::NotAnswered(other)),
+        }
+    }
+
     /// Makes the next push send the whole state (after a reload from etcd).
     pub fn push_whole_next(&mut self) {
         self.full = true;
     }
 
-    /// Pushes what `mirror` asks for (nothing when it is what the proxy has).
-    pub async fn push(&mut self, mirror: &mut Mirror) -> Result<(), PushError> {
+    /// Pushes what `mirror` asks for (nothing when it is what the proxy has). Returns whether
+    /// a batch was applied.
+    pub async fn push(&mut self, mirror: &mut Mirror) -> Result<bool, PushError> {
         let mut last_refusal = String::new();
         for _ in 0..ATTEMPTS {
             let desired = mirror.desired(&self.applied);
@@ -72,7 +92,7 @@ impl Pusher {
                 diff(&self.applied, &desired)
             };
             if changes.is_empty() && !self.full {
-                return Ok(());
+                return Ok(false);
             }
             match self.manager.apply_batch(changes.clone(), self.full).await {
                 Ok(result) => {
@@ -86,7 +106,7 @@ impl Pusher {
                     );
                     self.applied = desired;
                     self.full = false;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(CallError::Remote { error, .. }) => {
                     let refused = ApplyBatchRefused::from_error(&error)

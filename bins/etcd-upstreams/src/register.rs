@@ -133,6 +133,7 @@ impl Args {
             dial_timeout: Some(self.dial_timeout),
             reconnect_max: None,
             warn_interval: None,
+            cache_file: None,
         }
         .check()
         .map_err(|e| as_flags(&e))?;

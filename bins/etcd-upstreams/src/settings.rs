@@ -14,8 +14,9 @@
 //! | `dial_timeout` | `2s` | how long connecting (and any single etcd call but the initial read) may take |
 //! | `reconnect_max` | `5s` | the longest wait between reconnection attempts (the first is 100 ms, doubling) |
 //! | `warn_interval` | `30s` | while etcd is unreachable, one warning per this interval |
+//! | `cache_file` | none | a file keeping the last state pushed, served at start when etcd is unreachable ([`crate::cache`]) |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -48,6 +49,7 @@ const KNOWN_KEYS: &[&str] = &[
     "dial_timeout",
     "reconnect_max",
     "warn_interval",
+    "cache_file",
 ];
 
 /// TLS material, read from its files when the settings are read.
@@ -76,6 +78,8 @@ pub struct Settings {
     pub reconnect_max: Duration,
     /// While etcd is unreachable, one warning per this interval.
     pub warn_interval: Duration,
+    /// Where to keep the last state pushed, if anywhere.
+    pub cache_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -89,6 +93,7 @@ impl std::fmt::Debug for Settings {
             .field("dial_timeout", &self.dial_timeout)
             .field("reconnect_max", &self.reconnect_max)
             .field("warn_interval", &self.warn_interval)
+            .field("cache_file", &self.cache_file)
             .finish()
     }
 }
@@ -116,6 +121,8 @@ pub struct RawSettings {
     pub reconnect_max: Option<String>,
     /// `warn_interval`.
     pub warn_interval: Option<String>,
+    /// `cache_file`.
+    pub cache_file: Option<String>,
 }
 
 impl RawSettings {
@@ -155,6 +162,7 @@ impl RawSettings {
                 "dial_timeout" => &mut raw.dial_timeout,
                 "reconnect_max" => &mut raw.reconnect_max,
                 "warn_interval" => &mut raw.warn_interval,
+                "cache_file" => &mut raw.cache_file,
                 _ => {
                     tracing::warn!(
                         key,
@@ -231,6 +239,12 @@ impl RawSettings {
             dial_timeout: duration("dial_timeout", self.dial_timeout, DEFAULT_DIAL_TIMEOUT)?,
             reconnect_max: duration("reconnect_max", self.reconnect_max, DEFAULT_RECONNECT_MAX)?,
             warn_interval: duration("warn_interval", self.warn_interval, DEFAULT_WARN_INTERVAL)?,
+            cache_file: match self.cache_file {
+                Some(path) if path.is_empty() => {
+                    return Err("config key `cache_file` must be a file path".into())
+                }
+                path => path.map(PathBuf::from),
+            },
         })
     }
 }
