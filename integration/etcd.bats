@@ -63,8 +63,12 @@ start_two() {
   ectl put /gatekeeper/upstreams/early 'not json'
   ectl put /gatekeeper/upstreams/good '{"prefixes": ["good"]}'
   ectl put /gatekeeper/backends/good/g1 "$BACKEND"
-  start_follower gk1
+  ectl put /gatekeeperish/upstreams/outside '{"prefixes": ["outside"]}'
+  # Pages of 2 keys: the 3 keys under the prefix take two range requests.
+  start_follower gk1 --upstream-page-size 2
   [ "$(http_code "$GK_URL/good/x")" = 200 ]
+  [ "$(http_code "$GK_URL/outside/x")" = 404 ]
+  wait_for_log 'read every key under the prefix keys=3 '
   wait_for_log 'bad value, skipped: not JSON.*key="/gatekeeper/upstreams/early"'
   eventually 30 'config_error gk1 | grep -q "^1 bad value(s) skipped: /gatekeeper/upstreams/early: not JSON"'
 

@@ -17,12 +17,14 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
 use crate::cache;
 use crate::mirror::Mirror;
 use crate::push::{PushError, Pusher};
+use crate::read;
 use crate::settings::{call, Settings};
 use crate::status::Status;
 
 /// The first wait before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// How long the whole read of the prefix may take (reaching etcd is bounded by `dial_timeout`).
+/// How long each page of the read of the prefix may take (reaching etcd is bounded by
+/// `dial_timeout`).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How soon a push the proxy did not answer is tried again.
 const PUSH_RETRY: Duration = Duration::from_secs(1);
@@ -244,20 +246,16 @@ impl Follower {
             client.get(range.clone(), Some(count_only)),
         )
         .await?;
-        let response = call(
-            READ_TIMEOUT,
-            "reading the prefix",
-            client.get(range, Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
+        let snapshot =
+            read::read_prefix(client, &range, self.settings.page_size, READ_TIMEOUT).await?;
         let mut mirror = Mirror::new(&self.settings.prefix);
-        for kv in response.kvs() {
-            mirror.put(&String::from_utf8_lossy(kv.key()), kv.value());
+        for (key, value) in &snapshot.kvs {
+            mirror.put(key, value);
         }
         self.mirror = mirror;
-        self.revision = response.header().map_or(0, |h| h.revision());
+        self.revision = snapshot.revision;
         tracing::info!(
-            keys = response.kvs().len(),
+            keys = snapshot.kvs.len(),
             revision = self.revision,
             prefix = %self.settings.prefix,
             "read every key under the prefix"
@@ -316,10 +314,11 @@ impl Follower {
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(self.revision + 1);
+            let mut watcher = read::watch_client(&client);
             let watching = call(
                 self.settings.dial_timeout,
                 "watching the prefix",
-                client.watch(self.range(), Some(options)),
+                watcher.watch(self.range(), Some(options)),
             )
             .await;
             let mut stream = match watching {

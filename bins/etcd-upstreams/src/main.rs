@@ -15,6 +15,7 @@ mod keys;
 mod mirror;
 mod plugin;
 mod push;
+mod read;
 mod register;
 mod settings;
 mod status;

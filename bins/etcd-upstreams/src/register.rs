@@ -134,6 +134,7 @@ impl Args {
             reconnect_max: None,
             warn_interval: None,
             cache_file: None,
+            page_size: None,
         }
         .check()
         .map_err(|e| as_flags(&e))?;

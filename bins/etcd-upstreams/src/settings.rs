@@ -14,6 +14,7 @@
 //! | `dial_timeout` | `2s` | how long connecting (and any single etcd call but the initial read) may take |
 //! | `reconnect_max` | `5s` | the longest wait between reconnection attempts (the first is 100 ms, doubling) |
 //! | `warn_interval` | `30s` | while etcd is unreachable, one warning per this interval |
+//! | `page_size` | `1000` | keys per range request when reading the whole prefix ([`crate::read`]) |
 //! | `cache_file` | none | a file keeping the last state pushed, served at start when etcd is unreachable ([`crate::cache`]) |
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ pub const DEFAULT_PREFIX: &str = "/gatekeeper";
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default `reconnect_max`.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// The default `page_size`.
+pub const DEFAULT_PAGE_SIZE: i64 = 1000;
 /// The default `warn_interval`.
 pub const DEFAULT_WARN_INTERVAL: Duration = Duration::from_secs(30);
 /// HTTP/2 keep-alive pings on the connection to etcd: a silent network loss is noticed within
@@ -50,6 +53,7 @@ const KNOWN_KEYS: &[&str] = &[
     "reconnect_max",
     "warn_interval",
     "cache_file",
+    "page_size",
 ];
 
 /// TLS material, read from its files when the settings are read.
@@ -80,6 +84,8 @@ pub struct Settings {
     pub warn_interval: Duration,
     /// Where to keep the last state pushed, if anywhere.
     pub cache_file: Option<PathBuf>,
+    /// Keys per range request when reading the whole prefix.
+    pub page_size: i64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -94,6 +100,7 @@ impl std::fmt::Debug for Settings {
             .field("reconnect_max", &self.reconnect_max)
             .field("warn_interval", &self.warn_interval)
             .field("cache_file", &self.cache_file)
+            .field("page_size", &self.page_size)
             .finish()
     }
 }
@@ -123,6 +130,8 @@ pub struct RawSettings {
     pub warn_interval: Option<String>,
     /// `cache_file`.
     pub cache_file: Option<String>,
+    /// `page_size`.
+    pub page_size: Option<String>,
 }
 
 impl RawSettings {
@@ -163,6 +172,7 @@ impl RawSettings {
                 "reconnect_max" => &mut raw.reconnect_max,
                 "warn_interval" => &mut raw.warn_interval,
                 "cache_file" => &mut raw.cache_file,
+                "page_size" => &mut raw.page_size,
                 _ => {
                     tracing::warn!(
                         key,
@@ -244,6 +254,17 @@ impl RawSettings {
                     return Err("config key `cache_file` must be a file path".into())
                 }
                 path => path.map(PathBuf::from),
+            },
+            page_size: match self.page_size {
+                None => DEFAULT_PAGE_SIZE,
+                Some(text) => match text.trim().parse::<i64>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        return Err(format!(
+                            "config key `page_size` must be a whole number of keys, at least 1, got `{text}`"
+                        ))
+                    }
+                },
             },
         })
     }
@@ -380,6 +401,8 @@ mod tests {
             ),
             (json!({"ca_file": "/nonexistent/ca.pem"}), "cannot read"),
             (json!({"prefix": true}), "must be a string"),
+            (json!({"page_size": 0}), "`page_size`"),
+            (json!({"page-size": "many"}), "`page_size`"),
         ] {
             let err = settings(config.clone()).unwrap_err();
             assert!(err.contains(needle), "{config}: {err}");
