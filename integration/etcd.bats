@@ -6,7 +6,8 @@
 # meanwhile; etcd down at start: gatekeeper starts and catches up; a backend registered with
 # `etcd-upstreams register` routes on both and goes within its TTL when its helper is killed
 # (at once when it is stopped with TERM); TLS with a client certificate, and authentication; a
-# gatekeeper restarted while etcd is down serves the state of its cache_file.
+# gatekeeper restarted while etcd is down serves the state of its cache_file; a bad config
+# fails configure.
 
 load helpers
 load etcd
@@ -272,4 +273,15 @@ start_two() {
   start_follower gk2 --upstream-username root --upstream-password wrong
   wait_for_log 'etcd unreachable at start .*authentication failed'
   [ "$(http_code "$GK_URL/api/x")" = 404 ]
+}
+
+@test "a bad config fails configure naming the key: gatekeeper refuses to start" {
+  run timeout 20 gatekeeper --listen "127.0.0.1:$(free_port)" --socket-dir "$BATS_TEST_TMPDIR" \
+    --upstream-plugin etcd-upstreams --upstream-endpoints 127.0.0.1:2379
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
+  [[ $output == *'config key `endpoints`: `127.0.0.1:2379` must be an http:// or https:// URL'* ]]
+  run gatekeeper check --upstream-plugin etcd-upstreams --upstream-dial-timeout soon
+  [ "$status" -ne 0 ]
+  [[ $output == *'config key `dial_timeout` must be a duration'* ]]
 }
