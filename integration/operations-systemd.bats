@@ -208,7 +208,7 @@ wait_exit() {
   run env DESTDIR="$dest" BIN_DIR="$BIN_DIR" "$REPO_ROOT/scripts/install.sh" --no-build
   echo "$output"
   [ "$status" -eq 0 ]
-  for bin in gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics rate-limit; do
+  for bin in gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics rate-limit etcd-upstreams; do
     [ -x "$dest/usr/local/bin/$bin" ]
   done
   # Installed binaries carry no debug info (when binutils' strip is there): smaller than built.

@@ -19,7 +19,7 @@ SYSCONFDIR=${SYSCONFDIR:-/etc}
 UNITDIR=${UNITDIR:-/etc/systemd/system}
 DESTDIR=${DESTDIR:-}
 BIN_DIR=${BIN_DIR:-target/release}
-BINARIES=(gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics rate-limit)
+BINARIES=(gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics rate-limit etcd-upstreams)
 EXAMPLE_CONFIG=scripts/gatekeeper.example.toml
 EXAMPLE_UPSTREAMS=scripts/upstreams.example.yml
 
@@ -33,6 +33,9 @@ for arg in "$@"; do
 done
 
 if ((build)); then
+  # etcd-upstreams' etcd client compiles etcd's protobuf files with protoc at build time.
+  command -v protoc >/dev/null || {
+    echo "install.sh: protoc is missing (apt-get install protobuf-compiler)" >&2; exit 1; }
   echo "==> cargo build --release"
   cargo build --release --locked $(printf -- '--bin %s ' "${BINARIES[@]}")
   BIN_DIR=target/release
