@@ -16,7 +16,7 @@ use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::keys::Item;
-use crate::settings::{call, RawSettings, Settings, DEFAULT_ENDPOINTS, DEFAULT_PREFIX};
+use crate::settings::{call, RawSettings, Settings, DEFAULT_ENDPOINTS, DEFAULT_PREFIX, KNOWN_KEYS};
 
 /// The longest wait between two attempts to register.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -77,16 +77,7 @@ fn as_flags(message: &str) -> String {
     let mut message = message
         .replace("config keys ", "flags ")
         .replace("config key ", "flag ");
-    for key in [
-        "endpoints",
-        "prefix",
-        "username",
-        "password",
-        "ca_file",
-        "cert_file",
-        "key_file",
-        "dial_timeout",
-    ] {
+    for key in KNOWN_KEYS {
         message = message.replace(
             &format!("`{key}`"),
             &format!("`--{}`", key.replace('_', "-")),

@@ -41,7 +41,7 @@ pub const DEFAULT_WARN_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The keys this plugin reads (others are logged and ignored).
-const KNOWN_KEYS: &[&str] = &[
+pub const KNOWN_KEYS: &[&str] = &[
     "endpoints",
     "prefix",
     "username",
