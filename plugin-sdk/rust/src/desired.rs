@@ -28,6 +28,35 @@
 //! Upstreams are kept by id (changes list them in id order); backends by id within their
 //! upstream, in the order they were inserted (the order they are added to the proxy in), but
 //! that order does not count: two states that differ only in it are equal and need no change.
+//!
+//! # Example
+//!
+//! ```
+//! use gatekeeper_plugin_sdk::desired::{DesiredState, DesiredUpstream};
+//! use gatekeeper_plugin_sdk::{Backend, Upstream};
+//!
+//! let backend = |id: &str| Backend {
+//!     id: id.into(),
+//!     address: format!("http://10.0.0.{id}:80"),
+//!     weight: None,
+//!     extra: Default::default(),
+//! };
+//! let api = Upstream { id: "api".into(), prefixes: vec!["api".into()], ..Upstream::default() };
+//! let applied: DesiredState =
+//!     [DesiredUpstream::with_backends(api.clone(), [backend("1")])].into_iter().collect();
+//! let new: DesiredState =
+//!     [DesiredUpstream::with_backends(api, [backend("2")])].into_iter().collect();
+//!
+//! // For `manager.apply_batch(changes, false)`: the new backend first, the old one last.
+//! let changes: Vec<String> = applied.changes_to(&new).iter().map(|c| c.to_string()).collect();
+//! assert_eq!(
+//!     changes,
+//!     ["add_backend `2` (http://10.0.0.2:80) to `api`", "remove_backend `1` from `api`"]
+//! );
+//! // For `manager.apply_batch(changes, true)`: the upstream, then its backend.
+//! assert_eq!(new.whole_batch().len(), 2);
+//! assert!(new.changes_to(&new).is_empty());
+//! ```
 
 use std::collections::BTreeMap;
 
