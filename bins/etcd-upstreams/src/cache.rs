@@ -8,13 +8,11 @@
 //! written to a temporary file next to it and renamed over it, so a reader never sees half of
 //! one. `revision` is the etcd revision the state was read at (shown in the log).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
+use gatekeeper_plugin_sdk::desired::{DesiredState, DesiredUpstream};
 use gatekeeper_plugin_sdk::{Backend, Upstream};
 use serde::{Deserialize, Serialize};
-
-use crate::diff::{Entry, State};
 
 /// One upstream and its backends, as the file stores them.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,14 +29,14 @@ struct CacheFile {
 }
 
 /// Writes `state` (read at `revision`) to `path`, atomically.
-pub fn save(path: &Path, state: &State, revision: i64) -> Result<(), String> {
+pub fn save(path: &Path, state: &DesiredState, revision: i64) -> Result<(), String> {
     let file = CacheFile {
         revision,
         upstreams: state
-            .values()
-            .map(|entry| CachedUpstream {
-                upstream: entry.upstream.clone(),
-                backends: entry.backends.values().cloned().collect(),
+            .upstreams()
+            .map(|desired| CachedUpstream {
+                upstream: desired.upstream().clone(),
+                backends: desired.backends().cloned().collect(),
             })
             .collect(),
     };
@@ -51,7 +49,7 @@ pub fn save(path: &Path, state: &State, revision: i64) -> Result<(), String> {
 }
 
 /// Reads the state saved at `path`, with its revision.
-pub fn load(path: &Path) -> Result<(State, i64), String> {
+pub fn load(path: &Path) -> Result<(DesiredState, i64), String> {
     let text = std::fs::read(path)
         .map_err(|e| format!("cannot read the cache file `{}`: {e}", path.display()))?;
     let file: CacheFile = serde_json::from_slice(&text)
@@ -59,18 +57,7 @@ pub fn load(path: &Path) -> Result<(State, i64), String> {
     let state = file
         .upstreams
         .into_iter()
-        .map(|cached| {
-            let backends: BTreeMap<String, Backend> = cached
-                .backends
-                .into_iter()
-                .map(|b| (b.id.clone(), b))
-                .collect();
-            let entry = Entry {
-                upstream: cached.upstream,
-                backends,
-            };
-            (entry.upstream.id.clone(), entry)
-        })
+        .map(|cached| DesiredUpstream::with_backends(cached.upstream, cached.backends))
         .collect();
     Ok((state, file.revision))
 }
@@ -78,7 +65,7 @@ pub fn load(path: &Path) -> Result<(State, i64), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::tests::state;
+    use crate::test_support::state;
 
     #[test]
     fn a_saved_state_loads_back() {

@@ -9,7 +9,6 @@
 //! Without a subcommand (as gatekeeper runs it) the program is the plugin.
 
 mod cache;
-mod diff;
 mod follow;
 mod keys;
 mod mirror;
@@ -19,6 +18,8 @@ mod read;
 mod register;
 mod settings;
 mod status;
+#[cfg(test)]
+mod test_support;
 
 use std::process::ExitCode;
 

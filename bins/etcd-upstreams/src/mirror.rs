@@ -12,9 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use gatekeeper_plugin_sdk::desired::{DesiredState, DesiredUpstream};
 use gatekeeper_plugin_sdk::{Backend, Upstream};
 
-use crate::diff::{Entry, State};
 use crate::keys::{parse_backend, parse_upstream, Item};
 
 /// One key's value.
@@ -152,24 +152,22 @@ impl Mirror {
 
     /// The state to push: each upstream whose key has a good value (or a last accepted one, see
     /// the module docs), with its backends likewise. `applied` is what the proxy has.
-    pub fn desired(&self, applied: &State) -> State {
-        let mut state = State::new();
+    pub fn desired(&self, applied: &DesiredState) -> DesiredState {
+        let mut state = DesiredState::new();
         for (id, value) in &self.upstreams {
             let last = applied.get(id);
-            let Some(upstream) = value.wanted(last.map(|e| &e.upstream)) else {
+            let Some(upstream) = value.wanted(last.map(DesiredUpstream::upstream)) else {
                 continue;
             };
-            let backends = self
-                .backends
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter_map(|(backend_id, value)| {
-                    let last = last.and_then(|e| e.backends.get(backend_id));
-                    value.wanted(last).map(|b| (backend_id.clone(), b))
-                })
-                .collect();
-            state.insert(id.clone(), Entry { upstream, backends });
+            let backends =
+                self.backends
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(backend_id, value)| {
+                        value.wanted(last.and_then(|e| e.backend(backend_id)))
+                    });
+            state.insert(DesiredUpstream::with_backends(upstream, backends));
         }
         state
     }
@@ -221,21 +219,26 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::diff;
-    use crate::diff::tests::show;
+
+    /// The changes from `old` to `new`, as logged.
+    fn changes(old: &DesiredState, new: &DesiredState) -> Vec<String> {
+        old.changes_to(new)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
 
     fn mirror() -> Mirror {
         Mirror::new("/gk")
     }
 
-    fn ids(state: &State) -> Vec<String> {
+    fn ids(state: &DesiredState) -> Vec<String> {
         state
-            .values()
+            .upstreams()
             .flat_map(|e| {
-                std::iter::once(e.upstream.id.clone()).chain(
-                    e.backends
-                        .values()
-                        .map(|b| format!("{}/{}={}", e.upstream.id, b.id, b.address)),
+                std::iter::once(e.id().to_owned()).chain(
+                    e.backends()
+                        .map(|b| format!("{}/{}={}", e.id(), b.id, b.address)),
                 )
             })
             .collect()
@@ -248,7 +251,7 @@ mod tests {
             "/gk/backends/api/b1",
             br#"{"address":"http://127.0.0.1:1"}"#,
         );
-        assert!(m.desired(&State::new()).is_empty());
+        assert!(m.desired(&DesiredState::new()).is_empty());
         assert_eq!(m.waiting_backends(), 1);
         let waiting: Vec<_> = m.waiting_keys().into_iter().collect();
         assert_eq!(
@@ -260,7 +263,7 @@ mod tests {
         );
         m.put("/gk/upstreams/api", br#"{"prefixes":["api"]}"#);
         assert_eq!(
-            ids(&m.desired(&State::new())),
+            ids(&m.desired(&DesiredState::new())),
             ["api", "api/b1=http://127.0.0.1:1"]
         );
         assert_eq!(m.waiting_backends(), 0);
@@ -274,18 +277,21 @@ mod tests {
             "/gk/backends/api/b1",
             br#"{"address":"http://127.0.0.1:1"}"#,
         );
-        let before = m.desired(&State::new());
+        let before = m.desired(&DesiredState::new());
         m.delete("/gk/upstreams/api");
         let gone = m.desired(&before);
-        assert_eq!(show(&diff(&before, &gone)), ["-up api"]);
+        assert_eq!(changes(&before, &gone), ["remove_upstream `api`"]);
         m.put("/gk/upstreams/api", br#"{"prefixes":["api"]}"#);
         assert_eq!(
-            show(&diff(&gone, &m.desired(&gone))),
-            ["+up api", "+be api/b1=http://127.0.0.1:1"]
+            changes(&gone, &m.desired(&gone)),
+            [
+                "add_upstream `api`",
+                "add_backend `b1` (http://127.0.0.1:1) to `api`"
+            ]
         );
         m.delete("/gk/backends/api/b1");
         assert_eq!(m.waiting_backends(), 0);
-        assert_eq!(ids(&m.desired(&State::new())), ["api"]);
+        assert_eq!(ids(&m.desired(&DesiredState::new())), ["api"]);
     }
 
     #[test]
@@ -296,7 +302,7 @@ mod tests {
             Seen::Item(Item::Upstream("web".into()))
         );
         m.put("/gk/upstreams/api", br#"{"prefixes":["api"]}"#);
-        let applied = m.desired(&State::new());
+        let applied = m.desired(&DesiredState::new());
         assert_eq!(ids(&applied), ["api"]);
         assert_eq!(m.bad_values().len(), 1);
         assert!(m.bad_values()[0].0.ends_with("/upstreams/web"));
@@ -304,13 +310,13 @@ mod tests {
         // A bad new value of a good key: the last accepted value stays.
         m.put("/gk/upstreams/api", br#"{"prefixes":"api"}"#);
         assert_eq!(m.desired(&applied), applied);
-        assert!(diff(&applied, &m.desired(&applied)).is_empty());
+        assert!(changes(&applied, &m.desired(&applied)).is_empty());
         // A good value again clears it.
         m.put("/gk/upstreams/api", br#"{"prefixes":["v2"]}"#);
         assert!(m.bad_values().iter().all(|(k, _)| !k.ends_with("/api")));
         assert_eq!(
-            show(&diff(&applied, &m.desired(&applied))),
-            ["-up api", "+up api"]
+            changes(&applied, &m.desired(&applied)),
+            ["remove_upstream `api`", "add_upstream `api`"]
         );
     }
 
@@ -322,7 +328,7 @@ mod tests {
             "/gk/backends/api/b1",
             br#"{"address":"http://127.0.0.1:1"}"#,
         );
-        let applied = m.desired(&State::new());
+        let applied = m.desired(&DesiredState::new());
         m.put("/gk/backends/api/b1", br#"{"address":"ftp://x"}"#);
         let b1 = Item::Backend("api".into(), "b1".into());
         assert!(m.reject(&b1, "invalid address"));
@@ -338,7 +344,7 @@ mod tests {
         let mut m = mirror();
         assert_eq!(m.put("/gk/else/x", b"{}"), Seen::Unknown);
         assert_eq!(m.delete("/gk/else/x"), Seen::Unknown);
-        assert!(m.desired(&State::new()).is_empty());
+        assert!(m.desired(&DesiredState::new()).is_empty());
         assert!(m.bad_values().is_empty());
     }
 }

@@ -5,9 +5,9 @@
 //! Their keys are marked refused in the [`Mirror`] (logged with the key) and the batch is sent
 //! again without them, so one bad value never holds back the others.
 
+use gatekeeper_plugin_sdk::desired::DesiredState;
 use gatekeeper_plugin_sdk::{ApplyBatchRefused, BatchChange, CallError, Manager};
 
-use crate::diff::{diff, item_of, whole_state, State};
 use crate::keys::Item;
 use crate::mirror::Mirror;
 
@@ -20,7 +20,7 @@ const ATTEMPTS: usize = 5;
 pub struct Pusher {
     manager: Manager,
     /// What the proxy has from this plugin (as far as this process knows).
-    applied: State,
+    applied: DesiredState,
     /// Whether the next push must be the whole state (`replace: true`).
     full: bool,
 }
@@ -41,7 +41,7 @@ impl Pusher {
     pub fn new(manager: Manager) -> Self {
         Pusher {
             manager,
-            applied: State::new(),
+            applied: DesiredState::new(),
             full: true,
         }
     }
@@ -57,13 +57,13 @@ impl Pusher {
     }
 
     /// What the proxy has from this plugin.
-    pub fn applied(&self) -> &State {
+    pub fn applied(&self) -> &DesiredState {
         &self.applied
     }
 
     /// Pushes a saved state whole (the cache file's, see [`crate::cache`]), as is.
-    pub async fn push_saved(&mut self, state: State) -> Result<(), PushError> {
-        match self.manager.apply_batch(whole_state(&state), true).await {
+    pub async fn push_saved(&mut self, state: DesiredState) -> Result<(), PushError> {
+        match self.manager.apply_batch(state.whole_batch(), true).await {
             Ok(_) => {
                 self.applied = state;
                 Ok(())
@@ -87,9 +87,9 @@ impl Pusher {
         for _ in 0..ATTEMPTS {
             let desired = mirror.desired(&self.applied);
             let changes = if self.full {
-                whole_state(&desired)
+                desired.whole_batch()
             } else {
-                diff(&self.applied, &desired)
+                self.applied.changes_to(&desired)
             };
             if changes.is_empty() && !self.full {
                 return Ok(false);
@@ -140,6 +140,17 @@ impl Pusher {
     }
 }
 
+/// The etcd item an added upstream or backend comes from (`None` for a removal).
+fn item_of(change: &BatchChange) -> Option<Item> {
+    match change {
+        BatchChange::AddUpstream(p) => Some(Item::Upstream(p.upstream.id.clone())),
+        BatchChange::AddBackend(p) => {
+            Some(Item::Backend(p.upstream_id.clone(), p.backend.id.clone()))
+        }
+        BatchChange::RemoveUpstream(_) | BatchChange::RemoveBackend(_) => None,
+    }
+}
+
 /// The etcd items behind the refused changes of a batch, with the proxy's reason. A backend
 /// refused in the same batch as its upstream is left out: it waits for its upstream rather than
 /// being bad itself.
@@ -172,7 +183,7 @@ pub fn refused_items(changes: &[BatchChange], refused: &ApplyBatchRefused) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::tests::state;
+    use crate::test_support::state;
     use gatekeeper_plugin_sdk::rpc::methods::RefusedChange;
 
     fn refusal(indexes: &[usize]) -> ApplyBatchRefused {
@@ -196,7 +207,7 @@ mod tests {
             ("b", "b", &[("1", "ftp://b"), ("2", "http://b:2")]),
         ]);
         // +up a, +be a/1, +up b, +be b/1, +be b/2
-        let changes = whole_state(&s);
+        let changes = s.whole_batch();
         let items = refused_items(&changes, &refusal(&[3, 42]));
         assert_eq!(
             items,
@@ -207,9 +218,22 @@ mod tests {
     #[test]
     fn backends_of_a_refused_upstream_are_not_blamed() {
         let s = state(&[("a", "a", &[("1", "http://a:1")])]);
-        let changes = whole_state(&s);
+        let changes = s.whole_batch();
         let items = refused_items(&changes, &refusal(&[0, 1]));
         assert_eq!(items, [(Item::Upstream("a".into()), "reason 0".to_owned())]);
+    }
+
+    #[test]
+    fn added_items_name_their_keys() {
+        let s = state(&[("a", "a", &[("1", "http://a:1"), ("2", "http://a:2")])]);
+        let changes = s.whole_batch();
+        assert_eq!(item_of(&changes[0]), Some(Item::Upstream("a".into())));
+        assert_eq!(
+            item_of(&changes[2]),
+            Some(Item::Backend("a".into(), "2".into()))
+        );
+        assert_eq!(item_of(&BatchChange::remove_upstream("a")), None);
+        assert_eq!(item_of(&BatchChange::remove_backend("a", "1")), None);
     }
 
     #[test]

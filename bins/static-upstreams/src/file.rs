@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use gatekeeper_plugin_sdk::desired::{DesiredState, DesiredUpstream};
 use gatekeeper_plugin_sdk::rpc::types::{HealthCheck, PassiveHealth};
 use gatekeeper_plugin_sdk::{Backend, Object, Upstream};
 use serde::{Deserialize, Deserializer};
@@ -257,6 +258,14 @@ pub struct StaticUpstream {
     pub upstream: Upstream,
     /// Its backends, in file order, with ids by the [`BackendIds`] scheme.
     pub backends: Vec<Backend>,
+}
+
+/// The state to push for parsed upstreams (backends in file order).
+pub fn desired(upstreams: Vec<StaticUpstream>) -> DesiredState {
+    upstreams
+        .into_iter()
+        .map(|u| DesiredUpstream::with_backends(u.upstream, u.backends))
+        .collect()
 }
 
 /// What is wrong with the text of an upstreams file: where (line, key path) and what.

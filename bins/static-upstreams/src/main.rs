@@ -14,7 +14,6 @@
 //!
 //! The file format is the original gatekeeper project's; see [`file`].
 
-mod diff;
 mod file;
 mod plugin;
 mod push;

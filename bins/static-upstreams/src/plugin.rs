@@ -7,7 +7,6 @@ use std::sync::{Mutex, PoisonError};
 
 use gatekeeper_plugin_sdk::{HookError, Manager, Object, Plugin, UpstreamPlugin};
 
-use crate::diff::index;
 use crate::file::{self, BackendIds, StaticUpstream};
 use crate::push::push;
 use crate::watch::{self, Reloader};
@@ -123,7 +122,7 @@ impl UpstreamPlugin for StaticUpstreams {
         } = self
             .loaded()
             .ok_or_else(|| HookError::unavailable("`start` before a successful `configure`"))?;
-        let applied = index(upstreams);
+        let applied = file::desired(upstreams);
         let result = push(&manager, &applied)
             .await
             .map_err(|e| HookError::new(e.code(), e.to_string()))?;

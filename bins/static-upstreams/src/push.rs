@@ -3,25 +3,8 @@
 //! what this plugin added that the version no longer has), and a refusal described by the items
 //! the proxy refused.
 
+use gatekeeper_plugin_sdk::desired::DesiredState;
 use gatekeeper_plugin_sdk::{ApplyBatchRefused, ApplyBatchResult, BatchChange, CallError, Manager};
-
-use crate::diff::State;
-
-/// The changes of a batch that declares `state` as the plugin's whole state: each upstream, then
-/// its backends, by upstream id.
-pub fn whole_state(state: &State) -> Vec<BatchChange> {
-    let mut changes = Vec::with_capacity(state.values().map(|u| 1 + u.backends.len()).sum());
-    for entry in state.values() {
-        changes.push(BatchChange::add_upstream(entry.upstream.clone()));
-        changes.extend(
-            entry
-                .backends
-                .iter()
-                .map(|b| BatchChange::add_backend(&entry.upstream.id, b.clone())),
-        );
-    }
-    changes
-}
 
 /// Why a push failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +32,10 @@ impl PushError {
     }
 }
 
-/// Pushes `state` as the plugin's whole state.
-pub async fn push(manager: &Manager, state: &State) -> Result<ApplyBatchResult, PushError> {
-    let changes = whole_state(state);
+/// Pushes `state` as the plugin's whole state ([`DesiredState::whole_batch`]: each upstream by
+/// id, then its backends in file order).
+pub async fn push(manager: &Manager, state: &DesiredState) -> Result<ApplyBatchResult, PushError> {
+    let changes = state.whole_batch();
     match manager.apply_batch(changes.clone(), true).await {
         Ok(result) => Ok(result),
         Err(CallError::Remote { error, .. }) => Err(PushError::Refused {
@@ -115,19 +99,77 @@ fn describe(change: &BatchChange) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::index;
-    use crate::file::{parse, BackendIds};
+    use crate::file::{desired, parse, BackendIds};
     use gatekeeper_plugin_sdk::rpc::methods::{batch_refused_error, RefusedChange};
 
-    fn state(yaml: &str) -> State {
-        index(parse(yaml, BackendIds::Url).unwrap())
+    fn state(yaml: &str) -> DesiredState {
+        desired(parse(yaml, BackendIds::Url).unwrap())
+    }
+
+    fn state_by_index(yaml: &str) -> DesiredState {
+        desired(parse(yaml, BackendIds::Index).unwrap())
+    }
+
+    fn changes(old: &DesiredState, new: &DesiredState) -> Vec<String> {
+        old.changes_to(new)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_duplicate_url_added_or_removed_touches_only_its_copy() {
+        let twice = state("api:\n  backends: [http://a:1, http://a:1]\n");
+        let once = state("api:\n  backends: [http://a:1]\n");
+        assert_eq!(
+            changes(&once, &twice),
+            ["add_backend `http://a:1#2` (http://a:1) to `api`"]
+        );
+        assert_eq!(
+            changes(&twice, &once),
+            ["remove_backend `http://a:1#2` from `api`"]
+        );
+    }
+
+    #[test]
+    fn with_index_ids_a_changed_address_is_removed_then_added() {
+        let old = state_by_index("api:\n  backends: [http://a:1, http://b:1]\n");
+        let new = state_by_index("api:\n  backends: [http://a:1, http://c:1]\n");
+        assert_eq!(
+            changes(&old, &new),
+            [
+                "remove_backend `1` from `api`",
+                "add_backend `1` (http://c:1) to `api`"
+            ]
+        );
+    }
+
+    #[test]
+    fn reordered_backends_change_nothing_but_push_in_file_order() {
+        let api = "api:\n  prefixes: [api]\n  backends: [http://a:1, http://b:1]\n";
+        let reordered = "api:\n  prefixes: [api]\n  backends: [http://b:1, http://a:1]\n";
+        assert!(changes(&state(api), &state(reordered)).is_empty());
+        let pushed: Vec<String> = state(reordered)
+            .whole_batch()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            pushed,
+            [
+                "add_upstream `api`",
+                "add_backend `http://b:1` (http://b:1) to `api`",
+                "add_backend `http://a:1` (http://a:1) to `api`"
+            ]
+        );
     }
 
     #[test]
     fn the_whole_state_is_each_upstream_then_its_backends() {
         let state =
             state("b:\n  backends: [http://b:1]\na:\n  backends: [http://a:1, http://a:2]\n");
-        let methods: Vec<String> = whole_state(&state)
+        let methods: Vec<String> = state
+            .whole_batch()
             .iter()
             .map(|c| format!("{} {}", c.method(), describe(c)))
             .collect();
@@ -146,7 +188,7 @@ mod tests {
     #[test]
     fn a_refusal_names_the_refused_items() {
         let state = state("a:\n  backends: [http://a:1, https://a:2]\n");
-        let changes = whole_state(&state);
+        let changes = state.whole_batch();
         let refused = (0..5)
             .map(|index| RefusedChange {
                 index: if index == 0 { 2 } else { 10 + index },

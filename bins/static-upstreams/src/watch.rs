@@ -11,7 +11,7 @@
 //! a file whose content is the same as at the last read is not looked at again.
 //!
 //! A reload parses and checks the whole file and, if it differs from what the proxy has
-//! ([`crate::diff`], logged), pushes it whole in one `apply_batch` with `replace: true`
+//! ([`DesiredState::changes_to`], logged), pushes it whole in one `apply_batch` with `replace: true`
 //! ([`crate::push`]): the proxy applies it all or nothing. A file that does not check (or cannot
 //! be read), or that the proxy refuses (an item it does not accept, e.g. an `https://` backend,
 //! or a prefix another plugin's upstream holds), changes nothing: the last good state keeps
@@ -25,13 +25,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gatekeeper_plugin_sdk::desired::DesiredState;
 use gatekeeper_plugin_sdk::Manager;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::diff::{diff, index, State};
 use crate::file::{self, BackendIds};
 use crate::push::{push, PushError};
 
@@ -45,7 +45,7 @@ pub struct Reloader {
     ids: BackendIds,
     manager: Manager,
     /// What the proxy has from this plugin: the last version it accepted.
-    applied: State,
+    applied: DesiredState,
     /// What the last read found: the file's text, or why it could not be read. A read that finds
     /// the same is not acted on again.
     last_read: Option<Result<String, String>>,
@@ -60,7 +60,7 @@ impl Reloader {
         path: PathBuf,
         ids: BackendIds,
         manager: Manager,
-        applied: State,
+        applied: DesiredState,
         text: String,
     ) -> Self {
         Reloader {
@@ -85,7 +85,7 @@ impl Reloader {
         let checked = read
             .and_then(|text| file::check(&self.path, &text, self.ids).map_err(|e| e.to_string()));
         let checked = match checked {
-            Ok(upstreams) => match self.apply(index(upstreams)).await {
+            Ok(upstreams) => match self.apply(file::desired(upstreams)).await {
                 Ok(()) => Ok(()),
                 Err(PushError::NotAnswered(e)) => {
                     // Not a verdict on the file: try again at the next event.
@@ -129,8 +129,8 @@ impl Reloader {
 
     /// Pushes `target` as the whole state if it differs from what the proxy has, and records it
     /// once the proxy accepted it.
-    async fn apply(&mut self, target: State) -> Result<(), PushError> {
-        let changes = diff(&self.applied, &target);
+    async fn apply(&mut self, target: DesiredState) -> Result<(), PushError> {
+        let changes = self.applied.changes_to(&target);
         if changes.is_empty() {
             tracing::debug!(file = %self.path.display(), "upstreams file read: no change");
             return Ok(());

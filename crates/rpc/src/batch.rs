@@ -90,6 +90,27 @@ impl BatchChange {
     }
 }
 
+/// For logs: ``add_upstream `api` ``, ``remove_upstream `api` ``,
+/// ``add_backend `b1` (http://10.0.0.1:80) to `api` ``, ``remove_backend `b1` from `api` ``.
+impl std::fmt::Display for BatchChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchChange::AddUpstream(p) => write!(f, "add_upstream `{}`", p.upstream.id),
+            BatchChange::RemoveUpstream(p) => write!(f, "remove_upstream `{}`", p.id),
+            BatchChange::AddBackend(p) => write!(
+                f,
+                "add_backend `{}` ({}) to `{}`",
+                p.backend.id, p.backend.address, p.upstream_id
+            ),
+            BatchChange::RemoveBackend(p) => write!(
+                f,
+                "remove_backend `{}` from `{}`",
+                p.backend_id, p.upstream_id
+            ),
+        }
+    }
+}
+
 /// Reads `changes` one by one, so that a change that does not parse is reported with its index.
 mod batch_changes {
     use std::fmt;
@@ -222,6 +243,16 @@ mod tests {
                 "add_backend",
                 "remove_backend",
                 "remove_upstream"
+            ]
+        );
+        let shown: Vec<String> = params.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "add_upstream `web`",
+                "add_backend `a` (http://127.0.0.1:1) to `web`",
+                "remove_backend `a` from `web`",
+                "remove_upstream `web`"
             ]
         );
         // What is sent reads back the same.

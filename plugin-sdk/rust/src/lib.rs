@@ -18,7 +18,7 @@
 //! | plugin type | trait | serve with | the proxy calls (hooks) | the plugin calls |
 //! |---|---|---|---|---|
 //! | all | [`Plugin`] | | `configure` ([`Plugin::check`] when checking only), `start`, `heartbeat`, `stop` | [`ConfigReporter`]: `config_status` |
-//! | upstream | [`UpstreamPlugin`] | [`serve_upstream`] | (optional) `upstream_metric` | [`Manager`]: `add_upstream`, `remove_upstream`, `add_backend`, `remove_backend`, `apply_batch` (changes built with [`BatchChange`]) |
+//! | upstream | [`UpstreamPlugin`] | [`serve_upstream`] | (optional) `upstream_metric` | [`Manager`]: `add_upstream`, `remove_upstream`, `add_backend`, `remove_backend`, `apply_batch` (changes built with [`BatchChange`], or from a [`desired::DesiredState`]) |
 //! | modifier | [`ModifierPlugin`] | [`serve_modifier`] | `modify_request`, `modify_response`, `modify_error_response` | |
 //! | router | [`RouterPlugin`] | [`serve_router`] | `add_upstream`, `remove_upstream`, `route_request` | |
 //! | loadbalancer | [`LoadBalancerPlugin`] | [`serve_loadbalancer`] | `add_backend`, `remove_backend`, `upstream_metric`, `get_backend` | |
@@ -98,6 +98,7 @@
 
 pub mod config;
 pub mod conformance;
+pub mod desired;
 mod dispatch;
 mod env;
 mod error;
