@@ -227,7 +227,7 @@ TOML
     RUNTIME_DIRECTORY=/run/gatekeeper gatekeeper --config "$1" --listen "127.0.0.1:$2" \
       --socket-dir /run/gatekeeper >"$3" 2>&1 &
     pid=$!
-    for ((i = 0; i < 100; i++)); do grep -q "gatekeeper ready" "$3" && break; sleep 0.1; done
+    for ((i = 0; i < 100; i++)); do grep -qs "gatekeeper ready" "$3" && break; sleep 0.1; done
     env -u RUNTIME_DIRECTORY -u XDG_RUNTIME_DIR gatekeeper ctl --config "$1" status
     code=$?
     kill "$pid"; wait "$pid"
