@@ -1,0 +1,116 @@
+//! `gatekeeper plugin check`: runs the plugin's lifecycle (handshake, `configure`, `start`,
+//! `heartbeat`, `stop`) and prints one JSON object: what the plugin declared (`hooks`,
+//! `bodies`, the request `fields` of each hook), the manager calls an upstream plugin made
+//! (accepted and recorded), each lifecycle step's outcome, and the `problems` found (empty when
+//! `ok`). The exit code is that of the first problem's kind (0 when there is none).
+
+use gatekeeper_rpc::methods::{hooks_of, Heartbeat};
+use gatekeeper_rpc::Method;
+use serde_json::{json, Map, Value};
+
+use super::args::TargetArgs;
+use super::call::print_json;
+use super::outcome::Failure;
+use super::request::{checked_params, hook_of};
+use super::session::Session;
+use super::Outcome;
+
+/// The lifecycle steps, in order.
+const STEPS: [&str; 5] = ["handshake", "configure", "start", "heartbeat", "stop"];
+
+/// Runs `check`.
+pub async fn run(args: &TargetArgs) -> Outcome<()> {
+    let spec = args.spec()?;
+    let mut report = json!({
+        "plugin": spec.name,
+        "type": args.plugin_type.as_str(),
+        "ok": false,
+        "lifecycle": {},
+        "hooks": [],
+        "bodies": [],
+        "fields": {},
+        "manager_calls": [],
+        "problems": [],
+    });
+    let outcome = lifecycle(args, &mut report).await;
+    let mut lifecycle = Map::new();
+    let reached = report["reached"].as_u64().unwrap_or(0) as usize;
+    for (i, step) in STEPS.iter().enumerate() {
+        let state = if i < reached {
+            "ok"
+        } else if i == reached && outcome.is_err() {
+            "failed"
+        } else {
+            "not reached"
+        };
+        lifecycle.insert((*step).to_owned(), json!(state));
+    }
+    if let Some(object) = report.as_object_mut() {
+        object.remove("reached");
+    }
+    report["lifecycle"] = Value::Object(lifecycle);
+    report["ok"] = json!(outcome.is_ok());
+    if let Err(failure) = &outcome {
+        report["problems"] = json!([{"kind": failure.kind(), "message": failure.to_string()}]);
+    }
+    print_json(&report);
+    outcome
+}
+
+/// Runs the lifecycle, filling `report`; `report["reached"]` counts the steps done.
+async fn lifecycle(args: &TargetArgs, report: &mut Value) -> Outcome<()> {
+    let mut session = Session::start(args).await.map_err(|failure| {
+        // A refused config fails at `configure`; anything else at the handshake.
+        report["reached"] = json!(if matches!(failure, Failure::ConfigRefused(_)) {
+            1
+        } else {
+            0
+        });
+        failure
+    })?;
+    report["reached"] = json!(3);
+    declared(&session, args, report);
+    report["manager_calls"] = json!(session.manager_calls());
+    let heartbeat = match hook_of(args.plugin_type, Heartbeat::NAME)
+        .and_then(|method| checked_params(method, &json!({})).map(|params| (method, params)))
+    {
+        Ok((method, params)) => session.call(method, &params).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if heartbeat.is_ok() {
+        report["reached"] = json!(4);
+    }
+    session.stop().await;
+    heartbeat.map_err(|failure| match failure {
+        Failure::BadResult(message) => Failure::Protocol(message),
+        other => other,
+    })?;
+    report["reached"] = json!(5);
+    Ok(())
+}
+
+/// What the plugin declared in its handshake: hooks, bodies, and each hook's request fields
+/// (`null`: the whole request).
+fn declared(session: &Session, args: &TargetArgs, report: &mut Value) {
+    let handle = session.handle();
+    let hooks: Vec<&str> = hooks_of(args.plugin_type)
+        .iter()
+        .copied()
+        .filter(|hook| handle.has_hook(hook))
+        .collect();
+    let bodies: Vec<&str> = hooks
+        .iter()
+        .copied()
+        .filter(|hook| handle.wants_body(hook))
+        .collect();
+    let mut fields = Map::new();
+    for hook in &hooks {
+        let parts = handle
+            .request_parts(hook)
+            .map(|parts| json!(parts.iter().cloned().map(String::from).collect::<Vec<_>>()));
+        fields.insert((*hook).to_owned(), parts.unwrap_or(Value::Null));
+    }
+    report["hooks"] = json!(hooks);
+    report["bodies"] = json!(bodies);
+    report["fields"] = Value::Object(fields);
+}

@@ -1,0 +1,84 @@
+//! The log of `gatekeeper plugin`: gatekeeper's own lines to stderr at `--log` (default
+//! `warn`), and the plugin's last stderr lines kept whatever the filter ([`last_lines`]), so a
+//! crash is reported with them.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Mutex;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How many of the plugin's last stderr lines are kept.
+const TAIL: usize = 10;
+
+static LINES: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// Sets up the log: `filter` (or `RUST_LOG`, or `warn`) for stderr; the tail of the plugin's
+/// stderr always.
+pub fn init_logging(filter: Option<&str>) {
+    let filter = filter
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    let shown = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    // Another subscriber already set (tests) is fine: the tail is then empty.
+    let _ = tracing_subscriber::registry()
+        .with(shown)
+        .with(StderrTail)
+        .try_init();
+}
+
+/// The plugin's last stderr lines, oldest first.
+pub fn last_lines() -> Vec<String> {
+    LINES
+        .lock()
+        .map(|lines| lines.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Keeps the message of each event the plugin host logs for a plugin's stderr line.
+struct StderrTail;
+
+impl<S: Subscriber> Layer<S> for StderrTail {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut line = LineOf::default();
+        event.record(&mut line);
+        if !line.from_stderr {
+            return;
+        }
+        if let (Some(message), Ok(mut lines)) = (line.message, LINES.lock()) {
+            if lines.len() == TAIL {
+                lines.pop_front();
+            }
+            lines.push_back(message);
+        }
+    }
+}
+
+/// The fields of a plugin output event: its `stream` and its message.
+#[derive(Default)]
+struct LineOf {
+    from_stderr: bool,
+    message: Option<String>,
+}
+
+impl Visit for LineOf {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "stream" && value == "stderr" {
+            self.from_stderr = true;
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.message = Some(format!("{value:?}"));
+        }
+    }
+}
