@@ -13,6 +13,7 @@ use super::call::print_json;
 use super::outcome::Failure;
 use super::request::{checked_params, hook_of};
 use super::session::Session;
+use super::stderr_tail::last_violation;
 use super::Outcome;
 
 /// The lifecycle steps, in order.
@@ -81,6 +82,13 @@ async fn lifecycle(args: &TargetArgs, report: &mut Value) -> Outcome<()> {
         report["reached"] = json!(4);
     }
     session.stop().await;
+    // A violation the host saw without a call failing (e.g. a stray line after `start`).
+    let heartbeat = heartbeat.and_then(|()| match last_violation() {
+        Some(violation) => Err(Failure::Protocol(format!(
+            "{violation} (a protocol violation: gatekeeper closes the connection)"
+        ))),
+        None => Ok(()),
+    });
     heartbeat.map_err(|failure| match failure {
         Failure::BadResult(message) => Failure::Protocol(message),
         other => other,

@@ -20,7 +20,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 use super::args::TargetArgs;
 use super::outcome::Failure;
 use super::recording_manager::RecordingManager;
-use super::stderr_tail::last_lines;
+use super::stderr_tail::{last_exit_status, last_lines, last_violation};
 use super::Outcome;
 
 /// Time on top of the start timeout before a launch is given up.
@@ -116,8 +116,14 @@ impl Session {
                 }
         );
         if let Some(reason) = self.down_reason(went_down).await {
+            if let Some(violation) = last_violation() {
+                return Failure::Protocol(format!(
+                    "around `{hook}`: {violation} (a protocol violation: gatekeeper closes the connection)"
+                ));
+            }
             return Failure::Start(format!(
-                "the plugin went down during `{hook}`: {reason}{}",
+                "the plugin went down during `{hook}`: {reason}{}{}",
+                exit_text(&reason).await,
                 stderr_text(&last_lines())
             ));
         }
@@ -189,6 +195,24 @@ fn start_failure(error: HostError) -> Failure {
         | StartError::Configure(CallError::Timeout { .. })
         | StartError::Start(CallError::Timeout { .. }) => Failure::Timeout(text),
         _ => Failure::Start(text),
+    }
+}
+
+/// The exit status of the process that went down, for an error message: the host logs it
+/// once the process is reaped, just after it reports the plugin down (waited for a little).
+async fn exit_text(reason: &str) -> String {
+    if reason.contains("exit status") {
+        return String::new();
+    }
+    let deadline = tokio::time::Instant::now() + DOWN_REPORT_WAIT;
+    loop {
+        if let Some(status) = last_exit_status() {
+            return format!("; the process ended with {status}");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return String::new();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The log of `gatekeeper plugin`: gatekeeper's own lines to stderr at `--log` (default
-//! `warn`), and the plugin's last stderr lines kept whatever the filter ([`last_lines`]), so a
-//! crash is reported with them.
+//! `warn`), and the plugin's last stderr lines and exit status kept whatever the filter
+//! ([`last_lines`], [`last_exit_status`]), and the protocol violation the connection was closed
+//! for ([`last_violation`]), so a crash is reported with them.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,6 +17,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 const TAIL: usize = 10;
 
 static LINES: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+/// The exit status the host last logged for a process that went down.
+static EXIT_STATUS: Mutex<Option<String>> = Mutex::new(None);
+/// The protocol violation the connection to the plugin was last closed for.
+static VIOLATION: Mutex<Option<String>> = Mutex::new(None);
 
 /// Sets up the log: `filter` (or `RUST_LOG`, or `warn`) for stderr; the tail of the plugin's
 /// stderr always.
@@ -43,6 +48,16 @@ pub fn last_lines() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The exit status the host last logged for a plugin process that went down, if any.
+pub fn last_exit_status() -> Option<String> {
+    EXIT_STATUS.lock().ok().and_then(|status| status.clone())
+}
+
+/// The protocol violation the host last closed the plugin's connection for, if any.
+pub fn last_violation() -> Option<String> {
+    VIOLATION.lock().ok().and_then(|violation| violation.clone())
+}
+
 /// Keeps the message of each event the plugin host logs for a plugin's stderr line.
 struct StderrTail;
 
@@ -50,6 +65,12 @@ impl<S: Subscriber> Layer<S> for StderrTail {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let mut line = LineOf::default();
         event.record(&mut line);
+        if let (Some(status), Ok(mut last)) = (line.exit_status, EXIT_STATUS.lock()) {
+            *last = Some(status);
+        }
+        if let (Some(violation), Ok(mut last)) = (line.violation, VIOLATION.lock()) {
+            *last = Some(violation);
+        }
         if !line.from_stderr {
             return;
         }
@@ -67,18 +88,25 @@ impl<S: Subscriber> Layer<S> for StderrTail {
 struct LineOf {
     from_stderr: bool,
     message: Option<String>,
+    exit_status: Option<String>,
+    violation: Option<String>,
 }
 
 impl Visit for LineOf {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "stream" && value == "stderr" {
-            self.from_stderr = true;
+        match field.name() {
+            "stream" => self.from_stderr = value == "stderr",
+            "violation" => self.violation = Some(value.to_owned()),
+            _ => {}
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            self.message = Some(format!("{value:?}"));
+        match field.name() {
+            "message" => self.message = Some(format!("{value:?}")),
+            "exit_status" => self.exit_status = Some(format!("{value:?}")),
+            "violation" => self.violation = Some(format!("{value:?}")),
+            _ => {}
         }
     }
 }
