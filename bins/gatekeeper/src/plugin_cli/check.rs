@@ -1,7 +1,8 @@
 //! `gatekeeper plugin check`: runs the plugin's lifecycle (handshake, `configure`, `start`,
 //! `heartbeat`, `stop`) and prints one JSON object: what the plugin declared (`hooks`,
 //! `bodies`, the request `fields` of each hook), the manager calls an upstream plugin made
-//! (accepted and recorded), each lifecycle step's outcome, and the `problems` found (empty when
+//! (accepted and recorded), a config rejection it reported with `config_status` (it still
+//! serves), each lifecycle step's outcome, and the `problems` found (empty when
 //! `ok`). The exit code is that of the first problem's kind (0 when there is none).
 
 use gatekeeper_rpc::methods::{hooks_of, Heartbeat};
@@ -31,6 +32,7 @@ pub async fn run(args: &TargetArgs) -> Outcome<()> {
         "bodies": [],
         "fields": {},
         "manager_calls": [],
+        "config_rejected": null,
         "problems": [],
     });
     let outcome = lifecycle(args, &mut report).await;
@@ -72,6 +74,13 @@ async fn lifecycle(args: &TargetArgs, report: &mut Value) -> Outcome<()> {
     report["reached"] = json!(3);
     declared(&session, args, report);
     report["manager_calls"] = json!(session.manager_calls());
+    // A plugin that started but reported its config rejected (`config_status`) still serves;
+    // shown, not a problem.
+    report["config_rejected"] = json!(session
+        .handle()
+        .state()
+        .config_error
+        .map(|rejection| rejection.message));
     let heartbeat = match hook_of(args.plugin_type, Heartbeat::NAME)
         .and_then(|method| checked_params(method, &json!({})).map(|params| (method, params)))
     {

@@ -30,13 +30,14 @@ pub fn hook_of(plugin_type: PluginType, hook: &str) -> Outcome<&'static MethodIn
     }
 }
 
-/// `params` as raw JSON, once they parse as the hook's params type.
+/// `params` as the proxy would send them: parsed as the hook's params type (refused if they do
+/// not parse) and written back with every default filled in (a request's `headers: []`, …).
 pub fn checked_params(method: &MethodInfo, params: &Value) -> Outcome<Box<RawValue>> {
-    let raw = serde_json::value::to_raw_value(params)
-        .map_err(|e| Failure::Usage(format!("params of `{}`: {e}", method.name)))?;
-    (method.check_params)(raw.get())
-        .map_err(|e| Failure::Usage(format!("invalid params for `{}`: {e}", method.name)))?;
-    Ok(raw)
+    let invalid =
+        |e: serde_json::Error| Failure::Usage(format!("invalid params for `{}`: {e}", method.name));
+    let text = params.to_string();
+    let normalized = (method.normalize_params)(&text).map_err(invalid)?;
+    serde_json::value::to_raw_value(&normalized).map_err(invalid)
 }
 
 /// Whether `hook` takes a request that [`request_params`] can build.

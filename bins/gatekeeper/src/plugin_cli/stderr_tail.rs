@@ -55,7 +55,10 @@ pub fn last_exit_status() -> Option<String> {
 
 /// The protocol violation the host last closed the plugin's connection for, if any.
 pub fn last_violation() -> Option<String> {
-    VIOLATION.lock().ok().and_then(|violation| violation.clone())
+    VIOLATION
+        .lock()
+        .ok()
+        .and_then(|violation| violation.clone())
 }
 
 /// Keeps the message of each event the plugin host logs for a plugin's stderr line.
