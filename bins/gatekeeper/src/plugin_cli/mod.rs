@@ -17,6 +17,8 @@ mod replay;
 mod request;
 mod session;
 mod stderr_tail;
+#[cfg(test)]
+mod tests;
 
 use std::process::ExitCode;
 
