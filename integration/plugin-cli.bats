@@ -165,6 +165,17 @@ check_ok() {
   [ "$(jq -r '.ok' <<<"$output")" = false ]
   [ "$(jq -r '.problems[0].kind' <<<"$output")" = protocol ]
   [[ $(jq -r '.problems[0].message' <<<"$output") == *"never issued"*"protocol violation"* ]]
+  # A hook its type does not have: gatekeeper ignores it; check names it.
+  sed 's/"hooks": \["modify_request"\]/"hooks": ["modify_request", "get_backend"]/' \
+    "$REPO_ROOT/integration/plugins/hello-modifier.py" >"$BATS_TEST_TMPDIR/extra-hook.py"
+  grep -q get_backend "$BATS_TEST_TMPDIR/extra-hook.py"
+  run --separate-stderr gatekeeper plugin check "python3 $BATS_TEST_TMPDIR/extra-hook.py" --type modifier
+  [ "$status" -eq 3 ]
+  [ "$(jq -c '.hooks' <<<"$output")" = '["modify_request"]' ]
+  [[ $(jq -r '.problems[0].message' <<<"$output") == *"ignoring a hook this plugin type does not have"*"get_backend"* ]]
+  # The unchanged plugin is fine.
+  run --separate-stderr gatekeeper plugin check "python3 $REPO_ROOT/integration/plugins/hello-modifier.py" --type modifier
+  [ "$status" -eq 0 ]
   printf '#!/bin/sh\nexit 3\n' >"$BATS_TEST_TMPDIR/crash.sh"
   chmod +x "$BATS_TEST_TMPDIR/crash.sh"
   run --separate-stderr gatekeeper plugin check "$BATS_TEST_TMPDIR/crash.sh" --type modifier

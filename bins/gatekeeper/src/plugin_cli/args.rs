@@ -29,7 +29,7 @@ Exit codes:
 
 /// gatekeeper plugin: drive one plugin from the shell, started exactly as gatekeeper starts it.
 #[derive(Debug, Parser)]
-#[command(name = "gatekeeper plugin", after_help = EXIT_CODES)]
+#[command(name = "gatekeeper plugin", bin_name = "gatekeeper plugin", after_help = EXIT_CODES)]
 pub struct PluginCli {
     /// What to do.
     #[command(subcommand)]

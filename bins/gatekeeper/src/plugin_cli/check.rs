@@ -14,7 +14,7 @@ use super::call::print_json;
 use super::outcome::Failure;
 use super::request::{checked_params, hook_of};
 use super::session::Session;
-use super::stderr_tail::last_violation;
+use super::stderr_tail::{last_violation, session_warnings};
 use super::Outcome;
 
 /// The lifecycle steps, in order.
@@ -52,10 +52,22 @@ pub async fn run(args: &TargetArgs) -> Outcome<()> {
         object.remove("reached");
     }
     report["lifecycle"] = Value::Object(lifecycle);
-    report["ok"] = json!(outcome.is_ok());
+    // What the host refused or ignored in the handshake (a hook the type does not have, an
+    // unsupported version, …) is a protocol problem even when the plugin otherwise runs.
+    let mut problems: Vec<Value> = Vec::new();
     if let Err(failure) = &outcome {
-        report["problems"] = json!([{"kind": failure.kind(), "message": failure.to_string()}]);
+        problems.push(json!({"kind": failure.kind(), "message": failure.to_string()}));
     }
+    let warnings = session_warnings();
+    for warning in &warnings {
+        problems.push(json!({"kind": "protocol", "message": warning}));
+    }
+    let outcome = match (outcome, warnings.first()) {
+        (Ok(()), Some(first)) => Err(Failure::Protocol(first.clone())),
+        (outcome, _) => outcome,
+    };
+    report["ok"] = json!(outcome.is_ok());
+    report["problems"] = Value::Array(problems);
     print_json(&report);
     outcome
 }

@@ -28,6 +28,7 @@ impl RecordingManager {
 
     fn record(&self, method: &str, params: &impl Serialize) {
         let params = serde_json::to_value(params).unwrap_or(Value::Null);
+        tracing::info!(%method, %params, "manager call recorded (accepted, nothing routed)");
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(json!({"method": method, "params": params}));
         }
