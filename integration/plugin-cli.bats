@@ -182,3 +182,14 @@ check_ok() {
   [ "$status" -eq 5 ]
   [ "$(jq -r '.lifecycle.handshake' <<<"$output")" = failed ]
 }
+
+@test "gatekeeper --help names the plugin command; its --help lists the exit codes" {
+  run gatekeeper --help
+  [ "$status" -eq 0 ]
+  [[ $output == *"gatekeeper plugin COMMAND"* ]]
+  run gatekeeper plugin call --help
+  [ "$status" -eq 0 ]
+  [[ $output == *"Exit codes:"*"4  the plugin did not answer within --timeout"* ]]
+  run gatekeeper plugin
+  [ "$status" -eq 2 ]
+}
