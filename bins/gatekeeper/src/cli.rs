@@ -131,6 +131,9 @@ Commands:
                              the effective settings. Exit status 1 on an error.
   gatekeeper ctl COMMAND     Talks to a running gatekeeper over its admin socket: status, plugins,
                              upstreams, reload, … (`gatekeeper ctl --help`).
+  gatekeeper plugin COMMAND  Drives one plugin from the shell, started as gatekeeper starts it:
+                             `call` a hook, `check` its lifecycle, `replay` a file of calls
+                             (`gatekeeper plugin --help`).
 
 Plugin flags:
   --<type>-<key> VALUE    Any other flag starting with a plugin type (upstream, modifier, router,

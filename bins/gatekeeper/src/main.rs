@@ -10,6 +10,7 @@ mod config;
 mod ctl;
 mod logging;
 mod notify;
+mod plugin_cli;
 mod plugins;
 mod process_metrics;
 mod prometheus;
@@ -30,6 +31,9 @@ fn main() -> ExitCode {
         let mut args: Vec<String> = std::env::args().collect();
         args.remove(1);
         return check::main(args);
+    }
+    if std::env::args().nth(1).as_deref() == Some("plugin") {
+        return plugin_cli::main(std::env::args().skip(1).collect());
     }
     if std::env::args().nth(1).as_deref() == Some("ctl") {
         return ctl::main(std::env::args().skip(1).collect());

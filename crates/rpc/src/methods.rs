@@ -80,6 +80,9 @@ pub struct MethodInfo {
     pub check_params: fn(&str) -> Result<(), serde_json::Error>,
     /// Parses a result into its Rust result type (for checks of examples and tests).
     pub check_result: fn(&str) -> Result<(), serde_json::Error>,
+    /// Parses params into its Rust params type and writes them back, defaults filled in, as
+    /// the proxy sends them (`gatekeeper plugin call`'s `--input`).
+    pub normalize_params: fn(&str) -> Result<serde_json::Value, serde_json::Error>,
 }
 
 impl MethodInfo {
@@ -108,6 +111,12 @@ fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 
 fn check<T: DeserializeOwned>(json: &str) -> Result<(), serde_json::Error> {
     serde_json::from_str::<T>(json).map(drop)
+}
+
+fn normalize<T: DeserializeOwned + Serialize>(
+    json: &str,
+) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(serde_json::from_str::<T>(json)?)
 }
 
 /// Defines each method's type (implementing [`Method`]) and the [`METHODS`] table from one list.
@@ -145,6 +154,7 @@ macro_rules! protocol {
                 result_schema: schema_of::<$result>,
                 check_params: check::<$params>,
                 check_result: check::<$result>,
+                normalize_params: normalize::<$params>,
             },
         )+];
     };

@@ -29,7 +29,7 @@ use gatekeeper_proxy::{MetricsConfig, ProxyConfig};
 
 pub use admin_socket::{admin_socket_candidates, AdminSocket};
 pub use file::file_keys;
-pub use plugins::PluginConfig;
+pub use plugins::{default_name, resolve_command, PluginConfig};
 
 use crate::cli::Cli;
 use crate::logging::LogFormat;
