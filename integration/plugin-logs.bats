@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # gatekeeper's log: a plugin's log lines keep their level (a text line's leading level word, or a
-# JSON line's level field; issue 13, item 4), and an empty RUST_LOG= does not silence the log.
+# JSON line's level field; issue 13, item 4) with the message alone (issue 17), so `--log warn`
+# keeps a plugin's errors and warnings, and an empty RUST_LOG= does not silence the log.
 # Runs gatekeeper with a plugin that writes lines on stderr and exits; every process is stopped.
 
 load helpers
@@ -57,4 +58,43 @@ SH
   [ "$(level_of 'a json warning')" = WARN ]
   [ "$(level_of 'a python warning')" = WARN ]
   [ "$(level_of 'just a line')" = INFO ]
+}
+
+# write_levelled_plugin: $LEVELLED, a plugin that writes a text ERROR line, a JSON warn line
+# with a field, and a plain line on stderr, then exits 3.
+write_levelled_plugin() {
+  LEVELLED="$BATS_TEST_TMPDIR/levelled"
+  cat >"$LEVELLED" <<'SH'
+#!/usr/bin/env bash
+echo 'ERROR something broke in the plugin' >&2
+echo '{"level":"warn","msg":"x marks the spot","upstream":"api"}' >&2
+echo 'an unlevelled plugin line' >&2
+exit 3
+SH
+  chmod +x "$LEVELLED"
+}
+
+@test "text log: a plugin's ERROR and JSON warn lines show at their level, message alone; --log warn drops its INFO lines" {
+  write_levelled_plugin
+  GK_PORT=$(free_port)
+  run timeout 30 gatekeeper --listen "127.0.0.1:$GK_PORT" --socket-dir "$BATS_TEST_TMPDIR" \
+    --log-format text --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
+    --modifier-plugin "$LEVELLED"
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
+  echo "$output" | grep gatekeeper_plugin_host >&2 || true
+  # The level is gatekeeper's level column; the message is the rest of the plugin's line (the
+  # JSON line's msg, then its other fields).
+  grep -Eq ' ERROR gatekeeper_plugin_host[^ ]*: something broke in the plugin' <<<"$output"
+  grep -Eq ' WARN gatekeeper_plugin_host[^ ]*: x marks the spot upstream=api' <<<"$output"
+  grep -Eq ' INFO gatekeeper_plugin_host[^ ]*: an unlevelled plugin line' <<<"$output"
+
+  run timeout 30 gatekeeper --listen "127.0.0.1:$GK_PORT" --socket-dir "$BATS_TEST_TMPDIR" \
+    --log-format text --log warn --upstream-plugin static-upstreams --upstream-file "$UPSTREAMS" \
+    --modifier-plugin "$LEVELLED"
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
+  grep -Eq ' ERROR gatekeeper_plugin_host[^ ]*: something broke in the plugin' <<<"$output"
+  grep -Eq ' WARN gatekeeper_plugin_host[^ ]*: x marks the spot upstream=api' <<<"$output"
+  [ "$(grep -Ec 'gatekeeper_plugin_host[^ ]*: an unlevelled plugin line' <<<"$output")" -eq 0 ]
 }

@@ -48,7 +48,7 @@ echo "==> binaries to $DESTDIR$PREFIX/bin"
 install -d -m 0755 "$DESTDIR$PREFIX/bin"
 for bin in "${BINARIES[@]}"; do
   install -m 0755 "$BIN_DIR/$bin" "$DESTDIR$PREFIX/bin/$bin"
-  # The release profile keeps debug info for profiling (target/); installed binaries drop it.
+  # Release binaries carry no debug info (Cargo.toml); others (target/profiling) drop it here.
   if command -v strip >/dev/null; then strip --strip-debug "$DESTDIR$PREFIX/bin/$bin"; fi
 done
 

@@ -8,9 +8,18 @@ use clap::Parser;
 use gatekeeper_rpc::methods::PluginType;
 use serde_json::Value;
 
+/// What `--version` prints after the name: the version and the git commit gatekeeper was built
+/// from (`unknown` outside a git checkout; see build.rs), e.g. `0.1.0 (commit f5447f4)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GATEKEEPER_COMMIT"),
+    ")"
+);
+
 /// gatekeeper: a reverse proxy that leaves every decision to plugins.
 #[derive(Debug, Parser)]
-#[command(name = "gatekeeper", version, about, after_help = PASS_THROUGH_HELP)]
+#[command(name = "gatekeeper", version = VERSION, about, after_help = PASS_THROUGH_HELP)]
 pub struct Cli {
     /// TOML config file; flags override its settings.
     #[arg(long, value_name = "FILE")]

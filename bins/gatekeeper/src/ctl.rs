@@ -30,7 +30,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Talk to a running gatekeeper through its admin socket.
 #[derive(Debug, Parser)]
-#[command(name = "gatekeeper ctl", version)]
+#[command(name = "gatekeeper ctl", version = crate::cli::VERSION)]
 struct Ctl {
     /// The admin socket (default: as the gatekeeper started with the same --config and
     /// --socket-dir computes it; when no socket is there, /run/gatekeeper/admin.sock, where

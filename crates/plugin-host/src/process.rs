@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use tracing::Level;
 
 use crate::error::StartError;
-use crate::plugin_log::level_of;
+use crate::plugin_log::parse_log_line;
 use crate::spec::PluginSpec;
 
 /// Longest line of plugin output logged as is; longer lines are cut.
@@ -243,13 +243,16 @@ fn log_line(plugin: &str, stream: &'static str, line: &[u8], cut: bool, tail: Op
         tail.push(line);
     }
     let cut = if cut { "… (line cut)" } else { "" };
-    // At the level the line names (a plugin's ERROR is an error here too), else INFO.
-    match level_of(line).unwrap_or(Level::INFO) {
-        Level::ERROR => tracing::error!(plugin = %plugin, stream, "{line}{cut}"),
-        Level::WARN => tracing::warn!(plugin = %plugin, stream, "{line}{cut}"),
-        Level::INFO => tracing::info!(plugin = %plugin, stream, "{line}{cut}"),
-        Level::DEBUG => tracing::debug!(plugin = %plugin, stream, "{line}{cut}"),
-        Level::TRACE => tracing::trace!(plugin = %plugin, stream, "{line}{cut}"),
+    // At the level the line names (a plugin's ERROR is an error here too), else INFO; the
+    // message without the plugin's own timestamp and level word.
+    let record = parse_log_line(line);
+    let message = record.message;
+    match record.level {
+        Level::ERROR => tracing::error!(plugin = %plugin, stream, "{message}{cut}"),
+        Level::WARN => tracing::warn!(plugin = %plugin, stream, "{message}{cut}"),
+        Level::INFO => tracing::info!(plugin = %plugin, stream, "{message}{cut}"),
+        Level::DEBUG => tracing::debug!(plugin = %plugin, stream, "{message}{cut}"),
+        Level::TRACE => tracing::trace!(plugin = %plugin, stream, "{message}{cut}"),
     }
 }
 
