@@ -3,9 +3,10 @@
 //! and `--log warn` keeps it) with the message alone:
 //!
 //! - a text line whose first word (after up to two timestamp words, ANSI colours ignored) is a
-//!   level: `ERROR`, `WARN`/`WARNING`, `INFO`, `DEBUG`, `TRACE` and their usual synonyms, in any
-//!   case, bare, in brackets (`[error]`) or followed by `:` (`ERROR:root:msg`, Python logging's
-//!   default). That covers the three SDKs' own loggers (Rust's `tracing` ` WARN target: msg`,
+//!   level: `ERROR`, `WARN`/`WARNING`, `INFO`, `DEBUG`, `TRACE` and their usual synonyms, bare
+//!   in capitals, or in any case in brackets (`[error]`) or followed by `:` (`ERROR:root:msg`,
+//!   Python logging's default; `error: ...`). A bare word in other case is a sentence ("Error
+//!   handling changed"), logged at INFO as written. That covers the three SDKs' own loggers (Rust's `tracing` ` WARN target: msg`,
 //!   Python's `WARNING name: msg`, Node's `WARN gatekeeper-plugin-sdk: msg`). The message is
 //!   the rest of the line;
 //! - a JSON object with a `level` (or `levelname`, `severity`, `lvl`) field, a name or a pino
@@ -67,8 +68,14 @@ fn text_record(line: &str) -> Option<(Level, String)> {
         .split([':', ']', '>', ')', '|'])
         .next()
         .unwrap_or(opened);
-    let level = level_named(name)?;
     let after = &rest[word.len() - opened.len() + name.len()..];
+    // A bare word counts only in capitals: "Error handling changed" is a sentence, not a level;
+    // in brackets or before a `:` any case does (`[warn]`, `error: ...`).
+    let marked = opened.len() < word.len() || after.starts_with([':', ']', '>', ')', '|']);
+    if !marked && name.chars().any(|c| c.is_ascii_lowercase()) {
+        return None;
+    }
+    let level = level_named(name)?;
     let message = after
         .trim_start_matches([':', ']', '>', ')', '|'])
         .trim_start();
@@ -256,11 +263,19 @@ mod tests {
                 "connection refused",
             ),
             ("TRACE deep", Level::TRACE, "deep"),
-            ("info ok", Level::INFO, "ok"),
+            ("[info] ok", Level::INFO, "ok"),
             ("ERROR", Level::ERROR, "ERROR"),
             ("error:", Level::ERROR, "error:"),
             // No level: INFO, the line as written.
             ("errors happen", Level::INFO, "errors happen"),
+            // A sentence starting with a level word in other case than capitals.
+            (
+                "Error handling changed",
+                Level::INFO,
+                "Error handling changed",
+            ),
+            ("Info about x", Level::INFO, "Info about x"),
+            ("warning signs", Level::INFO, "warning signs"),
             (
                 "listening on 127.0.0.1:1",
                 Level::INFO,
