@@ -20,7 +20,7 @@ if ! command -v protoc >/dev/null; then
   apt-get update -qq && apt-get install -y -qq protobuf-compiler >/dev/null
 fi
 
-echo "==> cargo build --release (first build takes a few minutes)"
+echo "==> cargo build --release (the first build takes about 10 minutes)"
 cargo build --release --workspace --bins --quiet
 BIN=$PWD/target/release
 
