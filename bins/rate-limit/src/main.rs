@@ -12,6 +12,8 @@ mod plugin;
 mod redis_store;
 mod settings;
 mod shared;
+#[cfg(test)]
+mod test_support;
 
 use std::process::ExitCode;
 

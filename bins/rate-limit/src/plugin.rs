@@ -177,6 +177,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::test_support::{config, request};
     use gatekeeper_plugin_sdk::{header, HttpRequest};
     use serde_json::{json, Value};
 
@@ -192,26 +193,6 @@ mod tests {
     impl Clock for ManualClock {
         fn now(&self) -> Instant {
             *self.0.lock().unwrap()
-        }
-    }
-
-    fn config(pairs: &[(&str, Value)]) -> Object {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect()
-    }
-
-    fn request(remote_addr: &str, headers: &[(&str, &str)]) -> HttpRequest {
-        HttpRequest {
-            remote_addr: remote_addr.into(),
-            method: "GET".into(),
-            path: "/".into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..HttpRequest::default()
         }
     }
 

@@ -1,25 +1,8 @@
 //! Tests of reading the config map: defaults, every key, the errors, and bucket keys.
 
 use super::*;
+use crate::test_support::{config, request};
 use serde_json::json;
-
-fn config(pairs: &[(&str, Value)]) -> Object {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
-}
-
-fn request(remote_addr: &str, headers: &[(&str, &str)]) -> HttpRequest {
-    HttpRequest {
-        remote_addr: remote_addr.into(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..HttpRequest::default()
-    }
-}
 
 #[test]
 fn config_is_validated() {
