@@ -33,9 +33,10 @@ use http::{header, HeaderValue, Request, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio_util::task::TaskTracker;
 
 use crate::connection_info::ConnectionInfo;
 use crate::service::Shared;
@@ -61,7 +62,9 @@ const HYPER_DEFAULT_MAX_BUF: usize = 8192 + 4096 * 100;
 /// How connections are served: the HTTP builders and the timers, shared by all connections.
 pub(crate) struct Protocols {
     pub(super) http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
+    /// Every HTTP/2 stream's task (hyper runs each stream apart from its connection).
+    pub(super) http2_streams: TaskTracker,
     pub(super) header_read_timeout: Duration,
     pub(super) keepalive_idle: Duration,
     pub(super) keepalive_release_after: Duration,
@@ -79,17 +82,35 @@ impl Protocols {
         if max_header_bytes > HYPER_DEFAULT_MAX_BUF {
             http1.max_buf_size(max_header_bytes);
         }
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let http2_streams = TaskTracker::new();
+        let mut http2 = http2::Builder::new(StreamExecutor(http2_streams.clone()));
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
         Protocols {
             http1,
             http2,
+            http2_streams,
             header_read_timeout: config.header_read_timeout,
             keepalive_idle: config.keepalive_idle,
             keepalive_release_after: config.keepalive_release_after,
         }
+    }
+}
+
+/// Spawns hyper's HTTP/2 stream tasks where shutdown can wait for them: a stream whose
+/// connection the grace period cut ends (and records its request as `grace_cut`) at its next
+/// poll, which must come before the final metrics flush.
+#[derive(Clone)]
+struct StreamExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        self.0.spawn(stream);
     }
 }
 

@@ -20,6 +20,9 @@ use crate::hooks::{HooksSwitch, SwappableHooks};
 use crate::service::Shared;
 use crate::{Proxy, ProxyError};
 
+/// How long shutdown waits, after the last connection closed, for HTTP/2 streams to see it.
+const STREAMS_AFTER_CUT: Duration = Duration::from_secs(1);
+
 /// The proxy with all its listeners bound, ready to serve.
 pub struct BoundProxy {
     listeners: ListenerControl,
@@ -136,6 +139,16 @@ impl BoundProxy {
             }
         };
         self.listeners.serve(serving, shutdown).await;
+        // The cut connections' HTTP/2 streams end at their next poll; their records must be
+        // in before the final flush.
+        let streams = &self.protocols.http2_streams;
+        streams.close();
+        if tokio::time::timeout(STREAMS_AFTER_CUT, streams.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(open = streams.len(), "HTTP/2 streams still open after the cut");
+        }
         let upgraded = &self.shared.upgraded;
         upgraded.close();
         if !upgraded.is_empty() {
