@@ -7,7 +7,10 @@
 #
 # Variables: PREFIX (default /usr/local; binaries go to $PREFIX/bin), SYSCONFDIR (default /etc),
 # UNITDIR (default /etc/systemd/system), DESTDIR (default empty), BIN_DIR (where the built
-# binaries are; default target/release). The example config (gatekeeper.toml) and the example
+# binaries are; default target/release), PLUGIN_DIR (default $PREFIX/bin; when elsewhere, e.g.
+# /usr/lib/gatekeeper, gatekeeper and its plugins go there and $PREFIX/bin/gatekeeper is a
+# symlink: gatekeeper finds plugins next to its own binary), SERVICE_USER (default empty: the
+# unit runs as a transient DynamicUser; a name: as that static system user). The example config (gatekeeper.toml) and the example
 # upstreams file it names (upstreams.yml, by its absolute path) are installed only where none
 # exists; `systemctl daemon-reload` runs only when systemd is running and DESTDIR is empty.
 # Installed binaries are stripped of debug info when `strip` (binutils) is there.
@@ -19,6 +22,8 @@ SYSCONFDIR=${SYSCONFDIR:-/etc}
 UNITDIR=${UNITDIR:-/etc/systemd/system}
 DESTDIR=${DESTDIR:-}
 BIN_DIR=${BIN_DIR:-target/release}
+PLUGIN_DIR=${PLUGIN_DIR:-$PREFIX/bin}
+SERVICE_USER=${SERVICE_USER:-}
 BINARIES=(gatekeeper static-upstreams request-id simple-loadbalancer dogstatsd-metrics rate-limit etcd-upstreams)
 EXAMPLE_CONFIG=scripts/gatekeeper.example.toml
 EXAMPLE_UPSTREAMS=scripts/upstreams.example.yml
@@ -44,13 +49,18 @@ for bin in "${BINARIES[@]}"; do
   [[ -x $BIN_DIR/$bin ]] || { echo "install.sh: $BIN_DIR/$bin is missing (build first or drop --no-build)" >&2; exit 1; }
 done
 
-echo "==> binaries to $DESTDIR$PREFIX/bin"
-install -d -m 0755 "$DESTDIR$PREFIX/bin"
+echo "==> binaries to $DESTDIR$PLUGIN_DIR"
+install -d -m 0755 "$DESTDIR$PLUGIN_DIR"
 for bin in "${BINARIES[@]}"; do
-  install -m 0755 "$BIN_DIR/$bin" "$DESTDIR$PREFIX/bin/$bin"
+  install -m 0755 "$BIN_DIR/$bin" "$DESTDIR$PLUGIN_DIR/$bin"
   # Release binaries carry no debug info (Cargo.toml); others (target/profiling) drop it here.
-  if command -v strip >/dev/null; then strip --strip-debug "$DESTDIR$PREFIX/bin/$bin"; fi
+  if command -v strip >/dev/null; then strip --strip-debug "$DESTDIR$PLUGIN_DIR/$bin"; fi
 done
+if [[ $PLUGIN_DIR != "$PREFIX/bin" ]]; then
+  echo "==> $DESTDIR$PREFIX/bin/gatekeeper -> $PLUGIN_DIR/gatekeeper"
+  install -d -m 0755 "$DESTDIR$PREFIX/bin"
+  ln -sfn "$(realpath -m --relative-to="$PREFIX/bin" "$PLUGIN_DIR/gatekeeper")" "$DESTDIR$PREFIX/bin/gatekeeper"
+fi
 
 install -d -m 0755 "$DESTDIR$SYSCONFDIR/gatekeeper"
 config=$DESTDIR$SYSCONFDIR/gatekeeper/gatekeeper.toml
@@ -77,7 +87,11 @@ fi
 echo "==> systemd units to $DESTDIR$UNITDIR"
 install -d -m 0755 "$DESTDIR$UNITDIR"
 for unit in gatekeeper.service gatekeeper.socket; do
-  sed -e "s|/usr/local/bin/|$PREFIX/bin/|g" -e "s|/etc/gatekeeper/|$SYSCONFDIR/gatekeeper/|g" \
+  user=()
+  if [[ -n $SERVICE_USER ]]; then
+    user=(-e "s|^DynamicUser=yes|DynamicUser=no\nUser=$SERVICE_USER\nGroup=$SERVICE_USER|")
+  fi
+  sed -e "s|/usr/local/|$PREFIX/|g" -e "s|/etc/gatekeeper/|$SYSCONFDIR/gatekeeper/|g" "${user[@]}" \
     "scripts/systemd/$unit" >"$DESTDIR$UNITDIR/$unit"
   chmod 0644 "$DESTDIR$UNITDIR/$unit"
 done
