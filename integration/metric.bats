@@ -109,7 +109,7 @@ event() {
     request_accepted request_succeeded request_failed; do
     grep -qx "\"$name\"" "$BATS_TEST_TMPDIR/names"
   done
-  ! grep -qx '"app_stopped"' "$BATS_TEST_TMPDIR/names"
+  ! grep -qx '"app_stopped"' "$BATS_TEST_TMPDIR/names" || false
   # Attributes.
   [ "$(records "$METRICS" "$(event app_started) | .attributes.listeners[]")" = "\"http-public=127.0.0.1:$GK_PORT\"" ]
   [ "$(records "$METRICS" "$(event listener_started) | .attributes.address")" = "\"127.0.0.1:$GK_PORT\"" ]

@@ -93,7 +93,7 @@ access_line() {
   grep -q '^HTTP/1.1 502' <<<"$headers"
   grep -qi '^x-request-id: dead-1' <<<"$headers"
   # Without one, none is made up.
-  ! curl -sS --max-time 5 -D - -o /dev/null "$GK_URL/nowhere" | grep -qi '^x-request-id'
+  ! curl -sS --max-time 5 -D - -o /dev/null "$GK_URL/nowhere" | grep -qi '^x-request-id' || false
   line=$(access_line '.request_id == "abc-123"')
   [ "$(jq -r .status <<<"$line")" = 404 ]
   [ "$(jq -r .error <<<"$line")" = no_route ]

@@ -72,7 +72,7 @@ wait_exit() {
   eventually 50 'grep -q "READY=1" "$NOTIFIED"'
   grep "READY=1" "$NOTIFIED" | grep -q "STATUS=serving on http-public=127.0.0.1:$GK_PORT"
   [ "$(http_code "$GK_URL/echo/")" = 200 ]
-  ! grep -q "STOPPING=1" "$NOTIFIED"
+  ! grep -q "STOPPING=1" "$NOTIFIED" || false
   kill -TERM "$GK_PID"
   wait_exit "$GK_PID"
   [ "$EXIT_STATUS" -eq 0 ]
@@ -84,7 +84,7 @@ wait_exit() {
   start_notify
   start_gk gatekeeper
   eventually 50 'grep -q "READY=1" "$NOTIFIED"'
-  ! grep -q "RELOADING=1" "$NOTIFIED"
+  ! grep -q "RELOADING=1" "$NOTIFIED" || false
   kill -HUP "$GK_PID"
   eventually 50 '[ "$(grep -c "READY=1" "$NOTIFIED")" -ge 2 ]'
   reloading=$(line_of RELOADING=1)
@@ -111,7 +111,7 @@ wait_exit() {
   eventually 50 'grep -q "READY=1" "$NOTIFIED"'
   # 0.5 s is ten watchdog half-periods: pings would have come.
   sleep 0.5
-  ! grep -q "WATCHDOG=1" "$NOTIFIED"
+  ! grep -q "WATCHDOG=1" "$NOTIFIED" || false
 }
 
 @test "plugins do not inherit NOTIFY_SOCKET, WATCHDOG_* or LISTEN_*" {
@@ -121,7 +121,7 @@ wait_exit() {
   pid=$(plugin_pid static-upstreams)
   environ=$(tr '\0' '\n' <"/proc/$pid/environ")
   grep -q "^GATEKEEPER_PLUGIN_NAME=static-upstreams$" <<<"$environ"
-  ! grep -qE "^(NOTIFY_SOCKET|WATCHDOG_USEC|WATCHDOG_PID|LISTEN_FDNAMES)=" <<<"$environ"
+  ! grep -qE "^(NOTIFY_SOCKET|WATCHDOG_USEC|WATCHDOG_PID|LISTEN_FDNAMES)=" <<<"$environ" || false
 }
 
 @test "socket activation: the listener named in LISTEN_FDNAMES serves the passed socket" {
@@ -143,7 +143,7 @@ wait_exit() {
   echo "$holders"
   grep -q "pid=$GK_PID," <<<"$holders"
   [ "$(grep -o "pid=" <<<"$holders" | wc -l)" -eq 1 ]
-  ! grep -q "static-upstream" <<<"$holders"
+  ! grep -q "static-upstream" <<<"$holders" || false
 }
 
 @test "socket activation: an unnamed socket goes to the first listener" {
@@ -200,7 +200,7 @@ wait_exit() {
   [ "$status" -eq 0 ]
   [[ $output == *"Installs gatekeeper"* ]]
   [[ $output == *"DESTDIR"* ]]
-  ! grep -qE '^(set |cd |#)' <<<"$output"
+  ! grep -qE '^(set |cd |#)' <<<"$output" || false
 }
 
 @test "install.sh with DESTDIR stages binaries, units and config" {

@@ -266,9 +266,9 @@ TOML
     pid=$(plugin_pid "$plugin")
     targets=$(for fd in /proc/"$pid"/fd/*; do readlink "$fd"; done)
     echo "$plugin: $targets"
-    ! grep -q "access.log\|admin.sock\|gk.toml" <<<"$targets"
+    ! grep -q "access.log\|admin.sock\|gk.toml" <<<"$targets" || false
     for inode in $(sed -n 's/^socket:\[\([0-9]*\)\]$/\1/p' <<<"$targets"); do
-      ! grep -qx "$inode" <<<"$tcp_inodes"
+      ! grep -qx "$inode" <<<"$tcp_inodes" || false
     done
   done
 }

@@ -69,7 +69,7 @@ extract() {
   grep -qx 'ExecStart=/usr/bin/gatekeeper --config /etc/gatekeeper/gatekeeper.toml --socket-dir ${RUNTIME_DIRECTORY}' "$unit"
   grep -qx 'User=gatekeeper' "$unit"
   grep -qx 'DynamicUser=no' "$unit"
-  ! grep -q /usr/local "$unit"
+  ! grep -q /usr/local "$unit" || false
   grep -qE '^u gatekeeper - ' "$root/usr/lib/sysusers.d/gatekeeper.conf"
   # md5sums covers every file.
   [ "$(wc -l <"$root/DEBIAN/md5sums")" -eq "$(grep -c '^-' <<<"$contents")" ]
@@ -95,7 +95,7 @@ extract() {
   PATH=$shims run /bin/sh "$root/DEBIAN/postinst" configure
   [ "$status" -eq 0 ]
   grep -qx "systemd-sysusers gatekeeper.conf" "$BATS_TEST_TMPDIR/calls"
-  ! grep -q useradd "$BATS_TEST_TMPDIR/calls"
+  ! grep -q useradd "$BATS_TEST_TMPDIR/calls" || false
   # Without systemd-sysusers: useradd, a system user without a home or a login shell.
   rm "$shims/systemd-sysusers" "$BATS_TEST_TMPDIR/calls"
   PATH=$shims run /bin/sh "$root/DEBIAN/postinst" configure

@@ -31,7 +31,7 @@ start_redis() {
 # redis_alive: whether the Redis start_redis started still runs (a zombie does not).
 redis_alive() {
   [[ -n ${REDIS_PID:-} ]] && [[ -e /proc/$REDIS_PID ]] &&
-    ! grep -q '^State:[[:space:]]*Z' "/proc/$REDIS_PID/status" 2>/dev/null
+    ! grep -q '^State:[[:space:]]*Z' "/proc/$REDIS_PID/status" 2>/dev/null || false
 }
 
 # stop_redis: SIGTERM the Redis start_redis started and wait until it is gone (SIGKILL after

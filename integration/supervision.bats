@@ -170,7 +170,7 @@ args = ["--hooks", "modify_request"]')"
     header_seen x-pid "$GK_URL/echo/$i"
   done | sort -u >"$BATS_TEST_TMPDIR/pids"
   [ "$(wc -l <"$BATS_TEST_TMPDIR/pids")" -eq 2 ]
-  ! grep -qx "$victim" "$BATS_TEST_TMPDIR/pids"
+  ! grep -qx "$victim" "$BATS_TEST_TMPDIR/pids" || false
 }
 
 # misbehave MODE: test-misbehave named `bad` (fail-open) in MODE; requests keep being served,
@@ -229,7 +229,7 @@ hook_timeout = "200ms"')"
   [ "$(header_seen x-test-modifier "$GK_URL/echo/x")" = null ]
   new_pid=$(wait_for_restart hung "$pid" 120)
   gk_log | grep 'missed heartbeat' | grep -q 'plugin=hung'
-  ! kill -0 "$pid" 2>/dev/null
+  ! kill -0 "$pid" 2>/dev/null || false
   [ "$(header_seen x-test-modifier "$GK_URL/echo/x")" = "$new_pid" ]
 }
 
@@ -243,7 +243,7 @@ restart_after_timeouts = 3')"
   new_pid=$(wait_for_restart stuck "$pid" 100)
   [ "$new_pid" != "$pid" ]
   gk_log | grep 'taking the plugin as hung' | grep -q 'plugin=stuck'
-  ! gk_log | grep 'missed heartbeat' | grep -q 'plugin=stuck'
+  ! gk_log | grep 'missed heartbeat' | grep -q 'plugin=stuck' || false
 }
 
 @test "context set by one modifier reaches the next and the response hooks" {

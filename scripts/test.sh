@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing (bats, curl, jq, python3, wrk, node, ss, pgrep, etcd,
-# etcdctl, redis-server, protoc), then fmt check,
+# etcdctl, redis-server, protoc, buildah), then fmt check,
 # clippy with -D warnings, cargo test, the Python and Node SDK tests, and the bats suites in
 # integration/ against the real binaries.
 set -euo pipefail
@@ -19,6 +19,9 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# The package and image suites: dpkg-deb (Debian's dpkg), buildah (no daemon; vfs + chroot).
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
