@@ -104,10 +104,10 @@ function overridden(plugin, base, hooks) {
 }
 
 /** @internal the key under which {@link run} gives an upstream plugin its manager */
-export const MANAGER = Symbol('gatekeeper.manager');
+export const MANAGER = Symbol.for('gatekeeper-plugin-sdk.manager');
 
 /** @internal the key under which {@link run} gives every plugin its config reporter */
-export const REPORTER = Symbol('gatekeeper.config-reporter');
+export const REPORTER = Symbol.for('gatekeeper-plugin-sdk.config-reporter');
 
 /**
  * The lifecycle every plugin shares. The proxy calls, in order: `configure`, `start`,
@@ -571,6 +571,16 @@ export class MetricPlugin extends Plugin {
   }
 }
 
+/**
+ * The mark of the SDK's own classes (a static property holding the class itself), shared by every
+ * copy of the SDK in one process, so a plugin written with one copy (e.g. by relative path) is
+ * served by another (e.g. the installed package's test host).
+ */
+const CLASS_MARK = Symbol.for('gatekeeper-plugin-sdk.class');
+for (const cls of [Plugin, UpstreamPlugin, ModifierPlugin, RouterPlugin, LoadBalancerPlugin, MetricPlugin]) {
+  Object.defineProperty(cls, CLASS_MARK, { value: cls });
+}
+
 /** The class of each plugin type, by type name. */
 export const PLUGIN_CLASSES = Object.freeze({
   upstream: UpstreamPlugin,
@@ -587,7 +597,11 @@ export const PLUGIN_CLASSES = Object.freeze({
  * @returns {keyof typeof HOOKS | undefined}
  */
 export function pluginTypeOf(plugin) {
-  if (!(plugin instanceof Plugin)) return undefined;
-  const type = /** @type {any} */ (plugin.constructor).pluginType;
+  if (plugin === null || typeof plugin !== 'object') return undefined;
+  const ctor = /** @type {any} */ (plugin).constructor;
+  // A plugin class of another copy of the SDK has the same mark on its base class `Plugin`.
+  const isPlugin = plugin instanceof Plugin || (typeof ctor === 'function' && ctor[CLASS_MARK] !== undefined);
+  if (!isPlugin) return undefined;
+  const type = ctor.pluginType;
   return Object.hasOwn(HOOKS, type) ? type : undefined;
 }
