@@ -71,6 +71,28 @@ export const METHOD_NAMES = Object.freeze(
 );
 
 /**
+ * The params of each hook that become the JS method's arguments, in argument order (wire names;
+ * the arguments are their camelCase). Kept equal to each params schema's required fields by a
+ * test; the TypeScript declarations are generated from it (scripts/generate-types.js).
+ */
+export const HOOK_PARAMS = Object.freeze({
+  modify_request: ['request'],
+  modify_response: ['request', 'response'],
+  modify_error_response: ['request', 'response', 'error'],
+  add_upstream: ['upstream'],
+  remove_upstream: ['id'],
+  route_request: ['request'],
+  add_backend: ['upstream_id', 'backend'],
+  remove_backend: ['upstream_id', 'backend_id'],
+  get_backend: ['upstream_id', 'request'],
+  upstream_metric: ['metrics'],
+  event_metric: ['events'],
+  profiling_metric: ['profiles'],
+  plugin_metric: ['metrics'],
+  request_metric: ['metrics'],
+});
+
+/**
  * How each hook's params become the JS method's arguments (each check throws `-32602`). A new
  * hook gets its line here and its method in its plugin class below.
  */
