@@ -20,7 +20,7 @@
 
 export * as batch from './src/batch.js';
 export { CONFIG_TYPES, configValue } from './src/config.js';
-export { codes, EnvError, isRpcError, RpcError } from './src/errors.js';
+export { codes, EnvError, InvalidResult, isRpcError, RpcError } from './src/errors.js';
 export { createLogger, silentLogger } from './src/log.js';
 export { ConfigReporter, DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './src/manager.js';
 export { DEFAULT_MAX_LINE_BYTES } from './src/peer.js';

@@ -225,6 +225,12 @@ export declare class EnvError extends Error {
   variable?: string;
 }
 
+/** A hook returned something the protocol cannot carry; answered \`-32603\` instead of sent. */
+export declare class InvalidResult extends TypeError {
+  constructor(message: string, method: string);
+  method: string;
+}
+
 // ---- logging ----
 
 /** Where the SDK's log lines go. */

@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
-import { codes, EnvError, isRpcError, RpcError, toErrorObject } from './errors.js';
+import { codes, EnvError, InvalidResult, isRpcError, RpcError, toErrorObject } from './errors.js';
 import { declarationHints } from './hints.js';
 import { createLogger } from './log.js';
 import { ConfigReporter, DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './manager.js';
@@ -103,13 +103,16 @@ export function readEnv(environ = process.env) {
 function resultOf(method, value) {
   if (value === undefined || value === null || hasEmptyResult(method)) return {};
   if (!check.isObject(value)) {
-    throw new TypeError(
+    throw new InvalidResult(
       `${METHOD_NAMES[method]}() returned ${Array.isArray(value) ? 'an array' : `a ${typeof value}`}; ` +
         'it must return an object (see docs/protocol.md) or nothing',
+      method,
     );
   }
   const error = resultError(method, value);
-  if (error !== undefined) throw new TypeError(`${METHOD_NAMES[method]}() returned a result the protocol cannot carry: ${error}`);
+  if (error !== undefined) {
+    throw new InvalidResult(`${METHOD_NAMES[method]}() returned a result the protocol cannot carry: ${error}`, method);
+  }
   return value;
 }
 
@@ -247,6 +250,8 @@ async function dispatch(context, method, params) {
   } catch (error) {
     if (isRpcError(error)) {
       log.warn(`answering \`${method}\` with error ${error.code}: ${error.message}`);
+    } else if (error instanceof InvalidResult) {
+      log.error(`${error.message}; answering \`${method}\` with an internal error instead of sending it`);
     } else {
       log.error(`\`${method}\` failed; answering with an internal error`, error);
     }

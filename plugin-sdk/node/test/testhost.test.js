@@ -151,7 +151,10 @@ test('host: a result the protocol cannot carry is refused by the SDK, answered -
         error.code === codes.INTERNAL_ERROR &&
         /routeRequest\(\) returned a result the protocol cannot carry: route_request result: `upstream` must be a string or null/.test(error.message),
     );
-    assert.ok(host.log.some((line) => line.level === 'error' && line.message.includes('`route_request` failed')), JSON.stringify(host.log));
+    assert.deepEqual(
+      host.log.filter((line) => line.level === 'error').map((line) => line.message),
+      ['routeRequest() returned a result the protocol cannot carry: route_request result: `upstream` must be a string or null; answering `route_request` with an internal error instead of sending it'],
+    );
   } finally {
     await host.stop();
   }
