@@ -10,8 +10,8 @@
  *
  * The schema-to-TypeScript translation is in `scripts/types/schema.js`, the API's declarations
  * in `scripts/types/api.js`. Run `node scripts/generate-types.js` after protocol.json or the API
- * changes; the files are
- * committed, and `test/types.test.js` fails when they are stale. `--check` only compares.
+ * changes; the files are committed, and `test/types.test.js` fails when they are stale.
+ * `--check` only compares.
  *
  * @module
  */
