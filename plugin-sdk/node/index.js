@@ -19,7 +19,8 @@
  */
 
 export * as batch from './src/batch.js';
-export { codes, EnvError, isRpcError, RpcError } from './src/errors.js';
+export { CONFIG_TYPES, configValue } from './src/config.js';
+export { codes, EnvError, InvalidResult, isRpcError, RpcError } from './src/errors.js';
 export { createLogger, silentLogger } from './src/log.js';
 export { ConfigReporter, DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './src/manager.js';
 export { DEFAULT_MAX_LINE_BYTES } from './src/peer.js';
@@ -42,5 +43,6 @@ export {
 } from './src/plugins.js';
 export { patch } from './src/patch.js';
 export { bodyHooksOf, hooksOf, methodsOfKind, PROTOCOL, validate } from './src/protocol.js';
+export { cookies, queryParams } from './src/request.js';
 export { connect, PROTOCOL_VERSION, readEnv, run, serve } from './src/serve.js';
 export { bodyBytes, cached, header, removeHeader, setBodyBytes, setHeader } from './src/types.js';

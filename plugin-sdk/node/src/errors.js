@@ -118,6 +118,25 @@ export class EnvError extends Error {
 }
 
 /**
+ * A hook returned something the protocol cannot carry (not an object, or a result that fails
+ * the method's schema in `protocol.json`). The SDK answers the call with `-32603` instead of
+ * sending it: gatekeeper would count a malformed result as a protocol violation and restart the
+ * plugin. Logged as one error line (no stack: the mistake is in the returned value).
+ */
+export class InvalidResult extends TypeError {
+  /**
+   * @param {string} message
+   * @param {string} method the wire method
+   */
+  constructor(message, method) {
+    super(message);
+    this.name = 'InvalidResult';
+    /** @type {string} */
+    this.method = method;
+  }
+}
+
+/**
  * What a thrown value becomes on the wire: an {@link RpcError} keeps its code and message, any
  * other value is an internal error (`-32603`) with its message.
  *

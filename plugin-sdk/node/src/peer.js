@@ -31,6 +31,8 @@ export class Peer {
    * @param {(method: string, params: unknown, id: string | number) => Promise<Outcome>} options.onRequest
    * @param {(method: string, ok: boolean) => void} [options.afterReply] runs once an answer is queued
    * @param {import('./log.js').Logger} options.log
+   * @param {string} [options.remote] who is at the other end, in messages (default `gatekeeper`;
+   *   the test host's side says `the plugin`)
    */
   constructor(socket, options) {
     this.socket = socket;
@@ -38,6 +40,7 @@ export class Peer {
     this.onRequest = options.onRequest;
     this.afterReply = options.afterReply ?? (() => {});
     this.log = options.log;
+    this.remote = options.remote ?? 'gatekeeper';
     this.nextId = 1;
     /** @type {Map<number, {resolve: Function, reject: Function, timer: NodeJS.Timeout, method: string}>} */
     this.pending = new Map();
@@ -67,7 +70,7 @@ export class Peer {
         // Never buffered in full: close as soon as the line passes the limit.
         this.finish({
           reason: 'line_too_long',
-          error: new Error(`gatekeeper sent a line over the ${this.maxLineBytes}-byte limit`),
+          error: new Error(`${this.remote} sent a line over the ${this.maxLineBytes}-byte limit`),
         });
         return;
       }
@@ -95,7 +98,7 @@ export class Peer {
     try {
       text = this.decoder.decode(bytes);
     } catch {
-      this.finish({ reason: 'invalid_utf8', error: new Error('gatekeeper sent bytes that are not UTF-8') });
+      this.finish({ reason: 'invalid_utf8', error: new Error(`${this.remote} sent bytes that are not UTF-8`) });
       return;
     }
     if (text.endsWith('\r')) text = text.slice(0, -1);
@@ -219,7 +222,7 @@ export class Peer {
   request(method, params, timeoutMs) {
     return new Promise((resolve, reject) => {
       if (this.finished || this.ending) {
-        reject(RpcError.internal(`cannot call \`${method}\`: the connection to gatekeeper is closed`));
+        reject(RpcError.internal(`cannot call \`${method}\`: the connection to ${this.remote} is closed`));
         return;
       }
       const id = this.nextId++;
@@ -236,7 +239,7 @@ export class Peer {
       }
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(RpcError.internal(`\`${method}\` got no answer from gatekeeper within ${timeoutMs} ms`));
+        reject(RpcError.internal(`\`${method}\` got no answer from ${this.remote} within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer, method });
       this.write(line);
@@ -269,7 +272,7 @@ export class Peer {
     this.finished = true;
     for (const [id, call] of this.pending) {
       clearTimeout(call.timer);
-      call.reject(RpcError.internal(`\`${call.method}\` got no answer: the connection to gatekeeper closed`));
+      call.reject(RpcError.internal(`\`${call.method}\` got no answer: the connection to ${this.remote} closed`));
       this.pending.delete(id);
     }
     this.partial = [];

@@ -71,6 +71,28 @@ export const METHOD_NAMES = Object.freeze(
 );
 
 /**
+ * The params of each hook that become the JS method's arguments, in argument order (wire names;
+ * the arguments are their camelCase). Kept equal to each params schema's required fields by a
+ * test; the TypeScript declarations are generated from it (scripts/generate-types.js).
+ */
+export const HOOK_PARAMS = Object.freeze({
+  modify_request: ['request'],
+  modify_response: ['request', 'response'],
+  modify_error_response: ['request', 'response', 'error'],
+  add_upstream: ['upstream'],
+  remove_upstream: ['id'],
+  route_request: ['request'],
+  add_backend: ['upstream_id', 'backend'],
+  remove_backend: ['upstream_id', 'backend_id'],
+  get_backend: ['upstream_id', 'request'],
+  upstream_metric: ['metrics'],
+  event_metric: ['events'],
+  profiling_metric: ['profiles'],
+  plugin_metric: ['metrics'],
+  request_metric: ['metrics'],
+});
+
+/**
  * How each hook's params become the JS method's arguments (each check throws `-32602`). A new
  * hook gets its line here and its method in its plugin class below.
  */
@@ -104,10 +126,10 @@ function overridden(plugin, base, hooks) {
 }
 
 /** @internal the key under which {@link run} gives an upstream plugin its manager */
-export const MANAGER = Symbol('gatekeeper.manager');
+export const MANAGER = Symbol.for('gatekeeper-plugin-sdk.manager');
 
 /** @internal the key under which {@link run} gives every plugin its config reporter */
-export const REPORTER = Symbol('gatekeeper.config-reporter');
+export const REPORTER = Symbol.for('gatekeeper-plugin-sdk.config-reporter');
 
 /**
  * The lifecycle every plugin shares. The proxy calls, in order: `configure`, `start`,
@@ -571,6 +593,16 @@ export class MetricPlugin extends Plugin {
   }
 }
 
+/**
+ * The mark of the SDK's own classes (a static property holding the class itself), shared by every
+ * copy of the SDK in one process, so a plugin written with one copy (e.g. by relative path) is
+ * served by another (e.g. the installed package's test host).
+ */
+const CLASS_MARK = Symbol.for('gatekeeper-plugin-sdk.class');
+for (const cls of [Plugin, UpstreamPlugin, ModifierPlugin, RouterPlugin, LoadBalancerPlugin, MetricPlugin]) {
+  Object.defineProperty(cls, CLASS_MARK, { value: cls });
+}
+
 /** The class of each plugin type, by type name. */
 export const PLUGIN_CLASSES = Object.freeze({
   upstream: UpstreamPlugin,
@@ -587,7 +619,11 @@ export const PLUGIN_CLASSES = Object.freeze({
  * @returns {keyof typeof HOOKS | undefined}
  */
 export function pluginTypeOf(plugin) {
-  if (!(plugin instanceof Plugin)) return undefined;
-  const type = /** @type {any} */ (plugin.constructor).pluginType;
+  if (plugin === null || typeof plugin !== 'object') return undefined;
+  const ctor = /** @type {any} */ (plugin).constructor;
+  // A plugin class of another copy of the SDK has the same mark on its base class `Plugin`.
+  const isPlugin = plugin instanceof Plugin || (typeof ctor === 'function' && ctor[CLASS_MARK] !== undefined);
+  if (!isPlugin) return undefined;
+  const type = ctor.pluginType;
   return Object.hasOwn(HOOKS, type) ? type : undefined;
 }

@@ -5,9 +5,12 @@
  * @module
  */
 
+import { realpathSync } from 'node:fs';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 
-import { codes, EnvError, isRpcError, RpcError, toErrorObject } from './errors.js';
+import { codes, EnvError, InvalidResult, isRpcError, RpcError, toErrorObject } from './errors.js';
+import { declarationHints } from './hints.js';
 import { createLogger } from './log.js';
 import { ConfigReporter, DEFAULT_MANAGER_TIMEOUT_MS, Manager } from './manager.js';
 import { DEFAULT_MAX_LINE_BYTES, Peer } from './peer.js';
@@ -100,13 +103,16 @@ export function readEnv(environ = process.env) {
 function resultOf(method, value) {
   if (value === undefined || value === null || hasEmptyResult(method)) return {};
   if (!check.isObject(value)) {
-    throw new TypeError(
+    throw new InvalidResult(
       `${METHOD_NAMES[method]}() returned ${Array.isArray(value) ? 'an array' : `a ${typeof value}`}; ` +
         'it must return an object (see docs/protocol.md) or nothing',
+      method,
     );
   }
   const error = resultError(method, value);
-  if (error !== undefined) throw new TypeError(`${METHOD_NAMES[method]}() returned a result the protocol cannot carry: ${error}`);
+  if (error !== undefined) {
+    throw new InvalidResult(`${METHOD_NAMES[method]}() returned a result the protocol cannot carry: ${error}`, method);
+  }
   return value;
 }
 
@@ -244,6 +250,8 @@ async function dispatch(context, method, params) {
   } catch (error) {
     if (isRpcError(error)) {
       log.warn(`answering \`${method}\` with error ${error.code}: ${error.message}`);
+    } else if (error instanceof InvalidResult) {
+      log.error(`${error.message}; answering \`${method}\` with an internal error instead of sending it`);
     } else {
       log.error(`\`${method}\` failed; answering with an internal error`, error);
     }
@@ -312,6 +320,7 @@ export async function run(plugin, socket, env = {}, options = {}) {
   let parts;
   try {
     hooks = declaredHooks(plugin, type, log);
+    for (const hint of declarationHints(plugin, type, hooks)) log.warn(hint);
     bodies = declaredBodies(plugin, hooks, log);
     noRetry = declaredNoRetry(plugin, hooks, log);
     parts = requestPartsOf(plugin, hooks);
@@ -386,6 +395,46 @@ export function connect(path) {
 }
 
 /**
+ * The file of the code that called `fn` (a path), or `undefined` when the stack does not say.
+ *
+ * @param {Function} fn
+ * @returns {string | undefined}
+ */
+function callerFile(fn) {
+  const savedPrepare = Error.prepareStackTrace;
+  const savedLimit = Error.stackTraceLimit;
+  try {
+    Error.stackTraceLimit = 5;
+    Error.prepareStackTrace = (_, callsites) => callsites;
+    const holder = {};
+    Error.captureStackTrace(holder, fn);
+    const sites = /** @type {any} */ (holder).stack;
+    const name = Array.isArray(sites) ? sites.map((site) => site.getFileName()).find((file) => typeof file === 'string') : undefined;
+    if (name === undefined) return undefined;
+    return name.startsWith('file:') ? fileURLToPath(name) : name;
+  } catch {
+    return undefined;
+  } finally {
+    Error.prepareStackTrace = savedPrepare;
+    Error.stackTraceLimit = savedLimit;
+  }
+}
+
+/** Whether `file` is the program node runs (`process.argv[1]`). */
+function isMainModule(file) {
+  const main = process.argv[1];
+  if (file === undefined || main === undefined) return false;
+  const real = (path) => {
+    try {
+      return realpathSync(path);
+    } catch {
+      return path;
+    }
+  };
+  return real(file) === real(main);
+}
+
+/**
  * Serves a plugin for the life of the process: reads the `GATEKEEPER_*` environment, connects
  * to the socket, handshakes, and answers calls until `stop` has been answered or the
  * connection closes. Then it exits the process: code 0 after a normal end; 2 (with the reason
@@ -394,18 +443,29 @@ export function connect(path) {
  *
  * Call it once, as the last thing of the program: `serve(new MyPlugin());`
  *
+ * When the module calling `serve` is imported rather than run (by a test, say) and
+ * `GATEKEEPER_SOCKET` is not set, it does nothing and resolves to `null`: the test can import
+ * the plugin's class from the same file. Run by hand without gatekeeper, it still exits with
+ * code 2 and says to run it from gatekeeper.
+ *
  * @param {import('./plugins.js').Plugin} plugin
  * @param {object} [options]
  * @param {boolean} [options.exit] call `process.exit(code)` at the end (default `true`); with
  *   `false`, resolve to the code instead (and set `process.exitCode`)
  * @param {Record<string, string | undefined>} [options.env] default `process.env`
  * @param {import('./log.js').Logger} [options.logger] where SDK log lines go (default stderr)
- * @returns {Promise<number>} the exit code (only when `exit` is `false`)
+ * @returns {Promise<number | null>} the exit code (only when `exit` is `false`), or `null` when
+ *   it did nothing (imported without `GATEKEEPER_SOCKET`)
  */
 export async function serve(plugin, options = {}) {
+  const environ = options.env ?? process.env;
+  if ((environ.GATEKEEPER_SOCKET ?? '') === '' && !isMainModule(callerFile(serve))) {
+    (options.logger ?? createLogger()).debug('serve(): not run as the main module and GATEKEEPER_SOCKET is not set: not serving');
+    return null;
+  }
   let code = 0;
   try {
-    const env = readEnv(options.env ?? process.env);
+    const env = readEnv(environ);
     checkType(plugin, env.pluginType);
     const socket = await connect(env.socketPath);
     await run(plugin, socket, env, { logger: options.logger });

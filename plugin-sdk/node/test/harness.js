@@ -1,12 +1,10 @@
-// Test helpers: a "proxy" end of a real Unix socket pair, with a plugin served by `run` on the
-// other end, and the conformance suite's matching rules.
+// Test helpers: a "proxy" end of an in-memory connection, with a plugin served by `run` on the
+// other end, played message by message (wire.json's steps), and the conformance suite's
+// matching rules. (A plugin author's tests use the package's test host instead:
+// `gatekeeper-plugin-sdk/testing`.)
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-
-import { run, silentLogger } from '../index.js';
+import { run, silentLogger } from 'gatekeeper-plugin-sdk';
+import { duplexPair } from 'gatekeeper-plugin-sdk/testing';
 
 /** How long one read from the plugin may take before the step fails. */
 export const STEP_TIMEOUT_MS = 2000;
@@ -15,7 +13,7 @@ export const STEP_TIMEOUT_MS = 2000;
  * The proxy's side of a connection: reads the plugin's lines as parsed messages.
  */
 export class ProxySide {
-  /** @param {net.Socket} socket */
+  /** @param {import('node:stream').Duplex} socket */
   constructor(socket) {
     this.socket = socket;
     /** @type {unknown[]} */
@@ -97,27 +95,16 @@ export class ProxySide {
 }
 
 /**
- * Serves `plugin` with `run` over a fresh Unix socket pair.
+ * Serves `plugin` with `run` over a fresh in-memory connection (the package's `duplexPair`,
+ * the test host's transport).
  *
  * @returns {Promise<{proxy: ProxySide, done: Promise<void>, outcome: () => ('pending'|'resolved'|'rejected'), cleanup: () => Promise<void>}>}
  */
 export async function session(plugin, env = {}, options = {}) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'gk-node-'));
-  const socketPath = path.join(dir, 'p.sock');
-  const server = net.createServer();
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(socketPath, resolve);
-  });
-  const accepted = new Promise((resolve) => server.once('connection', resolve));
-  const client = net.createConnection(socketPath);
-  await new Promise((resolve, reject) => {
-    client.once('connect', resolve);
-    client.once('error', reject);
-  });
-  const proxy = new ProxySide(await accepted);
+  const [proxyEnd, pluginEnd] = duplexPair();
+  const proxy = new ProxySide(proxyEnd);
   let state = 'pending';
-  const done = run(plugin, client, { token: 't', protocolVersion: 1, ...env }, { logger: silentLogger, ...options });
+  const done = run(plugin, pluginEnd, { token: 't', protocolVersion: 1, ...env }, { logger: silentLogger, ...options });
   done.then(
     () => {
       state = 'resolved';
@@ -128,10 +115,8 @@ export async function session(plugin, env = {}, options = {}) {
   );
   done.catch(() => {});
   const cleanup = async () => {
-    proxy.socket.destroy();
-    client.destroy();
-    await new Promise((resolve) => server.close(resolve));
-    rmSync(dir, { recursive: true, force: true });
+    proxyEnd.destroy();
+    pluginEnd.destroy();
   };
   return { proxy, done, outcome: () => state, cleanup };
 }
