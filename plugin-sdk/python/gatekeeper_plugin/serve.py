@@ -24,7 +24,7 @@ from .errors import EnvError, RpcError, ServeError
 from .manager import ConfigReporter, Manager
 from .models import LIFECYCLE_METHODS, PROTOCOL_VERSION, JsonObject
 from .patch import as_patch, snapshot
-from .plugin import InvalidResult, Plugin, UpstreamPlugin, hook_result
+from .plugin import InvalidResult, Plugin, UpstreamPlugin, declaration_warnings, hook_result
 
 logger = logging.getLogger("gatekeeper_plugin")
 
@@ -118,6 +118,8 @@ async def serve_async(
                 hook,
                 plugin.plugin_type,
             )
+    for warning in declaration_warnings(plugin):
+        logger.warning("%s", warning)
     bodies = [str(hook) for hook in plugin.bodies]
     for hook in bodies:
         if hook not in hooks:
