@@ -102,12 +102,14 @@ pub mod desired;
 mod dispatch;
 mod env;
 mod error;
+pub mod helpers;
 mod loadbalancer;
 mod manager;
 mod metric;
 mod plugin;
 mod router;
 mod serve;
+pub mod testing;
 
 pub use env::PluginEnv;
 pub use error::{HookError, ServeError};
