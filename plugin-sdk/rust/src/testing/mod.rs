@@ -622,3 +622,6 @@ async fn serving_ended(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;
