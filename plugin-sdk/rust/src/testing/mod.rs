@@ -36,6 +36,8 @@
 //! ```
 
 mod builders;
+mod error;
+mod host_builder;
 mod proxy;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,16 +48,15 @@ use gatekeeper_rpc::methods::{
     ConfigureParams, Empty, GetBackend, GetBackendParams, GetBackendResult, HandshakeParams,
     Heartbeat, Kind, Method, ModifyErrorResponse, ModifyErrorResponseParams, ModifyRequest,
     ModifyRequestParams, ModifyRequestResult, ModifyResponse, ModifyResponseParams,
-    ModifyResponseResult, PluginType, RemoveBackend, RemoveBackendParams, RemoveUpstream,
-    RemoveUpstreamParams, RouteRequest, RouteRequestParams, RouteRequestResult, Start, Stop,
-    UpstreamMetricHook, UpstreamMetricParams,
+    ModifyResponseResult, RemoveBackend, RemoveBackendParams, RemoveUpstream, RemoveUpstreamParams,
+    RouteRequest, RouteRequestParams, RouteRequestResult, Start, Stop, UpstreamMetricHook,
+    UpstreamMetricParams,
 };
 use gatekeeper_rpc::metrics::UpstreamMetric;
 use gatekeeper_rpc::peer::lenient_result;
 use gatekeeper_rpc::types::{Backend, HttpRequest, HttpResponse, Object, ProxyError, Upstream};
-use gatekeeper_rpc::{CallError, Peer, PeerConfig, PROTOCOL_VERSION};
+use gatekeeper_rpc::{CallError, Peer};
 use serde_json::Value;
-use tokio::io::DuplexStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -63,11 +64,11 @@ pub use builders::{
     make_error, make_request, make_response, RequestBuilder, ResponseBuilder, DEFAULT_LISTENER,
     DEFAULT_REMOTE_ADDR,
 };
+pub use error::TestHostError;
+pub use host_builder::{builder, loadbalancer, metric, modifier, router, upstream, HostBuilder};
 pub use proxy::ManagerAnswer;
 
-use crate::env::PluginEnv;
 use crate::error::ServeError;
-use crate::{LoadBalancerPlugin, MetricPlugin, ModifierPlugin, RouterPlugin, UpstreamPlugin};
 
 /// The token the test host gives the plugin (and expects back in the handshake).
 pub const TOKEN: &str = "test-host-token";
@@ -77,220 +78,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const PIPE_BYTES: usize = 1 << 20;
 /// The line limit on both sides (gatekeeper's default is larger; tests send small lines).
 const MAX_LINE_BYTES: usize = 16 << 20;
-
-/// What went wrong in a test host.
-#[derive(Debug, thiserror::Error)]
-pub enum TestHostError {
-    /// Serving could not begin or ended with an error (wrong type, handshake failed, …).
-    #[error("the plugin's serve call failed: {0}")]
-    Serve(#[from] ServeError),
-    /// The handshake is one gatekeeper refuses.
-    #[error("gatekeeper refuses the handshake: {0}")]
-    BadHandshake(String),
-    /// A hook called that the plugin did not declare (gatekeeper never calls it).
-    #[error("the plugin did not declare `{hook}` in its handshake (it declared: {declared}), so gatekeeper never calls it")]
-    NotDeclared {
-        /// The hook called.
-        hook: String,
-        /// The declared hooks, comma-separated.
-        declared: String,
-    },
-    /// Params gatekeeper never sends.
-    #[error("gatekeeper never sends these params to `{method}`: {reason}")]
-    BadParams {
-        /// The method called.
-        method: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The plugin answered with an error.
-    #[error("the plugin answered `{method}` with an error: {message} (code {code})")]
-    ErrorAnswer {
-        /// The method called.
-        method: String,
-        /// The error's code.
-        code: i32,
-        /// The error's message.
-        message: String,
-    },
-    /// A result gatekeeper refuses (it then counts the call as failed).
-    #[error("the plugin answered `{method}` with a result gatekeeper refuses (it would count the call as failed): {reason}; the result: {result}")]
-    BadResult {
-        /// The method called.
-        method: String,
-        /// What does not parse.
-        reason: String,
-        /// The result as sent.
-        result: String,
-    },
-    /// No answer in time, or the plugin went away.
-    #[error("`{method}`: {reason}")]
-    NoAnswer {
-        /// The method called.
-        method: String,
-        /// Timeout, or connection closed.
-        reason: String,
-    },
-}
-
-impl TestHostError {
-    /// The error code, for an error answer.
-    pub fn code(&self) -> Option<i32> {
-        match self {
-            TestHostError::ErrorAnswer { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-/// Options of a test host; start one with [`builder`].
-pub struct HostBuilder {
-    config: Object,
-    check: bool,
-    timeout: Duration,
-    name: String,
-    manager: Option<Arc<ManagerAnswer>>,
-}
-
-/// A test host with options: `testing::builder().config(json!({...})).modifier(plugin).await`.
-pub fn builder() -> HostBuilder {
-    HostBuilder {
-        config: Object::new(),
-        check: false,
-        timeout: DEFAULT_TIMEOUT,
-        name: "test".to_owned(),
-        manager: None,
-    }
-}
-
-macro_rules! host_fns {
-    ($($(#[$doc:meta])* $name:ident: $plugin_trait:ident => $run:ident as $plugin_type:expr;)+) => {
-        impl HostBuilder {
-            $(
-                $(#[$doc])*
-                pub async fn $name<P: $plugin_trait>(self, plugin: P) -> Result<TestHost, TestHostError> {
-                    self.start($plugin_type, move |io, env| {
-                        tokio::spawn(async move { crate::$run(plugin, io, &env).await })
-                    })
-                    .await
-                }
-            )+
-        }
-
-        $(
-            $(#[$doc])*
-            ///
-            /// With the config map `config` (a JSON object; anything else is an empty map).
-            pub async fn $name<P: $plugin_trait>(plugin: P, config: Value) -> Result<TestHost, TestHostError> {
-                builder().config(config).$name(plugin).await
-            }
-        )+
-    };
-}
-
-host_fns! {
-    /// Serves a modifier plugin in a test host: handshake, `configure`, `start`.
-    modifier: ModifierPlugin => run_modifier as PluginType::Modifier;
-    /// Serves a router plugin in a test host: handshake, `configure`, `start`.
-    router: RouterPlugin => run_router as PluginType::Router;
-    /// Serves a loadbalancer plugin in a test host: handshake, `configure`, `start`.
-    loadbalancer: LoadBalancerPlugin => run_loadbalancer as PluginType::Loadbalancer;
-    /// Serves a metric plugin in a test host: handshake, `configure`, `start`.
-    metric: MetricPlugin => run_metric as PluginType::Metric;
-    /// Serves an upstream plugin in a test host: handshake, `configure`, `start` (its manager
-    /// calls answered and recorded).
-    upstream: UpstreamPlugin => run_upstream as PluginType::Upstream;
-}
-
-impl HostBuilder {
-    /// The config map `configure` sends (a JSON object; anything else is an empty map).
-    pub fn config(mut self, config: Value) -> Self {
-        self.config = match config {
-            Value::Object(map) => map,
-            _ => Object::new(),
-        };
-        self
-    }
-
-    /// Runs the lifecycle of `gatekeeper check` instead: `configure` with `check: true`, no
-    /// `start`.
-    pub fn check(mut self) -> Self {
-        self.check = true;
-        self
-    }
-
-    /// How long each step may take (default [`DEFAULT_TIMEOUT`]).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The plugin's name (default `test`).
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = name.to_owned();
-        self
-    }
-
-    /// Answers an upstream plugin's manager calls (default: accepts them all).
-    pub fn manager(
-        mut self,
-        answer: impl Fn(&str, &Value) -> Result<Value, gatekeeper_rpc::ErrorObject>
-            + Send
-            + Sync
-            + 'static,
-    ) -> Self {
-        self.manager = Some(Arc::new(answer));
-        self
-    }
-
-    async fn start(
-        self,
-        plugin_type: PluginType,
-        serve: impl FnOnce(DuplexStream, PluginEnv) -> JoinHandle<Result<(), ServeError>>,
-    ) -> Result<TestHost, TestHostError> {
-        let (proxy_io, plugin_io) = tokio::io::duplex(PIPE_BYTES);
-        let (handshake_tx, handshake_rx) = oneshot::channel();
-        let recorded = Arc::new(Mutex::new(proxy::Recorded::default()));
-        let handler = proxy::FakeProxy {
-            plugin_type,
-            name: self.name.clone(),
-            token: TOKEN.to_owned(),
-            recorded: recorded.clone(),
-            handshake: Mutex::new(Some(handshake_tx)),
-            manager: self.manager,
-        };
-        let peer = Peer::spawn(
-            proxy_io,
-            Arc::new(handler),
-            PeerConfig {
-                max_line_bytes: MAX_LINE_BYTES,
-                name: "test-host".to_owned(),
-                ..PeerConfig::default()
-            },
-        );
-        let env = PluginEnv {
-            socket: "/nonexistent/test-host.sock".into(),
-            token: TOKEN.to_owned(),
-            name: self.name,
-            plugin_type,
-            protocol_version: PROTOCOL_VERSION,
-            max_line_bytes: MAX_LINE_BYTES,
-            busy_poll: None,
-        };
-        let mut host = TestHost {
-            peer,
-            serving: Some(serve(plugin_io, env)),
-            declared: None,
-            recorded,
-            timeout: self.timeout,
-        };
-        if let Err(error) = host.begin(handshake_rx, self.config, self.check).await {
-            let _ = host.end(false).await; // the error that ended it is `error`
-            return Err(error);
-        }
-        Ok(host)
-    }
-}
 
 /// A plugin served in memory; see the [module docs](self). Dropping it without
 /// [`stop`](Self::stop) closes the connection and aborts the plugin's task.
@@ -303,7 +90,23 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    async fn begin(
+    /// A host for the plugin being served by `serving`, with the proxy's side `peer`.
+    fn new(
+        peer: Peer,
+        serving: JoinHandle<Result<(), ServeError>>,
+        recorded: Arc<Mutex<proxy::Recorded>>,
+        timeout: Duration,
+    ) -> TestHost {
+        TestHost {
+            peer,
+            serving: Some(serving),
+            declared: None,
+            recorded,
+            timeout,
+        }
+    }
+
+    pub(super) async fn begin(
         &mut self,
         handshake: oneshot::Receiver<Result<HandshakeParams, String>>,
         config: Object,
@@ -565,7 +368,7 @@ impl TestHost {
 
     /// Waits for serving to end (after `stop` was answered: on its own; else once the proxy's
     /// side is closed), then closes.
-    async fn end(&mut self, stopped: bool) -> Result<(), TestHostError> {
+    pub(super) async fn end(&mut self, stopped: bool) -> Result<(), TestHostError> {
         if !stopped {
             self.peer.close();
         }

@@ -5,9 +5,12 @@
 
 use gatekeeper_rpc::methods::PluginType;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::task::JoinHandle;
 
 use super::*;
+use crate::env::PluginEnv;
+use crate::error::ServeError;
 
 /// A router that answers `route_request` with `route` and everything else with `{}`.
 fn raw_router(
