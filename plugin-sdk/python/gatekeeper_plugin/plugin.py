@@ -20,8 +20,6 @@ exception answers ``-32603`` (internal error) with its message, and is logged wi
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
@@ -547,50 +545,6 @@ def overridden_hooks(plugin: Plugin) -> tuple[str, ...]:
     return tuple(found)
 
 
-_LIFECYCLE_NAMES: Final = ("configure", "check", "start", "heartbeat", "stop")
-
-
-def declaration_warnings(plugin: Plugin) -> list[str]:
-    """What looks wrong in what ``plugin`` declares, for warnings at startup: no hook at all
-    (for a type whose hooks are how it works), a method whose name is close to a hook's but is
-    not one (``modify_requets``: gatekeeper never calls it), a hook of another plugin type."""
-    warnings = []
-    if not plugin.hooks and plugin.plugin_type != UpstreamPlugin.plugin_type:
-        warnings.append(
-            f"this {plugin.plugin_type} plugin declares no hooks, so gatekeeper never calls it: "
-            f"override one of {', '.join(plugin.type_hooks)} (or set `hooks`)"
-        )
-    known = set(plugin.type_hooks) | set(_LIFECYCLE_NAMES)
-    other_types = {
-        name: cls.plugin_type
-        for cls in PLUGIN_CLASSES.values()
-        if cls.plugin_type != plugin.plugin_type
-        for name in cls.type_hooks
-        if name not in known
-    }
-    seen: set[str] = set()
-    for cls in type(plugin).__mro__:
-        if cls in _SDK_CLASSES or cls is object:
-            continue
-        for name, value in vars(cls).items():
-            if name in seen or name.startswith("_") or name in known or not inspect.isfunction(value):
-                continue
-            seen.add(name)
-            if name in other_types:
-                warnings.append(
-                    f"`{name}` is a hook of {other_types[name]} plugins, not of "
-                    f"{plugin.plugin_type} plugins: gatekeeper never calls it here"
-                )
-                continue
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
-            if close:
-                warnings.append(
-                    f"`{name}` looks like the hook `{close[0]}` but is not one: gatekeeper "
-                    f"never calls it (a misspelling?)"
-                )
-    return warnings
-
-
 def hook_result(method: str, check: Callable[[JsonObject], None] | None, value: Any) -> JsonObject:
     """Turns what a hook returned into the JSON-RPC result: ``{}`` for hooks that return nothing
     (and for ``None``), the dict itself for the others once it passed ``check`` and the method's
@@ -621,7 +575,6 @@ __all__ = [
     "Plugin",
     "RouterPlugin",
     "UpstreamPlugin",
-    "declaration_warnings",
     "hook_result",
     "overridden_hooks",
 ]

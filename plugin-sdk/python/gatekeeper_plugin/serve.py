@@ -24,7 +24,8 @@ from .errors import EnvError, RpcError, ServeError
 from .manager import ConfigReporter, Manager
 from .models import LIFECYCLE_METHODS, PROTOCOL_VERSION, JsonObject
 from .patch import as_patch, snapshot
-from .plugin import InvalidResult, Plugin, UpstreamPlugin, declaration_warnings, hook_result
+from .declarations import declaration_warnings
+from .plugin import InvalidResult, Plugin, UpstreamPlugin, hook_result
 
 logger = logging.getLogger("gatekeeper_plugin")
 

@@ -27,6 +27,7 @@ from ..errors import RpcError
 from ..models import DEFAULT_MAX_LINE_BYTES, PROTOCOL_VERSION, JsonObject
 from ..plugin import Plugin
 from ..serve import serve_async
+from .hooks import HookCalls
 
 TOKEN: Final = "test-host-token"
 """The token the test host gives the plugin (and expects back in the handshake)."""
@@ -84,90 +85,7 @@ async def socket_pair_streams(
     return plugin_side, proxy_side
 
 
-def _params_name(method: str) -> str:
-    """The one field of a metric hook's params (``events``, ``metrics``, …)."""
-    schema = protocol.METHODS[method]["params"]
-    target = schema
-    if "$ref" in schema:
-        target = protocol.PROTOCOL["$defs"][schema["$ref"].rsplit("/", 1)[1]]
-    required = target.get("required") or list(target.get("properties", {}))
-    return str(required[0])
-
-
-class _Hooks:
-    """One method per hook; each sends the call through :meth:`call` (a coroutine in
-    :class:`AsyncPluginHost`, the result in :class:`PluginHost`)."""
-
-    def call(self, method: str, params: JsonObject) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def modify_request(self, request: Mapping[str, Any]) -> Any:
-        """``modify_request``: ``{}``, ``{"patch": …}``, ``{"request": …}`` or
-        ``{"response": …}`` (with ``cache``), as the plugin sent it."""
-        return self.call("modify_request", {"request": request})
-
-    def modify_response(self, request: Mapping[str, Any], response: Mapping[str, Any]) -> Any:
-        """``modify_response``."""
-        return self.call("modify_response", {"request": request, "response": response})
-
-    def modify_error_response(
-        self, request: Mapping[str, Any], response: Mapping[str, Any], error: Mapping[str, Any]
-    ) -> Any:
-        """``modify_error_response`` (``error``: see :func:`make_error`)."""
-        return self.call(
-            "modify_error_response", {"request": request, "response": response, "error": error}
-        )
-
-    def route_request(self, request: Mapping[str, Any]) -> Any:
-        """``route_request``: ``{"upstream": …}``, …"""
-        return self.call("route_request", {"request": request})
-
-    def add_upstream(self, upstream: Mapping[str, Any]) -> Any:
-        """``add_upstream`` (to a router)."""
-        return self.call("add_upstream", {"upstream": upstream})
-
-    def remove_upstream(self, upstream_id: str) -> Any:
-        """``remove_upstream`` (to a router)."""
-        return self.call("remove_upstream", {"id": upstream_id})
-
-    def add_backend(self, upstream_id: str, backend: Mapping[str, Any]) -> Any:
-        """``add_backend`` (to a loadbalancer)."""
-        return self.call("add_backend", {"upstream_id": upstream_id, "backend": backend})
-
-    def remove_backend(self, upstream_id: str, backend_id: str) -> Any:
-        """``remove_backend`` (to a loadbalancer)."""
-        return self.call("remove_backend", {"upstream_id": upstream_id, "backend_id": backend_id})
-
-    def get_backend(self, upstream_id: str, request: Mapping[str, Any]) -> Any:
-        """``get_backend``: ``{"backend_id": …}``."""
-        return self.call("get_backend", {"upstream_id": upstream_id, "request": request})
-
-    def event_metric(self, events: list[Any]) -> Any:
-        """``event_metric`` with a batch."""
-        return self.call("event_metric", {_params_name("event_metric"): events})
-
-    def profiling_metric(self, profiles: list[Any]) -> Any:
-        """``profiling_metric`` with a batch."""
-        return self.call("profiling_metric", {_params_name("profiling_metric"): profiles})
-
-    def plugin_metric(self, metrics: list[Any]) -> Any:
-        """``plugin_metric`` with a batch."""
-        return self.call("plugin_metric", {_params_name("plugin_metric"): metrics})
-
-    def request_metric(self, metrics: list[Any]) -> Any:
-        """``request_metric`` with a batch."""
-        return self.call("request_metric", {_params_name("request_metric"): metrics})
-
-    def upstream_metric(self, metrics: list[Any]) -> Any:
-        """``upstream_metric`` with a batch."""
-        return self.call("upstream_metric", {_params_name("upstream_metric"): metrics})
-
-    def heartbeat(self) -> Any:
-        """``heartbeat``."""
-        return self.call("heartbeat", {})
-
-
-class AsyncPluginHost(_Hooks):
+class AsyncPluginHost(HookCalls):
     """Serves ``plugin`` in memory for the body of an ``async with`` block::
 
         async with AsyncPluginHost(TokenAuth(), config={"tokens_file": path}) as host:
@@ -430,7 +348,7 @@ def _batch_counts(params: JsonObject) -> JsonObject:
     return counts
 
 
-class PluginHost(_Hooks):
+class PluginHost(HookCalls):
     """:class:`AsyncPluginHost` for plain (synchronous) tests, on an event loop of its own::
 
         with PluginHost(TokenAuth(), type="modifier", config={"tokens_file": path}) as host:
