@@ -171,6 +171,35 @@ class HostLifecycle(unittest.TestCase):
         result = asyncio.run(asyncio.wait_for(scenario(), 10))
         self.assertEqual(result["response"]["body"], "no")
 
+    def test_background_tasks_run_during_calls_and_are_cancelled_at_the_end(self) -> None:
+        class Ticker(ModifierPlugin):
+            def __init__(self) -> None:
+                self.ticks = 0
+                self.cancelled = False
+                self.task: asyncio.Task[None] | None = None
+
+            async def start(self) -> None:
+                self.task = asyncio.create_task(self.tick())
+
+            async def tick(self) -> None:
+                try:
+                    while True:
+                        self.ticks += 1
+                        await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    self.cancelled = True
+                    raise
+
+            async def modify_request(self, request: Any) -> Any:
+                await asyncio.sleep(0.01)
+                return {}
+
+        plugin = Ticker()
+        with PluginHost(plugin) as host:
+            host.modify_request(make_request())
+        self.assertGreater(plugin.ticks, 0)
+        self.assertTrue(plugin.cancelled)
+
     def test_the_sync_host_refuses_to_run_inside_a_coroutine(self) -> None:
         async def scenario() -> None:
             with PluginHost(Greeter()):

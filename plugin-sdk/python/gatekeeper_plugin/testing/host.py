@@ -389,9 +389,18 @@ class PluginHost(HookCalls):
             self._close_loop()
 
     def _close_loop(self) -> None:
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
+        """Cancels what the plugin left running (its background tasks), then closes the loop."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=self._host.timeout))
+        finally:
+            loop.close()
 
     def call(self, method: str, params: JsonObject) -> Any:
         """See :meth:`AsyncPluginHost.call`."""
