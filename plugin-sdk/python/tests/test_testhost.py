@@ -12,6 +12,8 @@ from unittest import mock
 from harness import PYTHON_SDK
 
 from gatekeeper_plugin import (
+    LoadBalancerPlugin,
+    MetricPlugin,
     ModifierPlugin,
     RouterPlugin,
     RpcError,
@@ -253,6 +255,44 @@ class HostChecks(unittest.TestCase):
                 make_request(), make_response(502), make_error("backend_unreachable", "refused")
             )
         self.assertEqual(result["response"], {"status": 502, "headers": [], "body": "backend_unreachable"})
+
+
+class OtherTypes(unittest.TestCase):
+    def test_a_loadbalancer_and_a_metric_plugin_get_their_hooks(self) -> None:
+        class First(LoadBalancerPlugin):
+            def __init__(self) -> None:
+                self.backends: dict[str, list[str]] = {}
+
+            async def add_backend(self, upstream_id: str, backend: Any) -> None:
+                self.backends.setdefault(upstream_id, []).append(backend["id"])
+
+            async def remove_backend(self, upstream_id: str, backend_id: str) -> None:
+                self.backends[upstream_id].remove(backend_id)
+
+            async def get_backend(self, upstream_id: str, request: Any) -> Any:
+                ids = self.backends.get(upstream_id) or [None]
+                return {"backend_id": ids[0]}
+
+        with PluginHost(First()) as host:
+            host.add_backend("api", {"id": "a", "address": "http://127.0.0.1:9"})
+            host.add_backend("api", {"id": "b", "address": "http://127.0.0.1:10"})
+            host.remove_backend("api", "a")
+            picked = host.get_backend("api", make_request())
+            none = host.get_backend("other", make_request())
+        self.assertEqual(picked, {"backend_id": "b"})
+        self.assertEqual(none, {"backend_id": None})
+
+        class Counter(MetricPlugin):
+            def __init__(self) -> None:
+                self.events: list[Any] = []
+
+            async def event_metric(self, events: list[Any]) -> None:
+                self.events.extend(events)
+
+        counter = Counter()
+        with PluginHost(counter) as host:
+            host.event_metric([{"time_ms": 1, "name": "app_started", "attributes": {}}])
+        self.assertEqual([e["name"] for e in counter.events], ["app_started"])
 
 
 class Registry(UpstreamPlugin):
