@@ -35,7 +35,10 @@ A plugin declares (and is called for) the hooks its class overrides, unless it s
 (``bodies = ("modify_request",)``) and reads and replaces them with :func:`body_bytes` and
 :func:`set_body_bytes`. Requests, responses, upstreams and backends are plain dicts (see the
 ``TypedDict`` shapes :class:`Request`, :class:`Response`, :class:`Upstream`, :class:`Backend`);
-:func:`header`, :func:`set_header` and :func:`remove_header` handle header lists. A
+:func:`header`, :func:`set_header` and :func:`remove_header` handle header lists;
+:func:`cookies` and :func:`query_params` read a request's cookies and query, and
+:func:`config_value` reads a typed value from the config map (``config_value(config, "burst",
+"int", default=10)``: a TOML number or a flag's ``"10"`` alike). A
 ``modify_request`` result wrapped in :func:`cached` (``cached({}, 30_000,
 ["header:authorization"])``) lets gatekeeper reuse the decision without calling the plugin.
 A returned request or response is sent as a ``patch`` of what changed; :func:`patch`
@@ -52,12 +55,17 @@ Example -- a modifier that adds a header to every response::
 
     if __name__ == "__main__":
         serve(PoweredBy())
+
+To test a plugin without gatekeeper, :mod:`gatekeeper_plugin.testing` runs it in memory
+(``with PluginHost(PoweredBy()) as host: host.modify_response(make_request(),
+make_response())``).
 """
 
 from . import batch, codes, protocol
 from .batch import ApplyBatchResult, BatchChange, RefusedChange
 from .env import PluginEnv
 from .errors import EnvError, RpcError, ServeError
+from .helpers import CONFIG_TYPES, config_value, cookies, query_params
 from .manager import DEFAULT_MANAGER_TIMEOUT, ConfigReporter, Manager
 from .models import (
     DEFAULT_MAX_LINE_BYTES,
@@ -113,6 +121,7 @@ __all__ = [
     "ApplyBatchResult",
     "Backend",
     "BatchChange",
+    "CONFIG_TYPES",
     "CacheInstruction",
     "DEFAULT_MANAGER_TIMEOUT",
     "DEFAULT_MAX_LINE_BYTES",
@@ -160,7 +169,10 @@ __all__ = [
     "cached",
     "patch",
     "codes",
+    "config_value",
+    "cookies",
     "protocol",
+    "query_params",
     "header",
     "init_logging",
     "remove_header",

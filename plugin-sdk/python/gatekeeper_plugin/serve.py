@@ -24,6 +24,7 @@ from .errors import EnvError, RpcError, ServeError
 from .manager import ConfigReporter, Manager
 from .models import LIFECYCLE_METHODS, PROTOCOL_VERSION, JsonObject
 from .patch import as_patch, snapshot
+from .declarations import declaration_warnings
 from .plugin import InvalidResult, Plugin, UpstreamPlugin, hook_result
 
 logger = logging.getLogger("gatekeeper_plugin")
@@ -118,6 +119,8 @@ async def serve_async(
                 hook,
                 plugin.plugin_type,
             )
+    for warning in declaration_warnings(plugin):
+        logger.warning("%s", warning)
     bodies = [str(hook) for hook in plugin.bodies]
     for hook in bodies:
         if hook not in hooks:

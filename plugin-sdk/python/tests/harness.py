@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ if str(PYTHON_SDK) not in sys.path:
     sys.path.insert(0, str(PYTHON_SDK))
 
 from gatekeeper_plugin import DEFAULT_MAX_LINE_BYTES, Plugin, serve_async  # noqa: E402
+from gatekeeper_plugin.testing import host as _test_host  # noqa: E402
 
 # The SDK's log lines (expected errors) would clutter the test output; tests that check them use
 # assertLogs, which sees them regardless.
@@ -123,15 +123,10 @@ def _contains(elements: Any, actual: Any, path: str) -> str | None:
 
 
 def plugin_env(plugin_type: str, **overrides: str) -> dict[str, str]:
-    """The ``GATEKEEPER_*`` variables of an in-memory run (token ``t``, protocol 1)."""
-    env = {
-        "GATEKEEPER_TOKEN": "t",
-        "GATEKEEPER_PROTOCOL_VERSION": "1",
-        "GATEKEEPER_PLUGIN_TYPE": plugin_type,
-        "GATEKEEPER_PLUGIN_NAME": "conformance",
-    }
-    env.update(overrides)
-    return {k: v for k, v in env.items() if v is not None}
+    """The ``GATEKEEPER_*`` variables of an in-memory run (token ``t``, protocol 1, as
+    wire.json expects): the test host's, with the conformance suite's token and name."""
+    defaults = {"GATEKEEPER_TOKEN": "t", "GATEKEEPER_PLUGIN_NAME": "conformance"}
+    return _test_host.plugin_env(plugin_type, **{**defaults, **overrides})
 
 
 class FakeProxy:
@@ -152,12 +147,8 @@ class FakeProxy:
         """Serves ``plugin`` (with ``env``, default :func:`plugin_env` of its type) and returns
         the proxy's side, before anything was read."""
         proxy = cls()
-        plugin_sock, proxy_sock = socket.socketpair()
-        plugin_reader, plugin_writer = await asyncio.open_unix_connection(
-            sock=plugin_sock, limit=limit
-        )
-        proxy.reader, proxy.writer = await asyncio.open_unix_connection(
-            sock=proxy_sock, limit=max(limit, DEFAULT_MAX_LINE_BYTES) * 2
+        (plugin_reader, plugin_writer), (proxy.reader, proxy.writer) = (
+            await _test_host.socket_pair_streams(limit)
         )
         proxy.serving = asyncio.create_task(
             serve_async(

@@ -83,10 +83,15 @@
 //! }
 //! ```
 //!
-//! To test a plugin without gatekeeper, the `run_*` functions ([`run_upstream`],
+//! To test a plugin without gatekeeper, [`testing`] runs it in memory as gatekeeper runs it
+//! (`testing::modifier(plugin, config).await?`, then `host.modify_request(..)`, each result
+//! checked as gatekeeper checks it). Underneath, the `run_*` functions ([`run_upstream`],
 //! [`run_modifier`], [`run_router`], [`run_loadbalancer`], [`run_metric`]) serve it over any
 //! connection, e.g. one end of `tokio::io::duplex` with a [`rpc::Peer`] playing the proxy on the
 //! other end.
+//!
+//! Reading config values and requests: [`config`] (typed values from a flag's string or a TOML
+//! value) and [`helpers`] (cookies, query parameters).
 //!
 //! The SDK's reference plugin is [`conformance`]: one plugin of every type, written with these
 //! traits, that behaves exactly like the conformance plugins of the other SDKs
@@ -102,12 +107,14 @@ pub mod desired;
 mod dispatch;
 mod env;
 mod error;
+pub mod helpers;
 mod loadbalancer;
 mod manager;
 mod metric;
 mod plugin;
 mod router;
 mod serve;
+pub mod testing;
 
 pub use env::PluginEnv;
 pub use error::{HookError, ServeError};

@@ -211,9 +211,8 @@ where
         );
     }
     let hooks: Vec<String> = dispatch.hooks().iter().map(|h| (*h).to_owned()).collect();
-    let valid = hooks_of(D::TYPE);
-    for hook in hooks.iter().filter(|h| !valid.contains(&h.as_str())) {
-        tracing::warn!(hook, r#type = %D::TYPE, "declaring a hook this plugin type does not have; gatekeeper ignores it");
+    for warning in declaration_warnings(D::TYPE, &hooks) {
+        tracing::warn!("{warning}");
     }
     let dispatch_bodies: Vec<String> = dispatch.bodies().iter().map(|h| (*h).to_owned()).collect();
     for hook in dispatch_bodies.iter().filter(|h| !hooks.contains(h)) {
@@ -299,6 +298,41 @@ where
     }
 }
 
+/// What looks wrong in the hooks a plugin of `plugin_type` declares, for warnings at startup:
+/// none at all (for a type whose hooks are how it works: gatekeeper never calls it), and each
+/// name that is not a hook of the type (gatekeeper ignores it), with the hook it is close to
+/// (`modify_requets`: a misspelling of `modify_request`?) or the type it is a hook of.
+pub(crate) fn declaration_warnings(plugin_type: PluginType, hooks: &[String]) -> Vec<String> {
+    let valid = hooks_of(plugin_type);
+    let mut warnings = Vec::new();
+    if hooks.is_empty() && plugin_type != PluginType::Upstream {
+        warnings.push(format!(
+            "this {plugin_type} plugin declares no hooks, so gatekeeper never calls it: declare \
+             some of {} in `hooks()`",
+            valid.join(", ")
+        ));
+    }
+    for hook in hooks.iter().filter(|h| !valid.contains(&h.as_str())) {
+        let close = valid
+            .iter()
+            .map(|name| (strsim::jaro_winkler(hook, name), *name))
+            .filter(|(score, _)| *score >= 0.9)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let owner = PluginType::ALL
+            .iter()
+            .find(|other| hooks_of(**other).contains(&hook.as_str()));
+        let hint = match (close, owner) {
+            (Some((_, name)), _) => format!(" (a misspelling of `{name}`?)"),
+            (None, Some(other)) => format!(" (it is a hook of {other} plugins)"),
+            (None, None) => String::new(),
+        };
+        warnings.push(format!(
+            "declaring `{hook}`, which {plugin_type} plugins do not have; gatekeeper ignores it{hint}"
+        ));
+    }
+    warnings
+}
+
 /// The connection's handler for every plugin type: each request on its own task, answered by
 /// [`dispatch::handle`].
 struct PluginHandler<D> {
@@ -341,4 +375,41 @@ fn declared_parts(names: &[&str], hooks: &[String]) -> BTreeMap<String, Vec<Requ
         }
     }
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warnings(plugin_type: PluginType, hooks: &[&str]) -> Vec<String> {
+        let hooks: Vec<String> = hooks.iter().map(|h| (*h).to_owned()).collect();
+        declaration_warnings(plugin_type, &hooks)
+    }
+
+    #[test]
+    fn no_hooks_warns_except_for_upstream_plugins() {
+        let found = warnings(PluginType::Modifier, &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("declares no hooks"), "{found:?}");
+        assert!(warnings(PluginType::Upstream, &[]).is_empty());
+        assert!(warnings(PluginType::Router, &["route_request"]).is_empty());
+    }
+
+    #[test]
+    fn a_misspelled_hook_names_the_hook_it_is_close_to() {
+        let found = warnings(PluginType::Modifier, &["modify_requets"]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("`modify_requets`"), "{found:?}");
+        assert!(
+            found[0].contains("misspelling of `modify_request`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_hook_of_another_type_says_whose_it_is() {
+        let found = warnings(PluginType::Modifier, &["modify_request", "route_request"]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("hook of router plugins"), "{found:?}");
+    }
 }

@@ -147,7 +147,10 @@ impl BoundProxy {
             .await
             .is_err()
         {
-            tracing::warn!(open = streams.len(), "HTTP/2 streams still open after the cut");
+            tracing::warn!(
+                open = streams.len(),
+                "HTTP/2 streams still open after the cut"
+            );
         }
         let upgraded = &self.shared.upgraded;
         upgraded.close();

@@ -7,6 +7,8 @@
 
 mod plugin;
 mod slots;
+#[cfg(test)]
+mod testhost;
 
 use std::process::ExitCode;
 
