@@ -111,7 +111,7 @@ pub struct ProxyConfig {
     #[serde(with = "duration")]
     pub keepalive_release_after: Duration,
     /// Largest request head (request line and headers) in bytes; larger ones get 431
-    /// (default 64 KiB).
+    /// (default 64 KiB). Also the largest backend response head (then 502).
     pub max_header_bytes: usize,
     /// Client connections served at once over all listeners (default 10000). At the limit, each
     /// listener holds one more accepted connection until one closes; the next ones wait in the

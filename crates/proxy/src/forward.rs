@@ -29,6 +29,9 @@ pub(crate) struct BackendClient {
     h2c: PooledClient,
 }
 
+/// hyper's smallest HTTP/1 read buffer limit (it panics below).
+const HYPER_MIN_BUF_SIZE: usize = 8192;
+
 /// How long an idle pooled backend connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -42,13 +45,26 @@ impl BackendClient {
     /// request states its own ([`BackendClient::request`]); new connections record their connect
     /// time while `metrics` wants request records (checked at every connect, see
     /// [`crate::connect`]).
-    pub(crate) fn new(metrics: Metrics, connect_timeout: Duration) -> Self {
+    ///
+    /// A backend response head over `max_header_bytes` (HTTP/1: request line and headers;
+    /// h2c: the header list) is an error, answered 502 like any broken response.
+    pub(crate) fn new(
+        metrics: Metrics,
+        connect_timeout: Duration,
+        max_header_bytes: usize,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(true);
         let connector = TimedConnector::new(connector, metrics, connect_timeout);
+        // hyper's smallest read buffer is 8 KiB; its default (about 400 KiB) would let a backend
+        // send a head six times the size gatekeeper accepts from clients.
+        let max_buf = max_header_bytes.max(HYPER_MIN_BUF_SIZE);
+        let max_list = u32::try_from(max_header_bytes).unwrap_or(u32::MAX);
         let build = |http2: bool| {
             Client::builder(TokioExecutor::new())
+                .http1_max_buf_size(max_buf)
+                .http2_max_header_list_size(max_list)
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .pool_max_idle_per_host(POOL_MAX_IDLE_PER_BACKEND)
                 .pool_timer(TokioTimer::new())
@@ -94,7 +110,9 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers: the standard ones and every header named in `Connection`.
+/// Removes hop-by-hop headers: the standard ones and every header named in `Connection`; and
+/// `Content-Length` next to `Transfer-Encoding` (the message was framed by the coding, so the
+/// length is wrong by definition: RFC 9112, 6.3, says a sender must remove it before forwarding).
 ///
 /// Every request and response passes here and most carry none of them, or only
 /// `Connection: keep-alive`: one pass over the names (cheap comparisons of standard names)
@@ -116,6 +134,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|name| HOP_BY_HOP.contains(name) || listed.contains(name))
         .cloned()
         .collect();
+    if present.contains(&header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     for name in present {
         headers.remove(name);
     }
@@ -243,6 +264,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn a_content_length_next_to_transfer_encoding_goes_with_it() {
+        let mut framed_twice = HeaderMap::new();
+        framed_twice.insert("content-length", HeaderValue::from_static("50"));
+        framed_twice.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        strip_hop_by_hop(&mut framed_twice);
+        assert!(framed_twice.is_empty());
+        let mut length_only = HeaderMap::new();
+        length_only.insert("content-length", HeaderValue::from_static("50"));
+        length_only.insert("connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut length_only);
+        assert_eq!(length_only["content-length"], "50");
     }
 
     #[test]

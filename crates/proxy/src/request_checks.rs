@@ -4,7 +4,8 @@
 //! - an HTTP/1.1 request has exactly one `Host`, and it is a valid authority (RFC 9112 §3.2);
 //!   a request in absolute form (`GET http://host/path`) takes its host from the URI, which
 //!   replaces the `Host` header. HTTP/1.0 may omit `Host`; HTTP/2 carries `:authority`;
-//! - a request's `Transfer-Encoding` is `chunked` only: another coding (`gzip, chunked`) would
+//! - a request's `Transfer-Encoding` is `chunked` once, alone: another coding (`gzip, chunked`,
+//!   or `chunked` twice) would
 //!   reach the backend without the header that names it, so it is refused with 501
 //!   (RFC 9112 §6.1). hyper already drops a `Content-Length` sent next to `Transfer-Encoding`
 //!   and the body is forwarded re-chunked, so such a request cannot desynchronise the backend
@@ -84,16 +85,22 @@ pub(crate) fn check_request(parts: &mut Parts) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Whether `Transfer-Encoding` is absent or names `chunked` alone.
+/// Whether `Transfer-Encoding` is absent or names `chunked` once, alone (over all its lines:
+/// `chunked, chunked` would be chunked twice, which no sender may do, RFC 9112 §6.1).
 fn only_chunked(headers: &HeaderMap) -> bool {
-    headers.get_all(TRANSFER_ENCODING).iter().all(|value| {
-        value.to_str().is_ok_and(|text| {
-            text.split(',')
-                .map(str::trim)
-                .filter(|coding| !coding.is_empty())
-                .all(|coding| coding.eq_ignore_ascii_case("chunked"))
-        })
-    })
+    let mut codings = 0;
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            codings += 1;
+            if codings > 1 || !coding.eq_ignore_ascii_case("chunked") {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn check_host(parts: &mut Parts) -> Result<(), Rejection> {
@@ -331,6 +338,8 @@ mod tests {
             ("gzip, chunked", false),
             ("chunked, gzip", false),
             ("identity", false),
+            ("chunked, chunked", false),
+            ("chunked,", true),
         ] {
             let mut request = parts(
                 http::Request::post("/x")
@@ -340,6 +349,14 @@ mod tests {
             let outcome = check_request(&mut request);
             assert_eq!(outcome.is_ok(), accepted, "{coding:?}");
         }
+        // `chunked` on two lines is chunked twice too.
+        let mut twice = parts(
+            http::Request::post("/x")
+                .header(HOST, "a.test")
+                .header(TRANSFER_ENCODING, "chunked")
+                .header(TRANSFER_ENCODING, "chunked"),
+        );
+        assert!(check_request(&mut twice).is_err());
         assert_eq!(
             Rejection::UnsupportedTransferCoding.response().status(),
             StatusCode::NOT_IMPLEMENTED

@@ -68,7 +68,11 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
                 SwappableHooks::new(proxy.hooks, config.max_plugin_body),
                 proxy.balancer,
                 proxy.metrics.clone(),
-                BackendClient::new(proxy.metrics.clone(), config.connect_timeout),
+                BackendClient::new(
+                    proxy.metrics.clone(),
+                    config.connect_timeout,
+                    config.max_header_bytes,
+                ),
                 config.default_timeout,
                 config.connect_timeout,
             )

@@ -195,7 +195,11 @@ fn the_retry_goes_to_another_backend() {
 #[tokio::test]
 async fn a_get_after_a_refused_connect_is_retried_on_the_live_backend() {
     let upstream = entry(&[dead_addr(), live_backend(Duration::ZERO).await], None);
-    let client = BackendClient::new(crate::metrics::Metrics::disabled(), Duration::from_secs(5));
+    let client = BackendClient::new(
+        crate::metrics::Metrics::disabled(),
+        Duration::from_secs(5),
+        65536,
+    );
     let forwarded = send_to_first(&client, &upstream, Method::GET).await;
     assert_eq!(
         summary(&forwarded),
@@ -217,7 +221,11 @@ async fn a_get_after_a_refused_connect_is_retried_on_the_live_backend() {
 #[tokio::test]
 async fn a_post_is_not_retried() {
     let upstream = entry(&[dead_addr(), live_backend(Duration::ZERO).await], None);
-    let client = BackendClient::new(crate::metrics::Metrics::disabled(), Duration::from_secs(5));
+    let client = BackendClient::new(
+        crate::metrics::Metrics::disabled(),
+        Duration::from_secs(5),
+        65536,
+    );
     let forwarded = send_to_first(&client, &upstream, Method::POST).await;
     assert_eq!(
         summary(&forwarded),
@@ -233,7 +241,11 @@ async fn a_post_is_not_retried() {
 async fn a_connect_over_the_connect_timeout_fails_and_is_retried() {
     let (hole, _held) = blackhole().await;
     let hole = hole.local_addr().unwrap();
-    let client = BackendClient::new(crate::metrics::Metrics::disabled(), Duration::from_secs(60));
+    let client = BackendClient::new(
+        crate::metrics::Metrics::disabled(),
+        Duration::from_secs(60),
+        65536,
+    );
     // Alone: the connect fails after the upstream's connect timeout (not the client's 60s).
     let single = entry(&[hole], None);
     let forwarded = tokio::time::timeout(
@@ -257,7 +269,11 @@ async fn a_connect_over_the_connect_timeout_fails_and_is_retried() {
 #[tokio::test]
 async fn a_full_backend_makes_requests_wait_then_answers_busy() {
     let upstream = entry(&[live_backend(Duration::from_millis(50)).await], Some(1));
-    let client = BackendClient::new(crate::metrics::Metrics::disabled(), Duration::from_secs(5));
+    let client = BackendClient::new(
+        crate::metrics::Metrics::disabled(),
+        Duration::from_secs(5),
+        65536,
+    );
     let b = upstream.backends[0].clone();
     let how = sending(&client, &upstream);
     let send = || forward_with_retry(&how, b.clone(), request(Method::GET, &b), uri_for);
