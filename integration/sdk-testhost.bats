@@ -91,8 +91,15 @@ PY
 
 @test "rust: the test host runs traffic-shaping: a second request waits for the first one's slot" {
   command -v cargo >/dev/null || skip "no cargo"
-  run --separate-stderr cargo test --offline --quiet --manifest-path "$REPO_ROOT/Cargo.toml" \
-    -p gatekeeper-example-traffic-shaping testhost
+  # The example's test binary as scripts/test.sh's `cargo test --workspace` built it (asking
+  # for the workspace keeps its feature set, so nothing is rebuilt; `-p` alone would rebuild
+  # the dependencies with other features, over a minute).
+  binary=$(cargo test --workspace --offline --no-run --message-format=json \
+    --manifest-path "$REPO_ROOT/Cargo.toml" 2>/dev/null |
+    jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test
+      and .target.name == "traffic-shaping") | .executable')
+  [ -x "$binary" ]
+  run --separate-stderr "$binary" testhost
   [ "$status" -eq 0 ] || { echo "$output"; echo "$stderr"; false; }
   [[ $output == *"test result: ok. 2 passed"* ]]
 }
