@@ -78,7 +78,11 @@ impl ClientLimits {
     pub(crate) fn new(config: &ProxyConfig) -> Self {
         let connections = Some(config.max_connections_per_client)
             .filter(|max| *max > 0)
-            .map(|max| Arc::new(ConnectionLimiter::new(u32::try_from(max).unwrap_or(u32::MAX))));
+            .map(|max| {
+                Arc::new(ConnectionLimiter::new(
+                    u32::try_from(max).unwrap_or(u32::MAX),
+                ))
+            });
         let rate = (config.client_request_rate > 0).then(|| {
             let burst = match config.client_request_burst {
                 0 => config.client_request_rate,
@@ -121,8 +125,8 @@ impl ThrottledWarning {
     /// refusals since the previous line, this one included.
     pub(crate) fn refused(&self, now: Instant) -> Option<u64> {
         self.unreported.fetch_add(1, Ordering::Relaxed);
-        let at = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX);
+        let at =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let next = self.next_ns.load(Ordering::Relaxed);
         if at < next {
             return None;

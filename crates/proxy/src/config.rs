@@ -299,7 +299,9 @@ pub enum ConfigError {
         note: &'static str,
     },
     /// `client_request_burst` set without `client_request_rate`.
-    #[error("client_request_burst: has no effect without client_request_rate (set both, or neither)")]
+    #[error(
+        "client_request_burst: has no effect without client_request_rate (set both, or neither)"
+    )]
     BurstWithoutRate,
     /// `max_plugin_body` over [`MAX_MAX_PLUGIN_BODY`].
     #[error("max_plugin_body: {0} must be at most {MAX_MAX_PLUGIN_BODY} (8 MiB)")]

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 use crate::balancer::Balancer;
-use crate::client_limits::ClientLimits;
 pub use crate::body::ProxyBody;
+use crate::client_limits::ClientLimits;
 use crate::forward::{BackendClient, ForwardError};
 use crate::forwarded::ForwardedHeaders;
 use crate::hooks::SwappableHooks;

@@ -328,7 +328,7 @@ fn the_example_config_has_every_key_and_parses() {
         .filter(|key| !shown.contains(key))
         .collect();
     assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
-    assert_eq!(file_keys().len(), 31, "{:?}", file_keys());
+    assert_eq!(file_keys().len(), 34, "{:?}", file_keys());
 
     // Every key of a [[plugin]] table is set in the example's first one; those without a
     // default value (max_memory, recycle_after) are shown commented out.
@@ -349,6 +349,13 @@ fn the_example_config_has_every_key_and_parses() {
         example["max_connections"].as_integer(),
         Some(defaults.proxy.max_connections as i64)
     );
+    for key in [
+        "max_connections_per_client",
+        "client_request_rate",
+        "client_request_burst",
+    ] {
+        assert_eq!(example[key].as_integer(), Some(0), "{key}: off by default");
+    }
     assert_eq!(
         example["max_header_bytes"].as_integer(),
         Some(defaults.proxy.max_header_bytes as i64)

@@ -47,7 +47,10 @@ impl ConnectionLimiter {
     /// The clients with a connection open now (entries in the table).
     #[cfg(test)]
     pub(crate) fn clients(&self) -> usize {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

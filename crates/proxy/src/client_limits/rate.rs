@@ -58,15 +58,17 @@ impl RateLimiter {
             tolerance_ns: interval_ns.saturating_mul(u64::from(burst.max(1))),
             shard_capacity: max_clients.div_ceil(SHARDS).max(1),
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::unbounded())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::unbounded()))
+                .collect(),
         }
     }
 
     /// Takes one request of `client` at `now`: `Ok` when allowed, else the time until its next
     /// request would be.
     pub(crate) fn check(&self, client: ClientKey, now: Instant) -> Result<(), Duration> {
-        let now_ns = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX);
+        let now_ns =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let shard = &self.shards[(client.spread() >> 60) as usize % SHARDS];
         let mut clients = shard.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tat) = clients.get_mut(&client) {

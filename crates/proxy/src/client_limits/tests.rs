@@ -28,7 +28,11 @@ fn a_burst_is_allowed_then_one_request_per_interval() {
     let start = Instant::now();
     let client = key("192.0.2.1");
     for i in 0..3 {
-        assert_eq!(limiter.check(client, start), Ok(()), "request {i} of the burst");
+        assert_eq!(
+            limiter.check(client, start),
+            Ok(()),
+            "request {i} of the burst"
+        );
     }
     let wait = limiter.check(client, start).unwrap_err();
     assert_eq!(wait, Duration::from_millis(100));
@@ -79,7 +83,10 @@ fn connections_per_client_are_counted_until_closed() {
     let (a, b) = (key("192.0.2.1"), key("192.0.2.2"));
     let first = limiter.open(a).unwrap();
     let second = limiter.open(a).unwrap();
-    assert!(limiter.open(a).is_none(), "a third connection of a is refused");
+    assert!(
+        limiter.open(a).is_none(),
+        "a third connection of a is refused"
+    );
     let other = limiter.open(b).unwrap();
     drop(first);
     let third = limiter.open(a).unwrap();

@@ -20,7 +20,10 @@ fn an_empty_file_gives_the_defaults_which_are_valid() {
     assert_eq!(config.max_plugin_body, 1024 * 1024);
     // The per-client limits are off.
     assert_eq!(config.max_connections_per_client, 0);
-    assert_eq!((config.client_request_rate, config.client_request_burst), (0, 0));
+    assert_eq!(
+        (config.client_request_rate, config.client_request_burst),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -64,9 +67,8 @@ fn bad_values_say_what_is_wrong() {
         "client_request_rate: 1000001 must be from 0 to 1000000 (0: no limit)"
     );
     assert!(invalid("client_request_burst = 5").starts_with("client_request_burst: "));
-    assert!(
-        invalid("max_connections_per_client = 10000001").starts_with("max_connections_per_client: ")
-    );
+    assert!(invalid("max_connections_per_client = 10000001")
+        .starts_with("max_connections_per_client: "));
     assert!(invalid("connect_timeout = \"0s\"").starts_with("connect_timeout: "));
     assert!(invalid("passive_health_cooldown = \"0s\"").starts_with("passive_health_cooldown"));
     assert!(invalid("max_plugin_body = 8388609").starts_with("max_plugin_body: "));

@@ -30,7 +30,9 @@ pub(crate) fn client_rate(
     let limits = &shared.client_limits;
     let rate = limits.rate.as_ref()?;
     let now = Instant::now();
-    let wait = rate.check(ClientKey::of(connection.remote.ip()), now).err()?;
+    let wait = rate
+        .check(ClientKey::of(connection.remote.ip()), now)
+        .err()?;
     connection.counters.client_limited_request();
     if let Some(refused) = limits.requests_refused.refused(now) {
         tracing::warn!(
