@@ -80,6 +80,7 @@ $1"
 @test "a burst over client_request_rate gets 429 with Retry-After and never reaches the modifier" {
   start_limited 'client_request_rate = 1
 client_request_burst = 5'
+  gatekeeper check --no-plugins --config "$BATS_TEST_TMPDIR/gk.toml"
   run burst 20
   [ "$status" -eq 0 ]
   local ok refused

@@ -127,7 +127,7 @@ pub struct ProxyConfig {
     /// `Retry-After`. 0: no limit (the default).
     pub client_request_rate: u32,
     /// Requests a client may send at once, beyond which `client_request_rate` applies.
-    /// 0 (the default): the same as `client_request_rate`.
+    /// 0 (the default): the same as `client_request_rate`. Without a rate it has no effect.
     pub client_request_burst: u32,
     /// How long in-flight connections may finish after shutdown is requested (default 10s).
     #[serde(with = "duration")]
@@ -241,9 +241,6 @@ impl ProxyConfig {
         ] {
             in_range(key, value as usize, 0, 1_000_000, " (0: no limit)")?;
         }
-        if self.client_request_burst > 0 && self.client_request_rate == 0 {
-            return Err(ConfigError::BurstWithoutRate);
-        }
         if self.max_plugin_body > MAX_MAX_PLUGIN_BODY {
             return Err(ConfigError::MaxPluginBody(self.max_plugin_body));
         }
@@ -298,11 +295,6 @@ pub enum ConfigError {
         /// Said after the range (e.g. ` (16 MiB)`).
         note: &'static str,
     },
-    /// `client_request_burst` set without `client_request_rate`.
-    #[error(
-        "client_request_burst: has no effect without client_request_rate (set both, or neither)"
-    )]
-    BurstWithoutRate,
     /// `max_plugin_body` over [`MAX_MAX_PLUGIN_BODY`].
     #[error("max_plugin_body: {0} must be at most {MAX_MAX_PLUGIN_BODY} (8 MiB)")]
     MaxPluginBody(usize),
