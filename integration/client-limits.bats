@@ -18,7 +18,7 @@ teardown() {
   stop_all
 }
 
-# start_limited TOML: gatekeeper with the keys TOML, a JSON access log in $ACCESS, /metrics on
+# start_limited TOML [ARGS...]: gatekeeper (with ARGS) with the keys TOML, a JSON access log in $ACCESS, /metrics on
 # $METRICS_PORT, static-upstreams, and a test-modifier recording every call to $MODS.
 start_limited() {
   cat >"$BATS_TEST_TMPDIR/gk.toml" <<TOML
@@ -36,7 +36,7 @@ type = "modifier"
 command = "test-modifier"
 config = { file = $(toml_string "$MODS") }
 TOML
-  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
+  start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml" "${@:2}"
 }
 
 metrics() { curl -sS --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics"; }
@@ -108,7 +108,8 @@ client_request_burst = 5'
 }
 
 @test "connections over max_connections_per_client are closed at accept; other clients are served" {
-  start_limited 'max_connections_per_client = 2'
+  # The flag, this time (the other tests set keys).
+  start_limited '' --max-connections-per-client 2
   run connections "
 a, b = connect(), connect()
 print(get(a), '|', get(b))

@@ -230,6 +230,38 @@ fn bad_listener_settings_name_their_key() {
 }
 
 #[test]
+fn per_client_limits_are_off_by_default_and_flags_win_over_keys() {
+    let default = merge("gk", "").unwrap();
+    assert_eq!(default.proxy.max_connections_per_client, 0);
+    assert_eq!(default.proxy.client_request_rate, 0);
+    assert_eq!(default.proxy.client_request_burst, 0);
+    let file =
+        "max_connections_per_client = 8\nclient_request_rate = 50\nclient_request_burst = 100";
+    let s = merge("gk", file).unwrap();
+    assert_eq!(
+        (
+            s.proxy.max_connections_per_client,
+            s.proxy.client_request_rate,
+            s.proxy.client_request_burst
+        ),
+        (8, 50, 100)
+    );
+    let flags =
+        "gk --max-connections-per-client 2 --client-request-rate 5 --client-request-burst 0";
+    let s = merge(flags, file).unwrap();
+    assert_eq!(
+        (
+            s.proxy.max_connections_per_client,
+            s.proxy.client_request_rate,
+            s.proxy.client_request_burst
+        ),
+        (2, 5, 0)
+    );
+    let too_fast = merge("gk --client-request-rate 2000000", "").unwrap_err();
+    assert!(format!("{too_fast:#}").contains("client_request_rate"));
+}
+
+#[test]
 fn max_plugin_body_defaults_to_1_mib_and_is_bounded() {
     let default = merge("gk", "").unwrap();
     assert_eq!(default.proxy.max_plugin_body, 1024 * 1024);
