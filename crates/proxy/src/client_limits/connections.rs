@@ -79,9 +79,10 @@ impl Drop for ClientConnection {
 
 /// A connection's places under the limits: under `max_connections` (over all listeners) and,
 /// when `max_connections_per_client` is set, under its client's limit. Both are given back
-/// when the connection's byte stream is dropped.
+/// when the connection's byte stream is dropped. The client's place is boxed: without the
+/// limit, every connection carries 8 bytes for it, not 32.
 #[derive(Debug)]
 pub(crate) struct ConnectionPermit {
     pub(crate) _global: OwnedSemaphorePermit,
-    pub(crate) _client: Option<ClientConnection>,
+    pub(crate) _client: Option<Box<ClientConnection>>,
 }

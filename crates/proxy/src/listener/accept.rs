@@ -72,7 +72,7 @@ pub(crate) async fn accept_loop(
                 let client = match &limits.connections {
                     None => None,
                     Some(limiter) => match limiter.open(ClientKey::of(remote.ip())) {
-                        Some(client) => Some(client),
+                        Some(client) => Some(Box::new(client)),
                         None => {
                             // Closed unread: the client sees the connection end (FIN, or RST
                             // if it had sent bytes already).

@@ -36,10 +36,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-
-use crate::client_limits::ConnectionPermit;
 use tokio_util::task::TaskTracker;
 
+use crate::client_limits::ConnectionPermit;
 use crate::connection_info::ConnectionInfo;
 use crate::service::Shared;
 use crate::timing::record_refused;

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::client_limits::ConnectionPermit;
-
 use super::connection::{serve_http, stopped, Protocol, Protocols, WatchedIo};
+use crate::client_limits::ConnectionPermit;
 use crate::connection_info::ConnectionInfo;
 use crate::metrics::listener_stats::OpenConnection;
 use crate::service::Shared;

@@ -14,13 +14,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-
-use crate::client_limits::ConnectionPermit;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::activity::Activity;
 use super::connection::{Protocol, Protocols};
+use crate::client_limits::ConnectionPermit;
 use crate::metrics::listener_stats::{ListenerCounters, OpenConnection};
 
 /// A client's byte stream: plain TCP or TLS.
