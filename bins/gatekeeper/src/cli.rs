@@ -111,6 +111,18 @@ pub struct Cli {
     /// at most 8388608): larger request bodies get 413, larger response bodies stream past.
     #[arg(long, value_name = "BYTES")]
     pub max_plugin_body: Option<usize>,
+    /// Client connections open at once per client address (0: no limit, the default); more
+    /// are closed at accept, before any plugin runs.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+    /// Requests per second per client address (0: no limit, the default); over it: 429 with
+    /// Retry-After, before any plugin runs.
+    #[arg(long, value_name = "N")]
+    pub client_request_rate: Option<u32>,
+    /// Requests a client may send at once before `--client-request-rate` applies (0, the
+    /// default: the same as the rate).
+    #[arg(long, value_name = "N")]
+    pub client_request_burst: Option<u32>,
 
     /// Worker threads serving requests (default: one per CPU core).
     #[arg(long, value_name = "N")]

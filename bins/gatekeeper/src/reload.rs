@@ -288,5 +288,13 @@ mod tests {
         let new = settings(&["--listen", "127.0.0.1:1", "--default-timeout", "3s"]);
         assert_eq!(needs_restart(&running, &new), ["default_timeout"]);
         assert!(needs_restart(&running, &running).is_empty());
+        // The per-client limits are read when the listeners start.
+        let mut limited = running.clone();
+        limited.proxy.max_connections_per_client = 4;
+        limited.proxy.client_request_rate = 10;
+        assert_eq!(
+            needs_restart(&running, &limited),
+            ["client_request_rate", "max_connections_per_client"]
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! Keys are those of the gatekeeper config file: `listen`, `[[tls]]`, `default_timeout`,
 //! `connect_timeout`, `header_read_timeout`, `keepalive_idle`, `keepalive_release_after`,
 //! `max_header_bytes`,
-//! `max_connections`, `shutdown_grace`, `passive_health_failures`, `passive_health_cooldown`,
+//! `max_connections`, `max_connections_per_client`, `client_request_rate`,
+//! `client_request_burst`, `shutdown_grace`, `passive_health_failures`, `passive_health_cooldown`,
 //! `max_plugin_body`, `forwarded_headers`, `via`, `response_headers` ([`ProxyConfig`]); `metrics_batch_size`,
 //! `metrics_flush_interval`, `metrics_buffer` ([`crate::MetricsConfig`]); `failure`,
 //! `failure_status` in a `[[plugin]]` table ([`FailureConfig`], in `failure`).
@@ -117,6 +118,17 @@ pub struct ProxyConfig {
     /// listener holds one more accepted connection until one closes; the next ones wait in the
     /// kernel's listen backlog.
     pub max_connections: usize,
+    /// Client connections open at once per client address (an IPv4 address, or the /64 of an
+    /// IPv6 one; see [`crate::client_limits`]). A connection over the limit is closed as soon as
+    /// it is accepted, before anything is read from it. 0: no limit (the default).
+    pub max_connections_per_client: usize,
+    /// Requests per second per client address, checked before anything else is done with a
+    /// request (no plugin sees a refused one); over it, `429 Too Many Requests` with
+    /// `Retry-After`. 0: no limit (the default).
+    pub client_request_rate: u32,
+    /// Requests a client may send at once, beyond which `client_request_rate` applies.
+    /// 0 (the default): the same as `client_request_rate`. Without a rate it has no effect.
+    pub client_request_burst: u32,
     /// How long in-flight connections may finish after shutdown is requested (default 10s).
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
@@ -155,6 +167,9 @@ impl Default for ProxyConfig {
             keepalive_release_after: Duration::from_secs(1),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_client: 0,
+            client_request_rate: 0,
+            client_request_burst: 0,
             shutdown_grace: Duration::from_secs(10),
             passive_health_failures: health::DEFAULT_PASSIVE_FAILURES,
             passive_health_cooldown: health::DEFAULT_PASSIVE_COOLDOWN,
@@ -213,6 +228,19 @@ impl ProxyConfig {
             " (16 MiB)",
         )?;
         in_range("max_connections", self.max_connections, 1, 10_000_000, "")?;
+        in_range(
+            "max_connections_per_client",
+            self.max_connections_per_client,
+            0,
+            10_000_000,
+            " (0: no limit)",
+        )?;
+        for (key, value) in [
+            ("client_request_rate", self.client_request_rate),
+            ("client_request_burst", self.client_request_burst),
+        ] {
+            in_range(key, value as usize, 0, 1_000_000, " (0: no limit)")?;
+        }
         if self.max_plugin_body > MAX_MAX_PLUGIN_BODY {
             return Err(ConfigError::MaxPluginBody(self.max_plugin_body));
         }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::metrics::listener_stats::ListenerCounters;
+
 /// What the request path knows about the connection a request came on.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionInfo {
@@ -30,6 +32,8 @@ pub(crate) struct ConnectionInfo {
     /// Turns true when the listener stops (shutdown or reload): a request cut after that was
     /// cut by the shutdown grace period.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The listener's connection counters (requests refused by the per-client rate).
+    pub(crate) counters: Arc<ListenerCounters>,
 }
 
 impl ConnectionInfo {

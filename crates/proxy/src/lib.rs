@@ -25,6 +25,7 @@
 
 pub mod balancer;
 mod body;
+mod client_limits;
 pub mod config;
 mod connect;
 mod connection_info;

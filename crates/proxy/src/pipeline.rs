@@ -3,12 +3,13 @@
 //! the model):
 //!
 //! ```text
-//! request checks ─► route ─► modify request ─► pick backend ─► forward
+//! client rate ─► request checks ─► route ─► modify request ─► pick backend ─► forward
 //!   ─► modify response | (on any error) modify error response ─► respond ─► record
 //! ```
 //!
 //! | phase | file | default (no plugin) |
 //! |---|---|---|
+//! | client rate | `client_rate.rs` | nothing (`client_request_rate` unset); over it: 429 |
 //! | request checks | `checks.rs` | Host, transfer coding, dot segments, CONNECT refused |
 //! | route | `route.rs` | built-in router (prefix, host) |
 //! | modify request | `modify_request.rs` | nothing |
@@ -35,6 +36,7 @@
 
 mod apply_change;
 mod checks;
+mod client_rate;
 mod forward;
 mod modify_error;
 mod modify_request;
@@ -68,8 +70,8 @@ use crate::timing::{RequestRecord, X_REQUEST_ID};
 use crate::upgrade::UpgradeRequest;
 use crate::view::{headers_to_view, Kind};
 
-/// Handles one request that arrived on `connection`: the request checks, then the rest of
-/// the pipeline ([`Exchange`]) with the hooks snapshot and metrics setting of this moment.
+/// Handles one request that arrived on `connection`: the client's rate, the request checks,
+/// then the rest of the pipeline ([`Exchange`]) with the hooks snapshot and metrics setting of this moment.
 pub(crate) async fn handle(
     shared: &Shared,
     connection: &ConnectionInfo,
@@ -77,6 +79,9 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
     let measure = shared.metrics.measures_requests();
+    if let Some(refused) = client_rate::client_rate(shared, connection, &parts, measure) {
+        return refused;
+    }
     let upgrade = match request_checks(shared, connection, &mut parts) {
         Ok(upgrade) => upgrade,
         Err(rejection) => return refused(shared, connection, &parts, rejection, measure),

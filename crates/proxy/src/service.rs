@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::balancer::Balancer;
 pub use crate::body::ProxyBody;
+use crate::client_limits::ClientLimits;
 use crate::forward::{BackendClient, ForwardError};
 use crate::forwarded::ForwardedHeaders;
 use crate::hooks::SwappableHooks;
@@ -49,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) upgraded: TaskTracker,
     /// Headers set on every response (`response_headers`).
     pub(crate) response_headers: ResponseHeaders,
+    /// The per-client limits (connections, request rate); off by default.
+    pub(crate) client_limits: ClientLimits,
 }
 
 impl Shared {
@@ -73,7 +76,14 @@ impl Shared {
             forwarded: ForwardedHeaders::default(),
             upgraded: TaskTracker::new(),
             response_headers: ResponseHeaders::new(),
+            client_limits: ClientLimits::default(),
         }
+    }
+
+    /// Sets the per-client limits (default: none).
+    pub(crate) fn with_client_limits(mut self, limits: ClientLimits) -> Self {
+        self.client_limits = limits;
+        self
     }
 
     /// Sets the forwarding headers to add (default: [`crate::ForwardedConfig::default`]).

@@ -15,7 +15,8 @@ use crate::cli::Cli;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
 /// `--listen` (all of them replace the file's `listen`), `--tls-cert`/`--tls-key`,
-/// `--default-timeout`, `--connect-timeout`, `--max-plugin-body`.
+/// `--default-timeout`, `--connect-timeout`, `--max-plugin-body`, `--max-connections-per-client`,
+/// `--client-request-rate`, `--client-request-burst`.
 pub fn apply_to_proxy(cli: &Cli, proxy: &mut ProxyConfig) -> Result<()> {
     if !cli.listen.is_empty() {
         proxy.listeners = cli
@@ -43,6 +44,15 @@ pub fn apply_to_proxy(cli: &Cli, proxy: &mut ProxyConfig) -> Result<()> {
     }
     if let Some(bytes) = cli.max_plugin_body {
         proxy.max_plugin_body = bytes;
+    }
+    if let Some(max) = cli.max_connections_per_client {
+        proxy.max_connections_per_client = max;
+    }
+    if let Some(rate) = cli.client_request_rate {
+        proxy.client_request_rate = rate;
+    }
+    if let Some(burst) = cli.client_request_burst {
+        proxy.client_request_burst = burst;
     }
     Ok(())
 }

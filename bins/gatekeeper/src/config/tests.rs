@@ -230,6 +230,38 @@ fn bad_listener_settings_name_their_key() {
 }
 
 #[test]
+fn per_client_limits_are_off_by_default_and_flags_win_over_keys() {
+    let default = merge("gk", "").unwrap();
+    assert_eq!(default.proxy.max_connections_per_client, 0);
+    assert_eq!(default.proxy.client_request_rate, 0);
+    assert_eq!(default.proxy.client_request_burst, 0);
+    let file =
+        "max_connections_per_client = 8\nclient_request_rate = 50\nclient_request_burst = 100";
+    let s = merge("gk", file).unwrap();
+    assert_eq!(
+        (
+            s.proxy.max_connections_per_client,
+            s.proxy.client_request_rate,
+            s.proxy.client_request_burst
+        ),
+        (8, 50, 100)
+    );
+    let flags =
+        "gk --max-connections-per-client 2 --client-request-rate 5 --client-request-burst 0";
+    let s = merge(flags, file).unwrap();
+    assert_eq!(
+        (
+            s.proxy.max_connections_per_client,
+            s.proxy.client_request_rate,
+            s.proxy.client_request_burst
+        ),
+        (2, 5, 0)
+    );
+    let too_fast = merge("gk --client-request-rate 2000000", "").unwrap_err();
+    assert!(format!("{too_fast:#}").contains("client_request_rate"));
+}
+
+#[test]
 fn max_plugin_body_defaults_to_1_mib_and_is_bounded() {
     let default = merge("gk", "").unwrap();
     assert_eq!(default.proxy.max_plugin_body, 1024 * 1024);
@@ -328,7 +360,7 @@ fn the_example_config_has_every_key_and_parses() {
         .filter(|key| !shown.contains(key))
         .collect();
     assert!(missing.is_empty(), "keys missing from {path}: {missing:?}");
-    assert_eq!(file_keys().len(), 31, "{:?}", file_keys());
+    assert_eq!(file_keys().len(), 34, "{:?}", file_keys());
 
     // Every key of a [[plugin]] table is set in the example's first one; those without a
     // default value (max_memory, recycle_after) are shown commented out.
@@ -349,6 +381,13 @@ fn the_example_config_has_every_key_and_parses() {
         example["max_connections"].as_integer(),
         Some(defaults.proxy.max_connections as i64)
     );
+    for key in [
+        "max_connections_per_client",
+        "client_request_rate",
+        "client_request_burst",
+    ] {
+        assert_eq!(example[key].as_integer(), Some(0), "{key}: off by default");
+    }
     assert_eq!(
         example["max_header_bytes"].as_integer(),
         Some(defaults.proxy.max_header_bytes as i64)

@@ -1,5 +1,6 @@
 //! The per-listener families, read at scrape time from the pipeline's connection counters:
-//! connections open, parked and accepted, failed TLS handshakes, malformed requests, bytes.
+//! connections open, parked and accepted, failed TLS handshakes, malformed requests, bytes, and
+//! what the per-client limits refused (`gatekeeper_client_limited_total{listener,limit}`).
 
 use gatekeeper_proxy::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +13,14 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
+}
+
+/// Labels of `gatekeeper_client_limited_total`: the listener and the limit (`connections`:
+/// `max_connections_per_client`; `rate`: `client_request_rate`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLimitLabels {
+    listener: String,
+    limit: &'static str,
 }
 
 /// The listeners' connection counters, as the pipeline has them now.
@@ -58,7 +67,23 @@ pub(super) fn register(registry: &mut Registry, metrics: &Metrics) {
         "gatekeeper_sent_bytes",
         "Bytes written to clients (before TLS encryption), response heads included",
     );
+    let client_limited = Family::<ClientLimitLabels, Counter>::default();
+    registry.register(
+        "gatekeeper_client_limited",
+        "Refused by the per-client limits, before any plugin: connections closed at accept (limit=\"connections\", max_connections_per_client) and requests answered 429 (limit=\"rate\", client_request_rate)",
+        client_limited.clone(),
+    );
     for (listener, stats) in metrics.listener_stats() {
+        for (limit, count) in [
+            ("connections", stats.client_limited_connections),
+            ("rate", stats.client_limited_requests),
+        ] {
+            let labels = ClientLimitLabels {
+                listener: listener.clone(),
+                limit,
+            };
+            client_limited.get_or_create(&labels).inc_by(count);
+        }
         let labels = ListenerLabels { listener };
         open.get_or_create(&labels)
             .set(i64::try_from(stats.open_connections).unwrap_or(i64::MAX));

@@ -18,6 +18,12 @@ fn an_empty_file_gives_the_defaults_which_are_valid() {
     config.validate().unwrap();
     assert_eq!(config.default_timeout, Duration::from_secs(30));
     assert_eq!(config.max_plugin_body, 1024 * 1024);
+    // The per-client limits are off.
+    assert_eq!(config.max_connections_per_client, 0);
+    assert_eq!(
+        (config.client_request_rate, config.client_request_burst),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -56,6 +62,13 @@ fn bad_values_say_what_is_wrong() {
         "max_header_bytes: 10 must be from 1024 to 16777216 (16 MiB)"
     );
     assert!(invalid("max_connections = 0").starts_with("max_connections: "));
+    assert_eq!(
+        invalid("client_request_rate = 1000001"),
+        "client_request_rate: 1000001 must be from 0 to 1000000 (0: no limit)"
+    );
+    assert!(invalid("client_request_burst = 1000001").starts_with("client_request_burst: "));
+    assert!(invalid("max_connections_per_client = 10000001")
+        .starts_with("max_connections_per_client: "));
     assert!(invalid("connect_timeout = \"0s\"").starts_with("connect_timeout: "));
     assert!(invalid("passive_health_cooldown = \"0s\"").starts_with("passive_health_cooldown"));
     assert!(invalid("max_plugin_body = 8388609").starts_with("max_plugin_body: "));

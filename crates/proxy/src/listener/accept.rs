@@ -1,6 +1,10 @@
 //! A listener's accept loop: one task per connection, at most `max_connections` connections at
-//! once over all listeners, and the drain of the listener's connections when it stops.
+//! once over all listeners, and the drain of the listener's connections when it stops. With
+//! `max_connections_per_client`, a connection over its client's limit is closed as soon as it
+//! is accepted (before it takes a place under `max_connections`, and before anything is read
+//! from it; see [`crate::client_limits`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +16,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::connection::{serve_connection, stopped, ListenerContext, Protocols};
+use crate::client_limits::{ClientKey, ClientLimits, ConnectionPermit};
+use crate::metrics::listener_stats::ListenerCounters;
 use crate::metrics::Metrics;
 use crate::service::Shared;
 
@@ -49,7 +55,8 @@ pub(crate) async fn accept_loop(
         .unwrap_or_default();
     listener_event(metrics, events::LISTENER_STARTED, &name, &address);
     // The listener's connection counters exist (at 0) from its start.
-    let _ = metrics.listener_counters(&name);
+    let counters = metrics.listener_counters(&name);
+    let limits = &serving.shared.client_limits;
     let mut connections = JoinSet::new();
     'serving: loop {
         let accepted = loop {
@@ -62,6 +69,19 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((stream, remote)) => {
                 tracing::trace!(listener = %name, %remote, "accepted");
+                let client = match &limits.connections {
+                    None => None,
+                    Some(limiter) => match limiter.open(ClientKey::of(remote.ip())) {
+                        Some(client) => Some(Box::new(client)),
+                        None => {
+                            // Closed unread: the client sees the connection end (FIN, or RST
+                            // if it had sent bytes already).
+                            drop(stream);
+                            refused_connection(limits, &counters, &name, remote);
+                            continue;
+                        }
+                    },
+                };
                 // At the limit, this connection waits here and the next ones in the backlog.
                 let permit = loop {
                     tokio::select! {
@@ -76,6 +96,10 @@ pub(crate) async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 // The permit lives as long as the connection's byte stream, which an upgraded
                 // (WebSocket) connection takes along when it leaves hyper.
+                let permit = ConnectionPermit {
+                    _global: permit,
+                    _client: client,
+                };
                 let serve =
                     serve_connection(stream, remote, context.clone(), permit, shutdown.clone());
                 connections.spawn(serve);
@@ -100,6 +124,27 @@ pub(crate) async fn accept_loop(
                 while connections.join_next().await.is_some() {}
             }
         }
+    }
+}
+
+/// Counts (and at most once per interval logs) a connection refused for its client's limit.
+fn refused_connection(
+    limits: &ClientLimits,
+    counters: &ListenerCounters,
+    listener: &str,
+    remote: SocketAddr,
+) {
+    counters.client_limited_connection();
+    if let Some(refused) = limits
+        .connections_refused
+        .refused(std::time::Instant::now())
+    {
+        tracing::warn!(
+            listener,
+            client = %remote.ip(),
+            refused,
+            "connections over max_connections_per_client closed at accept (count since the last such line; see gatekeeper_client_limited_total)"
+        );
     }
 }
 

@@ -35,9 +35,10 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::client_limits::ConnectionPermit;
 use crate::connection_info::ConnectionInfo;
 use crate::service::Shared;
 use crate::timing::record_refused;
@@ -134,7 +135,7 @@ pub(crate) async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
     context: Arc<ListenerContext>,
-    permit: OwnedSemaphorePermit,
+    permit: ConnectionPermit,
     shutdown: watch::Receiver<bool>,
 ) {
     let listener = context.name.clone();
@@ -151,6 +152,7 @@ pub(crate) async fn serve_connection(
             tls_version: None,
             tls_cipher: None,
             shutdown: shutdown.clone(),
+            counters: open.shared_counters(),
         };
         let io = WatchedIo::new(stream, Protocol::Http1, permit, open, protocols);
         return serve_http(io, info, None, shared, protocols, shutdown).await;

@@ -14,6 +14,7 @@ use super::accept::Serving;
 use super::connection::Protocols;
 use super::plan::check;
 use super::{ListenerControl, ListenerError};
+use crate::client_limits::ClientLimits;
 use crate::forward::BackendClient;
 use crate::forwarded::ForwardedHeaders;
 use crate::hooks::{HooksSwitch, SwappableHooks};
@@ -77,7 +78,8 @@ pub(crate) async fn bind(proxy: Proxy) -> Result<BoundProxy, ProxyError> {
                 config.connect_timeout,
             )
             .with_forwarded(forwarded)
-            .with_response_headers(response_headers),
+            .with_response_headers(response_headers)
+            .with_client_limits(ClientLimits::new(&config)),
         ),
         protocols: Arc::new(Protocols::new(&config)),
         max_connections: config.max_connections.clamp(1, Semaphore::MAX_PERMITS),

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 
 use super::connection::{serve_http, stopped, Protocol, Protocols, WatchedIo};
+use crate::client_limits::ConnectionPermit;
 use crate::connection_info::ConnectionInfo;
 use crate::metrics::listener_stats::OpenConnection;
 use crate::service::Shared;
@@ -21,7 +22,7 @@ pub(super) struct TlsConnection {
     pub(super) stream: TcpStream,
     pub(super) remote: SocketAddr,
     pub(super) listener: Arc<str>,
-    pub(super) permit: OwnedSemaphorePermit,
+    pub(super) permit: ConnectionPermit,
     pub(super) open: OpenConnection,
 }
 
@@ -79,6 +80,7 @@ pub(super) async fn serve_tls(
             .negotiated_cipher_suite()
             .and_then(|suite| suite.suite().as_str()),
         shutdown: shutdown.clone(),
+        counters: open.shared_counters(),
     };
     let io = WatchedIo::new(stream, protocol, permit, open, protocols);
     serve_http(io, info, Some(tls.clone()), shared, protocols, shutdown).await;

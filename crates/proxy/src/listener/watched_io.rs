@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::activity::Activity;
 use super::connection::{Protocol, Protocols};
+use crate::client_limits::ConnectionPermit;
 use crate::metrics::listener_stats::{ListenerCounters, OpenConnection};
 
 /// A client's byte stream: plain TCP or TLS.
@@ -88,8 +89,9 @@ pub(super) struct WatchedIo<I> {
     /// hyper has bytes it could not write yet (a 408 must not cut into them).
     write_pending: bool,
     expired: bool,
-    /// The connection's place under `max_connections`, given back when the stream is dropped.
-    _permit: OwnedSemaphorePermit,
+    /// The connection's place under `max_connections` (and its client's under
+    /// `max_connections_per_client`), given back when the stream is dropped.
+    _permit: ConnectionPermit,
     /// The connection counted open on its listener until the stream is dropped.
     _open: OpenConnection,
     /// The listener's counters (bytes read and written).
@@ -100,7 +102,7 @@ impl<I: ClientStream> WatchedIo<I> {
     pub(super) fn new(
         inner: I,
         protocol: Protocol,
-        permit: OwnedSemaphorePermit,
+        permit: ConnectionPermit,
         open: OpenConnection,
         protocols: &Protocols,
     ) -> Self {

@@ -1,6 +1,6 @@
 //! Connection counters per listener: connections open, parked and accepted, TLS handshakes that
-//! failed, malformed requests hyper answered itself, and the bytes read from and written to
-//! clients. They are plain atomics kept whatever the metrics exporters want (one add per
+//! failed, malformed requests hyper answered itself, connections and requests refused by the
+//! per-client limits, and the bytes read from and written to clients. They are plain atomics kept whatever the metrics exporters want (one add per
 //! connection event or per read/write), and read at scrape time ([`Metrics::listener_stats`]).
 //!
 //! [`Metrics::listener_stats`]: crate::Metrics::listener_stats
@@ -17,6 +17,8 @@ pub(crate) struct ListenerCounters {
     accepted: AtomicU64,
     tls_handshake_failures: AtomicU64,
     malformed_requests: AtomicU64,
+    client_limited_connections: AtomicU64,
+    client_limited_requests: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
 }
@@ -36,6 +38,11 @@ pub struct ListenerStats {
     /// Requests hyper could not parse and answered itself (400, 414, 431), and request heads
     /// that did not arrive in time (408).
     pub malformed_requests: u64,
+    /// Connections closed at accept for `max_connections_per_client` (not counted in
+    /// `connections`).
+    pub client_limited_connections: u64,
+    /// Requests answered 429 for `client_request_rate`.
+    pub client_limited_requests: u64,
     /// Bytes read from clients (after TLS), heads included.
     pub bytes_received: u64,
     /// Bytes written to clients (before TLS), heads included.
@@ -64,6 +71,15 @@ impl ListenerCounters {
         self.malformed_requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn client_limited_connection(&self) {
+        self.client_limited_connections
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn client_limited_request(&self) {
+        self.client_limited_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn received(&self, bytes: usize) {
         self.bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -80,6 +96,8 @@ impl ListenerCounters {
             connections: self.accepted.load(Ordering::Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed),
             malformed_requests: self.malformed_requests.load(Ordering::Relaxed),
+            client_limited_connections: self.client_limited_connections.load(Ordering::Relaxed),
+            client_limited_requests: self.client_limited_requests.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
         }
@@ -160,6 +178,9 @@ mod tests {
         second.counters().sent(5);
         counters.tls_handshake_failed();
         counters.malformed_request();
+        counters.client_limited_connection();
+        counters.client_limited_request();
+        counters.client_limited_request();
         let parked = counters.parked();
         drop(first);
         let stats = table.stats();
@@ -173,6 +194,8 @@ mod tests {
                     connections: 2,
                     tls_handshake_failures: 1,
                     malformed_requests: 1,
+                    client_limited_connections: 1,
+                    client_limited_requests: 2,
                     bytes_received: 10,
                     bytes_sent: 5,
                 }
