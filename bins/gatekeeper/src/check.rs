@@ -129,7 +129,13 @@ fn check(cli: &Cli) -> (Option<Settings>, Vec<String>) {
 /// or is not TOML at all.
 fn check_file(path: &Path, errors: &mut Vec<String>) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let table: Table = toml::from_str(&text).map_err(|e| toml_error(&text, &e))?;
+    check_text(&text, errors)
+}
+
+/// Checks a config file's text key by key, adding each error to `errors`; `Err` when it is not
+/// TOML at all.
+pub(crate) fn check_text(text: &str, errors: &mut Vec<String>) -> Result<(), String> {
+    let table: Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     let known = file_keys();
     // `[[tls]]` tables are checked against the listeners, if those are valid.
     let listen = table.get("listen").cloned().filter(|listen| {

@@ -32,6 +32,8 @@ mod connection_info;
 pub mod decision_cache;
 pub mod forward;
 pub mod forwarded;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 mod hooks;
 mod listener;

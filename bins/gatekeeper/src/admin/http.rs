@@ -80,7 +80,8 @@ async fn accept_failed(error: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn serve_connection<IO>(io: IO, handler: Handler)
+/// Serves one connection with `handler` until the client closes it.
+pub(crate) async fn serve_connection<IO>(io: IO, handler: Handler)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
