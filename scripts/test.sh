@@ -33,6 +33,8 @@ step() { echo; echo "==> $*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+# The cargo-fuzz crate is a workspace of its own (built by scripts/fuzz.sh with nightly).
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -156,12 +156,17 @@ async fn recycling_on_memory_loses_no_call() {
         .launch(spec, LaunchOptions::default().with_events(events_tx))
         .await
         .unwrap();
-    let (pids, failed) = call_in_a_loop(&plugin, 200, Duration::from_millis(10)).await;
-    assert_eq!(failed, 0);
+    let (mut pids, mut failed) = call_in_a_loop(&plugin, 200, Duration::from_millis(10)).await;
     eventually("the hog was recycled", BACK, || {
         plugin.state().recycles >= 1
     })
     .await;
+    // On a loaded machine the recycle may come after those calls: the next ones reach the
+    // new process (and are not lost either).
+    let (after, lost) = call_in_a_loop(&plugin, 20, Duration::from_millis(10)).await;
+    pids.extend(after);
+    failed += lost;
+    assert_eq!(failed, 0);
     assert!(pids.len() >= 2, "{pids:?}");
     assert!(logged(&["plugin=hog ", "over max_memory 40 MiB"]));
     host.shutdown().await;
