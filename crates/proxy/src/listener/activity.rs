@@ -30,8 +30,9 @@ pub(super) struct Activity {
     /// The reader, woken when the last request in flight ends, so that it arms the idle timer.
     pub(super) reader: AtomicWaker,
     /// The connection has been idle long enough to give back its buffers: the HTTP/1 driver
-    /// takes this and parks the connection.
-    pub(super) release: AtomicBool,
+    /// takes this and parks the connection. Holds `started + 1` as it was when the timer fired
+    /// (0: not asked), so that a request begun since makes the request stale.
+    pub(super) release: AtomicU64,
     /// Where the HTTP/1 driver sends the client's connection after a `101` (set by the request
     /// that asks to upgrade).
     pub(super) client_upgrade: Mutex<Option<oneshot::Sender<ClientConnection>>>,
@@ -59,9 +60,22 @@ impl Activity {
         ClientUpgrade::new(rx)
     }
 
-    /// Whether the timers asked for the idle connection's buffers back (clearing the request).
+    /// Asks the HTTP/1 driver to park the connection, idle since `started` requests began.
+    pub(super) fn ask_release(&self, started: u64) {
+        self.release
+            .store(started.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Whether the timers asked for the idle connection's buffers back and it is still idle:
+    /// no request in flight and none begun since (clearing the request). A request that began
+    /// in between (e.g. the client's bytes arrived as the timer fired, and hyper read them)
+    /// keeps the connection: parking it then would have hyper close with a pipelined request
+    /// still in its buffer.
     pub(super) fn take_release(&self) -> bool {
-        self.release.swap(false, Ordering::AcqRel)
+        let asked = self.release.swap(0, Ordering::AcqRel);
+        asked != 0
+            && asked == self.started.load(Ordering::Acquire).wrapping_add(1)
+            && self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Hands the client's connection to the upgrade's splice (nothing when no upgrade waits).
@@ -123,5 +137,37 @@ impl<B: Body<Data = Bytes>> Body for TrackedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Activity, RequestGuard};
+
+    #[test]
+    fn a_release_asked_while_idle_is_taken_once() {
+        let activity = Arc::new(Activity::default());
+        assert!(!activity.take_release());
+        activity.ask_release(0);
+        assert!(activity.take_release());
+        assert!(!activity.take_release());
+    }
+
+    #[test]
+    fn a_request_begun_after_the_release_was_asked_keeps_the_connection() {
+        // The client's next (pipelined) request arrived as the idle timer fired: hyper holds it,
+        // so parking now would lose what hyper read.
+        let activity = Arc::new(Activity::default());
+        activity.ask_release(0);
+        let guard = RequestGuard::start(&activity);
+        assert!(!activity.take_release());
+        // Not even once that request is done: it was asked for an idle period that is over.
+        activity.ask_release(0);
+        drop(guard);
+        assert!(!activity.take_release());
+        activity.ask_release(1);
+        assert!(activity.take_release());
     }
 }

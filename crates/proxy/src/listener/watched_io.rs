@@ -185,7 +185,7 @@ impl<I: ClientStream> WatchedIo<I> {
                 }
                 // Idle long enough: the driver parks the connection, without its buffers.
                 self.released_for = Some(since);
-                self.activity.release.store(true, Ordering::Release);
+                self.activity.ask_release(self.seen_started);
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
