@@ -151,7 +151,8 @@ $command
 config = { upstream_id = "found", prefix = "found", backends = "http://127.0.0.1:$BACKEND_PORT", batch = "replace" }
 TOML
     start_gatekeeper --config "$BATS_TEST_TMPDIR/gk.toml"
-    gk_log | grep -q 'apply_batch applied plugin="discovery" total=2 replace=true'
+    # The SDKs push from `start` or just after it: the batch may land after "ready".
+    eventually 100 "gk_log | grep -q 'apply_batch applied plugin=\"discovery\" total=2 replace=true'"
     [ "$(http_code "$GK_URL/found/x")" = 200 ]
     stop_gatekeeper
   done
