@@ -8,12 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use gatekeeper_plugin_host::Manager;
 use gatekeeper_proxy::Registry;
-use gatekeeper_rpc::dispatch::{method_not_found, Dispatcher};
-use gatekeeper_rpc::methods::{
-    AddBackend, AddUpstream, ApplyBatch, Empty, RemoveBackend, RemoveUpstream,
-};
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 
@@ -49,16 +44,7 @@ pub fn manager_call(method: &str, params: &str) -> Result<(), String> {
         text => Some(RawValue::from_string(text.to_owned()).map_err(|e| e.to_string())?),
     };
     let manager = RegistryManager::new(Arc::new(Registry::new()));
-    let plugin = "fuzz";
-    let empty = |outcome: Result<(), gatekeeper_rpc::ErrorObject>| outcome.map(|()| Empty {});
-    Dispatcher::new(method, params.as_deref())
-        .on::<AddUpstream, _>(|p| empty(manager.add_upstream(plugin, p)))
-        .on::<RemoveUpstream, _>(|p| empty(manager.remove_upstream(plugin, p)))
-        .on::<AddBackend, _>(|p| empty(manager.add_backend(plugin, p)))
-        .on::<RemoveBackend, _>(|p| empty(manager.remove_backend(plugin, p)))
-        .on::<ApplyBatch, _>(|p| manager.apply_batch(plugin, p))
-        .finish()
-        .unwrap_or_else(|| Err(method_not_found(method)))
+    gatekeeper_plugin_host::manager::dispatch(&manager, "fuzz", method, params.as_deref())
         .map(drop)
         .map_err(|e| e.message().to_owned())
 }

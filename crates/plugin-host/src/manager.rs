@@ -96,17 +96,27 @@ impl ManagerService {
 
     /// Answers one manager call with the params as the plugin sent them.
     pub(crate) fn call(&self, method: &str, params: Option<&RawValue>) -> Reply {
-        let (plugin, manager) = (self.plugin.as_str(), &*self.manager);
-        let empty = |outcome: Result<(), ErrorObject>| outcome.map(|()| Empty {});
-        Dispatcher::new(method, params)
-            .on::<AddUpstream, _>(|p| empty(manager.add_upstream(plugin, p)))
-            .on::<RemoveUpstream, _>(|p| empty(manager.remove_upstream(plugin, p)))
-            .on::<AddBackend, _>(|p| empty(manager.add_backend(plugin, p)))
-            .on::<RemoveBackend, _>(|p| empty(manager.remove_backend(plugin, p)))
-            .on::<ApplyBatch, _>(|p| manager.apply_batch(plugin, p))
-            .finish()
-            .unwrap_or_else(|| Err(method_not_found(method)))
+        dispatch(&*self.manager, &self.plugin, method, params)
     }
+}
+
+/// Answers one manager call from `plugin` with `manager`: the params typed through the
+/// protocol table, an unknown method answered `method not found`.
+pub fn dispatch(
+    manager: &dyn Manager,
+    plugin: &str,
+    method: &str,
+    params: Option<&RawValue>,
+) -> Reply {
+    let empty = |outcome: Result<(), ErrorObject>| outcome.map(|()| Empty {});
+    Dispatcher::new(method, params)
+        .on::<AddUpstream, _>(|p| empty(manager.add_upstream(plugin, p)))
+        .on::<RemoveUpstream, _>(|p| empty(manager.remove_upstream(plugin, p)))
+        .on::<AddBackend, _>(|p| empty(manager.add_backend(plugin, p)))
+        .on::<RemoveBackend, _>(|p| empty(manager.remove_backend(plugin, p)))
+        .on::<ApplyBatch, _>(|p| manager.apply_batch(plugin, p))
+        .finish()
+        .unwrap_or_else(|| Err(method_not_found(method)))
 }
 
 #[cfg(test)]
